@@ -1,0 +1,62 @@
+"""Who the simulated patients are: sex, birth date and (from the life table) date of death.
+
+Patient `i` of a scenario draws everything from its own random stream, seeded by (seed, i), so a
+patient is the same whichever chunk, process or machine simulates it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import numpy as np
+
+from trajsim.engine.source import DAYS_PER_YEAR, PatientState
+from trajsim.knowledge import Knowledge
+from trajsim.scenario import Scenario
+
+EPOCH = date(1970, 1, 1)
+
+
+def day_number(d: date) -> float:
+    """Days since 1970-01-01, the engine's clock."""
+    return float((d - EPOCH).days)
+
+
+def patient_rng(seed: int, index: int) -> np.random.Generator:
+    """The independent random stream of patient `index` under `seed`."""
+    return np.random.default_rng(np.random.SeedSequence([seed, index]))
+
+
+def draw_patient(scenario: Scenario, index: int, knowledge: Knowledge) -> PatientState:
+    """Patient number `index` (0-based) of the scenario's cohort."""
+    rng = patient_rng(scenario.seed, index)
+    population, period = scenario.population, scenario.period
+    sex = "F" if rng.random() < population.female_fraction else "M"
+    weights = np.array([g.weight for g in population.age_mix])
+    group = population.age_mix[int(rng.choice(len(weights), p=weights / weights.sum()))]
+    age_at_end = rng.uniform(group.min, group.max)
+    end_day = day_number(period.end)
+    birth_day = math.floor(end_day - age_at_end * DAYS_PER_YEAR)
+    entry_day = birth_day if period.start is None else max(birth_day, day_number(period.start))
+    death_day = _draw_death_day(knowledge, rng, birth_day, entry_day, end_day)
+    return PatientState(index + 1, sex, float(birth_day), float(entry_day), end_day, death_day, rng)
+
+
+def _draw_death_day(knowledge: Knowledge, rng: np.random.Generator, birth_day: float,
+                    entry_day: float, end_day: float) -> float | None:
+    """Day of death from the life table's piecewise-constant hazard, or None if alive at the end."""
+    target = rng.exponential()  # cumulative hazard at which death occurs
+    day = entry_day
+    for age_min, age_max, hazard in knowledge.mortality:
+        band_end = birth_day + age_max * DAYS_PER_YEAR
+        if band_end <= day:
+            continue
+        span = min(band_end, end_day) - day
+        if target <= hazard * span / DAYS_PER_YEAR:
+            return day + target / hazard * DAYS_PER_YEAR
+        target -= hazard * span / DAYS_PER_YEAR
+        day += span
+        if day >= end_day:
+            break
+    return None

@@ -1,0 +1,35 @@
+"""Run a scenario's cohort through the engine, chunk by chunk, yielding finished patients in order.
+
+Chunks bound memory: only one chunk's patients are alive at once, however large the cohort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import simpy
+
+from trajsim.engine.patient import PatientRecord, patient_life
+from trajsim.engine.population import draw_patient
+from trajsim.engine.sampler import VisitSampler
+from trajsim.engine.source import TrajectorySource
+from trajsim.knowledge import load_knowledge
+from trajsim.scenario import Scenario
+
+CHUNK_SIZE = 256
+
+
+def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count: int | None = None,
+             chunk_size: int = CHUNK_SIZE) -> Iterator[PatientRecord]:
+    """Patients `first` .. `first + count - 1` of the scenario (all of them by default)."""
+    knowledge = load_knowledge()
+    stop = scenario.population.size if count is None else first + count
+    for chunk_start in range(first, stop, chunk_size):
+        records = [PatientRecord(draw_patient(scenario, i, knowledge))
+                   for i in range(chunk_start, min(chunk_start + chunk_size, stop))]
+        env = simpy.Environment(initial_time=min(r.patient.entry_day for r in records))
+        sampler = VisitSampler(env, source)
+        for record in records:
+            env.process(patient_life(env, record, sampler, source))
+        env.run()
+        yield from records

@@ -1,0 +1,249 @@
+"""Clinical knowledge as data: what medicine is, separate from how the engine simulates it.
+
+Each table in `data/` is a small CSV with a `source` column citing where its figures come from.
+The loaders here turn them into typed, read-only objects and check every code against the
+vocabulary, so adding a condition is a data edit plus a test, not new branches in code.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
+from trajsim.vocab import load_vocabulary
+
+DAYS_PER_YEAR = 365.25
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A condition and how it presents: chronic conditions persist, acute ones resolve."""
+
+    key: str
+    code: str
+    icd10cm: str
+    course: str  # "chronic" | "acute"
+    visit_class: str  # encounter class of the visit that diagnoses an acute episode
+    visit_type: str  # SNOMED encounter type of that visit (follow-up visits for chronic ones)
+    duration_days: float | None
+    stay_days: float | None
+    follow_up_days: float | None
+
+
+@dataclass(frozen=True)
+class AgeBand:
+    """A figure that applies to one sex (or "any") over ages [age_min, age_max) in years."""
+
+    sex: str
+    age_min: float
+    age_max: float
+    value: float
+
+    def covers(self, sex: str, age: float) -> bool:
+        return self.sex in ("any", sex) and self.age_min <= age < self.age_max
+
+
+@dataclass(frozen=True)
+class Medication:
+    """A first-line drug for an indication; chronic drugs are renewed every `refill_days`.
+
+    Drugs of one `group` are alternatives (one is chosen by `weight`); each group is prescribed."""
+
+    condition: str
+    code: str
+    group: str
+    weight: float
+    course_days: float | None
+    refill_days: float | None
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """A lab repeated every `interval_days` while a condition is active."""
+
+    condition: str
+    code: str
+    interval_days: float
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A lab or vital: its category, UCUM unit, reporting precision and physiological bounds."""
+
+    code: str
+    category: str
+    unit: str
+    decimals: int
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class ValueDistribution:
+    """Normal distribution of a measurement for a sex/age band, optionally given a condition."""
+
+    condition: str | None
+    band: AgeBand
+    mean: float
+    sd: float
+
+
+@dataclass(frozen=True)
+class Dose:
+    """A scheduled vaccine dose at `age_days`; repeating ones recur every `repeat_days`."""
+
+    code: str
+    age_days: float
+    repeat_days: float | None
+    season_uptake: float | None
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    conditions: dict[str, Condition]
+    prevalence: dict[str, list[AgeBand]]
+    episode_rates: dict[str, list[AgeBand]]
+    medications: dict[str, list[Medication]]
+    monitoring: dict[str, list[Monitoring]]
+    measurements: dict[str, Measurement]
+    values: dict[str, list[ValueDistribution]]
+    growth: dict[str, np.ndarray]  # sex -> rows of (age_years, height_cm, weight_kg)
+    doses: list[Dose]
+    well_visit_days: list[float]
+    well_visit_repeat_days: float
+    mortality: np.ndarray  # rows of (age_min, age_max, annual hazard)
+
+    def prevalence_at(self, condition: str, sex: str, age: float) -> float:
+        """Prevalence interpolated between band midpoints, rising from zero at the first band's
+        lower age (so incidence derived from its slope is positive from that age on)."""
+        bands = [b for b in self.prevalence[condition] if b.sex in ("any", sex)]
+        if not bands or age < bands[0].age_min:
+            return 0.0
+        ages = [bands[0].age_min] + [(b.age_min + min(b.age_max, 90)) / 2 for b in bands]
+        values = [0.0] + [b.value for b in bands]
+        return float(np.interp(age, ages, values))
+
+    def onset_probability(self, condition: str, sex: str, age_from: float, age_to: float) -> float:
+        """Chance that a chronic condition absent at `age_from` starts by `age_to`, from the rise in
+        prevalence: P = 1 - (1 - prev(to)) / (1 - prev(from)) for a condition that does not remit."""
+        before = self.prevalence_at(condition, sex, age_from)
+        after = self.prevalence_at(condition, sex, age_to)
+        return max(0.0, 1.0 - (1.0 - after) / (1.0 - before))
+
+    def episode_rate(self, condition: str, sex: str, age: float) -> float:
+        """Acute episodes per person-year at this age."""
+        for band in self.episode_rates[condition]:
+            if band.covers(sex, age):
+                return band.value / 1000.0
+        return 0.0
+
+    def value_distribution(self, code: str, sex: str, age: float, active: set[str]) -> ValueDistribution | None:
+        """The distribution for a measurement: a condition-specific one if the patient has that
+        condition, else the baseline; None when the measurement is not taken at this age."""
+        baseline = None
+        for dist in self.values.get(code, ()):
+            if not dist.band.covers(sex, age):
+                continue
+            if dist.condition is None:
+                baseline = baseline or dist
+            elif dist.condition in active:
+                return dist
+        return baseline
+
+    def growth_at(self, sex: str, age: float) -> tuple[float, float]:
+        """Median height (cm) and weight (kg) at this age."""
+        table = self.growth[sex]
+        return float(np.interp(age, table[:, 0], table[:, 1])), float(np.interp(age, table[:, 0], table[:, 2]))
+
+    def annual_death_hazard(self, age: float) -> float:
+        """Background deaths per person-year at this age (life table)."""
+        row = np.searchsorted(self.mortality[:, 1], age, side="right")
+        return float(self.mortality[min(row, len(self.mortality) - 1), 2])
+
+
+def _rows(name: str) -> list[dict[str, str]]:
+    text = resources.files(__package__).joinpath(f"data/{name}").read_text(encoding="utf-8")
+    return list(csv.DictReader(text.splitlines()))
+
+
+def _number(value: str) -> float | None:
+    return float(value) if value.strip() else None
+
+
+def _band(row: dict[str, str], value: float) -> AgeBand:
+    return AgeBand(row.get("sex") or "any", float(row["age_min"]), float(row["age_max"]), value)
+
+
+@cache
+def load_knowledge() -> Knowledge:
+    """The shipped knowledge base, checked against the vocabulary (read once per process)."""
+    vocabulary = load_vocabulary()
+    conditions = {
+        r["condition"]: Condition(
+            r["condition"], r["code"], r["icd10cm"], r["course"], r["visit_class"], r["visit_type"],
+            _number(r["duration_days"]), _number(r["stay_days"]), _number(r["follow_up_days"]),
+        )
+        for r in _rows("conditions.csv")
+    }
+    prevalence: dict[str, list[AgeBand]] = defaultdict(list)
+    episode_rates: dict[str, list[AgeBand]] = defaultdict(list)
+    for r in _rows("condition_rates.csv"):
+        target = prevalence if r["measure"] == "prevalence" else episode_rates
+        target[r["condition"]].append(_band(r, float(r["value"])))
+    medications: dict[str, list[Medication]] = defaultdict(list)
+    for r in _rows("medications.csv"):
+        medications[r["condition"]].append(
+            Medication(r["condition"], r["code"], r["group"], float(r["weight"]), _number(r["course_days"]), _number(r["refill_days"]))
+        )
+    monitoring: dict[str, list[Monitoring]] = defaultdict(list)
+    for r in _rows("monitoring.csv"):
+        monitoring[r["condition"]].append(Monitoring(r["condition"], r["code"], float(r["interval_days"])))
+    measurements = {
+        r["code"]: Measurement(r["code"], r["category"], vocabulary[r["code"]].unit or "1", int(r["decimals"]),
+                               float(r["low"]), float(r["high"]))
+        for r in _rows("measurements.csv")
+    }
+    values: dict[str, list[ValueDistribution]] = defaultdict(list)
+    for r in _rows("measurement_values.csv"):
+        values[r["code"]].append(
+            ValueDistribution(r["condition"] or None, _band(r, 0.0), float(r["mean"]), float(r["sd"]))
+        )
+    growth = {
+        sex: np.array([[float(r["age_years"]), float(r["height_cm"]), float(r["weight_kg"])]
+                       for r in _rows("growth.csv") if r["sex"] == sex])
+        for sex in ("F", "M")
+    }
+    doses = [Dose(r["code"], float(r["age_days"]), _number(r["repeat_days"]), _number(r["season_uptake"]))
+             for r in _rows("immunizations.csv")]
+    well = _rows("well_visits.csv")
+    mortality = np.array([[float(r["age_min"]), float(r["age_max"]), float(r["deaths_per_100k"]) / 1e5]
+                          for r in _rows("mortality.csv")])
+    knowledge = Knowledge(
+        conditions, dict(prevalence), dict(episode_rates), dict(medications), dict(monitoring), measurements,
+        dict(values), growth, doses, [float(r["age_days"]) for r in well], float(well[-1]["repeat_days"]), mortality,
+    )
+    _check_codes(knowledge)
+    return knowledge
+
+
+def _check_codes(knowledge: Knowledge) -> None:
+    """Every code a table uses must be a known concept, and every table must name known conditions."""
+    vocabulary = load_vocabulary()
+    codes = [c.code for c in knowledge.conditions.values()] + [c.icd10cm for c in knowledge.conditions.values()]
+    codes += [c.visit_type for c in knowledge.conditions.values()]
+    codes += [m.code for ms in knowledge.medications.values() for m in ms]
+    codes += [m.code for ms in knowledge.monitoring.values() for m in ms]
+    codes += list(knowledge.measurements) + [d.code for d in knowledge.doses]
+    unknown = sorted({c for c in codes if c not in vocabulary})
+    if unknown:
+        raise ValueError(f"knowledge tables use codes missing from the vocabulary: {', '.join(unknown)}")
+    named = set(knowledge.prevalence) | set(knowledge.episode_rates) | set(knowledge.medications) | set(knowledge.monitoring)
+    named |= {d.condition for ds in knowledge.values.values() for d in ds if d.condition}
+    stray = sorted(named - set(knowledge.conditions))
+    if stray:
+        raise ValueError(f"knowledge tables name conditions not in conditions.csv: {', '.join(stray)}")

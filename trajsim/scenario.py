@@ -1,0 +1,146 @@
+"""A scenario is the user's whole request: who to simulate, over which period, and what to write.
+
+Scenarios are TOML files validated by the pydantic models below. Any mistake becomes one
+`ScenarioError` that names the file, the field and what is allowed, so the CLI can print a sentence
+instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+OutputFormat = Literal["bundle", "ndjson", "events"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgeGroup(_Strict):
+    """Share of the cohort whose age (on the period's end date) lies in [min, max)."""
+
+    min: int = Field(ge=0, le=120)
+    max: int = Field(gt=0, le=121)
+    weight: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AgeGroup:
+        if self.max <= self.min:
+            raise ValueError(f"max ({self.max}) must be greater than min ({self.min})")
+        return self
+
+
+# US resident population by age, 2020 Census (DP1): under 18 22.1%, 65 and over 16.8%; the split of
+# 18-64 and of 65+ follows the Census Bureau's 2020 single-year-of-age estimates.
+US_2020_AGE_MIX = (
+    AgeGroup(min=0, max=18, weight=0.221),
+    AgeGroup(min=18, max=45, weight=0.357),
+    AgeGroup(min=45, max=65, weight=0.254),
+    AgeGroup(min=65, max=85, weight=0.146),
+    AgeGroup(min=85, max=100, weight=0.022),
+)
+
+
+class Population(_Strict):
+    size: int = Field(100, ge=1, le=100_000_000)
+    female_fraction: float = Field(0.505, ge=0.0, le=1.0)  # 2020 Census: 50.5% female
+    age_mix: tuple[AgeGroup, ...] = Field(US_2020_AGE_MIX, min_length=1)
+
+
+class Period(_Strict):
+    """Simulated calendar window. Without `start`, each record begins at the patient's birth."""
+
+    start: date | None = None
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Period:
+        if self.start is not None and self.start >= self.end:
+            raise ValueError(f"start ({self.start}) must be before end ({self.end})")
+        return self
+
+
+class Output(_Strict):
+    dir: Path = Path("out")
+    formats: tuple[OutputFormat, ...] = Field(("bundle", "ndjson", "events"), min_length=1)
+
+
+class Scenario(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**63)
+    population: Population = Population()
+    period: Period
+    output: Output = Output()
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be used; the message is meant for the user as is."""
+
+
+def _field_name(location: tuple[str | int, ...]) -> str:
+    parts: list[str] = []
+    for part in location:
+        if isinstance(part, int):
+            parts[-1] = f"{parts[-1]}[{part}]" if parts else f"[{part}]"
+        else:
+            parts.append(part)
+    return ".".join(parts) or "(top level)"
+
+
+def _allowed_fields(location: tuple[str | int, ...]) -> str:
+    model: type[BaseModel] = Scenario
+    for part in location[:-1]:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        nested = getattr(annotation, "__args__", (annotation,))[0]
+        if not (isinstance(nested, type) and issubclass(nested, BaseModel)):
+            return ""
+        model = nested
+    return ", ".join(model.model_fields)
+
+
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    """One line per problem: `file: field: what is wrong (got value)`."""
+    problems = error.errors()
+    lines = []
+    for problem in problems:
+        location = problem["loc"]
+        if problem["type"] == "too_short" and any(
+            other["loc"][: len(location)] == location and len(other["loc"]) > len(location) for other in problems
+        ):
+            continue  # a list emptied only because its items failed; those items are reported
+        field = _field_name(location)
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = f"unknown field; allowed here: {_allowed_fields(location)}"
+        elif problem["type"] == "missing":
+            message = "required field is missing"
+        quiet = problem["type"] in ("missing", "extra_forbidden") or isinstance(problem["input"], dict)
+        got = "" if quiet else f" (got {problem['input']!r})"
+        lines.append(f"{source}: {field}: {message}{got}")
+    return "\n".join(lines)
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate a scenario TOML file, or raise ScenarioError saying what to fix."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read scenario file: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(describe_validation_error(exc, str(path))) from None

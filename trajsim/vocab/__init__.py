@@ -1,0 +1,77 @@
+"""Code systems: display names, domains and units for every code trajsim emits.
+
+One curated table (`data/codes.csv`) with the source of each display name. The FHIR exporter looks
+up displays here; the knowledge loaders check that every code they use is known here.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+SYSTEM_URIS: dict[str, str] = {
+    "SNOMED": "http://snomed.info/sct",
+    "ICD10CM": "http://hl7.org/fhir/sid/icd-10-cm",
+    "LOINC": "http://loinc.org",
+    "RXNORM": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "CVX": "http://hl7.org/fhir/sid/cvx",
+}
+DOMAINS = ("condition", "encounter_type", "vital", "lab", "medication", "immunization")
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One coded concept: `code` is SYSTEM/CODE; `unit` is UCUM for measurements, else None."""
+
+    code: str
+    display: str
+    domain: str
+    unit: str | None
+
+    @property
+    def system(self) -> str:
+        return self.code.split("/", 1)[0]
+
+    @property
+    def local_code(self) -> str:
+        return self.code.split("/", 1)[1]
+
+
+class UnknownCodeError(KeyError):
+    """A code that the vocabulary does not know."""
+
+
+class Vocabulary:
+    """Lookup of concepts by SYSTEM/CODE."""
+
+    def __init__(self, concepts: dict[str, Concept]) -> None:
+        self._concepts = concepts
+
+    def __contains__(self, code: str) -> bool:
+        return code in self._concepts
+
+    def __iter__(self):
+        return iter(self._concepts.values())
+
+    def __getitem__(self, code: str) -> Concept:
+        try:
+            return self._concepts[code]
+        except KeyError:
+            raise UnknownCodeError(f"unknown code {code!r}: add it to trajsim/vocab/data/codes.csv") from None
+
+    def display(self, code: str) -> str:
+        return self[code].display
+
+
+@cache
+def load_vocabulary() -> Vocabulary:
+    """The shipped vocabulary (read once per process)."""
+    text = resources.files(__package__).joinpath("data/codes.csv").read_text(encoding="utf-8")
+    concepts: dict[str, Concept] = {}
+    for row in csv.DictReader(text.splitlines()):
+        if row["domain"] not in DOMAINS:
+            raise ValueError(f"codes.csv: {row['code']}: domain {row['domain']!r} not one of {DOMAINS}")
+        concepts[row["code"]] = Concept(row["code"], row["display"], row["domain"], row["unit"] or None)
+    return Vocabulary(concepts)
