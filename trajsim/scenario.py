@@ -55,8 +55,8 @@ class Population(_Strict):
 class Period(_Strict):
     """Simulated calendar window. Without `start`, each record begins at the patient's birth."""
 
-    start: date | None = None
-    end: date
+    start: date | None = date(2015, 1, 1)
+    end: date = date(2025, 1, 1)
 
     @model_validator(mode="after")
     def _ordered(self) -> Period:
@@ -71,11 +71,13 @@ class Output(_Strict):
 
 
 class Scenario(_Strict):
-    name: str = Field(min_length=1)
+    """The defaults describe the default scenario (scenarios/default.toml spells them out)."""
+
+    name: str = Field("default", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
-    seed: int = Field(0, ge=0, lt=2**63)
+    seed: int = Field(20261125, ge=0, lt=2**63)
     population: Population = Population()
-    period: Period
+    period: Period = Period()
     output: Output = Output()
 
 
@@ -126,6 +128,23 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
         got = "" if quiet else f" (got {problem['input']!r})"
         lines.append(f"{source}: {field}: {message}{got}")
     return "\n".join(lines)
+
+
+def with_overrides(scenario: Scenario, source: str, **changes: object) -> Scenario:
+    """The scenario with command-line overrides (dotted field names), validated like the file."""
+    data = scenario.model_dump()
+    for dotted, value in changes.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        target = data
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(describe_validation_error(exc, source)) from None
 
 
 def load_scenario(path: Path) -> Scenario:

@@ -64,6 +64,9 @@ class Vocabulary:
     def display(self, code: str) -> str:
         return self[code].display
 
+    def get(self, code: str) -> Concept | None:
+        return self._concepts.get(code)
+
 
 @cache
 def load_vocabulary() -> Vocabulary:

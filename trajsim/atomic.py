@@ -1,0 +1,32 @@
+"""Atomic file output: write beside the target, then rename, so a crash never leaves half a file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+def temporary_path(path: Path) -> Path:
+    """The in-progress name of `path` (same directory, so the final rename is atomic)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at `path` only if the block completes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = temporary_path(path)
+    try:
+        with open(partial, "wb") as handle:
+            yield handle
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_writer(path) as handle:
+        handle.write(data)

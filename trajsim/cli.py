@@ -1,0 +1,92 @@
+"""The `trajsim` command line: generate cohorts and check FHIR output.
+
+User mistakes (a bad scenario, a missing folder) end with one sentence on stderr and exit code 2;
+failed validation ends with exit code 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from trajsim.scenario import Scenario, ScenarioError, load_scenario, with_overrides
+
+app = typer.Typer(help="Simulate longitudinal patient trajectories and export them as FHIR R4.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+errors = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a user-facing error and return the exit to raise."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True)
+
+
+@app.command()
+def generate(
+    scenario_file: Path | None = typer.Option(None, "--scenario", "-s", help="Scenario TOML file (default: built-in default scenario)."),
+    patients: int | None = typer.Option(None, "--patients", "-n", help="Cohort size (overrides population.size)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides seed)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (overrides output.dir)."),
+) -> None:
+    """Generate a synthetic cohort as FHIR R4 bundles, bulk NDJSON and canonical events."""
+    from trajsim.generate import generate as run
+
+    try:
+        scenario = load_scenario(scenario_file) if scenario_file else Scenario()
+        scenario = with_overrides(scenario, "command line", **{
+            "population.size": patients, "seed": seed, "output.dir": out})
+    except ScenarioError as exc:
+        raise fail(str(exc)) from None
+    with progress_bar() as bar:
+        task = bar.add_task(f"Simulating {scenario.name}", total=scenario.population.size)
+        summary = run(scenario, on_patient=lambda: bar.advance(task))
+    table = Table(title=f"{scenario.name}: {summary.patients} patients in {summary.seconds:.1f} s "
+                        f"({summary.patients / max(summary.seconds, 1e-9):.0f} patients/s)")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, value in (("deaths", summary.deaths), ("encounters", summary.encounters), ("events", summary.events)):
+        table.add_row(label, f"{value:,}")
+    for resource_type, count in sorted(summary.resources.items()):
+        table.add_row(f"{resource_type} resources", f"{count:,}")
+    table.add_row("written", f"{summary.bytes_written / 1e6:,.1f} MB to {scenario.output.dir}")
+    console.print(table)
+
+
+@app.command()
+def validate(directory: Path = typer.Argument(..., help="Folder of FHIR bundles (*.json) and/or bulk NDJSON (*.ndjson).")) -> None:
+    """Validate every FHIR resource against the R4 models and check that references resolve."""
+    from fhir_export.validate import validate_directory
+
+    if not directory.is_dir():
+        raise fail(f"{directory}: no such folder")
+    with progress_bar() as bar:
+        task = bar.add_task("Validating", total=None)
+        report = validate_directory(directory, on_file=lambda _: bar.advance(task))
+    if report.files == 0:
+        raise fail(f"{directory}: no FHIR files (*.json bundles or *.ndjson) found")
+    table = Table(title=f"{directory}: {report.files} files, {sum(report.resources.values()):,} valid resources")
+    table.add_column("resource type")
+    table.add_column("valid", justify="right")
+    for resource_type, count in sorted(report.resources.items()):
+        table.add_row(resource_type, f"{count:,}")
+    console.print(table)
+    for failure in report.failures:
+        errors.print(f"[red]invalid:[/] {failure}", highlight=False)
+    if report.failure_count:
+        raise fail(f"{report.failure_count} problem(s) found", code=1)
+    console.print("[green]All resources are valid FHIR R4 and every reference resolves.[/]")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,124 @@
+"""Generate a scenario's cohort to disk: engine -> events -> FHIR, streamed patient by patient.
+
+Output layout under the scenario's output directory:
+    fhir/bundles/patient-<n>.json    one FHIR R4 transaction bundle per patient
+    fhir/ndjson/<Type>.ndjson        bulk NDJSON, one file per resource type
+    events/part-<k>.parquet          the canonical event table, one part per chunk of patients
+    manifest.json                    what was generated (scenario, seed, counts, files)
+Files of an earlier run in those folders are replaced, so the folder always shows one run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import orjson
+
+from fhir_export import NdjsonWriter, ResourceBuilder, write_bundle
+from trajsim.atomic import atomic_writer, write_bytes_atomic
+from trajsim.engine import ReferenceSource, TrajectorySource, simulate
+from trajsim.engine.simulate import CHUNK_SIZE
+from trajsim.events import DEATH, VISIT_START_PREFIX, Event, events_frame
+from trajsim.knowledge import load_knowledge
+from trajsim.scenario import Scenario
+from trajsim.vocab import load_vocabulary
+
+STALE_PATTERNS = ("fhir/bundles/patient-*.json", "fhir/ndjson/*.ndjson", "events/part-*.parquet")
+
+
+@dataclass
+class GenerationSummary:
+    """What a run produced, for the CLI's closing table and the manifest."""
+
+    patients: int = 0
+    deaths: int = 0
+    encounters: int = 0
+    events: int = 0
+    resources: Counter = field(default_factory=Counter)
+    bytes_written: int = 0
+    seconds: float = 0.0
+
+
+def fhir_namespace(scenario: Scenario) -> str:
+    """Identity of a run's patients: the same scenario and seed give the same resource ids."""
+    return f"{scenario.name}/{scenario.seed}"
+
+
+def default_builder(scenario: Scenario) -> ResourceBuilder:
+    """FHIR builder with the shipped vocabulary and SNOMED -> ICD-10-CM codings of known conditions."""
+    crosswalk = {c.code: c.icd10cm for c in load_knowledge().conditions.values()}
+    return ResourceBuilder(fhir_namespace(scenario), load_vocabulary(), crosswalk)
+
+
+def generate(scenario: Scenario, out_dir: Path | None = None, source: TrajectorySource | None = None,
+             on_patient: Callable[[], None] | None = None) -> GenerationSummary:
+    """Simulate the whole cohort and write every requested format; returns the run's summary."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir or scenario.output.dir)
+    formats = set(scenario.output.formats)
+    for pattern in STALE_PATTERNS:
+        for stale in out_dir.glob(pattern):
+            stale.unlink()
+    builder = default_builder(scenario)
+    ndjson = NdjsonWriter(out_dir / "fhir" / "ndjson") if "ndjson" in formats else None
+    summary = GenerationSummary()
+    chunk: list[Event] = []
+    try:
+        for record in simulate(scenario, source or ReferenceSource()):
+            events = record.events
+            summary.patients += 1
+            summary.events += len(events)
+            summary.deaths += any(e.code == DEATH for e in events)
+            summary.encounters += sum(e.code.startswith(VISIT_START_PREFIX) for e in events)
+            patient = builder.build(events)
+            summary.resources.update(r["resourceType"] for r in patient.resources)
+            if "bundle" in formats:
+                path = out_dir / "fhir" / "bundles" / f"patient-{record.subject_id:07d}.json"
+                summary.bytes_written += write_bundle(path, patient)
+            if ndjson is not None:
+                ndjson.write(patient)
+            if "events" in formats:
+                chunk.extend(events)
+                if summary.patients % CHUNK_SIZE == 0:
+                    summary.bytes_written += _write_events(out_dir, summary.patients // CHUNK_SIZE - 1, chunk)
+                    chunk = []
+            if on_patient is not None:
+                on_patient()
+        if chunk:
+            summary.bytes_written += _write_events(out_dir, (summary.patients - 1) // CHUNK_SIZE, chunk)
+        if ndjson is not None:
+            ndjson.close()
+            summary.bytes_written += ndjson.bytes_written
+    except BaseException:
+        if ndjson is not None:
+            ndjson.abort()
+        raise
+    _write_manifest(out_dir, scenario, summary)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _write_events(out_dir: Path, part: int, events: list[Event]) -> int:
+    path = out_dir / "events" / f"part-{part:05d}.parquet"
+    with atomic_writer(path) as handle:
+        events_frame(events).write_parquet(handle, compression="zstd")
+    return path.stat().st_size
+
+
+def _write_manifest(out_dir: Path, scenario: Scenario, summary: GenerationSummary) -> None:
+    """A record of the run without timings, so identical runs write identical manifests."""
+    manifest = {
+        "generator": f"trajsim {version('trajsim')}",
+        "scenario": scenario.model_dump(mode="json"),
+        "patients": summary.patients,
+        "deaths": summary.deaths,
+        "encounters": summary.encounters,
+        "events": summary.events,
+        "resources": dict(sorted(summary.resources.items())),
+    }
+    write_bytes_atomic(out_dir / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
