@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+OUT    ?= out
 
 .PHONY: run test bench install clean
 
@@ -18,7 +19,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/trajsim generate --scenario scenarios/default.toml --out out
+	$(BIN)/trajsim generate --scenario scenarios/default.toml --out $(OUT)
+	$(BIN)/trajsim validate $(OUT)/fhir
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -27,4 +29,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -53,14 +53,14 @@ class Population(_Strict):
 
 
 class Period(_Strict):
-    """Simulated calendar window. Without `start`, each record begins at the patient's birth."""
+    """Simulated calendar window. `start = "birth"` gives lifetime records from each birth."""
 
-    start: date | None = date(2015, 1, 1)
+    start: date | Literal["birth"] = date(2015, 1, 1)
     end: date = date(2025, 1, 1)
 
     @model_validator(mode="after")
     def _ordered(self) -> Period:
-        if self.start is not None and self.start >= self.end:
+        if self.start != "birth" and self.start >= self.end:
             raise ValueError(f"start ({self.start}) must be before end ({self.end})")
         return self
 
@@ -74,7 +74,7 @@ class Scenario(_Strict):
     """The defaults describe the default scenario (scenarios/default.toml spells them out)."""
 
     name: str = Field("default", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    description: str = ""
+    description: str = "US-like general population (2020 Census age and sex mix), records from 2015 to 2025"
     seed: int = Field(20261125, ge=0, lt=2**63)
     population: Population = Population()
     period: Period = Period()
@@ -85,9 +85,29 @@ class ScenarioError(ValueError):
     """A scenario that cannot be used; the message is meant for the user as is."""
 
 
-def _field_name(location: tuple[str | int, ...]) -> str:
-    parts: list[str] = []
+def _model_of(annotation: object) -> type[BaseModel] | None:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _field_path(location: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """The location without pydantic's union-member tags (e.g. `date`, `literal['birth']`)."""
+    path: list[str | int] = []
+    model: type[BaseModel] | None = Scenario
     for part in location:
+        if isinstance(part, int):
+            path.append(part)
+        elif model is not None and part in model.model_fields:
+            path.append(part)
+            model = _model_of(model.model_fields[part].annotation)
+    return tuple(path)
+
+
+def _field_name(path: tuple[str | int, ...]) -> str:
+    parts: list[str] = []
+    for part in path:
         if isinstance(part, int):
             parts[-1] = f"{parts[-1]}[{part}]" if parts else f"[{part}]"
         else:
@@ -95,38 +115,41 @@ def _field_name(location: tuple[str | int, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _allowed_fields(location: tuple[str | int, ...]) -> str:
-    model: type[BaseModel] = Scenario
-    for part in location[:-1]:
-        if isinstance(part, int):
-            continue
-        annotation = model.model_fields[part].annotation
-        nested = getattr(annotation, "__args__", (annotation,))[0]
-        if not (isinstance(nested, type) and issubclass(nested, BaseModel)):
-            return ""
-        model = nested
-    return ", ".join(model.model_fields)
+def _allowed_fields(path: tuple[str | int, ...]) -> str:
+    model: type[BaseModel] | None = Scenario
+    for part in path:
+        if isinstance(part, str) and model is not None:
+            model = _model_of(model.model_fields[part].annotation)
+    return ", ".join(model.model_fields) if model is not None else ""
 
 
 def describe_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem: `file: field: what is wrong (got value)`."""
+    """One line per field at fault: `file: field: what is wrong (got value)`; the alternatives of a
+    field that accepts several types are joined with "or"."""
     problems = error.errors()
-    lines = []
+    by_field: dict[str, list[str]] = {}
     for problem in problems:
         location = problem["loc"]
         if problem["type"] == "too_short" and any(
             other["loc"][: len(location)] == location and len(other["loc"]) > len(location) for other in problems
         ):
             continue  # a list emptied only because its items failed; those items are reported
-        field = _field_name(location)
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            message = f"unknown field; allowed here: {_allowed_fields(location)}"
-        elif problem["type"] == "missing":
-            message = "required field is missing"
-        quiet = problem["type"] in ("missing", "extra_forbidden") or isinstance(problem["input"], dict)
-        got = "" if quiet else f" (got {problem['input']!r})"
-        lines.append(f"{source}: {field}: {message}{got}")
+            message = f"unknown field; allowed here: {_allowed_fields(_field_path(location[:-1]))}"
+            field = _field_name(_field_path(location[:-1]) + (location[-1],))
+        else:
+            field = _field_name(_field_path(location))
+            if problem["type"] == "missing":
+                message = "required field is missing"
+        by_field.setdefault(field, []).append(message)
+        if problem["type"] not in ("missing", "extra_forbidden") and not isinstance(problem["input"], dict):
+            by_field[field].append(f"(got {problem['input']!r})")
+    lines = []
+    for field, parts in by_field.items():
+        got = next((p for p in parts if p.startswith("(got ")), "")
+        messages = " or ".join(dict.fromkeys(p for p in parts if not p.startswith("(got ")))
+        lines.append(f"{source}: {field}: {messages}{' ' + got if got else ''}")
     return "\n".join(lines)
 
 

@@ -38,7 +38,7 @@ def draw_patient(scenario: Scenario, index: int, knowledge: Knowledge) -> Patien
     age_at_end = rng.uniform(group.min, group.max)
     end_day = day_number(period.end)
     birth_day = math.floor(end_day - age_at_end * DAYS_PER_YEAR)
-    entry_day = birth_day if period.start is None else max(birth_day, day_number(period.start))
+    entry_day = birth_day if period.start == "birth" else max(birth_day, day_number(period.start))
     death_day = _draw_death_day(knowledge, rng, birth_day, entry_day, end_day)
     return PatientState(index + 1, sex, float(birth_day), float(entry_day), end_day, death_day, rng)
 

@@ -1,0 +1,79 @@
+"""Scenarios: the default file matches the built-in defaults, and every mistake names file and field."""
+
+from pathlib import Path
+
+import pytest
+
+from trajsim.scenario import Scenario, ScenarioError, load_scenario, with_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scenario.toml"
+    path.write_text(text)
+    return path
+
+
+def test_default_scenario_file_matches_builtin_defaults():
+    assert load_scenario(REPO / "scenarios" / "default.toml") == Scenario()
+
+
+def test_every_shipped_scenario_is_valid():
+    for path in sorted((REPO / "scenarios").glob("*.toml")):
+        load_scenario(path)
+
+
+def test_wrong_type_names_file_field_and_value(tmp_path):
+    path = write(tmp_path, '[population]\nsize = "many"\n')
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert f"{path}: population.size:" in str(error.value)
+    assert "'many'" in str(error.value)
+
+
+def test_unknown_format_lists_the_allowed_values(tmp_path):
+    path = write(tmp_path, '[output]\nformats = ["bundle", "csv"]\n')
+    with pytest.raises(ScenarioError, match=r"output.formats\[1\]: Input should be 'bundle', 'ndjson' or 'events' \(got 'csv'\)"):
+        load_scenario(path)
+
+
+def test_unknown_field_lists_the_allowed_fields(tmp_path):
+    path = write(tmp_path, "[population]\ncolour = 3\n")
+    with pytest.raises(ScenarioError, match=r"population.colour: unknown field; allowed here: size, female_fraction, age_mix"):
+        load_scenario(path)
+
+
+def test_period_must_run_forwards(tmp_path):
+    path = write(tmp_path, "[period]\nstart = 2020-01-01\nend = 2019-01-01\n")
+    with pytest.raises(ScenarioError, match=r"period: start \(2020-01-01\) must be before end \(2019-01-01\)"):
+        load_scenario(path)
+
+
+def test_age_group_bounds_must_be_ordered(tmp_path):
+    path = write(tmp_path, "[population]\nage_mix = [{min = 10, max = 5, weight = 1}]\n")
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert str(error.value) == f"{path}: population.age_mix[0]: max (5) must be greater than min (10)"
+
+
+def test_corrupt_toml_names_the_line(tmp_path):
+    path = write(tmp_path, 'name = "default"\nseed = = 3\n')
+    with pytest.raises(ScenarioError, match=r"not valid TOML: .*line 2"):
+        load_scenario(path)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ScenarioError, match="no such scenario file"):
+        load_scenario(tmp_path / "absent.toml")
+
+
+def test_command_line_overrides_are_validated_too():
+    with pytest.raises(ScenarioError, match=r"command line: population.size: Input should be greater than or equal to 1"):
+        with_overrides(Scenario(), "command line", **{"population.size": 0})
+
+
+def test_start_is_a_date_or_birth(tmp_path):
+    assert load_scenario(write(tmp_path, '[period]\nstart = "birth"\n')).period.start == "birth"
+    with pytest.raises(ScenarioError, match=r"period.start: .*got 'yesterday'"):
+        load_scenario(write(tmp_path, '[period]\nstart = "yesterday"\n'))
