@@ -23,7 +23,7 @@ errors = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a user-facing error and return the exit to raise."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -82,7 +82,7 @@ def validate(directory: Path = typer.Argument(..., help="Folder of FHIR bundles 
         table.add_row(resource_type, f"{count:,}")
     console.print(table)
     for failure in report.failures:
-        errors.print(f"[red]invalid:[/] {failure}", highlight=False)
+        errors.print(f"[red]invalid:[/] {failure}", highlight=False, soft_wrap=True)
     if report.failure_count:
         raise fail(f"{report.failure_count} problem(s) found", code=1)
     console.print("[green]All resources are valid FHIR R4 and every reference resolves.[/]")

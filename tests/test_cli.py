@@ -1,0 +1,79 @@
+"""The command line as a user meets it: it works without arguments beyond an output folder,
+and a mistake ends with one clear sentence and exit code 2, never a traceback."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import REPO
+from trajsim.cli import app
+
+runner = CliRunner(env={"COLUMNS": "250"})  # long paths stay on one line
+
+
+def test_generate_writes_the_requested_cohort(tmp_path):
+    result = runner.invoke(app, ["generate", "-n", "5", "--seed", "3", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "fhir" / "bundles").glob("*.json"))) == 5
+    assert "5 patients" in result.output
+
+
+def test_the_shipped_scenarios_load(tmp_path):
+    for scenario in sorted((REPO / "scenarios").glob("*.toml")):
+        result = runner.invoke(app, ["generate", "-s", str(scenario), "-n", "2", "--out", str(tmp_path / scenario.stem)])
+        assert result.exit_code == 0, (scenario, result.output)
+
+
+@pytest.mark.parametrize("toml, expected", [
+    ('[population]\nsize = "many"\n', "population.size"),
+    ('[output]\nformats = ["pdf"]\n', "'bundle', 'ndjson' or 'events'"),
+    ('[populaton]\nsize = 3\n', "allowed here: name, description, seed, population, period, output"),
+    ('seed = 1\nseed = 2\n', "line 2"),
+])
+def test_a_bad_scenario_names_the_file_and_the_field(tmp_path, toml, expected):
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text(toml)
+    result = runner.invoke(app, ["generate", "-s", str(scenario), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert str(scenario) in result.output and expected in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_scenario_file_is_a_user_error(tmp_path):
+    result = runner.invoke(app, ["generate", "-s", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "nope.toml" in result.output and "Traceback" not in result.output
+
+
+def test_validate_passes_generated_output(cohort_dir):
+    result = runner.invoke(app, ["validate", str(cohort_dir / "fhir")])
+    assert result.exit_code == 0, result.output
+    assert "every reference resolves" in result.output
+
+
+def test_validate_fails_on_a_corrupt_file(tmp_path, cohort_dir):
+    shutil.copytree(cohort_dir / "fhir", tmp_path / "fhir")
+    bundle = next((tmp_path / "fhir" / "bundles").glob("*.json"))
+    bundle.write_bytes(bundle.read_bytes()[:-40])
+    result = runner.invoke(app, ["validate", str(tmp_path / "fhir")])
+    assert result.exit_code == 1
+    assert bundle.name in result.output
+
+
+def test_validate_a_missing_folder_is_a_user_error(tmp_path):
+    result = runner.invoke(app, ["validate", str(tmp_path / "absent")])
+    assert result.exit_code == 2
+    assert "no such folder" in result.output
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / ".installed").exists(), reason="`make run` needs the project's .venv (run `make test` once)")
+def test_make_run_generates_and_validates_the_default_cohort(tmp_path):
+    result = subprocess.run(["make", "run", f"OUT={tmp_path}"], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "120"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every reference resolves" in result.stdout
+    assert len(list((tmp_path / "fhir" / "bundles").glob("*.json"))) == 100
