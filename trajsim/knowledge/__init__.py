@@ -8,9 +8,10 @@ vocabulary, so adding a condition is a data edit plus a test, not new branches i
 from __future__ import annotations
 
 import csv
+import math
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 
 import numpy as np
@@ -104,6 +105,16 @@ class Dose:
 
 
 @dataclass(frozen=True)
+class Restriction:
+    """A code that only fits one sex (`sex` None: either) and ages [age_min, age_max) in years."""
+
+    code: str
+    sex: str | None
+    age_min: float
+    age_max: float
+
+
+@dataclass(frozen=True)
 class Knowledge:
     conditions: dict[str, Condition]
     prevalence: dict[str, list[AgeBand]]
@@ -117,6 +128,22 @@ class Knowledge:
     well_visit_days: list[float]
     well_visit_repeat_days: float
     mortality: np.ndarray  # rows of (age_min, age_max, annual hazard)
+    restrictions: dict[str, Restriction]  # by code; a condition's ICD-10-CM code shares its SNOMED one's
+
+    @cached_property
+    def indications(self) -> dict[str, frozenset[str]]:
+        """Drug code -> the condition codes (SNOMED and ICD-10-CM) it is first-line for."""
+        found: dict[str, set[str]] = defaultdict(set)
+        for key, medications in self.medications.items():
+            condition = self.conditions[key]
+            for medication in medications:
+                found[medication.code] |= {condition.code, condition.icd10cm}
+        return {code: frozenset(codes) for code, codes in found.items()}
+
+    @cached_property
+    def chronic_codes(self) -> frozenset[str]:
+        """SNOMED and ICD-10-CM codes of the chronic conditions."""
+        return frozenset(code for c in self.conditions.values() if c.course == "chronic" for code in (c.code, c.icd10cm))
 
     def prevalence_at(self, condition: str, sex: str, age: float) -> float:
         """Prevalence interpolated between band midpoints, rising from zero at the first band's
@@ -226,9 +253,22 @@ def load_knowledge() -> Knowledge:
     knowledge = Knowledge(
         conditions, dict(prevalence), dict(episode_rates), dict(medications), dict(monitoring), measurements,
         dict(values), growth, doses, [float(r["age_days"]) for r in well], float(well[-1]["repeat_days"]), mortality,
+        _restrictions(conditions),
     )
     _check_codes(knowledge)
     return knowledge
+
+
+def _restrictions(conditions: dict[str, Condition]) -> dict[str, Restriction]:
+    icd10cm = {c.code: c.icd10cm for c in conditions.values()}
+    restrictions = {}
+    for r in _rows("restrictions.csv"):
+        age_max = _number(r["age_max"])
+        rule = Restriction(r["code"], r["sex"] or None, _number(r["age_min"]) or 0.0, math.inf if age_max is None else age_max)
+        restrictions[r["code"]] = rule
+        if r["code"] in icd10cm:
+            restrictions[icd10cm[r["code"]]] = Restriction(icd10cm[r["code"]], rule.sex, rule.age_min, rule.age_max)
+    return restrictions
 
 
 def _check_codes(knowledge: Knowledge) -> None:
@@ -238,7 +278,7 @@ def _check_codes(knowledge: Knowledge) -> None:
     codes += [c.visit_type for c in knowledge.conditions.values()]
     codes += [m.code for ms in knowledge.medications.values() for m in ms]
     codes += [m.code for ms in knowledge.monitoring.values() for m in ms]
-    codes += list(knowledge.measurements) + [d.code for d in knowledge.doses]
+    codes += list(knowledge.measurements) + [d.code for d in knowledge.doses] + list(knowledge.restrictions)
     unknown = sorted({c for c in codes if c not in vocabulary})
     if unknown:
         raise ValueError(f"knowledge tables use codes missing from the vocabulary: {', '.join(unknown)}")
