@@ -1,0 +1,143 @@
+"""Real records -> the canonical event table (trajsim/events.py), whatever shape they arrive in.
+
+Each format has one reader module that plans its work as steps (one per file or table). The
+pipeline here runs the steps one at a time, spilling each step's candidate events to a Parquet part
+so memory holds one file's worth, then resolves cross-file references (a medication's indication),
+sorts, and collects or streams the result to disk atomically.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from trajsim.atomic import atomic_writer
+from trajsim.events import EVENT_SCHEMA, EventTableError, validate_events
+from trajsim.ingest import fhir
+from trajsim.ingest.common import (
+    IngestError, IngestReport, Step, TableCounts, candidates, sort_events, source_files,
+)
+
+__all__ = ["FORMATS", "IngestError", "IngestReport", "TableCounts", "detect_format", "ingest", "load_events",
+           "read_events"]
+
+READERS: dict[str, Callable[[Path], list[Step]]] = {
+    "fhir": fhir.plan,
+}
+FORMATS = tuple(READERS)
+CANONICAL = "events"
+Progress = Callable[[int, int, str], None]
+
+
+def _check_format(format: str) -> None:
+    if format not in READERS:
+        raise IngestError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _spill(format: str, source: Path, workdir: Path, report: IngestReport, progress: Progress | None) -> pl.LazyFrame:
+    """Run the reader's steps, writing each step's candidate events to a Parquet part in `workdir`;
+    return the finished, sorted event table as a lazy scan over those parts."""
+    steps = READERS[format](source)
+    for number, (label, step) in enumerate(steps):
+        try:
+            candidates(step(report)).sink_parquet(workdir / f"part-{number:06d}.parquet")
+        except pl.exceptions.PolarsError as exc:
+            raise IngestError(f"{label}: {str(exc).splitlines()[0]}") from None
+        if progress is not None:
+            progress(number + 1, len(steps), label)
+    parts = pl.scan_parquet(workdir / "part-*.parquet")
+    # A medication's `_reason_ref` names the condition it treats; its code becomes the event's text.
+    indications = (parts.filter(pl.col("_rid").is_not_null())
+                   .select(pl.col("_rid").alias("_reason_ref"), pl.col("code").alias("_indication"))
+                   .unique("_reason_ref", keep="first"))
+    events = (parts.join(indications, on="_reason_ref", how="left", maintain_order="left")
+              .with_columns(pl.coalesce("text", "_indication").alias("text"))
+              .select(list(EVENT_SCHEMA)))
+    return sort_events(events)
+
+
+def read_events(format: str, source: Path) -> pl.DataFrame:
+    """The canonical event table of `source` read as `format` (one of FORMATS)."""
+    _check_format(format)
+    report = IngestReport(format, Path(source))
+    with tempfile.TemporaryDirectory(prefix="trajsim-ingest-") as workdir:
+        return _spill(format, Path(source), Path(workdir), report, None).collect()
+
+
+def ingest(format: str, source: Path, out: Path, progress: Progress | None = None) -> IngestReport:
+    """Read `source` as `format` and write its event table to the Parquet file `out`.
+
+    `out` appears only when the whole input was read; on IngestError nothing is written.
+    """
+    _check_format(format)
+    started = time.perf_counter()
+    source, out = Path(source), Path(out)
+    report = IngestReport(format, source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".ingest-", dir=out.parent) as workdir:
+        events = _spill(format, source, Path(workdir), report, progress)
+        with atomic_writer(out) as handle:
+            events.sink_parquet(handle, compression="zstd")
+    totals = pl.scan_parquet(out).select(pl.len(), pl.col("subject_id").n_unique()).collect()
+    report.events, report.subjects = totals.row(0)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    return pl.scan_parquet(path).collect_schema().names()
+
+
+def detect_format(source: Path) -> str:
+    """Which reader fits `source`: `events` (canonical Parquet), or one of FORMATS."""
+    source = Path(source)
+    if source.is_dir():
+        names = {p.name.lower() for p in source.iterdir()}
+        parquet = sorted(source.rglob("*.parquet"))
+        if parquet:
+            first = parquet[0]
+        elif "person.csv" in names or any(n.endswith(".zip") for n in names):
+            return _require("omop", source)
+        elif {"patients.csv", "encounters.csv"} <= names:
+            return _require("synthea-csv", source)
+        elif any(n.endswith(fhir.SUFFIXES) for n in names) or any(source.rglob("*.json*")):
+            return "fhir"
+        else:
+            raise IngestError(f"{source}: cannot tell the input format; pass --format ({', '.join(FORMATS)})")
+    elif not source.is_file():
+        raise IngestError(f"{source}: no such file or folder")
+    else:
+        first = source
+    if first.name.endswith(".parquet"):
+        columns = set(_parquet_columns(first))
+        return CANONICAL if set(EVENT_SCHEMA) <= columns else _require("meds", first)
+    if first.name.endswith(fhir.SUFFIXES):
+        return "fhir"
+    if zipfile.is_zipfile(first):
+        return _require("omop", first)
+    raise IngestError(f"{source}: cannot tell the input format; pass --format ({', '.join(FORMATS)})")
+
+
+def _require(format: str, source: Path) -> str:
+    if format not in READERS:
+        raise IngestError(f"{source}: looks like {format} input, which this version cannot read")
+    return format
+
+
+def load_events(source: Path, format: str | None = None) -> pl.DataFrame:
+    """The canonical event table from `source`: an events Parquet file or folder of parts (as
+    `trajsim generate` writes to out/events/), or records in any of FORMATS (detected if not given)."""
+    source = Path(source)
+    format = format or detect_format(source)
+    if format != CANONICAL:
+        return read_events(format, source)
+    files = source_files(source, (".parquet",))
+    try:
+        return validate_events(pl.concat([pl.read_parquet(p) for p in files], how="vertical_relaxed"), str(source))
+    except EventTableError as exc:
+        raise IngestError(str(exc)) from None

@@ -1,0 +1,208 @@
+"""What every reader shares: the error and report types, stable ids, time parsing, code-system and
+encounter-class vocabularies, and the per-table bookkeeping of kept and dropped rows.
+
+Readers turn kept source rows into *candidate events*: the canonical columns plus `_rid` (a source
+resource id others may point at) and `_reason_ref` (the id of the condition a medication treats),
+which the pipeline in `trajsim.ingest` resolves once all files are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from trajsim.events import (
+    BIRTH, CONDITION_END, DEATH, EVENT_SCHEMA, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END,
+    VISIT_START_PREFIX,
+)
+
+CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
+    **EVENT_SCHEMA, "_rid": pl.String(), "_reason_ref": pl.String(),
+}
+MISSING_TIME = "missing time"
+UNKNOWN_SYSTEM = "unknown code system"
+MISSING_CODE = "missing code"
+UNKNOWN_CLASS = "unmapped encounter class"
+UNKNOWN_PATIENT = "patient not in person table"
+
+# FHIR code-system URIs (and OMOP vocabulary_id / MEDS prefixes) -> trajsim SYSTEM.
+SYSTEM_BY_URI = {
+    "http://snomed.info/sct": "SNOMED",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD10CM",
+    "http://loinc.org": "LOINC",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RXNORM",
+    "http://hl7.org/fhir/sid/cvx": "CVX",
+}
+SYSTEM_BY_VOCABULARY = {"SNOMED": "SNOMED", "ICD10CM": "ICD10CM", "LOINC": "LOINC", "RXNORM": "RXNORM",
+                        "CVX": "CVX", "SNOMEDCT": "SNOMED", "SNOMEDCT_US": "SNOMED", "ICD-10-CM": "ICD10CM"}
+
+# Encounter classes of each source -> AMB (ambulatory), EMER (emergency), IMP (inpatient).
+# Home health, virtual and pre-admission visits are ambulatory care; acute, non-acute, short-stay,
+# skilled-nursing and hospice stays are residential, so inpatient; an observation stay is billed as
+# outpatient, so ambulatory.
+ENCOUNTER_CLASS = {
+    # Synthea CSV ENCOUNTERCLASS
+    "wellness": "AMB", "ambulatory": "AMB", "outpatient": "AMB", "urgentcare": "AMB", "home": "AMB",
+    "virtual": "AMB", "emergency": "EMER", "inpatient": "IMP", "snf": "IMP", "hospice": "IMP",
+    # FHIR v3-ActCode encounter class
+    "AMB": "AMB", "HH": "AMB", "VR": "AMB", "PRENC": "AMB", "OBSENC": "AMB", "FLD": "AMB",
+    "EMER": "EMER", "IMP": "IMP", "ACUTE": "IMP", "NONAC": "IMP", "SS": "IMP",
+}
+# OMOP visit_concept_id -> class (standard Visit domain concepts).
+OMOP_VISIT_CLASS = {
+    9202: "AMB",       # Outpatient Visit
+    581477: "AMB",     # Office Visit
+    581476: "AMB",     # Home Visit
+    5083: "AMB",       # Telehealth
+    38004193: "AMB",   # Case Management Visit
+    9203: "EMER",      # Emergency Room Visit
+    581478: "EMER",    # Ambulance Visit
+    9201: "IMP",       # Inpatient Visit
+    262: "IMP",        # Emergency Room and Inpatient Visit (the stay is what the record is about)
+    8717: "IMP",       # Inpatient Hospital
+    32037: "IMP",      # Intensive Care
+    42898160: "IMP",   # Non-hospital institution Visit (nursing home, hospice)
+}
+
+# Events at one instant keep a readable order: birth and sex, then the visit opening, the facts,
+# ends of conditions and medications, the visit closing, and death last.
+_STRUCTURAL_RANK = {BIRTH: 0, SEX_FEMALE: 1, SEX_MALE: 1, CONDITION_END: 4, MEDICATION_END: 4,
+                    VISIT_END: 5, DEATH: 6}
+
+
+class IngestError(ValueError):
+    """Input that cannot be read; the message names the file and, where there is one, the line or row."""
+
+
+@dataclass
+class TableCounts:
+    """Source rows of one table (or FHIR resource type): read, kept, and dropped by reason."""
+
+    read: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def kept(self) -> int:
+        return self.read - sum(self.dropped.values())
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: per-table row counts, the events written and how long it took."""
+
+    format: str
+    source: Path
+    tables: dict[str, TableCounts] = field(default_factory=dict)
+    events: int = 0
+    subjects: int = 0
+    seconds: float = 0.0
+
+    def table(self, name: str) -> TableCounts:
+        return self.tables.setdefault(name, TableCounts())
+
+    @property
+    def rows_read(self) -> int:
+        return sum(t.read for t in self.tables.values())
+
+    @property
+    def rows_kept(self) -> int:
+        return sum(t.kept for t in self.tables.values())
+
+    def dropped(self) -> Counter[str]:
+        """Dropped rows by reason, over all tables."""
+        total: Counter[str] = Counter()
+        for counts in self.tables.values():
+            total.update(counts.dropped)
+        return total
+
+
+# One unit of work for the progress bar: a label and a function giving candidate events.
+Step = tuple[str, Callable[["IngestReport"], pl.DataFrame | pl.LazyFrame]]
+
+
+def stable_id(key: str) -> int:
+    """A 63-bit id fixed by the source identifier (fits MEDS' int64 subject_id, same on every run)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def stable_ids(keys: pl.Expr) -> pl.Expr:
+    """`stable_id` of a string column, hashing each distinct value once."""
+    def hash_batch(series: pl.Series) -> pl.Series:
+        distinct = series.drop_nulls().unique()
+        mapping = dict(zip(distinct.to_list(), (stable_id(k) for k in distinct.to_list()), strict=True))
+        return series.replace_strict(mapping, default=None, return_dtype=pl.UInt64)
+    return keys.cast(pl.String).map_batches(hash_batch, return_dtype=pl.UInt64)
+
+
+def parse_time(text: pl.Expr) -> pl.Expr:
+    """ISO 8601 date or date-time (offset, `Z`, or none meaning UTC; `T` or space) as naive UTC."""
+    value = text.cast(pl.String).str.strip_chars().str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T")
+    return pl.coalesce(
+        value.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", strict=False, time_unit="us")
+        .dt.convert_time_zone("UTC").dt.replace_time_zone(None),
+        value.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
+        value.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
+        value.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us"),
+    )
+
+
+def check_times(frame: pl.LazyFrame | pl.DataFrame, columns: list[str], where: str,
+                row_label: Callable[[int], str]) -> None:
+    """Raise IngestError naming the first row whose value in `columns` is present but not a date."""
+    bad = {name: pl.col(name).is_not_null() & parse_time(pl.col(name)).is_null() for name in columns}
+    first = (frame.lazy().with_row_index("_row").filter(pl.any_horizontal(*bad.values()))
+             .select("_row", *columns, *(flag.alias(f"_bad_{name}") for name, flag in bad.items()))
+             .head(1).collect())
+    if first.height:
+        row = first.row(0, named=True)
+        name = next(name for name in columns if row[f"_bad_{name}"])
+        raise IngestError(f"{where} {row_label(row['_row'])}: {name} {row[name]!r} is not a date or date-time")
+
+
+def keep_rows(rows: pl.LazyFrame, table: str, report: IngestReport) -> pl.LazyFrame:
+    """Count `rows` of `table` and their `_drop` reasons into `report`; return the rows kept."""
+    counts = report.table(table)
+    for reason, n in rows.group_by("_drop").len().collect().iter_rows():
+        counts.read += n
+        if reason is not None:
+            counts.dropped[reason] += n
+    return rows.filter(pl.col("_drop").is_null()).drop("_drop")
+
+
+def candidates(frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Add any missing candidate columns as nulls and cast to the candidate schema."""
+    lazy = frame.lazy()
+    names = lazy.collect_schema().names()
+    return lazy.select([
+        (pl.col(name) if name in names else pl.lit(None)).cast(dtype).alias(name)
+        for name, dtype in CANDIDATE_SCHEMA.items()
+    ])
+
+
+def rank(code: pl.Expr) -> pl.Expr:
+    """Order of events at the same instant (see _STRUCTURAL_RANK; visit start 2, clinical facts 3)."""
+    return (pl.when(code.str.starts_with(VISIT_START_PREFIX)).then(pl.lit(2, pl.UInt8))
+            .otherwise(code.replace_strict(_STRUCTURAL_RANK, default=3, return_dtype=pl.UInt8)))
+
+
+def sort_events(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Canonical order: by subject, time, then structural rank; ties keep source order."""
+    return frame.sort("subject_id", "time", rank(pl.col("code")), maintain_order=True)
+
+
+def source_files(source: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """`source` itself, or every file under it ending with one of `suffixes`, in name order."""
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise IngestError(f"{source}: no such file or folder")
+    found = sorted(p for p in source.rglob("*") if p.is_file() and p.name.endswith(suffixes)
+                   and not p.name.startswith("."))
+    if not found:
+        raise IngestError(f"{source}: no input files ({', '.join(suffixes)}) found")
+    return found

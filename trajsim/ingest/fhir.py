@@ -1,0 +1,280 @@
+"""FHIR R4 -> candidate events: transaction/collection bundles and bulk NDJSON, plain or gzipped.
+
+Resources are plain dicts walked once (as in the exporter's fast path); each file becomes one
+frame whose times are parsed and checked column-wise. Patient, Encounter, Condition,
+MedicationRequest, Observation (with components), Procedure, Immunization and DocumentReference
+become events; other resource types (claims, care plans, organizations...) are counted as dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from trajsim.events import (
+    BIRTH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE, VISIT_END, visit_start_code,
+)
+from trajsim.ingest.common import (
+    ENCOUNTER_CLASS, MISSING_CODE, MISSING_TIME, SYSTEM_BY_URI, UNKNOWN_CLASS, UNKNOWN_SYSTEM, IngestError,
+    IngestReport, Step, check_times, parse_time, source_files, stable_ids,
+)
+
+SUFFIXES = (".json", ".json.gz", ".ndjson", ".ndjson.gz")
+NOT_INGESTED = "resource type not ingested"
+NO_PATIENT = "no patient reference"
+UCUM = "http://unitsofmeasure.org"
+Resource = dict[str, Any]
+_COLUMNS = ("subject", "time", "encounter", "code", "numeric_value", "unit", "text", "_rid", "_reason_ref")
+
+
+def plan(source: Path) -> list[Step]:
+    """One step per FHIR file under `source`."""
+    return [(path.name, lambda report, path=path: read_file(path, report)) for path in source_files(source, SUFFIXES)]
+
+
+def read_file(path: Path, report: IngestReport) -> pl.DataFrame:
+    """Candidate events of every resource in one bundle or NDJSON file."""
+    rows = _Rows()
+    for label, resource in _resources(path):
+        rows.label = label
+        _extract(resource, rows, report)
+    frame = pl.DataFrame({name: rows.columns[name] for name in _COLUMNS},
+                         schema_overrides={"numeric_value": pl.Float64}, strict=False)
+    frame = frame.with_columns(pl.col(name).cast(pl.String) for name in _COLUMNS if name != "numeric_value")
+    check_times(frame, ["time"], str(path), lambda row: rows.labels[row])
+    return frame.select(
+        stable_ids(pl.col("subject")).alias("subject_id"), parse_time(pl.col("time")).alias("time"),
+        stable_ids(pl.col("encounter")).alias("encounter_id"),
+        "code", "numeric_value", "unit", "text", "_rid", "_reason_ref",
+    )
+
+
+def _open_text(path: Path) -> bytes:
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise IngestError(f"{path}: truncated or corrupt gzip file ({exc})") from None
+
+
+def _resources(path: Path) -> Iterator[tuple[str, Resource]]:
+    """(where, resource) for each resource: `line N` in NDJSON, `entry N` in a bundle."""
+    data = _open_text(path)
+    if ".ndjson" in path.name:
+        for number, line in enumerate(data.splitlines(), start=1):
+            if line.strip():
+                yield f"line {number}", _parse(line, path, f"line {number}")
+        return
+    document = _parse(data, path, "")
+    if document.get("resourceType") != "Bundle":
+        yield "resource", document
+        return
+    for number, entry in enumerate(document.get("entry") or [], start=1):
+        yield f"entry {number}", entry.get("resource") or {}
+
+
+def _parse(text: bytes, path: Path, where: str) -> Resource:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise IngestError(f"{path}{' ' + where if where else ''}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise IngestError(f"{path}{' ' + where if where else ''}: expected a JSON object")
+    return value
+
+
+class _Rows:
+    """Column lists of one file's candidate events, with the source position of each."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+        self.labels: list[str] = []
+        self.label = ""
+
+    def add(self, subject: str, time: str, encounter: str | None, code: str, numeric_value: float | None = None,
+            unit: str | None = None, text: str | None = None, rid: str | None = None,
+            reason_ref: str | None = None) -> None:
+        for name, value in zip(_COLUMNS, (subject, time, encounter, code, numeric_value, unit, text, rid, reason_ref),
+                               strict=True):
+            self.columns[name].append(value)
+        self.labels.append(self.label)
+
+
+def _reference_id(reference: Any) -> str | None:
+    """The id in `urn:uuid:X` or `Type/X` (conditional references cannot be resolved)."""
+    target = reference.get("reference") if isinstance(reference, dict) else None
+    if not target or "?" in target:
+        return None
+    return target.removeprefix("urn:uuid:").rsplit("/", 1)[-1]
+
+
+def concept_code(concept: Any) -> tuple[str | None, str | None]:
+    """(SYSTEM/CODE of the first coding in a known system, or None with the reason)."""
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not codings:
+        return None, MISSING_CODE
+    for coding in codings:
+        system = SYSTEM_BY_URI.get(coding.get("system", ""))
+        if system and coding.get("code"):
+            return f"{system}/{coding['code']}", None
+    return None, UNKNOWN_SYSTEM
+
+
+def _first(resource: Resource, *paths: str) -> Any:
+    """The first present value among dotted `paths` (e.g. `onsetPeriod.start`)."""
+    for path in paths:
+        value: Any = resource
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            return value
+    return None
+
+
+def _extract(resource: Resource, rows: _Rows, report: IngestReport) -> None:
+    kind = resource.get("resourceType") or "(no resourceType)"
+    counts = report.table(kind)
+    counts.read += 1
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        counts.dropped[NOT_INGESTED] += 1
+        return
+    subject = resource.get("id") if kind == "Patient" else _reference_id(resource.get("subject") or resource.get("patient"))
+    reason = NO_PATIENT if not subject else handler(resource, subject, _reference_id(resource.get("encounter")), rows)
+    if reason:
+        counts.dropped[reason] += 1
+
+
+def _patient(resource: Resource, subject: str, _: str | None, rows: _Rows) -> str | None:
+    born = resource.get("birthDate")
+    if not born:
+        return MISSING_TIME
+    rows.add(subject, born, None, BIRTH)
+    sex = {"female": SEX_FEMALE, "male": SEX_MALE}.get(resource.get("gender", ""))
+    if sex:
+        rows.add(subject, born, None, sex)
+    if resource.get("deceasedDateTime"):
+        rows.add(subject, resource["deceasedDateTime"], None, DEATH)
+    return None
+
+
+def _encounter(resource: Resource, subject: str, _: str | None, rows: _Rows) -> str | None:
+    category = resource.get("class")
+    encounter_class = ENCOUNTER_CLASS.get(category.get("code", "") if isinstance(category, dict) else "")
+    start, end = _first(resource, "period.start"), _first(resource, "period.end")
+    if encounter_class is None:
+        return UNKNOWN_CLASS
+    if not start:
+        return MISSING_TIME
+    encounter = resource.get("id")
+    rows.add(subject, start, encounter, visit_start_code(encounter_class))
+    for concept in resource.get("type") or []:
+        code, _reason = concept_code(concept)
+        if code:
+            rows.add(subject, start, encounter, code)
+            break
+    if end:
+        rows.add(subject, end, encounter, VISIT_END)
+    return None
+
+
+def _condition(resource: Resource, subject: str, encounter: str | None, rows: _Rows) -> str | None:
+    code, reason = concept_code(resource.get("code"))
+    onset = _first(resource, "onsetDateTime", "onsetPeriod.start", "recordedDate")
+    if code is None or not onset:
+        return reason or MISSING_TIME
+    rows.add(subject, onset, encounter, code, rid=resource.get("id"))
+    abated = _first(resource, "abatementDateTime", "abatementPeriod.end")
+    if abated:
+        rows.add(subject, abated, encounter, CONDITION_END, text=code)
+    return None
+
+
+def _medication(resource: Resource, subject: str, encounter: str | None, rows: _Rows) -> str | None:
+    code, reason = concept_code(resource.get("medicationCodeableConcept"))
+    authored = resource.get("authoredOn")
+    if code is None or not authored:
+        return reason or MISSING_TIME
+    indication = next(filter(None, (concept_code(c)[0] for c in resource.get("reasonCode") or [])), None)
+    reference = next(filter(None, map(_reference_id, resource.get("reasonReference") or [])), None)
+    rows.add(subject, authored, encounter, code, text=indication, reason_ref=reference)
+    return None
+
+
+def _value(element: Resource) -> tuple[float | None, str | None, str | None]:
+    """(number, UCUM unit, text) of an Observation or component value[x]."""
+    quantity = element.get("valueQuantity")
+    if isinstance(quantity, dict) and quantity.get("value") is not None:
+        unit = quantity.get("code") if quantity.get("system") == UCUM else quantity.get("unit")
+        return float(quantity["value"]), unit, None
+    concept = element.get("valueCodeableConcept")
+    if isinstance(concept, dict):
+        return None, None, concept.get("text") or next((c.get("display") for c in concept.get("coding") or []), None)
+    text = element.get("valueString")
+    return None, None, str(text) if text is not None else None
+
+
+def _observation(resource: Resource, subject: str, encounter: str | None, rows: _Rows) -> str | None:
+    code, reason = concept_code(resource.get("code"))
+    when = _first(resource, "effectiveDateTime", "effectivePeriod.start", "issued")
+    if code is None or not when:
+        return reason or MISSING_TIME
+    components = resource.get("component") or []
+    value = _value(resource)
+    # A panel (blood pressure) carries its values in components: one event per measured component.
+    if not components or value != (None, None, None):
+        rows.add(subject, when, encounter, code, *value)
+    for component in components:
+        component_code, _reason = concept_code(component.get("code"))
+        if component_code:
+            rows.add(subject, when, encounter, component_code, *_value(component))
+    return None
+
+
+def _coded_fact(concept_key: str, *time_paths: str):  # noqa: ANN202 - a handler factory
+    """Handler for resources that are one code at one time (Procedure, Immunization)."""
+    def handler(resource: Resource, subject: str, encounter: str | None, rows: _Rows) -> str | None:
+        code, reason = concept_code(resource.get(concept_key))
+        when = _first(resource, *time_paths)
+        if code is None or not when:
+            return reason or MISSING_TIME
+        rows.add(subject, when, encounter, code)
+        return None
+    return handler
+
+
+def _document(resource: Resource, subject: str, _: str | None, rows: _Rows) -> str | None:
+    code, reason = concept_code(resource.get("type"))
+    when = _first(resource, "date", "context.period.start")
+    if code is None or not when:
+        return reason or MISSING_TIME
+    encounter = next(filter(None, map(_reference_id, _first(resource, "context.encounter") or [])), None)
+    note = None
+    for content in resource.get("content") or []:
+        data = _first(content, "attachment.data")
+        if data:
+            try:
+                note = base64.b64decode(data).decode("utf-8", errors="replace")
+            except (binascii.Error, ValueError):
+                note = None
+            break
+    rows.add(subject, when, encounter, code, text=note)
+    return None
+
+
+_HANDLERS = {
+    "Patient": _patient, "Encounter": _encounter, "Condition": _condition, "MedicationRequest": _medication,
+    "Observation": _observation, "DocumentReference": _document,
+    "Procedure": _coded_fact("code", "performedDateTime", "performedPeriod.start"),
+    "Immunization": _coded_fact("vaccineCode", "occurrenceDateTime", "occurrenceString"),
+}
