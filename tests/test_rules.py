@@ -4,13 +4,13 @@ passes a valid one, and the sampler mask forbids exactly what the checker would 
 from datetime import datetime, timedelta
 
 import numpy as np
-import polars as pl
-import pytest
+import orjson
 
 from tests.conftest import small_scenario
-from trajsim.engine import PatientState, ReferenceSource, simulate
+from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
 from trajsim.engine.patient import to_datetime
 from trajsim.engine.rules import MASK_RULES, RULES, RuleMask, find_violations, violation_counts
+from trajsim.generate import generate
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE, VISIT_END, events_frame, visit_start_code, Event,
 )
@@ -197,3 +197,19 @@ def test_mask_agrees_with_the_checker_on_a_simulated_cohort():
             assert mask.allowed([state], day)[0, codes.index(event.code)], (record.subject_id, event)
             if event.code.startswith("SNOMED/") and event.code in mask._condition_column:
                 state.conditions[event.code] = np.inf
+
+
+def test_generated_cohort_counts_violations_by_rule_in_the_manifest(tmp_path):
+    class Unindicated:
+        """Prescribes metformin to everyone, diabetic or not."""
+
+        def admit(self, patient):
+            return []
+
+        def next_visits(self, patients):
+            return [None if p.now > p.entry_day else
+                    Visit(p.now + 1, "AMB", 0.01, [Fact(METFORMIN, text=DIABETES)]) for p in patients]
+
+    summary = generate(small_scenario(5, **{"output.formats": ("events",)}), tmp_path, source=Unindicated())
+    assert summary.violations == {"medication_without_indication": 5}
+    assert orjson.loads((tmp_path / "manifest.json").read_bytes())["violations"] == {"medication_without_indication": 5}

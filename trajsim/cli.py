@@ -59,8 +59,12 @@ def generate(
         table.add_row(label, f"{value:,}")
     for resource_type, count in sorted(summary.resources.items()):
         table.add_row(f"{resource_type} resources", f"{count:,}")
+    for rule, count in sorted(summary.violations.items()):
+        table.add_row(f"[red]rule violations: {rule}[/]", f"{count:,}")
     table.add_row("written", f"{summary.bytes_written / 1e6:,.1f} MB to {scenario.output.dir}")
     console.print(table)
+    if summary.violations:
+        raise fail(f"{sum(summary.violations.values())} clinical rule violation(s) in the generated cohort", code=1)
 
 
 @app.command()

@@ -22,6 +22,7 @@ import orjson
 from fhir_export import NdjsonWriter, ResourceBuilder, write_bundle
 from trajsim.atomic import atomic_writer, write_bytes_atomic
 from trajsim.engine import ReferenceSource, TrajectorySource, simulate
+from trajsim.engine.rules import RULES, find_violations, violation_counts
 from trajsim.engine.simulate import CHUNK_SIZE
 from trajsim.events import DEATH, VISIT_START_PREFIX, Event, events_frame
 from trajsim.knowledge import load_knowledge
@@ -42,6 +43,7 @@ class GenerationSummary:
     resources: Counter = field(default_factory=Counter)
     bytes_written: int = 0
     seconds: float = 0.0
+    violations: Counter = field(default_factory=Counter)  # rule -> count (trajsim.engine.rules)
 
 
 def fhir_namespace(scenario: Scenario) -> str:
@@ -82,15 +84,14 @@ def generate(scenario: Scenario, out_dir: Path | None = None, source: Trajectory
                 summary.bytes_written += write_bundle(path, patient)
             if ndjson is not None:
                 ndjson.write(patient)
-            if "events" in formats:
-                chunk.extend(events)
-                if summary.patients % CHUNK_SIZE == 0:
-                    summary.bytes_written += _write_events(out_dir, summary.patients // CHUNK_SIZE - 1, chunk)
-                    chunk = []
+            chunk.extend(events)
+            if summary.patients % CHUNK_SIZE == 0:
+                _finish_chunk(out_dir, summary.patients // CHUNK_SIZE - 1, chunk, "events" in formats, summary)
+                chunk = []
             if on_patient is not None:
                 on_patient()
         if chunk:
-            summary.bytes_written += _write_events(out_dir, (summary.patients - 1) // CHUNK_SIZE, chunk)
+            _finish_chunk(out_dir, (summary.patients - 1) // CHUNK_SIZE, chunk, "events" in formats, summary)
         if ndjson is not None:
             ndjson.close()
             summary.bytes_written += ndjson.bytes_written
@@ -103,11 +104,15 @@ def generate(scenario: Scenario, out_dir: Path | None = None, source: Trajectory
     return summary
 
 
-def _write_events(out_dir: Path, part: int, events: list[Event]) -> int:
-    path = out_dir / "events" / f"part-{part:05d}.parquet"
-    with atomic_writer(path) as handle:
-        events_frame(events).write_parquet(handle, compression="zstd")
-    return path.stat().st_size
+def _finish_chunk(out_dir: Path, part: int, events: list[Event], write: bool, summary: GenerationSummary) -> None:
+    """Check a chunk of patients against the clinical rules and write its event table part."""
+    frame = events_frame(events)
+    summary.violations.update(violation_counts(find_violations(frame)))
+    if write:
+        path = out_dir / "events" / f"part-{part:05d}.parquet"
+        with atomic_writer(path) as handle:
+            frame.write_parquet(handle, compression="zstd")
+        summary.bytes_written += path.stat().st_size
 
 
 def _write_manifest(out_dir: Path, scenario: Scenario, summary: GenerationSummary) -> None:
@@ -120,5 +125,6 @@ def _write_manifest(out_dir: Path, scenario: Scenario, summary: GenerationSummar
         "encounters": summary.encounters,
         "events": summary.events,
         "resources": dict(sorted(summary.resources.items())),
+        "violations": {rule: summary.violations[rule] for rule in RULES if summary.violations[rule]},
     }
     write_bytes_atomic(out_dir / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
