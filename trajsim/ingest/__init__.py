@@ -18,16 +18,20 @@ import polars as pl
 
 from trajsim.atomic import atomic_writer
 from trajsim.events import EVENT_SCHEMA, EventTableError, validate_events
-from trajsim.ingest import fhir
+from trajsim.ingest import fhir, meds, omop, synthea_csv
 from trajsim.ingest.common import (
     IngestError, IngestReport, Step, TableCounts, candidates, sort_events, source_files,
 )
+from trajsim.ingest.meds import write_meds
 
 __all__ = ["FORMATS", "IngestError", "IngestReport", "TableCounts", "detect_format", "ingest", "load_events",
-           "read_events"]
+           "read_events", "write_meds"]
 
-READERS: dict[str, Callable[[Path], list[Step]]] = {
+READERS: dict[str, Callable[[Path, Path], list[Step]]] = {
+    "meds": meds.plan,
+    "omop": omop.plan,
     "fhir": fhir.plan,
+    "synthea-csv": synthea_csv.plan,
 }
 FORMATS = tuple(READERS)
 CANONICAL = "events"
@@ -42,7 +46,7 @@ def _check_format(format: str) -> None:
 def _spill(format: str, source: Path, workdir: Path, report: IngestReport, progress: Progress | None) -> pl.LazyFrame:
     """Run the reader's steps, writing each step's candidate events to a Parquet part in `workdir`;
     return the finished, sorted event table as a lazy scan over those parts."""
-    steps = READERS[format](source)
+    steps = READERS[format](source, workdir)
     for number, (label, step) in enumerate(steps):
         try:
             candidates(step(report)).sink_parquet(workdir / f"part-{number:06d}.parquet")

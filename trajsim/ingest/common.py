@@ -154,6 +154,8 @@ def parse_time(text: pl.Expr) -> pl.Expr:
 def check_times(frame: pl.LazyFrame | pl.DataFrame, columns: list[str], where: str,
                 row_label: Callable[[int], str]) -> None:
     """Raise IngestError naming the first row whose value in `columns` is present but not a date."""
+    if not columns:
+        return
     bad = {name: pl.col(name).is_not_null() & parse_time(pl.col(name)).is_null() for name in columns}
     first = (frame.lazy().with_row_index("_row").filter(pl.any_horizontal(*bad.values()))
              .select("_row", *columns, *(flag.alias(f"_bad_{name}") for name, flag in bad.items()))
@@ -206,3 +208,39 @@ def source_files(source: Path, suffixes: tuple[str, ...]) -> list[Path]:
     if not found:
         raise IngestError(f"{source}: no input files ({', '.join(suffixes)}) found")
     return found
+
+
+def scan_table(path: Path, required: tuple[str, ...], dates: tuple[str, ...], rename: Callable[[str], str],
+               where: str | None = None) -> pl.LazyFrame:
+    """A CSV table as strings, column names passed through `rename`; raise IngestError naming the file
+    (`where`, if it was extracted from an archive) for a missing required column or the line of the
+    first unparseable date in `dates`."""
+    where = where or str(path)
+    rows = pl.scan_csv(path, infer_schema=False).rename(rename)
+    try:
+        columns = rows.collect_schema().names()
+    except pl.exceptions.PolarsError as exc:
+        raise IngestError(f"{where}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+    missing = [name for name in required if name not in columns]
+    if missing:
+        raise IngestError(f"{where}: missing column(s) {', '.join(missing)}")
+    present = [name for name in dates if name in columns]
+    check_times(rows.select(present), present, where, lambda row: f"line {row + 2}")
+    return rows.with_columns(pl.lit(None, pl.String).alias(name) for name in dates if name not in columns)
+
+
+def drop_reason(time: pl.Expr, code: pl.Expr, *rules: tuple[pl.Expr, str]) -> pl.Expr:
+    """Why a source row is left out (null when kept): no time, no code, then each (condition, reason).
+
+    `code` is the row's SYSTEM/CODE, null where the code is missing or its system is unknown, so
+    the caller's rules must tell those apart before this falls back to UNKNOWN_SYSTEM."""
+    reason = pl.when(time.is_null()).then(pl.lit(MISSING_TIME))
+    for condition, text in rules:
+        reason = reason.when(condition).then(pl.lit(text))
+    return reason.when(code.is_null()).then(pl.lit(UNKNOWN_SYSTEM)).otherwise(pl.lit(None, pl.String))
+
+
+def event_rows(rows: pl.LazyFrame, *events: dict[str, pl.Expr]) -> pl.LazyFrame:
+    """Candidate events from kept source rows: one event per spec in `events` (canonical column ->
+    expression) for each row, skipping those whose time is null (an optional end date)."""
+    return pl.concat([candidates(rows.select(**spec)) for spec in events]).filter(pl.col("time").is_not_null())

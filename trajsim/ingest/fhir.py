@@ -35,7 +35,7 @@ Resource = dict[str, Any]
 _COLUMNS = ("subject", "time", "encounter", "code", "numeric_value", "unit", "text", "_rid", "_reason_ref")
 
 
-def plan(source: Path) -> list[Step]:
+def plan(source: Path, _workdir: Path) -> list[Step]:
     """One step per FHIR file under `source`."""
     return [(path.name, lambda report, path=path: read_file(path, report)) for path in source_files(source, SUFFIXES)]
 

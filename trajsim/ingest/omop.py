@@ -1,0 +1,170 @@
+"""OMOP CDM 5.3 / 5.4 (a folder of CSV tables, or a zip of one) -> candidate events.
+
+Concept ids become SYSTEM/CODE through the CONCEPT table: the standard concept first
+(`*_concept_id`), the source concept (`*_source_concept_id`) when the standard one is 0 or not in
+the vocabulary. person_id and visit_occurrence_id are already integers and are kept as the
+subject_id and encounter_id. Table and column names may be upper or lower case.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import polars as pl
+
+from trajsim.events import (
+    BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX,
+)
+from trajsim.ingest.common import (
+    OMOP_VISIT_CLASS, SYSTEM_BY_VOCABULARY, UNKNOWN_CLASS, IngestError, IngestReport, Step, drop_reason,
+    event_rows, keep_rows, parse_time, scan_table,
+)
+
+NOT_IN_VOCABULARY = "concept not in vocabulary"
+# table -> (column prefix of the concept, start date prefix, end date prefix, end code)
+CLINICAL_TABLES = {
+    "condition_occurrence": ("condition", "condition_start", "condition_end", CONDITION_END),
+    "drug_exposure": ("drug", "drug_exposure_start", "drug_exposure_end", MEDICATION_END),
+    "procedure_occurrence": ("procedure", "procedure", None, None),
+    "measurement": ("measurement", "measurement", None, None),
+    "observation": ("observation", "observation", None, None),
+}
+GENDER = {8507: SEX_MALE, 8532: SEX_FEMALE}
+
+
+def plan(source: Path, workdir: Path) -> list[Step]:
+    """Person, death, visits, then each clinical table present."""
+    tables = _tables(source, workdir)
+    if "person" not in tables:
+        raise IngestError(f"{source}: missing table PERSON.csv of an OMOP CDM")
+    concept = tables.get("concept")
+    steps: list[Step] = [(tables["person"].where, partial(_person, tables["person"]))]
+    if "death" in tables:
+        steps.append((tables["death"].where, partial(_death, tables["death"])))
+    if "visit_occurrence" in tables:
+        steps.append((tables["visit_occurrence"].where, partial(_visits, tables["visit_occurrence"])))
+    steps += [(tables[name].where, partial(_clinical, tables[name], name, concept))
+              for name in CLINICAL_TABLES if name in tables]
+    return steps
+
+
+class _Table(NamedTuple):
+    path: Path   # readable CSV (extracted, for a zip)
+    where: str   # what error messages call it: the path, or `archive.zip/TABLE.csv`
+
+
+def _tables(source: Path, workdir: Path) -> dict[str, _Table]:
+    """Lower-case table name -> table, extracting a zip into `workdir` first."""
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise IngestError(f"{source}: an OMOP CDM is a folder of CSV tables or a zip of one")
+        folder = workdir / "omop"
+        try:
+            with zipfile.ZipFile(source) as archive:
+                for member in archive.namelist():
+                    name = Path(member).name
+                    if member.lower().endswith(".csv") and "__MACOSX" not in member and not name.startswith("."):
+                        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                        (folder / name).write_bytes(archive.read(member))
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise IngestError(f"{source}: truncated or corrupt zip file ({exc})") from None
+        return {path.stem.lower(): _Table(path, f"{source}/{path.name}") for path in sorted(folder.glob("*.csv"))}
+    if not source.is_dir():
+        raise IngestError(f"{source}: no such file or folder")
+    return {path.stem.lower(): _Table(path, str(path)) for path in sorted(source.rglob("*.csv"))
+            if "__MACOSX" not in path.parts and not path.name.startswith(".")}
+
+
+def _scan(table: _Table, required: tuple[str, ...], dates: tuple[str, ...]) -> pl.LazyFrame:
+    return scan_table(table.path, required, dates, str.lower, table.where)
+
+
+def _integer(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.Int64, strict=False)
+
+
+def _when(prefix: str) -> pl.Expr:
+    """A row's time from `<prefix>_datetime`, else `<prefix>_date`."""
+    return pl.coalesce(parse_time(pl.col(f"{prefix}_datetime")), parse_time(pl.col(f"{prefix}_date")))
+
+
+def _person(table: _Table, report: IngestReport) -> pl.LazyFrame:
+    rows = _scan(table, ("person_id", "gender_concept_id", "year_of_birth"), ("birth_datetime",))
+    for part in ("month_of_birth", "day_of_birth"):
+        if part not in rows.collect_schema().names():
+            rows = rows.with_columns(pl.lit(None, pl.String).alias(part))
+    born = pl.coalesce(
+        parse_time(pl.col("birth_datetime")),
+        pl.datetime(_integer("year_of_birth"), _integer("month_of_birth").fill_null(1),
+                    _integer("day_of_birth").fill_null(1), time_unit="us"),
+    )
+    rows = keep_rows(rows.with_columns(_drop=drop_reason(born, pl.lit(BIRTH))), "person", report)
+    sex = _integer("gender_concept_id").replace_strict(GENDER, default=None, return_dtype=pl.String)
+    subject = _integer("person_id")
+    return event_rows(rows, {"subject_id": subject, "time": born, "code": pl.lit(BIRTH)},
+                      {"subject_id": subject, "time": pl.when(sex.is_not_null()).then(born), "code": sex})
+
+
+def _death(table: _Table, report: IngestReport) -> pl.LazyFrame:
+    rows = _scan(table, ("person_id", "death_date"), ("death_date", "death_datetime"))
+    died = _when("death")
+    rows = keep_rows(rows.with_columns(_drop=drop_reason(died, pl.lit(DEATH))), "death", report)
+    return event_rows(rows, {"subject_id": _integer("person_id"), "time": died, "code": pl.lit(DEATH)})
+
+
+def _visits(table: _Table, report: IngestReport) -> pl.LazyFrame:
+    dates = ("visit_start_date", "visit_start_datetime", "visit_end_date", "visit_end_datetime")
+    rows = _scan(table, ("visit_occurrence_id", "person_id", "visit_concept_id", "visit_start_date"), dates)
+    encounter_class = _integer("visit_concept_id").replace_strict(OMOP_VISIT_CLASS, default=None, return_dtype=pl.String)
+    start = _when("visit_start")
+    rows = keep_rows(rows.with_columns(_drop=drop_reason(start, encounter_class, (encounter_class.is_null(), UNKNOWN_CLASS))),
+                     "visit_occurrence", report)
+    visit = {"subject_id": _integer("person_id"), "encounter_id": _integer("visit_occurrence_id")}
+    return event_rows(rows, {**visit, "time": start, "code": pl.lit(VISIT_START_PREFIX) + encounter_class},
+                      {**visit, "time": _when("visit_end"), "code": pl.lit(VISIT_END)})
+
+
+def _concepts(table: _Table | None) -> pl.LazyFrame:
+    """concept_id -> SYSTEM/CODE (null for vocabularies trajsim does not use) and UCUM unit code."""
+    if table is None:
+        return pl.LazyFrame(schema={"concept_id": pl.Int64, "code": pl.String, "ucum": pl.String, "known": pl.Boolean})
+    concepts = _scan(table, ("concept_id", "vocabulary_id", "concept_code"), ())
+    system = pl.col("vocabulary_id").str.to_uppercase().replace_strict(SYSTEM_BY_VOCABULARY, default=None)
+    return concepts.select(
+        _integer("concept_id").alias("concept_id"), (system + "/" + pl.col("concept_code")).alias("code"),
+        pl.when(pl.col("vocabulary_id") == "UCUM").then(pl.col("concept_code")).alias("ucum"), known=pl.lit(True),
+    ).unique("concept_id", keep="first")
+
+
+def _clinical(source: _Table, table: str, concept: _Table | None, report: IngestReport) -> pl.LazyFrame:
+    domain, start_prefix, end_prefix, end_code = CLINICAL_TABLES[table]
+    dates = tuple(f"{p}_{s}" for p in filter(None, (start_prefix, end_prefix)) for s in ("date", "datetime"))
+    rows = _scan(source, ("person_id", f"{domain}_concept_id", f"{start_prefix}_date"), dates)
+    optional = ("visit_occurrence_id", f"{domain}_source_concept_id", "value_as_number", "value_as_string",
+                "unit_concept_id", "unit_source_value")
+    columns = rows.collect_schema().names()
+    rows = rows.with_columns(pl.lit(None, pl.String).alias(name) for name in optional if name not in columns)
+    concepts = _concepts(concept)
+    for role, column in (("standard", f"{domain}_concept_id"), ("source", f"{domain}_source_concept_id"),
+                         ("unit", "unit_concept_id")):
+        rows = rows.with_columns(_integer(column).alias(f"_{role}_id")).join(
+            concepts.rename({"concept_id": f"_{role}_id", "code": f"_{role}_code", "ucum": f"_{role}_ucum",
+                             "known": f"_{role}_known"}),
+            on=f"_{role}_id", how="left", maintain_order="left")
+    code = pl.coalesce("_standard_code", "_source_code")
+    in_vocabulary = pl.col("_standard_known").is_not_null() | pl.col("_source_known").is_not_null()
+    start = _when(start_prefix)
+    rows = keep_rows(rows.with_columns(_drop=drop_reason(start, code, (~in_vocabulary, NOT_IN_VOCABULARY))), table, report)
+    number = pl.col("value_as_number").cast(pl.Float64, strict=False)
+    fact = {"subject_id": _integer("person_id"), "time": start, "code": code,
+            "encounter_id": _integer("visit_occurrence_id"), "numeric_value": number,
+            "unit": pl.when(number.is_not_null()).then(pl.coalesce("_unit_ucum", "unit_source_value")),
+            "text": pl.col("value_as_string")}
+    events = [fact]
+    if end_prefix:
+        events.append({**fact, "time": _when(end_prefix), "code": pl.lit(end_code), "text": code,
+                       "numeric_value": pl.lit(None), "unit": pl.lit(None)})
+    return event_rows(rows, *events)
