@@ -92,5 +92,9 @@ def validate(directory: Path = typer.Argument(..., help="Folder of FHIR bundles 
     console.print("[green]All resources are valid FHIR R4 and every reference resolves.[/]")
 
 
+from trajsim.ingest.command import ingest_command  # noqa: E402 - registered after the shared helpers above
+
+app.command("ingest")(ingest_command)
+
 if __name__ == "__main__":
     app()
