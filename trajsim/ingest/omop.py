@@ -60,7 +60,8 @@ def _tables(source: Path, workdir: Path) -> dict[str, _Table]:
     """Lower-case table name -> table, extracting a zip into `workdir` first."""
     if source.is_file():
         if not zipfile.is_zipfile(source):
-            raise IngestError(f"{source}: an OMOP CDM is a folder of CSV tables or a zip of one")
+            problem = "truncated or corrupt zip file" if source.suffix.lower() == ".zip" else "not a zip file"
+            raise IngestError(f"{source}: {problem}; an OMOP CDM is a folder of CSV tables or a zip of one")
         folder = workdir / "omop"
         try:
             with zipfile.ZipFile(source) as archive:
