@@ -96,5 +96,9 @@ from trajsim.ingest.command import ingest_command  # noqa: E402 - registered aft
 
 app.command("ingest")(ingest_command)
 
+from trajsim.evaluate.command import evaluate_command  # noqa: E402
+
+app.command("evaluate")(evaluate_command)
+
 if __name__ == "__main__":
     app()
