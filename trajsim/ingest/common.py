@@ -163,7 +163,8 @@ def check_times(frame: pl.LazyFrame | pl.DataFrame, columns: list[str], where: s
     if first.height:
         row = first.row(0, named=True)
         name = next(name for name in columns if row[f"_bad_{name}"])
-        raise IngestError(f"{where} {row_label(row['_row'])}: {name} {row[name]!r} is not a date or date-time")
+        place = f"{where} {row_label(row['_row'])}".strip()
+        raise IngestError(f"{place}: {name} {row[name]!r} is not a date or date-time")
 
 
 def keep_rows(rows: pl.LazyFrame, table: str, report: IngestReport) -> pl.LazyFrame:

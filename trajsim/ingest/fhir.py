@@ -13,6 +13,7 @@ import binascii
 import gzip
 import zlib
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +33,35 @@ NOT_INGESTED = "resource type not ingested"
 NO_PATIENT = "no patient reference"
 UCUM = "http://unitsofmeasure.org"
 Resource = dict[str, Any]
+BATCH_BYTES = 8_000_000
 _COLUMNS = ("subject", "time", "encounter", "code", "numeric_value", "unit", "text", "_rid", "_reason_ref")
 
 
 def plan(source: Path, _workdir: Path) -> list[Step]:
-    """One step per FHIR file under `source`."""
-    return [(path.name, lambda report, path=path: read_file(path, report)) for path in source_files(source, SUFFIXES)]
+    """One step per batch of FHIR files under `source` (a few MB each: small files read together)."""
+    batches: list[list[Path]] = [[]]
+    size = 0
+    for path in source_files(source, SUFFIXES):
+        if batches[-1] and size >= BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(path)
+        size += path.stat().st_size
+    return [(str(batch[0]) if len(batch) == 1 else f"{batch[0].parent} ({len(batch)} files)",
+             partial(read_files, batch)) for batch in batches]
 
 
-def read_file(path: Path, report: IngestReport) -> pl.DataFrame:
-    """Candidate events of every resource in one bundle or NDJSON file."""
+def read_files(paths: list[Path], report: IngestReport) -> pl.DataFrame:
+    """Candidate events of every resource in some bundle and/or NDJSON files."""
     rows = _Rows()
-    for label, resource in _resources(path):
-        rows.label = label
-        _extract(resource, rows, report)
+    for path in paths:
+        for label, resource in _resources(path):
+            rows.label = f"{path} {label}"
+            _extract(resource, rows, report)
     frame = pl.DataFrame({name: rows.columns[name] for name in _COLUMNS},
                          schema_overrides={"numeric_value": pl.Float64}, strict=False)
     frame = frame.with_columns(pl.col(name).cast(pl.String) for name in _COLUMNS if name != "numeric_value")
-    check_times(frame, ["time"], str(path), lambda row: rows.labels[row])
+    check_times(frame, ["time"], "", lambda row: rows.labels[row])
     return frame.select(
         stable_ids(pl.col("subject")).alias("subject_id"), parse_time(pl.col("time")).alias("time"),
         stable_ids(pl.col("encounter")).alias("encounter_id"),
