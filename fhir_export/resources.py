@@ -1,4 +1,5 @@
-"""Canonical events of one patient -> FHIR R4 resources as plain dicts (the fast path).
+"""Canonical events of one patient -> FHIR R4 resources as plain dicts (the fast path), shaped
+after the US Core profiles a US EHR exports.
 
 Resources are built in one pass over the patient's time-ordered events. Every reference to a
 resource is one shared dict, so the same resources serve a transaction bundle (`urn:uuid:`
@@ -7,16 +8,24 @@ references) and bulk NDJSON (`Type/id` references) by flipping those dicts, not 
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import uuid
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from importlib import resources
 from typing import Any
 
+from fhir_export.demographics import patient_details
+from fhir_export.identity import IdMinter, stable_random
+from fhir_export.notes import NOTE_TYPES, VisitRecord, age_phrase, write_note
+from fhir_export.providers import SHARED_TYPES, CareTeam, care_team
+from fhir_export.tables import load_table
+from fhir_export.terminology import (
+    ACT_CODE, BLOOD_PRESSURE_PANEL, BLOOD_PRESSURE_PARTS, CARE_PLAN_CATEGORY, CONDITION_ACTIVE, CONDITION_RESOLVED,
+    CONFIRMED, DISCHARGE_DISPOSITION, DOCUMENT_CATEGORY, ENCOUNTER_CLASSES, ENCOUNTER_DIAGNOSIS, IDENTIFIER_TYPE,
+    INTERPRETATIONS, LAB_REPORT_CATEGORY, LOINC, OBSERVATION_CATEGORIES, PARTICIPATION_TYPE, PROBLEM_LIST_ITEM,
+    PROVENANCE_AGENT, TRAJSIM_IDENTIFIERS, UCUM, concept, profile,
+)
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX, Event,
 )
@@ -24,40 +33,15 @@ from trajsim.vocab import SYSTEM_URIS, Vocabulary
 
 Resource = dict[str, Any]
 
-ENCOUNTER_CLASS_DISPLAY = {"AMB": "ambulatory", "EMER": "emergency", "IMP": "inpatient encounter"}
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
-CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
-OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-UCUM = "http://unitsofmeasure.org"
-SUBJECT_ID_SYSTEM = "urn:trajsim:subject-id"
-# Resource type for a code the vocabulary does not know (e.g. learned from a user's data), by system.
-RESOURCE_BY_SYSTEM = {"LOINC": "lab", "RXNORM": "medication", "CVX": "immunization",
-                      "SNOMED": "condition", "ICD10CM": "condition"}
-
-
-def _status(system: str, code: str) -> dict[str, Any]:
-    return {"coding": [{"system": system, "code": code}]}
-
-
-ACTIVE, RESOLVED = _status(CONDITION_CLINICAL, "active"), _status(CONDITION_CLINICAL, "resolved")
-CONFIRMED = _status(CONDITION_VERIFICATION, "confirmed")
-ENCOUNTER_DIAGNOSIS = [{"coding": [{"system": CONDITION_CATEGORY, "code": "encounter-diagnosis",
-                                    "display": "Encounter Diagnosis"}]}]
-OBSERVATION_CATEGORIES = {
-    category: [{"coding": [{"system": OBSERVATION_CATEGORY, "code": category, "display": display}]}]
-    for category, display in (("vital-signs", "Vital Signs"), ("laboratory", "Laboratory"))
-}
-
-
-@cache
-def _names() -> dict[str, list[str]]:
-    text = resources.files(__package__).joinpath("data/names.csv").read_text(encoding="utf-8")
-    names: dict[str, list[str]] = {}
-    for row in csv.DictReader(text.splitlines()):
-        names.setdefault(row["kind"], []).append(row["name"])
-    return names
+# Resource kind for a code the vocabulary does not know (e.g. learned from a user's data), by system.
+DOMAIN_BY_SYSTEM = {"LOINC": "lab", "RXNORM": "medication", "CVX": "immunization", "SNOMED": "condition",
+                    "ICD10CM": "condition"}
+VISIT_WITHOUT_TYPE = "SNOMED/308335008"  # "Patient encounter procedure", when the record names no visit type
+PERSON_WORDS = {("F", False): "woman", ("F", True): "girl", ("M", False): "man", ("M", True): "boy"}
+VITAL_SIGN_PROFILES = {"LOINC/8302-2": "us-core-body-height", "LOINC/29463-7": "us-core-body-weight",
+                       "LOINC/39156-5": "us-core-bmi", BLOOD_PRESSURE_PANEL[0]: "us-core-blood-pressure",
+                       "LOINC/8867-4": "us-core-heart-rate", "LOINC/9279-1": "us-core-respiratory-rate",
+                       "LOINC/8310-5": "us-core-body-temperature"}
 
 
 def fhir_datetime(moment: datetime) -> str:
@@ -65,18 +49,35 @@ def fhir_datetime(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds") + "Z"
 
 
-class IdMinter:
-    """Deterministic UUIDs: the n-th resource of a patient always gets the same id for the same
-    namespace (scenario + seed), so identical runs give identical bytes."""
+def _quantity(value: float, unit: str | None) -> dict[str, Any]:
+    return {"value": value} | ({"unit": unit, "system": UCUM, "code": unit} if unit else {})
 
-    def __init__(self, patient_key: str) -> None:
-        self._key = patient_key.encode()
-        self._count = 0
 
-    def next(self) -> str:
-        self._count += 1
-        digest = hashlib.blake2b(self._key + b"/%d" % self._count, digest_size=16).digest()
-        return str(uuid.UUID(bytes=digest, version=4))
+@cache
+def reference_ranges() -> dict[tuple[str, str], tuple[float | None, float | None, str]]:
+    """(code, sex) -> (low, high, unit); sex "" applies to both."""
+    return {(r["code"], r["sex"]): (float(r["low"]) if r["low"] else None, float(r["high"]) if r["high"] else None,
+                                    r["unit"]) for r in load_table("reference_ranges")}
+
+
+@cache
+def lab_panels() -> dict[str, tuple[str, str]]:
+    """member code -> (panel code, panel display)."""
+    return {row["member"]: (row["panel"], row["display"]) for row in load_table("panels")}
+
+
+@cache
+def dosages() -> dict[str, dict[str, Any]]:
+    """RxNorm code -> FHIR Dosage, from the labels cited in data/dosage.csv."""
+    out = {}
+    for row in load_table("dosage"):
+        out[row["code"]] = {
+            "text": row["text"], "asNeededBoolean": row["as_needed"] == "true",
+            "timing": {"repeat": {"frequency": int(row["frequency"]), "period": float(row["period"]),
+                                  "periodUnit": row["period_unit"]}},
+            "doseAndRate": [{"doseQuantity": _quantity(float(row["dose"]), row["dose_unit"])}],
+        }
+    return out
 
 
 @dataclass
@@ -104,13 +105,16 @@ class PatientResources:
 class ResourceBuilder:
     """Turns a patient's events into FHIR R4 resources.
 
-    `crosswalk` maps a condition code to extra codings (e.g. SNOMED -> ICD-10-CM) shown beside it.
+    `crosswalk` maps a condition code to an extra coding (e.g. SNOMED -> ICD-10-CM) shown beside it;
+    `chronic` lists condition codes kept on the problem list, each with a care plan.
     """
 
-    def __init__(self, namespace: str, vocabulary: Vocabulary, crosswalk: Mapping[str, str] | None = None) -> None:
+    def __init__(self, namespace: str, vocabulary: Vocabulary, crosswalk: Mapping[str, str] | None = None,
+                 chronic: frozenset[str] = frozenset()) -> None:
         self.namespace = namespace
         self.vocabulary = vocabulary
         self.crosswalk = dict(crosswalk or {})
+        self.chronic = chronic
         self._concepts: dict[str, dict[str, Any]] = {}
 
     def concept(self, code: str) -> dict[str, Any]:
@@ -124,6 +128,14 @@ class ResourceBuilder:
             self._concepts[code] = cached
         return cached
 
+    def display(self, code: str) -> str:
+        known = self.vocabulary.get(code)
+        return known.display if known is not None else code
+
+    def domain(self, code: str) -> str | None:
+        known = self.vocabulary.get(code)
+        return known.domain if known is not None else DOMAIN_BY_SYSTEM.get(code.split("/", 1)[0])
+
     def _coding(self, code: str) -> dict[str, str]:
         system, local = code.split("/", 1)
         coding = {"system": SYSTEM_URIS[system], "code": local}
@@ -132,127 +144,309 @@ class ResourceBuilder:
             coding["display"] = known.display
         return coding
 
-    def _domain(self, code: str) -> str | None:
-        known = self.vocabulary.get(code)
-        return known.domain if known is not None else RESOURCE_BY_SYSTEM.get(code.split("/", 1)[0])
-
     def build(self, events: Sequence[Event]) -> PatientResources:
-        """All resources of one patient, Patient first, then in the order their facts occurred."""
-        subject_id = events[0].subject_id
-        ids = IdMinter(f"{self.namespace}/{subject_id}")
-        out = PatientResources()
-        patient = self._patient(ids.next(), subject_id)
-        out.resources.append(patient)
-        subject = out.reference(patient)
-        encounters: dict[int, Resource] = {}
-        open_conditions: dict[str, Resource] = {}
-        current_orders: dict[str, Resource] = {}
-        for event in events:
-            code, when = event.code, fhir_datetime(event.time)
-            encounter = encounters.get(event.encounter_id) if event.encounter_id is not None else None
-            if code == BIRTH:
-                patient["birthDate"] = event.time.date().isoformat()
-            elif code in (SEX_FEMALE, SEX_MALE):
-                patient["gender"] = "female" if code == SEX_FEMALE else "male"
-                patient["name"] = [self._name(subject_id, code[-1])]
-            elif code == DEATH:
-                patient["deceasedDateTime"] = when
-            elif code.startswith(VISIT_START_PREFIX):
-                encounter_class = code.removeprefix(VISIT_START_PREFIX)
-                resource = {
-                    "resourceType": "Encounter", "id": ids.next(), "status": "finished",
-                    "class": {"system": ACT_CODE, "code": encounter_class,
-                              "display": ENCOUNTER_CLASS_DISPLAY.get(encounter_class, encounter_class)},
-                    "subject": subject, "period": {"start": when},
-                }
-                encounters[event.encounter_id] = resource
-                out.resources.append(resource)
-            elif code == VISIT_END:
-                if encounter is not None:
-                    encounter["period"]["end"] = when
-            elif code == CONDITION_END:
-                condition = open_conditions.pop(event.text or "", None)
-                if condition is not None:
-                    condition["clinicalStatus"] = RESOLVED
-                    condition["abatementDateTime"] = when
-            elif code == MEDICATION_END:
-                order = current_orders.pop(event.text or "", None)
-                if order is not None:
-                    order["status"] = "completed"
-            else:
-                resource = self._clinical(ids, event, when, subject, encounter, out, open_conditions, current_orders)
-                if resource is not None:
-                    out.resources.append(resource)
-        if "deceasedDateTime" in patient:
-            for order in current_orders.values():
+        """All resources of one patient: Patient and providers first, then in the order their facts
+        occurred, then the Provenance of the whole record."""
+        return _PatientBuild(self, events).run()
+
+
+@dataclass
+class _Visit:
+    """An open encounter and what its note and lab reports will draw on."""
+
+    resource: Resource
+    record: VisitRecord
+    organization: Resource
+    practitioner: Resource
+    labs: list[tuple[str, Resource]] = field(default_factory=list)
+
+
+class _PatientBuild:
+    """The state of one pass over one patient's events."""
+
+    def __init__(self, builder: ResourceBuilder, events: Sequence[Event]) -> None:
+        self.b = builder
+        self.events = events
+        self.subject_id = events[0].subject_id
+        self.key = f"{builder.namespace}/{self.subject_id}"
+        self.ids = IdMinter(self.key)
+        self.out = PatientResources()
+        self.sex = "F" if any(e.code == SEX_FEMALE for e in events[:4]) else "M"
+        self.birth: datetime | None = None
+        self.death = next((e.time for e in reversed(events) if e.code == DEATH), None)
+        self.visits: dict[int, _Visit] = {}
+        self.conditions: dict[str, Resource] = {}
+        self.care_plans: dict[str, Resource] = {}
+        self.orders: dict[str, Resource] = {}
+        self.blood_pressure: dict[tuple[int | None, datetime], Resource] = {}
+        self.patient, self.team = self._patient()
+        self.subject = self.out.reference(self.patient)
+
+    def run(self) -> PatientResources:
+        for event in self.events:
+            self._apply(event)
+        for encounter_id in list(self.visits):
+            self._close_visit(encounter_id, None)
+        self._finish()
+        return self.out
+
+    # --- patient and providers -------------------------------------------------------------
+    def _patient(self) -> tuple[Resource, CareTeam]:
+        details, place = patient_details(self.key, self.sex)
+        team = care_team(place, self.key)
+        patient = {"resourceType": "Patient", "id": self.ids.next(), "meta": profile("us-core-patient"),
+                   "extension": details["extension"],
+                   "identifier": [{"use": "usual", "type": concept(IDENTIFIER_TYPE, "MR", "Medical record number"),
+                                   "system": TRAJSIM_IDENTIFIERS + "subject-id", "value": self.key}],
+                   "name": details["name"], "telecom": details["telecom"],
+                   "gender": "female" if self.sex == "F" else "male",
+                   "address": details["address"], "communication": details["communication"]}
+        self.out.resources.append(patient)
+        self.out.resources.extend(team.resources())
+        for location, organization in ((team.clinic_location, team.clinic), (team.hospital_location, team.hospital)):
+            location["managingOrganization"] = self.out.reference(organization)
+        patient["generalPractitioner"] = [self.out.reference(team.primary_physician)]
+        patient["managingOrganization"] = self.out.reference(team.clinic)
+        return patient, team
+
+    # --- one event ---------------------------------------------------------------------------
+    def _apply(self, event: Event) -> None:
+        code = event.code
+        if code == BIRTH:
+            self.birth = event.time
+            self.patient["birthDate"] = event.time.date().isoformat()
+        elif code in (SEX_FEMALE, SEX_MALE):
+            return
+        elif code == DEATH:
+            self.patient["deceasedDateTime"] = fhir_datetime(event.time)
+        elif code.startswith(VISIT_START_PREFIX):
+            self._open_visit(event)
+        elif code == VISIT_END:
+            self._close_visit(event.encounter_id, event.time)
+        elif code == CONDITION_END:
+            self._end_condition(event)
+        elif code == MEDICATION_END:
+            order = self.orders.pop(event.text or "", None)
+            if order is not None:
+                order["status"] = "completed"
+        else:
+            visit = self.visits.get(event.encounter_id) if event.encounter_id is not None else None
+            domain = self.b.domain(code)
+            if domain == "encounter_type":
+                if visit is not None:
+                    visit.resource["type"] = [self.b.concept(code)]
+                    visit.record.visit_type = self.b.display(code)
+            elif domain == "condition":
+                self._condition(event, visit)
+            elif domain in ("vital", "lab") and event.numeric_value is not None:
+                self._observation(event, visit, domain)
+            elif domain == "medication":
+                self._medication(event, visit)
+            elif domain == "immunization":
+                self._immunization(event, visit)
+            elif domain == "procedure":
+                self._add({"resourceType": "Procedure", "meta": profile("us-core-procedure"), "status": "completed",
+                           "code": self.b.concept(code), "subject": self.subject, **self._context(visit),
+                           "performedDateTime": fhir_datetime(event.time)})
+
+    def _add(self, fields: Resource) -> Resource:
+        resource = {"resourceType": fields.pop("resourceType"), "id": self.ids.next(), **fields}
+        self.out.resources.append(resource)
+        return resource
+
+    def _context(self, visit: _Visit | None) -> dict[str, Any]:
+        return {"encounter": self.out.reference(visit.resource)} if visit is not None else {}
+
+    # --- visits ------------------------------------------------------------------------------
+    def _open_visit(self, event: Event) -> None:
+        encounter_class = event.code.removeprefix(VISIT_START_PREFIX)
+        organization, location, practitioner = self.team.for_class(encounter_class)
+        resource = self._add({
+            "resourceType": "Encounter", "meta": profile("us-core-encounter"),
+            "identifier": [{"system": TRAJSIM_IDENTIFIERS + "encounter-id", "value": f"{self.key}/{event.encounter_id}"}],
+            "status": "finished",
+            "class": {"system": ACT_CODE, "code": encounter_class,
+                      "display": ENCOUNTER_CLASSES.get(encounter_class, encounter_class)},
+            "subject": self.subject,
+            "participant": [{"type": [concept(PARTICIPATION_TYPE, "ATND", "attender")],
+                             "individual": self.out.reference(practitioner)}],
+            "period": {"start": fhir_datetime(event.time)},
+            "location": [{"location": self.out.reference(location)}],
+            "serviceProvider": self.out.reference(organization),
+        })
+        age, child = age_phrase(self.birth, event.time)
+        record = VisitRecord(encounter_class, None, event.time, None, age, PERSON_WORDS[self.sex, child],
+                             history=[self.b.display(code) for code in self.conditions],
+                             medications=[self.b.display(code) for code in self.orders])
+        self.visits[event.encounter_id] = _Visit(resource, record, organization, practitioner)
+
+    def _close_visit(self, encounter_id: int | None, end: datetime | None) -> None:
+        visit = self.visits.pop(encounter_id, None)
+        if visit is None:
+            return
+        encounter, record = visit.resource, visit.record
+        if end is not None:
+            encounter["period"]["end"] = fhir_datetime(end)
+            record.end = end
+        record.died = self.death is not None and (end is None or end >= self.death)
+        encounter.setdefault("type", [self.b.concept(VISIT_WITHOUT_TYPE)])
+        if record.encounter_class == "IMP":
+            disposition = ("exp", "Expired") if record.died else ("home", "Home")
+            encounter["hospitalization"] = {"dischargeDisposition": concept(DISCHARGE_DISPOSITION, *disposition)}
+        self._lab_reports(visit)
+        self._note(visit)
+
+    def _lab_reports(self, visit: _Visit) -> None:
+        """One DiagnosticReport per panel (or single test) resulted in the visit."""
+        groups: dict[str, tuple[str | None, list[Resource]]] = {}
+        for code, observation in visit.labs:
+            panel, display = lab_panels().get(code, (code, None))
+            groups.setdefault(panel, (display, []))[1].append(observation)
+        for panel, (display, observations) in groups.items():
+            code = concept(LOINC, panel.split("/", 1)[1], display) if display else self.b.concept(panel)
+            when = observations[0]["effectiveDateTime"]
+            self._add({"resourceType": "DiagnosticReport", "meta": profile("us-core-diagnosticreport-lab"),
+                       "status": "final", "category": LAB_REPORT_CATEGORY, "code": code, "subject": self.subject,
+                       "encounter": self.out.reference(visit.resource), "effectiveDateTime": when, "issued": when,
+                       "performer": [self.out.reference(visit.organization)],
+                       "result": [self.out.reference(o) for o in observations]})
+
+    def _note(self, visit: _Visit) -> None:
+        record = visit.record
+        text = write_note(record, stable_random(f"{self.key}/{visit.resource['id']}/note"))
+        note_code, note_display = NOTE_TYPES.get(record.encounter_class, NOTE_TYPES["AMB"])
+        period = visit.resource["period"]
+        self._add({
+            "resourceType": "DocumentReference", "meta": profile("us-core-documentreference"),
+            "status": "current", "docStatus": "final", "type": concept(LOINC, note_code, note_display),
+            "category": [concept(DOCUMENT_CATEGORY, "clinical-note", "Clinical Note")],
+            "subject": self.subject, "date": period.get("end", period["start"]),
+            "author": [self.out.reference(visit.practitioner)], "custodian": self.out.reference(visit.organization),
+            "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
+                                        "data": base64.b64encode(text.encode()).decode("ascii")}}],
+            "context": {"encounter": [self.out.reference(visit.resource)], "period": dict(period)},
+        })
+
+    # --- clinical facts ----------------------------------------------------------------------
+    def _condition(self, event: Event, visit: _Visit | None) -> None:
+        code, when = event.code, fhir_datetime(event.time)
+        chronic = code in self.b.chronic
+        condition = self._add({
+            "resourceType": "Condition",
+            "meta": profile("us-core-condition-problems-health-concerns" if chronic else "us-core-condition-encounter-diagnosis"),
+            "clinicalStatus": CONDITION_ACTIVE, "verificationStatus": CONFIRMED,
+            "category": PROBLEM_LIST_ITEM if chronic else ENCOUNTER_DIAGNOSIS, "code": self.b.concept(code),
+            "subject": self.subject, **self._context(visit), "onsetDateTime": when, "recordedDate": when,
+        })
+        self.conditions[code] = condition
+        if visit is not None:
+            visit.resource.setdefault("reasonReference", []).append(self.out.reference(condition))
+            visit.record.diagnoses.append(self.b.display(code))
+        if chronic:
+            display = self.b.display(code)
+            self.care_plans[code] = self._add({
+                "resourceType": "CarePlan", "meta": profile("us-core-careplan"),
+                "text": {"status": "generated",
+                         "div": f'<div xmlns="http://www.w3.org/1999/xhtml">Care plan for {display}: ongoing '
+                                f'management with scheduled follow-up.</div>'},
+                "status": "active", "intent": "plan",
+                "category": [concept(CARE_PLAN_CATEGORY, "assess-plan", "Assessment and Plan of Treatment")],
+                "title": f"{display} care plan", "subject": self.subject, **self._context(visit),
+                "period": {"start": when}, "created": when, "addresses": [self.out.reference(condition)],
+            })
+
+    def _end_condition(self, event: Event) -> None:
+        condition = self.conditions.pop(event.text or "", None)
+        if condition is not None:
+            condition["clinicalStatus"] = CONDITION_RESOLVED
+            condition["abatementDateTime"] = fhir_datetime(event.time)
+        plan = self.care_plans.pop(event.text or "", None)
+        if plan is not None:
+            plan["status"] = "completed"
+            plan["period"]["end"] = fhir_datetime(event.time)
+
+    def _observation(self, event: Event, visit: _Visit | None, domain: str) -> None:
+        code, value, unit = event.code, event.numeric_value, event.unit
+        if visit is not None:
+            visit.record.measurements.append((self.b.display(code), value, unit))
+        component = {"code": self.b.concept(code), "valueQuantity": _quantity(value, unit)}
+        if code in BLOOD_PRESSURE_PARTS:
+            panel = self.blood_pressure.get((event.encounter_id, event.time))
+            if panel is not None:
+                panel["component"].append(component)
+                return
+            code = BLOOD_PRESSURE_PANEL[0]
+        observation = self._add({
+            "resourceType": "Observation",
+            "meta": profile(VITAL_SIGN_PROFILES.get(code, "us-core-vital-signs") if domain == "vital"
+                            else "us-core-observation-lab"),
+            "status": "final", "category": OBSERVATION_CATEGORIES[domain],
+            "code": concept(LOINC, code.split("/", 1)[1], BLOOD_PRESSURE_PANEL[1]) if code == BLOOD_PRESSURE_PANEL[0]
+            else self.b.concept(code),
+            "subject": self.subject, **self._context(visit), "effectiveDateTime": fhir_datetime(event.time),
+        })
+        if code == BLOOD_PRESSURE_PANEL[0]:
+            observation["component"] = [component]
+            self.blood_pressure[(event.encounter_id, event.time)] = observation
+            return
+        observation["valueQuantity"] = component["valueQuantity"]
+        self._interpret(observation, event)
+        if domain == "lab" and visit is not None:
+            visit.labs.append((code, observation))
+
+    def _interpret(self, observation: Resource, event: Event) -> None:
+        ranges = reference_ranges()
+        known = ranges.get((event.code, self.sex)) or ranges.get((event.code, ""))
+        if known is None:
+            return
+        low, high, unit = known
+        bounds = {"low": low, "high": high}
+        observation["referenceRange"] = [{k: _quantity(v, unit) for k, v in bounds.items() if v is not None}]
+        value = event.numeric_value
+        flag = "L" if low is not None and value < low else "H" if high is not None and value > high else "N"
+        observation["interpretation"] = INTERPRETATIONS[flag]
+
+    def _medication(self, event: Event, visit: _Visit | None) -> None:
+        code = event.code
+        previous = self.orders.get(code)
+        if previous is not None:
+            previous["status"] = "completed"  # superseded by this renewal
+        requester = visit.practitioner if visit is not None else self.team.primary_physician
+        order = self._add({
+            "resourceType": "MedicationRequest", "meta": profile("us-core-medicationrequest"),
+            "status": "active", "intent": "order", "reportedBoolean": False,
+            "medicationCodeableConcept": self.b.concept(code), "subject": self.subject, **self._context(visit),
+            "authoredOn": fhir_datetime(event.time), "requester": self.out.reference(requester),
+        })
+        if code in dosages():
+            order["dosageInstruction"] = [dosages()[code]]
+        indication = self.conditions.get(event.text or "")
+        if indication is not None:
+            order["reasonReference"] = [self.out.reference(indication)]
+        elif event.text:
+            order["reasonCode"] = [self.b.concept(event.text)]
+        self.orders[code] = order
+        if visit is not None:
+            visit.record.prescriptions.append((self.b.display(code), self.b.display(event.text) if event.text else None))
+
+    def _immunization(self, event: Event, visit: _Visit | None) -> None:
+        self._add({"resourceType": "Immunization", "meta": profile("us-core-immunization"), "status": "completed",
+                   "vaccineCode": self.b.concept(event.code), "patient": self.subject, **self._context(visit),
+                   "occurrenceDateTime": fhir_datetime(event.time), "primarySource": True})
+        if visit is not None:
+            visit.record.immunizations.append(self.b.display(event.code))
+
+    # --- end of record -----------------------------------------------------------------------
+    def _finish(self) -> None:
+        death = self.patient.get("deceasedDateTime")
+        if death is not None:
+            for order in self.orders.values():
                 order["status"] = "stopped"
-        return out
-
-    def _clinical(self, ids: IdMinter, event: Event, when: str, subject: dict, encounter: Resource | None,
-                  out: PatientResources, open_conditions: dict[str, Resource],
-                  current_orders: dict[str, Resource]) -> Resource | None:
-        code, domain = event.code, self._domain(event.code)
-        context = {"encounter": out.reference(encounter)} if encounter is not None else {}
-        if domain == "encounter_type":
-            if encounter is not None:
-                encounter["type"] = [self.concept(code)]
-            return None
-        if domain == "condition":
-            resource = {
-                "resourceType": "Condition", "id": ids.next(), "clinicalStatus": ACTIVE,
-                "verificationStatus": CONFIRMED, "category": ENCOUNTER_DIAGNOSIS, "code": self.concept(code),
-                "subject": subject, **context, "onsetDateTime": when, "recordedDate": when,
-            }
-            open_conditions[code] = resource
-            if encounter is not None:
-                encounter.setdefault("reasonReference", []).append(out.reference(resource))
-            return resource
-        if domain in ("vital", "lab"):
-            if event.numeric_value is None:
-                return None
-            category = "vital-signs" if domain == "vital" else "laboratory"
-            quantity = {"value": event.numeric_value}
-            if event.unit:
-                quantity |= {"unit": event.unit, "system": UCUM, "code": event.unit}
-            return {
-                "resourceType": "Observation", "id": ids.next(), "status": "final",
-                "category": OBSERVATION_CATEGORIES[category], "code": self.concept(code), "subject": subject,
-                **context, "effectiveDateTime": when, "valueQuantity": quantity,
-            }
-        if domain == "medication":
-            previous = current_orders.get(code)
-            if previous is not None:
-                previous["status"] = "completed"  # superseded by this renewal
-            resource = {
-                "resourceType": "MedicationRequest", "id": ids.next(), "status": "active", "intent": "order",
-                "medicationCodeableConcept": self.concept(code), "subject": subject, **context, "authoredOn": when,
-            }
-            indication = open_conditions.get(event.text or "")
-            if indication is not None:
-                resource["reasonReference"] = [out.reference(indication)]
-            elif event.text:
-                resource["reasonCode"] = [self.concept(event.text)]
-            current_orders[code] = resource
-            return resource
-        if domain == "immunization":
-            return {
-                "resourceType": "Immunization", "id": ids.next(), "status": "completed",
-                "vaccineCode": self.concept(code), "patient": subject, **context,
-                "occurrenceDateTime": when, "primarySource": True,
-            }
-        return None
-
-    def _patient(self, rid: str, subject_id: int) -> Resource:
-        return {
-            "resourceType": "Patient", "id": rid,
-            "identifier": [{"system": SUBJECT_ID_SYSTEM, "value": f"{self.namespace}/{subject_id}"}],
-        }
-
-    def _name(self, subject_id: int, sex: str) -> dict[str, Any]:
-        """A name drawn from national name-frequency lists, fixed by the patient's identity."""
-        names = _names()
-        digest = hashlib.blake2b(f"{self.namespace}/{subject_id}/name".encode(), digest_size=8).digest()
-        pick = int.from_bytes(digest, "big")
-        given, family = names[f"given_{sex}"], names["family"]
-        return {"use": "official", "family": family[pick % len(family)],
-                "given": [given[(pick // len(family)) % len(given)]]}
+            for plan in self.care_plans.values():
+                plan["status"] = "completed"
+                plan["period"]["end"] = death
+        targets = [self.out.reference(r) for r in self.out.resources if r["resourceType"] not in SHARED_TYPES]
+        self._add({"resourceType": "Provenance", "meta": profile("us-core-provenance"), "target": targets,
+                   "recorded": fhir_datetime(self.events[-1].time),
+                   "agent": [{"type": concept(PROVENANCE_AGENT, "author", "Author"),
+                              "who": self.out.reference(self.team.clinic)}]})

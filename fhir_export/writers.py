@@ -1,50 +1,59 @@
-"""Writing patients as FHIR: one transaction bundle file per patient, and bulk NDJSON (one file
-per resource type, the layout of a FHIR Bulk Data export). Every file appears atomically."""
+"""Writing patients as FHIR: one bundle file per patient (a transaction to load into a server, or a
+collection to read), and bulk NDJSON (one file per resource type, the layout of a FHIR Bulk Data
+export). Every file appears atomically."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import orjson
 
+from fhir_export.providers import SHARED_TYPES
 from fhir_export.resources import PatientResources
 from trajsim.atomic import temporary_path, write_bytes_atomic
 
+BundleType = Literal["transaction", "collection"]
 
-def transaction_bundle(patient: PatientResources) -> dict:
-    """A FHIR transaction that creates every resource of the patient, linked by urn:uuid."""
+
+def patient_bundle(patient: PatientResources, bundle_type: BundleType = "transaction") -> dict[str, Any]:
+    """The patient's resources linked by urn:uuid. A transaction PUTs each resource at its own id,
+    so loading a bundle twice, or many patients sharing a provider, creates nothing twice."""
     patient.use_bundle_references()
-    return {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"fullUrl": f"urn:uuid:{r['id']}", "resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
-            for r in patient.resources
-        ],
-    }
+    entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in patient.resources]
+    if bundle_type == "transaction":
+        for entry in entries:
+            resource = entry["resource"]
+            entry["request"] = {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
+    return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}
 
 
-def write_bundle(path: Path, patient: PatientResources) -> int:
-    """Write one patient's transaction bundle; returns the bytes written."""
-    data = orjson.dumps(transaction_bundle(patient))
+def write_bundle(path: Path, patient: PatientResources, bundle_type: BundleType = "transaction") -> int:
+    """Write one patient's bundle; returns the bytes written."""
+    data = orjson.dumps(patient_bundle(patient, bundle_type))
     write_bytes_atomic(path, data)
     return len(data)
 
 
 class NdjsonWriter:
-    """Streams resources into `<dir>/<ResourceType>.ndjson`. Files are written under temporary
-    names and renamed into place only by `close()`, so an interrupted run leaves no partial file."""
+    """Streams resources into `<dir>/<ResourceType>.ndjson`, each provider once however many
+    patients it cares for. Files are written under temporary names and renamed into place only by
+    `close()`, so an interrupted run leaves no partial file."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._files: dict[str, tuple[Path, BinaryIO]] = {}
+        self._shared_written: set[str] = set()
         self.bytes_written = 0
 
     def write(self, patient: PatientResources) -> None:
         patient.use_relative_references()
         for resource in patient.resources:
+            if resource["resourceType"] in SHARED_TYPES:
+                if resource["id"] in self._shared_written:
+                    continue
+                self._shared_written.add(resource["id"])
             handle = self._handle(resource["resourceType"])
             line = orjson.dumps(resource) + b"\n"
             handle.write(line)

@@ -29,7 +29,7 @@ def test_the_shipped_scenarios_load(tmp_path):
 
 @pytest.mark.parametrize("toml, expected", [
     ('[population]\nsize = "many"\n', "population.size"),
-    ('[output]\nformats = ["pdf"]\n', "'bundle', 'ndjson' or 'events'"),
+    ('[output]\nformats = ["pdf"]\n', "'bundle', 'collection', 'ndjson' or 'events'"),
     ('[populaton]\nsize = 3\n', "allowed here: name, description, seed, population, period, output"),
     ('seed = 1\nseed = 2\n', "line 2"),
 ])

@@ -1,16 +1,19 @@
 """The exporter turns a patient's events into FHIR R4 a server accepts, and the validator catches
 what a server would reject."""
 
+import base64
 from datetime import datetime
 
 import orjson
 import pytest
 
-from fhir_export import NdjsonWriter, transaction_bundle, write_bundle
+from fhir_export import NdjsonWriter, patient_bundle, write_bundle
+from fhir_export.notes import format_value
 from fhir_export.validate import validate_directory
 from trajsim.events import BIRTH, CONDITION_END, DEATH, SEX_FEMALE, VISIT_END, Event, visit_start_code
 from trajsim.generate import default_builder
 from trajsim.scenario import Scenario
+from trajsim.vocab import load_vocabulary
 
 HYPERTENSION, STREP, AMOXICILLIN = "SNOMED/59621000", "SNOMED/43878008", "RXNORM/308182"
 
@@ -67,11 +70,12 @@ def test_a_prescription_points_at_the_condition_it_treats():
 
 
 def test_vital_signs_have_loinc_and_ucum():
-    observation = resources_by_type(patient_events())["Observation"][0]
+    observation = resources_by_type(patient_events())["Observation"][0]["component"][0]
     assert observation["code"]["coding"][0]["system"] == "http://loinc.org"
     assert observation["valueQuantity"] == {"value": 142.0, "unit": "mm[Hg]", "system": "http://unitsofmeasure.org",
                                             "code": "mm[Hg]"}
-    assert observation["category"][0]["coding"][0]["code"] == "vital-signs"
+    panel = resources_by_type(patient_events())["Observation"][0]
+    assert panel["category"][0]["coding"][0]["code"] == "vital-signs"
 
 
 def test_death_is_recorded_and_open_orders_are_stopped():
@@ -96,7 +100,7 @@ def test_the_same_resources_serve_bundles_and_ndjson(tmp_path):
 
 
 def write_one_bundle(tmp_path, change):
-    bundle = transaction_bundle(default_builder(Scenario()).build(patient_events()))
+    bundle = patient_bundle(default_builder(Scenario()).build(patient_events()))
     change(bundle)
     (tmp_path / "patient.json").write_bytes(orjson.dumps(bundle))
     return validate_directory(tmp_path)
@@ -114,7 +118,8 @@ def test_the_validator_rejects_what_r4_does_not_allow(tmp_path, change, field):
 
 def test_the_validator_rejects_a_dangling_reference(tmp_path):
     def dangle(bundle):
-        bundle["entry"][1]["resource"]["subject"] = {"reference": "urn:uuid:00000000-0000-0000-0000-000000000000"}
+        encounter = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter")
+        encounter["subject"] = {"reference": "urn:uuid:00000000-0000-0000-0000-000000000000"}
 
     report = write_one_bundle(tmp_path, dangle)
     assert any("does not resolve" in failure for failure in report.failures)
@@ -132,3 +137,154 @@ def test_display_names_come_from_the_vocabulary(code):
     concept = default_builder(Scenario()).concept(code)
     assert concept["coding"][0]["display"]
     assert concept["text"] == concept["coding"][0]["display"]
+
+
+def lab(day: int, code: str, value: float, unit: str) -> Event:
+    return event(day, code, 1, value, unit)
+
+
+def test_a_transaction_puts_each_resource_at_its_own_id():
+    bundle = patient_bundle(default_builder(Scenario()).build(patient_events()))
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        assert entry["request"] == {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
+
+
+def test_a_collection_bundle_has_no_requests():
+    bundle = patient_bundle(default_builder(Scenario()).build(patient_events()), "collection")
+    assert bundle["type"] == "collection"
+    assert all("request" not in entry for entry in bundle["entry"])
+
+
+def test_the_patient_carries_us_core_demographics():
+    patient = resources_by_type(patient_events())["Patient"][0]
+    extensions = {e["url"].rsplit("/", 1)[1]: e for e in patient["extension"]}
+    assert {"us-core-race", "us-core-ethnicity", "us-core-birthsex"} <= extensions.keys()
+    assert patient["address"][0]["state"] and patient["address"][0]["postalCode"]
+    assert "555-01" in patient["telecom"][0]["value"]  # the range reserved for fiction
+    assert patient["identifier"][0]["type"]["coding"][0]["code"] == "MR"
+    assert patient["generalPractitioner"][0]["reference"].startswith("urn:uuid:")
+
+
+def test_every_visit_has_a_place_a_provider_and_an_attending_practitioner():
+    resources = resources_by_type(patient_events())
+    encounter = resources["Encounter"][0]
+    ids = {f"urn:uuid:{r['id']}" for kind in ("Organization", "Location", "Practitioner") for r in resources[kind]}
+    assert encounter["serviceProvider"]["reference"] in ids
+    assert encounter["location"][0]["location"]["reference"] in ids
+    assert encounter["participant"][0]["individual"]["reference"] in ids
+
+
+def npi_is_valid(value: str) -> bool:
+    digits = [int(d) for d in "80840" + value]
+    total = sum(d if i % 2 == 0 else (2 * d - 9 if 2 * d > 9 else 2 * d) for i, d in enumerate(reversed(digits)))
+    return len(value) == 10 and total % 10 == 0
+
+
+def test_practitioners_have_well_formed_npis_outside_the_issued_range():
+    for practitioner in resources_by_type(patient_events())["Practitioner"]:
+        value = practitioner["identifier"][0]["value"]
+        assert npi_is_valid(value) and value[0] == "9"
+
+
+def test_blood_pressure_is_one_panel_with_two_components():
+    events = patient_events()
+    events.insert(7, event(2, "LOINC/8462-4", 1, 88.0, "mm[Hg]"))
+    panel = resources_by_type(events)["Observation"][0]
+    assert panel["code"]["coding"][0]["code"] == "85354-9"
+    assert [c["code"]["coding"][0]["code"] for c in panel["component"]] == ["8480-6", "8462-4"]
+    assert "valueQuantity" not in panel
+
+
+def test_labs_of_one_panel_form_one_report_with_flags():
+    events = patient_events()[:7] + [lab(2, "LOINC/2339-0", 182.0, "mg/dL"), lab(2, "LOINC/2947-0", 139.0, "mmol/L"),
+                                     lab(2, "LOINC/4548-4", 8.1, "%"), event(2, VISIT_END, 1)]
+    resources = resources_by_type(events)
+    reports = {r["code"]["coding"][0]["code"]: r for r in resources["DiagnosticReport"]}
+    assert reports.keys() == {"51990-0", "4548-4"}
+    assert len(reports["51990-0"]["result"]) == 2
+    glucose = next(o for o in resources["Observation"] if o["code"]["coding"][0]["code"] == "2339-0")
+    assert glucose["interpretation"][0]["coding"][0]["code"] == "H"
+    assert glucose["referenceRange"][0]["high"]["value"] == 99
+    sodium = next(o for o in resources["Observation"] if o["code"]["coding"][0]["code"] == "2947-0")
+    assert sodium["interpretation"][0]["coding"][0]["code"] == "N"
+
+
+def test_a_chronic_condition_gets_a_problem_list_entry_and_care_plan():
+    resources = resources_by_type(patient_events(died=True))
+    hypertension = next(c for c in resources["Condition"] if c["code"]["coding"][0]["code"] == "59621000")
+    assert hypertension["category"][0]["coding"][0]["code"] == "problem-list-item"
+    plan = resources["CarePlan"][0]
+    assert plan["addresses"] == [{"reference": f"urn:uuid:{hypertension['id']}"}]
+    assert plan["status"] == "completed" and plan["period"]["end"].startswith("2020-01-20")
+
+
+def test_provenance_covers_every_patient_resource():
+    resources = default_builder(Scenario()).build(patient_events()).resources
+    provenance = resources[-1]
+    assert provenance["resourceType"] == "Provenance"
+    shared = {"Organization", "Location", "Practitioner", "Provenance"}
+    assert len(provenance["target"]) == sum(r["resourceType"] not in shared for r in resources)
+
+
+def test_each_provider_appears_once_in_ndjson(cohort_dir):
+    for resource_type in ("Organization", "Location", "Practitioner"):
+        lines = (cohort_dir / "fhir" / "ndjson" / f"{resource_type}.ndjson").read_bytes().splitlines()
+        ids = [orjson.loads(line)["id"] for line in lines]
+        assert len(ids) == len(set(ids)) > 0
+
+
+def note_text(document: dict) -> str:
+    return base64.b64decode(document["content"][0]["attachment"]["data"]).decode()
+
+
+def test_every_visit_has_a_clinical_note_of_its_kind(cohort_dir):
+    note_types = {"AMB": "11506-3", "EMER": "34111-5", "IMP": "18842-5"}
+    for path in sorted((cohort_dir / "fhir" / "bundles").glob("*.json"))[:10]:
+        resources = [e["resource"] for e in orjson.loads(path.read_bytes())["entry"]]
+        encounters = {f"urn:uuid:{r['id']}": r for r in resources if r["resourceType"] == "Encounter"}
+        notes = [r for r in resources if r["resourceType"] == "DocumentReference"]
+        assert {n["context"]["encounter"][0]["reference"] for n in notes} == encounters.keys()
+        for note in notes:
+            encounter = encounters[note["context"]["encounter"][0]["reference"]]
+            assert note["type"]["coding"][0]["code"] == note_types[encounter["class"]["code"]]
+
+
+def test_notes_vary_in_wording(cohort_dir):
+    openings = set()
+    for path in sorted((cohort_dir / "fhir" / "ndjson").glob("DocumentReference.ndjson")):
+        for line in path.read_bytes().splitlines():
+            text = note_text(orjson.loads(line))
+            openings.update(line for line in text.splitlines() if "-old " in line)
+    first_words = {opening.split(" ")[0] for opening in openings}
+    assert len(first_words) >= 3
+
+
+def test_a_note_states_only_what_the_structured_record_holds(cohort_dir):
+    vocabulary = load_vocabulary()
+    names = {domain: {c.display.lower() for c in vocabulary if c.domain == domain} for domain in ("condition", "medication")}
+    checked = 0
+    for path in sorted((cohort_dir / "fhir" / "bundles").glob("*.json")):
+        resources = [e["resource"] for e in orjson.loads(path.read_bytes())["entry"]]
+        recorded = {
+            "condition": {r["code"]["text"].lower() for r in resources if r["resourceType"] == "Condition"},
+            "medication": {r["medicationCodeableConcept"]["text"].lower() for r in resources
+                           if r["resourceType"] == "MedicationRequest"},
+        }
+        observations = {}
+        for r in resources:
+            if r["resourceType"] == "Observation":
+                for part in r.get("component", [r]):
+                    observations.setdefault(r["encounter"]["reference"], set()).add(
+                        f"{part['code']['text']}: {format_value(part['valueQuantity']['value'], part['valueQuantity'].get('unit'))}")
+        for note in (r for r in resources if r["resourceType"] == "DocumentReference"):
+            text = note_text(note)
+            lowered = text.lower()
+            for domain, known in names.items():
+                stated = {name for name in known if name in lowered}
+                assert stated <= recorded[domain], (path.name, stated - recorded[domain])
+            measured = {line[2:] for line in text.splitlines() if line.startswith("- ") and ": " in line}
+            encounter = note["context"]["encounter"][0]["reference"]
+            assert measured <= observations.get(encounter, set()), (path.name, measured - observations.get(encounter, set()))
+            checked += 1
+    assert checked > 100

@@ -1,7 +1,8 @@
 """Generate a scenario's cohort to disk: engine -> events -> FHIR, streamed patient by patient.
 
 Output layout under the scenario's output directory:
-    fhir/bundles/patient-<n>.json    one FHIR R4 transaction bundle per patient
+    fhir/bundles/patient-<n>.json    one FHIR R4 transaction bundle per patient (to load into a server)
+    fhir/collections/patient-<n>.json  the same as a collection bundle (to read)
     fhir/ndjson/<Type>.ndjson        bulk NDJSON, one file per resource type
     events/part-<k>.parquet          the canonical event table, one part per chunk of patients
     manifest.json                    what was generated (scenario, seed, counts, files)
@@ -29,7 +30,9 @@ from trajsim.knowledge import load_knowledge
 from trajsim.scenario import Scenario
 from trajsim.vocab import load_vocabulary
 
-STALE_PATTERNS = ("fhir/bundles/patient-*.json", "fhir/ndjson/*.ndjson", "events/part-*.parquet")
+BUNDLE_FOLDERS = {"bundle": ("bundles", "transaction"), "collection": ("collections", "collection")}
+STALE_PATTERNS = ("fhir/bundles/patient-*.json", "fhir/collections/patient-*.json", "fhir/ndjson/*.ndjson",
+                  "events/part-*.parquet")
 
 
 @dataclass
@@ -52,9 +55,12 @@ def fhir_namespace(scenario: Scenario) -> str:
 
 
 def default_builder(scenario: Scenario) -> ResourceBuilder:
-    """FHIR builder with the shipped vocabulary and SNOMED -> ICD-10-CM codings of known conditions."""
-    crosswalk = {c.code: c.icd10cm for c in load_knowledge().conditions.values()}
-    return ResourceBuilder(fhir_namespace(scenario), load_vocabulary(), crosswalk)
+    """FHIR builder with the shipped vocabulary, SNOMED -> ICD-10-CM codings of known conditions, and
+    the chronic ones kept on the problem list."""
+    conditions = load_knowledge().conditions.values()
+    crosswalk = {c.code: c.icd10cm for c in conditions}
+    chronic = frozenset(c.code for c in conditions if c.course == "chronic")
+    return ResourceBuilder(fhir_namespace(scenario), load_vocabulary(), crosswalk, chronic)
 
 
 def generate(scenario: Scenario, out_dir: Path | None = None, source: TrajectorySource | None = None,
@@ -79,9 +85,10 @@ def generate(scenario: Scenario, out_dir: Path | None = None, source: Trajectory
             summary.encounters += sum(e.code.startswith(VISIT_START_PREFIX) for e in events)
             patient = builder.build(events)
             summary.resources.update(r["resourceType"] for r in patient.resources)
-            if "bundle" in formats:
-                path = out_dir / "fhir" / "bundles" / f"patient-{record.subject_id:07d}.json"
-                summary.bytes_written += write_bundle(path, patient)
+            for output_format, (folder, bundle_type) in BUNDLE_FOLDERS.items():
+                if output_format in formats:
+                    path = out_dir / "fhir" / folder / f"patient-{record.subject_id:07d}.json"
+                    summary.bytes_written += write_bundle(path, patient, bundle_type)
             if ndjson is not None:
                 ndjson.write(patient)
             chunk.extend(events)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-OutputFormat = Literal["bundle", "ndjson", "events"]
+OutputFormat = Literal["bundle", "collection", "ndjson", "events"]
 
 
 class _Strict(BaseModel):
