@@ -18,13 +18,19 @@ def stable_random(key: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big"))
 
 
+_GOLDEN = 0x9E3779B97F4A7C15F39CC0605CEDC835  # odd 128-bit step: successive ids differ in every field
+_VERSION_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & (2**128 - 1)
+_VERSION_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 class IdMinter:
-    """The n-th resource of a patient always gets the same id for the same namespace."""
+    """The n-th resource of a patient always gets the same id for the same namespace: one hash of
+    the patient's key, then a cheap step per resource (ids are minted for every resource)."""
 
     def __init__(self, patient_key: str) -> None:
-        self._key = patient_key
-        self._count = 0
+        self._state = int.from_bytes(hashlib.blake2b(patient_key.encode(), digest_size=16).digest(), "big")
 
     def next(self) -> str:
-        self._count += 1
-        return stable_uuid(f"{self._key}/{self._count}")
+        self._state = (self._state + _GOLDEN) & (2**128 - 1)
+        text = f"{(self._state & _VERSION_CLEAR) | _VERSION_SET:032x}"
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -12,7 +12,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from fhir_export.demographics import patient_details
@@ -44,8 +44,10 @@ VITAL_SIGN_PROFILES = {"LOINC/8302-2": "us-core-body-height", "LOINC/29463-7": "
                        "LOINC/8310-5": "us-core-body-temperature"}
 
 
+@lru_cache(maxsize=4096)
 def fhir_datetime(moment: datetime) -> str:
-    """FHIR dateTime with an explicit zone (simulated clocks run in UTC)."""
+    """FHIR dateTime with an explicit zone (simulated clocks run in UTC); cached, since a visit's
+    facts share a few instants."""
     return moment.isoformat(timespec="seconds") + "Z"
 
 

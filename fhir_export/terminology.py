@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -37,8 +38,9 @@ def concept(system: str, code: str, display: str | None = None) -> dict[str, Any
     return {"coding": [coding(system, code, display)]} | ({"text": display} if display else {})
 
 
+@cache
 def profile(name: str) -> dict[str, list[str]]:
-    """`meta` claiming a US Core profile, e.g. profile("us-core-patient")."""
+    """`meta` claiming a US Core profile, e.g. profile("us-core-patient") (shared: do not modify)."""
     return {"profile": [US_CORE + name]}
 
 
