@@ -85,6 +85,7 @@ def validate(directory: Path = typer.Argument(..., help="Folder of FHIR bundles 
     for resource_type, count in sorted(report.resources.items()):
         table.add_row(resource_type, f"{count:,}")
     console.print(table)
+    console.print(f"Checked by {report.findings}.", highlight=False, soft_wrap=True)
     for failure in report.failures:
         errors.print(f"[red]invalid:[/] {failure}", highlight=False, soft_wrap=True)
     if report.failure_count:
@@ -95,6 +96,10 @@ def validate(directory: Path = typer.Argument(..., help="Folder of FHIR bundles 
 from trajsim.ingest.command import ingest_command  # noqa: E402 - registered after the shared helpers above
 
 app.command("ingest")(ingest_command)
+
+from trajsim.push_command import push_command  # noqa: E402
+
+app.command("push")(push_command)
 
 from trajsim.evaluate.command import evaluate_command  # noqa: E402
 

@@ -1,0 +1,161 @@
+"""`trajsim push` loads a generated cohort into a real FHIR server (SEKMET on loopback), which then
+answers searches with each patient's record; what the server refuses is reported in its own words,
+and failures that are the network's or the server's are retried, a bounded number of times."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from fhir_export.push import find_bundles, push_bundles
+from tests.conftest import small_scenario
+from tests.fhir_server import free_port, sekmet_server
+from trajsim.cli import app
+from trajsim.generate import generate
+
+runner = CliRunner(env={"COLUMNS": "250"})
+PATIENTS = 100
+
+
+@pytest.fixture(scope="session")
+def fhir_server(tmp_path_factory: pytest.TempPathFactory):
+    with sekmet_server(tmp_path_factory.mktemp("sekmet")) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="session")
+def loaded_cohort(tmp_path_factory: pytest.TempPathFactory, fhir_server: str) -> tuple[Path, str]:
+    """100 patients over two years, pushed through the CLI; returns the output folder and its output."""
+    out = tmp_path_factory.mktemp("pushed")
+    generate(small_scenario(PATIENTS, seed=11, **{"period.start": date(2023, 1, 1), "output.formats": ["bundle"]}), out)
+    result = runner.invoke(app, ["push", str(out), "--server", fhir_server, "--concurrency", "4"])
+    return out, result.output if result.exit_code == 0 else f"exit {result.exit_code}: {result.output}"
+
+
+def resources_of(bundle_path: Path) -> list[dict]:
+    return [entry["resource"] for entry in orjson.loads(bundle_path.read_bytes())["entry"]]
+
+
+def search_total(server: str, resource_type: str, **params: str) -> int:
+    response = httpx.get(f"{server}/{resource_type}", params={**params, "_summary": "count"}, timeout=30)
+    response.raise_for_status()
+    return response.json()["total"]
+
+
+def test_every_generated_patient_is_accepted(loaded_cohort):
+    out, output = loaded_cohort
+    assert f"accepted all {PATIENTS} bundles" in output, output
+    assert len(find_bundles(out)) == PATIENTS
+
+
+def test_searching_the_server_returns_each_patients_conditions_and_observations(loaded_cohort, fhir_server):
+    out, _ = loaded_cohort
+    for bundle in find_bundles(out):
+        resources = resources_of(bundle)
+        patient = next(r["id"] for r in resources if r["resourceType"] == "Patient")
+        observation_codes = Counter(
+            f"{r['code']['coding'][0]['system']}|{r['code']['coding'][0]['code']}"
+            for r in resources if r["resourceType"] == "Observation")
+        conditions = sum(r["resourceType"] == "Condition" for r in resources)
+        assert search_total(fhir_server, "Condition", patient=patient) == conditions, bundle.name
+        assert search_total(fhir_server, "Observation", patient=patient) == observation_codes.total(), bundle.name
+        if observation_codes:
+            code, count = observation_codes.most_common(1)[0]
+            assert search_total(fhir_server, "Observation", patient=patient, code=code) == count, (bundle.name, code)
+
+
+def test_every_resource_of_the_cohort_is_stored(loaded_cohort, fhir_server):
+    out, _ = loaded_cohort
+    expected = Counter()
+    for bundle in find_bundles(out):
+        expected.update(f"{r['resourceType']}/{r['id']}" for r in resources_of(bundle))
+    by_type = Counter(key.split("/")[0] for key in expected)  # a provider shared by patients counts once
+    for resource_type, count in by_type.items():
+        assert search_total(fhir_server, resource_type) == count, resource_type
+
+
+def test_a_rejected_bundle_is_reported_with_the_servers_operation_outcome(loaded_cohort, fhir_server, tmp_path):
+    out, _ = loaded_cohort
+    good, other = find_bundles(out)[:2]
+    shutil.copy(good, tmp_path / good.name)
+    bundle = orjson.loads(other.read_bytes())
+    patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    patient["birthDate"] = "last spring"
+    (tmp_path / "broken.json").write_bytes(orjson.dumps(bundle))
+    result = runner.invoke(app, ["push", str(tmp_path), "--server", fhir_server])
+    assert result.exit_code == 1, result.output
+    rejected = next(line for line in result.output.splitlines() if line.startswith("rejected:"))
+    assert "broken.json" in rejected and "HTTP 400" in rejected and "Patient.birthDate" in rejected
+    assert "1 of 2 bundle(s) were not accepted" in result.output
+
+
+def test_an_unreachable_server_exits_2_naming_the_url(tmp_path):
+    (tmp_path / "patient.json").write_bytes(b'{"resourceType": "Bundle", "type": "transaction", "entry": []}')
+    url = f"http://127.0.0.1:{free_port()}/fhir"
+    result = runner.invoke(app, ["push", str(tmp_path), "--server", url])
+    assert result.exit_code == 2
+    assert f"cannot reach the FHIR server at {url}" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("make_folder, expected", [
+    (lambda tmp: tmp / "missing", "no such folder"),
+    (lambda tmp: tmp, "no FHIR bundles (*.json) found"),
+])
+def test_a_folder_without_bundles_exits_2(tmp_path, make_folder, expected):
+    result = runner.invoke(app, ["push", str(make_folder(tmp_path)), "--server", "http://127.0.0.1:9/fhir"])
+    assert result.exit_code == 2
+    assert expected in result.output
+
+
+def flaky_server(answers: list[int | type[Exception]]) -> tuple[httpx.MockTransport, list[int]]:
+    """A stub server answering POSTs with `answers` in turn (a status, or an exception to raise)."""
+    posts: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"resourceType": "CapabilityStatement"})
+        answer = answers[min(len(posts), len(answers) - 1)]
+        posts.append(1)
+        if not isinstance(answer, int):
+            raise answer("stub", request=request)
+        if answer == 200:
+            return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response",
+                                             "entry": [{"response": {"status": "201 Created"}}]})
+        return httpx.Response(answer, json={"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "exception", "diagnostics": f"stub answered {answer}"}]})
+
+    return httpx.MockTransport(handle), posts
+
+
+@pytest.mark.parametrize("answers, accepted, attempts", [
+    ([503, 502, 200], True, 3),  # server errors are retried until it accepts
+    ([httpx.ReadTimeout, httpx.ConnectError, 200], True, 3),  # so are timeouts and dropped connections
+    ([429, 200], True, 2),  # "too many requests" asks to come back later
+    ([400, 200], False, 1),  # the server has judged the bundle: no retry
+    ([500], False, 4),  # bounded: the first try and --retries 3 more
+])
+def test_retries_follow_the_kind_of_failure(tmp_path, answers, accepted, attempts):
+    (tmp_path / "patient.json").write_bytes(b'{"resourceType": "Bundle", "type": "transaction", "entry": []}')
+    transport, posts = flaky_server(answers)
+    summary = push_bundles([tmp_path / "patient.json"], "http://stub/fhir", retries=3, backoff=0.001,
+                           transport=transport)
+    outcome = summary.outcomes[0]
+    assert (outcome.accepted, outcome.attempts, len(posts)) == (accepted, attempts, attempts)
+    if not accepted:
+        assert "stub answered" in outcome.diagnostics
+
+
+def test_a_bundle_that_is_not_a_transaction_is_not_sent(tmp_path):
+    (tmp_path / "patient.json").write_bytes(b'{"resourceType": "Bundle", "type": "collection", "entry": []}')
+    transport, posts = flaky_server([200])
+    outcome = push_bundles([tmp_path / "patient.json"], "http://stub/fhir", transport=transport).outcomes[0]
+    assert not outcome.accepted and not posts
+    assert "only transaction or batch bundles" in outcome.diagnostics

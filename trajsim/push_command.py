@@ -1,0 +1,59 @@
+"""`trajsim push`: load a generated cohort into a FHIR server and say what it accepted, and for
+what it refused, what the server said."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fhir_export.push import PushError, PushSummary, find_bundles, push_bundles
+
+LISTED_REJECTIONS = 5
+
+
+def push_command(
+    directory: Path = typer.Argument(..., help="Output folder of `trajsim generate` (or a folder of transaction bundles)."),
+    server: str = typer.Option(..., "--server", "-s", help="FHIR base URL, e.g. http://localhost:8090/fhir."),
+    concurrency: int = typer.Option(4, "--concurrency", "-c", help="Bundles in flight at once."),
+    retries: int = typer.Option(3, "--retries", help="Retries of a bundle after a 5xx, 429, timeout or dropped connection."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the server's answer to one bundle."),
+) -> None:
+    """Post every patient's transaction bundle to a FHIR server; exit 1 if the server rejects any."""
+    from trajsim.cli import console, errors, fail, progress_bar
+
+    try:
+        bundles = find_bundles(directory)
+        with progress_bar() as bar:
+            task = bar.add_task(f"Posting to {server}", total=len(bundles))
+            summary = push_bundles(bundles, server, concurrency=concurrency, retries=retries, timeout=timeout,
+                                   on_bundle=lambda _: bar.advance(task))
+    except PushError as exc:
+        raise fail(str(exc)) from None
+    console.print(_summary_table(summary))
+    for outcome in summary.rejected[:LISTED_REJECTIONS]:
+        status = f"HTTP {outcome.status}" if outcome.status else "no answer"
+        errors.print(f"[red]rejected:[/] {outcome.path} ({status}): {outcome.diagnostics}", highlight=False,
+                     soft_wrap=True)
+    if summary.rejected:
+        more = len(summary.rejected) - LISTED_REJECTIONS
+        if more > 0:
+            errors.print(f"... and {more} more rejected bundle(s)", highlight=False)
+        raise fail(f"{len(summary.rejected)} of {len(summary.outcomes)} bundle(s) were not accepted by {summary.server}",
+                   code=1)
+    console.print(f"[green]{summary.server} accepted all {len(summary.outcomes)} bundles.[/]", highlight=False)
+
+
+def _summary_table(summary: PushSummary) -> Table:
+    resources = sum(o.resources for o in summary.accepted)
+    rate = len(summary.outcomes) / max(summary.seconds, 1e-9)
+    table = Table(title=f"{summary.server}: {len(summary.outcomes)} bundles in {summary.seconds:.1f} s "
+                        f"({rate:,.1f} bundles/s)")
+    table.add_column("outcome")
+    table.add_column("bundles", justify="right")
+    table.add_column("resources", justify="right")
+    table.add_row("accepted", f"{len(summary.accepted):,}", f"{resources:,}")
+    table.add_row("[red]rejected[/]" if summary.rejected else "rejected", f"{len(summary.rejected):,}", "")
+    table.add_row("retried attempts", f"{summary.retried:,}", "")
+    return table
