@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trajsim.trial.spec import Trial
+
 OutputFormat = Literal["bundle", "collection", "ndjson", "events"]
 
 
@@ -79,6 +81,7 @@ class Scenario(_Strict):
     population: Population = Population()
     period: Period = Period()
     output: Output = Output()
+    trial: Trial | None = None  # a control arm to build with `trajsim trial` (trajsim/trial/spec.py)
 
 
 class ScenarioError(ValueError):
@@ -92,10 +95,10 @@ def _model_of(annotation: object) -> type[BaseModel] | None:
     return None
 
 
-def _field_path(location: tuple[str | int, ...]) -> tuple[str | int, ...]:
+def _field_path(location: tuple[str | int, ...], root: type[BaseModel]) -> tuple[str | int, ...]:
     """The location without pydantic's union-member tags (e.g. `date`, `literal['birth']`)."""
     path: list[str | int] = []
-    model: type[BaseModel] | None = Scenario
+    model: type[BaseModel] | None = root
     for part in location:
         if isinstance(part, int):
             path.append(part)
@@ -115,17 +118,19 @@ def _field_name(path: tuple[str | int, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _allowed_fields(path: tuple[str | int, ...]) -> str:
-    model: type[BaseModel] | None = Scenario
+def _allowed_fields(path: tuple[str | int, ...], root: type[BaseModel]) -> str:
+    model: type[BaseModel] | None = root
     for part in path:
         if isinstance(part, str) and model is not None:
             model = _model_of(model.model_fields[part].annotation)
     return ", ".join(model.model_fields) if model is not None else ""
 
 
-def describe_validation_error(error: ValidationError, source: str) -> str:
+def describe_validation_error(error: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
     """One line per field at fault: `file: field: what is wrong (got value)`; the alternatives of a
-    field that accepts several types are joined with "or"."""
+    field that accepts several types are joined with "or". `root` is the model validated (default:
+    Scenario), for other TOML files that share this error style."""
+    root = root or Scenario
     problems = error.errors()
     by_field: dict[str, list[str]] = {}
     for problem in problems:
@@ -136,10 +141,10 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
             continue  # a list emptied only because its items failed; those items are reported
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            message = f"unknown field; allowed here: {_allowed_fields(_field_path(location[:-1]))}"
-            field = _field_name(_field_path(location[:-1]) + (location[-1],))
+            message = f"unknown field; allowed here: {_allowed_fields(_field_path(location[:-1], root), root)}"
+            field = _field_name(_field_path(location[:-1], root) + (location[-1],))
         else:
-            field = _field_name(_field_path(location))
+            field = _field_name(_field_path(location, root))
             if problem["type"] == "missing":
                 message = "required field is missing"
         by_field.setdefault(field, []).append(message)
