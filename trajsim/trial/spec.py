@@ -1,0 +1,166 @@
+"""The `[trial]` section of a scenario: who is eligible, when follow-up starts, what counts as an
+outcome and how large the arm should be. Validated with the rest of the scenario, so a mistake names
+its field (`trial.index.min_value`, `trial.endpoints[1].codes`, ...).
+
+Wherever a list of codes is asked for, an entry is either a code (`SYSTEM/CODE`) or the name of a set
+in `trial.code_sets`.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CodeList = tuple[str, ...]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ValueRange(_Strict):
+    """Shared by everything that can require a lab value in [min_value, max_value]."""
+
+    min_value: float | None = None
+    max_value: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _ValueRange:
+        if self.min_value is not None and self.max_value is not None and self.max_value < self.min_value:
+            raise ValueError(f"max_value ({self.max_value}) must not be below min_value ({self.min_value})")
+        return self
+
+
+class AgeRange(_Strict):
+    """Age in years at the index date, in [min, max)."""
+
+    min: float = Field(0, ge=0, le=120)
+    max: float = Field(121, gt=0, le=121)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AgeRange:
+        if self.max <= self.min:
+            raise ValueError(f"max ({self.max}) must be greater than min ({self.min})")
+        return self
+
+
+class Window(_Strict):
+    """Calendar dates [start, end) within which the index date must fall."""
+
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
+class IndexEvent(_ValueRange):
+    """Follow-up starts at the first event with one of `codes` (and, for a lab, a value in range) inside
+    `window` at which every eligibility criterion holds."""
+
+    codes: CodeList = Field(min_length=1)
+    window: Window
+
+
+class Criterion(_ValueRange):
+    """An event with one of `codes` (value in range, if given) on or before the index date, within
+    `lookback_days` of it (any time before if omitted)."""
+
+    codes: CodeList = Field(min_length=1)
+    lookback_days: int | None = Field(None, ge=0)
+
+
+class Endpoint(_Strict):
+    """`time_to_event`: the first event with one of `codes` after the index date.
+    `lab_change`: the value of the one lab in `codes` nearest to `at_days` after the index date (within
+    `window_days`) minus its last value on or before the index date (within `baseline_days`)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str | None = None
+    kind: Literal["time_to_event", "lab_change"] = "time_to_event"
+    codes: CodeList = Field(min_length=1)
+    at_days: int | None = Field(None, ge=1)
+    window_days: int = Field(60, ge=0)
+    baseline_days: int = Field(90, ge=0)
+
+    @model_validator(mode="after")
+    def _lab_change_needs_one_lab_and_a_time(self) -> Endpoint:
+        if self.kind == "lab_change" and (self.at_days is None or len(self.codes) != 1):
+            raise ValueError("a lab_change endpoint needs exactly one code and at_days")
+        return self
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+class PowerTarget(_Strict):
+    """The effect a two-arm trial (1:1) should detect on a time-to-event endpoint."""
+
+    endpoint: str
+    hazard_ratio: float = Field(0.8, gt=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    power: float = Field(0.8, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _an_effect(self) -> PowerTarget:
+        if self.hazard_ratio == 1:
+            raise ValueError("hazard_ratio must differ from 1 (no effect cannot be detected)")
+        return self
+
+
+class Trial(_Strict):
+    """Eligibility, index date, follow-up and endpoints of a (synthetic) control arm."""
+
+    target_size: int = Field(500, ge=1, le=1_000_000)
+    max_patients: int = Field(20_000, ge=1, le=100_000_000)  # simulated at most before giving up
+    batch_size: int = Field(500, ge=1, le=100_000)
+    code_sets: dict[str, CodeList] = {}
+    age: AgeRange = AgeRange()
+    sex: Literal["any", "F", "M"] = "any"
+    index: IndexEvent
+    require: tuple[Criterion, ...] = ()
+    exclude: tuple[Criterion, ...] = ()
+    follow_up_days: int = Field(1826, ge=1)
+    loss_to_follow_up_days: int | None = Field(None, ge=1)  # no record for this long ends follow-up
+    baseline: tuple[str, ...] = ()  # code set names reported as history at index in Table 1
+    endpoints: tuple[Endpoint, ...] = Field(min_length=1)
+    power: PowerTarget | None = None
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Trial:
+        for name, codes in self.code_sets.items():
+            if "/" in name:
+                raise ValueError(f"code_sets.{name}: a set name may not contain '/'")
+            if not codes or any("/" not in code for code in codes):
+                raise ValueError(f"code_sets.{name}: list one or more codes written SYSTEM/CODE")
+        places = [("index.codes", self.index.codes)]
+        places += [(f"require[{i}].codes", c.codes) for i, c in enumerate(self.require)]
+        places += [(f"exclude[{i}].codes", c.codes) for i, c in enumerate(self.exclude)]
+        places += [(f"endpoints[{i}].codes", e.codes) for i, e in enumerate(self.endpoints)]
+        places += [("baseline", self.baseline)]
+        for field, entries in places:
+            unknown = [e for e in entries if "/" not in e and e not in self.code_sets]
+            if unknown:
+                raise ValueError(f"{field}: {unknown[0]!r} is neither a SYSTEM/CODE code nor a name in code_sets "
+                                 f"({', '.join(self.code_sets) or 'none defined'})")
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError(f"endpoints: names must be unique (got {', '.join(names)})")
+        if self.power is not None and self.power.endpoint not in {
+                e.name for e in self.endpoints if e.kind == "time_to_event"}:
+            raise ValueError(f"power.endpoint: {self.power.endpoint!r} is not the name of a time_to_event endpoint")
+        return self
+
+    def resolve(self, entries: CodeList, descendants: dict[str, frozenset[str]] | None = None) -> list[str]:
+        """The codes `entries` stand for: set names expanded, then each code's descendants added (from
+        the vocabulary passed, if any), sorted."""
+        codes = {code for entry in entries for code in self.code_sets.get(entry, (entry,))}
+        if descendants:
+            codes |= {child for code in list(codes) for child in descendants.get(code, ())}
+        return sorted(codes)
