@@ -16,8 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from trajsim.trial.spec import Trial
 
-from trajsim.trial.spec import Trial
-
 OutputFormat = Literal["bundle", "collection", "ndjson", "events"]
 
 
@@ -83,7 +81,6 @@ class Scenario(_Strict):
     population: Population = Population()
     period: Period = Period()
     output: Output = Output()
-    trial: Trial | None = None  # a control arm to build with `trajsim trial` (trajsim/trial/spec.py)
     trial: Trial | None = None  # a control arm to build with `trajsim trial` (trajsim/trial/spec.py)
 
 
