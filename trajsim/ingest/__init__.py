@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from trajsim.atomic import atomic_writer
 from trajsim.events import EVENT_SCHEMA, EventTableError, validate_events
@@ -35,6 +36,7 @@ READERS: dict[str, Callable[[Path, Path], list[Step]]] = {
 }
 FORMATS = tuple(READERS)
 CANONICAL = "events"
+EVENTS_PER_BUCKET = 500_000
 Progress = Callable[[int, int, str], None]
 
 
@@ -43,9 +45,13 @@ def _check_format(format: str) -> None:
         raise IngestError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
 
 
-def _spill(format: str, source: Path, workdir: Path, report: IngestReport, progress: Progress | None) -> pl.LazyFrame:
+def _spill(format: str, source: Path, workdir: Path, report: IngestReport, progress: Progress | None) -> list[pl.LazyFrame]:
     """Run the reader's steps, writing each step's candidate events to a Parquet part in `workdir`;
-    return the finished, sorted event table as a lazy scan over those parts."""
+    return the finished event table as lazy buckets of whole patients, each sorted.
+
+    A global sort would hold every event in memory, so events are first split by subject_id into
+    buckets of about EVENTS_PER_BUCKET and each bucket is sorted on its own. A medication and the
+    condition it treats belong to one patient, so the indication lookup stays within a bucket."""
     steps = READERS[format](source, workdir)
     for number, (label, step) in enumerate(steps):
         try:
@@ -55,11 +61,22 @@ def _spill(format: str, source: Path, workdir: Path, report: IngestReport, progr
         if progress is not None:
             progress(number + 1, len(steps), label)
     parts = pl.scan_parquet(workdir / "part-*.parquet")
-    # A medication's `_reason_ref` names the condition it treats; its code becomes the event's text.
-    indications = (parts.filter(pl.col("_rid").is_not_null())
+    buckets = max(1, -(-parts.select(pl.len()).collect().item() // EVENTS_PER_BUCKET))
+    if buckets == 1:
+        return [_finish(parts)]
+    paths = [workdir / f"bucket-{number:05d}.parquet" for number in range(buckets)]
+    pl.collect_all([parts.filter(pl.col("subject_id") % buckets == number).sink_parquet(path, lazy=True)
+                    for number, path in enumerate(paths)])
+    return [_finish(pl.scan_parquet(path)) for path in paths]
+
+
+def _finish(candidates: pl.LazyFrame) -> pl.LazyFrame:
+    """Canonical events from candidates: a medication's `_reason_ref` names the condition it treats,
+    whose code becomes the medication event's text; then sorted."""
+    indications = (candidates.filter(pl.col("_rid").is_not_null())
                    .select(pl.col("_rid").alias("_reason_ref"), pl.col("code").alias("_indication"))
                    .unique("_reason_ref", keep="first"))
-    events = (parts.join(indications, on="_reason_ref", how="left", maintain_order="left")
+    events = (candidates.join(indications, on="_reason_ref", how="left", maintain_order="left")
               .with_columns(pl.coalesce("text", "_indication").alias("text"))
               .select(list(EVENT_SCHEMA)))
     return sort_events(events)
@@ -70,11 +87,12 @@ def read_events(format: str, source: Path) -> pl.DataFrame:
     _check_format(format)
     report = IngestReport(format, Path(source))
     with tempfile.TemporaryDirectory(prefix="trajsim-ingest-") as workdir:
-        return _spill(format, Path(source), Path(workdir), report, None).collect()
+        return pl.concat([bucket.collect() for bucket in _spill(format, Path(source), Path(workdir), report, None)])
 
 
 def ingest(format: str, source: Path, out: Path, progress: Progress | None = None) -> IngestReport:
-    """Read `source` as `format` and write its event table to the Parquet file `out`.
+    """Read `source` as `format` and write its event table to the Parquet file `out`, one row
+    group per bucket of patients (see `_spill`), so memory holds one bucket at a time.
 
     `out` appears only when the whole input was read; on IngestError nothing is written.
     """
@@ -84,9 +102,14 @@ def ingest(format: str, source: Path, out: Path, progress: Progress | None = Non
     report = IngestReport(format, source)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ingest-", dir=out.parent) as workdir:
-        events = _spill(format, source, Path(workdir), report, progress)
+        buckets = _spill(format, source, Path(workdir), report, progress)
         with atomic_writer(out) as handle:
-            events.sink_parquet(handle, compression="zstd")
+            writer = None
+            for bucket in buckets:
+                table = bucket.collect().to_arrow()
+                writer = writer or pq.ParquetWriter(handle, table.schema, compression="zstd")
+                writer.write_table(table)
+            writer.close()
     totals = pl.scan_parquet(out).select(pl.len(), pl.col("subject_id").n_unique()).collect()
     report.events, report.subjects = totals.row(0)
     report.seconds = time.perf_counter() - started

@@ -25,6 +25,7 @@ CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     **EVENT_SCHEMA, "_rid": pl.String(), "_reason_ref": pl.String(),
 }
 MISSING_TIME = "missing time"
+MISSING_PATIENT = "missing patient id"
 UNKNOWN_SYSTEM = "unknown code system"
 MISSING_CODE = "missing code"
 UNKNOWN_CLASS = "unmapped encounter class"
@@ -136,7 +137,16 @@ def stable_ids(keys: pl.Expr) -> pl.Expr:
         distinct = series.drop_nulls().unique()
         mapping = dict(zip(distinct.to_list(), (stable_id(k) for k in distinct.to_list()), strict=True))
         return series.replace_strict(mapping, default=None, return_dtype=pl.UInt64)
-    return keys.cast(pl.String).map_batches(hash_batch, return_dtype=pl.UInt64)
+    return keys.cast(pl.String).map_batches(hash_batch, return_dtype=pl.UInt64, is_elementwise=True)
+
+
+def lookup(key: pl.Expr, mapping: dict, default: object = None) -> pl.Expr:
+    """`mapping[key]` per row (`default` when absent). A when/then chain rather than `replace_strict`,
+    which in polars 2.1 makes a streaming query hold the whole column in memory."""
+    values = pl.lit(default)
+    for source, target in mapping.items():
+        values = pl.when(key == source).then(pl.lit(target)).otherwise(values)
+    return values
 
 
 def parse_time(text: pl.Expr) -> pl.Expr:
@@ -167,8 +177,10 @@ def check_times(frame: pl.LazyFrame | pl.DataFrame, columns: list[str], where: s
         raise IngestError(f"{place}: {name} {row[name]!r} is not a date or date-time")
 
 
-def keep_rows(rows: pl.LazyFrame, table: str, report: IngestReport) -> pl.LazyFrame:
-    """Count `rows` of `table` and their `_drop` reasons into `report`; return the rows kept."""
+def keep_rows(rows: pl.LazyFrame, reason: pl.Expr, table: str, report: IngestReport) -> pl.LazyFrame:
+    """Count `rows` of `table` and why each is dropped (`reason`, see drop_reason) into `report`;
+    return the rows kept."""
+    rows = rows.with_columns(reason.alias("_drop"))
     counts = report.table(table)
     for reason, n in rows.group_by("_drop").len().collect().iter_rows():
         counts.read += n
@@ -190,7 +202,7 @@ def candidates(frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
 def rank(code: pl.Expr) -> pl.Expr:
     """Order of events at the same instant (see _STRUCTURAL_RANK; visit start 2, clinical facts 3)."""
     return (pl.when(code.str.starts_with(VISIT_START_PREFIX)).then(pl.lit(2, pl.UInt8))
-            .otherwise(code.replace_strict(_STRUCTURAL_RANK, default=3, return_dtype=pl.UInt8)))
+            .otherwise(lookup(code, _STRUCTURAL_RANK, 3).cast(pl.UInt8)))
 
 
 def sort_events(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -230,12 +242,13 @@ def scan_table(path: Path, required: tuple[str, ...], dates: tuple[str, ...], re
     return rows.with_columns(pl.lit(None, pl.String).alias(name) for name in dates if name not in columns)
 
 
-def drop_reason(time: pl.Expr, code: pl.Expr, *rules: tuple[pl.Expr, str]) -> pl.Expr:
-    """Why a source row is left out (null when kept): no time, no code, then each (condition, reason).
+def drop_reason(subject: pl.Expr, time: pl.Expr, code: pl.Expr, *rules: tuple[pl.Expr, str]) -> pl.Expr:
+    """Why a source row is left out (null when kept): no patient, no time, then each (condition,
+    reason), then no code.
 
     `code` is the row's SYSTEM/CODE, null where the code is missing or its system is unknown, so
     the caller's rules must tell those apart before this falls back to UNKNOWN_SYSTEM."""
-    reason = pl.when(time.is_null()).then(pl.lit(MISSING_TIME))
+    reason = pl.when(subject.is_null()).then(pl.lit(MISSING_PATIENT)).when(time.is_null()).then(pl.lit(MISSING_TIME))
     for condition, text in rules:
         reason = reason.when(condition).then(pl.lit(text))
     return reason.when(code.is_null()).then(pl.lit(UNKNOWN_SYSTEM)).otherwise(pl.lit(None, pl.String))

@@ -18,7 +18,7 @@ import polars as pl
 from trajsim.atomic import atomic_writer
 from trajsim.events import BIRTH, CODE_SYSTEMS, DEATH, EVENT_SCHEMA
 from trajsim.ingest.common import (
-    SYSTEM_BY_VOCABULARY, IngestError, IngestReport, Step, check_times, drop_reason, keep_rows, parse_time,
+    SYSTEM_BY_VOCABULARY, IngestError, IngestReport, Step, check_times, drop_reason, keep_rows, lookup, parse_time,
     sort_events, source_files,
 )
 
@@ -46,10 +46,9 @@ def _time(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
 def _code(code: pl.Expr) -> pl.Expr:
     """MEDS code -> SYSTEM/CODE, null when its system is not one trajsim knows."""
     parts = code.str.splitn("/", 2)
-    system = parts.struct.field("field_0").str.to_uppercase().replace_strict(_SYSTEMS, default=None)
+    system = lookup(parts.struct.field("field_0").str.to_uppercase(), _SYSTEMS)
     local = parts.struct.field("field_1")
-    return pl.when(code.is_in(list(MEDS_CODES))).then(code.replace_strict(MEDS_CODES, default=None)).otherwise(
-        system + "/" + local)
+    return pl.coalesce(lookup(code, MEDS_CODES), system + "/" + local)
 
 
 def _shard(path: Path, report: IngestReport) -> pl.LazyFrame:
@@ -66,8 +65,7 @@ def _shard(path: Path, report: IngestReport) -> pl.LazyFrame:
                 pl.when(number.is_null()).then(value.cast(pl.String)))
     optional = {name: pl.col(name) if name in schema else pl.lit(None) for name in ("encounter_id", "unit")}
     time, code = _time(pl.col("time"), schema["time"]), _code(pl.col("code").cast(pl.String))
-    rows = rows.with_columns(_drop=drop_reason(time, code))
-    return keep_rows(rows, path.name, report).select(
+    return keep_rows(rows, drop_reason(pl.col("subject_id"), time, code), path.name, report).select(
         pl.col("subject_id").cast(pl.UInt64).alias("subject_id"), time.alias("time"),
         optional["encounter_id"].cast(pl.UInt64).alias("encounter_id"), code.alias("code"),
         number.cast(pl.Float64).alias("numeric_value"), optional["unit"].cast(pl.String).alias("unit"),
@@ -80,7 +78,7 @@ def write_meds(events: pl.DataFrame, out: Path) -> None:
     meds_code = {code: meds for meds, code in MEDS_CODES.items()}
     frame = sort_events(events.lazy().select(list(EVENT_SCHEMA))).select(
         pl.col("subject_id").cast(pl.Int64), "time",
-        pl.col("code").replace(meds_code), "numeric_value",
+        pl.coalesce(lookup(pl.col("code"), meds_code), "code").alias("code"), "numeric_value",
         pl.col("text").alias("text_value"), "encounter_id", "unit",
     ).collect()
     with atomic_writer(Path(out)) as handle:

@@ -20,7 +20,7 @@ from trajsim.events import (
 )
 from trajsim.ingest.common import (
     OMOP_VISIT_CLASS, SYSTEM_BY_VOCABULARY, UNKNOWN_CLASS, IngestError, IngestReport, Step, drop_reason,
-    event_rows, keep_rows, parse_time, scan_table,
+    event_rows, keep_rows, lookup, parse_time, scan_table,
 )
 
 NOT_IN_VOCABULARY = "concept not in vocabulary"
@@ -102,8 +102,8 @@ def _person(table: _Table, report: IngestReport) -> pl.LazyFrame:
         pl.datetime(_integer("year_of_birth"), _integer("month_of_birth").fill_null(1),
                     _integer("day_of_birth").fill_null(1), time_unit="us"),
     )
-    rows = keep_rows(rows.with_columns(_drop=drop_reason(born, pl.lit(BIRTH))), "person", report)
-    sex = _integer("gender_concept_id").replace_strict(GENDER, default=None, return_dtype=pl.String)
+    rows = keep_rows(rows, drop_reason(_integer("person_id"), born, pl.lit(BIRTH)), "person", report)
+    sex = lookup(_integer("gender_concept_id"), GENDER)
     subject = _integer("person_id")
     return event_rows(rows, {"subject_id": subject, "time": born, "code": pl.lit(BIRTH)},
                       {"subject_id": subject, "time": pl.when(sex.is_not_null()).then(born), "code": sex})
@@ -112,17 +112,17 @@ def _person(table: _Table, report: IngestReport) -> pl.LazyFrame:
 def _death(table: _Table, report: IngestReport) -> pl.LazyFrame:
     rows = _scan(table, ("person_id", "death_date"), ("death_date", "death_datetime"))
     died = _when("death")
-    rows = keep_rows(rows.with_columns(_drop=drop_reason(died, pl.lit(DEATH))), "death", report)
+    rows = keep_rows(rows, drop_reason(_integer("person_id"), died, pl.lit(DEATH)), "death", report)
     return event_rows(rows, {"subject_id": _integer("person_id"), "time": died, "code": pl.lit(DEATH)})
 
 
 def _visits(table: _Table, report: IngestReport) -> pl.LazyFrame:
     dates = ("visit_start_date", "visit_start_datetime", "visit_end_date", "visit_end_datetime")
     rows = _scan(table, ("visit_occurrence_id", "person_id", "visit_concept_id", "visit_start_date"), dates)
-    encounter_class = _integer("visit_concept_id").replace_strict(OMOP_VISIT_CLASS, default=None, return_dtype=pl.String)
+    encounter_class = lookup(_integer("visit_concept_id"), OMOP_VISIT_CLASS)
     start = _when("visit_start")
-    rows = keep_rows(rows.with_columns(_drop=drop_reason(start, encounter_class, (encounter_class.is_null(), UNKNOWN_CLASS))),
-                     "visit_occurrence", report)
+    unmapped = (encounter_class.is_null(), UNKNOWN_CLASS)
+    rows = keep_rows(rows, drop_reason(_integer("person_id"), start, encounter_class, unmapped), "visit_occurrence", report)
     visit = {"subject_id": _integer("person_id"), "encounter_id": _integer("visit_occurrence_id")}
     return event_rows(rows, {**visit, "time": start, "code": pl.lit(VISIT_START_PREFIX) + encounter_class},
                       {**visit, "time": _when("visit_end"), "code": pl.lit(VISIT_END)})
@@ -133,7 +133,7 @@ def _concepts(table: _Table | None) -> pl.LazyFrame:
     if table is None:
         return pl.LazyFrame(schema={"concept_id": pl.Int64, "code": pl.String, "ucum": pl.String, "known": pl.Boolean})
     concepts = _scan(table, ("concept_id", "vocabulary_id", "concept_code"), ())
-    system = pl.col("vocabulary_id").str.to_uppercase().replace_strict(SYSTEM_BY_VOCABULARY, default=None)
+    system = lookup(pl.col("vocabulary_id").str.to_uppercase(), SYSTEM_BY_VOCABULARY)
     return concepts.select(
         _integer("concept_id").alias("concept_id"), (system + "/" + pl.col("concept_code")).alias("code"),
         pl.when(pl.col("vocabulary_id") == "UCUM").then(pl.col("concept_code")).alias("ucum"), known=pl.lit(True),
@@ -158,7 +158,8 @@ def _clinical(source: _Table, table: str, concept: _Table | None, report: Ingest
     code = pl.coalesce("_standard_code", "_source_code")
     in_vocabulary = pl.col("_standard_known").is_not_null() | pl.col("_source_known").is_not_null()
     start = _when(start_prefix)
-    rows = keep_rows(rows.with_columns(_drop=drop_reason(start, code, (~in_vocabulary, NOT_IN_VOCABULARY))), table, report)
+    unknown = (~in_vocabulary, NOT_IN_VOCABULARY)
+    rows = keep_rows(rows, drop_reason(_integer("person_id"), start, code, unknown), table, report)
     number = pl.col("value_as_number").cast(pl.Float64, strict=False)
     fact = {"subject_id": _integer("person_id"), "time": start, "code": code,
             "encounter_id": _integer("visit_occurrence_id"), "numeric_value": number,

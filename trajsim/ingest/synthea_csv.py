@@ -18,7 +18,7 @@ from trajsim.events import (
 )
 from trajsim.ingest.common import (
     ENCOUNTER_CLASS, MISSING_CODE, SYSTEM_BY_URI, SYSTEM_BY_VOCABULARY, UNKNOWN_CLASS, IngestError, IngestReport,
-    Step, drop_reason, event_rows, keep_rows, parse_time, scan_table, stable_ids,
+    Step, drop_reason, event_rows, keep_rows, lookup, parse_time, scan_table, stable_ids,
 )
 
 REQUIRED_TABLES = ("patients", "encounters")
@@ -54,8 +54,8 @@ def _scan(path: Path, required: tuple[str, ...], dates: tuple[str, ...]) -> pl.L
 def _patients(path: Path, report: IngestReport) -> pl.LazyFrame:
     rows = _scan(path, ("ID", "BIRTHDATE", "GENDER"), ("BIRTHDATE", "DEATHDATE"))
     subject, born = stable_ids(pl.col("ID")), parse_time(pl.col("BIRTHDATE"))
-    rows = keep_rows(rows.with_columns(_drop=drop_reason(born, pl.lit(BIRTH))), "patients", report)
-    sex = pl.col("GENDER").str.to_uppercase().replace_strict({"F": SEX_FEMALE, "M": SEX_MALE}, default=None)
+    rows = keep_rows(rows, drop_reason(pl.col("ID"), born, pl.lit(BIRTH)), "patients", report)
+    sex = lookup(pl.col("GENDER").str.to_uppercase(), {"F": SEX_FEMALE, "M": SEX_MALE})
     return event_rows(
         rows,
         {"subject_id": subject, "time": born, "code": pl.lit(BIRTH)},
@@ -66,10 +66,10 @@ def _patients(path: Path, report: IngestReport) -> pl.LazyFrame:
 
 def _encounters(path: Path, report: IngestReport) -> pl.LazyFrame:
     rows = _scan(path, ("ID", "START", "PATIENT", "ENCOUNTERCLASS"), ("START", "STOP"))
-    encounter_class = pl.col("ENCOUNTERCLASS").str.to_lowercase().replace_strict(ENCOUNTER_CLASS, default=None)
+    encounter_class = lookup(pl.col("ENCOUNTERCLASS").str.to_lowercase(), ENCOUNTER_CLASS)
     start = parse_time(pl.col("START"))
-    rows = keep_rows(rows.with_columns(_drop=drop_reason(start, encounter_class, (encounter_class.is_null(), UNKNOWN_CLASS))),
-                     "encounters", report)
+    unmapped = (encounter_class.is_null(), UNKNOWN_CLASS)
+    rows = keep_rows(rows, drop_reason(pl.col("PATIENT"), start, encounter_class, unmapped), "encounters", report)
     visit = {"subject_id": stable_ids(pl.col("PATIENT")), "encounter_id": stable_ids(pl.col("ID"))}
     encounter_type = pl.lit("SNOMED/") + pl.col("CODE") if "CODE" in rows.collect_schema().names() else pl.lit(None)
     return event_rows(
@@ -85,11 +85,11 @@ def _coded(path: Path, table: str, report: IngestReport) -> pl.LazyFrame:
     dates = (time_column,) + ((end_column,) if end_column else ())
     rows = _scan(path, (time_column, "PATIENT", "CODE"), dates)
     columns = rows.collect_schema().names()
-    systems = (pl.col("SYSTEM").replace_strict(_SYSTEMS, default=None) if "SYSTEM" in columns else pl.lit(system))
+    systems = lookup(pl.col("SYSTEM"), _SYSTEMS) if "SYSTEM" in columns else pl.lit(system)
     code = systems + "/" + pl.col("CODE")
     time = parse_time(pl.col(time_column))
-    rows = keep_rows(rows.with_columns(_drop=drop_reason(time, code, (pl.col("CODE").is_null(), MISSING_CODE))),
-                     table, report)
+    no_code = (pl.col("CODE").is_null(), MISSING_CODE)
+    rows = keep_rows(rows, drop_reason(pl.col("PATIENT"), time, code, no_code), table, report)
     fact = {"subject_id": stable_ids(pl.col("PATIENT")), "time": time, "code": code,
             "encounter_id": stable_ids(pl.col("ENCOUNTER")) if "ENCOUNTER" in columns else pl.lit(None)}
     if table == "observations" and "VALUE" in columns:
