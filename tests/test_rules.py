@@ -186,11 +186,15 @@ def test_mask_agrees_with_the_checker_on_a_simulated_cohort():
     records = list(simulate(small_scenario(20), ReferenceSource()))
     codes = sorted({e.code for r in records for e in r.events})
     mask = RuleMask(codes)
+    def day_of(event):
+        return (event.time - to_datetime(0)).total_seconds() / 86400
+
     for record in records:
-        state = patient(record.patient.sex, death_day=record.patient.death_day)
-        state.birth_day = record.patient.birth_day
+        deaths = [day_of(e) for e in record.events if e.code == DEATH]
+        state = patient(record.patient.sex, death_day=deaths[0] if deaths else None)
+        state.birth_day = day_of(record.events[0])
         for event in record.events:
-            day = (event.time - to_datetime(0)).total_seconds() / 86400
+            day = day_of(event)
             if event.code == CONDITION_END:
                 state.conditions[event.text] = day
                 continue

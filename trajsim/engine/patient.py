@@ -1,10 +1,12 @@
-"""One patient's life as a SimPy process: enter, ask for the next visit, live through it, repeat
-until death or the end of the period. The engine, not the source, enforces the timeline: visits
-are ordered and never overlap, and nothing is recorded after death."""
+"""One patient's life as a SimPy process: enter, take the next visit (the source's proposal or a
+scheduled well visit, whichever comes first), live through it, repeat until death or the end of
+the period. The engine, not the source, enforces the timeline: visits are ordered and never
+overlap, and nothing is recorded after death. Scheduled care (`schedules.py`) runs for every source."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import cache
 
 import simpy
 
@@ -12,7 +14,8 @@ from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code,
 )
 from trajsim.engine.sampler import VisitSampler
-from trajsim.engine.source import ACTIVE, PatientState, TrajectorySource, Visit
+from trajsim.engine.schedules import Schedule
+from trajsim.engine.source import ACTIVE, Fact, PatientState, TrajectorySource, Visit
 from trajsim.vocab import load_vocabulary
 
 EPOCH = datetime(1970, 1, 1)
@@ -24,14 +27,19 @@ def to_datetime(day: float) -> datetime:
     return EPOCH + timedelta(minutes=round(day * MINUTES_PER_DAY))
 
 
+@cache
+def _domains() -> dict[str, str]:
+    return {concept.code: concept.domain for concept in load_vocabulary()}
+
+
 class PatientRecord:
     """The events recorded for one patient, in time order once the patient's process ends."""
 
     def __init__(self, patient: PatientState) -> None:
         self.patient = patient
         self.events: list[Event] = []
+        self.last_day = patient.entry_day  # the latest day anything was recorded for
         self._visits = 0
-        self._domains = {concept.code: concept.domain for concept in load_vocabulary()}
 
     @property
     def subject_id(self) -> int:
@@ -40,59 +48,79 @@ class PatientRecord:
     def add(self, day: float, code: str, encounter_id: int | None = None, value: float | None = None,
             unit: str | None = None, text: str | None = None) -> None:
         self.events.append(Event(self.patient.subject_id, to_datetime(day), encounter_id, code, value, unit, text))
+        self.last_day = max(self.last_day, day)
+
+    def add_fact(self, day: float, fact: Fact, encounter_id: int | None = None) -> None:
+        """Record a fact and update the patient's active conditions and medications from it."""
+        domain = _domains().get(fact.code)
+        if domain == "condition":
+            self.patient.conditions[fact.code] = ACTIVE
+        elif domain == "medication":
+            self.patient.medications[fact.code] = ACTIVE
+        elif fact.code == CONDITION_END and fact.text:
+            self.patient.conditions[fact.text] = day
+        elif fact.code == MEDICATION_END and fact.text:
+            self.patient.medications[fact.text] = day
+        self.add(day, fact.code, encounter_id, fact.value, fact.unit, fact.text)
 
     def add_visit(self, visit: Visit) -> None:
-        """Record a visit's facts, dropping any that would fall after the record's end, and update
-        the patient's active conditions and medications from them."""
-        patient, exit_day = self.patient, self.patient.exit_day
+        """Record a visit's facts, dropping any that would fall after the record's end."""
+        exit_day = self.patient.exit_day
         encounter_id, visit_end = None, visit.day + visit.duration_days
         if visit.encounter_class is not None:
             self._visits += 1
-            encounter_id = (patient.subject_id << 20) | self._visits
+            encounter_id = (self.patient.subject_id << 20) | self._visits
             visit_end = min(visit_end, exit_day)
             self.add(visit.day, visit_start_code(visit.encounter_class), encounter_id)
         for fact in visit.facts:
             day = visit.day + fact.offset_days
-            if day > exit_day:
-                continue
-            self._apply(fact.code, fact.text, day)
-            in_visit = encounter_id if day <= visit_end else None
-            self.add(day, fact.code, in_visit, fact.value, fact.unit, fact.text)
+            if day <= exit_day:
+                self.add_fact(day, fact, encounter_id if day <= visit_end else None)
         if encounter_id is not None:
             self.add(visit_end, VISIT_END, encounter_id)
-
-    def _apply(self, code: str, text: str | None, day: float) -> None:
-        domain = self._domains.get(code)
-        if domain == "condition":
-            self.patient.conditions[code] = ACTIVE
-        elif domain == "medication":
-            self.patient.medications[code] = ACTIVE
-        elif code == CONDITION_END and text:
-            self.patient.conditions[text] = day
-        elif code == MEDICATION_END and text:
-            self.patient.medications[text] = day
 
     def finish(self) -> None:
         self.events.sort(key=lambda event: event.time)
 
 
-def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSampler, source: TrajectorySource):
+def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSampler, source: TrajectorySource,
+                 schedule: Schedule):
     """The SimPy process of one patient."""
     patient = record.patient
+    complete_visit = getattr(source, "complete_visit", None)  # optional: the source's findings at any visit
     yield env.timeout(patient.entry_day - env.now)
     record.add(patient.birth_day, BIRTH)
     record.add(patient.birth_day, SEX_FEMALE if patient.sex == "F" else SEX_MALE)
     for history in source.admit(patient):
         record.add_visit(history)
+        schedule.recorded(history)
+    schedule.update_death(record.last_day)
+    proposal, source_done = None, False
     while True:
         patient.now = env.now
-        visit = yield sampler.next_visit(patient)
-        if visit is None or visit.day >= patient.exit_day:
+        if proposal is None and not source_done:
+            proposal = yield sampler.next_visit(patient)
+            source_done = proposal is None
+        if proposal is not None and proposal.day <= schedule.next_well_day():
+            visit, proposal = proposal, None
+        else:
+            visit = schedule.well_visit()
+        if visit.day >= patient.exit_day:
             break
         visit.day = max(visit.day, env.now)  # a source may not schedule into the past
         yield env.timeout(visit.day - env.now)
+        for day, fact in schedule.refills(until=visit.day):
+            record.add_fact(day, fact)
+        if visit.encounter_class is not None:
+            if complete_visit is not None:
+                visit.facts += complete_visit(patient, visit)
+            visit.facts += schedule.due_at(visit)
         record.add_visit(visit)
+        schedule.recorded(visit)
+        schedule.update_death(record.last_day)
         yield env.timeout(min(visit.day + visit.duration_days, patient.exit_day) - env.now)
+    for day, fact in schedule.refills(until=patient.exit_day):
+        record.add_fact(day, fact)
     if patient.death_day is not None and patient.death_day <= patient.end_day:
         record.add(patient.death_day, DEATH)
     record.finish()

@@ -39,16 +39,21 @@ def draw_patient(scenario: Scenario, index: int, knowledge: Knowledge) -> Patien
     end_day = day_number(period.end)
     birth_day = math.floor(end_day - age_at_end * DAYS_PER_YEAR)
     entry_day = birth_day if period.start == "birth" else max(birth_day, day_number(period.start))
-    death_day = _draw_death_day(knowledge, rng, birth_day, entry_day, end_day)
-    return PatientState(index + 1, sex, float(birth_day), float(entry_day), end_day, death_day, rng)
+    death_day = draw_death_day(knowledge, rng, sex, birth_day, entry_day, end_day)
+    height_z, weight_factor = rng.normal(), float(np.exp(rng.normal(0, 0.12)))
+    return PatientState(index + 1, sex, float(birth_day), float(entry_day), end_day, death_day, rng,
+                        height_z=height_z, weight_factor=weight_factor)
 
 
-def _draw_death_day(knowledge: Knowledge, rng: np.random.Generator, birth_day: float,
-                    entry_day: float, end_day: float) -> float | None:
-    """Day of death from the life table's piecewise-constant hazard, or None if alive at the end."""
+def draw_death_day(knowledge: Knowledge, rng: np.random.Generator, sex: str, birth_day: float,
+                   from_day: float, end_day: float, active: set[str] = frozenset()) -> float | None:
+    """Day of death after `from_day` under the life table's piecewise-constant hazard, scaled for the
+    active conditions (keys); None if alive at `end_day`. Redrawing from the current day whenever the
+    conditions change is exact because the residual of an exponential clock is again exponential."""
+    hazards = knowledge.death_hazards(sex, active)
     target = rng.exponential()  # cumulative hazard at which death occurs
-    day = entry_day
-    for age_min, age_max, hazard in knowledge.mortality:
+    day = from_day
+    for (age_min, age_max, _), hazard in zip(knowledge.mortality, hazards):
         band_end = birth_day + age_max * DAYS_PER_YEAR
         if band_end <= day:
             continue

@@ -12,6 +12,7 @@ import simpy
 from trajsim.engine.patient import PatientRecord, patient_life
 from trajsim.engine.population import draw_patient
 from trajsim.engine.sampler import VisitSampler
+from trajsim.engine.schedules import Schedule
 from trajsim.engine.source import TrajectorySource
 from trajsim.knowledge import load_knowledge
 from trajsim.scenario import Scenario
@@ -30,6 +31,6 @@ def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count
         env = simpy.Environment(initial_time=min(r.patient.entry_day for r in records))
         sampler = VisitSampler(env, source)
         for record in records:
-            env.process(patient_life(env, record, sampler, source))
+            env.process(patient_life(env, record, sampler, source, Schedule(knowledge, record.patient)))
         env.run()
         yield from records

@@ -62,6 +62,8 @@ class PatientState:
     conditions: dict[str, float] = field(default_factory=dict)
     medications: dict[str, float] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
+    height_z: float = 0.0  # height in standard deviations from the growth-chart median
+    weight_factor: float = 1.0  # weight relative to the growth-chart median for height
 
     @property
     def exit_day(self) -> float:

@@ -11,14 +11,17 @@ import csv
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import date
 from functools import cache, cached_property
 from importlib import resources
 
+import networkx as nx
 import numpy as np
 
 from trajsim.vocab import load_vocabulary
 
 DAYS_PER_YEAR = 365.25
+EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Condition:
     duration_days: float | None
     stay_days: float | None
     follow_up_days: float | None
+    first_day: float | None  # engine day (days since 1970-01-01) before which it cannot occur, e.g. COVID-19
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,75 @@ class Knowledge:
     well_visit_repeat_days: float
     mortality: np.ndarray  # rows of (age_min, age_max, annual hazard)
     restrictions: dict[str, Restriction]  # by code; a condition's ICD-10-CM code shares its SNOMED one's
+    complications: nx.DiGraph  # condition -> complication, edge attribute relative_risk
+    mortality_hazard_ratios: dict[str, float]  # condition -> all-cause hazard ratio
+
+    def prevalence_factor(self, sex: str, age: float, ratios: dict[str, float]) -> float:
+        """Mean of 1 + sum of (ratio - 1) over the conditions a person of this age has, by prevalence.
+
+        Excess risks are additive: a person with conditions C has risk baseline * (1 + sum over C of
+        (ratio - 1)), and baseline = population figure / this factor keeps the population figure."""
+        return 1.0 + sum(self.prevalence_at(key, sex, age) * (ratio - 1.0) for key, ratio in ratios.items()
+                         if key in self.prevalence)
+
+    @cached_property
+    def chronic(self) -> list[Condition]:
+        """The chronic conditions, in the order of the arrays `chronic_changes` returns."""
+        return [c for c in self.conditions.values() if c.course == "chronic"]
+
+    @cached_property
+    def risk_ratios(self) -> dict[str, dict[str, float]]:
+        """Condition -> {condition that raises its risk: relative risk}."""
+        return {target: {parent: data["relative_risk"] for parent, _, data in self.complications.in_edges(target, data=True)}
+                for target in self.complications}
+
+    @cached_property
+    def _prevalence_grid(self) -> dict[str, np.ndarray]:
+        # Every bend of `prevalence_at` lies on a half-year, so interpolating this grid is exact.
+        ages = np.arange(0.0, 120.5, 0.5)
+        return {sex: np.array([[self.prevalence_at(c.key, sex, age) for age in ages] for c in self.chronic])
+                for sex in ("F", "M")}
+
+    @cached_property
+    def _excess_risk(self) -> np.ndarray:
+        """[k, j] = relative risk of chronic condition k given chronic condition j, minus 1."""
+        index = {c.key: i for i, c in enumerate(self.chronic)}
+        excess = np.zeros((len(index), len(index)))
+        for parent, target, data in self.complications.edges(data=True):
+            excess[index[target], index[parent]] = data["relative_risk"] - 1.0
+        return excess
+
+    def chronic_prevalence(self, sex: str, age: float) -> np.ndarray:
+        """Prevalence of each chronic condition at this age (see `prevalence_at`)."""
+        grid = self._prevalence_grid[sex]
+        x = min(max(age, 0.0), 120.0) * 2
+        i = min(int(x), grid.shape[1] - 2)
+        return grid[:, i] + (grid[:, i + 1] - grid[:, i]) * (x - i)
+
+    def chronic_changes(self, sex: str, age_from: float, age_to: float) -> tuple[np.ndarray, np.ndarray]:
+        """For each chronic condition between two ages: the cumulative onset hazard for someone with
+        none of the conditions that raise its risk, and the chance it resolves if present.
+
+        Onset follows the rise in prevalence, P = 1 - (1 - prev(to)) / (1 - prev(from)), rescaled by
+        `prevalence_factor` at the middle age; resolution follows a fall, 1 - prev(to) / prev(from)."""
+        before, after = self.chronic_prevalence(sex, age_from), self.chronic_prevalence(sex, age_to)
+        onset = np.clip(1.0 - (1.0 - after) / (1.0 - before), 0.0, 1.0 - 1e-12)
+        factor = 1.0 + self._excess_risk @ self.chronic_prevalence(sex, (age_from + age_to) / 2)
+        remission = np.clip(1.0 - after / np.where(before > 0, before, 1.0), 0.0, 1.0)
+        return -np.log1p(-onset) / factor, np.where(before > 0, remission, 0.0)
+
+    @cached_property
+    def _death_normalisers(self) -> dict[str, np.ndarray]:
+        middles = np.minimum((self.mortality[:, 0] + self.mortality[:, 1]) / 2, 95.0)
+        return {sex: np.array([self.prevalence_factor(sex, age, self.mortality_hazard_ratios) for age in middles])
+                for sex in ("F", "M")}
+
+    def death_hazards(self, sex: str, active: set[str]) -> np.ndarray:
+        """Annual death hazard per life-table band for someone with these active conditions (keys):
+        the life table scaled by 1 + their excess hazard, over the population mean of that factor."""
+        ratios = self.mortality_hazard_ratios
+        excess = sum(ratios[key] - 1.0 for key in active if key in ratios)
+        return self.mortality[:, 2] * (1.0 + excess) / self._death_normalisers[sex]
 
     @cached_property
     def indications(self) -> dict[str, frozenset[str]]:
@@ -139,6 +212,19 @@ class Knowledge:
             for medication in medications:
                 found[medication.code] |= {condition.code, condition.icd10cm}
         return {code: frozenset(codes) for code, codes in found.items()}
+
+    @cached_property
+    def conditions_by_code(self) -> dict[str, Condition]:
+        """Conditions by SNOMED code and by ICD-10-CM code."""
+        return {code: c for c in self.conditions.values() for code in (c.icd10cm, c.code)}
+
+    @cached_property
+    def refill_days(self) -> dict[str, float]:
+        """Long-term drug -> days between refills (the shortest over its indications)."""
+        found: dict[str, float] = {}
+        for medication in (m for ms in self.medications.values() for m in ms if m.refill_days):
+            found[medication.code] = min(found.get(medication.code, math.inf), medication.refill_days)
+        return found
 
     @cached_property
     def chronic_codes(self) -> frozenset[str]:
@@ -154,13 +240,6 @@ class Knowledge:
         ages = [bands[0].age_min] + [(b.age_min + min(b.age_max, 90)) / 2 for b in bands]
         values = [0.0] + [b.value for b in bands]
         return float(np.interp(age, ages, values))
-
-    def onset_probability(self, condition: str, sex: str, age_from: float, age_to: float) -> float:
-        """Chance that a chronic condition absent at `age_from` starts by `age_to`, from the rise in
-        prevalence: P = 1 - (1 - prev(to)) / (1 - prev(from)) for a condition that does not remit."""
-        before = self.prevalence_at(condition, sex, age_from)
-        after = self.prevalence_at(condition, sex, age_to)
-        return max(0.0, 1.0 - (1.0 - after) / (1.0 - before))
 
     def episode_rate(self, condition: str, sex: str, age: float) -> float:
         """Acute episodes per person-year at this age."""
@@ -187,11 +266,6 @@ class Knowledge:
         table = self.growth[sex]
         return float(np.interp(age, table[:, 0], table[:, 1])), float(np.interp(age, table[:, 0], table[:, 2]))
 
-    def annual_death_hazard(self, age: float) -> float:
-        """Background deaths per person-year at this age (life table)."""
-        row = np.searchsorted(self.mortality[:, 1], age, side="right")
-        return float(self.mortality[min(row, len(self.mortality) - 1), 2])
-
 
 def _rows(name: str) -> list[dict[str, str]]:
     text = resources.files(__package__).joinpath(f"data/{name}").read_text(encoding="utf-8")
@@ -214,6 +288,7 @@ def load_knowledge() -> Knowledge:
         r["condition"]: Condition(
             r["condition"], r["code"], r["icd10cm"], r["course"], r["visit_class"], r["visit_type"],
             _number(r["duration_days"]), _number(r["stay_days"]), _number(r["follow_up_days"]),
+            float((date.fromisoformat(r["first_date"]) - EPOCH).days) if r["first_date"] else None,
         )
         for r in _rows("conditions.csv")
     }
@@ -253,10 +328,20 @@ def load_knowledge() -> Knowledge:
     knowledge = Knowledge(
         conditions, dict(prevalence), dict(episode_rates), dict(medications), dict(monitoring), measurements,
         dict(values), growth, doses, [float(r["age_days"]) for r in well], float(well[-1]["repeat_days"]), mortality,
-        _restrictions(conditions),
+        _restrictions(conditions), _complications(),
+        {r["condition"]: float(r["hazard_ratio"]) for r in _rows("mortality_hazards.csv")},
     )
     _check_codes(knowledge)
     return knowledge
+
+
+def _complications() -> nx.DiGraph:
+    graph = nx.DiGraph()
+    for r in _rows("complications.csv"):
+        graph.add_edge(r["condition"], r["complication"], relative_risk=float(r["relative_risk"]))
+    if not nx.is_directed_acyclic_graph(graph):
+        raise ValueError(f"complications.csv: the complication links form a cycle: {nx.find_cycle(graph)}")
+    return graph
 
 
 def _restrictions(conditions: dict[str, Condition]) -> dict[str, Restriction]:
@@ -284,6 +369,7 @@ def _check_codes(knowledge: Knowledge) -> None:
         raise ValueError(f"knowledge tables use codes missing from the vocabulary: {', '.join(unknown)}")
     named = set(knowledge.prevalence) | set(knowledge.episode_rates) | set(knowledge.medications) | set(knowledge.monitoring)
     named |= {d.condition for ds in knowledge.values.values() for d in ds if d.condition}
+    named |= set(knowledge.complications) | set(knowledge.mortality_hazard_ratios)
     stray = sorted(named - set(knowledge.conditions))
     if stray:
         raise ValueError(f"knowledge tables name conditions not in conditions.csv: {', '.join(stray)}")

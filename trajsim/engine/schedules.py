@@ -1,0 +1,225 @@
+"""Scheduled care: what happens to every patient whichever trajectory source proposes the visits.
+
+The engine runs one `Schedule` per patient beside the source. It injects well visits on the
+periodicity schedule, adds what is due at any visit (vaccines, the seasonal flu shot, monitoring
+labs, complications of active conditions), refills chronic prescriptions between visits and stops
+them when their indication ends, and redraws the day of death whenever the patient's conditions
+change the death hazard. Facts are built from the knowledge tables by the helpers below, which the
+reference source shares.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from trajsim.engine.population import draw_death_day
+from trajsim.engine.source import ACTIVE, DAYS_PER_YEAR, Fact, PatientState, Visit
+from trajsim.events import MEDICATION_END
+from trajsim.knowledge import Condition, Knowledge, Medication
+
+WELL_CHILD = "SNOMED/410620009"
+WELL_ADULT = "SNOMED/162673000"
+OFFICE_OPEN_HOURS = (8.0, 17.0)
+FLU_SEASON_MONTHS = (9, 10, 11, 12, 1, 2, 3)
+LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
+OBESITY_WEIGHT_FACTOR = 1.3  # BMI about 32 instead of the median 25
+VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
+
+
+def office_hours(patient: PatientState, day: float) -> float:
+    """The first weekday slot at or after `day` (and not before now): clinics see patients in
+    quarter-hour slots within opening hours."""
+    slot = patient.rng.integers(0, int((OFFICE_OPEN_HOURS[1] - OFFICE_OPEN_HOURS[0]) * 4))
+    hour = (OFFICE_OPEN_HOURS[0] + slot / 4) / 24
+    start = math.floor(day)
+    while (start + 3) % 7 >= 5 or start + hour < patient.now:  # 1970-01-01 was a Thursday
+        start += 1
+    return start + hour
+
+
+def active_keys(knowledge: Knowledge, patient: PatientState, day: float, facts: list[Fact] = ()) -> set[str]:
+    """Keys of the conditions active at `day`, including those diagnosed among `facts`."""
+    by_code = knowledge.conditions_by_code
+    codes = patient.active_conditions(day) | {f.code for f in facts}
+    return {by_code[c].key for c in codes if c in by_code}
+
+
+def measure(knowledge: Knowledge, code: str, value: float) -> Fact:
+    """A measurement rounded to its reporting precision and kept within physiological bounds."""
+    m = knowledge.measurements[code]
+    return Fact(code, value=round(min(max(value, m.low), m.high), m.decimals), unit=m.unit)
+
+
+def draw_measurement(knowledge: Knowledge, patient: PatientState, code: str, day: float, active: set[str]) -> list[Fact]:
+    """One value from the distribution for this sex, age and conditions (none if not taken at this age)."""
+    dist = knowledge.value_distribution(code, patient.sex, patient.age_at(day), active)
+    return [] if dist is None else [measure(knowledge, code, patient.rng.normal(dist.mean, dist.sd))]
+
+
+def vitals(knowledge: Knowledge, patient: PatientState, day: float, active: set[str]) -> list[Fact]:
+    """Height, weight, BMI (from age 2) and vital signs, from growth charts and condition-aware ranges."""
+    height, weight = knowledge.growth_at(patient.sex, patient.age_at(day))
+    height *= 1 + 0.04 * patient.height_z
+    weight *= patient.weight_factor * (OBESITY_WEIGHT_FACTOR if "obesity" in active else 1.0)
+    facts = [measure(knowledge, "LOINC/8302-2", height), measure(knowledge, "LOINC/29463-7", weight)]
+    if patient.age_at(day) >= 2:
+        facts.append(measure(knowledge, "LOINC/39156-5", weight / (height / 100) ** 2))
+    for code in VITAL_SIGNS:
+        facts += draw_measurement(knowledge, patient, code, day, active)
+    return facts
+
+
+def prescribe(knowledge: Knowledge, condition: Condition, patient: PatientState) -> list[Fact]:
+    """One drug from each group of first-line alternatives for this indication; a drug with a fixed
+    course ends after it."""
+    groups: dict[str, list[Medication]] = {}
+    for med in knowledge.medications.get(condition.key, ()):
+        groups.setdefault(med.group, []).append(med)
+    facts = []
+    for options in groups.values():
+        weights = [m.weight for m in options]
+        med = options[int(patient.rng.choice(len(options), p=[w / sum(weights) for w in weights]))]
+        facts.append(Fact(med.code, text=condition.code))
+        if med.course_days:
+            facts.append(Fact(MEDICATION_END, offset_days=med.course_days, text=med.code))
+    return facts
+
+
+class Schedule:
+    """One patient's scheduled care, kept beside whatever source proposes the visits."""
+
+    def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
+        self.k, self.patient = knowledge, patient
+        self.well_index, self.next_well = 0, None
+        self.doses_given: set[tuple[str, float]] = set()
+        self.flu_seasons: set[int] = set()
+        self.last_lab: dict[str, float] = {}
+        self.fills: dict[str, tuple[float, str, float]] = {}  # drug -> (last fill day, indication, refill days)
+        self.last_check_age = patient.age_at(patient.entry_day)
+        self.death_conditions: frozenset[str] = frozenset()
+
+    # --- well visits ---------------------------------------------------------------------------
+    def next_well_day(self) -> float:
+        """Day of the next well visit on the periodicity schedule, fixed once drawn; visits due
+        before the record began are skipped. Timing varies by about a tenth of the child's age."""
+        p, ages = self.patient, self.k.well_visit_days
+        while self.next_well is None:
+            i = self.well_index
+            age_days = ages[i] if i < len(ages) else ages[-1] + (i - len(ages) + 1) * self.k.well_visit_repeat_days
+            day = p.birth_day + age_days + p.rng.normal(0, min(20.0, 0.1 * age_days))
+            if day < p.entry_day:
+                self.well_index += 1
+            else:
+                self.next_well = max(day, p.now)
+        return self.next_well
+
+    def well_visit(self) -> Visit:
+        """The well visit due next, with its measurements."""
+        p = self.patient
+        day = office_hours(p, self.next_well_day())
+        self.well_index, self.next_well = self.well_index + 1, None
+        kind = WELL_CHILD if p.age_at(day) < 18 else WELL_ADULT
+        facts = [Fact(kind), *vitals(self.k, p, day, active_keys(self.k, p, day))]
+        return Visit(day, "AMB", p.rng.uniform(15, 40) / 1440, facts)
+
+    # --- what is due at a visit ----------------------------------------------------------------
+    def due_at(self, visit: Visit) -> list[Fact]:
+        """Complications, monitoring labs and vaccines due at this visit."""
+        facts = self._complications(visit)
+        facts += self._monitoring(visit.day, active_keys(self.k, self.patient, visit.day, visit.facts + facts))
+        if visit.encounter_class == "AMB":
+            facts += self._vaccines(visit.day) + self._flu_shot(visit.day)
+        return facts
+
+    def _complications(self, visit: Visit) -> list[Fact]:
+        """Onsets of conditions made likelier by active ones: each active condition adds its excess
+        hazard, baseline x (relative risk - 1), over the time since the last check."""
+        p, k = self.patient, self.k
+        age, facts = p.age_at(visit.day), []
+        active = active_keys(k, p, visit.day, visit.facts)
+        targets = {t for key in active if key in k.complications for t in k.complications.successors(key)} - active
+        if targets:
+            baseline, _ = k.chronic_changes(p.sex, self.last_check_age, age)
+            for i, condition in enumerate(k.chronic):
+                if condition.key not in targets:
+                    continue
+                excess = sum(ratio - 1.0 for parent, ratio in k.risk_ratios[condition.key].items() if parent in active)
+                if p.rng.random() < -math.expm1(-baseline[i] * excess):
+                    facts += [Fact(condition.code), *prescribe(k, condition, p)]
+        self.last_check_age = age
+        return facts
+
+    def _monitoring(self, day: float, active: set[str]) -> list[Fact]:
+        facts = []
+        for key in sorted(active):
+            for lab in self.k.monitoring.get(key, ()):
+                if day + LAB_GRACE_DAYS >= self.last_lab.get(lab.code, -math.inf) + lab.interval_days:
+                    facts += draw_measurement(self.k, self.patient, lab.code, day, active)
+                    self.last_lab[lab.code] = day
+        return facts
+
+    def _vaccines(self, day: float) -> list[Fact]:
+        """Scheduled doses now due; doses due before the record began are taken as given."""
+        p = self.patient
+        age_days, entry_age_days = day - p.birth_day, p.entry_day - p.birth_day
+        facts = []
+        for dose in self.k.doses:
+            if dose.season_uptake is not None:
+                continue
+            due = dose.age_days
+            while due <= age_days:
+                if (dose.code, due) not in self.doses_given and due >= entry_age_days - 30:
+                    facts.append(Fact(dose.code))
+                self.doses_given.add((dose.code, due))
+                if not dose.repeat_days:
+                    break
+                due += dose.repeat_days
+        return facts
+
+    def _flu_shot(self, day: float) -> list[Fact]:
+        """One seasonal influenza decision per season, taken at the first visit in it."""
+        month = (dt.date(1970, 1, 1) + dt.timedelta(days=int(day))).month
+        season = int((day - 244) // DAYS_PER_YEAR)  # seasons start around 1 September
+        if month not in FLU_SEASON_MONTHS or season in self.flu_seasons:
+            return []
+        self.flu_seasons.add(season)
+        p = self.patient
+        return [Fact(dose.code) for dose in self.k.doses
+                if dose.season_uptake is not None and day - p.birth_day >= dose.age_days and p.rng.random() < dose.season_uptake]
+
+    # --- between visits ------------------------------------------------------------------------
+    def recorded(self, visit: Visit) -> None:
+        """Start refill clocks for this visit's new long-term prescriptions whose indication is active."""
+        active = self.patient.active_conditions(visit.day)
+        for fact in visit.facts:
+            every = self.k.refill_days.get(fact.code)
+            if every and fact.text in active and fact.code not in self.fills:
+                self.fills[fact.code] = (visit.day + fact.offset_days, fact.text, every)
+
+    def refills(self, until: float) -> list[tuple[float, Fact]]:
+        """Refills of long-term drugs falling before `until`, outside any visit. A drug stops when its
+        indication ends (a MEDICATION_END on that day) and may be prescribed afresh later."""
+        due = []
+        for code, (last, indication, every) in sorted(self.fills.items()):
+            ends = self.patient.conditions.get(indication, ACTIVE)
+            day = last + every
+            while day < min(until, ends):
+                due.append((day, Fact(code, text=indication)))
+                last, day = day, day + every
+            self.fills[code] = (last, indication, every)
+            if ends <= until:
+                due.append((ends, Fact(MEDICATION_END, text=code)))
+                del self.fills[code]
+        return due
+
+    def update_death(self, day: float) -> None:
+        """Redraw the day of death from `day` when the active conditions change the death hazard."""
+        p = self.patient
+        if p.death_day is not None and p.death_day <= day:
+            return
+        conditions = frozenset(active_keys(self.k, p, day) & set(self.k.mortality_hazard_ratios))
+        if conditions != self.death_conditions:
+            self.death_conditions = conditions
+            p.death_day = draw_death_day(self.k, p.rng, p.sex, p.birth_day, day, p.end_day, set(conditions))
+
