@@ -38,6 +38,12 @@ def generate(
     patients: int | None = typer.Option(None, "--patients", "-n", help="Cohort size (overrides population.size)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides seed)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (overrides output.dir)."),
+    formats: list[str] | None = typer.Option(None, "--format", "-f", help="Output format, repeatable: bundle "
+                                             "(transaction), collection, ndjson, events (overrides output.formats)."),
+    backend: str = typer.Option("local", "--backend", help="Where shards run: local (this machine) or ray."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (local) or Ray CPUs to use."),
+    shard_size: int | None = typer.Option(None, "--shard-size", help="Patients per shard, a multiple of 256 (default 1024)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster, e.g. ray://head:10001."),
 ) -> None:
     """Generate a synthetic cohort as FHIR R4 bundles, bulk NDJSON and canonical events."""
     from trajsim.generate import generate as run
@@ -45,14 +51,20 @@ def generate(
     try:
         scenario = load_scenario(scenario_file) if scenario_file else Scenario()
         scenario = with_overrides(scenario, "command line", **{
-            "population.size": patients, "seed": seed, "output.dir": out})
+            "population.size": patients, "seed": seed, "output.dir": out, "output.formats": formats or None})
     except ScenarioError as exc:
         raise fail(str(exc)) from None
     with progress_bar() as bar:
         task = bar.add_task(f"Simulating {scenario.name}", total=scenario.population.size)
-        summary = run(scenario, on_patient=lambda: bar.advance(task))
+        try:
+            summary = run(scenario, on_progress=lambda n: bar.advance(task, n), backend=backend, workers=workers,
+                          shard_size=shard_size, ray_address=ray_address)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    rate = summary.patients / max(summary.seconds, 1e-9)
+    per_worker = f", {rate / workers:.0f} per worker" if workers > 1 else ""
     table = Table(title=f"{scenario.name}: {summary.patients} patients in {summary.seconds:.1f} s "
-                        f"({summary.patients / max(summary.seconds, 1e-9):.0f} patients/s)")
+                        f"({rate:.0f} patients/s{per_worker})")
     table.add_column("what")
     table.add_column("count", justify="right")
     for label, value in (("deaths", summary.deaths), ("encounters", summary.encounters), ("events", summary.events)):
