@@ -113,3 +113,32 @@ def test_unknown_input_shape_asks_for_a_format(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(IngestError, match="pass --format"):
         detect_format(tmp_path)
+
+
+def test_large_inputs_are_sorted_patient_by_patient(refdata: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above EVENTS_PER_BUCKET events, patients are sorted in buckets: the same rows, each patient's
+    events contiguous and in time order, indications still resolved."""
+    whole = read_events("fhir", refdata / "synthea_fhir_r4_bulk_ndjson_10")
+    monkeypatch.setattr("trajsim.ingest.EVENTS_PER_BUCKET", 1000)
+    ingest("fhir", refdata / "synthea_fhir_r4_bulk_ndjson_10", tmp_path / "events.parquet")
+    bucketed = pl.read_parquet(tmp_path / "events.parquet")
+    assert bucketed.sort(bucketed.columns, nulls_last=True).equals(whole.sort(whole.columns, nulls_last=True))
+    runs = bucketed.select((pl.col("subject_id") != pl.col("subject_id").shift()).fill_null(True).sum()).item()
+    assert runs == bucketed["subject_id"].n_unique() == 13
+    for _, patient in bucketed.group_by("subject_id"):
+        assert patient["time"].is_sorted()
+    assert bucketed.filter(pl.col("code").str.starts_with("RXNORM/") & pl.col("text").is_not_null()).height == \
+        whole.filter(pl.col("code").str.starts_with("RXNORM/") & pl.col("text").is_not_null()).height
+
+
+def test_rows_without_a_patient_are_dropped_and_counted(refdata: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "synthea"
+    folder.mkdir()
+    for name in ("patients.csv", "encounters.csv"):
+        (folder / name).write_bytes((refdata / CSV / name).read_bytes())
+    conditions = pl.read_csv(refdata / CSV / "conditions.csv", infer_schema=False).head(5)
+    conditions.with_columns(pl.when(pl.int_range(5) < 2).then(None).otherwise(pl.col("PATIENT")).alias("PATIENT")
+                            ).write_csv(folder / "conditions.csv")
+    report = ingest("synthea-csv", folder, tmp_path / "out.parquet")
+    assert report.tables["conditions"].dropped == {"missing patient id": 2}
+    assert validate_events(pl.read_parquet(tmp_path / "out.parquet"))["subject_id"].is_not_null().all()
