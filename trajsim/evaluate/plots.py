@@ -61,7 +61,8 @@ def overlaid_histograms(ax: Axes, real: np.ndarray, synthetic: np.ndarray, title
     edges = np.linspace(low, high, bins + 1)
     for values, color, label in ((real, REAL, "real"), (synthetic, SYNTHETIC, "synthetic")):
         if values.size:
-            ax.hist(np.clip(values, low, high), bins=edges, density=True, alpha=0.5, color=color, label=label)
+            density, _ = np.histogram(np.clip(values, low, high), bins=edges, density=True)
+            ax.stairs(density, edges, fill=True, alpha=0.5, color=color, label=label)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.legend(fontsize=8)
