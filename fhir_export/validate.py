@@ -82,7 +82,8 @@ def _fhir_path(parts: list[str | int]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
 
 
-def _model_problems(resource: dict) -> list[str]:
+def model_problems(resource: dict) -> list[str]:
+    """What the R4B models find wrong with one resource, each as `Type.path: message`."""
     resource_type = resource["resourceType"]
     try:
         model = get_fhir_model_class(resource_type)
@@ -141,7 +142,7 @@ def _check_resource(resource: Any, where: str, report: ValidationReport, schema:
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         report.fail(f"{where}: not a FHIR resource (no resourceType)")
         return False
-    found = {R4B_MODELS: _model_problems(resource)}
+    found = {R4B_MODELS: model_problems(resource)}
     if schema is not None:
         found[R4_SCHEMA] = schema.problems(resource)
     found = {validator: problems for validator, problems in found.items() if problems}

@@ -1,0 +1,111 @@
+"""FHIR export throughput without the simulation: a cohort is simulated once and kept in memory, then
+timed through events -> FHIR resources (`ResourceBuilder.build`) -> transaction bundles and bulk
+NDJSON on disk. Then the validators' throughput on part of that output, and the rate at which a
+real FHIR server on loopback (SEKMET) loads it through `push_bundles`.
+
+    python benchmarks/bench_export.py [PATIENTS] [VALIDATED_PATIENTS] [PUSHED_PATIENTS]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fhir_server
+
+from fhir_export import NdjsonWriter, write_bundle  # noqa: E402
+from fhir_export.push import find_bundles, push_bundles  # noqa: E402
+from fhir_export.validate import R4Schema, model_problems, validate_directory  # noqa: E402
+from tests.fhir_server import sekmet_server  # noqa: E402
+from trajsim.engine import ReferenceSource, simulate  # noqa: E402
+from trajsim.generate import default_builder  # noqa: E402
+from trajsim.scenario import Scenario, with_overrides  # noqa: E402
+
+
+def rate(count: float, seconds: float) -> str:
+    return f"{count / max(seconds, 1e-9):>12,.0f}"
+
+
+def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
+    scenario = with_overrides(Scenario(), "benchmark", **{"population.size": patients})
+    started = time.perf_counter()
+    records = [record.events for record in simulate(scenario, ReferenceSource())]
+    print(f"patients                {patients:,} simulated once in {time.perf_counter() - started:.1f} s (not timed below)")
+    builder = default_builder(scenario)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        started = time.perf_counter()
+        built = [builder.build(events) for events in records]
+        build_s = time.perf_counter() - started
+        resources = sum(len(patient.resources) for patient in built)
+
+        started = time.perf_counter()
+        bundle_bytes = sum(write_bundle(out / "bundles" / f"patient-{n:07d}.json", patient)
+                           for n, patient in enumerate(built))
+        bundle_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        ndjson = NdjsonWriter(out / "ndjson")
+        for patient in built:
+            ndjson.write(patient)
+        ndjson.close()
+        ndjson_s = time.perf_counter() - started
+
+        total_s = build_s + bundle_s + ndjson_s
+        print(f"resources               {resources:,} ({resources / patients:,.0f} per patient)")
+        print(f"{'stage':<24}{'seconds':>8}{'resources/s':>14}{'MB/s':>8}")
+        print(f"{'events -> FHIR dicts':<24}{build_s:>8.2f}{rate(resources, build_s):>14}")
+        print(f"{'transaction bundles':<24}{bundle_s:>8.2f}{rate(resources, bundle_s):>14}"
+              f"{bundle_bytes / 1e6 / bundle_s:>8.1f}  ({bundle_bytes / 1e6:,.0f} MB)")
+        print(f"{'bulk NDJSON':<24}{ndjson_s:>8.2f}{rate(resources, ndjson_s):>14}"
+              f"{ndjson.bytes_written / 1e6 / ndjson_s:>8.1f}  ({ndjson.bytes_written / 1e6:,.0f} MB)")
+        print(f"{'export, all three':<24}{total_s:>8.2f}{rate(resources, total_s):>14}"
+              f"{(bundle_bytes + ndjson.bytes_written) / 1e6 / total_s:>8.1f}  "
+              f"({patients / total_s:,.0f} patients/s)")
+        del built
+
+        bundles = find_bundles(out)
+        sample = out / "sample"
+        sample.mkdir()
+        for path in bundles[:validated]:
+            path.rename(sample / path.name)
+        validate_throughput(sample)
+        push_throughput(sorted(sample.glob("*.json"))[:pushed], out / "server")
+
+
+def validate_throughput(folder: Path) -> None:
+    """Each validator on its own over the same resources, then `validate_directory` as the CLI runs it."""
+    resources = [entry["resource"] for path in sorted(folder.glob("*.json"))
+                 for entry in orjson.loads(path.read_bytes())["entry"]]
+    schema = R4Schema.installed()
+    checks = [("R4B models", model_problems)] + ([("R4 JSON schema", schema.problems)] if schema else [])
+    print(f"\nvalidation of {len(resources):,} resources ({len(list(folder.glob('*.json')))} patients' bundles)")
+    for name, check in checks:
+        started = time.perf_counter()
+        problems = sum(len(check(resource)) for resource in resources)
+        seconds = time.perf_counter() - started
+        print(f"{name:<24}{seconds:>8.2f}{rate(len(resources), seconds):>14} resources/s  ({problems} problems)")
+    if schema is None:
+        print("R4 JSON schema          not installed; see docs/push.md")
+    started = time.perf_counter()
+    report = validate_directory(folder, schema=schema)
+    seconds = time.perf_counter() - started
+    print(f"{'trajsim validate':<24}{seconds:>8.2f}{rate(len(resources), seconds):>14} resources/s  "
+          f"({report.failure_count} problems)")
+
+
+def push_throughput(bundles: list[Path], workdir: Path, concurrency: int = 4) -> None:
+    with sekmet_server(workdir) as server:
+        summary = push_bundles(bundles, server, concurrency=concurrency)
+    accepted = summary.accepted
+    print(f"\npush to SEKMET on loopback ({concurrency} in flight): {len(accepted)}/{len(bundles)} bundles accepted "
+          f"in {summary.seconds:.1f} s: {len(accepted) / summary.seconds:,.2f} patients/s, "
+          f"{sum(o.resources for o in accepted) / summary.seconds:,.0f} resources/s")
+
+if __name__ == "__main__":
+    main(*(int(arg) for arg in sys.argv[1:4]))
