@@ -140,3 +140,9 @@ def test_unknown_code_system_is_dropped_and_counted(tmp_path: Path) -> None:
     report = ingest("fhir", path, tmp_path / "out.parquet")
     assert report.tables["Condition"].dropped == {"unknown code system": 1, "missing time": 1}
     assert report.events == 0
+
+
+def test_large_ndjson_is_read_in_pieces_with_the_same_result(refdata: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = read_events("fhir", refdata / NDJSON)
+    monkeypatch.setattr("trajsim.ingest.fhir.FLUSH_EVENTS", 500)  # ~20 frames instead of one
+    assert read_events("fhir", refdata / NDJSON).equals(whole)

@@ -55,7 +55,10 @@ def _spill(format: str, source: Path, workdir: Path, report: IngestReport, progr
     steps = READERS[format](source, workdir)
     for number, (label, step) in enumerate(steps):
         try:
-            candidates(step(report)).sink_parquet(workdir / f"part-{number:06d}.parquet")
+            output = step(report)
+            frames = [output] if isinstance(output, pl.DataFrame | pl.LazyFrame) else output
+            for chunk, frame in enumerate(frames):
+                candidates(frame).sink_parquet(workdir / f"part-{number:06d}-{chunk:04d}.parquet")
         except pl.exceptions.PolarsError as exc:
             raise IngestError(f"{label}: {str(exc).splitlines()[0]}") from None
         if progress is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,8 +122,9 @@ class IngestReport:
         return total
 
 
-# One unit of work for the progress bar: a label and a function giving candidate events.
-Step = tuple[str, Callable[["IngestReport"], pl.DataFrame | pl.LazyFrame]]
+# One unit of work for the progress bar: a label and a function giving candidate events (one frame,
+# or several in turn when a step is too large for one).
+Step = tuple[str, Callable[["IngestReport"], pl.DataFrame | pl.LazyFrame | Iterator[pl.DataFrame]]]
 
 
 def stable_id(key: str) -> int:

@@ -13,9 +13,10 @@ import binascii
 import gzip
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import polars as pl
@@ -34,6 +35,7 @@ NO_PATIENT = "no patient reference"
 UCUM = "http://unitsofmeasure.org"
 Resource = dict[str, Any]
 BATCH_BYTES = 8_000_000
+FLUSH_EVENTS = 250_000
 _COLUMNS = ("subject", "time", "encounter", "code", "numeric_value", "unit", "text", "_rid", "_reason_ref")
 
 
@@ -51,43 +53,39 @@ def plan(source: Path, _workdir: Path) -> list[Step]:
              partial(read_files, batch)) for batch in batches]
 
 
-def read_files(paths: list[Path], report: IngestReport) -> pl.DataFrame:
-    """Candidate events of every resource in some bundle and/or NDJSON files."""
+def read_files(paths: list[Path], report: IngestReport) -> Iterator[pl.DataFrame]:
+    """Candidate events of every resource in some bundle and/or NDJSON files, in frames of at most
+    about FLUSH_EVENTS events (so a large NDJSON file is never held whole)."""
     rows = _Rows()
     for path in paths:
         for label, resource in _resources(path):
             rows.label = f"{path} {label}"
             _extract(resource, rows, report)
-    frame = pl.DataFrame({name: rows.columns[name] for name in _COLUMNS},
-                         schema_overrides={"numeric_value": pl.Float64}, strict=False)
-    frame = frame.with_columns(pl.col(name).cast(pl.String) for name in _COLUMNS if name != "numeric_value")
-    check_times(frame, ["time"], "", lambda row: rows.labels[row])
-    return frame.select(
-        stable_ids(pl.col("subject")).alias("subject_id"), parse_time(pl.col("time")).alias("time"),
-        stable_ids(pl.col("encounter")).alias("encounter_id"),
-        "code", "numeric_value", "unit", "text", "_rid", "_reason_ref",
-    )
+            if len(rows.labels) >= FLUSH_EVENTS:
+                yield rows.frame()
+                rows = _Rows()
+    yield rows.frame()
 
 
-def _open_text(path: Path) -> bytes:
+@contextmanager
+def _opened(path: Path) -> Iterator[BinaryIO]:
+    """The file's bytes, gunzipped for `.gz`; a damaged gzip stream becomes an IngestError."""
     try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
+        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as handle:
+            yield handle
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise IngestError(f"{path}: truncated or corrupt gzip file ({exc})") from None
 
 
 def _resources(path: Path) -> Iterator[tuple[str, Resource]]:
-    """(where, resource) for each resource: `line N` in NDJSON, `entry N` in a bundle."""
-    data = _open_text(path)
-    if ".ndjson" in path.name:
-        for number, line in enumerate(data.splitlines(), start=1):
-            if line.strip():
-                yield f"line {number}", _parse(line, path, f"line {number}")
-        return
-    document = _parse(data, path, "")
+    """(where, resource) for each resource: `line N` in NDJSON (read line by line), `entry N` in a bundle."""
+    with _opened(path) as handle:
+        if ".ndjson" in path.name:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield f"line {number}", _parse(line, path, f"line {number}")
+            return
+        document = _parse(handle.read(), path, "")
     if document.get("resourceType") != "Bundle":
         yield "resource", document
         return
@@ -106,7 +104,7 @@ def _parse(text: bytes, path: Path, where: str) -> Resource:
 
 
 class _Rows:
-    """Column lists of one file's candidate events, with the source position of each."""
+    """Column lists of candidate events, with the source position (file and line or entry) of each."""
 
     def __init__(self) -> None:
         self.columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
@@ -120,6 +118,17 @@ class _Rows:
                                strict=True):
             self.columns[name].append(value)
         self.labels.append(self.label)
+
+    def frame(self) -> pl.DataFrame:
+        """These events as a frame with ids hashed and times parsed (IngestError names a bad date's place)."""
+        frame = pl.DataFrame(self.columns, schema_overrides={"numeric_value": pl.Float64}, strict=False)
+        frame = frame.with_columns(pl.col(name).cast(pl.String) for name in _COLUMNS if name != "numeric_value")
+        check_times(frame, ["time"], "", lambda row: self.labels[row])
+        return frame.select(
+            stable_ids(pl.col("subject")).alias("subject_id"), parse_time(pl.col("time")).alias("time"),
+            stable_ids(pl.col("encounter")).alias("encounter_id"),
+            "code", "numeric_value", "unit", "text", "_rid", "_reason_ref",
+        )
 
 
 def _reference_id(reference: Any) -> str | None:
