@@ -117,5 +117,13 @@ from trajsim.evaluate.command import evaluate_command  # noqa: E402
 
 app.command("evaluate")(evaluate_command)
 
+from trajsim.trial.command import trial_command  # noqa: E402
+
+app.command("trial")(trial_command)
+
+from trajsim.stream.command import stream_command  # noqa: E402
+
+app.command("stream")(stream_command)
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,83 @@
+"""`trajsim trial`: build a scenario's synthetic control arm (and, given real records, the same arm
+from them), then write the arm tables, FHIR records, statistics and an HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+
+def trial_command(
+    scenario_file: Path = typer.Option(..., "--scenario", "-s", help="Scenario TOML file with a [trial] section."),
+    real: Path | None = typer.Option(None, "--real", "-r", help="Real records to build the same arm from (any format "
+                                                                "`trajsim ingest` reads, or canonical events Parquet)."),
+    real_format: str | None = typer.Option(None, "--real-format", help="Format of --real (detected if omitted): "
+                                                                      "events, meds, omop, fhir, synthea-csv."),
+    vocabulary: Path | None = typer.Option(None, "--vocabulary", help="OMOP vocabulary folder or zip (CONCEPT, "
+                                                                     "CONCEPT_ANCESTOR): code sets include descendants."),
+    target: int | None = typer.Option(None, "--target", "-n", help="Arm size (overrides trial.target_size)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides seed)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (overrides output.dir)."),
+) -> None:
+    """Build a synthetic control arm: Table 1, Kaplan-Meier curves, event rates, power and an HTML report."""
+    from trajsim.cli import console, fail, progress_bar
+    from trajsim.ingest import IngestError, load_events
+    from trajsim.scenario import ScenarioError, load_scenario, with_overrides
+    from trajsim.trial import TrialError
+    from trajsim.trial.arm import build_arm
+    from trajsim.trial.export import write_records, write_table
+    from trajsim.trial.report import summarise, write_report
+    from trajsim.trial.synthetic import require_trial, synthetic_arm
+    from trajsim.trial.vocabulary import omop_descendants
+
+    try:
+        scenario = load_scenario(scenario_file)
+        require_trial(scenario)
+        scenario = with_overrides(scenario, "command line", **{
+            "trial.target_size": target, "seed": seed, "output.dir": out})
+        trial = require_trial(scenario)
+        descendants = omop_descendants(vocabulary) if vocabulary else None
+        real_events = load_events(real, real_format) if real else None
+    except (ScenarioError, TrialError, IngestError) as exc:
+        raise fail(str(exc)) from None
+    out_dir = scenario.output.dir
+    with progress_bar() as bar:
+        task = bar.add_task(f"Building the {scenario.name} arm", total=trial.target_size)
+        try:
+            synthetic = synthetic_arm(scenario, descendants=descendants,
+                                      on_batch=lambda screened, found: bar.update(task, completed=found))
+        except TrialError as exc:
+            raise fail(str(exc)) from None
+    arms = {"synthetic": synthetic.table}
+    notes = [f"Synthetic: {synthetic.table.height:,} eligible of {synthetic.screened:,} simulated patients "
+             f"({100 * synthetic.table.height / synthetic.screened:.1f}%) from scenario {scenario.name} "
+             f"(seed {scenario.seed}) in {synthetic.seconds:.1f} s."]
+    written = write_table(synthetic.table, out_dir / "arm")
+    written += write_records(synthetic.events, synthetic.scenario, out_dir)
+    if real_events is not None:
+        data_end = real_events["time"].max()
+        arms["real"] = build_arm(real_events, trial, data_end, descendants)
+        notes.append(f"Real: {arms['real'].height:,} eligible of {real_events['subject_id'].n_unique():,} patients in "
+                     f"{real} (data end {data_end:%Y-%m-%d}).")
+        written += write_table(arms["real"], out_dir / "real_arm")
+    report = summarise(f"{scenario.name}: synthetic control arm", trial, arms, notes)
+    written += write_report(report, out_dir)
+    _print_summary(console, report)
+    console.print(f"Wrote {len(written):,} files to {out_dir} (open {out_dir / 'report.html'}).", highlight=False)
+
+
+def _print_summary(console, report) -> None:
+    table = Table(title=report.notes[0])
+    table.add_column("arm")
+    table.add_column("patients", justify="right")
+    for column in ("endpoint", "events", "person-years", "per 100 PY (95% CI)"):
+        table.add_column(column, justify="right" if column != "endpoint" else "left")
+    for row in report.rates.iter_rows(named=True):
+        table.add_row(row["arm"], f"{report.arms[row['arm']].height:,}", row["endpoint"], f"{row['events']:,}",
+                      f"{row['person_years']:,.1f}", f"{row['rate_per_100py']:.2f} ({row['lower']:.2f}-{row['upper']:.2f})")
+    console.print(table)
+    for arm, p in report.power.items():
+        console.print(f"{arm}: detecting HR {p.hazard_ratio:g} on {p.endpoint} needs {p.events_needed:,} events"
+                      + (f", about {p.patients_needed:,} patients (1:1)" if p.patients_needed else ""), highlight=False)

@@ -1,0 +1,145 @@
+"""The trial's numbers and pictures: CSV/JSON tables for machines and one self-contained HTML page
+(plots embedded as PNG) that sets the synthetic arm beside the real one built with the same criteria."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import orjson
+import polars as pl
+
+from trajsim.atomic import atomic_writer, write_bytes_atomic
+from trajsim.evaluate.plots import REAL, SYNTHETIC, overlaid_histograms, panels, png
+from trajsim.evaluate.report import STYLE
+from trajsim.trial.stats import PowerEstimate, event_rates, kaplan_meier, power_estimate, table_one
+from trajsim.trial.spec import Trial
+
+COLORS = {"synthetic": SYNTHETIC, "real": REAL}
+
+
+@dataclass
+class TrialReport:
+    """Everything the page shows; `arms` maps an arm's name (synthetic, real) to its arm table."""
+
+    title: str
+    trial: Trial
+    arms: dict[str, pl.DataFrame]
+    notes: list[str]  # where each arm came from, how long it took
+    table_one: pl.DataFrame
+    km: pl.DataFrame  # arm, endpoint, years, survival, lower, upper
+    rates: pl.DataFrame  # arm, endpoint, events, person_years, rate_per_100py, lower, upper
+    power: dict[str, PowerEstimate]  # by arm
+
+
+def summarise(title: str, trial: Trial, arms: dict[str, pl.DataFrame], notes: list[str]) -> TrialReport:
+    """Table 1, Kaplan-Meier curves, event rates and power for every non-empty arm."""
+    horizon = trial.follow_up_days / 365.25
+    filled = {name: arm for name, arm in arms.items() if arm.height}
+    km = [kaplan_meier(arm, e.name, horizon).with_columns(pl.lit(name).alias("arm"))
+          for name, arm in filled.items() for e in trial.endpoints if e.kind == "time_to_event"]
+    rates = [event_rates(arm, trial).with_columns(pl.lit(name).alias("arm")) for name, arm in filled.items()]
+    power = {name: power_estimate(arm, trial.power, horizon) for name, arm in filled.items()} if trial.power else {}
+    first = ["arm", "endpoint"]
+    return TrialReport(title, trial, arms, notes, table_one(arms, trial),
+                       pl.concat(km).select(*first, pl.exclude(first)) if km else pl.DataFrame(),
+                       pl.concat(rates).select(*first, pl.exclude(first)) if rates else pl.DataFrame(), power)
+
+
+def write_report(report: TrialReport, out_dir: Path) -> list[Path]:
+    """table1.csv, km.csv, rates.csv, power.json and report.html in `out_dir`; returns their paths."""
+    out_dir = Path(out_dir)
+    written = []
+    for name, frame in (("table1", report.table_one), ("km", report.km), ("rates", report.rates)):
+        path = out_dir / f"{name}.csv"
+        with atomic_writer(path) as handle:
+            frame.write_csv(handle)
+        written.append(path)
+    power = {name: estimate.as_dict() for name, estimate in report.power.items()}
+    write_bytes_atomic(out_dir / "power.json", orjson.dumps(power, option=orjson.OPT_INDENT_2))
+    write_bytes_atomic(out_dir / "report.html", render_html(report).encode("utf-8"))
+    return [*written, out_dir / "power.json", out_dir / "report.html"]
+
+
+def _html_table(frame: pl.DataFrame) -> str:
+    head = "".join(f"<th>{escape(c)}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{'' if v is None else escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.iter_rows())
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _figure(data: bytes, caption: str) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{encoded}"><figcaption>{escape(caption)}</figcaption></figure>'
+
+
+def km_plot(report: TrialReport) -> bytes | None:
+    """One panel per time-to-event endpoint, every arm's curve with its shaded 95% band."""
+    endpoints = [e for e in report.trial.endpoints if e.kind == "time_to_event"]
+    if report.km.is_empty() or not endpoints:
+        return None
+    figure, axes = panels(len(endpoints), columns=2, size=(5.0, 3.6))
+    for ax, endpoint in zip(axes, endpoints):
+        for arm, color in COLORS.items():
+            curve = report.km.filter((pl.col("arm") == arm) & (pl.col("endpoint") == endpoint.name))
+            if curve.is_empty():
+                continue
+            ax.step(curve["years"], curve["survival"], where="post", color=color, label=f"{arm} (n={report.arms[arm].height})")
+            ax.fill_between(curve["years"], curve["lower"], curve["upper"], step="post", color=color, alpha=0.2)
+        ax.set_title(f"Free of {endpoint.title}")
+        ax.set_xlabel("years since index")
+        ax.set_ylabel("probability")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8)
+    return png(figure)
+
+
+def lab_plot(report: TrialReport) -> bytes | None:
+    """Distribution of each lab endpoint's change, real and synthetic overlaid."""
+    labs = [e for e in report.trial.endpoints if e.kind == "lab_change"]
+    if not labs:
+        return None
+    figure, axes = panels(len(labs), columns=2, size=(5.0, 3.6))
+    empty = pl.DataFrame({f"{e.name}_change": [] for e in labs}, schema={f"{e.name}_change": pl.Float64 for e in labs})
+    for ax, endpoint in zip(axes, labs):
+        column = f"{endpoint.name}_change"
+        real, synthetic = (report.arms.get(arm, empty)[column].drop_nulls().to_numpy().astype(np.float64)
+                           for arm in ("real", "synthetic"))
+        overlaid_histograms(ax, real, synthetic, f"{endpoint.title}: change at {endpoint.at_days} days", "change")
+    return png(figure)
+
+
+def render_html(report: TrialReport) -> str:
+    """The report page: inputs, Table 1, Kaplan-Meier curves, event rates, lab changes, power."""
+    trial = report.trial
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{escape(report.title)}</title>", f"<style>{STYLE}</style></head><body>",
+             f"<h1>{escape(report.title)}</h1>",
+             *(f'<p class="inputs">{escape(note)}</p>' for note in report.notes),
+             "<h2>Eligibility</h2>", f"<details open><pre>{escape(trial.model_dump_json(indent=2))}</pre></details>",
+             "<h2>Baseline characteristics (Table 1)</h2>", _html_table(report.table_one),
+             "<p>SMD: standardised mean difference between the two arms; |SMD| below 0.1 is usually read as balanced.</p>",
+             "<h2>Time to event</h2>"]
+    for data, caption in ((km_plot(report), "Kaplan-Meier curves with 95% confidence bands (exponential Greenwood)."),
+                          (lab_plot(report), "Change of each lab endpoint from baseline.")):
+        if data is not None:
+            parts.append(_figure(data, caption))
+    if not report.rates.is_empty():
+        parts += ["<h2>Event rates per 100 person-years</h2>", _html_table(report.rates),
+                  "<p>Exact Poisson 95% intervals.</p>"]
+    if report.power:
+        parts.append("<h2>Power</h2>")
+        for arm, p in report.power.items():
+            sized = f"{p.patients_needed:,} patients in total" if p.patients_needed else "no estimate (no events expected)"
+            reached = "n/a" if p.power_at_twice_arm is None else f"{100 * p.power_at_twice_arm:.1f}%"
+            parts.append(f"<p><b>{escape(arm)} arm</b>: to detect a hazard ratio of {p.hazard_ratio:g} on {escape(p.endpoint)} "
+                         f"(two-sided alpha {p.alpha:g}, power {p.power:g}, 1:1, {p.follow_up_years:g} years of follow-up) "
+                         f"a trial needs {p.events_needed:,} events, so {sized} at an event probability of "
+                         f"{p.event_probability:.3f}; a trial of this arm plus an equal treated arm would have power {reached}.</p>")
+        parts.append("<p>Schoenfeld, Biometrika 1981;68:316-9.</p>")
+    parts += ["</body></html>", ""]
+    return "\n".join(parts)
+

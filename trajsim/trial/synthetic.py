@@ -1,0 +1,114 @@
+"""Grow a synthetic arm batch by batch until it reaches the target size.
+
+The scenario is first conditioned on what the criteria make certain, so fewer simulated patients are
+thrown away: the age mix is cut to the ages that can be eligible in the index window, the sex mix
+to the eligible sex, and the period starts early enough for the longest finite look-back. What
+cannot be conditioned (diagnoses, lab values) is screened. Generation stops as soon as even an
+optimistic yield (the upper 97.5% Clopper-Pearson bound) could not fill the arm within
+`trial.max_patients`, so impossible criteria end quickly with a message instead of a long run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import time as midnight
+from datetime import timedelta
+
+import polars as pl
+from scipy.stats import beta
+
+from trajsim.engine import ReferenceSource, TrajectorySource, simulate
+from trajsim.events import events_frame
+from trajsim.scenario import Scenario, with_overrides
+from trajsim.trial import TrialError
+from trajsim.trial.arm import build_arm
+from trajsim.trial.criteria import DAYS_PER_YEAR, Descendants
+from trajsim.trial.spec import Trial
+
+
+@dataclass
+class SyntheticArm:
+    """The arm table, the events of its patients, and what it took to get them."""
+
+    table: pl.DataFrame
+    events: pl.DataFrame
+    scenario: Scenario  # as conditioned and simulated
+    screened: int
+    seconds: float
+
+
+def conditioned(scenario: Scenario) -> Scenario:
+    """The scenario narrowed to patients who can meet the trial's age, sex and look-back criteria."""
+    trial = require_trial(scenario)
+    window, period = trial.index.window, scenario.period
+    if window.end > period.end:
+        raise TrialError(f"trial.index.window ends {window.end}, after period.end {period.end}: "
+                         "the simulation would not reach the whole window")
+    # Age on the period's end date (how age_mix is defined) of someone aged trial.age at index.
+    youngest = trial.age.min + (period.end - window.end).days / DAYS_PER_YEAR
+    oldest = trial.age.max + (period.end - window.start).days / DAYS_PER_YEAR
+    groups = []
+    for group in scenario.population.age_mix:
+        low, high = max(group.min, math.floor(youngest)), min(group.max, math.ceil(oldest))
+        if high > low:
+            groups.append({"min": low, "max": high, "weight": group.weight * (high - low) / (group.max - group.min)})
+    if not groups:
+        raise TrialError(f"no group of population.age_mix reaches ages {trial.age.min:g}-{trial.age.max:g} in the "
+                         f"index window ({window.start} to {window.end}); widen the age mix or trial.age")
+    changes: dict[str, object] = {"population.age_mix": groups, "population.size": trial.max_patients}
+    if trial.sex != "any":
+        changes["population.female_fraction"] = 1.0 if trial.sex == "F" else 0.0
+    lookbacks = [c.lookback_days for c in (*trial.require, *trial.exclude) if c.lookback_days is not None]
+    lookbacks += [e.baseline_days for e in trial.endpoints if e.kind == "lab_change"]
+    if period.start != "birth" and lookbacks:
+        changes["period.start"] = min(period.start, window.start - timedelta(days=max(lookbacks)))
+    return with_overrides(scenario, "trial conditioning", **changes)
+
+
+def require_trial(scenario: Scenario) -> Trial:
+    if scenario.trial is None:
+        raise TrialError(f"scenario {scenario.name!r} has no [trial] section; see docs/trial.md")
+    return scenario.trial
+
+
+def hopeless(found: int, screened: int, trial: Trial) -> bool:
+    """True when even the optimistic yield would need more than max_patients to fill the arm."""
+    optimistic = float(beta.ppf(0.975, found + 1, max(screened - found, 1)))
+    return trial.target_size / optimistic > trial.max_patients
+
+
+def synthetic_arm(scenario: Scenario, source: TrajectorySource | None = None, descendants: Descendants = None,
+                  on_batch: Callable[[int, int], None] | None = None) -> SyntheticArm:
+    """The first `trial.target_size` eligible simulated patients (by subject id), or TrialError saying
+    how far generation got and what to change."""
+    started = time.perf_counter()
+    trial = require_trial(scenario)
+    narrowed = conditioned(scenario)
+    source = source or ReferenceSource()
+    data_end = datetime.combine(narrowed.period.end, midnight())
+    tables: list[pl.DataFrame] = []
+    kept: list[pl.DataFrame] = []
+    screened = found = 0
+    while found < trial.target_size and screened < trial.max_patients:
+        count = min(trial.batch_size, trial.max_patients - screened)
+        events = events_frame(e for record in simulate(narrowed, source, first=screened, count=count)
+                              for e in record.events)
+        table = build_arm(events, trial, data_end, descendants).head(trial.target_size - found)
+        tables.append(table)
+        kept.append(events.filter(pl.col("subject_id").is_in(table["subject_id"].implode())))
+        screened += count
+        found += table.height
+        if on_batch is not None:
+            on_batch(screened, found)
+        if found < trial.target_size and hopeless(found, screened, trial):
+            break
+    if found < trial.target_size:
+        rate = f"{found} of {screened} simulated patients ({100 * found / screened:.2g}%)"
+        raise TrialError(f"{scenario.name}: only {rate} met the trial criteria, so the target of "
+                         f"{trial.target_size} cannot be reached within trial.max_patients = {trial.max_patients}; "
+                         "loosen the criteria or raise trial.max_patients")
+    return SyntheticArm(pl.concat(tables), pl.concat(kept), narrowed, screened, time.perf_counter() - started)
