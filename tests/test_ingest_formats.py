@@ -99,7 +99,7 @@ def test_meds_variants_value_column_and_system_spelling(tmp_path: Path) -> None:
     report = ingest("meds", tmp_path / "meds.parquet", tmp_path / "events.parquet")
     events = pl.read_parquet(tmp_path / "events.parquet")
     assert events["code"].to_list() == ["TRAJSIM/birth", "LOINC/4548-4", "RXNORM/860975"]
-    assert events["numeric_value"].to_list()[1] == 7.1
+    assert events["numeric_value"].to_list() == [None, 7.1, None] and events["text"].null_count() == 3
     assert report.tables["meds.parquet"].dropped == {"unknown code system": 1, "missing time": 1}
 
 

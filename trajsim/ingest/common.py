@@ -29,7 +29,6 @@ MISSING_PATIENT = "missing patient id"
 UNKNOWN_SYSTEM = "unknown code system"
 MISSING_CODE = "missing code"
 UNKNOWN_CLASS = "unmapped encounter class"
-UNKNOWN_PATIENT = "patient not in person table"
 
 # FHIR code-system URIs (and OMOP vocabulary_id / MEDS prefixes) -> trajsim SYSTEM.
 SYSTEM_BY_URI = {
@@ -114,13 +113,6 @@ class IngestReport:
     def rows_kept(self) -> int:
         return sum(t.kept for t in self.tables.values())
 
-    def dropped(self) -> Counter[str]:
-        """Dropped rows by reason, over all tables."""
-        total: Counter[str] = Counter()
-        for counts in self.tables.values():
-            total.update(counts.dropped)
-        return total
-
 
 # One unit of work for the progress bar: a label and a function giving candidate events (one frame,
 # or several in turn when a step is too large for one).
@@ -183,10 +175,10 @@ def keep_rows(rows: pl.LazyFrame, reason: pl.Expr, table: str, report: IngestRep
     return the rows kept."""
     rows = rows.with_columns(reason.alias("_drop"))
     counts = report.table(table)
-    for reason, n in rows.group_by("_drop").len().collect().iter_rows():
+    for why, n in rows.group_by("_drop").len().collect().iter_rows():
         counts.read += n
-        if reason is not None:
-            counts.dropped[reason] += n
+        if why is not None:
+            counts.dropped[why] += n
     return rows.filter(pl.col("_drop").is_null()).drop("_drop")
 
 

@@ -29,8 +29,9 @@ _SYSTEMS = {**SYSTEM_BY_VOCABULARY, **{system: system for system in CODE_SYSTEMS
 
 def plan(source: Path, _workdir: Path) -> list[Step]:
     """One step per Parquet shard (a MEDS dataset's `metadata/` folder is not event data)."""
-    files = [p for p in source_files(source, (".parquet",)) if "metadata" not in p.relative_to(source).parts[:-1]] \
-        if source.is_dir() else source_files(source, (".parquet",))
+    files = source_files(source, (".parquet",))
+    if source.is_dir():
+        files = [path for path in files if "metadata" not in path.relative_to(source).parts[:-1]]
     return [(str(path), partial(_shard, path)) for path in files]
 
 
@@ -59,7 +60,8 @@ def _shard(path: Path, report: IngestReport) -> pl.LazyFrame:
         raise IngestError(f"{path}: missing column(s) {', '.join(missing)} of a MEDS table")
     if schema["time"] == pl.String:
         check_times(rows.select("time"), ["time"], str(path), lambda row: f"row {row + 1}")
-    value = pl.col("value") if "value" in schema else pl.lit(None)
+    raw = pl.col("value").cast(pl.String).str.strip_chars() if "value" in schema else pl.lit(None, pl.String)
+    value = pl.when(raw != "").then(raw)
     number = pl.col("numeric_value") if "numeric_value" in schema else value.cast(pl.Float64, strict=False)
     text = next((pl.col(name) for name in ("text_value", "text") if name in schema),
                 pl.when(number.is_null()).then(value.cast(pl.String)))
