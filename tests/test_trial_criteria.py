@@ -15,7 +15,7 @@ from trajsim.trial.criteria import eligible
 from trajsim.trial.spec import Trial
 from trajsim.trial.vocabulary import omop_descendants
 
-HYPERTENSION, PREDIABETES, SYSTOLIC = "SNOMED/59621000", "SNOMED/15777000", "LOINC/8480-6"
+HYPERTENSION, STRESS, SYSTOLIC = "SNOMED/59621000", "SNOMED/73595000", "LOINC/8480-6"  # 73595000: Stress (finding)
 AMBULATORY = visit_start_code("AMB")
 
 
@@ -30,7 +30,7 @@ def hypertension_trial(**changes: object) -> Trial:
         "age": {"min": 30, "max": 80},
         "index": {"codes": [AMBULATORY], "window": {"start": "2012-01-01", "end": "2024-01-01"}},
         "require": [{"codes": ["hypertension"]}],
-        "exclude": [{"codes": [PREDIABETES], "lookback_days": 1826}],
+        "exclude": [{"codes": [STRESS], "lookback_days": 1826}],
         "endpoints": [{"name": "death", "codes": [DEATH]}],
     }
     return Trial.model_validate({**spec, **changes})
@@ -61,11 +61,12 @@ def first_visits(visits: pl.DataFrame) -> pl.DataFrame:
 
 def test_criteria_select_the_patients_of_a_hand_written_query(synthea_events):
     arm = eligible(synthea_events, hypertension_trial())
-    coded = {code: synthea_events.filter(pl.col("code") == code) for code in (HYPERTENSION, PREDIABETES)}
+    coded = {code: synthea_events.filter(pl.col("code") == code) for code in (HYPERTENSION, STRESS)}
     diagnosed = visits_with(window_visits(synthea_events), coded[HYPERTENSION], None)
-    expected = first_visits(diagnosed.join(visits_with(diagnosed, coded[PREDIABETES], 1826),
+    expected = first_visits(diagnosed.join(visits_with(diagnosed, coded[STRESS], 1826),
                                            on=["subject_id", "visit"], how="anti"))
-    assert 0 < arm.height < synthea_events["subject_id"].n_unique()
+    without_exclusion = eligible(synthea_events, hypertension_trial(exclude=[]))
+    assert 0 < arm.height and not arm.equals(without_exclusion)
     assert arm.select("subject_id", "index_time").equals(expected)
 
 
