@@ -220,7 +220,9 @@ def fidelity(real: Views, synthetic: Views) -> Section:
     ]
     section = Section("fidelity", __doc__.split("\n\n")[0].replace("\n", " "), metrics, headlines)
     section.plots = [
-        _rates_plot(prevalence_real, prevalence_synthetic, prevalence_r2, co_x, co_y, co_r2, bigram_x, bigram_y, bigram_r2),
+        _rates_plot([("Patients with code", prevalence_real, prevalence_synthetic, prevalence_r2),
+                     ("Visits with code pair", co_x, co_y, co_r2),
+                     ("Consecutive visits with code i then j", bigram_x, bigram_y, bigram_r2)]),
         _shapes_plot(shapes, metrics),
         _labs_plot(labs, lab_gaps),
         _pyramid_plot(pyramid(real), pyramid(synthetic)),
@@ -231,10 +233,9 @@ def fidelity(real: Views, synthetic: Views) -> Section:
     return section
 
 
-def _rates_plot(*values) -> Plot:
-    figure, axes = plots.panels(3)
-    for ax, (real, synthetic, r2), title in zip(axes, (values[0:3], values[3:6], values[6:9]),
-                                               ("Patients with code", "Visits with code pair", "Consecutive visits with code i then j")):
+def _rates_plot(rates: list[tuple[str, np.ndarray, np.ndarray, float | None]]) -> Plot:
+    figure, axes = plots.panels(len(rates))
+    for ax, (title, real, synthetic, r2) in zip(axes, rates):
         plots.identity_scatter(ax, real, synthetic, title, r2)
     return Plot("Code rates", "Each dot is one code (left), one pair of codes recorded in the same visit (middle) "
                 "or one ordered pair of codes in consecutive visits (right): its rate in the real table on the x axis "

@@ -69,12 +69,14 @@ def overlaid_histograms(ax: Axes, real: np.ndarray, synthetic: np.ndarray, title
 
 
 def paired_bars(ax: Axes, labels: Sequence[str], real: Sequence[float], synthetic: Sequence[float],
-                title: str, ylabel: str) -> None:
-    """Real and synthetic side by side for each label."""
+                title: str, ylabel: str, legend: tuple[str, str] = ("real", "synthetic")) -> None:
+    """Real and synthetic side by side for each label (slanted labels when there are many)."""
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, real, width=0.4, color=REAL, label="real")
-    ax.bar(x + 0.2, synthetic, width=0.4, color=SYNTHETIC, label="synthetic")
-    ax.set_xticks(x, labels, rotation=30 if max((len(s) for s in labels), default=0) > 6 else 0, ha="right")
+    ax.bar(x - 0.2, real, width=0.4, color=REAL, label=legend[0])
+    ax.bar(x + 0.2, synthetic, width=0.4, color=SYNTHETIC, label=legend[1])
+    slanted = len(labels) > 6
+    ax.set_xticks(x, labels, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+    ax.set_ylim(bottom=0, top=max([*real, *synthetic, 0]) * 1.15 or 1)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)

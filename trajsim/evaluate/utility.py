@@ -11,6 +11,7 @@ within the next year?
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -138,11 +139,12 @@ def utility(real: Views, synthetic: Views, train: Views | None) -> Section:
             if result[side]["auroc"] is None:
                 section.notes.append(f"{result['title']} ({side.upper()}): no AUROC because {result[side]['reason']}.")
     figure, (ax,) = plots.panels(1, size=(6.0, 3.8))
-    plots.paired_bars(ax, [result["title"] for result in tasks.values()],
+    plots.paired_bars(ax, [textwrap.fill(result["title"], 22) for result in tasks.values()],
                       [result["trtr"]["auroc"] or 0 for result in tasks.values()],
-                      [result["tstr"]["auroc"] or 0 for result in tasks.values()], "AUROC on real test patients", "AUROC")
+                      [result["tstr"]["auroc"] or 0 for result in tasks.values()], "AUROC on real test patients", "AUROC",
+                      legend=("TRTR: trained on real", "TSTR: trained on synthetic"))
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.15)
     section.plots.append(Plot("Train on synthetic, test on real", "Blue: the model trained on real records (TRTR); "
                               "orange: the same model trained on the synthetic table (TSTR); both tested on the same "
                               "real patients. The dashed line is chance (0.5). " + __doc__.split("\n\n")[2].replace("\n", " "),

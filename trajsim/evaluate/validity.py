@@ -35,6 +35,8 @@ def validity(real: Views, synthetic: Views) -> Section:
     plots.paired_bars(ax, list(RULES), [row["real_per_1000"] or 0 for row in by_rule.values()],
                       [row["synthetic_per_1000"] or 0 for row in by_rule.values()],
                       "Violations per 1,000 patients by rule", "per 1,000 patients")
+    if not any(totals.values()):
+        ax.text(0.5, 0.5, "no violations in either table", transform=ax.transAxes, ha="center", va="center")
     plot = Plot("Rule violations", "Each bar counts facts that break one clinical rule (a drug without its "
                 "indication, a value outside physiological bounds, a fact after death, ...), per 1,000 patients. "
                 "Real records can break rules too (coding errors, missing history), so the real bars are the baseline.",
