@@ -121,5 +121,9 @@ from trajsim.trial.command import trial_command  # noqa: E402
 
 app.command("trial")(trial_command)
 
+from trajsim.stream.command import stream_command  # noqa: E402
+
+app.command("stream")(stream_command)
+
 if __name__ == "__main__":
     app()

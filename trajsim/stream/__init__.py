@@ -1,0 +1,2 @@
+"""Live mode: a simulated hospital whose events are sent to a FHIR server as they happen, paced
+against the wall clock, with delivery statistics and a dead-letter file for what was not accepted."""

@@ -1,0 +1,97 @@
+"""`trajsim stream`: play a hospital scenario against a FHIR server in (scaled) real time, with a
+live dashboard, and leave a summary and a dead-letter file behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from trajsim.scenario import ScenarioError
+from trajsim.stream.dashboard import dashboard
+from trajsim.stream.run import StreamError, StreamOptions, StreamRun, run_stream
+from trajsim.stream.scenario import StreamScenario, load_stream_scenario, stream_scenario_with
+from trajsim.stream.summary import stream_summary, write_dead_letter, write_summary
+
+INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
+DEFAULT_SPEED = 60.0
+
+
+def stream_command(
+    server: str = typer.Option(..., "--server", "-s", help="FHIR base URL, e.g. http://localhost:8090/fhir."),
+    scenario_file: Path | None = typer.Option(None, "--scenario", help="Stream scenario TOML (default: an ordinary "
+                                                                        "day at a mid-sized hospital)."),
+    speed: float | None = typer.Option(None, "--speed", help="Simulated seconds per wall second "
+                                                             f"(default {DEFAULT_SPEED:g}: one simulated hour a minute)."),
+    rate: float | None = typer.Option(None, "--rate", help="Instead of a speed: send this many requests per second "
+                                                           "(0: as fast as the server answers)."),
+    hours: float | None = typer.Option(None, "--hours", help="Simulated hours to stream (overrides the scenario's)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the scenario's)."),
+    in_flight: int = typer.Option(8, "--in-flight", help="Requests in flight at once."),
+    retries: int = typer.Option(3, "--retries", help="Retries of a request after a 5xx, 429, timeout or dropped connection."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the server's answer to one request."),
+    out: Path = typer.Option(Path("stream-out"), "--out", "-o", help="Folder for summary.json, summary.html and "
+                                                                     "dead-letter.ndjson."),
+    live: bool | None = typer.Option(None, "--dashboard/--no-dashboard", help="Live console view (default: on in a terminal)."),
+) -> None:
+    """Send a simulated hospital's clinical traffic (ADT, vitals, results, orders) to a FHIR server as it happens."""
+    from trajsim.cli import console, fail
+
+    try:
+        scenario = load_stream_scenario(scenario_file) if scenario_file else StreamScenario()
+        scenario = stream_scenario_with(scenario, "command line", hours=hours, seed=seed)
+    except ScenarioError as exc:
+        raise fail(str(exc)) from None
+    options = StreamOptions(server, speed=DEFAULT_SPEED if speed is None and rate is None else speed, rate=rate,
+                            in_flight=in_flight, retries=retries, timeout=timeout)
+    view: list[Live] = []
+
+    def show(run: StreamRun) -> None:
+        if live if live is not None else console.is_terminal:
+            view.append(Live(get_renderable=lambda: dashboard(run), console=console, refresh_per_second=4))
+            view[0].start()
+
+    try:
+        run = run_stream(scenario, options, on_start=show)
+    except StreamError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        for shown in view:
+            shown.stop()
+    summary = stream_summary(run)
+    write_summary(summary, out)
+    write_dead_letter(run, out / "dead-letter.ndjson")
+    console.print(_closing_table(summary, out))
+    if run.interrupted:
+        console.print(f"Stopped by Ctrl-C after {summary['simulated_hours']} simulated hours.", highlight=False)
+        raise typer.Exit(INTERRUPTED)
+    if summary["requests"]["dead_lettered"]:
+        raise fail(f"{summary['requests']['dead_lettered']} request(s) were not acknowledged by {options.server}; "
+                   f"they are in {out / 'dead-letter.ndjson'}", code=1)
+
+
+def _closing_table(summary: dict, out: Path) -> Table:
+    requests, hospital = summary["requests"], summary["hospital"]
+    latency = requests["latency_ms"]
+    table = Table(title=f"{summary['scenario']}: {summary['simulated_hours']} simulated hours in "
+                        f"{summary['wall_seconds']} s ({requests['per_second']:,} acknowledged/s)")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for label, value in (("requests sent", requests["submitted"]), ("acknowledged", requests["acknowledged"]),
+                         ("dead-lettered", requests["dead_lettered"]), ("retries", requests["retries"]),
+                         ("latency p50 / p90 / p99 (ms)", f"{latency['p50']} / {latency['p90']} / {latency['p99']}"),
+                         ("ED arrivals", hospital["arrivals"]), ("admissions", hospital["admissions"]),
+                         ("door-to-room wait, mean / p90 (min)",
+                          f"{hospital['door_to_room_minutes']['mean']} / {hospital['door_to_room_minutes']['p90']}"),
+                         ("boarding wait, mean (min)", hospital["boarding_minutes"]["mean"])):
+        table.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
+    for surge in hospital["surges"]:
+        during, outside = surge["during"], surge["outside"]
+        table.add_row(f"'{surge['name']}' during / outside: arrivals per hour",
+                      f"{during['arrivals_per_hour']} / {outside['arrivals_per_hour']}")
+        table.add_row(f"'{surge['name']}' during / outside: door-to-room (min)",
+                      f"{during['door_to_room_minutes']['mean']} / {outside['door_to_room_minutes']['mean']}")
+    table.add_row("written", f"{out}/summary.json, summary.html, dead-letter.ndjson")
+    return table

@@ -1,0 +1,133 @@
+"""What a stream run did, for people and for scripts: `summary.json` (delivery counts and latencies,
+and the hospital's arrivals, waits and admissions, overall and inside each surge), a small
+`summary.html` of the same, and `dead-letter.ndjson` holding every request the server did not
+acknowledge, ready to inspect or replay."""
+
+from __future__ import annotations
+
+import html
+from datetime import timedelta
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import numpy as np
+import orjson
+
+from trajsim.atomic import write_bytes_atomic
+from trajsim.stream.run import StreamRun
+from trajsim.stream.scenario import Surge
+
+
+def _waits(minutes: list[float]) -> dict[str, float]:
+    """Mean and 90th percentile of waits in minutes (zeros when nobody waited)."""
+    if not minutes:
+        return {"patients": 0, "mean": 0.0, "p90": 0.0}
+    return {"patients": len(minutes), "mean": round(fmean(minutes), 1),
+            "p90": round(float(np.percentile(minutes, 90)), 1)}
+
+
+def _window(run: StreamRun, hours: list[int]) -> dict[str, Any]:
+    """Arrivals per hour and door-to-room waits of patients who arrived in the given hours."""
+    counted = [h for h in hours if h < len(run.hospital.stats.arrivals_by_hour)]
+    arrivals = sum(run.hospital.stats.arrivals_by_hour[h] for h in counted)
+    inside = set(counted)
+    return {"hours": len(counted), "arrivals": arrivals,
+            "arrivals_per_hour": round(arrivals / len(counted), 2) if counted else 0.0,
+            "door_to_room_minutes": _waits([w for h, w in run.hospital.stats.door_to_room if h in inside])}
+
+
+def _surge_hours(surge: Surge) -> list[int]:
+    return list(range(int(surge.start_hour), int(np.ceil(surge.start_hour + surge.hours))))
+
+
+def stream_summary(run: StreamRun) -> dict[str, Any]:
+    """The run's summary as plain data (what summary.json holds)."""
+    stats, hospital, scenario = run.stats, run.hospital.stats, run.scenario
+    every_hour = range(len(hospital.arrivals_by_hour))
+    return {
+        "scenario": scenario.name, "seed": scenario.seed, "server": run.options.server,
+        "pacing": ({"speed": run.options.speed} if run.options.speed else {"rate": run.options.rate}
+                   if run.options.rate else {"as_fast_as_possible": True}),
+        "interrupted": run.interrupted,
+        "simulated_hours": round(run.minute / 60, 2), "wall_seconds": round(run.seconds, 2),
+        "requests": {
+            "submitted": stats.submitted, "acknowledged": stats.acknowledged,
+            "dead_lettered": len(stats.undelivered), "attempts": stats.attempts, "retries": stats.retries,
+            "per_second": round(stats.acknowledged / run.seconds, 1) if run.seconds else 0.0,
+            "errors": dict(sorted(stats.errors.items())),
+            "acknowledged_by_kind": dict(sorted(stats.acknowledged_by_kind.items())),
+            "latency_ms": stats.latency_percentiles(),
+            "behind_schedule_seconds": round(run.behind, 2),
+        },
+        "hospital": {
+            "arrivals": sum(hospital.arrivals_by_hour), "arrivals_by_hour": hospital.arrivals_by_hour,
+            "arrivals_by_esi": {str(k): v for k, v in sorted(hospital.by_esi.items())},
+            "admissions": hospital.admissions, "discharges": hospital.discharges,
+            "door_to_room_minutes": _waits([w for _, w in hospital.door_to_room]),
+            "boarding_minutes": _waits(hospital.boarding),
+            "longest_queue": {unit.name: unit.stats.longest_queue for unit in
+                              (run.hospital.triage, run.hospital.ed, run.hospital.physicians, run.hospital.ward)},
+            "surges": [{"name": surge.name, "during": _window(run, _surge_hours(surge)),
+                        "outside": _window(run, [h for h in every_hour if h not in _surge_hours(surge)])}
+                       for surge in scenario.surges],
+        },
+    }
+
+
+def write_dead_letter(run: StreamRun, path: Path) -> None:
+    """One JSON line per unacknowledged request: when it happened, what it was, why it failed, and
+    the request itself (method, URL relative to the FHIR base, body)."""
+    lines = []
+    for item in sorted(run.stats.undelivered, key=lambda u: u.interaction.number):
+        interaction = item.interaction
+        when = run.scenario.start + timedelta(minutes=interaction.minute)
+        lines.append(orjson.dumps({
+            "number": interaction.number, "simulated_time": when.isoformat(timespec="seconds"),
+            "patient": interaction.patient, "kind": interaction.kind, "attempts": item.attempts,
+            "status": item.status, "reason": item.reason, "method": interaction.request.method,
+            "url": interaction.request.url, "body": orjson.Fragment(interaction.request.body)}) + b"\n")
+    write_bytes_atomic(path, b"".join(lines))
+
+
+def write_summary(summary: dict[str, Any], out_dir: Path) -> None:
+    write_bytes_atomic(out_dir / "summary.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    write_bytes_atomic(out_dir / "summary.html", summary_html(summary).encode())
+
+
+def summary_html(summary: dict[str, Any]) -> str:
+    """A one-page report: delivery, latency and the hospital's windows (surges against quiet hours)."""
+    requests, hospital = summary["requests"], summary["hospital"]
+
+    def rows(pairs: list[tuple[str, object]]) -> str:
+        return "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in pairs)
+
+    window_rows = "".join(
+        f"<tr><td>{html.escape(surge['name'])}</td><td>{part}</td><td>{w['hours']}</td><td>{w['arrivals_per_hour']}</td>"
+        f"<td>{w['door_to_room_minutes']['mean']}</td><td>{w['door_to_room_minutes']['p90']}</td></tr>"
+        for surge in hospital["surges"] for part, w in (("during", surge["during"]), ("outside", surge["outside"])))
+    peak = max(hospital["arrivals_by_hour"], default=0) or 1
+    bars = "".join(f'<div title="hour {h}: {n}" style="height:{100 * n / peak:.0f}%"></div>'
+                   for h, n in enumerate(hospital["arrivals_by_hour"]))
+    title = f"trajsim stream: {summary['scenario']}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font:14px system-ui,sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse;margin:1em 0}}
+th,td{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
+.bars{{display:flex;align-items:flex-end;height:8em;gap:1px}}.bars div{{flex:1;background:#4a7ebb}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>{summary['simulated_hours']} simulated hours in {summary['wall_seconds']} s against {html.escape(summary['server'])}
+{'(interrupted)' if summary['interrupted'] else ''}</p>
+<h2>Delivery</h2><table>{rows([(k, requests[k]) for k in ('submitted', 'acknowledged', 'dead_lettered', 'attempts',
+                                                           'retries', 'per_second')])}
+{rows([(f'latency {k} (ms)', v) for k, v in requests['latency_ms'].items()])}
+{rows([(f'failed attempts: {k}', v) for k, v in requests['errors'].items()])}</table>
+<h2>Hospital</h2><table>{rows([('arrivals', hospital['arrivals']), ('admissions', hospital['admissions']),
+                               ('discharges', hospital['discharges']),
+                               ('door-to-room wait, mean (min)', hospital['door_to_room_minutes']['mean']),
+                               ('boarding wait, mean (min)', hospital['boarding_minutes']['mean'])])}</table>
+<h3>Arrivals by hour</h3><div class="bars">{bars}</div>
+<table><tr><th>surge</th><th>window</th><th>hours</th><th>arrivals per hour</th><th>door-to-room mean (min)</th>
+<th>door-to-room p90 (min)</th></tr>{window_rows}</table>
+</body></html>
+"""
