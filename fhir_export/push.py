@@ -61,7 +61,7 @@ def find_bundles(directory: Path) -> list[Path]:
     """The bundle files under a `trajsim generate` output folder, or directly in `directory`."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise PushError(f"{directory}: no such folder")
+        raise PushError(f"{directory}: {'not a folder' if directory.exists() else 'no such folder'}")
     folder = next((directory / sub for sub in BUNDLE_FOLDERS if (directory / sub).is_dir()), directory)
     bundles = sorted(p for p in folder.glob("*.json") if p.name != "manifest.json" and not p.name.startswith("."))
     if not bundles:
@@ -80,12 +80,30 @@ def operation_outcome_text(body: bytes) -> str:
     if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
         text = body.decode("utf-8", "replace").strip()
         return text[:300] or "(empty response)"
+    return _issues(outcome)
+
+
+def _issues(outcome: dict) -> str:
     issues = []
     for issue in outcome.get("issue", []):
         words = issue.get("diagnostics") or issue.get("details", {}).get("text") or issue.get("code", "")
         where = ", ".join(issue.get("expression") or issue.get("location") or [])
         issues.append(f"{issue.get('severity', 'error')}: {words}" + (f" [{where}]" if where else ""))
     return "; ".join(issues) or "(OperationOutcome without issues)"
+
+
+def _refused_entries(body: bytes) -> tuple[int, str]:
+    """How many entries a transaction-response or batch-response reports, and what the server said
+    about those it did not accept (a batch is answered 200 even when some of its entries fail)."""
+    try:
+        entries = orjson.loads(body).get("entry", [])
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0, ""
+    refused = [f"entry {index}: {entry['response'].get('status')}"
+               + (f" ({_issues(entry['response']['outcome'])})" if "outcome" in entry["response"] else "")
+               for index, entry in enumerate(entries)
+               if isinstance(entry.get("response"), dict) and not str(entry["response"].get("status", "2")).startswith("2")]
+    return len(entries), "; ".join(refused)
 
 
 def _loadable(data: bytes) -> str | None:
@@ -111,7 +129,11 @@ def _retry_after(response: httpx.Response | None, attempt: int, backoff: float) 
 
 async def _post(client: httpx.AsyncClient, server: str, path: Path, retries: int, backoff: float) -> BundleOutcome:
     outcome = BundleOutcome(path, accepted=False)
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        outcome.diagnostics = f"cannot be read ({exc.strerror})"
+        return outcome
     problem = _loadable(data)
     if problem is not None:
         outcome.diagnostics = problem
@@ -128,11 +150,8 @@ async def _post(client: httpx.AsyncClient, server: str, path: Path, retries: int
         else:
             outcome.status = response.status_code
             if response.is_success:
-                outcome.accepted, outcome.diagnostics = True, ""
-                try:
-                    outcome.resources = len(orjson.loads(response.content).get("entry", []))
-                except (orjson.JSONDecodeError, AttributeError):
-                    outcome.resources = 0
+                outcome.resources, outcome.diagnostics = _refused_entries(response.content)
+                outcome.accepted = not outcome.diagnostics
                 return outcome
             outcome.diagnostics = operation_outcome_text(response.content)
             if response.status_code < 500 and response.status_code != 429:

@@ -36,12 +36,16 @@ def schema_install_dir() -> Path:
     return Path(sys.prefix) / "share" / "fhir-r4"
 
 
-def find_r4_schema() -> Path | None:
-    """The FHIR R4 JSON schema file: $TRAJSIM_FHIR_SCHEMA, or the npm package installed under
-    `schema_install_dir()`; None when neither exists."""
+def schema_path() -> Path:
+    """Where the FHIR R4 JSON schema is looked for: $TRAJSIM_FHIR_SCHEMA, or in the npm package
+    installed under `schema_install_dir()`."""
     installed = schema_install_dir() / "node_modules" / "@medplum" / "definitions" / "dist" / "fhir" / "r4"
-    candidate = Path(os.environ.get(SCHEMA_ENV) or installed / "fhir.schema.json")
-    return candidate if candidate.is_file() else None
+    return Path(os.environ.get(SCHEMA_ENV) or installed / "fhir.schema.json")
+
+
+def find_r4_schema() -> Path | None:
+    """The FHIR R4 JSON schema file, or None when it is not installed."""
+    return schema_path() if schema_path().is_file() else None
 
 
 class R4Schema:
@@ -120,8 +124,9 @@ class ValidationReport:
         """Which validators ran and how many resources each found problems in."""
         found = [f"{name}: {self.flagged_by[name]:,} resource(s) with problems" for name in self.validators]
         if R4_SCHEMA not in self.validators:
-            found.append(f"{R4_SCHEMA}: not run, as it is not installed (npm install --prefix {schema_install_dir()} "
-                         f"{SCHEMA_PACKAGE}, or set {SCHEMA_ENV} to a fhir.schema.json)")
+            found.append(f"{R4_SCHEMA}: not run, as there is no {schema_path()} (install it with `npm install "
+                         f"--prefix {schema_install_dir()} --no-save {SCHEMA_PACKAGE}`, or set {SCHEMA_ENV} "
+                         f"to a copy of fhir.schema.json)")
         return "; ".join(found)
 
 

@@ -43,10 +43,15 @@ def resources_of(bundle_path: Path) -> list[dict]:
     return [entry["resource"] for entry in orjson.loads(bundle_path.read_bytes())["entry"]]
 
 
-def search_total(server: str, resource_type: str, **params: str) -> int:
-    response = httpx.get(f"{server}/{resource_type}", params={**params, "_summary": "count"}, timeout=30)
-    response.raise_for_status()
-    return response.json()["total"]
+@pytest.fixture(scope="session")
+def search_total(fhir_server: str):
+    """How many resources of a type the server finds for the search parameters given."""
+    with httpx.Client(base_url=fhir_server, timeout=30) as client:
+        def total(resource_type: str, **params: str) -> int:
+            response = client.get(f"/{resource_type}", params={**params, "_summary": "count"})
+            response.raise_for_status()
+            return response.json()["total"]
+        yield total
 
 
 def test_every_generated_patient_is_accepted(loaded_cohort):
@@ -55,7 +60,7 @@ def test_every_generated_patient_is_accepted(loaded_cohort):
     assert len(find_bundles(out)) == PATIENTS
 
 
-def test_searching_the_server_returns_each_patients_conditions_and_observations(loaded_cohort, fhir_server):
+def test_searching_the_server_returns_each_patients_conditions_and_observations(loaded_cohort, search_total):
     out, _ = loaded_cohort
     for bundle in find_bundles(out):
         resources = resources_of(bundle)
@@ -64,21 +69,21 @@ def test_searching_the_server_returns_each_patients_conditions_and_observations(
             f"{r['code']['coding'][0]['system']}|{r['code']['coding'][0]['code']}"
             for r in resources if r["resourceType"] == "Observation")
         conditions = sum(r["resourceType"] == "Condition" for r in resources)
-        assert search_total(fhir_server, "Condition", patient=patient) == conditions, bundle.name
-        assert search_total(fhir_server, "Observation", patient=patient) == observation_codes.total(), bundle.name
+        assert search_total("Condition", patient=patient) == conditions, bundle.name
+        assert search_total("Observation", patient=patient) == observation_codes.total(), bundle.name
         if observation_codes:
             code, count = observation_codes.most_common(1)[0]
-            assert search_total(fhir_server, "Observation", patient=patient, code=code) == count, (bundle.name, code)
+            assert search_total("Observation", patient=patient, code=code) == count, (bundle.name, code)
 
 
-def test_every_resource_of_the_cohort_is_stored(loaded_cohort, fhir_server):
+def test_every_resource_of_the_cohort_is_stored(loaded_cohort, search_total):
     out, _ = loaded_cohort
     expected = Counter()
     for bundle in find_bundles(out):
         expected.update(f"{r['resourceType']}/{r['id']}" for r in resources_of(bundle))
     by_type = Counter(key.split("/")[0] for key in expected)  # a provider shared by patients counts once
     for resource_type, count in by_type.items():
-        assert search_total(fhir_server, resource_type) == count, resource_type
+        assert search_total(resource_type) == count, resource_type
 
 
 def test_a_rejected_bundle_is_reported_with_the_servers_operation_outcome(loaded_cohort, fhir_server, tmp_path):
@@ -151,6 +156,18 @@ def test_retries_follow_the_kind_of_failure(tmp_path, answers, accepted, attempt
     assert (outcome.accepted, outcome.attempts, len(posts)) == (accepted, attempts, attempts)
     if not accepted:
         assert "stub answered" in outcome.diagnostics
+
+
+def test_a_batch_with_a_refused_entry_is_not_accepted(tmp_path):
+    (tmp_path / "patient.json").write_bytes(b'{"resourceType": "Bundle", "type": "batch", "entry": []}')
+    refused = {"status": "422 Unprocessable Entity", "outcome": {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "invalid", "diagnostics": "unknown code", "expression": ["Observation.code"]}]}}
+    answer = {"resourceType": "Bundle", "type": "batch-response",
+              "entry": [{"response": {"status": "201 Created"}}, {"response": refused}]}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer if request.method == "POST" else {}))
+    outcome = push_bundles([tmp_path / "patient.json"], "http://stub/fhir", transport=transport).outcomes[0]
+    assert not outcome.accepted
+    assert outcome.diagnostics == "entry 1: 422 Unprocessable Entity (error: unknown code [Observation.code])"
 
 
 def test_a_bundle_that_is_not_a_transaction_is_not_sent(tmp_path):

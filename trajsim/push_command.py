@@ -48,8 +48,7 @@ def push_command(
 def _summary_table(summary: PushSummary) -> Table:
     resources = sum(o.resources for o in summary.accepted)
     rate = len(summary.outcomes) / max(summary.seconds, 1e-9)
-    table = Table(title=f"{summary.server}: {len(summary.outcomes)} bundles in {summary.seconds:.1f} s "
-                        f"({rate:,.1f} bundles/s)")
+    table = Table(title=summary.server, caption=f"{summary.seconds:.1f} s, {rate:,.1f} bundles/s")
     table.add_column("outcome")
     table.add_column("bundles", justify="right")
     table.add_column("resources", justify="right")
