@@ -99,10 +99,12 @@ def _refused_entries(body: bytes) -> tuple[int, str]:
         entries = orjson.loads(body).get("entry", [])
     except (orjson.JSONDecodeError, AttributeError):
         return 0, ""
-    refused = [f"entry {index}: {entry['response'].get('status')}"
-               + (f" ({_issues(entry['response']['outcome'])})" if "outcome" in entry["response"] else "")
-               for index, entry in enumerate(entries)
-               if isinstance(entry.get("response"), dict) and not str(entry["response"].get("status", "2")).startswith("2")]
+    refused = []
+    for index, entry in enumerate(entries):
+        answer = entry.get("response") or {}
+        if not str(answer.get("status", "200")).startswith("2"):
+            said = f" ({_issues(answer['outcome'])})" if isinstance(answer.get("outcome"), dict) else ""
+            refused.append(f"entry {index}: {answer['status']}{said}")
     return len(entries), "; ".join(refused)
 
 
@@ -186,7 +188,7 @@ async def _check_server(client: httpx.AsyncClient, server: str) -> None:
     url = f"{server}/metadata"
     try:
         response = await client.get(url)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise PushError(f"cannot reach the FHIR server at {server} ({exc.__class__.__name__}: {exc}); "
                         f"is it running, and is the URL its FHIR base?") from None
     if response.status_code != 200:
