@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CodeList = tuple[str, ...]
 
@@ -107,11 +107,12 @@ class PowerTarget(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1)
     power: float = Field(0.8, gt=0, lt=1)
 
-    @model_validator(mode="after")
-    def _an_effect(self) -> PowerTarget:
-        if self.hazard_ratio == 1:
-            raise ValueError("hazard_ratio must differ from 1 (no effect cannot be detected)")
-        return self
+    @field_validator("hazard_ratio")
+    @classmethod
+    def _an_effect(cls, hazard_ratio: float) -> float:
+        if hazard_ratio == 1:
+            raise ValueError("must differ from 1 (no effect cannot be detected)")
+        return hazard_ratio
 
 
 class Trial(_Strict):

@@ -71,7 +71,7 @@ def conditioned(scenario: Scenario) -> Scenario:
 
 def require_trial(scenario: Scenario) -> Trial:
     if scenario.trial is None:
-        raise TrialError(f"scenario {scenario.name!r} has no [trial] section; see docs/trial.md")
+        raise TrialError(f"scenario {scenario.name!r} has no trial section; add a `trial` table (see docs/trial.md)")
     return scenario.trial
 
 
@@ -107,8 +107,8 @@ def synthetic_arm(scenario: Scenario, source: TrajectorySource | None = None, de
         if found < trial.target_size and hopeless(found, screened, trial):
             break
     if found < trial.target_size:
-        rate = f"{found} of {screened} simulated patients ({100 * found / screened:.2g}%)"
-        raise TrialError(f"{scenario.name}: only {rate} met the trial criteria, so the target of "
-                         f"{trial.target_size} cannot be reached within trial.max_patients = {trial.max_patients}; "
-                         "loosen the criteria or raise trial.max_patients")
+        share = f"{found} of {screened} simulated patients ({100 * found / screened:.2g}%)"
+        raise TrialError(f"{scenario.name}: only {share} met the trial criteria; at that yield the target of "
+                         f"{trial.target_size} would need more than trial.max_patients = {trial.max_patients}, so "
+                         "generation stopped; loosen the criteria or raise trial.max_patients")
     return SyntheticArm(pl.concat(tables), pl.concat(kept), narrowed, screened, time.perf_counter() - started)

@@ -1,0 +1,132 @@
+"""`trajsim trial` end to end: a synthetic arm beside the same arm built from the Synthea reference
+data, bounded failure for impossible criteria, and scenario mistakes named by field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from trajsim.cli import app
+from trajsim.scenario import ScenarioError, load_scenario
+from trajsim.trial.synthetic import synthetic_arm
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A hypertension arm: both the engine and the Synthea reference data record hypertension and
+# systolic pressure, so the two arms can be compared.
+HYPERTENSION_SCENARIO = """
+name = "hypertension_arm"
+seed = 11
+[population]
+age_mix = [{ min = 40, max = 85, weight = 1.0 }]
+[period]
+start = 2014-01-01
+end = 2024-02-01
+[output]
+formats = ["ndjson"]
+[trial]
+target_size = 12
+batch_size = 40
+max_patients = 400
+age = { min = 40, max = 80 }
+baseline = ["hypertension"]
+follow_up_days = 730
+code_sets = { hypertension = ["SNOMED/59621000"], death = ["TRAJSIM/death"] }
+index = { codes = ["TRAJSIM/visit/AMB"], window = { start = 2016-01-01, end = 2023-01-01 } }
+require = [{ codes = ["hypertension"] }]
+endpoints = [
+  { name = "death", codes = ["death"] },
+  { name = "sbp", label = "Systolic pressure", kind = "lab_change", codes = ["LOINC/8480-6"], at_days = 365, window_days = 120 },
+]
+power = { endpoint = "death", hazard_ratio = 0.7 }
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scenario.toml"
+    path.write_text(text)
+    return path
+
+
+def _run(*args: str | Path):
+    return CliRunner().invoke(app, ["trial", *map(str, args)])
+
+
+def test_report_sets_the_synthetic_arm_beside_the_reference_arm(tmp_path, refdata):
+    out = tmp_path / "out"
+    result = _run("--scenario", _write(tmp_path, HYPERTENSION_SCENARIO), "--out", out,
+                  "--real", refdata / "synthea_csv_dbt27" / "csv", "--real-format", "synthea-csv")
+    assert result.exit_code == 0, result.output
+    synthetic, real = pl.read_parquet(out / "arm.parquet"), pl.read_parquet(out / "real_arm.parquet")
+    assert synthetic.height == 12 and real.height > 0
+    assert synthetic["history_hypertension"].all() and real["history_hypertension"].all()
+    table_one = pl.read_csv(out / "table1.csv")
+    assert table_one.columns == ["characteristic", "synthetic", "real", "SMD"]
+    assert table_one.row(0) == ("Patients, n", "12", str(real.height), None)
+    assert table_one.filter(pl.col("characteristic").str.starts_with("Age"))["SMD"].is_not_null().all()
+    km = pl.read_csv(out / "km.csv")
+    assert set(km["arm"]) == {"synthetic", "real"}
+    assert (km.group_by("arm").agg(pl.col("survival").diff().max())["survival"] <= 0).all()  # never rises
+    assert (km["lower"] <= km["survival"]).all() and (km["survival"] <= km["upper"]).all()
+    html = (out / "report.html").read_text()
+    assert "Baseline characteristics" in html and "<th>real</th>" in html and "Kaplan-Meier" in html
+    assert html.count("data:image/png;base64,") == 2  # KM curves and lab change, embedded
+    assert json.loads((out / "power.json").read_text())["synthetic"]["endpoint"] == "death"
+    patients = (out / "fhir" / "ndjson" / "Patient.ndjson").read_text().splitlines()
+    assert len(patients) == 12
+
+
+def test_same_seed_same_arm(tmp_path):
+    scenario = load_scenario(_write(tmp_path, HYPERTENSION_SCENARIO))
+    first, second = synthetic_arm(scenario), synthetic_arm(scenario)
+    assert first.table.equals(second.table) and first.events.equals(second.events)
+
+
+def test_impossible_criteria_end_with_a_clear_message_and_exit_code_2(tmp_path):
+    impossible = HYPERTENSION_SCENARIO.replace('codes = ["TRAJSIM/visit/AMB"]',
+                                               'codes = ["LOINC/8480-6"], min_value = 400').replace(
+        "target_size = 12", "target_size = 1000").replace("max_patients = 400", "max_patients = 20000")
+    result = _run("--scenario", _write(tmp_path, impossible), "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "only 0 of 80 simulated patients (0%) met the trial criteria" in result.output
+    assert "trial.max_patients = 20000, so generation stopped" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_ages_no_scenario_patient_can_reach_end_before_simulating(tmp_path):
+    result = _run("--scenario", _write(tmp_path, HYPERTENSION_SCENARIO.replace("age = { min = 40, max = 80 }",
+                                                                               "age = { min = 95, max = 99 }")))
+    assert result.exit_code == 2
+    assert "no group of population.age_mix reaches ages 95-99" in result.output
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("min_value = 400", "min_value = \"high\""), "trial.index.min_value: Input should be a valid number"),
+    (('codes = ["hypertension"]', 'codes = ["hypertensoin"]'),
+     "trial: require[0].codes: 'hypertensoin' is neither a SYSTEM/CODE code nor a name in code_sets"),
+    (('kind = "lab_change"', 'kind = "lab"'), "trial.endpoints[1].kind"),
+    (('hazard_ratio = 0.7', 'hazard_ratio = 1.0'), "trial.power.hazard_ratio: must differ from 1"),
+    (("follow_up_days = 730", "follow_up_dayz = 730"), "trial.follow_up_dayz: unknown field"),
+])
+def test_bad_trial_section_names_the_field(tmp_path, change, message):
+    text = HYPERTENSION_SCENARIO.replace('codes = ["TRAJSIM/visit/AMB"]', 'codes = ["LOINC/8480-6"], min_value = 400')
+    path = _write(tmp_path, text.replace(*change))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert f"{path}: {message}" in str(caught.value)
+    assert _run("--scenario", path).exit_code == 2
+
+
+def test_scenario_without_trial_section_is_refused(tmp_path):
+    result = _run("--scenario", REPO / "scenarios" / "default.toml")
+    assert result.exit_code == 2 and "has no trial section" in result.output
+
+
+def test_shipped_control_arm_scenario_loads():
+    trial = load_scenario(REPO / "scenarios" / "t2d_control_arm.toml").trial
+    assert trial is not None and trial.target_size == 1000
+    assert trial.resolve(("mace",)) == ["SNOMED/22298006", "SNOMED/230690007", "TRAJSIM/death"]
