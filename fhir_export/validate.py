@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,9 @@ class R4Schema:
 
     @classmethod
     def installed(cls) -> R4Schema | None:
+        """The installed schema, loaded once per process (its validators compile on first use)."""
         path = find_r4_schema()
-        return cls(path) if path else None
+        return _load_schema(path) if path else None
 
     def problems(self, resource: dict) -> list[str]:
         """What the schema finds wrong with one resource, each as `Type.path: message`."""
@@ -74,6 +76,11 @@ class R4Schema:
                 {"$ref": f"#/definitions/{resource_type}", "definitions": self._definitions})
         return [f"{resource_type}{_fhir_path(error.instance_path)}: {error.message[:200]}"
                 for error in self._validators[resource_type].iter_errors(resource)]
+
+
+@cache
+def _load_schema(path: Path) -> R4Schema:
+    return R4Schema(path)
 
 
 def _listing(problems: list[str]) -> str:
