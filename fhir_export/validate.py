@@ -55,8 +55,9 @@ class R4Schema:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._definitions = orjson.loads(path.read_bytes())["definitions"]
-        # Resources nested in a resource (bundle entries, contained) are validated on their own,
-        # against their own type; the schema's ResourceList would try every type and name none.
+        # Bundle entries are validated on their own, against their own type: the schema's ResourceList
+        # would try every type and name none. (Contained resources, which trajsim does not write, are
+        # so only checked to have a resourceType.)
         self._definitions["ResourceList"] = {"type": "object", "required": ["resourceType"]}
         self._validators: dict[str, jsonschema_rs.Draft6Validator] = {}
 
