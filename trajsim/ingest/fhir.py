@@ -12,7 +12,7 @@ import base64
 import binascii
 import gzip
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -34,6 +34,9 @@ NOT_INGESTED = "resource type not ingested"
 NO_PATIENT = "no patient reference"
 UCUM = "http://unitsofmeasure.org"
 Resource = dict[str, Any]
+# A resource type's handler: adds the resource's events for (subject, encounter); returns why it was
+# dropped, or None.
+Handler = Callable[[Resource, str, "str | None", "_Rows"], "str | None"]
 BATCH_BYTES = 8_000_000
 FLUSH_EVENTS = 250_000
 _COLUMNS = ("subject", "time", "encounter", "code", "numeric_value", "unit", "text", "_rid", "_reason_ref")
@@ -262,7 +265,7 @@ def _observation(resource: Resource, subject: str, encounter: str | None, rows: 
     return None
 
 
-def _coded_fact(concept_key: str, *time_paths: str):  # noqa: ANN202 - a handler factory
+def _coded_fact(concept_key: str, *time_paths: str) -> Handler:
     """Handler for resources that are one code at one time (Procedure, Immunization)."""
     def handler(resource: Resource, subject: str, encounter: str | None, rows: _Rows) -> str | None:
         code, reason = concept_code(resource.get(concept_key))
@@ -293,7 +296,7 @@ def _document(resource: Resource, subject: str, _: str | None, rows: _Rows) -> s
     return None
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Handler] = {
     "Patient": _patient, "Encounter": _encounter, "Condition": _condition, "MedicationRequest": _medication,
     "Observation": _observation, "DocumentReference": _document,
     "Procedure": _coded_fact("code", "performedDateTime", "performedPeriod.start"),
