@@ -1,11 +1,14 @@
-"""Shared fixtures: a small generated cohort (built once per session) and the reference data."""
+"""Shared fixtures: a small generated cohort (built once per session), the reference data and a
+FHIR server on loopback (started once per session, for every test that talks to a server)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fhir_server import sekmet_server
 from trajsim.generate import generate
 from trajsim.scenario import Scenario, with_overrides
 
@@ -30,3 +33,10 @@ def cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cohort")
     generate(small_scenario(), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The FHIR base URL of a SEKMET server on loopback, shared by the session's tests."""
+    with sekmet_server(tmp_path_factory.mktemp("sekmet")) as base_url:
+        yield base_url

@@ -16,18 +16,12 @@ from typer.testing import CliRunner
 
 from fhir_export.push import find_bundles, push_bundles
 from tests.conftest import small_scenario
-from tests.fhir_server import free_port, sekmet_server
+from tests.fhir_server import free_port
 from trajsim.cli import app
 from trajsim.generate import generate
 
 runner = CliRunner(env={"COLUMNS": "250"})
 PATIENTS = 100
-
-
-@pytest.fixture(scope="session")
-def fhir_server(tmp_path_factory: pytest.TempPathFactory):
-    with sekmet_server(tmp_path_factory.mktemp("sekmet")) as base_url:
-        yield base_url
 
 
 @pytest.fixture(scope="session")

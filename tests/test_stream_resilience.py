@@ -1,0 +1,204 @@
+"""`trajsim stream` against a server that misbehaves: answers 5xx, answers too slowly, drops the
+connection. Every request ends acknowledged or in the dead-letter file, with the reason; the counts
+add up; one patient's updates reach the server in order; Ctrl-C stops a run with a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+import pytest
+
+from trajsim.stream.hospital import Hospital
+from trajsim.stream.run import StreamOptions, run_stream
+from trajsim.stream.scenario import StreamScenario
+from trajsim.stream.summary import stream_summary, write_dead_letter
+
+SLOW_S = 1.0  # a "slow" answer comes after this long, beyond the client's timeout below
+CLIENT_TIMEOUT_S = 0.25
+ENCOUNTER_STATUSES = ("arrived", "triaged", "in-progress", "finished")
+
+
+class FlakyServer:
+    """A FHIR-shaped HTTP/1.1 server on loopback. GET answers a CapabilityStatement; each write is
+    answered as `failure(n)` says for the n-th write: "ok", "503", "400", "slow" or "drop". It
+    keeps the writes it acknowledged, in the order it acknowledged them."""
+
+    def __init__(self, failure_rate: float = 0.0, kinds: tuple[str, ...] = ("503", "slow", "drop"), seed: int = 1):
+        self.rng = random.Random(seed)
+        self.failure_rate, self.kinds = failure_rate, kinds
+        self.acknowledged: list[tuple[str, str, bytes]] = []
+        self.writes = 0
+        self.url = ""
+
+    def answer(self) -> str:
+        self.writes += 1
+        return self.rng.choice(self.kinds) if self.rng.random() < self.failure_rate else "ok"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                lines = head.decode().split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                if method == "GET":
+                    await self._reply(writer, 200, {"resourceType": "CapabilityStatement"})
+                    continue
+                action = self.answer()
+                if action == "drop":
+                    writer.close()
+                    return
+                if action == "slow":
+                    await asyncio.sleep(SLOW_S)
+                    writer.close()
+                    return
+                if action == "ok":
+                    self.acknowledged.append((method, path.removeprefix("/fhir").lstrip("/"), body))
+                    await self._reply(writer, 200, {"resourceType": "OperationOutcome", "issue": []})
+                else:
+                    await self._reply(writer, int(action), {"resourceType": "OperationOutcome", "issue": [
+                        {"severity": "error", "code": "exception", "diagnostics": f"injected {action}"}]})
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    @staticmethod
+    async def _reply(writer: asyncio.StreamWriter, status: int, body: dict) -> None:
+        data = orjson.dumps(body)
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/fhir+json\r\n"
+                     f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        await writer.drain()
+
+    @contextmanager
+    def running(self) -> Iterator[FlakyServer]:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        stop = asyncio.Event()
+
+        async def serve() -> None:
+            server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/fhir"
+            ready.set()
+            async with server:
+                await stop.wait()
+            handlers = asyncio.all_tasks() - {asyncio.current_task()}
+            for handler in handlers:
+                handler.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+        thread.start()
+        ready.wait(10)
+        try:
+            yield self
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(10)
+            loop.close()
+
+
+def fast_options(url: str, retries: int) -> StreamOptions:
+    return StreamOptions(url, speed=None, rate=0, in_flight=8, retries=retries, timeout=CLIENT_TIMEOUT_S, backoff=0.01)
+
+
+SCENARIO = StreamScenario(hours=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def flaky_run(tmp_path_factory: pytest.TempPathFactory):
+    """Four simulated hours through a server that fails 40% of writes; one retry per request."""
+    with FlakyServer(failure_rate=0.4).running() as server:
+        run = run_stream(SCENARIO, fast_options(server.url, retries=1))
+    dead_letter = tmp_path_factory.mktemp("flaky") / "dead-letter.ndjson"
+    write_dead_letter(run, dead_letter)
+    return run, server, [orjson.loads(line) for line in dead_letter.read_bytes().splitlines()]
+
+
+def test_every_request_is_acknowledged_or_dead_lettered(flaky_run):
+    run, server, dead = flaky_run
+    everything = {i.number: i for i in Hospital(SCENARIO).interactions()}
+    dead_numbers = {line["number"] for line in dead}
+    assert run.stats.submitted == len(everything)
+    assert run.stats.acknowledged + len(dead) == len(everything)
+    assert run.stats.acknowledged > 0 and dead, "the injected failure rate should leave some of each"
+    stored = {(method, url, body) for method, url, body in server.acknowledged}
+    for number, interaction in everything.items():
+        request = interaction.request
+        sent = (request.method, request.url, request.body) in stored
+        assert sent != (number in dead_numbers), (number, interaction.kind)
+
+
+def test_dead_letters_say_why_and_hold_the_request(flaky_run):
+    _, _, dead = flaky_run
+    reasons = " ".join(line["reason"] for line in dead)
+    for failure in ("HTTP 503: error: injected 503", "timeout", "connection failed"):
+        assert failure in reasons
+    for line in dead:
+        assert line["attempts"] == 2 and line["reason"].startswith("gave up after 2 attempt(s)")
+        assert line["method"] in ("PUT", "POST") and isinstance(line["body"], dict)
+
+
+def test_summary_counts_add_up(flaky_run):
+    run, server, dead = flaky_run
+    requests = stream_summary(run)["requests"]
+    assert requests["acknowledged"] + requests["dead_lettered"] == requests["submitted"]
+    assert requests["attempts"] == requests["submitted"] + requests["retries"]
+    assert requests["attempts"] == server.writes
+    assert sum(requests["errors"].values()) == requests["attempts"] - requests["acknowledged"]
+    assert sum(requests["acknowledged_by_kind"].values()) == requests["acknowledged"]
+
+
+def test_a_patients_encounter_updates_arrive_in_order(flaky_run):
+    _, server, _ = flaky_run
+    seen: dict[str, list[str]] = defaultdict(list)
+    for method, url, body in server.acknowledged:
+        if url.startswith("Encounter/"):
+            seen[url].append(orjson.loads(body)["status"])
+    assert seen
+    for url, statuses in seen.items():
+        ranks = [ENCOUNTER_STATUSES.index(s) for s in statuses]
+        assert ranks == sorted(ranks), (url, statuses)
+
+
+def test_a_rejected_request_is_not_retried():
+    with FlakyServer(failure_rate=1.0, kinds=("400",)).running() as server:
+        run = run_stream(StreamScenario(hours=1, seed=3), fast_options(server.url, retries=3))
+    assert run.stats.acknowledged == 0 and run.stats.retries == 0
+    assert server.writes == run.stats.submitted == len(run.stats.undelivered)
+
+
+def test_ctrl_c_stops_the_stream_with_a_summary(tmp_path):
+    """A run meant to last minutes, interrupted after its first requests: exit 130, summary written,
+    every request sent so far acknowledged or dead-lettered."""
+    with FlakyServer(failure_rate=0.2, kinds=("503", "slow")).running() as server:
+        command = [str(Path(sys.executable).with_name("trajsim")), "stream", "--server", server.url, "--speed", "600",
+                   "--hours", "48", "--timeout", "0.5", "--out", str(tmp_path), "--no-dashboard"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "COLUMNS": "200"})
+        deadline = time.monotonic() + 60
+        while server.writes < 20 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    text = output.decode()
+    assert process.returncode == 130, text
+    assert "Stopped by Ctrl-C" in text and "Traceback" not in text
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    requests = summary["requests"]
+    assert summary["interrupted"] and summary["simulated_hours"] < 48
+    assert requests["submitted"] > 0
+    assert requests["acknowledged"] + requests["dead_lettered"] == requests["submitted"]
+    dead = (tmp_path / "dead-letter.ndjson").read_bytes().splitlines()
+    assert len(dead) == requests["dead_lettered"]
