@@ -80,9 +80,9 @@ def test_report_sets_the_synthetic_arm_beside_the_reference_arm(tmp_path, refdat
     assert len(patients) == 12
 
 
-def test_same_seed_same_arm(tmp_path):
+def test_same_seed_same_arm_in_one_process_or_two(tmp_path):
     scenario = load_scenario(_write(tmp_path, HYPERTENSION_SCENARIO))
-    first, second = synthetic_arm(scenario), synthetic_arm(scenario)
+    first, second = synthetic_arm(scenario), synthetic_arm(scenario, workers=2)
     assert first.table.equals(second.table) and first.events.equals(second.events)
 
 

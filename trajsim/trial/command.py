@@ -20,6 +20,8 @@ def trial_command(
     target: int | None = typer.Option(None, "--target", "-n", help="Arm size (overrides trial.target_size)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides seed)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (overrides output.dir)."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes simulating batches in parallel "
+                                                                    "(the arm is the same for any number)."),
 ) -> None:
     """Build a synthetic control arm: Table 1, Kaplan-Meier curves, event rates, power and an HTML report."""
     from trajsim.cli import console, fail, progress_bar
@@ -47,7 +49,8 @@ def trial_command(
         task = bar.add_task(f"Building the {scenario.name} arm", total=trial.target_size)
         try:
             synthetic = synthetic_arm(scenario, descendants=descendants,
-                                      on_batch=lambda screened, found: bar.update(task, completed=found))
+                                      on_batch=lambda screened, found: bar.update(task, completed=found),
+                                      workers=workers)
         except TrialError as exc:
             raise fail(str(exc)) from None
     arms = {"synthetic": synthetic.table}
