@@ -51,10 +51,12 @@ def test_life_table_reproduces_us_life_expectancy():
     assert abs(expectancy - 78.8) < 2.0
 
 
-def test_prevalence_curve_passes_near_the_cited_band_values():
+def test_prevalence_curve_passes_through_the_cited_band_values():
     knowledge = load_knowledge()
     for condition, bands in knowledge.prevalence.items():
-        for band in bands:
-            middle = (band.age_min + min(band.age_max, 90)) / 2
-            sex = "F" if band.sex == "any" else band.sex
-            assert math.isclose(knowledge.prevalence_at(condition, sex, middle), band.value, rel_tol=1e-9)
+        for sex in ("F", "M"):
+            ages, values = knowledge.prevalence_knots(condition, sex)
+            for age, value in zip(ages[1:], values[1:]):
+                assert math.isclose(knowledge.prevalence_at(condition, sex, age), value, rel_tol=1e-9)
+            cited = sorted(b.value for b in bands if b.sex in ("any", sex))
+            assert sorted(values[1:]) == cited

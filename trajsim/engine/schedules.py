@@ -92,7 +92,7 @@ class Schedule:
     def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
         self.k, self.patient = knowledge, patient
         self.well_index, self.next_well = 0, None
-        self.doses_given: set[tuple[str, float]] = set()
+        self.next_dose = 0  # index into the knowledge's dose schedule
         self.flu_seasons: set[int] = set()
         self.last_lab: dict[str, float] = {}
         self.fills: dict[str, tuple[float, str, float]] = {}  # drug -> (last fill day, indication, refill days)
@@ -161,20 +161,14 @@ class Schedule:
 
     def _vaccines(self, day: float) -> list[Fact]:
         """Scheduled doses now due; doses due before the record began are taken as given."""
-        p = self.patient
+        p, doses = self.patient, self.k.dose_schedule
         age_days, entry_age_days = day - p.birth_day, p.entry_day - p.birth_day
         facts = []
-        for dose in self.k.doses:
-            if dose.season_uptake is not None:
-                continue
-            due = dose.age_days
-            while due <= age_days:
-                if (dose.code, due) not in self.doses_given and due >= entry_age_days - 30:
-                    facts.append(Fact(dose.code))
-                self.doses_given.add((dose.code, due))
-                if not dose.repeat_days:
-                    break
-                due += dose.repeat_days
+        while self.next_dose < len(doses) and doses[self.next_dose][0] <= age_days:
+            due, code = doses[self.next_dose]
+            if due >= entry_age_days - 30:
+                facts.append(Fact(code))
+            self.next_dose += 1
         return facts
 
     def _flu_shot(self, day: float) -> list[Fact]:

@@ -22,6 +22,7 @@ from trajsim.vocab import load_vocabulary
 
 DAYS_PER_YEAR = 365.25
 EPOCH = date(1970, 1, 1)
+OPEN_BAND_END = 85.0
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ class Knowledge:
 
     @cached_property
     def _prevalence_grid(self) -> dict[str, np.ndarray]:
-        # Every bend of `prevalence_at` lies on a half-year, so interpolating this grid is exact.
+        # Every knot of `prevalence_knots` lies on a half-year, so interpolating this grid is exact.
         ages = np.arange(0.0, 120.5, 0.5)
         return {sex: np.array([[self.prevalence_at(c.key, sex, age) for age in ages] for c in self.chronic])
                 for sex in ("F", "M")}
@@ -184,15 +185,37 @@ class Knowledge:
 
         Onset follows the rise in prevalence, P = 1 - (1 - prev(to)) / (1 - prev(from)), rescaled by
         `prevalence_factor` at the middle age; resolution follows a fall, 1 - prev(to) / prev(from)."""
+        key = (sex, age_from, age_to)
+        if self._last_changes.get("key") != key:  # the source and the schedule ask the same at a visit
+            self._last_changes.update(key=key, value=self._chronic_changes(sex, age_from, age_to))
+        return self._last_changes["value"]
+
+    @cached_property
+    def _last_changes(self) -> dict:
+        return {}
+
+    def _chronic_changes(self, sex: str, age_from: float, age_to: float) -> tuple[np.ndarray, np.ndarray]:
+        """The uncached `chronic_changes`."""
+        middle = (age_from + age_to) / 2
         before, after = self.chronic_prevalence(sex, age_from), self.chronic_prevalence(sex, age_to)
+        prevalence = self.chronic_prevalence(sex, middle)
         onset = np.clip(1.0 - (1.0 - after) / (1.0 - before), 0.0, 1.0 - 1e-12)
-        factor = 1.0 + self._excess_risk @ self.chronic_prevalence(sex, (age_from + age_to) / 2)
+        # People with a condition that raises the death hazard die sooner, which would lower its
+        # prevalence among the living; onset makes up for them: prevalence x excess death rate.
+        band = min(int(np.searchsorted(self.mortality[:, 1], middle, side="right")), len(self.mortality) - 1)
+        excess_deaths = self.mortality[band, 2] / self._death_normalisers[sex][band] * (self._chronic_hazard_ratios - 1.0)
+        hazard = -np.log1p(-onset) + prevalence * excess_deaths * max(age_to - age_from, 0.0)
+        factor = 1.0 + self._excess_risk @ prevalence
         remission = np.clip(1.0 - after / np.where(before > 0, before, 1.0), 0.0, 1.0)
-        return -np.log1p(-onset) / factor, np.where(before > 0, remission, 0.0)
+        return hazard / factor, np.where(before > 0, remission, 0.0)
+
+    @cached_property
+    def _chronic_hazard_ratios(self) -> np.ndarray:
+        return np.array([self.mortality_hazard_ratios.get(c.key, 1.0) for c in self.chronic])
 
     @cached_property
     def _death_normalisers(self) -> dict[str, np.ndarray]:
-        middles = np.minimum((self.mortality[:, 0] + self.mortality[:, 1]) / 2, 95.0)
+        middles = np.minimum((self.mortality[:, 0] + self.mortality[:, 1]) / 2, OPEN_BAND_END)
         return {sex: np.array([self.prevalence_factor(sex, age, self.mortality_hazard_ratios) for age in middles])
                 for sex in ("F", "M")}
 
@@ -214,6 +237,20 @@ class Knowledge:
         return {code: frozenset(codes) for code, codes in found.items()}
 
     @cached_property
+    def dose_schedule(self) -> list[tuple[float, str]]:
+        """Every routine (non-seasonal) dose over a 120-year life as (age in days, code), in order."""
+        lifetime = 120 * DAYS_PER_YEAR
+        due = []
+        for dose in (d for d in self.doses if d.season_uptake is None):
+            age = dose.age_days
+            while age <= lifetime:
+                due.append((age, dose.code))
+                if not dose.repeat_days:
+                    break
+                age += dose.repeat_days
+        return sorted(due)
+
+    @cached_property
     def conditions_by_code(self) -> dict[str, Condition]:
         """Conditions by SNOMED code and by ICD-10-CM code."""
         return {code: c for c in self.conditions.values() for code in (c.icd10cm, c.code)}
@@ -231,15 +268,27 @@ class Knowledge:
         """SNOMED and ICD-10-CM codes of the chronic conditions."""
         return frozenset(code for c in self.conditions.values() if c.course == "chronic" for code in (c.code, c.icd10cm))
 
-    def prevalence_at(self, condition: str, sex: str, age: float) -> float:
-        """Prevalence interpolated between band midpoints, rising from zero at the first band's
-        lower age (so incidence derived from its slope is positive from that age on)."""
+    def prevalence_knots(self, condition: str, sex: str) -> tuple[list[float], list[float]]:
+        """The ages and values `prevalence_at` interpolates: each band's value at its middle (an
+        open last band taken to end at 85, near the mean age of such bands), extended to the
+        first band's lower age along the first segment's slope (flat for a single band, never
+        below zero), and zero before it."""
         bands = [b for b in self.prevalence[condition] if b.sex in ("any", sex)]
-        if not bands or age < bands[0].age_min:
-            return 0.0
-        ages = [bands[0].age_min] + [(b.age_min + min(b.age_max, 90)) / 2 for b in bands]
-        values = [0.0] + [b.value for b in bands]
-        return float(np.interp(age, ages, values))
+        if not bands:
+            return [0.0], [0.0]
+        ages = [(b.age_min + max(b.age_min, min(b.age_max, OPEN_BAND_END))) / 2 for b in bands]
+        values = [b.value for b in bands]
+        start = values[0]
+        if len(bands) > 1 and ages[1] > ages[0]:
+            slope = (values[1] - values[0]) / (ages[1] - ages[0])
+            start = min(max(values[0] - slope * (ages[0] - bands[0].age_min), 0.0), values[0])
+        return [bands[0].age_min, *ages], [start, *values]
+
+    def prevalence_at(self, condition: str, sex: str, age: float) -> float:
+        """Prevalence at an exact age: linear between the knots of `prevalence_knots`, flat after
+        the last one."""
+        ages, values = self.prevalence_knots(condition, sex)
+        return 0.0 if age < ages[0] else float(np.interp(age, ages, values))
 
     def episode_rate(self, condition: str, sex: str, age: float) -> float:
         """Acute episodes per person-year at this age."""
