@@ -1,0 +1,136 @@
+"""`trajsim stream` plays a hospital against a real FHIR server (SEKMET on loopback): every request
+is acknowledged and the server ends up holding each patient's ED visit as it finally stood. A
+surge shows in the summary as more arrivals and longer waits; bad scenarios end in one sentence."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from tests.fhir_server import free_port, sekmet_server
+from trajsim.cli import app
+from trajsim.stream.clock import Pacer
+from trajsim.stream.hospital import Hospital
+from trajsim.stream.run import StreamOptions, run_stream
+from trajsim.stream.scenario import StreamScenario, load_stream_scenario, stream_scenario_with
+from trajsim.stream.summary import stream_summary
+
+runner = CliRunner(env={"COLUMNS": "250"})
+REPO = Path(__file__).resolve().parents[1]
+HOURS, SEED = 3, 5
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory: pytest.TempPathFactory):
+    """Three simulated hours streamed through the CLI, as fast as the server answers, to a server
+    of this module's own (the session's shared one counts other tests' resources)."""
+    out = tmp_path_factory.mktemp("stream")
+    with sekmet_server(tmp_path_factory.mktemp("sekmet-stream")) as url:
+        result = runner.invoke(app, ["stream", "--server", url, "--rate", "0", "--hours", str(HOURS),
+                                     "--seed", str(SEED), "--out", str(out), "--no-dashboard"])
+        yield url, out, result
+
+
+def expected_requests():
+    return list(Hospital(StreamScenario(hours=HOURS, seed=SEED)).interactions())
+
+
+def count(url: str, resource_type: str, **params: str) -> int:
+    response = httpx.get(f"{url}/{resource_type}", params={**params, "_summary": "count"}, timeout=30)
+    response.raise_for_status()
+    return response.json()["total"]
+
+
+def test_every_request_is_acknowledged_by_the_server(streamed):
+    _, out, result = streamed
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["requests"]["submitted"] == summary["requests"]["acknowledged"] == len(expected_requests())
+    assert summary["requests"]["dead_lettered"] == 0 and (out / "dead-letter.ndjson").read_bytes() == b""
+    assert "<h1>trajsim stream: hospital</h1>" in (out / "summary.html").read_text()
+
+
+def test_the_server_holds_every_patient_and_their_visit_as_it_last_stood(streamed):
+    url, _, _ = streamed
+    requests = expected_requests()
+    kinds = Counter(r.kind for r in requests)
+    assert count(url, "Patient") == kinds["register"]
+    assert count(url, "Encounter") == kinds["arrive"]
+    assert count(url, "Encounter", status="finished") == kinds["discharge"]
+    assert count(url, "Observation") == kinds["vitals"] + kinds["result"]
+    assert count(url, "MedicationRequest") == kinds["order"]
+    last_state = {r.request.url: orjson.loads(r.request.body) for r in requests if r.request.url.startswith("Encounter/")}
+    for path, encounter in last_state.items():
+        stored = httpx.get(f"{url}/{path}", timeout=30).json()
+        assert (stored["status"], stored["class"]["code"]) == (encounter["status"], encounter["class"]["code"]), path
+
+
+def summary_of(scenario: StreamScenario) -> dict:
+    """The summary of a run against an instant in-process server."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"resourceType": "CapabilityStatement" if request.method == "GET" else "Bundle"})
+
+    options = StreamOptions("http://stub/fhir", speed=None, rate=0, in_flight=32)
+    return stream_summary(run_stream(scenario, options, transport=httpx.MockTransport(answer)))
+
+
+def test_a_surge_raises_arrivals_and_waits():
+    scenario = load_stream_scenario(REPO / "scenarios" / "ed_surge.toml")
+    calm = stream_scenario_with(scenario, "test", surges=[s for s in scenario.surges if s.name == "flu season"])
+    surged, baseline = summary_of(scenario)["hospital"], summary_of(calm)["hospital"]
+    pile_up = next(s for s in surged["surges"] if s["name"] == "highway pile-up")
+    assert surged["arrivals"] > baseline["arrivals"]
+    assert surged["door_to_room_minutes"]["mean"] > baseline["door_to_room_minutes"]["mean"]
+    assert pile_up["during"]["arrivals_per_hour"] > 2 * pile_up["outside"]["arrivals_per_hour"]
+    assert pile_up["during"]["door_to_room_minutes"]["mean"] > 2 * pile_up["outside"]["door_to_room_minutes"]["mean"]
+
+
+def test_same_seed_same_requests():
+    def requests(seed: int) -> list[tuple[float, str, str, bytes]]:
+        return [(i.minute, i.request.method, i.request.url, i.request.body)
+                for i in Hospital(StreamScenario(hours=2, seed=seed)).interactions()]
+
+    assert requests(1) == requests(1)
+    assert requests(1) != requests(2)
+
+
+def test_speed_and_rate_set_when_requests_are_due():
+    assert Pacer(speed=60).due(minute=30, index=99) == 30.0  # an hour a minute: 30 simulated minutes in 30 s
+    assert Pacer(rate=20).due(minute=30, index=10) == 0.5
+    assert Pacer(rate=0).due(minute=30, index=10) == 0.0
+
+
+@pytest.mark.parametrize("toml, expected", [
+    ("[capacity]\nbeds = 3\n", "capacity.beds: unknown field; allowed here: ed_beds, ward_beds, triage_nurses, "
+                               "physicians, ward_occupancy"),
+    ('[[surges]]\nname = "x"\nstart_hour = 1\nhours = 2\nmultiplier = 3\ncase_mix = ["zombie_bite"]\n',
+     "surges[0].case_mix: unknown condition 'zombie_bite'; allowed: myocardial_infarction"),
+    ("hours = -4\n", "hours: Input should be greater than 0 (got -4)"),
+    ("[arrivals]\nhourly = [1, 2]\n", "arrivals.hourly: Tuple should have at least 24 items"),
+    ("hours = \n", "not valid TOML"),
+])
+def test_a_bad_scenario_exits_2_naming_the_file_and_field(tmp_path, toml, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    result = runner.invoke(app, ["stream", "--scenario", str(path), "--server", "http://127.0.0.1:9/fhir"])
+    assert result.exit_code == 2
+    assert f"{path}: " in result.output and expected in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["--speed", "60", "--rate", "10"], "give either --speed or --rate, not both"),
+    (["--in-flight", "0"], "--in-flight must be at least 1"),
+    ([], "cannot reach the FHIR server at http://127.0.0.1:{port}/fhir"),
+])
+def test_bad_options_or_no_server_exit_2(tmp_path, arguments, expected):
+    port = free_port()
+    result = runner.invoke(app, ["stream", "--server", f"http://127.0.0.1:{port}/fhir", "--out", str(tmp_path),
+                                 *arguments])
+    assert result.exit_code == 2, result.output
+    assert expected.format(port=port) in result.output and "Traceback" not in result.output
