@@ -125,5 +125,9 @@ from trajsim.stream.command import stream_command  # noqa: E402
 
 app.command("stream")(stream_command)
 
+from trajsim.model.command import train_command  # noqa: E402
+
+app.command("train")(train_command)
+
 if __name__ == "__main__":
     app()

@@ -36,6 +36,7 @@ from trajsim.engine.rules import RULES, find_violations, violation_counts
 from trajsim.engine.simulate import CHUNK_SIZE
 from trajsim.events import DEATH, VISIT_START_PREFIX, Event, events_frame
 from trajsim.knowledge import load_knowledge
+from trajsim.model import model_folder
 from trajsim.scenario import Scenario
 from trajsim.vocab import load_vocabulary
 
@@ -106,8 +107,13 @@ def default_builder(scenario: Scenario) -> ResourceBuilder:
 
 
 def scenario_source(scenario: Scenario) -> TrajectorySource:
-    """The trajectory source a scenario asks for."""
-    return ReferenceSource()
+    """The trajectory source a scenario asks for: a trained model folder or the reference simulator."""
+    folder = model_folder(scenario.model)
+    if folder is None:
+        return ReferenceSource()
+    from trajsim.model.source import ModelSource  # torch loads only when a model is used
+
+    return ModelSource(folder)
 
 
 def generate(scenario: Scenario, out_dir: Path | None = None, source: TrajectorySource | None = None,

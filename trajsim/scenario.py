@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trajsim.trial.spec import Trial
 
@@ -82,6 +82,15 @@ class Scenario(_Strict):
     period: Period = Period()
     output: Output = Output()
     trial: Trial | None = None  # a control arm to build with `trajsim trial` (trajsim/trial/spec.py)
+    model: str = "reference"  # trajectory source: see _known_model
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value in ("default", "reference") or (Path(value) / "model.pt").is_file():
+            return value
+        raise ValueError('must be "default" (the shipped model in models/default), "reference" (the rule-based '
+                         "simulator) or the path of a model folder written by `trajsim train`")
 
 
 class ScenarioError(ValueError):

@@ -1,0 +1,149 @@
+"""A small decoder-only transformer over patient token sequences, with a KV cache for sampling.
+
+Readable in one sitting on purpose (after nanoGPT): a config dataclass, attention, MLP, block,
+model. The KV cache lets the sampler feed one new token per step instead of the whole history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 512
+    block_size: int = 512
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int = 1  # heads share key/value heads (multi-query): a 4x smaller cache to read per step
+    n_embd: int = 96
+    dropout: float = 0.0
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of rows, all at the same position. Capacity
+    doubles as needed (up to block_size), and finished rows can be dropped to save work."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, capacity: int = 64) -> None:
+        self.config = config
+        shape = (batch_size, config.n_kv_head, min(capacity, config.block_size), config.n_embd // config.n_head)
+        self.keys = [torch.empty(shape) for _ in range(config.n_layer)]
+        self.values = [torch.empty(shape) for _ in range(config.n_layer)]
+        self.length = 0  # positions filled
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new positions' keys and values; returns all keys and values so far."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.keys[layer].shape[2]:
+            grown = min(self.config.block_size, max(end, 2 * self.keys[layer].shape[2]))
+            for store in (self.keys, self.values):
+                old = store[layer]
+                store[layer] = torch.empty(*old.shape[:2], grown, old.shape[3])
+                store[layer][:, :, :start] = old[:, :, :start]
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (a bool mask or indices), in that order."""
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head
+        self.head_size = config.n_embd // config.n_head
+        self.qkv = nn.Linear(config.n_embd, config.n_embd + 2 * config.n_kv_head * self.head_size)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        kv_size = self.n_kv_head * self.head_size
+        q, k, v = self.qkv(x).split([C, kv_size, kv_size], dim=2)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2) for t in (k, v))
+        if cache is not None:
+            if T > 1 and cache.length:
+                raise ValueError("a cached forward pass takes either a whole prompt or one token")
+            k, v = cache.append(layer, k, v)
+        if T == 1:
+            # One new token: the heads sharing a key/value head become query rows of one matrix
+            # product against the cache, rather than one thin product per head.
+            y = F.scaled_dot_product_attention(q.reshape(B, self.n_kv_head, -1, self.head_size), k, v)
+        else:
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=True)
+        return self.proj(y.reshape(B, self.n_head, T, self.head_size).transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.down = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.head.weight = self.token_embedding.weight  # weight tying
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids (B, T); with a cache, continue from its length."""
+        start = cache.length if cache is not None else 0
+        T = idx.shape[1]
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
+        positions = torch.arange(start, start + T, device=idx.device)
+        x = self.token_embedding(idx) + self.position_embedding(positions)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.length += T
+        return self.head(self.ln_f(x))
+
+    def loss(self, idx: torch.Tensor, pad: int) -> torch.Tensor:
+        """Mean next-token cross-entropy over non-padding targets."""
+        logits = self(idx[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), idx[:, 1:].reshape(-1), ignore_index=pad)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

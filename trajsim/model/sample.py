@@ -1,0 +1,78 @@
+"""Batched sampling with a KV cache, temperature, nucleus (top-p) truncation and rule masks.
+
+Each row draws its tokens from its own numpy generator (inverse-CDF on one uniform per step), so a
+patient's sequence depends on its own random stream, not on which other patients share the batch.
+Masks arrive as boolean arrays (rows x vocabulary); forbidden tokens get -inf logits, so they can
+never be drawn however confident the model is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from trajsim.model.gpt import GPT, KVCache
+
+# Called after every step with the tokens drawn so far (rows x length); returns the allowed tokens
+# of the next step (rows x vocabulary) or None for no constraint.
+Constraint = Callable[[torch.Tensor], np.ndarray | None]
+
+
+def next_token(logits: torch.Tensor, uniforms: np.ndarray, temperature: float = 1.0, top_p: float = 1.0,
+               allowed: np.ndarray | None = None) -> torch.Tensor:
+    """One token per row from the last-position logits (rows x vocabulary)."""
+    logits = logits.float()
+    if allowed is not None:
+        logits = logits.masked_fill(~torch.from_numpy(np.ascontiguousarray(allowed)), float("-inf"))
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    order = None
+    if top_p < 1.0:
+        # keep the smallest set whose mass reaches top_p (always at least the most likely token)
+        probs, order = probs.sort(dim=-1, descending=True)
+        probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, 0.0)
+    cumulative = probs.cumsum(dim=-1)
+    targets = torch.from_numpy(uniforms).float().unsqueeze(1) * cumulative[:, -1:]
+    picks = torch.searchsorted(cumulative, targets, right=True)
+    # rounding at the top of the cumulative sum must not land past the last possible token
+    last_possible = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(dim=-1, keepdim=True)
+    picks = torch.minimum(picks, last_possible)
+    return picks.squeeze(1) if order is None else order.gather(1, picks).squeeze(1)
+
+
+@torch.no_grad()
+def generate(model: GPT, prompts: torch.Tensor, rngs: Sequence[np.random.Generator], max_new_tokens: int,
+             stop_token: int, temperature: float = 1.0, top_p: float = 1.0,
+             constraint: Constraint | None = None) -> torch.Tensor:
+    """Continue each prompt row (all the same length) until it emits `stop_token`, up to
+    `max_new_tokens` or the model's block size; rows that stopped are padded with `stop_token`."""
+    model.eval()
+    rows, prompt_length = prompts.shape
+    budget = min(max_new_tokens, model.config.block_size - prompt_length)
+    tokens = torch.full((rows, prompt_length + budget), stop_token, dtype=torch.long)
+    tokens[:, :prompt_length] = prompts
+    cache = KVCache(model.config, rows)
+    logits = model(prompts, cache)[:, -1]
+    in_cache = torch.arange(rows)  # original row of each cache row
+    done = np.zeros(rows, dtype=bool)
+    length = prompt_length
+    for _ in range(budget):
+        allowed = constraint(tokens[:, :length]) if constraint is not None else None
+        members = in_cache.numpy()
+        uniforms = np.array([0.0 if done[r] else rngs[r].random() for r in members])
+        drawn = next_token(logits, uniforms, temperature, top_p, None if allowed is None else allowed[members])
+        drawn[torch.from_numpy(done[members])] = stop_token
+        tokens[in_cache, length] = drawn
+        length += 1
+        done[members] |= (drawn == stop_token).numpy()
+        if done.all() or cache.length >= model.config.block_size:
+            break
+        finished = torch.from_numpy(done[members])
+        if int(finished.sum()) * 4 >= len(members):  # drop finished rows once they are a quarter
+            cache.keep(~finished)
+            in_cache, drawn = in_cache[~finished], drawn[~finished]
+        logits = model(drawn[:, None], cache)[:, -1]
+    return tokens[:, :length]

@@ -1,0 +1,224 @@
+"""The sequence model as the engine's trajectory source.
+
+When patients first ask for a visit, the model writes each one's whole record (from its start year
+to the end of its record) in one batched, KV-cached pass: one row per patient, one token per step.
+At every step the grammar of the token language and the engine's clinical rules (`RuleMask`) decide
+which tokens each row may draw next; everything else gets -inf logits. Rules are re-evaluated at the
+start of each visit against the patient's conditions so far, and within a visit a new diagnosis
+unlocks its first-line drugs and locks itself. The engine then receives the planned visits one by
+one, and still owns the clock, deaths and its own scheduled processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trajsim.engine.rules import RuleMask
+from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
+from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, visit_start_code
+from trajsim.knowledge import Knowledge, load_knowledge
+from trajsim.model.sample import generate
+from trajsim.model.tokenizer import (
+    BOS, END, ENDED, EOS, HEADS, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
+)
+from trajsim.model.train import load_model
+
+PLAN = "model_plan"  # PatientState.memory key of the patient's remaining planned visits
+EPOCH = date(1970, 1, 1)
+OFFICE_OPEN_HOURS = (8.0, 17.0)
+
+
+def _year_of(day: float) -> int:
+    return date.fromordinal(EPOCH.toordinal() + int(math.floor(day))).year
+
+
+class TokenGrammar:
+    """Per-token facts the sampler needs, as arrays over the vocabulary."""
+
+    def __init__(self, tokenizer: Tokenizer, knowledge: Knowledge) -> None:
+        vocab = tokenizer.vocab
+        self.size = len(vocab)
+        self.base_codes = [t.partition("#")[0] for t in vocab]
+        self.gap = np.array([gap_days(t) or 0 for t in vocab])
+        self.is_gap = self.gap > 0
+        self.is_head = np.isin(vocab, HEADS)
+        self.is_code = np.array([tokenizer.is_code(t) for t in vocab])
+        self.is_ended = np.isin(vocab, ENDED)
+        systems = np.array([t.split("/", 1)[0] for t in self.base_codes])
+        plain = self.is_code & np.array(["#" not in t for t in vocab])
+        # what condition_end / medication_end may name
+        self.endable = {tokenizer.index[CONDITION_END]: plain & np.isin(systems, ["SNOMED", "ICD10CM"]),
+                        tokenizer.index[MEDICATION_END]: plain & (systems == "RXNORM")}
+        self.year = np.array([int(t[5:]) if t.startswith("YEAR/") else -1 for t in vocab])
+        self.end, self.eos = tokenizer.index[END], tokenizer.index[EOS]
+        conditions = {code for c in knowledge.conditions.values() for code in (c.code, c.icd10cm)}
+        self.is_condition = np.isin(self.base_codes, sorted(conditions))
+        self.multi_day = np.isin(vocab, [visit_start_code("EMER"), visit_start_code("IMP")])
+        self.between_visits = self.is_gap | self.is_head
+        self.in_visit = self.is_gap | self.is_ended | (np.arange(self.size) == self.end)
+
+
+class RecordWriter:
+    """The sampling constraint for one batch: follows each row's record as it is written and says
+    which tokens may come next."""
+
+    def __init__(self, grammar: TokenGrammar, rules: RuleMask, patients: Sequence[PatientState]) -> None:
+        self.g, self.rules = grammar, rules
+        # The rule mask reads conditions from a private copy, updated as the model writes.
+        self.state = [dataclasses.replace(p, conditions=dict(p.conditions), medications=dict(p.medications),
+                                          memory={}) for p in patients]
+        rows = len(patients)
+        self.day = np.zeros(rows, dtype=np.int64)
+        self.offset = np.zeros(rows, dtype=np.int64)
+        self.started = np.zeros(rows, dtype=bool)  # start year drawn
+        self.in_visit = np.zeros(rows, dtype=bool)
+        self.multi_day = np.zeros(rows, dtype=bool)  # in a visit that may run past midnight
+        self.ending = np.full(rows, -1)  # the condition_end / medication_end token awaiting its code
+        self.done = np.zeros(rows, dtype=bool)
+        self.visit_codes = np.zeros((rows, grammar.size), dtype=bool)
+        self.exit_day = np.array([p.exit_day for p in patients])
+        births = [_year_of(p.birth_day) for p in patients]
+        entries = [_year_of(p.entry_day) for p in patients]
+        self.years = (grammar.year[None, :] >= np.array(births)[:, None]) & (grammar.year[None, :] <= np.array(entries)[:, None])
+
+    def __call__(self, tokens: torch.Tensor) -> np.ndarray:
+        if tokens.shape[1] > 3:
+            self._advance(tokens[:, -1].numpy())
+        g = self.g
+        allowed = np.where(self.in_visit[:, None], self.visit_codes | g.in_visit, g.between_visits)
+        allowed[self.in_visit & ~self.multi_day] &= ~g.is_gap
+        for token, endable in g.endable.items():
+            allowed[self.ending == token] = endable
+        allowed[~self.started] = self.years[~self.started]
+        allowed[self.done] = False
+        allowed[self.done, g.eos] = True
+        return allowed
+
+    def _advance(self, last: np.ndarray) -> None:
+        g = self.g
+        year = g.year[last]
+        starting = year >= 0
+        self.day[starting] = [year_start_day(int(y)) for y in year[starting]]
+        self.started |= starting
+        gap = g.gap[last]
+        self.day += np.where(self.in_visit, 0, gap)
+        self.offset += np.where(self.in_visit, gap, 0)
+        self.in_visit &= last != g.end
+        # the record ends where the engine ends it: at death or the end of the period
+        self.done |= (last == g.eos) | (self.started & ~self.in_visit & (self.day >= self.exit_day))
+        ended_code = self.ending >= 0
+        self.ending = np.where(g.is_ended[last], last, -1)
+        opening = g.is_head[last] & ~self.done
+        self.offset[opening] = 0
+        self.in_visit |= opening
+        self.multi_day = np.where(opening, g.multi_day[last], self.multi_day)
+        # Rules are checked again whenever the day or the patient's conditions change in a visit.
+        stale = opening | (self.in_visit & (gap > 0))
+        for row in np.flatnonzero(self.in_visit & g.is_condition[last]):
+            stale[row] |= self._record(row, int(last[row]), bool(ended_code[row]))
+        if stale.any():
+            rows = np.flatnonzero(stale)
+            states, days = [self.state[r] for r in rows], self.day[rows] + self.offset[rows]
+            # a visit's facts fall somewhere within its day: the codes must be allowed all day long
+            allowed = self.rules.allowed(states, days) & self.rules.allowed(states, days + 1.0)
+            self.visit_codes[rows] = allowed & g.is_code
+
+    def _record(self, row: int, token: int, ended: bool) -> bool:
+        """Keep the row's conditions current; True when they changed."""
+        conditions, code = self.state[row].conditions, self.g.base_codes[token]
+        if ended:
+            if code not in conditions:
+                return False
+            conditions[code] = float(self.day[row] + self.offset[row])
+        else:
+            conditions[code] = ACTIVE
+        return True
+
+
+class ModelSource:
+    """Trajectory source backed by a trained model folder (weights, tokenizer, model card)."""
+
+    def __init__(self, folder: Path, knowledge: Knowledge | None = None, temperature: float = 1.0,
+                 top_p: float = 1.0) -> None:
+        self.model, self.tokenizer = load_model(folder)
+        self.knowledge = knowledge or load_knowledge()
+        self.grammar = TokenGrammar(self.tokenizer, self.knowledge)
+        self.rules = RuleMask(self.grammar.base_codes, self.knowledge)
+        self.temperature, self.top_p = temperature, top_p
+
+    def admit(self, patient: PatientState) -> list[Visit]:
+        """Nothing yet: the model writes the history before entry together with the rest."""
+        return []
+
+    def next_visits(self, patients: Sequence[PatientState]) -> list[Visit | None]:
+        unplanned = [p for p in patients if PLAN not in p.memory]
+        if unplanned:
+            for patient, segments in zip(unplanned, self.write_records(unplanned)):
+                patient.memory[PLAN] = deque(self.plan_visits(patient, segments))
+        return [p.memory[PLAN].popleft() if p.memory[PLAN] else None for p in patients]
+
+    def write_records(self, patients: Sequence[PatientState]) -> list[list[Segment]]:
+        """Each patient's record as the model writes it, one batched pass for all."""
+        index = self.tokenizer.index
+        prompts = torch.tensor([[index[BOS], index[SEXES.get(f"TRAJSIM/sex/{p.sex}", "SEX/U")],
+                                 index[birth_band(_year_of(p.birth_day))]] for p in patients])
+        writer = RecordWriter(self.grammar, self.rules, patients)
+        tokens = generate(self.model, prompts, [p.rng for p in patients], self.model.config.block_size,
+                          index[EOS], self.temperature, self.top_p, writer)
+        return [self.tokenizer.segments(row.tolist(), p.rng)[2] for row, p in zip(tokens, patients)]
+
+    def plan_visits(self, patient: PatientState, segments: list[Segment]) -> list[Visit]:
+        """Engine visits from written segments: history before entry becomes one out-of-visit entry
+        dated by negative offsets; visits get a time of day and a length typical of their class."""
+        rng, entry = patient.rng, patient.entry_day
+        active = dict(patient.conditions)
+        history: list[Fact] = []
+        visits: list[Visit] = []
+        for segment in segments:
+            if segment.encounter_class is None and segment.facts and segment.facts[0].code == DEATH:
+                continue
+            start = float(segment.day) if segment.day < entry else segment.day + self._time_of_day(segment, rng)
+            facts = [self._fact(fact, start + fact.offset_days, active) for fact in segment.facts]
+            if segment.day < entry:
+                history += [dataclasses.replace(f, offset_days=start + f.offset_days - entry) for f in facts]
+            else:
+                visits.append(Visit(start, segment.encounter_class, self._duration(segment, rng), facts))
+        return ([Visit(entry, None, 0.0, history)] if history else []) + visits
+
+    def _fact(self, fact: CodedFact, day: float, active: dict[str, float]) -> Fact:
+        """An engine fact; a drug names an active indication, as the engine's rules expect."""
+        text = fact.text
+        if fact.code == CONDITION_END and text in active:
+            active[text] = day
+        elif fact.code in self.knowledge.indications:
+            text = next((c for c in sorted(self.knowledge.indications[fact.code]) if active.get(c, -1) > day), None)
+        elif fact.code.startswith(("SNOMED/", "ICD10CM/")):
+            active[fact.code] = ACTIVE
+        return Fact(fact.code, float(fact.offset_days), fact.value, fact.unit, text)
+
+    @staticmethod
+    def _time_of_day(segment: Segment, rng: np.random.Generator) -> float:
+        """Clinics see patients in quarter-hour slots in opening hours; emergencies come at any hour."""
+        if segment.encounter_class == "AMB":
+            slots = int((OFFICE_OPEN_HOURS[1] - OFFICE_OPEN_HOURS[0]) * 4)
+            return (OFFICE_OPEN_HOURS[0] + rng.integers(0, slots) / 4) / 24
+        return float(rng.uniform(0.0, 1.0)) if segment.encounter_class else 0.5
+
+    @staticmethod
+    def _duration(segment: Segment, rng: np.random.Generator) -> float:
+        if segment.encounter_class == "AMB":
+            return segment.end_offset_days + rng.uniform(15, 40) / 1440
+        if segment.encounter_class == "EMER":
+            return segment.end_offset_days + rng.uniform(2, 6) / 24
+        if segment.encounter_class == "IMP":
+            return max(float(segment.end_offset_days), rng.uniform(0.5, 1.0))
+        return 0.0
+

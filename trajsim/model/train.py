@@ -1,0 +1,251 @@
+"""Train a sequence model on an event table: deterministic, resumable, with early stopping.
+
+A model folder holds `model.pt` (config and weights), `tokenizer.json` and `MODEL_CARD.md`.
+While training it also holds `checkpoint.pt`, written atomically at every evaluation with the
+optimizer and random-generator states, so a run interrupted at any point and started again ends
+with exactly the weights an uninterrupted run would have; the checkpoint is removed at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from trajsim.atomic import write_bytes_atomic
+from trajsim.model.gpt import GPT, GPTConfig
+from trajsim.model.tokenizer import PAD, Tokenizer
+
+WEIGHTS, TOKENIZER, CARD, CHECKPOINT = "model.pt", "tokenizer.json", "MODEL_CARD.md", "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides the trained weights (with the data)."""
+
+    seed: int = 0
+    min_count: int = 5  # codes seen fewer times fold into a per-system category token
+    n_bins: int = 10  # quantile bins per lab/vital code
+    val_fraction: float = 0.1
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    min_learning_rate: float = 2e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    max_steps: int = 2000
+    eval_every: int = 100
+    patience: int = 4  # evaluations without improvement before stopping early
+    model: GPTConfig = field(default_factory=GPTConfig)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_step: int
+    best_val_loss: float
+    stopped_early: bool
+    train_patients: int
+    val_patients: int
+    train_tokens: int
+
+
+# (step, training loss, validation loss or None)
+StepCallback = Callable[[int, float, float | None], None]
+
+
+def split_subjects(subject_ids: list[int], val_fraction: float, seed: int) -> tuple[set[int], set[int]]:
+    """A seeded patient-level split into (train, validation) subject ids."""
+    order = np.random.default_rng(seed).permutation(sorted(subject_ids))
+    n_val = max(1, round(len(order) * val_fraction)) if len(order) > 1 else 0
+    return {int(s) for s in order[n_val:]}, {int(s) for s in order[:n_val]}
+
+
+def padded(sequences: list[list[int]], length: int, pad: int) -> torch.Tensor:
+    """Rows of token ids cut or padded to `length`."""
+    out = torch.full((len(sequences), length), pad, dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        ids = ids[:length]
+        out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to the minimum at max_steps."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    return config.min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (config.learning_rate - config.min_learning_rate)
+
+
+@torch.no_grad()
+def mean_loss(model: GPT, data: torch.Tensor, pad: int, batch_size: int = 64) -> float:
+    """Token-weighted cross-entropy over a whole padded set."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        batch = data[start:start + batch_size]
+        batch = batch[:, : int((batch != pad).sum(dim=1).max())]
+        targets = int((batch[:, 1:] != pad).sum())
+        total += float(model.loss(batch, pad)) * targets
+        count += targets
+    model.train()
+    return total / max(count, 1)
+
+
+def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None, data_description: str = "",
+          on_step: StepCallback | None = None) -> TrainResult:
+    """Fit tokenizer and model to `events`, writing the model folder; resumes from a checkpoint in
+    `out_dir` left by an interrupted run with the same config."""
+    config = config or TrainConfig()
+    out_dir = Path(out_dir)
+    subjects = events.get_column("subject_id").unique().to_list()
+    if len(subjects) < 2:
+        raise ValueError("training needs events of at least two patients (one for validation)")
+    train_ids, val_ids = split_subjects(subjects, config.val_fraction, config.seed)
+    train_events = events.filter(pl.col("subject_id").is_in(list(train_ids)))
+    tokenizer = Tokenizer.fit(train_events, config.min_count, config.n_bins)
+    pad = tokenizer.index[PAD]
+    length = config.model.block_size + 1  # inputs and shifted targets
+    train_seqs = [ids for _, ids in tokenizer.encode(train_events)]
+    val_seqs = [ids for _, ids in tokenizer.encode(events.filter(pl.col("subject_id").is_in(list(val_ids))))]
+    train_data, val_data = padded(train_seqs, length, pad), padded(val_seqs, length, pad)
+    train_lengths = (train_data != pad).sum(dim=1)
+    by_length = torch.argsort(train_lengths, stable=True)
+
+    model_config = GPTConfig(**{**asdict(config.model), "vocab_size": len(tokenizer.vocab)})
+    torch.manual_seed(config.seed)
+    model = GPT(model_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    batches = torch.Generator().manual_seed(config.seed)
+    state = {"step": 0, "best_step": 0, "best_val_loss": math.inf, "since_best": 0,
+             "best_weights": copy.deepcopy(model.state_dict())}
+    checkpoint_path = out_dir / CHECKPOINT
+    if checkpoint_path.exists():
+        saved = torch.load(checkpoint_path, weights_only=False)
+        if saved["config"] != asdict(config):
+            raise ValueError(f"{checkpoint_path}: left by a run with other settings; delete it to start afresh")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        batches.set_state(saved["batches"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+
+    model.train()
+    stopped_early = False
+    while state["step"] < config.max_steps:
+        step = state["step"]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        # a batch of neighbours in length order, so little of it is padding
+        first = int(torch.randint(max(1, len(train_data) - config.batch_size + 1), (1,), generator=batches))
+        rows = by_length[first:first + config.batch_size]
+        batch = train_data[rows, : int(train_lengths[rows].max())]
+        loss = model.loss(batch, pad)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        state["step"] = step = step + 1
+        val_loss = None
+        if step % config.eval_every == 0 or step == config.max_steps:
+            val_loss = mean_loss(model, val_data, pad)
+            if val_loss < state["best_val_loss"]:
+                state.update(best_step=step, best_val_loss=val_loss, since_best=0,
+                             best_weights=copy.deepcopy(model.state_dict()))
+            else:
+                state["since_best"] += 1
+            _save_checkpoint(checkpoint_path, config, model, optimizer, batches, state)
+        if on_step is not None:
+            on_step(step, loss.item(), val_loss)
+        if state["since_best"] >= config.patience:
+            stopped_early = True
+            break
+
+    model.load_state_dict(state["best_weights"])
+    result = TrainResult(state["step"], state["best_step"], state["best_val_loss"], stopped_early,
+                         len(train_ids), len(val_ids), int(train_lengths.sum()))
+    save_model(out_dir, model, tokenizer)
+    write_bytes_atomic(out_dir / CARD, model_card(events, tokenizer, model, config, result, data_description).encode())
+    checkpoint_path.unlink(missing_ok=True)
+    return result
+
+
+def _save_checkpoint(path: Path, config: TrainConfig, model: GPT, optimizer: torch.optim.Optimizer,
+                     batches: torch.Generator, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save({"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "batches": batches.get_state(), "torch_rng": torch.get_rng_state(), "state": state}, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def save_model(out_dir: Path, model: GPT, tokenizer: Tokenizer) -> None:
+    buffer = io.BytesIO()
+    torch.save({"config": asdict(model.config), "weights": model.state_dict()}, buffer)
+    write_bytes_atomic(Path(out_dir) / WEIGHTS, buffer.getvalue())
+    tokenizer.save(Path(out_dir) / TOKENIZER)
+
+
+def load_model(folder: Path) -> tuple[GPT, Tokenizer]:
+    """The model and tokenizer of a model folder, ready for sampling."""
+    folder = Path(folder)
+    for name in (WEIGHTS, TOKENIZER):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder}: not a model folder (no {name}); train one with `trajsim train`")
+    saved = torch.load(folder / WEIGHTS, weights_only=True)
+    model = GPT(GPTConfig(**saved["config"]))
+    model.load_state_dict(saved["weights"])
+    model.eval()
+    return model, Tokenizer.load(folder / TOKENIZER)
+
+
+def model_card(events: pl.DataFrame, tokenizer: Tokenizer, model: GPT, config: TrainConfig, result: TrainResult,
+               data_description: str) -> str:
+    """The model card: what the model was trained on, how, how well, and what it is for."""
+    times = events.get_column("time")
+    folded = sum(len(codes) for codes in tokenizer.folded.values())
+    hyper = {k: v for k, v in asdict(config).items() if k != "model"} | asdict(model.config)
+    rows = "\n".join(f"| `{k}` | {v} |" for k, v in hyper.items())
+    return f"""# Model card
+
+## Training data
+{data_description or "An event table given to `trajsim train`."}
+
+- patients: {result.train_patients + result.val_patients:,} ({result.train_patients:,} training, {result.val_patients:,} validation, split by patient)
+- events: {events.height:,}, from {times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}
+- training tokens: {result.train_tokens:,}; vocabulary: {len(tokenizer.vocab)} tokens
+- codes: {len([t for t in tokenizer.vocab if tokenizer.is_code(t) and '#' not in t and not t.startswith('RARE/')])} kept, {folded} rare codes (fewer than {config.min_count} occurrences) folded into {len(tokenizer.folded)} category token(s)
+- lab and vital codes with value bins: {len(tokenizer.value_edges)} ({config.n_bins} quantile bins each)
+
+## Model and training
+Decoder-only transformer, {model.num_parameters():,} parameters. Training ran {result.steps:,} steps
+({"stopped early: validation loss stopped improving" if result.stopped_early else "to the step limit"});
+the weights kept are those of step {result.best_step:,}.
+
+| hyper-parameter | value |
+|---|---|
+{rows}
+
+## Evaluation
+- validation loss (mean next-token cross-entropy, nats): **{result.best_val_loss:.4f}**
+
+## Intended use
+Proposing visit-level trajectories inside the trajsim engine, to generate synthetic cohorts for
+software testing, teaching and method development. The engine's clinical rules mask what the
+model may propose, and engine processes add refills, monitoring, immunizations and deaths.
+
+## Limitations
+- It can only reproduce patterns present in its training data; a model trained on simulated
+  records learns the simulator, not real medicine.
+- Birth dates are kept as five-year bands and times at day resolution; values are decoded to a
+  random value inside their quantile bin, so within-bin detail and correlations are not kept.
+- Sequences longer than {model.config.block_size} tokens are cut; very long records are learned
+  only in their first part and generated records stop at that length.
+- Not for clinical decisions or for inferences about real patients.
+"""
