@@ -33,30 +33,33 @@ class _ValueRange(_Strict):
         return self
 
 
-class AgeRange(_Strict):
+class _Interval(_Strict):
+    """A half-open interval [low, high) of the subclass's two fields, named in `_bounds`."""
+
+    _bounds: tuple[str, str]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Interval:
+        low, high = (getattr(self, name) for name in self._bounds)
+        if high <= low:
+            raise ValueError(f"{self._bounds[1]} ({high}) must be after {self._bounds[0]} ({low})")
+        return self
+
+
+class AgeRange(_Interval):
     """Age in years at the index date, in [min, max)."""
 
+    _bounds = ("min", "max")
     min: float = Field(0, ge=0, le=120)
     max: float = Field(121, gt=0, le=121)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> AgeRange:
-        if self.max <= self.min:
-            raise ValueError(f"max ({self.max}) must be greater than min ({self.min})")
-        return self
 
-
-class Window(_Strict):
+class Window(_Interval):
     """Calendar dates [start, end) within which the index date must fall."""
 
+    _bounds = ("start", "end")
     start: date
     end: date
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Window:
-        if self.end <= self.start:
-            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
-        return self
 
 
 class IndexEvent(_ValueRange):
