@@ -10,12 +10,8 @@ from typing import Any
 
 import polars as pl
 
-from trajsim.evaluate.fidelity import fidelity
-from trajsim.evaluate.privacy import privacy
 from trajsim.evaluate.section import Headline, Plot, Section
 from trajsim.evaluate.trajectories import Views
-from trajsim.evaluate.utility import utility
-from trajsim.evaluate.validity import validity
 
 __all__ = ["Evaluation", "EvaluationError", "Headline", "Plot", "Section", "evaluate"]
 FAMILIES = ("fidelity", "privacy", "utility", "validity")
@@ -48,6 +44,12 @@ def evaluate(real: pl.DataFrame, synthetic: pl.DataFrame, train: pl.DataFrame | 
 
     `sources` names each table in the report (e.g. its path); `on_family(name, seconds)` is called
     after each step (view building, then each metric family)."""
+    # Imported here so the package attributes `fidelity`, `privacy`, ... stay the modules.
+    from trajsim.evaluate.fidelity import fidelity
+    from trajsim.evaluate.privacy import privacy
+    from trajsim.evaluate.utility import utility
+    from trajsim.evaluate.validity import validity
+
     tables = {"real": real, "synthetic": synthetic, **({"train": train} if train is not None else {})}
     started = time.perf_counter()
     views = {name: Views.of(events) for name, events in tables.items()}

@@ -29,6 +29,7 @@ from trajsim.events import DEATH
 LANDMARK_YEARS = 5
 HORIZON = timedelta(days=365)
 FEATURE_CODES = 1000
+REGULARISATION = 0.1  # logistic regression C: strong, since outcomes are rare and codes many
 SPLIT_SEED = 0
 # Diabetes mellitus in SNOMED CT (type 2, type 1, unspecified) and ICD-10-CM E08-E13.
 DIABETES = (pl.col("code").is_in(["SNOMED/44054006", "SNOMED/46635009", "SNOMED/73211009"])
@@ -107,7 +108,8 @@ def auroc(fit: Views, test: Views, task: Task) -> dict:
         if rows["label"].n_unique() < 2:
             return {"auroc": None, **counts, "reason": f"the {side} samples have only one outcome class"}
     vocab = vocabulary(first_seen(fit)["code"], limit=FEATURE_CODES)
-    model = LogisticRegression(max_iter=2000).fit(design(fit, fit_rows, vocab), fit_rows["label"].to_numpy())
+    model = LogisticRegression(C=REGULARISATION, max_iter=2000)
+    model.fit(design(fit, fit_rows, vocab), fit_rows["label"].to_numpy())
     predicted = model.predict_proba(design(test, test_rows, vocab))[:, 1]
     return {"auroc": rounded(roc_auc_score(test_rows["label"].to_numpy(), predicted)), **counts}
 
