@@ -26,7 +26,9 @@ class Pacer:
         return 0.0
 
     def behind(self, minute: float, index: int) -> float:
-        """Seconds the stream runs behind its schedule (0 when on time)."""
+        """Seconds the stream runs behind its schedule (0 when on time, or when there is none)."""
+        if not (self.speed or self.rate):
+            return 0.0
         return max(time.monotonic() - self.started - self.due(minute, index), 0.0)
 
     async def wait(self, minute: float, index: int, stop: asyncio.Event) -> None:

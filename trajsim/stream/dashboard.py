@@ -42,7 +42,9 @@ def dashboard(run: StreamRun) -> Group:
         ward.add_row(unit.name, f"{unit.occupied}/{unit.places.capacity}",
                      Text(f"{unit.queued}", style="yellow" if unit.queued else ""))
     surges = ", ".join(s.name for s in run.scenario.surges_at(run.minute / 60))
-    ward.caption = f"arrivals {sum(hospital.stats.arrivals_by_hour):,}" + (f" · surge: {surges}" if surges else "")
+    header.append(f"\nED arrivals {sum(hospital.stats.arrivals_by_hour):,}, admissions {hospital.stats.admissions:,}")
+    if surges:
+        header.append(f"   surge: {surges}", style="bold red")
     grid = Table.grid(padding=(0, 4))
     grid.add_row(delivery, ward)
     return Group(header, grid)
