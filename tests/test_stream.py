@@ -5,6 +5,7 @@ surge shows in the summary as more arrivals and longer waits; bad scenarios end 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -14,10 +15,11 @@ from typer.testing import CliRunner
 
 from tests.fhir_server import free_port, sekmet_server
 from trajsim.cli import app
+from trajsim.knowledge import load_knowledge
 from trajsim.stream.clock import Pacer
 from trajsim.stream.hospital import Hospital
 from trajsim.stream.run import StreamOptions, run_stream
-from trajsim.stream.scenario import StreamScenario, load_stream_scenario, stream_scenario_with
+from trajsim.stream.scenario import StreamScenario, load_stream_scenario, presentations, stream_scenario_with
 from trajsim.stream.summary import stream_summary
 
 runner = CliRunner(env={"COLUMNS": "250"})
@@ -97,6 +99,22 @@ def test_same_seed_same_requests():
 
     assert requests(1) == requests(1)
     assert requests(1) != requests(2)
+
+
+def test_nobody_presents_with_a_condition_too_young_for_it():
+    birth_dates, onsets = {}, []
+    for interaction in Hospital(StreamScenario(hours=48, seed=8)).interactions():
+        body = orjson.loads(interaction.request.body)
+        if interaction.kind == "register":
+            patient = next(e["resource"] for e in body["entry"] if e["resource"]["resourceType"] == "Patient")
+            birth_dates[f"Patient/{patient['id']}"] = date.fromisoformat(patient["birthDate"])
+        elif interaction.kind == "diagnosis":
+            onsets.append((body["subject"]["reference"], body["code"]["coding"][0]["code"], body["onsetDateTime"][:10]))
+    youngest = {load_knowledge().conditions[c.condition].code.split("/")[1]: c.age_min for c in presentations().values()}
+    assert onsets
+    for patient, code, onset in onsets:
+        age = (date.fromisoformat(onset) - birth_dates[patient]).days / 365.25
+        assert age >= youngest[code] - 1 / 365, (code, age)
 
 
 def test_speed_and_rate_set_when_requests_are_due():

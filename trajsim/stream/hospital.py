@@ -132,7 +132,7 @@ class Hospital:
 
     # --- one ED visit --------------------------------------------------------------------------
     def _patient(self, number: int) -> Generator[simpy.Event, object, None]:
-        hour = int(self.env.now // 60)
+        door, hour = self.env.now, int(self.env.now // 60)
         self.stats.arrivals_by_hour[min(hour, len(self.stats.arrivals_by_hour) - 1)] += 1
         sex = "F" if self.rng.random() < 0.5 else "M"
         age = self._age()
@@ -153,9 +153,8 @@ class Hospital:
             self._emit(number, "vitals", records.observation(encounter, code, self._value(code, sex, age, active),
                                                              self._now()))
 
-        arrived = self.env.now
         bed = yield from self.ed.admit(priority=case.esi)
-        self.stats.door_to_room.append((hour, self.env.now - arrived))
+        self.stats.door_to_room.append((hour, self.env.now - door))
         bed_number = self._free_beds.pop()
         self._emit(number, "room", records.roomed(encounter, bed_number))
 
@@ -207,7 +206,7 @@ class Hospital:
 
     def _fits(self, case: Presentation, age: float) -> bool:
         restriction = self.knowledge.restrictions.get(self.knowledge.conditions[case.condition].code)
-        return restriction is None or restriction.age_min <= age < restriction.age_max
+        return age >= case.age_min and (restriction is None or restriction.age_min <= age < restriction.age_max)
 
     def _value(self, code: str, sex: str, age: float, active: set[str]) -> float | tuple[float, float]:
         if code == BLOOD_PRESSURE_PANEL[0]:

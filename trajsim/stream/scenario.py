@@ -32,12 +32,14 @@ WEEKDAY_ARRIVALS = (1.12, 1.02, 0.99, 0.98, 0.98, 0.95, 0.96)
 
 @dataclass(frozen=True)
 class Presentation:
-    """Why a patient comes to the ED and what follows: triage level (ESI 1-5), how often it ends in
-    admission and for how long, the labs drawn and the medication ordered (data/presentations.csv)."""
+    """Why a patient comes to the ED and what follows: triage level (ESI 1-5), who it happens to,
+    how often it ends in admission and for how long, the labs drawn and the medication ordered
+    (data/presentations.csv)."""
 
     condition: str  # key in trajsim.knowledge's conditions
     esi: int
     weight: float
+    age_min: float  # youngest age at which it is a plausible ED presentation
     admit_probability: float
     stay_days: float | None
     labs: tuple[str, ...]
@@ -49,7 +51,7 @@ def presentations() -> dict[str, Presentation]:
     """The ED case mix, by condition key."""
     with files("trajsim.stream").joinpath("data/presentations.csv").open(encoding="utf-8") as handle:
         return {row["condition"]: Presentation(
-            row["condition"], int(row["esi"]), float(row["weight"]), float(row["admit_probability"]),
+            row["condition"], int(row["esi"]), float(row["weight"]), float(row["age_min"]), float(row["admit_probability"]),
             float(row["stay_days"]) if row["stay_days"] else None, tuple(row["labs"].split()),
             row["medication"] or None) for row in csv.DictReader(handle)}
 
