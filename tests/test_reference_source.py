@@ -1,10 +1,17 @@
 """The reference simulator follows its knowledge tables: schedules, monitoring and first-line drugs."""
 
+import math
 from collections import Counter
+from datetime import datetime, time
+
+import numpy as np
+import polars as pl
+import pytest
 
 from tests.conftest import small_scenario
 from trajsim.engine import ReferenceSource, simulate
-from trajsim.events import CONDITION_END, VISIT_START_PREFIX
+from trajsim.engine.calibration import prevalence_by_band
+from trajsim.events import CONDITION_END, MEDICATION_END, VISIT_START_PREFIX, events_frame
 from trajsim.knowledge import load_knowledge
 
 INFANTS = ({"min": 0, "max": 2, "weight": 1.0},)
@@ -55,7 +62,7 @@ def test_acute_conditions_resolve_after_their_course():
 
 
 def test_sex_specific_rates_apply():
-    records = list(simulate(small_scenario(400, **{"population.age_mix": OLDER}), ReferenceSource()))
+    records = list(simulate(small_scenario(250, **{"population.age_mix": OLDER}), ReferenceSource()))
     uti = Counter(r.patient.sex for r in records for e in r.events if e.code == "SNOMED/68566005")
     assert uti["F"] > 2 * uti["M"]  # 12.6% vs 3% a year (Foxman 2002)
 
@@ -65,3 +72,102 @@ def test_clinic_visits_fall_on_weekdays_in_office_hours():
         for event in record.events:
             if event.code == VISIT_START_PREFIX + "AMB":
                 assert event.time.weekday() < 5 and 8 <= event.time.hour < 17
+
+
+# --- calibration against the cited tables, and scheduled care -----------------------------------
+MIDDLE_AGED = ({"min": 40, "max": 60, "weight": 1.0},)
+
+
+@pytest.fixture(scope="module")
+def lifetime_cohort():
+    """400 people aged 40-60 simulated from birth: every chronic condition arose by incidence."""
+    scenario = small_scenario(400, seed=11, **{"period.start": "birth", "population.age_mix": MIDDLE_AGED})
+    return scenario, list(simulate(scenario, ReferenceSource()))
+
+
+def test_lifetime_prevalence_matches_the_cited_tables_within_sampling_error(lifetime_cohort):
+    """The benchmark's +-25% (10,000 patients) widened by three binomial standard errors for 400."""
+    scenario, records = lifetime_cohort
+    events = events_frame(e for r in records for e in r.events).lazy()
+    end = datetime.combine(scenario.period.end, time())
+    table = prevalence_by_band(events, end, load_knowledge())
+    checked = table.filter(pl.col("condition").is_in(["hypertension", "obesity", "hyperlipidemia", "type2_diabetes"])
+                           & (pl.col("patients") >= 100))
+    assert checked.height >= 4
+    for row in checked.iter_rows(named=True):
+        assert abs(row["relative_error"]) <= 0.25 + 3 * row["relative_standard_error"], row
+
+
+def test_deaths_follow_the_life_table():
+    """Observed deaths over those the life table expects for the same person-years, within three
+    Poisson standard errors, although conditions shift who dies."""
+    old_age = ({"min": 70, "max": 100, "weight": 1.0},)
+    records = list(simulate(small_scenario(150, seed=5, **{"period.start": "2010-01-01",
+                                                             "population.age_mix": old_age}), ReferenceSource()))
+    knowledge = load_knowledge()
+    bands, expected, observed = knowledge.mortality, 0.0, 0
+    for record in records:
+        p = record.patient
+        start, stop = p.age_at(p.entry_day), p.age_at(p.exit_day)
+        years = np.clip(np.minimum(stop, bands[:, 1]) - np.maximum(start, bands[:, 0]), 0, None)
+        expected += float(years @ bands[:, 2])
+        observed += p.death_day is not None and p.death_day <= p.end_day
+    assert expected > 50
+    assert abs(observed / expected - 1) <= 3 / math.sqrt(expected)
+
+
+def test_complications_are_commoner_with_their_cause(lifetime_cohort):
+    """Diabetes raises the onset of chronic kidney disease (complications.csv)."""
+    _, records = lifetime_cohort
+    diabetic = [r for r in records if "SNOMED/44054006" in r.patient.conditions]
+    others = [r for r in records if "SNOMED/44054006" not in r.patient.conditions]
+    def ckd_share(group):
+        return sum("SNOMED/709044004" in r.patient.conditions for r in group) / len(group)
+    assert len(diabetic) >= 15
+    assert ckd_share(diabetic) > ckd_share(others)
+
+
+def test_labs_depend_on_the_condition(lifetime_cohort):
+    """HbA1c is above the diagnostic threshold with diabetes; eGFR is lower with chronic kidney disease."""
+    _, records = lifetime_cohort
+    def values(code, condition, present):
+        return [e.numeric_value for r in records if (condition in r.patient.conditions) == present
+                for e in r.events if e.code == code]
+    assert np.mean(values("LOINC/4548-4", "SNOMED/44054006", True)) > 6.5
+    assert np.mean(values("LOINC/33914-3", "SNOMED/709044004", True)) < 60 < np.mean(values("LOINC/33914-3", "SNOMED/709044004", False))
+
+
+def test_long_term_drugs_are_refilled_between_visits_and_stop_with_their_indication(lifetime_cohort):
+    _, records = lifetime_cohort
+    knowledge = load_knowledge()
+    refills = 0
+    for record in records:
+        fills: dict[str, list] = {}
+        for event in record.events:
+            if event.code in knowledge.refill_days and event.encounter_id is None:
+                fills.setdefault(event.code, []).append(event.time)
+        for code, times in fills.items():
+            gaps = {round((b - a).total_seconds() / 86400) for a, b in zip(times, times[1:])}
+            refills += len(times)
+            assert gaps <= {knowledge.refill_days[code]} | {0}, (code, gaps)
+    assert refills > 100
+    ended = [e for r in records for e in r.events if e.code == MEDICATION_END]
+    assert ended
+
+
+class EmptySource:
+    """Proposes nothing: whatever is recorded comes from the engine's scheduled care."""
+
+    def admit(self, patient):
+        return []
+
+    def next_visits(self, patients):
+        return [None for _ in patients]
+
+
+def test_scheduled_care_runs_for_any_source():
+    records = list(simulate(small_scenario(20, **{"population.age_mix": INFANTS}), EmptySource()))
+    for record in records:
+        if record.patient.death_day is None and record.patient.age_at(record.patient.exit_day) > 1.5:
+            codes = Counter(e.code for e in record.events)
+            assert codes["SNOMED/410620009"] >= 6 and codes["CVX/08"] == 3 and codes["LOINC/8302-2"] >= 6
