@@ -102,3 +102,12 @@ def test_wrong_schema_is_one_sentence_and_exit_2(tables: dict[str, Path], tmp_pa
     assert result.exit_code == 2
     assert "wrong.parquet" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) <= 3
+
+
+def test_output_folder_that_is_a_file_is_one_sentence_and_exit_2(tables: dict[str, Path], tmp_path: Path) -> None:
+    taken = tmp_path / "report.txt"
+    taken.write_text("not a folder")
+    result = runner.invoke(app, ["evaluate", "--real", str(tables["real"]), "--synthetic", str(tables["synthetic"]),
+                                 "--out", str(taken)])
+    assert result.exit_code == 2
+    assert "report.txt" in result.output and "Traceback" not in result.output
