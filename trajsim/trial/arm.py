@@ -82,12 +82,14 @@ def build_arm(events: pl.DataFrame, trial: Trial, data_end: datetime, descendant
     """The arm table of the patients in `events` who meet the criteria, one row each by subject_id:
     index_time, age_at_index, sex, history_<set> per baseline set, end_time, end_reason,
     follow_up_years, and the columns of each endpoint."""
+    # Each step reads the arm twice (to join onto and to join with), so the arm is collected between
+    # steps: one lazy plan would repeat the earlier steps twice over for every later one.
     lazy = events.lazy()
-    arm = follow_up(eligible(lazy, trial, descendants).lazy(), lazy, trial, data_end)
+    arm = follow_up(eligible(lazy, trial, descendants).lazy(), lazy, trial, data_end).collect()
     for name in trial.baseline:
-        arm = history(arm, lazy, name, trial.resolve((name,), descendants))
+        arm = history(arm.lazy(), lazy, name, trial.resolve((name,), descendants)).collect()
     for endpoint in trial.endpoints:
         codes = trial.resolve(endpoint.codes, descendants)
-        arm = (time_to_event(arm, lazy, endpoint, codes) if endpoint.kind == "time_to_event"
-               else lab_change(arm, lazy, endpoint, codes[0]))
-    return arm.sort("subject_id").collect()
+        arm = (time_to_event(arm.lazy(), lazy, endpoint, codes) if endpoint.kind == "time_to_event"
+               else lab_change(arm.lazy(), lazy, endpoint, codes[0])).collect()
+    return arm.sort("subject_id")

@@ -103,11 +103,9 @@ def lab_plot(report: TrialReport) -> bytes | None:
     if not labs:
         return None
     figure, axes = panels(len(labs), columns=2, size=(5.0, 3.6))
-    empty = pl.DataFrame({f"{e.name}_change": [] for e in labs}, schema={f"{e.name}_change": pl.Float64 for e in labs})
     for ax, endpoint in zip(axes, labs):
-        column = f"{endpoint.name}_change"
-        real, synthetic = (report.arms.get(arm, empty)[column].drop_nulls().to_numpy().astype(np.float64)
-                           for arm in ("real", "synthetic"))
+        real, synthetic = (report.arms[arm][f"{endpoint.name}_change"].drop_nulls().to_numpy().astype(np.float64)
+                           if arm in report.arms else np.array([]) for arm in ("real", "synthetic"))
         overlaid_histograms(ax, real, synthetic, f"{endpoint.title}: change at {endpoint.at_days} days", "change")
     return png(figure)
 
