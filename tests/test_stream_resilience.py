@@ -12,14 +12,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
 
+from trajsim.stream.hl7v2 import ADT_EVENTS
 from trajsim.stream.hospital import Hospital
 from trajsim.stream.run import StreamOptions, run_stream
 from trajsim.stream.scenario import StreamScenario
@@ -30,21 +32,63 @@ CLIENT_TIMEOUT_S = 0.25
 ENCOUNTER_STATUSES = ("arrived", "triaged", "in-progress", "finished")
 
 
-class FlakyServer:
-    """A FHIR-shaped HTTP/1.1 server on loopback. GET answers a CapabilityStatement; each write is
-    answered as `failure(n)` says for the n-th write: "ok", "503", "400", "slow" or "drop". It
-    keeps the writes it acknowledged, in the order it acknowledged them."""
+class LoopbackServer:
+    """A server on a free loopback port, run by its own event loop in a thread. Each message it
+    receives is answered "ok" or, at `failure_rate`, with one of the failure `kinds` (seeded)."""
 
-    def __init__(self, failure_rate: float = 0.0, kinds: tuple[str, ...] = ("503", "slow", "drop"), seed: int = 1):
+    def __init__(self, failure_rate: float, kinds: tuple[str, ...], seed: int = 1):
         self.rng = random.Random(seed)
         self.failure_rate, self.kinds = failure_rate, kinds
-        self.acknowledged: list[tuple[str, str, bytes]] = []
         self.writes = 0
-        self.url = ""
+        self.port = 0
 
     def answer(self) -> str:
         self.writes += 1
         return self.rng.choice(self.kinds) if self.rng.random() < self.failure_rate else "ok"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def running(self) -> Iterator[LoopbackServer]:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        stop = asyncio.Event()
+
+        async def serve() -> None:
+            server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            async with server:
+                await stop.wait()
+            handlers = asyncio.all_tasks() - {asyncio.current_task()}
+            for handler in handlers:
+                handler.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+        thread.start()
+        ready.wait(10)
+        try:
+            yield self
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(10)
+            loop.close()
+
+
+class FlakyServer(LoopbackServer):
+    """A FHIR-shaped HTTP/1.1 server. GET answers a CapabilityStatement; a write is answered "ok",
+    "503", "400", "slow" (after the client has given up) or "drop" (connection closed). It keeps
+    the writes it acknowledged, in the order it acknowledged them."""
+
+    def __init__(self, failure_rate: float = 0.0, kinds: tuple[str, ...] = ("503", "slow", "drop"), seed: int = 1):
+        super().__init__(failure_rate, kinds, seed)
+        self.acknowledged: list[tuple[str, str, bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/fhir"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -80,33 +124,32 @@ class FlakyServer:
                      f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
         await writer.drain()
 
-    @contextmanager
-    def running(self) -> Iterator[FlakyServer]:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
 
-        stop = asyncio.Event()
+class FlakyMllpListener(LoopbackServer):
+    """An HL7v2 listener speaking MLLP: a message is answered with an ACK (MSA|AA), a NAK that asks
+    to send again later ("AR"), or the connection is dropped ("drop"). It keeps the messages it
+    accepted, in order."""
 
-        async def serve() -> None:
-            server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-            self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/fhir"
-            ready.set()
-            async with server:
-                await stop.wait()
-            handlers = asyncio.all_tasks() - {asyncio.current_task()}
-            for handler in handlers:
-                handler.cancel()
-            await asyncio.gather(*handlers, return_exceptions=True)
+    def __init__(self, failure_rate: float = 0.0, kinds: tuple[str, ...] = ("AR", "drop"), seed: int = 2):
+        super().__init__(failure_rate, kinds, seed)
+        self.accepted: list[list[str]] = []  # each message's segments
 
-        thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-        thread.start()
-        ready.wait(10)
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            yield self
-        finally:
-            loop.call_soon_threadsafe(stop.set)
-            thread.join(10)
-            loop.close()
+            while frame := await reader.readuntil(b"\x1c\r"):
+                segments = frame.strip(b"\x0b\x1c\r").decode().split("\r")
+                control_id = segments[0].split("|")[9]
+                action = self.answer()
+                if action == "drop":
+                    writer.close()
+                    return
+                if action == "ok":
+                    self.accepted.append(segments)
+                ack = f"MSH|^~\\&|TEST|TEST|||20250101||ACK|{control_id}|P|2.5.1\rMSA|{'AA' if action == 'ok' else action}|{control_id}"
+                writer.write(b"\x0b" + ack.encode() + b"\x1c\r")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
 
 
 def fast_options(url: str, retries: int) -> StreamOptions:
@@ -202,3 +245,27 @@ def test_ctrl_c_stops_the_stream_with_a_summary(tmp_path):
     assert requests["acknowledged"] + requests["dead_lettered"] == requests["submitted"]
     dead = (tmp_path / "dead-letter.ndjson").read_bytes().splitlines()
     assert len(dead) == requests["dead_lettered"]
+
+
+def test_adt_messages_over_mllp_are_acknowledged_or_dead_lettered_in_order(tmp_path):
+    with FlakyServer().running() as server, FlakyMllpListener(failure_rate=0.3).running() as listener:
+        options = replace(fast_options(server.url, retries=1), mllp=f"127.0.0.1:{listener.port}")
+        run = run_stream(SCENARIO, options)
+    adt = run.adt_stats
+    expected = Counter(i.kind for i in Hospital(SCENARIO).interactions() if i.kind in ADT_EVENTS)
+    assert run.stats.acknowledged == run.stats.submitted  # the FHIR side is unaffected
+    assert adt.submitted == sum(expected.values())
+    assert adt.acknowledged + len(adt.undelivered) == adt.submitted and adt.undelivered
+    assert adt.acknowledged == len(listener.accepted)
+    write_dead_letter(run, tmp_path / "dead-letter.ndjson")
+    dead = [orjson.loads(line) for line in (tmp_path / "dead-letter.ndjson").read_bytes().splitlines()]
+    assert [line["channel"] for line in dead] == ["hl7v2"] * len(adt.undelivered)
+    assert all(line["body"].startswith("MSH|") for line in dead)
+    order = ["A04", "A08", "A02", "A01", "A03"]
+    events_by_visit: dict[str, list[str]] = defaultdict(list)
+    for segments in listener.accepted:
+        fields = {segment[:3]: segment.split("|") for segment in segments if segment}
+        assert fields["MSH"][8].startswith("ADT^") and fields["PID"][3].endswith("^^^TRAJSIM^MR")
+        events_by_visit[fields["PV1"][19]].append(fields["EVN"][1])
+    for visit, events in events_by_visit.items():
+        assert [order.index(e) for e in events] == sorted(order.index(e) for e in events), (visit, events)

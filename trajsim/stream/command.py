@@ -34,6 +34,8 @@ def stream_command(
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the server's answer to one request."),
     out: Path = typer.Option(Path("stream-out"), "--out", "-o", help="Folder for summary.json, summary.html and "
                                                                      "dead-letter.ndjson."),
+    mllp: str | None = typer.Option(None, "--mllp", help="Also send HL7v2 ADT messages (A04, A08, A02, A01, A03) "
+                                                         "to this MLLP listener, HOST:PORT."),
     live: bool | None = typer.Option(None, "--dashboard/--no-dashboard", help="Live console view (default: on in a terminal)."),
 ) -> None:
     """Send a simulated hospital's clinical traffic (ADT, vitals, results, orders) to a FHIR server as it happens."""
@@ -45,7 +47,7 @@ def stream_command(
     except ScenarioError as exc:
         raise fail(str(exc)) from None
     options = StreamOptions(server, speed=DEFAULT_SPEED if speed is None and rate is None else speed, rate=rate,
-                            in_flight=in_flight, retries=retries, timeout=timeout)
+                            in_flight=in_flight, retries=retries, timeout=timeout, mllp=mllp)
     view: list[Live] = []
 
     def show(run: StreamRun) -> None:
@@ -67,9 +69,10 @@ def stream_command(
     if run.interrupted:
         console.print(f"Stopped by Ctrl-C after {summary['simulated_hours']} simulated hours.", highlight=False)
         raise typer.Exit(INTERRUPTED)
-    if summary["requests"]["dead_lettered"]:
-        raise fail(f"{summary['requests']['dead_lettered']} request(s) were not acknowledged by {options.server}; "
-                   f"they are in {out / 'dead-letter.ndjson'}", code=1)
+    dead = summary["requests"]["dead_lettered"] + summary.get("hl7v2", {}).get("dead_lettered", 0)
+    if dead:
+        raise fail(f"{dead} request(s) or message(s) were not acknowledged; they are in {out / 'dead-letter.ndjson'}",
+                   code=1)
 
 
 def _closing_table(summary: dict, out: Path) -> Table:
@@ -85,7 +88,10 @@ def _closing_table(summary: dict, out: Path) -> Table:
                          ("ED arrivals", hospital["arrivals"]), ("admissions", hospital["admissions"]),
                          ("door-to-room wait, mean / p90 (min)",
                           f"{hospital['door_to_room_minutes']['mean']} / {hospital['door_to_room_minutes']['p90']}"),
-                         ("boarding wait, mean (min)", hospital["boarding_minutes"]["mean"])):
+                         ("boarding wait, mean (min)", hospital["boarding_minutes"]["mean"]),
+                         *((f"HL7v2 ADT {what}", summary["hl7v2"][key]) for what, key in (
+                             ("messages sent", "submitted"), ("acknowledged", "acknowledged"),
+                             ("dead-lettered", "dead_lettered")) if "hl7v2" in summary)):
         table.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
     for surge in hospital["surges"]:
         during, outside = surge["during"], surge["outside"]

@@ -32,8 +32,12 @@ def dashboard(run: StreamRun) -> Group:
                          ("latency p50 / p90 / p99", f"{latency['p50']:.0f} / {latency['p90']:.0f} / "
                                                      f"{latency['p99']:.0f} ms")):
         delivery.add_row(label, f"{value:,}" if isinstance(value, int) else value)
-    for kind, count in sorted(stats.errors.items()):
+    for kind, count in sorted(dict(stats.errors).items()):
         delivery.add_row(Text(f"failed: {kind}", style="red"), f"{count:,}")
+    adt = run.adt_stats
+    if adt is not None:
+        delivery.add_row("HL7v2 ADT sent / acknowledged", f"{adt.submitted:,} / {adt.acknowledged:,}")
+        delivery.add_row("HL7v2 ADT dead-lettered", f"{len(adt.undelivered):,}")
 
     ward = Table(title="hospital", title_justify="left", min_width=34)
     for column in ("unit", "busy", "queue"):

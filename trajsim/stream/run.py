@@ -4,6 +4,7 @@ the scenario's end or Ctrl-C let the outstanding requests finish (or give up) be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Callable
@@ -13,9 +14,10 @@ import httpx
 
 from fhir_export.push import FHIR_JSON, PushError, _check_server
 from trajsim.stream.clock import Pacer
+from trajsim.stream.hl7v2 import AdtFeed, MllpChannel
 from trajsim.stream.hospital import Hospital
 from trajsim.stream.scenario import StreamScenario
-from trajsim.stream.sender import DeliveryStats, Sender
+from trajsim.stream.sender import DeliveryStats, FhirChannel, Sender
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class StreamOptions:
     retries: int = 3
     timeout: float = 10.0  # seconds to wait for one answer
     backoff: float = 0.5  # first retry delay; doubles per retry (capped, or the server's Retry-After)
+    mllp: str | None = None  # HOST:PORT of an HL7v2 listener to send ADT messages to as well
 
 
 @dataclass
@@ -37,6 +40,7 @@ class StreamRun:
     options: StreamOptions
     hospital: Hospital
     stats: DeliveryStats = field(default_factory=DeliveryStats)
+    adt_stats: DeliveryStats | None = None  # the HL7v2 ADT feed's, when there is one
     pacer: Pacer = field(default_factory=Pacer)
     minute: float = 0.0  # simulated time of the latest request handed to the sender
     behind: float = 0.0  # seconds the stream ran behind its schedule at the latest request
@@ -57,6 +61,16 @@ def check_options(options: StreamOptions) -> None:
         raise StreamError("--speed and --rate cannot be negative (0 means as fast as the server answers)")
     if options.in_flight < 1 or options.retries < 0 or options.timeout <= 0:
         raise StreamError("--in-flight must be at least 1, --retries at least 0 and --timeout above 0")
+    if options.mllp is not None:
+        mllp_address(options.mllp)
+
+
+def mllp_address(address: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port), or StreamError saying what is wrong."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise StreamError(f"--mllp {address}: give the HL7v2 listener as HOST:PORT, e.g. localhost:2575")
+    return host, int(port)
 
 
 def run_stream(scenario: StreamScenario, options: StreamOptions, *,
@@ -66,7 +80,7 @@ def run_stream(scenario: StreamScenario, options: StreamOptions, *,
     returns the finished run. Raises StreamError when the server cannot be reached at all."""
     check_options(options)
     options = StreamOptions(**{**options.__dict__, "server": options.server.rstrip("/")})
-    run = StreamRun(scenario, options, Hospital(scenario))
+    run = StreamRun(scenario, options, Hospital(scenario), adt_stats=DeliveryStats() if options.mllp else None)
     started = time.perf_counter()
     try:
         asyncio.run(_stream(run, transport, on_start))
@@ -84,13 +98,21 @@ async def _stream(run: StreamRun, transport: httpx.AsyncBaseTransport | None,
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, "Prefer": "return=minimal"}
     limits = httpx.Limits(max_connections=options.in_flight, max_keepalive_connections=options.in_flight)
     try:
-        async with httpx.AsyncClient(headers=headers, timeout=options.timeout, limits=limits,
-                                     transport=transport) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(httpx.AsyncClient(
+                headers=headers, timeout=options.timeout, limits=limits, transport=transport))
             try:
                 await _check_server(client, options.server)
             except PushError as exc:
                 raise StreamError(str(exc)) from None
-            sender = Sender(client, options.server, options.in_flight, options.retries, options.backoff, run.stats)
+            sender = Sender(FhirChannel(client, options.server), options.in_flight, options.retries, options.backoff,
+                            run.stats)
+            adt: tuple[AdtFeed, Sender] | None = None
+            if run.adt_stats is not None:
+                channel = await _open_mllp(options)
+                stack.callback(channel.close)
+                adt = AdtFeed(run.scenario.start, run.scenario.name), Sender(channel, 1, options.retries,
+                                                                               options.backoff, run.adt_stats)
             run.pacer = Pacer(options.speed, options.rate)
             if on_start is not None:
                 on_start(run)
@@ -100,9 +122,23 @@ async def _stream(run: StreamRun, transport: httpx.AsyncBaseTransport | None,
                     break
                 run.minute, run.behind = interaction.minute, run.pacer.behind(interaction.minute, index)
                 await sender.submit(interaction)
+                if adt is not None and (message := adt[0].message(interaction)) is not None:
+                    await adt[1].submit(message)
             run.interrupted = stop.is_set()
             # After Ctrl-C, answers already on their way get one timeout's worth of time; at the
             # scenario's end every request runs its course (each is bounded by its retries).
-            await sender.finish(options.timeout if run.interrupted else None)
+            senders = [sender] if adt is None else [sender, adt[1]]
+            await asyncio.gather(*(s.finish(options.timeout if run.interrupted else None) for s in senders))
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _open_mllp(options: StreamOptions) -> MllpChannel:
+    host, port = mllp_address(options.mllp or "")
+    channel = MllpChannel(host, port, options.timeout)
+    try:
+        await channel.connect()
+    except (OSError, TimeoutError) as exc:
+        raise StreamError(f"cannot reach the HL7v2 listener at {host}:{port} ({exc.__class__.__name__}: {exc}); "
+                          f"is it running?") from None
+    return channel

@@ -1,7 +1,8 @@
-"""Deliver the hospital's requests to a FHIR server: asynchronously, with a bounded number in
-flight, one patient's requests in the order they happened, and bounded retries (with the backoff of
-`trajsim push`) for failures that are the network's or the server's. Whatever the server did not
-acknowledge ends up in the dead-letter list with the reason, so nothing is silently lost.
+"""Deliver the hospital's requests to a receiver (a FHIR server, an HL7v2 MLLP endpoint):
+asynchronously, with a bounded number in flight, one patient's requests in the order they happened,
+and bounded retries (with the backoff of `trajsim push`) for failures that are the network's or the
+receiver's. Whatever was not acknowledged ends up in the dead-letter list with the reason, so
+nothing is silently lost.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 import numpy as np
@@ -54,13 +56,51 @@ class DeliveryStats:
         return {name: round(float(v), 2) for name, v in zip(("p50", "p90", "p99", "max"), values)}
 
 
-class Sender:
-    """Sends interactions as they are submitted; `finish()` waits for the last answers."""
+@dataclass(frozen=True)
+class Attempt:
+    """How one try went: acknowledged (`reason` None) or why not. `final` when sending the same
+    thing again cannot help (the receiver has judged it); `response` carries a Retry-After."""
 
-    def __init__(self, client: httpx.AsyncClient, server: str, in_flight: int, retries: int, backoff: float,
-                 stats: DeliveryStats) -> None:
+    reason: str | None = None
+    status: int | None = None
+    final: bool = False
+    response: httpx.Response | None = None
+
+
+class Channel(Protocol):
+    """Something that can try to deliver one interaction: a FHIR server, an MLLP endpoint."""
+
+    async def attempt(self, interaction: Interaction) -> Attempt: ...
+
+
+class FhirChannel:
+    """Each interaction as one HTTP request to a FHIR server's base URL."""
+
+    def __init__(self, client: httpx.AsyncClient, server: str) -> None:
         self.client = client
         self.server = server
+
+    async def attempt(self, interaction: Interaction) -> Attempt:
+        request = interaction.request
+        url = f"{self.server}/{request.url}" if request.url else self.server
+        try:
+            response = await self.client.request(request.method, url, content=request.body)
+        except httpx.TimeoutException:
+            return Attempt(f"timeout: no answer within {self.client.timeout.read} s")
+        except httpx.TransportError as exc:
+            return Attempt(f"connection failed: {exc.__class__.__name__}: {exc}")
+        if response.is_success:
+            return Attempt(status=response.status_code)
+        status = response.status_code
+        return Attempt(f"HTTP {status}: {operation_outcome_text(response.content)}", status,
+                       final=status < 500 and status != 429, response=response)
+
+
+class Sender:
+    """Delivers interactions through a channel as they are submitted; `finish()` waits for the last answers."""
+
+    def __init__(self, channel: Channel, in_flight: int, retries: int, backoff: float, stats: DeliveryStats) -> None:
+        self.channel = channel
         self.retries = retries
         self.backoff = backoff
         self.stats = stats
@@ -70,7 +110,7 @@ class Sender:
         self._tasks: set[asyncio.Task] = set()
 
     async def submit(self, interaction: Interaction) -> None:
-        """Start delivering; waits only while the backlog is full (the server is falling behind)."""
+        """Start delivering; waits only while the backlog is full (the receiver is falling behind)."""
         await self._backlog.acquire()
         self.stats.submitted += 1
         self.stats.waiting += 1
@@ -80,9 +120,9 @@ class Sender:
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._done(interaction.patient, done))
 
-    async def finish(self, grace: float) -> None:
-        """Wait up to `grace` seconds for outstanding requests; those still unanswered are cancelled
-        and recorded as undelivered."""
+    async def finish(self, grace: float | None) -> None:
+        """Wait up to `grace` seconds (None: as long as it takes) for outstanding interactions; those
+        still unanswered are cancelled and recorded as undelivered."""
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
@@ -97,52 +137,43 @@ class Sender:
             del self._last_of_patient[patient]
 
     async def _deliver(self, interaction: Interaction, earlier: asyncio.Task | None) -> None:
-        attempts, status, reason = 0, None, "cancelled before it was sent"
+        attempts, last = 0, Attempt("cancelled before it was sent")
         queued = True
         try:
             if earlier is not None:
                 await asyncio.wait([earlier])  # a patient's updates in order, whatever became of the earlier one
             async with self._slots:
                 self.stats.waiting -= 1
-                queued, reason = False, "sent, no answer yet"
+                queued, last = False, Attempt("sent, no answer yet")
                 self.stats.in_flight += 1
                 try:
                     for attempts in range(1, self.retries + 2):
-                        response, status, reason = await self._attempt(interaction)
-                        if reason is None:
+                        last = await self._attempt(interaction)
+                        if last.reason is None:
                             self.stats.acknowledged += 1
                             self.stats.acknowledged_by_kind[interaction.kind] += 1
                             return
-                        self.stats.errors[reason.split(":")[0]] += 1
-                        if status is not None and status < 500 and status != 429:
-                            break  # the server has judged the request; sending it again changes nothing
+                        self.stats.errors[last.reason.split(":")[0]] += 1
+                        if last.final:
+                            break
                         if attempts <= self.retries:
                             self.stats.retries += 1
-                            await asyncio.sleep(_retry_after(response, attempts - 1, self.backoff))
+                            await asyncio.sleep(_retry_after(last.response, attempts - 1, self.backoff))
                 finally:
                     self.stats.in_flight -= 1
-            self.stats.undelivered.append(Undelivered(interaction, attempts, status, f"gave up after {attempts} "
-                                                      f"attempt(s): {reason}"))
+            self.stats.undelivered.append(Undelivered(interaction, attempts, last.status,
+                                                      f"gave up after {attempts} attempt(s): {last.reason}"))
         except asyncio.CancelledError:
             if queued:
                 self.stats.waiting -= 1
             self.stats.undelivered.append(Undelivered(
-                interaction, attempts, status, f"stopped before the server acknowledged it (last: {reason})"))
+                interaction, attempts, last.status, f"stopped before it was acknowledged (last: {last.reason})"))
             raise
 
-    async def _attempt(self, interaction: Interaction) -> tuple[httpx.Response | None, int | None, str | None]:
-        """One try: (response, status, None) when acknowledged, else the reason it failed."""
-        request = interaction.request
-        url = f"{self.server}/{request.url}" if request.url else self.server
+    async def _attempt(self, interaction: Interaction) -> Attempt:
         self.stats.attempts += 1
         started = time.perf_counter()
-        try:
-            response = await self.client.request(request.method, url, content=request.body)
-        except httpx.TimeoutException:
-            return None, None, f"timeout: no answer within {self.client.timeout.read} s"
-        except httpx.TransportError as exc:
-            return None, None, f"connection failed: {exc.__class__.__name__}: {exc}"
-        self.stats.latencies.append(time.perf_counter() - started)
-        if response.is_success:
-            return response, response.status_code, None
-        return response, response.status_code, f"HTTP {response.status_code}: {operation_outcome_text(response.content)}"
+        attempt = await self.channel.attempt(interaction)
+        if attempt.reason is None or attempt.status is not None:  # an answer came
+            self.stats.latencies.append(time.perf_counter() - started)
+        return attempt

@@ -1,7 +1,8 @@
 """What a stream run did, for people and for scripts: `summary.json` (delivery counts and latencies,
-and the hospital's arrivals, waits and admissions, overall and inside each surge), a small
-`summary.html` of the same, and `dead-letter.ndjson` holding every request the server did not
-acknowledge, ready to inspect or replay."""
+for FHIR and for the HL7v2 feed when there is one, and the hospital's arrivals, waits and
+admissions, overall and inside each surge), a small `summary.html` of the same, and
+`dead-letter.ndjson` holding every request or message that was not acknowledged, ready to inspect
+or replay."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import orjson
 from trajsim.atomic import write_bytes_atomic
 from trajsim.stream.run import StreamRun
 from trajsim.stream.scenario import Surge
+from trajsim.stream.sender import DeliveryStats
 
 
 def _waits(minutes: list[float]) -> dict[str, float]:
@@ -41,6 +43,15 @@ def _surge_hours(surge: Surge) -> list[int]:
     return list(range(int(surge.start_hour), int(np.ceil(surge.start_hour + surge.hours))))
 
 
+def _delivery(stats: DeliveryStats, seconds: float) -> dict[str, Any]:
+    return {"submitted": stats.submitted, "acknowledged": stats.acknowledged,
+            "dead_lettered": len(stats.undelivered), "attempts": stats.attempts, "retries": stats.retries,
+            "per_second": round(stats.acknowledged / seconds, 1) if seconds else 0.0,
+            "errors": dict(sorted(stats.errors.items())),
+            "acknowledged_by_kind": dict(sorted(stats.acknowledged_by_kind.items())),
+            "latency_ms": stats.latency_percentiles()}
+
+
 def stream_summary(run: StreamRun) -> dict[str, Any]:
     """The run's summary as plain data (what summary.json holds)."""
     stats, hospital, scenario = run.stats, run.hospital.stats, run.scenario
@@ -51,15 +62,8 @@ def stream_summary(run: StreamRun) -> dict[str, Any]:
                    if run.options.rate else {"as_fast_as_possible": True}),
         "interrupted": run.interrupted,
         "simulated_hours": round(run.minute / 60, 2), "wall_seconds": round(run.seconds, 2),
-        "requests": {
-            "submitted": stats.submitted, "acknowledged": stats.acknowledged,
-            "dead_lettered": len(stats.undelivered), "attempts": stats.attempts, "retries": stats.retries,
-            "per_second": round(stats.acknowledged / run.seconds, 1) if run.seconds else 0.0,
-            "errors": dict(sorted(stats.errors.items())),
-            "acknowledged_by_kind": dict(sorted(stats.acknowledged_by_kind.items())),
-            "latency_ms": stats.latency_percentiles(),
-            "behind_schedule_seconds": round(run.behind, 2),
-        },
+        "requests": _delivery(stats, run.seconds) | {"behind_schedule_seconds": round(run.behind, 2)},
+        **({"hl7v2": _delivery(run.adt_stats, run.seconds)} if run.adt_stats is not None else {}),
         "hospital": {
             "arrivals": sum(hospital.arrivals_by_hour), "arrivals_by_hour": hospital.arrivals_by_hour,
             "arrivals_by_esi": {str(k): v for k, v in sorted(hospital.by_esi.items())},
@@ -79,14 +83,16 @@ def write_dead_letter(run: StreamRun, path: Path) -> None:
     """One JSON line per unacknowledged request: when it happened, what it was, why it failed, and
     the request itself (method, URL relative to the FHIR base, body)."""
     lines = []
-    for item in sorted(run.stats.undelivered, key=lambda u: u.interaction.number):
-        interaction = item.interaction
-        when = run.scenario.start + timedelta(minutes=interaction.minute)
-        lines.append(orjson.dumps({
-            "number": interaction.number, "simulated_time": when.isoformat(timespec="seconds"),
-            "patient": interaction.patient, "kind": interaction.kind, "attempts": item.attempts,
-            "status": item.status, "reason": item.reason, "method": interaction.request.method,
-            "url": interaction.request.url, "body": orjson.Fragment(interaction.request.body)}) + b"\n")
+    channels = [("fhir", run.stats)] + ([("hl7v2", run.adt_stats)] if run.adt_stats is not None else [])
+    for channel, stats in channels:
+        for item in sorted(stats.undelivered, key=lambda u: u.interaction.number):
+            interaction, request = item.interaction, item.interaction.request
+            when = run.scenario.start + timedelta(minutes=interaction.minute)
+            lines.append(orjson.dumps({
+                "channel": channel, "number": interaction.number, "simulated_time": when.isoformat(timespec="seconds"),
+                "patient": interaction.patient, "kind": interaction.kind, "attempts": item.attempts,
+                "status": item.status, "reason": item.reason, "method": request.method, "url": request.url,
+                "body": orjson.Fragment(request.body) if channel == "fhir" else request.body.decode()}) + b"\n")
     write_bytes_atomic(path, b"".join(lines))
 
 
