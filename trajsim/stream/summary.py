@@ -68,7 +68,8 @@ def stream_summary(run: StreamRun) -> dict[str, Any]:
             "arrivals": sum(hospital.arrivals_by_hour), "arrivals_by_hour": hospital.arrivals_by_hour,
             "arrivals_by_esi": {str(k): v for k, v in sorted(hospital.by_esi.items())},
             "admissions": hospital.admissions, "discharges": hospital.discharges,
-            "door_to_room_minutes": _waits([w for _, w in hospital.door_to_room]),
+            "door_to_room_minutes": _waits([w for _, w in hospital.door_to_room]),  # of those roomed in the window
+            "waiting_for_ed_bed_at_end": run.hospital.ed.queued,
             "boarding_minutes": _waits(hospital.boarding),
             "longest_queue": {unit.name: unit.stats.longest_queue for unit in
                               (run.hospital.triage, run.hospital.ed, run.hospital.physicians, run.hospital.ward)},
