@@ -82,7 +82,7 @@ def summary_of(scenario: StreamScenario) -> dict:
 
 
 def test_a_surge_raises_arrivals_and_waits():
-    scenario = load_stream_scenario(REPO / "scenarios" / "ed_surge.toml")
+    scenario = load_stream_scenario(REPO / "scenarios" / "stream" / "ed_surge.toml")
     calm = stream_scenario_with(scenario, "test", surges=[s for s in scenario.surges if s.name == "flu season"])
     surged, baseline = summary_of(scenario)["hospital"], summary_of(calm)["hospital"]
     pile_up = next(s for s in surged["surges"] if s["name"] == "highway pile-up")

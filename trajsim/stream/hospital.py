@@ -32,6 +32,7 @@ EXAM = (20.0, 0.4)
 LAB_TURNAROUND = (50.0, 0.3)  # CAP Q-Probes: ED STAT chemistry results in about an hour
 TREATMENT = (45.0, 0.5)
 WARD_STAY_SPREAD = 0.5
+TYPICAL_STAY_DAYS = 4.5  # mean US hospital stay, about 4.5 days (HCUP, National Inpatient Sample 2018)
 VITALS = ("LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5", BLOOD_PRESSURE_PANEL[0])
 BLOOD_PRESSURE_PARTS = ("LOINC/8480-6", "LOINC/8462-4")
 
@@ -121,9 +122,10 @@ class Hospital:
                 self.env.process(self._patient(number))
 
     def _census(self) -> None:
-        """Start with the ward as full as the scenario says, each inpatient staying on for part of a stay."""
+        """Start with the ward as full as the scenario says. Those inpatients are somewhere in their
+        stay: what remains of it is spread evenly up to the length of a typical US stay."""
         for _ in range(round(self.scenario.capacity.ward_beds * self.scenario.capacity.ward_occupancy)):
-            self.env.process(self._inpatient(self.rng.uniform(0, 4 * 1440)))
+            self.env.process(self._inpatient(self.rng.uniform(0, TYPICAL_STAY_DAYS * 1440)))
 
     def _inpatient(self, minutes: float) -> Generator[simpy.Event, None, None]:
         bed = yield from self.ward.admit()

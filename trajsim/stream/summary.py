@@ -128,7 +128,8 @@ th,td{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
 <h2>Delivery</h2><table>{rows([(k, requests[k]) for k in ('submitted', 'acknowledged', 'dead_lettered', 'attempts',
                                                            'retries', 'per_second')])}
 {rows([(f'latency {k} (ms)', v) for k, v in requests['latency_ms'].items()])}
-{rows([(f'failed attempts: {k}', v) for k, v in requests['errors'].items()])}</table>
+{rows([(f'failed attempts: {k}', v) for k, v in requests['errors'].items()])}
+{rows([(f'HL7v2 ADT {k}', v) for k, v in summary.get('hl7v2', {}).items() if isinstance(v, int)])}</table>
 <h2>Hospital</h2><table>{rows([('arrivals', hospital['arrivals']), ('admissions', hospital['admissions']),
                                ('discharges', hospital['discharges']),
                                ('door-to-room wait, mean (min)', hospital['door_to_room_minutes']['mean']),
