@@ -92,7 +92,8 @@ def km_plot(report: TrialReport) -> bytes | None:
         ax.set_title(f"Free of {endpoint.title}")
         ax.set_xlabel("years since index")
         ax.set_ylabel("probability")
-        ax.set_ylim(0, 1.02)
+        lowest = report.km.filter(pl.col("endpoint") == endpoint.name)["lower"].min()
+        ax.set_ylim(max(0.0, float(lowest) - 0.05), 1.01)  # zoomed: control-arm curves sit near 1
         ax.legend(fontsize=8)
     return png(figure)
 

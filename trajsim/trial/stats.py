@@ -71,9 +71,12 @@ def table_one(arms: dict[str, pl.DataFrame], trial: Trial) -> pl.DataFrame:
 
 def kaplan_meier(arm: pl.DataFrame, endpoint: str, horizon_years: float) -> pl.DataFrame:
     """Survival free of `endpoint` with its 95% confidence band (lifelines' exponential Greenwood),
-    on an even grid of `TIME_GRID_POINTS` times from 0 to `horizon_years`."""
+    on an even grid of `TIME_GRID_POINTS` times from 0 to `horizon_years`, cut at the longest
+    follow-up (the curve says nothing beyond it)."""
+    durations = arm[f"{endpoint}_years"].to_numpy()
     grid = np.linspace(0.0, horizon_years, TIME_GRID_POINTS)
-    fitter = KaplanMeierFitter(alpha=0.05).fit(arm[f"{endpoint}_years"].to_numpy(), arm[f"{endpoint}_event"].to_numpy())
+    grid = grid[grid <= durations.max(initial=0.0) + 1e-9]
+    fitter = KaplanMeierFitter(alpha=0.05).fit(durations, arm[f"{endpoint}_event"].to_numpy())
     survival = fitter.survival_function_at_times(grid).to_numpy()
     band = fitter.confidence_interval_survival_function_
     # The band is a step function like the curve: carry the value of the last step at or before t.
