@@ -4,9 +4,14 @@ from them), then write the arm tables, FHIR records, statistics and an HTML repo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from trajsim.trial.report import TrialReport
 
 
 def trial_command(
@@ -71,7 +76,8 @@ def trial_command(
     console.print(f"Wrote {len(written):,} files to {out_dir} (open {out_dir / 'report.html'}).", highlight=False)
 
 
-def _print_summary(console, report) -> None:
+def _print_summary(console: Console, report: TrialReport) -> None:
+    """Event rates per arm and endpoint, then the sample size each arm implies."""
     table = Table(title=report.notes[0])
     table.add_column("arm")
     table.add_column("patients", justify="right")
