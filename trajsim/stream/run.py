@@ -48,8 +48,8 @@ class StreamRun:
     interrupted: bool = False
 
 
-class StreamError(PushError):
-    """A mistake in what the user asked for (a bad URL, a server that does not answer)."""
+class StreamError(Exception):
+    """A mistake in what the user asked for (a bad URL, a server or listener that does not answer)."""
 
 
 def check_options(options: StreamOptions) -> None:
