@@ -14,12 +14,12 @@ from sklearn.neighbors import NearestNeighbors
 
 from trajsim.evaluate import plots
 from trajsim.evaluate.section import Headline, Plot, Section, rounded
-from trajsim.evaluate.trajectories import Views, code_matrix, row_index, vocabulary
+from trajsim.evaluate.trajectories import IS_CLINICAL, Views, code_matrix, row_index, vocabulary
 from trajsim.events import DEATH, SEX_FEMALE, SEX_MALE
 
 FEATURE_CODES = 1000  # record vectors use the training records' most frequent codes
 SAME_RECORD = 1e-3  # distances below this are float round-off of identical vectors
-RECORD_CODES = pl.col("code").is_in([SEX_FEMALE, SEX_MALE, DEATH]) | ~pl.col("code").str.starts_with("TRAJSIM/")
+RECORD_CODES = pl.col("code").is_in([SEX_FEMALE, SEX_MALE, DEATH]) | IS_CLINICAL
 
 
 def signatures(views: Views) -> pl.Series:

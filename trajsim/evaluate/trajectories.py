@@ -14,17 +14,17 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
+from trajsim.engine.source import DAYS_PER_YEAR
 from trajsim.events import BIRTH, DEATH, SEX_FEMALE, SEX_MALE, VISIT_START_PREFIX
 
-DAYS_PER_YEAR = 365.25
 AGE_BANDS = (0, 18, 45, 65)  # paediatric, young adult, middle age, older adult
 AGE_BAND_LABELS = ("0-17", "18-44", "45-64", "65+")
-is_clinical = ~pl.col("code").str.starts_with("TRAJSIM/")
+IS_CLINICAL = ~pl.col("code").str.starts_with("TRAJSIM/")
 
 
 def clinical_facts(events: pl.DataFrame) -> pl.DataFrame:
     """The rows that record a clinical fact (diagnosis, lab, drug, vaccine), not the record's shape."""
-    return events.filter(is_clinical)
+    return events.filter(IS_CLINICAL)
 
 
 def patients(events: pl.DataFrame) -> pl.DataFrame:
