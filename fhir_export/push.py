@@ -121,7 +121,7 @@ def _loadable(data: bytes) -> str | None:
     return None
 
 
-def _retry_after(response: httpx.Response | None, attempt: int, backoff: float) -> float:
+def retry_delay(response: httpx.Response | None, attempt: int, backoff: float) -> float:
     """Seconds to wait before the next attempt: the server's Retry-After when it sent one, otherwise
     exponential backoff; both capped so a run ends in bounded time."""
     header = response.headers.get("retry-after", "") if response is not None else ""
@@ -159,7 +159,7 @@ async def _post(client: httpx.AsyncClient, server: str, path: Path, retries: int
             if response.status_code < 500 and response.status_code != 429:
                 return outcome
         if attempt < retries:
-            await asyncio.sleep(_retry_after(response, attempt, backoff))
+            await asyncio.sleep(retry_delay(response, attempt, backoff))
     outcome.diagnostics = f"gave up after {outcome.attempts} attempts: {outcome.diagnostics}"
     return outcome
 
@@ -170,7 +170,7 @@ async def _push(paths: list[Path], server: str, concurrency: int, retries: int, 
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, "Prefer": "return=minimal"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, transport=transport) as client:
-        await _check_server(client, server)
+        await check_server(client, server)
         slots = asyncio.Semaphore(concurrency)
 
         async def one(path: Path) -> BundleOutcome:
@@ -183,7 +183,7 @@ async def _push(paths: list[Path], server: str, concurrency: int, retries: int, 
         return list(await asyncio.gather(*(one(path) for path in paths)))
 
 
-async def _check_server(client: httpx.AsyncClient, server: str) -> None:
+async def check_server(client: httpx.AsyncClient, server: str) -> None:
     """Fail early, naming the URL, when nothing FHIR answers there."""
     url = f"{server}/metadata"
     try:

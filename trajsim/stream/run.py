@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from fhir_export.push import FHIR_JSON, PushError, _check_server
+from fhir_export.push import FHIR_JSON, PushError, check_server
 from trajsim.stream.clock import Pacer
 from trajsim.stream.hl7v2 import AdtFeed, MllpChannel
 from trajsim.stream.hospital import Hospital
@@ -102,7 +102,7 @@ async def _stream(run: StreamRun, transport: httpx.AsyncBaseTransport | None,
             client = await stack.enter_async_context(httpx.AsyncClient(
                 headers=headers, timeout=options.timeout, limits=limits, transport=transport))
             try:
-                await _check_server(client, options.server)
+                await check_server(client, options.server)
             except PushError as exc:
                 raise StreamError(str(exc)) from None
             sender = Sender(FhirChannel(client, options.server), options.in_flight, options.retries, options.backoff,

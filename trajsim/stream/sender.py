@@ -16,7 +16,7 @@ from typing import Protocol
 import httpx
 import numpy as np
 
-from fhir_export.push import _retry_after, operation_outcome_text
+from fhir_export.push import retry_delay, operation_outcome_text
 from trajsim.stream.hospital import Interaction
 
 BACKLOG_PER_SLOT = 8  # requests due but waiting for a slot, per slot, before the simulation waits too
@@ -158,7 +158,7 @@ class Sender:
                             break
                         if attempts <= self.retries:
                             self.stats.retries += 1
-                            await asyncio.sleep(_retry_after(last.response, attempts - 1, self.backoff))
+                            await asyncio.sleep(retry_delay(last.response, attempts - 1, self.backoff))
                 finally:
                     self.stats.in_flight -= 1
             self.stats.undelivered.append(Undelivered(interaction, attempts, last.status,
