@@ -4,15 +4,17 @@ data, bounded failure for impossible criteria, and scenario mistakes named by fi
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from fhir_export.validate import validate_directory
 from trajsim.cli import app
 from trajsim.scenario import ScenarioError, load_scenario
-from trajsim.trial.synthetic import synthetic_arm
+from trajsim.trial.synthetic import conditioned, synthetic_arm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,12 +80,25 @@ def test_report_sets_the_synthetic_arm_beside_the_reference_arm(tmp_path, refdat
     assert json.loads((out / "power.json").read_text())["synthetic"]["endpoint"] == "death"
     patients = (out / "fhir" / "ndjson" / "Patient.ndjson").read_text().splitlines()
     assert len(patients) == 12
+    fhir = validate_directory(out / "fhir")
+    assert fhir.failure_count == 0 and fhir.resources["Patient"] == 12
 
 
 def test_same_seed_same_arm_in_one_process_or_two(tmp_path):
     scenario = load_scenario(_write(tmp_path, HYPERTENSION_SCENARIO))
     first, second = synthetic_arm(scenario), synthetic_arm(scenario, workers=2)
     assert first.table.equals(second.table) and first.events.equals(second.events)
+
+
+def test_scenario_is_narrowed_to_patients_who_can_be_eligible():
+    scenario = load_scenario(REPO / "scenarios" / "t2d_control_arm.toml")
+    narrowed = conditioned(scenario.model_copy(update={"period": scenario.period.model_copy(
+        update={"start": date(2019, 1, 1)})}))
+    # Aged 40-75 at an index date in 2018-2021 means 43-82 on 2025-01-01 (age_mix is age at period end).
+    ages = [(g.min, g.max) for g in narrowed.population.age_mix]
+    assert ages == [(43, 45), (45, 65), (65, 83)]
+    assert narrowed.period.start == date(2017, 7, 3)  # the 182-day metformin look-back before 2018-01-01
+    assert narrowed.population.size == narrowed.trial.max_patients
 
 
 def test_impossible_criteria_end_with_a_clear_message_and_exit_code_2(tmp_path):
