@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def trial_command(
-    scenario_file: Path = typer.Option(..., "--scenario", "-s", help="Scenario TOML file with a [trial] section."),
+    scenario_file: Path = typer.Option(..., "--scenario", "-s", help="Scenario TOML file with a `trial` table (see docs/trial.md)."),
     real: Path | None = typer.Option(None, "--real", "-r", help="Real records to build the same arm from (any format "
                                                                 "`trajsim ingest` reads, or canonical events Parquet)."),
     real_format: str | None = typer.Option(None, "--real-format", help="Format of --real (detected if omitted): "
