@@ -218,7 +218,7 @@ def fidelity(real: Views, synthetic: Views) -> Section:
         Headline("Mean KS of top labs", metrics["mean_lab_ks"], "0 = identical"),
         Headline("Age/sex pyramid total variation", metrics["age_sex_pyramid_tvd"], "0 = identical"),
     ]
-    section = Section("fidelity", __doc__.split("\n\n")[0].replace("\n", " "), metrics, headlines)
+    section = Section("fidelity", __doc__, metrics, headlines)
     section.plots = [
         _rates_plot([("Patients with code", prevalence_real, prevalence_synthetic, prevalence_r2),
                      ("Visits with code pair", co_x, co_y, co_r2),

@@ -53,13 +53,12 @@ def distance_to_closest(reference: np.ndarray, queries: np.ndarray) -> np.ndarra
 def privacy(real: Views, synthetic: Views, train: Views | None) -> Section:
     """Exact copies, distance to closest training record and membership inference, or a skipped
     section saying why when no training records were given."""
-    summary = __doc__.split("\n\n")[1].replace("\n", " ")
     if train is None:
         reason = "Pass --train (the records the generator learned from) to measure privacy."
-        return Section("privacy", summary, {"skipped": reason}, notes=[reason])
+        return Section("privacy", __doc__, {"skipped": reason}, notes=[reason])
     if min(real.patients.height, synthetic.patients.height, train.patients.height) == 0:
         reason = "Privacy needs at least one patient in each of the real, synthetic and training tables."
-        return Section("privacy", summary, {"skipped": reason}, notes=[reason])
+        return Section("privacy", __doc__, {"skipped": reason}, notes=[reason])
 
     train_signatures = signatures(train)
     copy_rate = signatures(synthetic).is_in(train_signatures.implode()).mean()
@@ -110,4 +109,4 @@ def privacy(real: Views, synthetic: Views, train: Views | None) -> Section:
                 "up at 0, left of the held-out curve. Right: an attacker ranks real records by how close they lie to "
                 "a synthetic record and guesses the closest were training members; the ROC curve shows how well that "
                 "works (diagonal, AUC 0.5 = no better than chance).", plots.png(figure))
-    return Section("privacy", summary, metrics, headlines, [plot])
+    return Section("privacy", __doc__, metrics, headlines, [plot])

@@ -57,7 +57,7 @@ def _headline_rows(sections: list[Section], with_family: bool) -> str:
 
 def _section_html(section: Section) -> str:
     parts = [f'<section id="{escape(section.name)}"><h2>{escape(section.name.capitalize())}</h2>',
-             f"<p>{escape(section.summary)}</p>"]
+             *(f"<p>{escape(paragraph)}</p>" for paragraph in section.summary.strip().split("\n\n"))]
     parts += [f'<p class="note">{escape(note)}</p>' for note in section.notes]
     if section.headlines:
         parts.append(f"<table>{_headline_rows([section], with_family=False)}</table>")

@@ -30,7 +30,7 @@ class Section:
     """One metric family's result. `metrics` is JSON-ready; `notes` say what was skipped and why."""
 
     name: str
-    summary: str
+    summary: str  # what the family measures, for people: paragraphs separated by blank lines
     metrics: dict[str, Any]
     headlines: list[Headline] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)

@@ -135,7 +135,7 @@ def utility(real: Views, synthetic: Views, train: Views | None) -> Section:
     headlines = [Headline(f"{result['title']}: TSTR AUROC", result["tstr"]["auroc"],
                           f"TRTR {result['trtr']['auroc']}; 0.5 = chance, close to TRTR = useful")
                  for result in tasks.values()]
-    section = Section("utility", " ".join(__doc__.split("\n\n")[:2]).replace("\n", " "), metrics, headlines)
+    section = Section("utility", __doc__, metrics, headlines)
     for result in tasks.values():
         for side in ("trtr", "tstr"):
             if result[side]["auroc"] is None:
@@ -149,6 +149,6 @@ def utility(real: Views, synthetic: Views, train: Views | None) -> Section:
     ax.set_ylim(0, 1.15)
     section.plots.append(Plot("Train on synthetic, test on real", "Blue: the model trained on real records (TRTR); "
                               "orange: the same model trained on the synthetic table (TSTR); both tested on the same "
-                              "real patients. The dashed line is chance (0.5). " + __doc__.split("\n\n")[2].replace("\n", " "),
+                              "real patients. The dashed line is chance (0.5).",
                               plots.png(figure)))
     return section

@@ -41,4 +41,4 @@ def validity(real: Views, synthetic: Views) -> Section:
                 "indication, a value outside physiological bounds, a fact after death, ...), per 1,000 patients. "
                 "Real records can break rules too (coding errors, missing history), so the real bars are the baseline.",
                 plots.png(figure))
-    return Section("validity", __doc__.split("\n\n")[0].replace("\n", " "), metrics, headlines, [plot])
+    return Section("validity", __doc__, metrics, headlines, [plot])
