@@ -8,16 +8,31 @@ never be drawn however confident the model is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from trajsim.model.gpt import GPT, KVCache
 
 # Called after every step with the tokens drawn so far (rows x length); returns the allowed tokens
 # of the next step (rows x vocabulary) or None for no constraint.
 Constraint = Callable[[torch.Tensor], np.ndarray | None]
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch and numpy's BLAS on one thread: a sampling step's matrix products (and the rule
+    masks') are small, so more threads only add synchronisation; run shards in parallel instead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def next_token(logits: torch.Tensor, uniforms: np.ndarray, temperature: float = 1.0, top_p: float = 1.0,

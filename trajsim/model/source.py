@@ -25,7 +25,7 @@ from trajsim.engine.rules import RuleMask
 from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, visit_start_code
 from trajsim.knowledge import Knowledge, load_knowledge
-from trajsim.model.sample import generate
+from trajsim.model.sample import generate, one_thread
 from trajsim.model.tokenizer import (
     BOS, END, ENDED, EOS, HEADS, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
 )
@@ -50,7 +50,8 @@ class TokenGrammar:
         self.gap = np.array([gap_days(t) or 0 for t in vocab])
         self.is_gap = self.gap > 0
         self.is_head = np.isin(vocab, HEADS)
-        self.is_code = np.array([tokenizer.is_code(t) for t in vocab])
+        # Rare-code categories decode to a code drawn outside the rules, so the engine never gets them.
+        self.is_code = np.array([tokenizer.is_code(t) and t not in tokenizer.folded for t in vocab])
         self.is_ended = np.isin(vocab, ENDED)
         systems = np.array([t.split("/", 1)[0] for t in self.base_codes])
         plain = self.is_code & np.array(["#" not in t for t in vocab])
@@ -59,8 +60,11 @@ class TokenGrammar:
                         tokenizer.index[MEDICATION_END]: plain & (systems == "RXNORM")}
         self.year = np.array([int(t[5:]) if t.startswith("YEAR/") else -1 for t in vocab])
         self.end, self.eos = tokenizer.index[END], tokenizer.index[EOS]
+        self.condition_end = tokenizer.index[CONDITION_END]
+        self.token_of = tokenizer.index
         conditions = {code for c in knowledge.conditions.values() for code in (c.code, c.icd10cm)}
         self.is_condition = np.isin(self.base_codes, sorted(conditions))
+        self.chronic = knowledge.chronic_codes
         self.multi_day = np.isin(vocab, [visit_start_code("EMER"), visit_start_code("IMP")])
         self.between_visits = self.is_gap | self.is_head
         self.in_visit = self.is_gap | self.is_ended | (np.arange(self.size) == self.end)
@@ -84,7 +88,9 @@ class RecordWriter:
         self.ending = np.full(rows, -1)  # the condition_end / medication_end token awaiting its code
         self.done = np.zeros(rows, dtype=bool)
         self.visit_codes = np.zeros((rows, grammar.size), dtype=bool)
+        self.touched: list[set[int]] = [set() for _ in range(rows)]  # conditions begun or ended this visit
         self.exit_day = np.array([p.exit_day for p in patients])
+        self.birth_day = np.array([p.birth_day for p in patients])
         births = [_year_of(p.birth_day) for p in patients]
         entries = [_year_of(p.entry_day) for p in patients]
         self.years = (grammar.year[None, :] >= np.array(births)[:, None]) & (grammar.year[None, :] <= np.array(entries)[:, None])
@@ -95,8 +101,11 @@ class RecordWriter:
         g = self.g
         allowed = np.where(self.in_visit[:, None], self.visit_codes | g.in_visit, g.between_visits)
         allowed[self.in_visit & ~self.multi_day] &= ~g.is_gap
+        allowed[self.in_visit & (self.day + self.offset < self.birth_day)] &= ~g.is_ended
         for token, endable in g.endable.items():
             allowed[self.ending == token] = endable
+        for row in np.flatnonzero(self.ending == g.condition_end):
+            allowed[row] &= self._endable_conditions(row)
         allowed[~self.started] = self.years[~self.started]
         allowed[self.done] = False
         allowed[self.done, g.eos] = True
@@ -119,6 +128,8 @@ class RecordWriter:
         opening = g.is_head[last] & ~self.done
         self.offset[opening] = 0
         self.in_visit |= opening
+        for row in np.flatnonzero(opening):
+            self.touched[row].clear()
         self.multi_day = np.where(opening, g.multi_day[last], self.multi_day)
         # Rules are checked again whenever the day or the patient's conditions change in a visit.
         stale = opening | (self.in_visit & (gap > 0))
@@ -130,10 +141,24 @@ class RecordWriter:
             # a visit's facts fall somewhere within its day: the codes must be allowed all day long
             allowed = self.rules.allowed(states, days) & self.rules.allowed(states, days + 1.0)
             self.visit_codes[rows] = allowed & g.is_code
+            for row in rows:  # a condition begun or ended in this visit does not come back in it
+                self.visit_codes[row, list(self.touched[row])] = False
+
+    def _endable_conditions(self, row: int) -> np.ndarray:
+        """Codes condition_end may name: a known acute condition only while active since before
+        this visit (known chronic ones do not resolve); codes the knowledge base does not know, always."""
+        endable = ~self.g.is_condition
+        day = self.day[row] + self.offset[row]
+        for code, end in self.state[row].conditions.items():
+            token = self.g.token_of.get(code)
+            if token is not None and end > day and token not in self.touched[row] and code not in self.g.chronic:
+                endable[token] = True
+        return endable
 
     def _record(self, row: int, token: int, ended: bool) -> bool:
         """Keep the row's conditions current; True when they changed."""
         conditions, code = self.state[row].conditions, self.g.base_codes[token]
+        self.touched[row].add(token)
         if ended:
             if code not in conditions:
                 return False
@@ -171,8 +196,9 @@ class ModelSource:
         prompts = torch.tensor([[index[BOS], index[SEXES.get(f"TRAJSIM/sex/{p.sex}", "SEX/U")],
                                  index[birth_band(_year_of(p.birth_day))]] for p in patients])
         writer = RecordWriter(self.grammar, self.rules, patients)
-        tokens = generate(self.model, prompts, [p.rng for p in patients], self.model.config.block_size,
-                          index[EOS], self.temperature, self.top_p, writer)
+        with one_thread():
+            tokens = generate(self.model, prompts, [p.rng for p in patients], self.model.config.block_size,
+                              index[EOS], self.temperature, self.top_p, writer)
         return [self.tokenizer.segments(row.tolist(), p.rng)[2] for row, p in zip(tokens, patients)]
 
     def plan_visits(self, patient: PatientState, segments: list[Segment]) -> list[Visit]:

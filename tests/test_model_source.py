@@ -1,0 +1,81 @@
+"""The model inside the engine: its records obey the clinical rules because the rules mask what
+it may write, the same seed gives the same records, and `trajsim train` makes a usable folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from trajsim.cli import app
+from trajsim.engine import ReferenceSource, simulate
+from trajsim.engine.rules import find_violations
+from trajsim.events import VISIT_START_PREFIX, events_frame
+from trajsim.model import DEFAULT_MODEL
+from trajsim.model.sample import one_thread
+from trajsim.model.source import ModelSource
+from trajsim.model.train import WEIGHTS, train
+
+from tests.conftest import small_scenario
+from tests.test_model_train import one_torch_thread, tiny_training  # noqa: F401 - autouse fixture
+
+
+def reference_events(size: int, seed: int) -> pl.DataFrame:
+    return events_frame(e for r in simulate(small_scenario(size, seed=seed), ReferenceSource()) for e in r.events)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A barely trained model: it knows the token grammar roughly and proposes plenty of
+    clinically invalid codes when nothing stops it."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    with one_thread():
+        train(reference_events(40, seed=21), folder, tiny_training(max_steps=40))
+    return folder
+
+
+def model_events(folder: Path, size: int, seed: int, source: ModelSource | None = None) -> pl.DataFrame:
+    source = source or ModelSource(folder)
+    return events_frame(e for r in simulate(small_scenario(size, seed=seed), source) for e in r.events)
+
+
+class AllowEverything:
+    def __init__(self, codes: list[str]) -> None:
+        self.codes = codes
+
+    def allowed(self, patients, day) -> np.ndarray:
+        return np.ones((len(patients), len(self.codes)), dtype=bool)
+
+
+def test_shipped_model_breaks_no_rule_in_ten_thousand_sampled_visits():
+    events = model_events(DEFAULT_MODEL, 480, seed=8)
+    assert events.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX)).height >= 10_000
+    assert find_violations(events).is_empty()
+
+
+def test_without_masks_a_model_breaks_rules(tiny_model):
+    source = ModelSource(tiny_model)
+    source.rules = AllowEverything(source.grammar.base_codes)
+    assert not find_violations(model_events(tiny_model, 60, 8, source)).is_empty()
+
+
+def test_same_seed_same_records(tiny_model):
+    assert model_events(tiny_model, 20, seed=4).equals(model_events(tiny_model, 20, seed=4))
+
+
+def test_train_command_writes_a_model_folder(tmp_path):
+    reference_events(12, seed=2).write_parquet(tmp_path / "events.parquet")
+    result = CliRunner().invoke(app, ["train", "--events", str(tmp_path / "events.parquet"), "--out",
+                                      str(tmp_path / "model"), "--max-steps", "4", "--eval-every", "2",
+                                      "--n-layer", "1", "--n-embd", "16", "--block-size", "128"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "model" / WEIGHTS).is_file()
+
+
+def test_train_command_names_a_missing_events_file(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--events", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "nope.parquet" in result.output and "Traceback" not in result.output

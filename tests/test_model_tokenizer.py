@@ -1,0 +1,88 @@
+"""The tokenizer: events -> tokens -> events keeps codes and day-resolution times, values stay in
+their bins, and rare codes are folded into their system's category."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from trajsim.engine import ReferenceSource, simulate
+from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE, VISIT_START_PREFIX, events_frame
+from trajsim.model.tokenizer import ENDED, Tokenizer, gap_days, gap_tokens
+
+from tests.conftest import small_scenario
+
+
+@pytest.fixture(scope="module")
+def reference_events() -> pl.DataFrame:
+    return events_frame(e for r in simulate(small_scenario(30, seed=11), ReferenceSource()) for e in r.events)
+
+
+def _facts(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every fact except birth and sex, as (subject, day, code, ended code, in a visit?), sorted.
+    (A drug's indication in `text` is not tokenized: the engine source names it from the rules.)"""
+    ended = pl.when(pl.col("code").is_in(ENDED)).then(pl.col("text"))
+    return (frame.filter(~pl.col("code").is_in([BIRTH, SEX_FEMALE, SEX_MALE]))
+            .select("subject_id", pl.col("time").dt.date().alias("day"), "code", ended.alias("ended"),
+                    pl.col("encounter_id").is_not_null().alias("in_visit"))
+            .sort(pl.all()))
+
+
+def test_gap_tokens_spell_exact_day_counts():
+    for days in range(0, 3000):
+        assert sum(gap_days(token) for token in gap_tokens(days)) == days
+
+
+def test_round_trip_keeps_codes_days_and_visits(reference_events):
+    tokenizer = Tokenizer.fit(reference_events, min_count=1)
+    decoded = tokenizer.decode_frame(tokenizer.encode(reference_events))
+    assert _facts(decoded).equals(_facts(reference_events))
+    visits = pl.col("code").str.starts_with(VISIT_START_PREFIX)
+    assert decoded.filter(visits).height == reference_events.filter(visits).height
+
+
+def test_birth_is_kept_only_as_a_five_year_band(reference_events):
+    tokenizer = Tokenizer.fit(reference_events, min_count=1)
+    births = lambda frame: frame.filter(pl.col("code") == BIRTH).sort("subject_id")["time"].dt.year()  # noqa: E731
+    original, decoded = births(reference_events), births(tokenizer.decode_frame(tokenizer.encode(reference_events)))
+    assert ((original - original % 5) == (decoded - decoded % 5)).all()
+
+
+def test_values_decode_inside_their_bin(reference_events):
+    tokenizer = Tokenizer.fit(reference_events, min_count=1)
+    rng = np.random.default_rng(0)
+    for code, edges in tokenizer.value_edges.items():
+        for k in range(tokenizer.n_bins):
+            fact = tokenizer.decode_fact(f"{code}#{k}", 0, rng)
+            assert edges[k] <= fact.value <= edges[k + 1]
+            assert fact.value == round(fact.value, tokenizer.value_decimals[code])
+
+
+def test_each_value_is_encoded_in_the_bin_that_holds_it(reference_events):
+    tokenizer = Tokenizer.fit(reference_events, min_count=1)
+    measured = reference_events.filter(pl.col("numeric_value").is_not_null())
+    tokens = tokenizer._fact_tokens(measured)
+    for token, value in zip(tokens, measured["numeric_value"]):
+        code, _, k = token.partition("#")
+        edges = tokenizer.value_edges[code]
+        assert edges[int(k)] <= value <= edges[int(k) + 1]
+
+
+def test_rare_codes_fold_into_their_system_category(reference_events):
+    named = pl.concat([reference_events["code"], reference_events.filter(pl.col("code").is_in(ENDED))["text"]])
+    counts = dict(named.value_counts().iter_rows())
+    rare = sorted(c for c, n in counts.items() if n < 20 and c.startswith("SNOMED/"))
+    assert rare, "the fixture cohort should have some SNOMED codes seen fewer than 20 times"
+    tokenizer = Tokenizer.fit(reference_events, min_count=20)
+    assert not set(rare) & set(tokenizer.vocab)
+    assert "RARE/SNOMED" in tokenizer.vocab
+    decoded = tokenizer.decode_frame(tokenizer.encode(reference_events))
+    snomed = set(decoded.filter(pl.col("code").str.starts_with("SNOMED/"))["code"])
+    assert snomed <= set(counts)  # a folded code decodes to one of the codes folded into it
+
+
+def test_saved_tokenizer_encodes_the_same(reference_events, tmp_path):
+    tokenizer = Tokenizer.fit(reference_events)
+    tokenizer.save(tmp_path / "tokenizer.json")
+    assert Tokenizer.load(tmp_path / "tokenizer.json").encode(reference_events) == tokenizer.encode(reference_events)

@@ -1,0 +1,96 @@
+"""The transformer and its training loop: it can learn, its cache is exact, and training is
+deterministic and resumable."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from trajsim.engine import ReferenceSource, simulate
+from trajsim.events import events_frame
+from trajsim.model.gpt import GPT, GPTConfig, KVCache
+from trajsim.model.sample import generate, one_thread
+from trajsim.model.train import CARD, CHECKPOINT, TOKENIZER, WEIGHTS, TrainConfig, load_model, train
+
+from tests.conftest import small_scenario
+
+TINY = GPTConfig(vocab_size=32, block_size=64, n_layer=1, n_head=2, n_embd=16)
+
+
+@pytest.fixture(scope="module")
+def reference_events() -> pl.DataFrame:
+    return events_frame(e for r in simulate(small_scenario(16, seed=5), ReferenceSource()) for e in r.events)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models train faster on one thread (and leave the other cores to parallel tests)."""
+    with one_thread():
+        yield
+
+
+def tiny_training(max_steps: int = 12) -> TrainConfig:
+    return TrainConfig(seed=3, batch_size=4, max_steps=max_steps, eval_every=4, warmup_steps=2, patience=100,
+                       model=GPTConfig(block_size=128, n_layer=1, n_head=2, n_embd=16))
+
+
+def test_tiny_model_learns_a_deterministic_sequence_exactly():
+    torch.manual_seed(0)
+    sequence = torch.tensor([[1] + [2 + (7 * i) % 29 for i in range(40)] + [31]])
+    model = GPT(TINY)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = model.loss(sequence, pad=0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    continued = generate(model, sequence[:, :1], [np.random.default_rng(0)], 60, stop_token=31, temperature=0)
+    assert continued.tolist() == sequence.tolist()
+
+
+def test_cached_sampling_gives_the_logits_of_a_full_pass():
+    torch.manual_seed(1)
+    model = GPT(TINY).eval()
+    tokens = torch.randint(0, 32, (3, 20))
+    with torch.no_grad():
+        full = model(tokens)
+        cache = KVCache(model.config, 3, capacity=4)  # small, so it has to grow
+        stepwise = torch.cat([model(tokens[:, :5], cache)] + [model(tokens[:, i:i + 1], cache) for i in range(5, 20)], 1)
+    assert torch.allclose(full, stepwise, atol=1e-5)
+
+
+def test_training_writes_weights_tokenizer_and_model_card(reference_events, tmp_path):
+    result = train(reference_events, tmp_path, tiny_training(), "sixteen reference patients")
+    assert {p.name for p in tmp_path.iterdir()} == {WEIGHTS, TOKENIZER, CARD}
+    card = (tmp_path / CARD).read_text()
+    assert "sixteen reference patients" in card and f"{result.best_val_loss:.4f}" in card
+    assert "## Intended use" in card and "## Limitations" in card
+    model, tokenizer = load_model(tmp_path)
+    assert model.config.vocab_size == len(tokenizer.vocab)
+
+
+def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_run(reference_events, tmp_path):
+    train(reference_events, tmp_path / "whole", tiny_training())
+
+    def interrupt(step: int, loss: float, val_loss: float | None) -> None:
+        if step == 7:  # between the checkpoints of steps 4 and 8
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(reference_events, tmp_path / "resumed", tiny_training(), on_step=interrupt)
+    assert (tmp_path / "resumed" / CHECKPOINT).exists()
+    train(reference_events, tmp_path / "resumed", tiny_training())
+    whole = torch.load(tmp_path / "whole" / WEIGHTS)["weights"]
+    resumed = torch.load(tmp_path / "resumed" / WEIGHTS)["weights"]
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
+def test_training_stops_early_when_validation_stops_improving(reference_events, tmp_path):
+    config = tiny_training(max_steps=400)
+    config.learning_rate = config.min_learning_rate = 0.5  # diverges, so validation loss soon worsens
+    config.patience = 2
+    result = train(reference_events, tmp_path, config)
+    assert result.stopped_early and result.steps < 400
+    assert result.best_step <= result.steps - 2 * config.eval_every
