@@ -1,4 +1,5 @@
-"""The `trajsim` command line: generate cohorts and check FHIR output.
+"""The `trajsim` command line: `generate` and `validate` live here; every other command lives in its
+own package and is registered below.
 
 User mistakes (a bad scenario, a missing folder) end with one sentence on stderr and exit code 2;
 failed validation ends with exit code 1.
@@ -9,27 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from trajsim.console import console, errors, fail, progress_bar
+from trajsim.evaluate.command import evaluate_command
+from trajsim.ingest.command import ingest_command
+from trajsim.model.command import train_command
+from trajsim.push_command import push_command
 from trajsim.scenario import Scenario, ScenarioError, load_scenario, with_overrides
+from trajsim.stream.command import stream_command
+from trajsim.trial.command import trial_command
 
 app = typer.Typer(help="Simulate longitudinal patient trajectories and export them as FHIR R4.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
-errors = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print a user-facing error and return the exit to raise."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
 
 
 @app.command()
@@ -105,29 +98,9 @@ def validate(directory: Path = typer.Argument(..., help="Folder of FHIR bundles 
     console.print("[green]All resources are valid FHIR R4 and every reference resolves.[/]")
 
 
-from trajsim.ingest.command import ingest_command  # noqa: E402 - registered after the shared helpers above
-
-app.command("ingest")(ingest_command)
-
-from trajsim.push_command import push_command  # noqa: E402
-
-app.command("push")(push_command)
-
-from trajsim.evaluate.command import evaluate_command  # noqa: E402
-
-app.command("evaluate")(evaluate_command)
-
-from trajsim.trial.command import trial_command  # noqa: E402
-
-app.command("trial")(trial_command)
-
-from trajsim.stream.command import stream_command  # noqa: E402
-
-app.command("stream")(stream_command)
-
-from trajsim.model.command import train_command  # noqa: E402
-
-app.command("train")(train_command)
+for name, command in (("ingest", ingest_command), ("push", push_command), ("train", train_command),
+                      ("evaluate", evaluate_command), ("trial", trial_command), ("stream", stream_command)):
+    app.command(name)(command)
 
 if __name__ == "__main__":
     app()

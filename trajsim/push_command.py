@@ -21,7 +21,7 @@ def push_command(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the server's answer to one bundle."),
 ) -> None:
     """Post every patient's transaction bundle to a FHIR server; exit 1 if the server rejects any."""
-    from trajsim.cli import console, errors, fail, progress_bar
+    from trajsim.console import console, errors, fail, progress_bar
 
     try:
         bundles = find_bundles(directory)

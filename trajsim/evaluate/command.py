@@ -18,7 +18,7 @@ def evaluate_command(
     out: Path = typer.Option(Path("report"), "--out", "-o", help="Folder for metrics.json and report.html."),
 ) -> None:
     """Measure fidelity, privacy, utility and clinical validity of synthetic records against real ones."""
-    from trajsim.cli import console, fail, progress_bar
+    from trajsim.console import console, fail, progress_bar
     from trajsim.evaluate import FAMILIES, EvaluationError, evaluate
     from trajsim.evaluate.report import write_report
     from trajsim.ingest import IngestError, load_events

@@ -18,7 +18,7 @@ def ingest_command(
     out: Path = typer.Option(Path("events.parquet"), "--out", "-o", help="Output events Parquet file."),
 ) -> None:
     """Turn MEDS, OMOP CDM, FHIR R4 or Synthea CSV records into the canonical event table."""
-    from trajsim.cli import console, fail, progress_bar
+    from trajsim.console import console, fail, progress_bar
 
     try:
         format = format or detect_format(source)

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from trajsim.cli import console, fail
+from trajsim.console import console, fail
 from trajsim.model.gpt import GPTConfig
 from trajsim.model.train import CHECKPOINT, TrainConfig, train
 

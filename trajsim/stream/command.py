@@ -39,7 +39,7 @@ def stream_command(
     live: bool | None = typer.Option(None, "--dashboard/--no-dashboard", help="Live console view (default: on in a terminal)."),
 ) -> None:
     """Send a simulated hospital's clinical traffic (ADT, vitals, results, orders) to a FHIR server as it happens."""
-    from trajsim.cli import console, fail
+    from trajsim.console import console, fail
 
     try:
         scenario = load_stream_scenario(scenario_file) if scenario_file else StreamScenario()

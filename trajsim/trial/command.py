@@ -29,7 +29,7 @@ def trial_command(
                                                                     "(the arm is the same for any number)."),
 ) -> None:
     """Build a synthetic control arm: Table 1, Kaplan-Meier curves, event rates, power and an HTML report."""
-    from trajsim.cli import console, fail, progress_bar
+    from trajsim.console import console, fail, progress_bar
     from trajsim.ingest import IngestError, load_events
     from trajsim.scenario import ScenarioError, load_scenario, with_overrides
     from trajsim.trial import TrialError
