@@ -16,7 +16,7 @@ PATIENTS = 300  # two shards of 256 (the second partly filled)
 
 
 def scenario():
-    return small_scenario(PATIENTS, seed=5, **{"period.start": date(2022, 1, 1)})
+    return small_scenario(PATIENTS, seed=5, **{"period.start": date(2022, 1, 1), "model": "reference"})  # CountingSource is a ReferenceSource
 
 
 @pytest.fixture(scope="module")
