@@ -288,3 +288,41 @@ def test_a_note_states_only_what_the_structured_record_holds(cohort_dir):
             assert measured <= observations.get(encounter, set()), (path.name, measured - observations.get(encounter, set()))
             checked += 1
     assert checked > 100
+
+
+# US Core 6.1 must-support elements (and required ones) the exporter promises for each profile it claims;
+# MedicationRequest.dosageInstruction is left out because only drugs with a cited label have one.
+US_CORE_MUST_SUPPORT = {
+    "Patient": ("identifier", "name", "gender", "birthDate", "address", "telecom", "communication", "extension"),
+    "Encounter": ("identifier", "status", "class", "type", "subject", "participant", "period", "location",
+                  "serviceProvider"),
+    "Condition": ("clinicalStatus", "verificationStatus", "category", "code", "subject", "onsetDateTime", "recordedDate"),
+    "Observation": ("status", "category", "code", "subject", "effectiveDateTime"),
+    "DiagnosticReport": ("status", "category", "code", "subject", "encounter", "effectiveDateTime", "issued",
+                         "performer", "result"),
+    "DocumentReference": ("status", "type", "category", "subject", "date", "author", "custodian", "content", "context"),
+    "MedicationRequest": ("status", "intent", "reportedBoolean", "medicationCodeableConcept", "subject", "authoredOn",
+                          "requester"),  # refills between visits have no encounter
+    "Immunization": ("status", "vaccineCode", "patient", "occurrenceDateTime", "primarySource"),
+    "Practitioner": ("identifier", "name"),
+    "Organization": ("identifier", "active", "name", "telecom", "address"),
+    "Location": ("status", "name", "telecom", "address", "managingOrganization"),
+    "CarePlan": ("text", "status", "intent", "category", "subject"),
+    "Provenance": ("target", "recorded", "agent"),
+    "Procedure": ("status", "code", "subject", "performedDateTime"),
+}
+
+
+def test_every_resource_carries_its_us_core_must_support_elements(cohort_dir):
+    seen = set()
+    for path in sorted((cohort_dir / "fhir" / "ndjson").glob("*.ndjson")):
+        for line in path.read_bytes().splitlines():
+            resource = orjson.loads(line)
+            kind = resource["resourceType"]
+            assert resource["meta"]["profile"][0].startswith("http://hl7.org/fhir/us/core/StructureDefinition/")
+            missing = [name for name in US_CORE_MUST_SUPPORT[kind] if name not in resource]
+            if kind == "Observation":
+                missing += [] if "valueQuantity" in resource or "component" in resource else ["value[x] or component"]
+            assert not missing, (kind, resource["id"], missing)
+            seen.add(kind)
+    assert len(seen) >= 12
