@@ -1,5 +1,5 @@
 """Population realism at scale: a lifetime cohort (records from birth, US 2020 age mix) generated
-end to end with the reference source (engine, clinical-rule check, FHIR bulk NDJSON and events),
+end to end with the rule-based reference source (`model = "reference"`; engine, clinical-rule check, FHIR bulk NDJSON and events),
 then set against the cited tables it was built from.
 
 Reports patients/s, peak memory of a fresh process at the small and the large size (it should stay
@@ -36,7 +36,7 @@ from trajsim.generate import generate
 from trajsim.scenario import Scenario, with_overrides
 patients, out = int(sys.argv[1]), sys.argv[2]
 scenario = with_overrides(Scenario(), "benchmark", **{
-    "population.size": patients, "period.start": "birth", "output.formats": ("ndjson", "events")})
+    "population.size": patients, "period.start": "birth", "model": "reference", "output.formats": ("ndjson", "events")})
 started = time.perf_counter()
 summary = generate(scenario, out)
 print(json.dumps({"seconds": time.perf_counter() - started, "events": summary.events,
@@ -47,7 +47,8 @@ print(json.dumps({"seconds": time.perf_counter() - started, "events": summary.ev
 
 
 def lifetime_scenario(patients: int) -> Scenario:
-    return with_overrides(Scenario(), "benchmark", **{"population.size": patients, "period.start": "birth"})
+    return with_overrides(Scenario(), "benchmark", **{"population.size": patients, "period.start": "birth",
+                                                       "model": "reference"})
 
 
 def generate_in_fresh_process(patients: int, out: Path) -> dict:
