@@ -92,6 +92,10 @@ def test_drug_without_recorded_indication_needs_one_of_its_known_indications():
     assert violations["code"].to_list() == [METFORMIN]
 
 
+def test_an_indication_may_be_named_by_its_icd10cm_code():
+    assert rules_found(valid_record() + [Event(1, at(56), None, LISINOPRIL, text="ICD10CM/I10")]) == {}
+
+
 def test_value_outside_physiological_bounds_is_found():
     record = valid_record() + [Event(1, at(56), None, "LOINC/8480-6", 400.0, "mm[Hg]")]
     assert rules_found(record) == {"value_out_of_bounds": 1}

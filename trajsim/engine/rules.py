@@ -112,15 +112,21 @@ def _deaths(facts: pl.LazyFrame) -> pl.LazyFrame:
     ])
 
 
-def _condition_spells(facts: pl.LazyFrame) -> pl.LazyFrame:
-    """Each recorded condition with the end of its spell: the first condition_end for that code at or
-    after it (null while still active)."""
+def _same_condition(code: pl.Expr, knowledge: Knowledge) -> pl.Expr:
+    """A known condition's ICD-10-CM code as its SNOMED CT code, so either names the same condition."""
+    return code.replace({c.icd10cm: c.code for c in knowledge.conditions.values()})
+
+
+def _condition_spells(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
+    """Each recorded condition with the end of its spell: the first condition_end for that condition
+    at or after it (null while still active)."""
     # Sorted by time overall, hence within every (subject, condition) group as the as-of join needs.
     starts = (facts.filter(pl.col("code").str.contains(_CONDITION_CODE))
-              .select("subject_id", pl.col("code").alias("condition"), pl.col("time").alias("start"))
+              .select("subject_id", _same_condition(pl.col("code"), knowledge).alias("condition"),
+                      pl.col("code").alias("recorded"), pl.col("time").alias("start"))
               .sort("start"))
     ends = (facts.filter((pl.col("code") == CONDITION_END) & pl.col("text").is_not_null())
-            .select("subject_id", pl.col("text").alias("condition"), pl.col("time").alias("end"))
+            .select("subject_id", _same_condition(pl.col("text"), knowledge).alias("condition"), pl.col("time").alias("end"))
             .sort("end"))
     return starts.join_asof(ends, left_on="start", right_on="end", by=["subject_id", "condition"],
                             strategy="forward", check_sortedness=False)
@@ -135,8 +141,8 @@ def _indications(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
              .join(known, on="code", how="left")
              .with_columns(condition=pl.when(recorded).then(pl.concat_list("text")).otherwise("known"))
              .filter(pl.col("condition").is_not_null()))
-    candidates = drugs.explode("condition").sort("time").join_asof(
-        _condition_spells(facts).sort("start"), left_on="time", right_on="start",
+    candidates = drugs.explode("condition").with_columns(_same_condition(pl.col("condition"), knowledge)).sort("time").join_asof(
+        _condition_spells(facts, knowledge).sort("start"), left_on="time", right_on="start",
         by=["subject_id", "condition"], strategy="backward", check_sortedness=False,
     )
     active = pl.col("start").is_not_null() & (pl.col("end").is_null() | (pl.col("end") > pl.col("time")))
@@ -156,7 +162,7 @@ def _bounds(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
 
 
 def _duplicates(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
-    spells = (_condition_spells(facts).filter(pl.col("condition").is_in(list(knowledge.chronic_codes)))
+    spells = (_condition_spells(facts, knowledge).filter(pl.col("condition").is_in(list(knowledge.chronic_codes)))
               .sort("subject_id", "condition", "start"))
     group = ["subject_id", "condition"]
     previous = spells.with_columns(
@@ -165,7 +171,7 @@ def _duplicates(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
         earlier_end=pl.col("end").shift(1).over(group),
     )
     again = previous.filter(pl.col("earlier") & (pl.col("earlier_end").is_null() | (pl.col("earlier_end") > pl.col("start"))))
-    return _violation(again.rename({"condition": "code", "start": "time"}), "duplicate_active_condition",
+    return _violation(again.rename({"recorded": "code", "start": "time"}), "duplicate_active_condition",
                       pl.format("already active since {}", "earlier_start"))
 
 
