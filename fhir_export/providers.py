@@ -8,7 +8,6 @@ NPIs start with 9, a prefix the NPI registry never issues, and carry a valid Luh
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -94,8 +93,9 @@ def _city_providers(place: Place) -> tuple[Resource, ...]:
 
 
 def care_team(place: Place, patient_key: str) -> CareTeam:
-    """The patient's providers, as fresh copies the patient's bundle may link and modify."""
+    """The patient's providers, as copies whose top-level fields the patient's bundle may set (the
+    nested values stay shared and must not be modified)."""
     clinic, clinic_location, hospital, hospital_location, emergency, hospitalist, *physicians = _city_providers(place)
     physician = physicians[stable_random(f"{patient_key}/physician").randrange(len(physicians))]
-    return CareTeam(*copy.deepcopy((clinic, clinic_location, physician, hospital, hospital_location, emergency,
-                                    hospitalist)))
+    return CareTeam(*(dict(r) for r in (clinic, clinic_location, physician, hospital, hospital_location, emergency,
+                                         hospitalist)))

@@ -247,12 +247,12 @@ class _PatientBuild:
             elif domain == "immunization":
                 self._immunization(event, visit)
             elif domain == "procedure":
-                self._add({"resourceType": "Procedure", "meta": profile("us-core-procedure"), "status": "completed",
+                self._add({"resourceType": "Procedure", "id": self.ids.next(), "meta": profile("us-core-procedure"), "status": "completed",
                            "code": self.b.concept(code), "subject": self.subject, **self._context(visit),
                            "performedDateTime": fhir_datetime(event.time)})
 
-    def _add(self, fields: Resource) -> Resource:
-        resource = {"resourceType": fields.pop("resourceType"), "id": self.ids.next(), **fields}
+    def _add(self, resource: Resource) -> Resource:
+        """Append a resource built as `{"resourceType": ..., "id": self.ids.next(), ...}`."""
         self.out.resources.append(resource)
         return resource
 
@@ -264,7 +264,7 @@ class _PatientBuild:
         encounter_class = event.code.removeprefix(VISIT_START_PREFIX)
         organization, location, practitioner = self.team.for_class(encounter_class)
         resource = self._add({
-            "resourceType": "Encounter", "meta": profile("us-core-encounter"),
+            "resourceType": "Encounter", "id": self.ids.next(), "meta": profile("us-core-encounter"),
             "identifier": [{"system": TRAJSIM_IDENTIFIERS + "encounter-id", "value": f"{self.key}/{event.encounter_id}"}],
             "status": "finished",
             "class": {"system": ACT_CODE, "code": encounter_class,
@@ -307,7 +307,7 @@ class _PatientBuild:
         for panel, (display, observations) in groups.items():
             code = concept(LOINC, panel.split("/", 1)[1], display) if display else self.b.concept(panel)
             when = observations[0]["effectiveDateTime"]
-            self._add({"resourceType": "DiagnosticReport", "meta": profile("us-core-diagnosticreport-lab"),
+            self._add({"resourceType": "DiagnosticReport", "id": self.ids.next(), "meta": profile("us-core-diagnosticreport-lab"),
                        "status": "final", "category": LAB_REPORT_CATEGORY, "code": code, "subject": self.subject,
                        "encounter": self.out.reference(visit.resource), "effectiveDateTime": when, "issued": when,
                        "performer": [self.out.reference(visit.organization)],
@@ -319,7 +319,7 @@ class _PatientBuild:
         note_code, note_display = NOTE_TYPES.get(record.encounter_class, NOTE_TYPES["AMB"])
         period = visit.resource["period"]
         self._add({
-            "resourceType": "DocumentReference", "meta": profile("us-core-documentreference"),
+            "resourceType": "DocumentReference", "id": self.ids.next(), "meta": profile("us-core-documentreference"),
             "status": "current", "docStatus": "final", "type": concept(LOINC, note_code, note_display),
             "category": [concept(DOCUMENT_CATEGORY, "clinical-note", "Clinical Note")],
             "subject": self.subject, "date": period.get("end", period["start"]),
@@ -334,7 +334,7 @@ class _PatientBuild:
         code, when = event.code, fhir_datetime(event.time)
         chronic = code in self.b.chronic
         condition = self._add({
-            "resourceType": "Condition",
+            "resourceType": "Condition", "id": self.ids.next(),
             "meta": profile("us-core-condition-problems-health-concerns" if chronic else "us-core-condition-encounter-diagnosis"),
             "clinicalStatus": CONDITION_ACTIVE, "verificationStatus": CONFIRMED,
             "category": PROBLEM_LIST_ITEM if chronic else ENCOUNTER_DIAGNOSIS, "code": self.b.concept(code),
@@ -347,7 +347,7 @@ class _PatientBuild:
         if chronic:
             display = self.b.display(code)
             self.care_plans[code] = self._add({
-                "resourceType": "CarePlan", "meta": profile("us-core-careplan"),
+                "resourceType": "CarePlan", "id": self.ids.next(), "meta": profile("us-core-careplan"),
                 "text": {"status": "generated",
                          "div": f'<div xmlns="http://www.w3.org/1999/xhtml">Care plan for {display}: ongoing '
                                 f'management with scheduled follow-up.</div>'},
@@ -379,7 +379,7 @@ class _PatientBuild:
                 return
             code = BLOOD_PRESSURE_PANEL[0]
         observation = self._add({
-            "resourceType": "Observation",
+            "resourceType": "Observation", "id": self.ids.next(), "id": self.ids.next(),
             "meta": profile(VITAL_SIGN_PROFILES.get(code, "us-core-vital-signs") if domain == "vital"
                             else "us-core-observation-lab"),
             "status": "final", "category": OBSERVATION_CATEGORIES[domain],
@@ -415,7 +415,7 @@ class _PatientBuild:
             previous["status"] = "completed"  # superseded by this renewal
         requester = visit.practitioner if visit is not None else self.team.primary_physician
         order = self._add({
-            "resourceType": "MedicationRequest", "meta": profile("us-core-medicationrequest"),
+            "resourceType": "MedicationRequest", "id": self.ids.next(), "meta": profile("us-core-medicationrequest"),
             "status": "active", "intent": "order", "reportedBoolean": False,
             "medicationCodeableConcept": self.b.concept(code), "subject": self.subject, **self._context(visit),
             "authoredOn": fhir_datetime(event.time), "requester": self.out.reference(requester),
@@ -432,7 +432,7 @@ class _PatientBuild:
             visit.record.prescriptions.append((self.b.display(code), self.b.display(event.text) if event.text else None))
 
     def _immunization(self, event: Event, visit: _Visit | None) -> None:
-        self._add({"resourceType": "Immunization", "meta": profile("us-core-immunization"), "status": "completed",
+        self._add({"resourceType": "Immunization", "id": self.ids.next(), "meta": profile("us-core-immunization"), "status": "completed",
                    "vaccineCode": self.b.concept(event.code), "patient": self.subject, **self._context(visit),
                    "occurrenceDateTime": fhir_datetime(event.time), "primarySource": True})
         if visit is not None:
@@ -448,7 +448,7 @@ class _PatientBuild:
                 plan["status"] = "completed"
                 plan["period"]["end"] = death
         targets = [self.out.reference(r) for r in self.out.resources if r["resourceType"] not in SHARED_TYPES]
-        self._add({"resourceType": "Provenance", "meta": profile("us-core-provenance"), "target": targets,
+        self._add({"resourceType": "Provenance", "id": self.ids.next(), "meta": profile("us-core-provenance"), "target": targets,
                    "recorded": fhir_datetime(self.events[-1].time),
                    "agent": [{"type": concept(PROVENANCE_AGENT, "author", "Author"),
                               "who": self.out.reference(self.team.clinic)}]})
