@@ -30,6 +30,8 @@ class VisitRecord:
     person: str  # woman, man, girl or boy
     history: list[str] = field(default_factory=list)  # conditions active when the visit began
     medications: list[str] = field(default_factory=list)  # medications current when the visit began
+    allergies: list[str] = field(default_factory=list)  # allergies recorded before the visit
+    procedures: list[str] = field(default_factory=list)
     diagnoses: list[str] = field(default_factory=list)
     prescriptions: list[tuple[str, str | None]] = field(default_factory=list)  # (medication, indication)
     measurements: list[tuple[str, float, str | None]] = field(default_factory=list)  # (name, value, unit)
@@ -60,6 +62,10 @@ def _sentence_list(items: list[str]) -> str:
     return lowered[0] if len(lowered) == 1 else ", ".join(lowered[:-1]) + " and " + lowered[-1]
 
 
+def _allergies(visit: VisitRecord) -> str:
+    return "; ".join(visit.allergies) if visit.allergies else "No known allergies."
+
+
 def _measurements(visit: VisitRecord) -> str:
     return _listing([f"{name}: {format_value(value, unit)}" for name, value, unit in visit.measurements],
                     "No measurements were recorded.")
@@ -69,6 +75,7 @@ def _plan(visit: VisitRecord, rng: random.Random) -> list[str]:
     plan = [f"Start {medication}" + (f" for {_sentence_list([indication])}." if indication else ".")
             for medication, indication in visit.prescriptions]
     plan += [f"{rng.choice(('Administered', 'Given'))} {vaccine} vaccine." for vaccine in visit.immunizations]
+    plan += [f"{procedure} performed." for procedure in visit.procedures]
     if visit.medications and not visit.died:
         plan.append(rng.choice(("Continue current medications.", "No change to other medications.")))
     return plan
@@ -96,6 +103,7 @@ def progress_note(visit: VisitRecord, rng: random.Random) -> str:
         f"SUBJECTIVE\n{rng.choice(('Seen today for', 'Presents for', 'Visit for'))}: {_reason(visit)}.\n"
         f"{_introduction(visit, rng)}",
         f"Current medications:\n{_listing(visit.medications, 'None.')}",
+        f"Allergies: {_allergies(visit)}",
         f"OBJECTIVE\n{_measurements(visit)}",
         f"ASSESSMENT\n{_listing(assessment, '')}",
         f"PLAN\n{_listing(_plan(visit, rng), rng.choice(('Routine follow-up.', 'Return as scheduled.')))}",
@@ -110,6 +118,7 @@ def emergency_note(visit: VisitRecord, rng: random.Random) -> str:
         f"Chief complaint: {_reason(visit)}",
         f"History of present illness: {_introduction(visit, rng)}",
         f"Home medications:\n{_listing(visit.medications, 'None reported.')}",
+        f"Allergies: {_allergies(visit)}",
         f"Vital signs and results:\n{_measurements(visit)}",
         f"ED diagnoses:\n{_listing(visit.diagnoses, 'No acute diagnosis made.')}",
         f"Treatment:\n{_listing(_plan(visit, rng), 'Supportive care.')}",
@@ -127,6 +136,7 @@ def discharge_summary(visit: VisitRecord, rng: random.Random) -> str:
         f"Principal diagnoses:\n{_listing(visit.diagnoses, 'None recorded.')}",
         f"History: {_introduction(visit, rng)}",
         f"Medications on admission:\n{_listing(visit.medications, 'None.')}",
+        f"Allergies: {_allergies(visit)}",
         f"Results during stay:\n{_measurements(visit)}",
         f"Hospital course and treatment:\n{_listing(_plan(visit, rng), 'Supportive care.')}",
         f"Outcome: {outcome}",

@@ -22,7 +22,7 @@ from fhir_export.providers import SHARED_TYPES, CareTeam, care_team
 from fhir_export.tables import load_table
 from fhir_export.terminology import (
     ACT_CODE, BLOOD_PRESSURE_PANEL, BLOOD_PRESSURE_PARTS, CARE_PLAN_CATEGORY, CONDITION_ACTIVE, CONDITION_RESOLVED,
-    CONFIRMED, DISCHARGE_DISPOSITION, DOCUMENT_CATEGORY, ENCOUNTER_CLASSES, ENCOUNTER_DIAGNOSIS, IDENTIFIER_TYPE,
+    ALLERGY_ACTIVE, ALLERGY_CONFIRMED, CONFIRMED, DISCHARGE_DISPOSITION, DOCUMENT_CATEGORY, ENCOUNTER_CLASSES, ENCOUNTER_DIAGNOSIS, IDENTIFIER_TYPE,
     INTERPRETATIONS, LAB_REPORT_CATEGORY, LOINC, OBSERVATION_CATEGORIES, PARTICIPATION_TYPE, PROBLEM_LIST_ITEM,
     PROVENANCE_AGENT, TRAJSIM_IDENTIFIERS, UCUM, concept, profile,
 )
@@ -108,15 +108,17 @@ class ResourceBuilder:
     """Turns a patient's events into FHIR R4 resources.
 
     `crosswalk` maps a condition code to an extra coding (e.g. SNOMED -> ICD-10-CM) shown beside it;
-    `chronic` lists condition codes kept on the problem list, each with a care plan.
+    `chronic` lists condition codes kept on the problem list, each with a care plan; `allergy_kinds`
+    gives each allergy code its (category, criticality).
     """
 
     def __init__(self, namespace: str, vocabulary: Vocabulary, crosswalk: Mapping[str, str] | None = None,
-                 chronic: frozenset[str] = frozenset()) -> None:
+                 chronic: frozenset[str] = frozenset(), allergy_kinds: Mapping[str, tuple[str, str]] | None = None) -> None:
         self.namespace = namespace
         self.vocabulary = vocabulary
         self.crosswalk = dict(crosswalk or {})
         self.chronic = chronic
+        self.allergy_kinds = dict(allergy_kinds or {})
         self._concepts: dict[str, dict[str, Any]] = {}
 
     def concept(self, code: str) -> dict[str, Any]:
@@ -180,6 +182,7 @@ class _PatientBuild:
         self.conditions: dict[str, Resource] = {}
         self.care_plans: dict[str, Resource] = {}
         self.orders: dict[str, Resource] = {}
+        self.allergies: list[str] = []  # displays of the allergies recorded so far
         self.blood_pressure: dict[tuple[int | None, datetime], Resource] = {}
         self.patient, self.team = self._patient()
         self.subject = self.out.reference(self.patient)
@@ -247,9 +250,13 @@ class _PatientBuild:
             elif domain == "immunization":
                 self._immunization(event, visit)
             elif domain == "procedure":
-                self._add({"resourceType": "Procedure", "id": self.ids.next(), "meta": profile("us-core-procedure"), "status": "completed",
-                           "code": self.b.concept(code), "subject": self.subject, **self._context(visit),
-                           "performedDateTime": fhir_datetime(event.time)})
+                self._add({"resourceType": "Procedure", "id": self.ids.next(), "meta": profile("us-core-procedure"),
+                           "status": "completed", "code": self.b.concept(code), "subject": self.subject,
+                           **self._context(visit), "performedDateTime": fhir_datetime(event.time)})
+                if visit is not None:
+                    visit.record.procedures.append(self.b.display(code))
+            elif domain == "allergy":
+                self._allergy(event)
 
     def _add(self, resource: Resource) -> Resource:
         """Append a resource built as `{"resourceType": ..., "id": self.ids.next(), ...}`."""
@@ -278,7 +285,7 @@ class _PatientBuild:
         })
         age, child = age_phrase(self.birth, event.time)
         record = VisitRecord(encounter_class, None, event.time, None, age, PERSON_WORDS[self.sex, child],
-                             history=[self.b.display(code) for code in self.conditions],
+                             history=[self.b.display(code) for code in self.conditions], allergies=list(self.allergies),
                              medications=[self.b.display(code) for code in self.orders])
         self.visits[event.encounter_id] = _Visit(resource, record, organization, practitioner)
 
@@ -430,6 +437,16 @@ class _PatientBuild:
         self.orders[code] = order
         if visit is not None:
             visit.record.prescriptions.append((self.b.display(code), self.b.display(event.text) if event.text else None))
+
+    def _allergy(self, event: Event) -> None:
+        category, criticality = self.b.allergy_kinds.get(event.code, (None, None))
+        when = fhir_datetime(event.time)
+        self._add({"resourceType": "AllergyIntolerance", "id": self.ids.next(), "meta": profile("us-core-allergyintolerance"),
+                   "clinicalStatus": ALLERGY_ACTIVE, "verificationStatus": ALLERGY_CONFIRMED, "type": "allergy",
+                   **({"category": [category]} if category else {}), **({"criticality": criticality} if criticality else {}),
+                   "code": self.b.concept(event.code), "patient": self.subject, "onsetDateTime": when,
+                   "recordedDate": when})
+        self.allergies.append(self.b.display(event.code))
 
     def _immunization(self, event: Event, visit: _Visit | None) -> None:
         self._add({"resourceType": "Immunization", "id": self.ids.next(), "meta": profile("us-core-immunization"), "status": "completed",

@@ -7,6 +7,8 @@ from typing import Any
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -47,6 +49,8 @@ def profile(name: str) -> dict[str, list[str]]:
 CONDITION_ACTIVE = concept(CONDITION_CLINICAL, "active", "Active")
 CONDITION_RESOLVED = concept(CONDITION_CLINICAL, "resolved", "Resolved")
 CONFIRMED = concept(CONDITION_VERIFICATION, "confirmed", "Confirmed")
+ALLERGY_ACTIVE = concept(ALLERGY_CLINICAL, "active", "Active")
+ALLERGY_CONFIRMED = concept(ALLERGY_VERIFICATION, "confirmed", "Confirmed")
 ENCOUNTER_DIAGNOSIS = [concept(CONDITION_CATEGORY, "encounter-diagnosis", "Encounter Diagnosis")]
 PROBLEM_LIST_ITEM = [concept(CONDITION_CATEGORY, "problem-list-item", "Problem List Item")]
 OBSERVATION_CATEGORIES = {

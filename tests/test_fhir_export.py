@@ -219,6 +219,16 @@ def test_a_chronic_condition_gets_a_problem_list_entry_and_care_plan():
     assert plan["status"] == "completed" and plan["period"]["end"].startswith("2020-01-20")
 
 
+def test_an_allergy_becomes_an_allergy_intolerance_the_notes_mention():
+    events = patient_events()
+    events.insert(2, Event(1, datetime(2019, 6, 1), None, "SNOMED/91936005", None, None, None))
+    resources = resources_by_type(events)
+    allergy = resources["AllergyIntolerance"][0]
+    assert allergy["category"] == ["medication"] and allergy["criticality"] == "high"
+    assert allergy["code"]["coding"][0]["display"] == "Allergy to penicillin"
+    assert "Allergies: Allergy to penicillin" in note_text(resources["DocumentReference"][0])
+
+
 def test_provenance_covers_every_patient_resource():
     resources = default_builder(Scenario()).build(patient_events()).resources
     provenance = resources[-1]
@@ -310,6 +320,7 @@ US_CORE_MUST_SUPPORT = {
     "CarePlan": ("text", "status", "intent", "category", "subject"),
     "Provenance": ("target", "recorded", "agent"),
     "Procedure": ("status", "code", "subject", "performedDateTime"),
+    "AllergyIntolerance": ("clinicalStatus", "verificationStatus", "code", "patient"),
 }
 
 
@@ -325,4 +336,4 @@ def test_every_resource_carries_its_us_core_must_support_elements(cohort_dir):
                 missing += [] if "valueQuantity" in resource or "component" in resource else ["value[x] or component"]
             assert not missing, (kind, resource["id"], missing)
             seen.add(kind)
-    assert len(seen) >= 12
+    assert len(seen) >= 14

@@ -171,3 +171,25 @@ def test_scheduled_care_runs_for_any_source():
         if record.patient.death_day is None and record.patient.age_at(record.patient.exit_day) > 1.5:
             codes = Counter(e.code for e in record.events)
             assert codes["SNOMED/410620009"] >= 6 and codes["CVX/08"] == 3 and codes["LOINC/8302-2"] >= 6
+
+
+def test_allergies_follow_their_prevalence_and_rule_out_drugs(lifetime_cohort):
+    _, records = lifetime_cohort
+    allergic = [r for r in records if "SNOMED/91936005" in r.patient.allergies]
+    assert 20 <= len(allergic) <= 65  # about 10% of 400 report a penicillin allergy (CDC)
+    ruled_out = load_knowledge().contraindications
+    for record in allergic:
+        onset = next(e.time for e in record.events if e.code == "SNOMED/91936005")
+        assert not [e for e in record.events if e.time >= onset and e.code in ruled_out], record.subject_id
+
+
+def test_screenings_follow_their_schedule(lifetime_cohort):
+    _, records = lifetime_cohort
+    screened = Counter(e.code for r in records for e in r.events if e.code in ("SNOMED/24623002", "SNOMED/73761001"))
+    women_40_plus = sum(r.patient.sex == "F" for r in records)  # the cohort is aged 40-60 at the end
+    assert screened["SNOMED/24623002"] > women_40_plus  # biennial mammograms, most women screened
+    for record in records:
+        mammograms = [e.time for e in record.events if e.code == "SNOMED/24623002"]
+        assert record.patient.sex == "F" or not mammograms
+        gaps = [(b - a).days for a, b in zip(mammograms, mammograms[1:])]
+        assert all(gap >= 2 * 365 for gap in gaps), gaps

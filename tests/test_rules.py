@@ -18,6 +18,7 @@ from trajsim.events import (
 BORN = datetime(1960, 3, 1)
 HYPERTENSION, METFORMIN, LISINOPRIL = "SNOMED/59621000", "RXNORM/860975", "RXNORM/314076"
 DIABETES, STREP, PENICILLIN = "SNOMED/44054006", "SNOMED/43878008", "RXNORM/834061"
+PENICILLIN_ALLERGY, AZITHROMYCIN = "SNOMED/91936005", "RXNORM/308460"
 
 
 def at(years: float) -> datetime:
@@ -96,6 +97,12 @@ def test_an_indication_may_be_named_by_its_icd10cm_code():
     assert rules_found(valid_record() + [Event(1, at(56), None, LISINOPRIL, text="ICD10CM/I10")]) == {}
 
 
+def test_drug_ruled_out_by_an_earlier_allergy_is_found():
+    record = valid_record() + [Event(1, at(54), None, PENICILLIN_ALLERGY)]
+    assert rules_found(record) == {"medication_contraindicated_by_allergy": 1}
+    assert rules_found(valid_record() + [Event(1, at(58), None, PENICILLIN_ALLERGY)]) == {}  # allergy found later
+
+
 def test_value_outside_physiological_bounds_is_found():
     record = valid_record() + [Event(1, at(56), None, "LOINC/8480-6", 400.0, "mm[Hg]")]
     assert rules_found(record) == {"value_out_of_bounds": 1}
@@ -167,6 +174,14 @@ def test_mask_allows_a_drug_only_while_its_indication_is_active():
     assert not allowed(patient())[LISINOPRIL]
     assert allowed(patient(conditions={HYPERTENSION: float("inf")}))[LISINOPRIL]
     assert not allowed(patient(conditions={HYPERTENSION: 100.0}))[LISINOPRIL]
+
+
+def test_mask_forbids_a_drug_the_patient_is_allergic_to():
+    mask = RuleMask([PENICILLIN, AZITHROMYCIN])
+    strep = patient(conditions={STREP: float("inf")})
+    assert mask.allowed([strep], 50 * 365.25).tolist() == [[True, True]]
+    strep.allergies.add(PENICILLIN_ALLERGY)
+    assert mask.allowed([strep], 50 * 365.25).tolist() == [[False, True]]
 
 
 def test_mask_forbids_an_active_chronic_condition_again():

@@ -98,12 +98,14 @@ def fhir_namespace(scenario: Scenario) -> str:
 
 
 def default_builder(scenario: Scenario) -> ResourceBuilder:
-    """FHIR builder with the shipped vocabulary, SNOMED -> ICD-10-CM codings of known conditions, and
-    the chronic ones kept on the problem list."""
-    conditions = load_knowledge().conditions.values()
+    """FHIR builder with the shipped vocabulary, SNOMED -> ICD-10-CM codings of known conditions, the
+    chronic ones kept on the problem list, and the kinds of allergies."""
+    knowledge = load_knowledge()
+    conditions = knowledge.conditions.values()
     crosswalk = {c.code: c.icd10cm for c in conditions}
     chronic = frozenset(c.code for c in conditions if c.course == "chronic")
-    return ResourceBuilder(fhir_namespace(scenario), load_vocabulary(), crosswalk, chronic)
+    allergy_kinds = {a.code: (a.category, a.criticality) for a in knowledge.allergies}
+    return ResourceBuilder(fhir_namespace(scenario), load_vocabulary(), crosswalk, chronic, allergy_kinds)
 
 
 def scenario_source(scenario: Scenario) -> TrajectorySource:

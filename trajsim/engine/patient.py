@@ -57,6 +57,8 @@ class PatientRecord:
             self.patient.conditions[fact.code] = ACTIVE
         elif domain == "medication":
             self.patient.medications[fact.code] = ACTIVE
+        elif domain == "allergy":
+            self.patient.allergies.add(fact.code)
         elif fact.code == CONDITION_END and fact.text:
             self.patient.conditions[fact.text] = day
         elif fact.code == MEDICATION_END and fact.text:
@@ -91,7 +93,7 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
     yield env.timeout(patient.entry_day - env.now)
     record.add(patient.birth_day, BIRTH)
     record.add(patient.birth_day, SEX_FEMALE if patient.sex == "F" else SEX_MALE)
-    for history in source.admit(patient):
+    for history in [*schedule.allergy_history(), *source.admit(patient)]:
         record.add_visit(history)
         schedule.recorded(history)
     schedule.update_death(record.last_day)

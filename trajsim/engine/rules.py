@@ -31,6 +31,8 @@ RULES: dict[str, str] = {
         "`text` when that is a condition code, else any condition the knowledge base lists the drug for; "
         "a condition is active from its diagnosis until its condition_end"
     ),
+    "medication_contraindicated_by_allergy": "a drug recorded after an allergy that rules it out (e.g. amoxicillin "
+                                             "after an allergy to penicillin)",
     "value_out_of_bounds": "a lab or vital value outside its physiological bounds",
     "duplicate_active_condition": "a chronic condition recorded again while it is still active",
     "visit_end_before_start": "a visit that ends before it starts",
@@ -39,7 +41,7 @@ RULES: dict[str, str] = {
 # The rules a next-code mask can enforce; the others concern values and visit timing, which the
 # engine guarantees itself.
 MASK_RULES = ("sex_specific_code", "age_specific_code", "before_birth", "after_death",
-              "medication_without_indication", "duplicate_active_condition")
+              "medication_without_indication", "medication_contraindicated_by_allergy", "duplicate_active_condition")
 
 VIOLATION_SCHEMA = {"rule": pl.String(), "subject_id": pl.UInt64(), "time": pl.Datetime("us"),
                     "code": pl.String(), "detail": pl.String()}
@@ -53,7 +55,7 @@ def find_violations(events: pl.DataFrame, knowledge: Knowledge | None = None) ->
     knowledge = knowledge or load_knowledge()
     facts = events.lazy().select("subject_id", "time", "encounter_id", "code", "numeric_value", "text")
     checks = [
-        _demographics(facts, knowledge), _deaths(facts), _indications(facts, knowledge),
+        _demographics(facts, knowledge), _deaths(facts), _indications(facts, knowledge), _allergies(facts, knowledge),
         _bounds(facts, knowledge), _duplicates(facts, knowledge), _visits(facts),
     ]
     found = pl.concat([check.select(list(VIOLATION_SCHEMA)).cast(VIOLATION_SCHEMA) for check in checks])
@@ -153,6 +155,18 @@ def _indications(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
     return _violation(unindicated, "medication_without_indication", pl.format("no active {}", "condition"))
 
 
+def _allergies(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
+    ruled_out = pl.LazyFrame([(drug, allergy) for drug, allergies in knowledge.contraindications.items()
+                              for allergy in sorted(allergies)], schema={"code": pl.String, "allergy": pl.String},
+                             orient="row")
+    onsets = (facts.join(ruled_out.select(pl.col("allergy").alias("code")).unique(), on="code")
+              .group_by("subject_id", "code").agg(pl.col("time").min().alias("onset"))
+              .rename({"code": "allergy"}))
+    given = facts.join(ruled_out, on="code").join(onsets, on=["subject_id", "allergy"])
+    return _violation(given.filter(pl.col("time") >= pl.col("onset")), "medication_contraindicated_by_allergy",
+                      pl.format("recorded after {} on {}", "allergy", "onset"))
+
+
 def _bounds(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
     bounds = pl.LazyFrame([(m.code, m.low, m.high) for m in knowledge.measurements.values()],
                           schema={"code": pl.String, "low": pl.Float64, "high": pl.Float64}, orient="row")
@@ -215,6 +229,10 @@ class RuleMask:
             for condition in knowledge.indications.get(code, ()):
                 self._indication[self._condition_column[condition], i] = 1.0
         self._needs_indication = self._indication.any(axis=0)
+        allergies = sorted({a.code for a in knowledge.allergies})
+        self._allergy_column = {code: j for j, code in enumerate(allergies)}
+        self._contraindicated = np.array([[allergy in knowledge.contraindications.get(code, ()) for code in self.codes]
+                                          for allergy in allergies], dtype=np.float32).reshape(len(allergies), len(self.codes))
 
     def active_conditions(self, patients: Sequence[PatientState], days: np.ndarray) -> np.ndarray:
         """Bool matrix patients x known condition codes, plus a trailing all-False column."""
@@ -239,5 +257,10 @@ class RuleMask:
         allowed &= ~active[:, self._chronic_column]
         indicated = (active[:, :-1].astype(np.float32) @ self._indication) > 0
         allowed &= indicated | ~self._needs_indication
+        allergic = np.zeros((len(patients), len(self._allergy_column)), dtype=np.float32)
+        for row, patient in enumerate(patients):
+            for code in patient.allergies:
+                allergic[row, self._allergy_column[code]] = 1.0
+        allowed &= (allergic @ self._contraindicated) == 0
         allowed &= ((days >= births) & (days <= deaths))[:, None]
         return allowed

@@ -71,13 +71,17 @@ def vitals(knowledge: Knowledge, patient: PatientState, day: float, active: set[
 
 
 def prescribe(knowledge: Knowledge, condition: Condition, patient: PatientState) -> list[Fact]:
-    """One drug from each group of first-line alternatives for this indication; a drug with a fixed
-    course ends after it."""
+    """One drug from each group of first-line alternatives for this indication, leaving out drugs
+    the patient's allergies rule out (a group with none left is skipped); a drug with a fixed course
+    ends after it."""
     groups: dict[str, list[Medication]] = {}
+    ruled_out = knowledge.contraindications
     for med in knowledge.medications.get(condition.key, ()):
-        groups.setdefault(med.group, []).append(med)
+        groups.setdefault(med.group, [])
+        if not ruled_out.get(med.code, frozenset()) & patient.allergies:
+            groups[med.group].append(med)
     facts = []
-    for options in groups.values():
+    for options in filter(None, groups.values()):
         weights = [m.weight for m in options]
         med = options[int(patient.rng.choice(len(options), p=[w / sum(weights) for w in weights]))]
         facts.append(Fact(med.code, text=condition.code))
@@ -98,6 +102,20 @@ class Schedule:
         self.fills: dict[str, tuple[float, str, float]] = {}  # drug -> (last fill day, indication, refill days)
         self.last_check_age = patient.age_at(patient.entry_day)
         self.death_conditions: frozenset[str] = frozenset()
+        self.last_screening: dict[str, float] = {}
+
+    # --- history -------------------------------------------------------------------------------
+    def allergy_history(self) -> list[Visit]:
+        """Allergies at their cited prevalence, recorded outside any visit: those of a child from
+        about age one, those of an adult within the ten years before the record starts."""
+        p = self.patient
+        age = p.age_at(p.entry_day)
+        history = []
+        for allergy in self.k.allergies:
+            if p.rng.random() < (allergy.prevalence_child if age < 18 else allergy.prevalence_adult):
+                onset = max(p.entry_day - p.rng.uniform(0, 10) * DAYS_PER_YEAR, p.birth_day + DAYS_PER_YEAR)
+                history.append(Visit(onset, None, 0.0, [Fact(allergy.code)]))
+        return history
 
     # --- well visits ---------------------------------------------------------------------------
     def next_well_day(self) -> float:
@@ -130,6 +148,27 @@ class Schedule:
         facts += self._monitoring(visit.day, active_keys(self.k, self.patient, visit.day, visit.facts + facts))
         if visit.encounter_class == "AMB":
             facts += self._vaccines(visit.day) + self._flu_shot(visit.day)
+        if any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts):
+            facts += self._screenings(visit.day)
+        return facts
+
+    def _screenings(self, day: float) -> list[Fact]:
+        """Screening procedures due at a well visit. A patient entering mid-life was last screened
+        at a random point of the interval; one who declines is offered it again a year later."""
+        p, facts = self.patient, []
+        age = p.age_at(day)
+        for screening in self.k.screenings:
+            if screening.sex not in (None, p.sex) or not screening.age_min <= age < screening.age_max:
+                continue
+            interval = screening.interval_years * DAYS_PER_YEAR
+            last = self.last_screening.setdefault(screening.code, day - p.rng.uniform(0, interval))
+            if day - last < interval:
+                continue
+            if p.rng.random() < screening.uptake:
+                facts.append(Fact(screening.code))
+                self.last_screening[screening.code] = day
+            else:
+                self.last_screening[screening.code] = day - interval + DAYS_PER_YEAR
         return facts
 
     def _complications(self, visit: Visit) -> list[Fact]:

@@ -61,6 +61,7 @@ class PatientState:
     now: float = 0.0
     conditions: dict[str, float] = field(default_factory=dict)
     medications: dict[str, float] = field(default_factory=dict)
+    allergies: set[str] = field(default_factory=set)  # allergy codes recorded so far (allergies do not end)
     memory: dict[str, Any] = field(default_factory=dict)
     height_z: float = 0.0  # height in standard deviations from the growth-chart median
     weight_factor: float = 1.0  # weight relative to the growth-chart median for height

@@ -120,6 +120,31 @@ class Restriction:
 
 
 @dataclass(frozen=True)
+class Screening:
+    """A screening procedure due every `interval_years` at ages [age_min, age_max), taken up with
+    probability `uptake` each time it falls due (`sex` None: either)."""
+
+    code: str
+    sex: str | None
+    age_min: float
+    age_max: float
+    interval_years: float
+    uptake: float
+
+
+@dataclass(frozen=True)
+class Allergy:
+    """An allergy present from childhood or adulthood at the cited prevalence; drugs it rules out."""
+
+    code: str
+    category: str  # FHIR AllergyIntolerance category: food, medication, environment, biologic
+    criticality: str
+    prevalence_child: float
+    prevalence_adult: float
+    contraindicates: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Knowledge:
     conditions: dict[str, Condition]
     prevalence: dict[str, list[AgeBand]]
@@ -136,6 +161,8 @@ class Knowledge:
     restrictions: dict[str, Restriction]  # by code; a condition's ICD-10-CM code shares its SNOMED one's
     complications: nx.DiGraph  # condition -> complication, edge attribute relative_risk
     mortality_hazard_ratios: dict[str, float]  # condition -> all-cause hazard ratio
+    screenings: list[Screening]
+    allergies: list[Allergy]
 
     def prevalence_factor(self, sex: str, age: float, ratios: dict[str, float]) -> float:
         """Mean of 1 + sum of (ratio - 1) over the conditions a person of this age has, by prevalence.
@@ -264,6 +291,15 @@ class Knowledge:
         return found
 
     @cached_property
+    def contraindications(self) -> dict[str, frozenset[str]]:
+        """Drug code -> allergy codes that rule it out."""
+        ruled_out: dict[str, set[str]] = defaultdict(set)
+        for allergy in self.allergies:
+            for drug in allergy.contraindicates:
+                ruled_out[drug].add(allergy.code)
+        return {drug: frozenset(allergies) for drug, allergies in ruled_out.items()}
+
+    @cached_property
     def chronic_codes(self) -> frozenset[str]:
         """SNOMED and ICD-10-CM codes of the chronic conditions."""
         return frozenset(code for c in self.conditions.values() if c.course == "chronic" for code in (c.code, c.icd10cm))
@@ -379,6 +415,10 @@ def load_knowledge() -> Knowledge:
         dict(values), growth, doses, [float(r["age_days"]) for r in well], float(well[-1]["repeat_days"]), mortality,
         _restrictions(conditions), _complications(),
         {r["condition"]: float(r["hazard_ratio"]) for r in _rows("mortality_hazards.csv")},
+        [Screening(r["code"], r["sex"] or None, float(r["age_min"]), float(r["age_max"]), float(r["interval_years"]),
+                   float(r["uptake"])) for r in _rows("screenings.csv")],
+        [Allergy(r["code"], r["category"], r["criticality"], float(r["prevalence_child"]), float(r["prevalence_adult"]),
+                 frozenset(filter(None, r["contraindicates"].split(";")))) for r in _rows("allergies.csv")],
     )
     _check_codes(knowledge)
     return knowledge
@@ -413,6 +453,8 @@ def _check_codes(knowledge: Knowledge) -> None:
     codes += [m.code for ms in knowledge.medications.values() for m in ms]
     codes += [m.code for ms in knowledge.monitoring.values() for m in ms]
     codes += list(knowledge.measurements) + [d.code for d in knowledge.doses] + list(knowledge.restrictions)
+    codes += [s.code for s in knowledge.screenings] + [a.code for a in knowledge.allergies]
+    codes += [drug for a in knowledge.allergies for drug in a.contraindicates]
     unknown = sorted({c for c in codes if c not in vocabulary})
     if unknown:
         raise ValueError(f"knowledge tables use codes missing from the vocabulary: {', '.join(unknown)}")

@@ -18,7 +18,7 @@ SYSTEM_URIS: dict[str, str] = {
     "RXNORM": "http://www.nlm.nih.gov/research/umls/rxnorm",
     "CVX": "http://hl7.org/fhir/sid/cvx",
 }
-DOMAINS = ("condition", "encounter_type", "vital", "lab", "medication", "immunization")
+DOMAINS = ("condition", "encounter_type", "vital", "lab", "medication", "immunization", "procedure", "allergy")
 
 
 @dataclass(frozen=True)
