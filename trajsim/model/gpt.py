@@ -17,10 +17,10 @@ import torch.nn.functional as F
 class GPTConfig:
     vocab_size: int = 512
     block_size: int = 512
-    n_layer: int = 4
+    n_layer: int = 2
     n_head: int = 4
     n_kv_head: int = 1  # heads share key/value heads (multi-query): a 4x smaller cache to read per step
-    n_embd: int = 96
+    n_embd: int = 64
     dropout: float = 0.0
 
 

@@ -27,9 +27,10 @@ from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, visit_start_cod
 from trajsim.knowledge import Knowledge, load_knowledge
 from trajsim.model.sample import generate, one_thread
 from trajsim.model.tokenizer import (
-    BOS, END, ENDED, EOS, HEADS, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
+    BOS, END, ENDED, EOS, HEADS, NO_VISIT, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
 )
 from trajsim.model.train import load_model
+from trajsim.vocab import load_vocabulary
 
 PLAN = "model_plan"  # PatientState.memory key of the patient's remaining planned visits
 EPOCH = date(1970, 1, 1)
@@ -68,6 +69,12 @@ class TokenGrammar:
         self.multi_day = np.isin(vocab, [visit_start_code("EMER"), visit_start_code("IMP")])
         self.between_visits = self.is_gap | self.is_head
         self.in_visit = self.is_gap | self.is_ended | (np.arange(self.size) == self.end)
+        # Outside visits only diagnoses, prescriptions and their ends are recorded: measurements and
+        # vaccinations need an encounter.
+        vocabulary = load_vocabulary()
+        domains = [getattr(vocabulary.get(code), "domain", None) for code in self.base_codes]
+        self.outside_visit = (self.in_visit & ~self.is_gap) | (plain & np.isin(domains, ["condition", "medication"]))
+        self.no_visit = tokenizer.index[NO_VISIT]
 
 
 class RecordWriter:
@@ -85,6 +92,7 @@ class RecordWriter:
         self.started = np.zeros(rows, dtype=bool)  # start year drawn
         self.in_visit = np.zeros(rows, dtype=bool)
         self.multi_day = np.zeros(rows, dtype=bool)  # in a visit that may run past midnight
+        self.outside = np.zeros(rows, dtype=bool)  # in a segment of facts outside any visit
         self.ending = np.full(rows, -1)  # the condition_end / medication_end token awaiting its code
         self.done = np.zeros(rows, dtype=bool)
         self.visit_codes = np.zeros((rows, grammar.size), dtype=bool)
@@ -101,12 +109,18 @@ class RecordWriter:
         g = self.g
         allowed = np.where(self.in_visit[:, None], self.visit_codes | g.in_visit, g.between_visits)
         allowed[self.in_visit & ~self.multi_day] &= ~g.is_gap
+        allowed[self.in_visit & self.outside] &= g.outside_visit
+        # a condition ends between visits, never in the visit that may treat it
+        allowed[self.in_visit & ~self.outside, g.condition_end] = False
         allowed[self.in_visit & (self.day + self.offset < self.birth_day)] &= ~g.is_ended
         for token, endable in g.endable.items():
             allowed[self.ending == token] = endable
         for row in np.flatnonzero(self.ending == g.condition_end):
             allowed[row] &= self._endable_conditions(row)
         allowed[~self.started] = self.years[~self.started]
+        # nothing left to name (e.g. condition_end with no condition to end): close the segment,
+        # which drops the unfinished fact
+        allowed[~allowed.any(axis=1), g.end] = True
         allowed[self.done] = False
         allowed[self.done, g.eos] = True
         return allowed
@@ -131,6 +145,7 @@ class RecordWriter:
         for row in np.flatnonzero(opening):
             self.touched[row].clear()
         self.multi_day = np.where(opening, g.multi_day[last], self.multi_day)
+        self.outside = np.where(opening, last == g.no_visit, self.outside)
         # Rules are checked again whenever the day or the patient's conditions change in a visit.
         stale = opening | (self.in_visit & (gap > 0))
         for row in np.flatnonzero(self.in_visit & g.is_condition[last]):
@@ -145,9 +160,9 @@ class RecordWriter:
                 self.visit_codes[row, list(self.touched[row])] = False
 
     def _endable_conditions(self, row: int) -> np.ndarray:
-        """Codes condition_end may name: a known acute condition only while active since before
-        this visit (known chronic ones do not resolve); codes the knowledge base does not know, always."""
-        endable = ~self.g.is_condition
+        """Codes condition_end may name: a known acute condition active since before this visit
+        (known chronic ones do not resolve)."""
+        endable = np.zeros(self.g.size, dtype=bool)
         day = self.day[row] + self.offset[row]
         for code, end in self.state[row].conditions.items():
             token = self.g.token_of.get(code)
@@ -188,7 +203,26 @@ class ModelSource:
         if unplanned:
             for patient, segments in zip(unplanned, self.write_records(unplanned)):
                 patient.memory[PLAN] = deque(self.plan_visits(patient, segments))
-        return [p.memory[PLAN].popleft() if p.memory[PLAN] else None for p in patients]
+        return [self._checked(p, p.memory[PLAN].popleft()) if p.memory[PLAN] else None for p in patients]
+
+    def _checked(self, patient: PatientState, visit: Visit) -> Visit:
+        """The planned visit without facts the rules now forbid: the engine may have recorded
+        diagnoses of its own since the record was written (not before entry: history passes)."""
+        if patient.now <= patient.entry_day:
+            return visit
+        state = dataclasses.replace(patient, conditions=dict(patient.conditions), memory={})
+        day = max(visit.day, patient.now)
+        allowed, kept = self.rules.allowed([state], day)[0], []
+        for fact in visit.facts:
+            token = self.tokenizer.index.get(fact.code)
+            if token is not None and self.grammar.is_code[token] and not allowed[token]:
+                continue
+            kept.append(fact)
+            if token is not None and self.grammar.is_condition[token]:
+                state.conditions[fact.code] = ACTIVE
+                allowed = self.rules.allowed([state], day)[0]
+        visit.facts = kept
+        return visit
 
     def write_records(self, patients: Sequence[PatientState]) -> list[list[Segment]]:
         """Each patient's record as the model writes it, one batched pass for all."""
@@ -213,8 +247,9 @@ class ModelSource:
                 continue
             start = float(segment.day) if segment.day < entry else segment.day + self._time_of_day(segment, rng)
             facts = [self._fact(fact, start + fact.offset_days, active) for fact in segment.facts]
-            if segment.day < entry:
-                history += [dataclasses.replace(f, offset_days=start + f.offset_days - entry) for f in facts]
+            if segment.day < entry:  # of visits before the record, only what is still true is kept
+                history += [dataclasses.replace(f, offset_days=start + f.offset_days - entry) for f in facts
+                            if f.code in ENDED or self.grammar.outside_visit[self.tokenizer.index.get(f.code, 0)]]
             else:
                 visits.append(Visit(start, segment.encounter_class, self._duration(segment, rng), facts))
         return ([Visit(entry, None, 0.0, history)] if history else []) + visits

@@ -34,12 +34,12 @@ class TrainConfig:
     min_count: int = 5  # codes seen fewer times fold into a per-system category token
     n_bins: int = 10  # quantile bins per lab/vital code
     val_fraction: float = 0.1
-    batch_size: int = 32
+    batch_size: int = 16
     learning_rate: float = 2e-3
     min_learning_rate: float = 2e-4
     warmup_steps: int = 50
     weight_decay: float = 0.01
-    max_steps: int = 2000
+    max_steps: int = 800
     eval_every: int = 100
     patience: int = 4  # evaluations without improvement before stopping early
     model: GPTConfig = field(default_factory=GPTConfig)
