@@ -1,6 +1,11 @@
 """Sharded generation: the same scenario and seed give the same bytes whatever the backend, worker
 count or shard size, and an interrupted run resumes without duplicates or gaps."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import date
 
 import pytest
@@ -11,6 +16,7 @@ from tests.test_generate import file_hashes
 from trajsim.cli import app
 from trajsim.engine import ReferenceSource
 from trajsim.generate import generate, plan_shards
+from trajsim.scenario import load_scenario, with_overrides
 
 PATIENTS = 300  # two shards of 256 (the second partly filled)
 
@@ -89,3 +95,24 @@ def test_the_cli_rejects_a_bad_shard_size(tmp_path):
     result = CliRunner().invoke(app, ["generate", "-n", "5", "--shard-size", "100", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "multiple of 256" in result.output and "Traceback" not in result.output
+
+
+def test_a_killed_run_completes_when_run_again(tmp_path):
+    """SIGKILL the whole `trajsim generate` process group once its first shard is done; the same
+    command again finishes the rest, and the result equals an uninterrupted run."""
+    scenario_file = tmp_path / "three-shards.toml"
+    scenario_file.write_text('model = "reference"\nseed = 5\n[population]\nsize = 600\n[period]\nstart = 2022-01-01\n')
+    command = [sys.executable, "-m", "trajsim.cli", "generate", "-s", str(scenario_file), "--shard-size", "256",
+               "--out", str(tmp_path / "killed")]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first_done = tmp_path / "killed" / ".shards" / "shard-00000" / "summary.json"
+    deadline = time.monotonic() + 120
+    while not first_done.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (tmp_path / "killed" / "manifest.json").exists()  # killed part-way, not finished
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    as_run = with_overrides(load_scenario(scenario_file), "test", **{"output.dir": tmp_path / "killed"})  # as in the manifest
+    generate(as_run, tmp_path / "whole", shard_size=256)
+    assert file_hashes(tmp_path / "killed") == file_hashes(tmp_path / "whole")
