@@ -21,7 +21,6 @@ the folded codes in proportion to their counts, so no rare record can be reprodu
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
