@@ -74,6 +74,8 @@ class TokenGrammar:
         vocabulary = load_vocabulary()
         domains = [getattr(vocabulary.get(code), "domain", None) for code in self.base_codes]
         self.outside_visit = (self.in_visit & ~self.is_gap) | (plain & np.isin(domains, ["condition", "medication"]))
+        self.encounter_types = np.flatnonzero(np.isin(domains, ["encounter_type"]))
+        self.is_encounter_type = np.isin(np.arange(self.size), self.encounter_types)
         self.no_visit = tokenizer.index[NO_VISIT]
 
 
@@ -96,7 +98,7 @@ class RecordWriter:
         self.ending = np.full(rows, -1)  # the condition_end / medication_end token awaiting its code
         self.done = np.zeros(rows, dtype=bool)
         self.visit_codes = np.zeros((rows, grammar.size), dtype=bool)
-        self.touched: list[set[int]] = [set() for _ in range(rows)]  # conditions begun or ended this visit
+        self.touched: list[set[int]] = [set() for _ in range(rows)]  # codes that may not recur this visit
         self.exit_day = np.array([p.exit_day for p in patients])
         self.birth_day = np.array([p.birth_day for p in patients])
         births = [_year_of(p.birth_day) for p in patients]
@@ -148,6 +150,9 @@ class RecordWriter:
         self.outside = np.where(opening, last == g.no_visit, self.outside)
         # Rules are checked again whenever the day or the patient's conditions change in a visit.
         stale = opening | (self.in_visit & (gap > 0))
+        for row in np.flatnonzero(self.in_visit & g.is_encounter_type[last]):  # a visit has one type
+            self.touched[row].update(g.encounter_types.tolist())
+            self.visit_codes[row, g.encounter_types] = False
         for row in np.flatnonzero(self.in_visit & g.is_condition[last]):
             stale[row] |= self._record(row, int(last[row]), bool(ended_code[row]))
         if stale.any():
@@ -156,7 +161,7 @@ class RecordWriter:
             # a visit's facts fall somewhere within its day: the codes must be allowed all day long
             allowed = self.rules.allowed(states, days) & self.rules.allowed(states, days + 1.0)
             self.visit_codes[rows] = allowed & g.is_code
-            for row in rows:  # a condition begun or ended in this visit does not come back in it
+            for row in rows:  # a visit's type, or a condition begun or ended in it, does not recur
                 self.visit_codes[row, list(self.touched[row])] = False
 
     def _endable_conditions(self, row: int) -> np.ndarray:
