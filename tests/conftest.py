@@ -24,7 +24,9 @@ def refdata() -> Path:
 
 
 def small_scenario(size: int = 40, seed: int = 7, **changes: object) -> Scenario:
-    return with_overrides(Scenario(), "test", **{"population.size": size, "seed": seed, **changes})
+    """A small default-scenario cohort, simulated by the rule-based reference source unless a test
+    asks for a model (`model="default"`): most tests are about the engine and the writers."""
+    return with_overrides(Scenario(), "test", **{"population.size": size, "seed": seed, "model": "reference", **changes})
 
 
 @pytest.fixture(scope="session")

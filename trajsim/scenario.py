@@ -82,7 +82,7 @@ class Scenario(_Strict):
     period: Period = Period()
     output: Output = Output()
     trial: Trial | None = None  # a control arm to build with `trajsim trial` (trajsim/trial/spec.py)
-    model: str = "reference"  # trajectory source: see _known_model
+    model: str = "default"  # trajectory source: see _known_model
 
     @field_validator("model")
     @classmethod
