@@ -22,6 +22,7 @@ WELL_CHILD = "SNOMED/410620009"
 WELL_ADULT = "SNOMED/162673000"
 OFFICE_OPEN_HOURS = (8.0, 17.0)
 FLU_SEASON_MONTHS = (9, 10, 11, 12, 1, 2, 3)
+ONE_MINUTE = 1 / 1440  # in days
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 OBESITY_WEIGHT_FACTOR = 1.3  # BMI about 32 instead of the median 25
 VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
@@ -237,7 +238,7 @@ class Schedule:
         for code, (last, indication, every) in sorted(self.fills.items()):
             ends = self.patient.conditions.get(indication, ACTIVE)
             day = last + every
-            while day < min(until, ends):
+            while day < min(until, ends - ONE_MINUTE):  # times are recorded to the minute
                 due.append((day, Fact(code, text=indication)))
                 last, day = day, day + every
             self.fills[code] = (last, indication, every)

@@ -212,7 +212,11 @@ class ModelSource:
 
     def _checked(self, patient: PatientState, visit: Visit) -> Visit:
         """The planned visit without facts the rules now forbid: the engine may have recorded
-        diagnoses of its own since the record was written (not before entry: history passes)."""
+        diagnoses of its own since the record was written (not before entry: history passes). A drug
+        dated at the very moment its indication ends is dropped in any case: it would have none."""
+        ending = {(fact.text, fact.offset_days) for fact in visit.facts if fact.code == CONDITION_END}
+        visit.facts = [fact for fact in visit.facts if (fact.text, fact.offset_days) not in ending
+                       or fact.code == CONDITION_END]
         if patient.now <= patient.entry_day:
             return visit
         state = dataclasses.replace(patient, conditions=dict(patient.conditions), memory={})
