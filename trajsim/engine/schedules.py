@@ -104,11 +104,13 @@ class Schedule:
         self.last_check_age = patient.age_at(patient.entry_day)
         self.death_conditions: frozenset[str] = frozenset()
         self.last_screening: dict[str, float] = {}
+        self.allergies = self._draw_allergies()
 
     # --- history -------------------------------------------------------------------------------
-    def allergy_history(self) -> list[Visit]:
-        """Allergies at their cited prevalence, recorded outside any visit: those of a child from
-        about age one, those of an adult within the ten years before the record starts."""
+    def _draw_allergies(self) -> list[Visit]:
+        """Allergies at their cited prevalence: those of a child from about age one, those of an
+        adult within the ten years before the record starts. Drawn when the patient is created, so a
+        source that plans ahead already knows them."""
         p = self.patient
         age = p.age_at(p.entry_day)
         history = []
@@ -116,7 +118,12 @@ class Schedule:
             if p.rng.random() < (allergy.prevalence_child if age < 18 else allergy.prevalence_adult):
                 onset = max(p.entry_day - p.rng.uniform(0, 10) * DAYS_PER_YEAR, p.birth_day + DAYS_PER_YEAR)
                 history.append(Visit(onset, None, 0.0, [Fact(allergy.code)]))
+                p.allergies.add(allergy.code)
         return history
+
+    def allergy_history(self) -> list[Visit]:
+        """The allergies to record, outside any visit, when the record starts."""
+        return self.allergies
 
     # --- well visits ---------------------------------------------------------------------------
     def next_well_day(self) -> float:

@@ -28,9 +28,13 @@ def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count
     for chunk_start in range(first, stop, chunk_size):
         records = [PatientRecord(draw_patient(scenario, i, knowledge))
                    for i in range(chunk_start, min(chunk_start + chunk_size, stop))]
+        schedules = [Schedule(knowledge, record.patient) for record in records]
+        plan = getattr(source, "plan", None)  # optional: a source that writes whole records plans a chunk at once
+        if plan is not None:
+            plan([record.patient for record in records])
         env = simpy.Environment(initial_time=min(r.patient.entry_day for r in records))
         sampler = VisitSampler(env, source)
-        for record in records:
-            env.process(patient_life(env, record, sampler, source, Schedule(knowledge, record.patient)))
+        for record, schedule in zip(records, schedules):
+            env.process(patient_life(env, record, sampler, source, schedule))
         env.run()
         yield from records

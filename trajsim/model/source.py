@@ -203,11 +203,16 @@ class ModelSource:
         """Nothing yet: the model writes the history before entry together with the rest."""
         return []
 
-    def next_visits(self, patients: Sequence[PatientState]) -> list[Visit | None]:
+    def plan(self, patients: Sequence[PatientState]) -> None:
+        """Write the records of every patient not yet planned, in one batched pass (the engine calls
+        this for each chunk before it starts, so patients entering at different times share a batch)."""
         unplanned = [p for p in patients if PLAN not in p.memory]
         if unplanned:
             for patient, segments in zip(unplanned, self.write_records(unplanned)):
                 patient.memory[PLAN] = deque(self.plan_visits(patient, segments))
+
+    def next_visits(self, patients: Sequence[PatientState]) -> list[Visit | None]:
+        self.plan(patients)
         return [self._checked(p, p.memory[PLAN].popleft()) if p.memory[PLAN] else None for p in patients]
 
     def _checked(self, patient: PatientState, visit: Visit) -> Visit:
