@@ -386,7 +386,7 @@ class _PatientBuild:
                 return
             code = BLOOD_PRESSURE_PANEL[0]
         observation = self._add({
-            "resourceType": "Observation", "id": self.ids.next(), "id": self.ids.next(),
+            "resourceType": "Observation", "id": self.ids.next(),
             "meta": profile(VITAL_SIGN_PROFILES.get(code, "us-core-vital-signs") if domain == "vital"
                             else "us-core-observation-lab"),
             "status": "final", "category": OBSERVATION_CATEGORIES[domain],

@@ -6,7 +6,7 @@ overlap, and nothing is recorded after death. Scheduled care (`schedules.py`) ru
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 
 import simpy
 
@@ -24,7 +24,12 @@ MINUTES_PER_DAY = 1440
 
 def to_datetime(day: float) -> datetime:
     """Engine day number -> wall-clock time, to the minute."""
-    return EPOCH + timedelta(minutes=round(day * MINUTES_PER_DAY))
+    return _minute(round(day * MINUTES_PER_DAY))
+
+
+@lru_cache(maxsize=1 << 16)
+def _minute(minutes: int) -> datetime:
+    return EPOCH + timedelta(minutes=minutes)  # cached: a visit's facts share a few instants
 
 
 @cache
