@@ -36,17 +36,20 @@ def places() -> tuple[list[Place], list[float]]:
             [float(r["population"]) for r in rows])
 
 
+@cache
 def _shares(kind: str) -> tuple[list[dict[str, str]], list[float]]:
     rows = [row for row in load_table("race_ethnicity") if row["kind"] == kind]
     return rows, [float(row["share"]) for row in rows]
 
 
+@cache
+def _names(kind: str) -> list[str]:
+    return [row["name"] for row in load_table("names") if row["kind"] == kind]
+
+
 def draw_name(rng: random.Random, sex: str, prefix: str | None = None) -> dict[str, Any]:
     """An official HumanName from the national name-frequency lists."""
-    names = load_table("names")
-    given = [row["name"] for row in names if row["kind"] == f"given_{sex}"]
-    family = [row["name"] for row in names if row["kind"] == "family"]
-    name = {"use": "official", "family": rng.choice(family), "given": [rng.choice(given)]}
+    name = {"use": "official", "family": rng.choice(_names("family")), "given": [rng.choice(_names(f"given_{sex}"))]}
     return name | ({"prefix": [prefix]} if prefix else {})
 
 
