@@ -7,10 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import TextColumn
 from rich.table import Table
 
-from trajsim.console import console, fail
+from trajsim.console import console, fail, progress_bar
 from trajsim.model.gpt import GPTConfig
 from trajsim.model.train import CHECKPOINT, TrainConfig, train
 
@@ -43,9 +43,7 @@ def train_command(
     if (out / CHECKPOINT).exists():
         console.print(f"Resuming from {out / CHECKPOINT}")
     started = time.perf_counter()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]}"), TimeRemainingColumn(),
-                        console=console, transient=True)
+    progress = progress_bar(TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]}"))
     with progress:
         task = progress.add_task("Training", total=max_steps, loss=float("nan"), val="-")
 
