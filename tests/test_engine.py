@@ -7,7 +7,7 @@ import simpy
 
 from tests.conftest import small_scenario
 from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
-from trajsim.engine.patient import to_datetime
+from trajsim.clock import to_datetime
 from trajsim.engine.sampler import VisitSampler
 from trajsim.events import BIRTH, DEATH, VISIT_END, VISIT_START_PREFIX
 

@@ -11,7 +11,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from trajsim.engine.source import DAYS_PER_YEAR
+from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE
 from trajsim.knowledge import Knowledge
 

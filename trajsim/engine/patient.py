@@ -5,11 +5,11 @@ overlap, and nothing is recorded after death. Scheduled care (`schedules.py`) ru
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from functools import cache, lru_cache
+from functools import cache
 
 import simpy
 
+from trajsim.clock import encounter_id, to_datetime
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code,
 )
@@ -17,20 +17,6 @@ from trajsim.engine.sampler import VisitSampler
 from trajsim.engine.schedules import Schedule
 from trajsim.engine.source import ACTIVE, Fact, PatientState, TrajectorySource, Visit
 from trajsim.vocab import load_vocabulary
-
-EPOCH = datetime(1970, 1, 1)
-MINUTES_PER_DAY = 1440
-
-
-def to_datetime(day: float) -> datetime:
-    """Engine day number -> wall-clock time, to the minute."""
-    return _minute(round(day * MINUTES_PER_DAY))
-
-
-@lru_cache(maxsize=1 << 16)
-def _minute(minutes: int) -> datetime:
-    return EPOCH + timedelta(minutes=minutes)  # cached: a visit's facts share a few instants
-
 
 @cache
 def _domains() -> dict[str, str]:
@@ -73,18 +59,18 @@ class PatientRecord:
     def add_visit(self, visit: Visit) -> None:
         """Record a visit's facts, dropping any that would fall after the record's end."""
         exit_day = self.patient.exit_day
-        encounter_id, visit_end = None, visit.day + visit.duration_days
+        encounter, visit_end = None, visit.day + visit.duration_days
         if visit.encounter_class is not None:
             self._visits += 1
-            encounter_id = (self.patient.subject_id << 20) | self._visits
+            encounter = encounter_id(self.patient.subject_id, self._visits)
             visit_end = min(visit_end, exit_day)
-            self.add(visit.day, visit_start_code(visit.encounter_class), encounter_id)
+            self.add(visit.day, visit_start_code(visit.encounter_class), encounter)
         for fact in visit.facts:
             day = visit.day + fact.offset_days
             if day <= exit_day:
-                self.add_fact(day, fact, encounter_id if day <= visit_end else None)
-        if encounter_id is not None:
-            self.add(visit_end, VISIT_END, encounter_id)
+                self.add_fact(day, fact, encounter if day <= visit_end else None)
+        if encounter is not None:
+            self.add(visit_end, VISIT_END, encounter)
 
     def finish(self) -> None:
         self.events.sort(key=lambda event: event.time)

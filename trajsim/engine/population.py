@@ -7,21 +7,13 @@ patient is the same whichever chunk, process or machine simulates it.
 from __future__ import annotations
 
 import math
-from datetime import date
 
 import numpy as np
 
-from trajsim.engine.source import DAYS_PER_YEAR, PatientState
+from trajsim.clock import DAYS_PER_YEAR, day_number
+from trajsim.engine.source import PatientState
 from trajsim.knowledge import Knowledge
 from trajsim.scenario import Scenario
-
-EPOCH = date(1970, 1, 1)
-
-
-def day_number(d: date) -> float:
-    """Days since 1970-01-01, the engine's clock."""
-    return float((d - EPOCH).days)
-
 
 def patient_rng(seed: int, index: int) -> np.random.Generator:
     """The independent random stream of patient `index` under `seed`."""

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine.schedules import active_keys, office_hours, prescribe, vitals
-from trajsim.engine.source import DAYS_PER_YEAR, Fact, PatientState, Visit
+from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Condition, Knowledge, load_knowledge
 
@@ -95,12 +96,12 @@ class ReferenceSource:
         facts = [Fact(condition.visit_type), *vitals(self.k, p, day, active_keys(self.k, p, day))]
         for code in p.active_conditions(day):
             p.memory["last_review"][code] = day
-        return Visit(day, "AMB", p.rng.uniform(15, 40) / 1440, facts)
+        return Visit(day, "AMB", p.rng.uniform(15, 40) / MINUTES_PER_DAY, facts)
 
     def _acute_visit(self, p: PatientState, day: float, condition: Condition) -> Visit:
         rng = p.rng
         if condition.visit_class == "AMB":
-            day, duration = office_hours(p, day), rng.uniform(15, 30) / 1440
+            day, duration = office_hours(p, day), rng.uniform(15, 30) / MINUTES_PER_DAY
         elif condition.visit_class == "EMER":
             duration = rng.uniform(2, 6) / 24
         else:

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from trajsim.engine.source import DAYS_PER_YEAR, PatientState
+from trajsim.clock import DAYS_PER_YEAR
+from trajsim.engine.source import PatientState
 from trajsim.events import BIRTH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
 

@@ -10,19 +10,18 @@ reference source shares.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 
+from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY, calendar_date, is_weekend, office_slot
 from trajsim.engine.population import draw_death_day
-from trajsim.engine.source import ACTIVE, DAYS_PER_YEAR, Fact, PatientState, Visit
+from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
 
 WELL_CHILD = "SNOMED/410620009"
 WELL_ADULT = "SNOMED/162673000"
-OFFICE_OPEN_HOURS = (8.0, 17.0)
 FLU_SEASON_MONTHS = (9, 10, 11, 12, 1, 2, 3)
-ONE_MINUTE = 1 / 1440  # in days
+ONE_MINUTE = 1 / MINUTES_PER_DAY  # in days
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 OBESITY_WEIGHT_FACTOR = 1.3  # BMI about 32 instead of the median 25
 VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
@@ -31,10 +30,9 @@ VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "
 def office_hours(patient: PatientState, day: float) -> float:
     """The first weekday slot at or after `day` (and not before now): clinics see patients in
     quarter-hour slots within opening hours."""
-    slot = patient.rng.integers(0, int((OFFICE_OPEN_HOURS[1] - OFFICE_OPEN_HOURS[0]) * 4))
-    hour = (OFFICE_OPEN_HOURS[0] + slot / 4) / 24
+    hour = office_slot(patient.rng)
     start = math.floor(day)
-    while (start + 3) % 7 >= 5 or start + hour < patient.now:  # 1970-01-01 was a Thursday
+    while is_weekend(start) or start + hour < patient.now:
         start += 1
     return start + hour
 
@@ -147,7 +145,7 @@ class Schedule:
         self.well_index, self.next_well = self.well_index + 1, None
         kind = WELL_CHILD if p.age_at(day) < 18 else WELL_ADULT
         facts = [Fact(kind), *vitals(self.k, p, day, active_keys(self.k, p, day))]
-        return Visit(day, "AMB", p.rng.uniform(15, 40) / 1440, facts)
+        return Visit(day, "AMB", p.rng.uniform(15, 40) / MINUTES_PER_DAY, facts)
 
     # --- what is due at a visit ----------------------------------------------------------------
     def due_at(self, visit: Visit) -> list[Fact]:
@@ -220,7 +218,7 @@ class Schedule:
 
     def _flu_shot(self, day: float) -> list[Fact]:
         """One seasonal influenza decision per season, taken at the first visit in it."""
-        month = (dt.date(1970, 1, 1) + dt.timedelta(days=int(day))).month
+        month = calendar_date(int(day)).month
         season = int((day - 244) // DAYS_PER_YEAR)  # seasons start around 1 September
         if month not in FLU_SEASON_MONTHS or season in self.flu_seasons:
             return []

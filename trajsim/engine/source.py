@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-DAYS_PER_YEAR = 365.25
+from trajsim.clock import DAYS_PER_YEAR
+
 ACTIVE = float("inf")  # end day of something still ongoing
 
 

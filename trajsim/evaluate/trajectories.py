@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
-from trajsim.engine.source import DAYS_PER_YEAR
+from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, DEATH, SEX_FEMALE, SEX_MALE, VISIT_START_PREFIX
 
 AGE_BANDS = (0, 18, 45, 65)  # paediatric, young adult, middle age, older adult

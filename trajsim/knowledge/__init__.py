@@ -18,10 +18,9 @@ from importlib import resources
 import networkx as nx
 import numpy as np
 
+from trajsim.clock import DAYS_PER_YEAR, day_number
 from trajsim.vocab import load_vocabulary
 
-DAYS_PER_YEAR = 365.25
-EPOCH = date(1970, 1, 1)
 OPEN_BAND_END = 85.0
 
 
@@ -373,7 +372,7 @@ def load_knowledge() -> Knowledge:
         r["condition"]: Condition(
             r["condition"], r["code"], r["icd10cm"], r["course"], r["visit_class"], r["visit_type"],
             _number(r["duration_days"]), _number(r["stay_days"]), _number(r["follow_up_days"]),
-            float((date.fromisoformat(r["first_date"]) - EPOCH).days) if r["first_date"] else None,
+            day_number(date.fromisoformat(r["first_date"])) if r["first_date"] else None,
         )
         for r in _rows("conditions.csv")
     }

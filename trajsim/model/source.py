@@ -12,15 +12,14 @@ one, and still owns the clock, deaths and its own scheduled processes.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import deque
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
 from trajsim.engine.rules import RuleMask
 from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, visit_start_code
@@ -33,12 +32,6 @@ from trajsim.model.train import load_model
 from trajsim.vocab import load_vocabulary
 
 PLAN = "model_plan"  # PatientState.memory key of the patient's remaining planned visits
-EPOCH = date(1970, 1, 1)
-OFFICE_OPEN_HOURS = (8.0, 17.0)
-
-
-def _year_of(day: float) -> int:
-    return date.fromordinal(EPOCH.toordinal() + int(math.floor(day))).year
 
 
 class TokenGrammar:
@@ -101,8 +94,8 @@ class RecordWriter:
         self.touched: list[set[int]] = [set() for _ in range(rows)]  # codes that may not recur this visit
         self.exit_day = np.array([p.exit_day for p in patients])
         self.birth_day = np.array([p.birth_day for p in patients])
-        births = [_year_of(p.birth_day) for p in patients]
-        entries = [_year_of(p.entry_day) for p in patients]
+        births = [calendar_date(p.birth_day).year for p in patients]
+        entries = [calendar_date(p.entry_day).year for p in patients]
         self.years = (grammar.year[None, :] >= np.array(births)[:, None]) & (grammar.year[None, :] <= np.array(entries)[:, None])
 
     def __call__(self, tokens: torch.Tensor) -> np.ndarray:
@@ -242,7 +235,7 @@ class ModelSource:
         """Each patient's record as the model writes it, one batched pass for all."""
         index = self.tokenizer.index
         prompts = torch.tensor([[index[BOS], index[SEXES.get(f"TRAJSIM/sex/{p.sex}", "SEX/U")],
-                                 index[birth_band(_year_of(p.birth_day))]] for p in patients])
+                                 index[birth_band(calendar_date(p.birth_day).year)]] for p in patients])
         writer = RecordWriter(self.grammar, self.rules, patients)
         with one_thread():
             tokens = generate(self.model, prompts, [p.rng for p in patients], self.model.config.block_size,
@@ -283,14 +276,13 @@ class ModelSource:
     def _time_of_day(segment: Segment, rng: np.random.Generator) -> float:
         """Clinics see patients in quarter-hour slots in opening hours; emergencies come at any hour."""
         if segment.encounter_class == "AMB":
-            slots = int((OFFICE_OPEN_HOURS[1] - OFFICE_OPEN_HOURS[0]) * 4)
-            return (OFFICE_OPEN_HOURS[0] + rng.integers(0, slots) / 4) / 24
+            return office_slot(rng)
         return float(rng.uniform(0.0, 1.0)) if segment.encounter_class else 0.5
 
     @staticmethod
     def _duration(segment: Segment, rng: np.random.Generator) -> float:
         if segment.encounter_class == "AMB":
-            return segment.end_offset_days + rng.uniform(15, 40) / 1440
+            return segment.end_offset_days + rng.uniform(15, 40) / MINUTES_PER_DAY
         if segment.encounter_class == "EMER":
             return segment.end_offset_days + rng.uniform(2, 6) / 24
         if segment.encounter_class == "IMP":

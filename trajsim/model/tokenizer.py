@@ -23,12 +23,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from trajsim.clock import EPOCH, calendar_date, encounter_id, year_start_day
 from trajsim.atomic import write_bytes_atomic
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, ENCOUNTER_CLASSES, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END,
@@ -45,7 +46,6 @@ YEAR_DAYS, MONTH_DAYS = 365, 30
 GAP_TOKENS = [f"GAP/{YEAR_DAYS}d"] + [f"GAP/{k * MONTH_DAYS}d" for k in range(1, 13)] + [f"GAP/{d}d" for d in range(1, MONTH_DAYS)]
 HEADS = [visit_start_code(c) for c in ENCOUNTER_CLASSES] + [NO_VISIT]
 ENDED = (CONDITION_END, MEDICATION_END)  # followed by the token of the code that ends
-EPOCH = date(1970, 1, 1)
 
 
 def gap_tokens(days: int) -> list[str]:
@@ -62,15 +62,6 @@ def gap_days(token: str) -> int | None:
 
 def birth_band(year: int) -> str:
     return f"BIRTH/{year - year % BIRTH_BAND_YEARS}"
-
-
-def day_of(moment: datetime) -> int:
-    """Whole days since 1970-01-01 (the engine's clock, truncated to the day)."""
-    return (moment.date() - EPOCH).days
-
-
-def year_start_day(year: int) -> int:
-    return (date(year, 1, 1) - EPOCH).days
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +142,7 @@ class Tokenizer:
         """(subject_id, token ids) per patient, in subject order."""
         events = events.sort("subject_id", "time", maintain_order=True)
         events = events.with_columns(token=pl.Series(self._fact_tokens(events), dtype=pl.String),
-                                     day=(pl.col("time").dt.date() - pl.lit(EPOCH)).dt.total_days())
+                                     day=(pl.col("time").dt.date() - pl.lit(EPOCH.date())).dt.total_days())
         encoded = []
         for (subject_id,), rows in events.group_by("subject_id", maintain_order=True):
             tokens = self._encode_patient(rows)
@@ -174,7 +165,7 @@ class Tokenizer:
         days, encounters = rows["day"].to_list(), rows["encounter_id"].to_list()
         sex = next((SEXES[c] for c in codes if c in SEXES), UNKNOWN_SEX)
         birth_days = [d for c, d in zip(codes, days) if c == BIRTH]
-        birth = birth_band((EPOCH + timedelta(days=birth_days[0])).year) if birth_days else "BIRTH/U"
+        birth = birth_band(calendar_date(birth_days[0]).year) if birth_days else "BIRTH/U"
         # Segments: all rows of one encounter, or the rows of one day outside encounters.
         groups: dict[tuple, list[int]] = {}
         for i, (code, encounter, day) in enumerate(zip(codes, encounters, days)):
@@ -183,8 +174,8 @@ class Tokenizer:
             key = ("visit", encounter) if encounter is not None else ("day", day)
             groups.setdefault(key, []).append(i)
         segments = sorted(groups.values(), key=lambda rows_: rows_[0])
-        start_year = (EPOCH + timedelta(days=days[segments[0][0]])).year if segments else (
-            (EPOCH + timedelta(days=birth_days[0])).year if birth_days else 2000)
+        start_year = calendar_date(days[segments[0][0]]).year if segments else (
+            calendar_date(birth_days[0]).year if birth_days else 2000)
         out = [BOS, sex, birth, f"YEAR/{start_year}"]
         previous = year_start_day(start_year)
         for members in segments:
@@ -289,11 +280,11 @@ class Tokenizer:
             band_year = int(birth[6:]) + BIRTH_BAND_YEARS // 2
             events.append(Event(subject_id, datetime(band_year, 7, 1), None, BIRTH))
         if sex in ("SEX/F", "SEX/M"):
-            events.append(Event(subject_id, events[0].time if events else datetime(1970, 1, 1), None,
+            events.append(Event(subject_id, events[0].time if events else EPOCH, None,
                                 SEX_FEMALE if sex == "SEX/F" else SEX_MALE))
         for n, segment in enumerate(segments, start=1):
-            start = datetime(1970, 1, 1) + timedelta(days=segment.day)
-            encounter = (subject_id << 20) | n if segment.encounter_class else None
+            start = EPOCH + timedelta(days=segment.day)
+            encounter = encounter_id(subject_id, n) if segment.encounter_class else None
             if encounter is not None:
                 events.append(Event(subject_id, start, encounter, visit_start_code(segment.encounter_class)))
             for fact in segment.facts:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import simpy
 
+from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine.capacity import CareUnit
 from trajsim.knowledge import load_knowledge
 from trajsim.scenario import US_2020_AGE_MIX
@@ -103,7 +104,7 @@ class Hospital:
         times every surge under way."""
         arrivals = self.scenario.arrivals
         moment = self.scenario.start + timedelta(minutes=minute)
-        rate = arrivals.per_day / 1440
+        rate = arrivals.per_day / MINUTES_PER_DAY
         rate *= arrivals.hourly[moment.hour] / (sum(arrivals.hourly) / 24)
         rate *= arrivals.weekday[moment.weekday()] / (sum(arrivals.weekday) / 7)
         return rate * math.prod(s.multiplier for s in self.scenario.surges_at(minute / 60))
@@ -111,7 +112,7 @@ class Hospital:
     def _arrivals(self) -> Generator[simpy.Event, None, None]:
         """A non-homogeneous Poisson process, drawn by thinning a process at the highest rate."""
         arrivals = self.scenario.arrivals
-        peak = (arrivals.per_day / 1440 * max(arrivals.hourly) / (sum(arrivals.hourly) / 24)
+        peak = (arrivals.per_day / MINUTES_PER_DAY * max(arrivals.hourly) / (sum(arrivals.hourly) / 24)
                 * max(arrivals.weekday) / (sum(arrivals.weekday) / 7)
                 * math.prod(max(s.multiplier, 1.0) for s in self.scenario.surges))
         number = 0
@@ -125,7 +126,7 @@ class Hospital:
         """Start with the ward as full as the scenario says. Those inpatients are somewhere in their
         stay: what remains of it is spread evenly up to the length of a typical US stay."""
         for _ in range(round(self.scenario.capacity.ward_beds * self.scenario.capacity.ward_occupancy)):
-            self.env.process(self._inpatient(self.rng.uniform(0, TYPICAL_STAY_DAYS * 1440)))
+            self.env.process(self._inpatient(self.rng.uniform(0, TYPICAL_STAY_DAYS * MINUTES_PER_DAY)))
 
     def _inpatient(self, minutes: float) -> Generator[simpy.Event, None, None]:
         bed = yield from self.ward.admit()
@@ -141,7 +142,7 @@ class Hospital:
         case = self._presentation(age)
         self.stats.by_esi[case.esi] = self.stats.by_esi.get(case.esi, 0) + 1
         records = self.records
-        request, patient = records.register(number, sex, self._now() - timedelta(days=age * 365.25))
+        request, patient = records.register(number, sex, self._now() - timedelta(days=age * DAYS_PER_YEAR))
         self._emit(number, "register", request)
         encounter = records.arrival(number, patient, self._now())
         self._emit(number, "arrive", records.arrived(encounter))
@@ -182,7 +183,7 @@ class Hospital:
             self.stats.admissions += 1
             self._emit(number, "admit", records.admitted(encounter, self._now()))
             stay = self._stay_days(case)
-            yield self.env.timeout(self._minutes((stay * 1440, WARD_STAY_SPREAD)))
+            yield self.env.timeout(self._minutes((stay * MINUTES_PER_DAY, WARD_STAY_SPREAD)))
             self.ward.discharge(ward_bed)
         else:
             self._leave_ed(bed, bed_number)

@@ -14,10 +14,10 @@ from datetime import datetime, time
 
 import polars as pl
 
+from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE
 from trajsim.trial.spec import CodeList, Criterion, Trial
 
-DAYS_PER_YEAR = 365.25
 Descendants = dict[str, frozenset[str]] | None
 
 

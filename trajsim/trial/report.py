@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import polars as pl
 
+from trajsim.clock import DAYS_PER_YEAR
 from trajsim.atomic import atomic_writer, write_bytes_atomic
 from trajsim.evaluate.plots import REAL, SYNTHETIC, overlaid_histograms, panels, png
 from trajsim.evaluate.report import STYLE
@@ -37,7 +38,7 @@ class TrialReport:
 
 def summarise(title: str, trial: Trial, arms: dict[str, pl.DataFrame], notes: list[str]) -> TrialReport:
     """Table 1, Kaplan-Meier curves, event rates and power for every non-empty arm."""
-    horizon = trial.follow_up_days / 365.25
+    horizon = trial.follow_up_days / DAYS_PER_YEAR
     filled = {name: arm for name, arm in arms.items() if arm.height}
     km = [kaplan_meier(arm, e.name, horizon).with_columns(pl.lit(name).alias("arm"))
           for name, arm in filled.items() for e in trial.endpoints if e.kind == "time_to_event"]

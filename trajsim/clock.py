@@ -1,0 +1,57 @@
+"""The engine's clock, declared once. Simulated time is a day number: days since 1970-01-01 (a
+Thursday), the fraction being the time of day. Every stage converts through these helpers, so a
+day means the same thing to the engine, the model, the knowledge tables and the exporter."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+
+import numpy as np
+
+EPOCH = datetime(1970, 1, 1)
+DAYS_PER_YEAR = 365.25  # Julian year: ages and yearly rates over the leap cycle
+MINUTES_PER_DAY = 1440
+ONE_MINUTE = 1 / MINUTES_PER_DAY  # in days
+OFFICE_OPEN_HOURS = (8.0, 17.0)  # clinics see patients in quarter-hour slots between these hours
+VISIT_NUMBER_BITS = 20  # an encounter id is the subject id with the visit's number in the low bits
+
+
+def day_number(d: date) -> float:
+    """The day number of a calendar date (its midnight)."""
+    return float((d - EPOCH.date()).days)
+
+
+def year_start_day(year: int) -> int:
+    """The day number of 1 January of `year`."""
+    return (date(year, 1, 1) - EPOCH.date()).days
+
+
+def calendar_date(day: float) -> date:
+    """The calendar date a day number falls on."""
+    return date.fromordinal(EPOCH.toordinal() + int(day // 1))
+
+
+def to_datetime(day: float) -> datetime:
+    """A day number as wall-clock time, to the minute."""
+    return _minute(round(day * MINUTES_PER_DAY))
+
+
+@lru_cache(maxsize=1 << 16)
+def _minute(minutes: int) -> datetime:
+    return EPOCH + timedelta(minutes=minutes)  # cached: a visit's facts share a few instants
+
+
+def is_weekend(day: float) -> bool:
+    return (int(day // 1) + 3) % 7 >= 5  # day 0 was a Thursday
+
+
+def office_slot(rng: np.random.Generator) -> float:
+    """A random quarter-hour appointment slot within opening hours, as a fraction of the day."""
+    slots = int((OFFICE_OPEN_HOURS[1] - OFFICE_OPEN_HOURS[0]) * 4)
+    return (OFFICE_OPEN_HOURS[0] + rng.integers(0, slots) / 4) / 24
+
+
+def encounter_id(subject_id: int, visit_number: int) -> int:
+    """The id of a patient's `visit_number`-th encounter (1-based), unique across patients."""
+    return (subject_id << VISIT_NUMBER_BITS) | visit_number
