@@ -87,6 +87,45 @@ def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_run(referenc
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
 
 
+def _interrupted(events: pl.DataFrame, out) -> None:
+    def interrupt(step: int, loss: float, val_loss: float | None) -> None:
+        if step == 5:  # after the first checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(events, out, tiny_training(), on_step=interrupt)
+    assert (out / CHECKPOINT).exists()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (exec, ("open(__import__('os').environ['TRAJSIM_PWNED'], 'w').close()",))
+
+
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(reference_events, tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("TRAJSIM_PWNED", str(marker))
+    out = tmp_path / "model"
+    out.mkdir()
+    torch.save({"config": {}, "payload": _RunsCode()}, out / CHECKPOINT)
+    with pytest.raises(ValueError, match="not a trajsim training checkpoint.*--restart"):
+        train(reference_events, out, tiny_training())
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_other_data_is_refused_and_restart_trains_afresh(reference_events, tmp_path):
+    out = tmp_path / "model"
+    _interrupted(reference_events, out)
+    other = reference_events.filter(pl.col("subject_id") != pl.col("subject_id").min())
+    with pytest.raises(ValueError, match="other data.*--restart"):
+        train(other, out, tiny_training())
+    train(other, tmp_path / "fresh", tiny_training())
+    train(other, out, tiny_training(), restart=True)
+    fresh = torch.load(tmp_path / "fresh" / WEIGHTS)["weights"]
+    restarted = torch.load(out / WEIGHTS)["weights"]
+    assert all(torch.equal(fresh[name], restarted[name]) for name in fresh)
+
+
 def test_training_stops_early_when_validation_stops_improving(reference_events, tmp_path):
     config = tiny_training(max_steps=400)
     config.learning_rate = config.min_learning_rate = 0.5  # diverges, so validation loss soon worsens

@@ -29,6 +29,7 @@ def train_command(
     n_embd: int = typer.Option(DEFAULTS.model.n_embd, help="Embedding width."),
     block_size: int = typer.Option(DEFAULTS.model.block_size, help="Longest token sequence (longer records are cut)."),
     description: str = typer.Option("", help="What the training data is, for the model card."),
+    restart: bool = typer.Option(False, "--restart", help="Ignore a checkpoint left in --out and train afresh."),
 ) -> None:
     """Train a sequence model on an event table (resumes an interrupted run in the same folder)."""
     from trajsim.ingest import IngestError, load_events
@@ -40,7 +41,7 @@ def train_command(
     config = TrainConfig(seed=seed, max_steps=max_steps, batch_size=batch_size, eval_every=eval_every,
                          min_count=min_count,
                          model=replace(GPTConfig(), n_layer=n_layer, n_embd=n_embd, block_size=block_size))
-    if (out / CHECKPOINT).exists():
+    if (out / CHECKPOINT).exists() and not restart:
         console.print(f"Resuming from {out / CHECKPOINT}")
     started = time.perf_counter()
     progress = progress_bar(TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]}"))
@@ -52,7 +53,7 @@ def train_command(
             progress.update(task, completed=step, loss=loss, **fields)
 
         try:
-            result = train(table, out, config, description or f"Events from `{events}`.", on_step)
+            result = train(table, out, config, description or f"Events from `{events}`.", on_step, restart)
         except ValueError as exc:
             raise fail(f"{events}: {exc}") from None
     summary = Table(title=f"{out}: trained in {time.perf_counter() - started:.0f} s")

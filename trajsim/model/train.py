@@ -9,6 +9,7 @@ with exactly the weights an uninterrupted run would have; the checkpoint is remo
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import math
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import orjson
 import polars as pl
 import torch
 
@@ -100,9 +102,9 @@ def mean_loss(model: GPT, data: torch.Tensor, pad: int, batch_size: int = 64) ->
 
 
 def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None, data_description: str = "",
-          on_step: StepCallback | None = None) -> TrainResult:
+          on_step: StepCallback | None = None, restart: bool = False) -> TrainResult:
     """Fit tokenizer and model to `events`, writing the model folder; resumes from a checkpoint in
-    `out_dir` left by an interrupted run with the same config."""
+    `out_dir` left by an interrupted run with the same config and data (`restart` ignores it)."""
     config = config or TrainConfig()
     out_dir = Path(out_dir)
     subjects = events.get_column("subject_id").unique().to_list()
@@ -127,10 +129,13 @@ def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None
     state = {"step": 0, "best_step": 0, "best_val_loss": math.inf, "since_best": 0,
              "best_weights": copy.deepcopy(model.state_dict())}
     checkpoint_path = out_dir / CHECKPOINT
-    if checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, weights_only=False)
+    data = _fingerprint(tokenizer, train_ids, val_ids)
+    if checkpoint_path.exists() and not restart:
+        saved = _load_checkpoint(checkpoint_path)
         if saved["config"] != asdict(config):
-            raise ValueError(f"{checkpoint_path}: left by a run with other settings; delete it to start afresh")
+            raise ValueError(f"{checkpoint_path}: left by a run with other settings; pass --restart to start afresh")
+        if saved.get("data") != data:
+            raise ValueError(f"{checkpoint_path}: left by a run on other data; pass --restart to start afresh")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         batches.set_state(saved["batches"])
@@ -161,7 +166,7 @@ def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None
                              best_weights=copy.deepcopy(model.state_dict()))
             else:
                 state["since_best"] += 1
-            _save_checkpoint(checkpoint_path, config, model, optimizer, batches, state)
+            _save_checkpoint(checkpoint_path, config, data, model, optimizer, batches, state)
         if on_step is not None:
             on_step(step, loss.item(), val_loss)
         if state["since_best"] >= config.patience:
@@ -177,10 +182,25 @@ def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None
     return result
 
 
-def _save_checkpoint(path: Path, config: TrainConfig, model: GPT, optimizer: torch.optim.Optimizer,
+def _fingerprint(tokenizer: Tokenizer, train_ids: set[int], val_ids: set[int]) -> str:
+    """Identity of the training data a checkpoint belongs to: its vocabulary and patient split."""
+    digest = hashlib.sha256(orjson.dumps([tokenizer.vocab, sorted(train_ids), sorted(val_ids)]))
+    return digest.hexdigest()
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A checkpoint's tensors and numbers; never runs code from the file (weights only)."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as exc:  # a crafted pickle or a corrupt file: refuse, naming it
+        raise ValueError(f"{path}: not a trajsim training checkpoint ({type(exc).__name__}); "
+                         "pass --restart to start afresh") from None
+
+
+def _save_checkpoint(path: Path, config: TrainConfig, data: str, model: GPT, optimizer: torch.optim.Optimizer,
                      batches: torch.Generator, state: dict) -> None:
     buffer = io.BytesIO()
-    torch.save({"config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    torch.save({"config": asdict(config), "data": data, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "batches": batches.get_state(), "torch_rng": torch.get_rng_state(), "state": state}, buffer)
     write_bytes_atomic(path, buffer.getvalue())
 
