@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import orjson
 
+from fhir_export.server import FhirServer, ServerAddressError, fhir_server
+
 BUNDLE_FOLDERS = ("fhir/bundles", "bundles")  # `trajsim generate`'s layout, from its root or its fhir/ folder
 LOADABLE_TYPES = ("transaction", "batch")
 MAX_BACKOFF_S = 10.0
@@ -39,7 +41,7 @@ class BundleOutcome:
 
 @dataclass
 class PushSummary:
-    server: str
+    server: str  # the base URL without credentials
     outcomes: list[BundleOutcome] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -164,18 +166,19 @@ async def _post(client: httpx.AsyncClient, server: str, path: Path, retries: int
     return outcome
 
 
-async def _push(paths: list[Path], server: str, concurrency: int, retries: int, timeout: float, backoff: float,
-                on_bundle: Callable[[BundleOutcome], None] | None,
+async def _push(paths: list[Path], server: FhirServer, concurrency: int, retries: int, timeout: float,
+                backoff: float, on_bundle: Callable[[BundleOutcome], None] | None,
                 transport: httpx.AsyncBaseTransport | None) -> list[BundleOutcome]:
-    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, "Prefer": "return=minimal"}
+    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, "Prefer": "return=minimal", **server.headers}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, transport=transport) as client:
-        await check_server(client, server)
+    async with httpx.AsyncClient(headers=headers, auth=server.auth, timeout=timeout, limits=limits,
+                                 transport=transport) as client:
+        await check_server(client, server.base)
         slots = asyncio.Semaphore(concurrency)
 
         async def one(path: Path) -> BundleOutcome:
             async with slots:
-                outcome = await _post(client, server, path, retries, backoff)
+                outcome = await _post(client, server.base, path, retries, backoff)
             if on_bundle is not None:
                 on_bundle(outcome)
             return outcome
@@ -196,16 +199,18 @@ async def check_server(client: httpx.AsyncClient, server: str) -> None:
                         f"is {server} the server's FHIR base URL?")
 
 
-def push_bundles(paths: list[Path], server: str, *, concurrency: int = 4, retries: int = 3, timeout: float = 60.0,
-                 backoff: float = 0.5, on_bundle: Callable[[BundleOutcome], None] | None = None,
+def push_bundles(paths: list[Path], server: str, *, token: str | None = None, concurrency: int = 4, retries: int = 3,
+                 timeout: float = 60.0, backoff: float = 0.5, on_bundle: Callable[[BundleOutcome], None] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> PushSummary:
-    """POST each bundle file to `server` (a FHIR base URL); returns every bundle's outcome, in the
-    order of `paths`. Raises PushError when the server cannot be reached at all."""
+    """POST each bundle file to `server` (a FHIR base URL, user-info in it sent as basic auth, a
+    `token` as bearer auth); returns every bundle's outcome, in the order of `paths`. Raises
+    PushError when the server cannot be reached at all."""
     if concurrency < 1 or retries < 0 or timeout <= 0:
         raise PushError("--concurrency must be at least 1, --retries at least 0 and --timeout above 0")
-    server = server.rstrip("/")
-    if not server.startswith(("http://", "https://")):
-        raise PushError(f"{server}: the server must be an http:// or https:// FHIR base URL")
+    try:
+        address = fhir_server(server, token)
+    except ServerAddressError as exc:
+        raise PushError(str(exc)) from None
     started = time.perf_counter()
-    outcomes = asyncio.run(_push(paths, server, concurrency, retries, timeout, backoff, on_bundle, transport))
-    return PushSummary(server, outcomes, time.perf_counter() - started)
+    outcomes = asyncio.run(_push(paths, address, concurrency, retries, timeout, backoff, on_bundle, transport))
+    return PushSummary(address.base, outcomes, time.perf_counter() - started)

@@ -4,6 +4,7 @@ and failures that are the network's or the server's are retried, a bounded numbe
 
 from __future__ import annotations
 
+import base64
 import shutil
 from collections import Counter
 from datetime import date
@@ -168,3 +169,41 @@ def test_a_bundle_that_is_not_a_transaction_is_not_sent(tmp_path):
     outcome = push_bundles([tmp_path / "patient.json"], "http://stub/fhir", transport=transport).outcomes[0]
     assert not outcome.accepted and not posts
     assert "only transaction or batch bundles" in outcome.diagnostics
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown(tmp_path):
+    (tmp_path / "patient.json").write_bytes(b'{"resourceType": "Bundle", "type": "transaction", "entry": []}')
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "GET":
+            return httpx.Response(200, json={"resourceType": "CapabilityStatement"})
+        return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response", "entry": []})
+
+    summary = push_bundles([tmp_path / "patient.json"], "http://alice:s3cret@stub/fhir",
+                           transport=httpx.MockTransport(handle))
+    assert summary.server == "http://stub/fhir"
+    assert summary.accepted
+    assert {r.headers["authorization"] for r in seen} == {"Basic " + base64.b64encode(b"alice:s3cret").decode()}
+    assert all("s3cret" not in str(r.url) for r in seen)
+
+
+def test_a_token_is_sent_as_bearer_auth(tmp_path, monkeypatch):
+    (tmp_path / "patient.json").write_bytes(b'{"resourceType": "Bundle", "type": "transaction", "entry": []}')
+    transport, _ = flaky_server([200])
+    seen: list[str] = []
+    handler = transport.handler
+    transport.handler = lambda request: seen.append(request.headers.get("authorization")) or handler(request)
+    monkeypatch.setenv("TRAJSIM_FHIR_TOKEN", "from-the-environment")
+    push_bundles([tmp_path / "patient.json"], "http://stub/fhir", transport=transport)
+    push_bundles([tmp_path / "patient.json"], "http://stub/fhir", token="given", transport=transport)
+    assert seen == ["Bearer from-the-environment"] * 2 + ["Bearer given"] * 2
+
+
+def test_a_password_in_the_url_is_not_printed_when_the_server_is_down(tmp_path):
+    generate(small_scenario(1), tmp_path)
+    result = runner.invoke(app, ["push", str(tmp_path), "--server", "http://alice:s3cret@127.0.0.1:9/fhir"])
+    assert result.exit_code == 2
+    assert "http://127.0.0.1:9/fhir" in result.output
+    assert "s3cret" not in result.output and "alice" not in result.output

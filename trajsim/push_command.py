@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from fhir_export.push import PushError, PushSummary, find_bundles, push_bundles
+from fhir_export.server import TOKEN_VARIABLE, ServerAddressError, fhir_server
 
 LISTED_REJECTIONS = 5
 
@@ -19,17 +20,20 @@ def push_command(
     concurrency: int = typer.Option(4, "--concurrency", "-c", help="Bundles in flight at once."),
     retries: int = typer.Option(3, "--retries", help="Retries of a bundle after a 5xx, 429, timeout or dropped connection."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the server's answer to one bundle."),
+    token: str = typer.Option(None, "--token", envvar=TOKEN_VARIABLE, show_envvar=True,
+                              help="Bearer token for the server (user:password in the URL is sent as basic auth)."),
 ) -> None:
     """Post every patient's transaction bundle to a FHIR server; exit 1 if the server rejects any."""
     from trajsim.console import console, errors, fail, progress_bar
 
     try:
         bundles = find_bundles(directory)
+        shown = fhir_server(server).base
         with progress_bar() as bar:
-            task = bar.add_task(f"Posting to {server}", total=len(bundles))
-            summary = push_bundles(bundles, server, concurrency=concurrency, retries=retries, timeout=timeout,
-                                   on_bundle=lambda _: bar.advance(task))
-    except PushError as exc:
+            task = bar.add_task(f"Posting to {shown}", total=len(bundles))
+            summary = push_bundles(bundles, server, token=token, concurrency=concurrency, retries=retries,
+                                   timeout=timeout, on_bundle=lambda _: bar.advance(task))
+    except (PushError, ServerAddressError) as exc:
         raise fail(str(exc)) from None
     console.print(_summary_table(summary))
     for outcome in summary.rejected[:LISTED_REJECTIONS]:
