@@ -21,6 +21,7 @@ BUNDLE_FOLDERS = ("fhir/bundles", "bundles")  # `trajsim generate`'s layout, fro
 LOADABLE_TYPES = ("transaction", "batch")
 MAX_BACKOFF_S = 10.0
 FHIR_JSON = "application/fhir+json"
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a transaction-response of a large patient is a few MB at most
 
 
 class PushError(Exception):
@@ -86,32 +87,50 @@ def operation_outcome_text(body: bytes) -> str:
 
 
 def _issues(outcome: dict) -> str:
+    """One line for the issues of an OperationOutcome, however malformed its parts are."""
     issues = []
-    for issue in outcome.get("issue", []):
-        words = issue.get("diagnostics") or issue.get("details", {}).get("text") or issue.get("code", "")
-        where = ", ".join(issue.get("expression") or issue.get("location") or [])
+    listed = outcome.get("issue")
+    for issue in listed if isinstance(listed, list) else [listed]:
+        if not isinstance(issue, dict):
+            issues.append(f"error: {str(issue)[:300]}")
+            continue
+        details = issue.get("details")
+        words = issue.get("diagnostics") or (details.get("text") if isinstance(details, dict) else None) \
+            or issue.get("code", "")
+        where = issue.get("expression") or issue.get("location") or []
+        where = ", ".join(map(str, where)) if isinstance(where, list) else str(where)
         issues.append(f"{issue.get('severity', 'error')}: {words}" + (f" [{where}]" if where else ""))
-    return "; ".join(issues) or "(OperationOutcome without issues)"
+    return "; ".join(i for i in issues if i) or "(OperationOutcome without issues)"
 
 
-def _refused_entries(body: bytes) -> tuple[int, str]:
-    """How many entries a transaction-response or batch-response reports, and what the server said
-    about those it did not accept (a batch is answered 200 even when some of its entries fail)."""
+def judge_response(body: bytes, bundle_type: str, entries: int) -> tuple[bool, int, str]:
+    """Whether a 2xx answer to a bundle of `entries` entries accepts every entry: it must be the
+    matching transaction-response or batch-response with one entry per request, each with a 2xx
+    status. Returns (accepted, entries reported on, what is wrong in the server's words)."""
+    expected = f"{bundle_type}-response"
     try:
-        entries = orjson.loads(body).get("entry", [])
-    except (orjson.JSONDecodeError, AttributeError):
-        return 0, ""
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False, 0, f"answered 2xx but not with JSON (starts {body[:80]!r})"
+    if not isinstance(answer, dict) or answer.get("resourceType") != "Bundle" or answer.get("type") != expected:
+        return False, 0, f"answered 2xx but not with a {expected} Bundle"
+    listed = answer.get("entry", [])
+    if not isinstance(listed, list) or len(listed) != entries:
+        count = len(listed) if isinstance(listed, list) else "no list of"
+        return False, 0, f"answered with {count} entries for a bundle of {entries}"
     refused = []
-    for index, entry in enumerate(entries):
-        answer = entry.get("response") or {}
-        if not str(answer.get("status", "200")).startswith("2"):
-            said = f" ({_issues(answer['outcome'])})" if isinstance(answer.get("outcome"), dict) else ""
-            refused.append(f"entry {index}: {answer['status']}{said}")
-    return len(entries), "; ".join(refused)
+    for index, entry in enumerate(listed):
+        response = entry.get("response") if isinstance(entry, dict) else None
+        status = str(response.get("status", "")) if isinstance(response, dict) else ""
+        if not status.startswith("2"):
+            outcome = response.get("outcome") if isinstance(response, dict) else None
+            said = f" ({_issues(outcome)})" if isinstance(outcome, dict) else ""
+            refused.append(f"entry {index}: {status or 'no response status'}{said}")
+    return not refused, len(listed), "; ".join(refused)
 
 
-def _loadable(data: bytes) -> str | None:
-    """Why the file cannot be posted as it is, or None when it is a transaction or batch bundle."""
+def _loadable(data: bytes) -> dict | str:
+    """The bundle, or why the file cannot be posted as it is (only transaction and batch bundles can)."""
     try:
         bundle = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -120,7 +139,9 @@ def _loadable(data: bytes) -> str | None:
         return "not a FHIR Bundle"
     if bundle.get("type") not in LOADABLE_TYPES:
         return f"a {bundle.get('type')!r} bundle; only transaction or batch bundles can be posted to a server"
-    return None
+    if not isinstance(bundle.get("entry", []), list):
+        return "its entry is not a list"
+    return bundle
 
 
 def retry_delay(response: httpx.Response | None, attempt: int, backoff: float) -> float:
@@ -138,24 +159,27 @@ async def _post(client: httpx.AsyncClient, server: str, path: Path, retries: int
     except OSError as exc:
         outcome.diagnostics = f"cannot be read ({exc.strerror})"
         return outcome
-    problem = _loadable(data)
-    if problem is not None:
-        outcome.diagnostics = problem
+    bundle = _loadable(data)
+    if isinstance(bundle, str):
+        outcome.diagnostics = bundle
         return outcome
+    deadline = client.timeout.read
     for attempt in range(retries + 1):
         outcome.attempts = attempt + 1
         response = None
-        try:
-            response = await client.post(server, content=data)
-        except httpx.TimeoutException:
-            outcome.status, outcome.diagnostics = None, f"no answer within {client.timeout.read} s"
+        try:  # the whole exchange within the deadline, however slowly the server trickles its answer
+            response = await asyncio.wait_for(_exchange(client, server, data), deadline)
+        except (httpx.TimeoutException, TimeoutError):
+            outcome.status, outcome.diagnostics = None, f"no complete answer within {deadline} s"
+        except ResponseTooLarge:
+            outcome.status, outcome.diagnostics = None, f"answer larger than {MAX_RESPONSE_BYTES:,} bytes"
         except httpx.TransportError as exc:
             outcome.status, outcome.diagnostics = None, f"connection failed ({exc.__class__.__name__}: {exc})"
         else:
             outcome.status = response.status_code
             if response.is_success:
-                outcome.resources, outcome.diagnostics = _refused_entries(response.content)
-                outcome.accepted = not outcome.diagnostics
+                outcome.accepted, outcome.resources, outcome.diagnostics = judge_response(
+                    response.content, bundle["type"], len(bundle.get("entry", [])))
                 return outcome
             outcome.diagnostics = operation_outcome_text(response.content)
             if response.status_code < 500 and response.status_code != 429:
@@ -164,6 +188,22 @@ async def _post(client: httpx.AsyncClient, server: str, path: Path, retries: int
             await asyncio.sleep(retry_delay(response, attempt, backoff))
     outcome.diagnostics = f"gave up after {outcome.attempts} attempts: {outcome.diagnostics}"
     return outcome
+
+
+class ResponseTooLarge(Exception):
+    """The server's answer exceeded MAX_RESPONSE_BYTES."""
+
+
+async def _exchange(client: httpx.AsyncClient, server: str, data: bytes) -> httpx.Response:
+    """POST a bundle and read the answer, refusing to hold more than MAX_RESPONSE_BYTES of it."""
+    async with client.stream("POST", server, content=data) as response:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise ResponseTooLarge
+    decoded = [(k, v) for k, v in response.headers.raw if k.lower() not in (b"content-encoding", b"content-length")]
+    return httpx.Response(response.status_code, headers=decoded, content=bytes(body))
 
 
 async def _push(paths: list[Path], server: FhirServer, concurrency: int, retries: int, timeout: float,

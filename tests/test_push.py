@@ -92,6 +92,8 @@ def test_a_rejected_bundle_is_reported_with_the_servers_operation_outcome(loaded
     rejected = next(line for line in result.output.splitlines() if line.startswith("rejected:"))
     assert "broken.json" in rejected and "HTTP 400" in rejected and "Patient.birthDate" in rejected
     assert "1 of 2 bundle(s) were not accepted" in result.output
+    listed = [orjson.loads(line) for line in (tmp_path / "push-rejected.ndjson").read_bytes().splitlines()]
+    assert [(Path(r["bundle"]).name, r["status"]) for r in listed] == [("broken.json", 400)]
 
 
 def test_an_unreachable_server_exits_2_naming_the_url(tmp_path):
@@ -125,8 +127,9 @@ def flaky_server(answers: list[int | type[Exception]]) -> tuple[httpx.MockTransp
         if not isinstance(answer, int):
             raise answer("stub", request=request)
         if answer == 200:
+            entries = orjson.loads(request.content).get("entry", [])
             return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response",
-                                             "entry": [{"response": {"status": "201 Created"}}]})
+                                             "entry": [{"response": {"status": "201 Created"}}] * len(entries)})
         return httpx.Response(answer, json={"resourceType": "OperationOutcome", "issue": [
             {"severity": "error", "code": "exception", "diagnostics": f"stub answered {answer}"}]})
 
@@ -152,7 +155,8 @@ def test_retries_follow_the_kind_of_failure(tmp_path, answers, accepted, attempt
 
 
 def test_a_batch_with_a_refused_entry_is_not_accepted(tmp_path):
-    (tmp_path / "patient.json").write_bytes(b'{"resourceType": "Bundle", "type": "batch", "entry": []}')
+    two = [{"request": {"method": "PUT", "url": f"Patient/{n}"}, "resource": {"resourceType": "Patient"}} for n in "ab"]
+    (tmp_path / "patient.json").write_bytes(orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": two}))
     refused = {"status": "422 Unprocessable Entity", "outcome": {"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": "invalid", "diagnostics": "unknown code", "expression": ["Observation.code"]}]}}
     answer = {"resourceType": "Bundle", "type": "batch-response",
@@ -207,3 +211,72 @@ def test_a_password_in_the_url_is_not_printed_when_the_server_is_down(tmp_path):
     assert result.exit_code == 2
     assert "http://127.0.0.1:9/fhir" in result.output
     assert "s3cret" not in result.output and "alice" not in result.output
+
+
+def one_patient_bundle(folder: Path) -> Path:
+    path = folder / "patient.json"
+    entry = {"request": {"method": "PUT", "url": "Patient/a"}, "resource": {"resourceType": "Patient", "id": "a"}}
+    path.write_bytes(orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [entry]}))
+    return path
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (500, {"resourceType": "OperationOutcome", "issue": "boom"}, "error: boom"),
+    (422, {"resourceType": "OperationOutcome", "issue": [{"details": "not an object"}]}, "error: "),
+    (200, {"resourceType": "Bundle", "type": "transaction-response", "entry": ["created"]}, "no response status"),
+    (200, {"resourceType": "Bundle", "type": "transaction-response", "entry": 3}, "no list of entries"),
+    (200, {"resourceType": "Bundle", "type": "transaction-response", "entry": []}, "0 entries for a bundle of 1"),
+    (200, {"resourceType": "Patient"}, "not with a transaction-response Bundle"),
+    (200, "garbage", "not with JSON"),
+])
+def test_a_malformed_answer_is_a_rejection_in_words_not_a_crash(tmp_path, status, body, expected):
+    content = body.encode() if isinstance(body, str) else orjson.dumps(body)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={}) if request.method == "GET"
+                                    else httpx.Response(status, content=content))
+    outcome = push_bundles([one_patient_bundle(tmp_path)], "http://stub/fhir", retries=0,
+                           transport=transport).outcomes[0]
+    assert not outcome.accepted
+    assert expected in outcome.diagnostics
+
+
+def test_a_server_that_trickles_its_answer_is_cut_off_at_the_deadline(tmp_path):
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.is_set():
+            listener.settimeout(0.2)
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                request = connection.recv(65536)
+                if request.startswith(b"GET"):
+                    body = b'{"resourceType": "CapabilityStatement"}'
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                    continue
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                for _ in range(40):  # one byte every 0.1 s: no single read ever waits a whole second
+                    if stop.is_set():
+                        break
+                    connection.sendall(b" ")
+                    time.sleep(0.1)
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    try:
+        started = time.perf_counter()
+        summary = push_bundles([one_patient_bundle(tmp_path)], f"http://127.0.0.1:{listener.getsockname()[1]}/fhir",
+                               retries=0, timeout=1.0)
+        assert time.perf_counter() - started < 3.0
+    finally:
+        stop.set()
+        server.join()
+        listener.close()
+    outcome = summary.outcomes[0]
+    assert not outcome.accepted and "no complete answer within 1.0 s" in outcome.diagnostics

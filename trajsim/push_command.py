@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import typer
 from rich.table import Table
 
 from fhir_export.push import PushError, PushSummary, find_bundles, push_bundles
 from fhir_export.server import TOKEN_VARIABLE, ServerAddressError, fhir_server
+from trajsim.atomic import write_bytes_atomic
 
 LISTED_REJECTIONS = 5
+REJECTED_FILE = "push-rejected.ndjson"
 
 
 def push_command(
@@ -22,6 +25,7 @@ def push_command(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the server's answer to one bundle."),
     token: str = typer.Option(None, "--token", envvar=TOKEN_VARIABLE, show_envvar=True,
                               help="Bearer token for the server (user:password in the URL is sent as basic auth)."),
+    rejected_file: Path = typer.Option(None, "--rejected", help=f"Where to list the bundles the server did not accept, one JSON line each [default: DIR/{REJECTED_FILE}]."),
 ) -> None:
     """Post every patient's transaction bundle to a FHIR server; exit 1 if the server rejects any."""
     from trajsim.console import console, errors, fail, progress_bar
@@ -36,6 +40,7 @@ def push_command(
     except (PushError, ServerAddressError) as exc:
         raise fail(str(exc)) from None
     console.print(_summary_table(summary))
+    _list_rejected(summary, rejected_file or directory / REJECTED_FILE)
     for outcome in summary.rejected[:LISTED_REJECTIONS]:
         status = f"HTTP {outcome.status}" if outcome.status else "no answer"
         errors.print(f"[red]rejected:[/] {outcome.path} ({status}): {outcome.diagnostics}", highlight=False,
@@ -44,9 +49,20 @@ def push_command(
         more = len(summary.rejected) - LISTED_REJECTIONS
         if more > 0:
             errors.print(f"... and {more} more rejected bundle(s)", highlight=False)
-        raise fail(f"{len(summary.rejected)} of {len(summary.outcomes)} bundle(s) were not accepted by {summary.server}",
-                   code=1)
+        raise fail(f"{len(summary.rejected)} of {len(summary.outcomes)} bundle(s) were not accepted by {summary.server}"
+                   f" (listed in {rejected_file or directory / REJECTED_FILE})", code=1)
     console.print(f"[green]{summary.server} accepted all {len(summary.outcomes)} bundles.[/]", highlight=False)
+
+
+def _list_rejected(summary: PushSummary, path: Path) -> None:
+    """Every bundle not accepted, with the last status and the server's words, so a user can fix and
+    re-push exactly those; a run that had none removes an older list."""
+    if not summary.rejected:
+        path.unlink(missing_ok=True)
+        return
+    lines = (orjson.dumps({"bundle": str(o.path), "status": o.status, "attempts": o.attempts,
+                           "diagnostics": o.diagnostics}) + b"\n" for o in summary.rejected)
+    write_bytes_atomic(path, b"".join(lines))
 
 
 def _summary_table(summary: PushSummary) -> Table:
