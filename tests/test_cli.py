@@ -77,3 +77,34 @@ def test_make_run_generates_and_validates_the_default_cohort(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "every reference resolves" in result.stdout
     assert len(list((tmp_path / "fhir" / "bundles").glob("*.json"))) == 100
+
+
+def test_in_a_log_generate_prints_progress_lines_on_stderr(tmp_path):
+    result = runner.invoke(app, ["-v", "generate", "-n", "3", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Simulating")]
+    assert lines and lines[-1].startswith("Simulating default: 3/3 (100%)")
+
+
+def test_quiet_prints_nothing_on_success(tmp_path):
+    result = runner.invoke(app, ["-q", "generate", "-n", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0 and result.output == ""
+    assert len(list((tmp_path / "fhir" / "bundles").glob("*.json"))) == 2
+
+
+def test_version_names_the_release():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("trajsim ")
+
+
+def test_brackets_in_names_and_paths_are_shown_as_text(tmp_path):
+    scenario = tmp_path / "odd.toml"
+    scenario.write_text('name = "ward [/] 7"\n')
+    refused = runner.invoke(app, ["generate", "-s", str(scenario), "--out", str(tmp_path / "out")])
+    assert refused.exit_code == 2 and "(got 'ward [/] 7')" in refused.output
+    out = tmp_path / "out [/]"
+    result = runner.invoke(app, ["generate", "-n", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "fhir" / "bundles").glob("*.json"))) == 2
+    missing = runner.invoke(app, ["validate", str(tmp_path / "no [red]such")])
+    assert missing.exit_code == 2 and "no [red]such: no such folder" in missing.output

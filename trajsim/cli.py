@@ -7,12 +7,14 @@ failed validation ends with exit code 1.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from trajsim.console import console, errors, fail, progress_bar
+from trajsim.console import console, errors, fail, progress_bar, set_verbosity
 from trajsim.evaluate.command import evaluate_command
 from trajsim.ingest.command import ingest_command
 from trajsim.model.command import train_command
@@ -23,6 +25,23 @@ from trajsim.trial.command import trial_command
 
 app = typer.Typer(help="Simulate longitudinal patient trajectories and export them as FHIR R4.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"trajsim {version('trajsim')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print the version and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors (no progress, no summary)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="When output is a log, a progress line every second."),
+) -> None:
+    """Simulate longitudinal patient trajectories and export them as FHIR R4."""
+    set_verbosity(quiet, verbose)
 
 
 @app.command()
@@ -56,7 +75,7 @@ def generate(
             raise fail(str(exc)) from None
     rate = summary.patients / max(summary.seconds, 1e-9)
     per_worker = f", {rate / workers:.0f} per worker" if workers > 1 else ""
-    table = Table(title=f"{scenario.name}: {summary.patients} patients in {summary.seconds:.1f} s "
+    table = Table(title=f"{escape(scenario.name)}: {summary.patients} patients in {summary.seconds:.1f} s "
                         f"({rate:.0f} patients/s{per_worker})")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -66,7 +85,7 @@ def generate(
         table.add_row(f"{resource_type} resources", f"{count:,}")
     for rule, count in sorted(summary.violations.items()):
         table.add_row(f"[red]rule violations: {rule}[/]", f"{count:,}")
-    table.add_row("written", f"{summary.bytes_written / 1e6:,.1f} MB to {scenario.output.dir}")
+    table.add_row("written", f"{summary.bytes_written / 1e6:,.1f} MB to {escape(str(scenario.output.dir))}")
     console.print(table)
     if summary.violations:
         raise fail(f"{sum(summary.violations.values())} clinical rule violation(s) in the generated cohort", code=1)
@@ -84,15 +103,15 @@ def validate(directory: Path = typer.Argument(..., help="Folder of FHIR bundles 
         report = validate_directory(directory, on_file=lambda _: bar.advance(task))
     if report.files == 0:
         raise fail(f"{directory}: no FHIR files (*.json bundles or *.ndjson) found")
-    table = Table(title=f"{directory}: {report.files} files, {sum(report.resources.values()):,} valid resources")
+    table = Table(title=f"{escape(str(directory))}: {report.files} files, {sum(report.resources.values()):,} valid resources")
     table.add_column("resource type")
     table.add_column("valid", justify="right")
     for resource_type, count in sorted(report.resources.items()):
         table.add_row(resource_type, f"{count:,}")
     console.print(table)
-    console.print(f"Checked by {report.findings}.", highlight=False, soft_wrap=True)
+    console.print(f"Checked by {report.findings}.", markup=False, highlight=False, soft_wrap=True)
     for failure in report.failures:
-        errors.print(f"[red]invalid:[/] {failure}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]invalid:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if report.failure_count:
         raise fail(f"{report.failure_count} problem(s) found", code=1)
     console.print("[green]All resources are valid FHIR R4 and every reference resolves.[/]")

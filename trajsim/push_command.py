@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fhir_export.push import PushError, PushSummary, find_bundles, push_bundles
@@ -43,7 +44,7 @@ def push_command(
     _list_rejected(summary, rejected_file or directory / REJECTED_FILE)
     for outcome in summary.rejected[:LISTED_REJECTIONS]:
         status = f"HTTP {outcome.status}" if outcome.status else "no answer"
-        errors.print(f"[red]rejected:[/] {outcome.path} ({status}): {outcome.diagnostics}", highlight=False,
+        errors.print(f"[red]rejected:[/] {escape(f'{outcome.path} ({status}): {outcome.diagnostics}')}", highlight=False,
                      soft_wrap=True)
     if summary.rejected:
         more = len(summary.rejected) - LISTED_REJECTIONS
@@ -51,7 +52,7 @@ def push_command(
             errors.print(f"... and {more} more rejected bundle(s)", highlight=False)
         raise fail(f"{len(summary.rejected)} of {len(summary.outcomes)} bundle(s) were not accepted by {summary.server}"
                    f" (listed in {rejected_file or directory / REJECTED_FILE})", code=1)
-    console.print(f"[green]{summary.server} accepted all {len(summary.outcomes)} bundles.[/]", highlight=False)
+    console.print(f"[green]{escape(summary.server)} accepted all {len(summary.outcomes)} bundles.[/]", highlight=False)
 
 
 def _list_rejected(summary: PushSummary, path: Path) -> None:
@@ -68,7 +69,7 @@ def _list_rejected(summary: PushSummary, path: Path) -> None:
 def _summary_table(summary: PushSummary) -> Table:
     resources = sum(o.resources for o in summary.accepted)
     rate = len(summary.outcomes) / max(summary.seconds, 1e-9)
-    table = Table(title=summary.server, caption=f"{summary.seconds:.1f} s, {rate:,.1f} bundles/s")
+    table = Table(title=escape(summary.server), caption=f"{summary.seconds:.1f} s, {rate:,.1f} bundles/s")
     table.add_column("outcome")
     table.add_column("bundles", justify="right")
     table.add_column("resources", justify="right")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -40,7 +41,7 @@ def evaluate_command(
             raise fail(str(exc)) from None
         json_path, html_path = write_report(evaluation, out)
         bar.advance(task)
-    table = Table(title=f"{synthetic} against {real}")
+    table = Table(title=escape(f"{synthetic} against {real}"))
     for column in ("family", "metric", "value", "how to read it"):
         table.add_column(column, justify="right" if column == "value" else "left")
     for section in evaluation.sections:
@@ -50,4 +51,4 @@ def evaluate_command(
         for note in section.notes:
             table.add_row(section.name, f"[yellow]{note}[/]", "", "")
     console.print(table)
-    console.print(f"Wrote {json_path} and {html_path}")
+    console.print(f"Wrote {json_path} and {html_path}", markup=False)

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import TextColumn
 from rich.table import Table
 
@@ -42,7 +43,7 @@ def train_command(
                          min_count=min_count,
                          model=replace(GPTConfig(), n_layer=n_layer, n_embd=n_embd, block_size=block_size))
     if (out / CHECKPOINT).exists() and not restart:
-        console.print(f"Resuming from {out / CHECKPOINT}")
+        console.print(f"Resuming from {out / CHECKPOINT}", markup=False)
     started = time.perf_counter()
     progress = progress_bar(TextColumn("loss {task.fields[loss]:.3f}  val {task.fields[val]}"))
     with progress:
@@ -56,7 +57,7 @@ def train_command(
             result = train(table, out, config, description or f"Events from `{events}`.", on_step, restart)
         except ValueError as exc:
             raise fail(f"{events}: {exc}") from None
-    summary = Table(title=f"{out}: trained in {time.perf_counter() - started:.0f} s")
+    summary = Table(title=f"{escape(str(out))}: trained in {time.perf_counter() - started:.0f} s")
     summary.add_column("what")
     summary.add_column("value", justify="right")
     for label, value in (("patients (train / validation)", f"{result.train_patients:,} / {result.val_patients:,}"),
