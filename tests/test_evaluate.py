@@ -130,3 +130,30 @@ def test_runs_on_shared_synthea_records(refdata: Path, tmp_path: Path, cohort_di
     assert set(result["validity"]["total"]) == {"real", "synthetic"}
     against_itself = fidelity(Views.of(synthea), Views.of(synthea)).metrics
     assert against_itself["code_prevalence_r2"] == against_itself["cooccurrence_r2"] == 1.0
+
+
+def test_comparable_samples_raise_no_warning(real: pl.DataFrame, other: pl.DataFrame) -> None:
+    from trajsim.evaluate.comparability import comparability
+
+    section = comparability(Views.of(real), Views.of(other))
+    assert section.notes == []
+    assert section.headlines[0].value > 0.9
+
+
+def test_tables_that_share_few_codes_or_years_are_flagged_first(real: pl.DataFrame) -> None:
+    from trajsim.evaluate.comparability import comparability
+
+    clinical = ~pl.col("code").str.starts_with("TRAJSIM/")
+    renamed = real.with_columns(code=pl.when(clinical).then(pl.lit("LOCAL/") + pl.col("code")).otherwise("code"),
+                                time=pl.col("time").dt.offset_by("-40y"))
+    notes = comparability(Views.of(real), Views.of(renamed)).notes
+    assert any("share only 0 codes" in note for note in notes)
+    assert any("cover different years" in note for note in notes)
+
+
+def test_fidelity_lists_the_codes_whose_rates_differ_most_by_name(real: pl.DataFrame) -> None:
+    without_hypertension = real.filter(pl.col("code") != "SNOMED/59621000")
+    metrics = fidelity(Views.of(real), Views.of(without_hypertension)).metrics
+    top = metrics["most_divergent_codes"][0]
+    assert top["code"] == "SNOMED/59621000" and top["display"] == "Essential hypertension"
+    assert top["real"] > 0 and top["synthetic"] == 0

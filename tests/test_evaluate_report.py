@@ -47,7 +47,7 @@ def report(tables: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_cli_writes_every_metric_family_to_metrics_json(report: Path) -> None:
     metrics = json.loads((report / "metrics.json").read_text())
-    assert list(metrics) == ["inputs", "headlines", "fidelity", "privacy", "utility", "validity"]
+    assert list(metrics) == ["inputs", "headlines", "comparability", "fidelity", "privacy", "utility", "validity"]
     assert metrics["inputs"]["real"]["patients"] == metrics["inputs"]["synthetic"]["patients"] == 150
     assert 0.9 < metrics["fidelity"]["code_prevalence_r2"] <= 1
     assert 0 <= metrics["privacy"]["membership_inference_auc"] <= 1

@@ -14,7 +14,7 @@ from trajsim.evaluate.section import Headline, Plot, Section
 from trajsim.evaluate.trajectories import Views
 
 __all__ = ["Evaluation", "EvaluationError", "Headline", "Plot", "Section", "evaluate"]
-FAMILIES = ("fidelity", "privacy", "utility", "validity")
+FAMILIES = ("comparability", "fidelity", "privacy", "utility", "validity")
 
 
 class EvaluationError(ValueError):
@@ -45,6 +45,7 @@ def evaluate(real: pl.DataFrame, synthetic: pl.DataFrame, train: pl.DataFrame | 
     `sources` names each table in the report (e.g. its path); `on_family(name, seconds)` is called
     after each step (view building, then each metric family)."""
     # Imported here so the package attributes `fidelity`, `privacy`, ... stay the modules.
+    from trajsim.evaluate.comparability import comparability
     from trajsim.evaluate.fidelity import fidelity
     from trajsim.evaluate.privacy import privacy
     from trajsim.evaluate.utility import utility
@@ -60,6 +61,7 @@ def evaluate(real: pl.DataFrame, synthetic: pl.DataFrame, train: pl.DataFrame | 
         on_family("views", time.perf_counter() - started)
     real_views, synthetic_views, train_views = views["real"], views["synthetic"], views.get("train")
     steps: dict[str, Callable[[], Section]] = {
+        "comparability": lambda: comparability(real_views, synthetic_views),
         "fidelity": lambda: fidelity(real_views, synthetic_views),
         "privacy": lambda: privacy(real_views, synthetic_views, train_views),
         "utility": lambda: utility(real_views, synthetic_views, train_views),

@@ -49,6 +49,6 @@ def evaluate_command(
             table.add_row(section.name, headline.label, "n/a" if headline.value is None else f"{headline.value:.4g}",
                           headline.reading)
         for note in section.notes:
-            table.add_row(section.name, f"[yellow]{note}[/]", "", "")
+            table.add_row(section.name, f"[yellow]{escape(note)}[/]", "", "")
     console.print(table)
     console.print(f"Wrote {json_path} and {html_path}", markup=False)

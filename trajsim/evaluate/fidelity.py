@@ -14,12 +14,13 @@ import polars as pl
 from scipy import stats
 
 from trajsim.evaluate import plots
-from trajsim.evaluate.section import Headline, Plot, Section, rounded
+from trajsim.evaluate.section import Headline, Listing, Plot, Section, rounded
 from trajsim.evaluate.trajectories import Views, code_matrix, row_index, vocabulary, years_between
 from trajsim.vocab import load_vocabulary
 
 PAIR_CODES = 1000  # co-occurrence and bigram matrices use the most frequent codes, bounding memory
 TOP_LABS = 8
+MOST_DIVERGENT = 20  # codes listed by the largest gap in prevalence
 PYRAMID_BAND_YEARS = 10
 PYRAMID_TOP = 90  # last band is 90+
 
@@ -57,6 +58,15 @@ def prevalence(views: Views) -> pl.DataFrame:
     patients = max(views.patients.height, 1)
     return (views.facts.unique(["subject_id", "code"]).group_by("code").len()
             .select("code", prevalence=pl.col("len") / patients))
+
+
+def most_divergent(real: pl.DataFrame, synthetic: pl.DataFrame, limit: int = MOST_DIVERGENT) -> list[dict]:
+    """The codes whose prevalence differs most between the tables, with names and both rates."""
+    joined = (real.join(synthetic, on="code", how="full", coalesce=True, suffix="_synthetic").fill_null(0)
+              .with_columns(gap=(pl.col("prevalence_synthetic") - pl.col("prevalence")))
+              .sort([pl.col("gap").abs(), "code"], descending=[True, False]).head(limit))
+    return [{"code": row["code"], "display": display(row["code"]), "real": rounded(row["prevalence"]),
+             "synthetic": rounded(row["prevalence_synthetic"])} for row in joined.iter_rows(named=True)]
 
 
 def aligned(real: pl.DataFrame, synthetic: pl.DataFrame, key: str, value: str) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +187,8 @@ def subgroups(real: Views, synthetic: Views) -> list[dict]:
 
 def fidelity(real: Views, synthetic: Views) -> Section:
     """Every fidelity metric of `synthetic` against `real`, with plots."""
-    prevalence_real, prevalence_synthetic = aligned(prevalence(real), prevalence(synthetic), "code", "prevalence")
+    real_rates, synthetic_rates = prevalence(real), prevalence(synthetic)
+    prevalence_real, prevalence_synthetic = aligned(real_rates, synthetic_rates, "code", "prevalence")
     vocab = vocabulary(real.facts["code"], synthetic.facts["code"], limit=PAIR_CODES)
     co_real, bigram_real = pair_rates(real, vocab)
     co_synthetic, bigram_synthetic = pair_rates(synthetic, vocab)
@@ -210,6 +221,7 @@ def fidelity(real: Views, synthetic: Views) -> Section:
         "mortality": {"real": rounded(mortality(real)), "synthetic": rounded(mortality(synthetic)),
                       "age_at_death": distribution_gap(*deaths)},
         "subgroups": groups,
+        "most_divergent_codes": most_divergent(real_rates, synthetic_rates),
     }
     headlines = [
         Headline("Code prevalence R²", metrics["code_prevalence_r2"], "1 = identical"),
@@ -219,6 +231,10 @@ def fidelity(real: Views, synthetic: Views) -> Section:
         Headline("Age/sex pyramid total variation", metrics["age_sex_pyramid_tvd"], "0 = identical"),
     ]
     section = Section("fidelity", __doc__, metrics, headlines)
+    section.listings.append(Listing(
+        f"The {MOST_DIVERGENT} codes whose share of patients differs most", ("code", "name", "real", "synthetic"),
+        [(row["code"], row["display"], f"{row['real']:.1%}", f"{row['synthetic']:.1%}")
+         for row in metrics["most_divergent_codes"]]))
     section.plots = [
         _rates_plot([("Patients with code", prevalence_real, prevalence_synthetic, prevalence_r2),
                      ("Visits with code pair", co_x, co_y, co_r2),

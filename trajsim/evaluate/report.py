@@ -22,6 +22,7 @@ table { border-collapse: collapse; margin: 0.8em 0; } td, th { border: 1px solid
 td.value { font-variant-numeric: tabular-nums; text-align: right; font-weight: bold; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #444; max-width: 60em; margin-top: 0.4em; } .note { color: #8a5a00; }
+caption { text-align: left; font-weight: bold; padding: 0.3em 0; }
 .inputs { color: #555; } details pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 """
 
@@ -61,6 +62,10 @@ def _section_html(section: Section) -> str:
     parts += [f'<p class="note">{escape(note)}</p>' for note in section.notes]
     if section.headlines:
         parts.append(f"<table>{_headline_rows([section], with_family=False)}</table>")
+    for listing in section.listings:
+        header = "".join(f"<th>{escape(column)}</th>" for column in listing.columns)
+        rows = "".join("<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in listing.rows)
+        parts.append(f"<table><caption>{escape(listing.title)}</caption><tr>{header}</tr>{rows}</table>")
     for plot in section.plots:
         image = base64.b64encode(plot.png).decode("ascii")
         parts.append(f'<figure><img alt="{escape(plot.title)}" src="data:image/png;base64,{image}">'

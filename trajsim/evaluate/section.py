@@ -25,6 +25,15 @@ class Plot:
     png: bytes
 
 
+@dataclass(frozen=True)
+class Listing:
+    """A small table for people (e.g. the codes whose rates differ most), shown under the headlines."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
 @dataclass
 class Section:
     """One metric family's result. `metrics` is JSON-ready; `notes` say what was skipped and why."""
@@ -35,6 +44,7 @@ class Section:
     headlines: list[Headline] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    listings: list[Listing] = field(default_factory=list)
 
 
 def rounded(value: float | None, digits: int = 4) -> float | None:
