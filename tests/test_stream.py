@@ -13,10 +13,12 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import simpy
 from typer.testing import CliRunner
 
 from tests.fhir_server import free_port, sekmet_server
 from trajsim.cli import app
+from trajsim.engine.capacity import CareUnit
 from trajsim.engine.hospital import Hospital
 from trajsim.engine.rules import find_violations
 from trajsim.events import events_frame
@@ -203,3 +205,23 @@ def test_bad_options_or_no_server_exit_2(tmp_path, arguments, expected):
                                  *arguments])
     assert result.exit_code == 2, result.output
     assert expected.format(port=port) in result.output and "Traceback" not in result.output
+
+
+def test_a_care_unit_serves_by_priority_and_records_each_wait():
+    env = simpy.Environment()
+    beds = CareUnit(env, "ED beds", 1)
+    served = []
+
+    def patient(name: str, priority: int, arrive: float):
+        yield env.timeout(arrive)
+        with beds.request(priority=priority) as bed:
+            yield bed
+            served.append(name)
+            yield env.timeout(10)
+
+    for name, priority, arrive in (("first", 3, 0), ("routine", 4, 1), ("urgent", 2, 2)):
+        env.process(patient(name, priority, arrive))
+    env.run()
+    assert served == ["first", "urgent", "routine"]
+    assert sorted(beds.stats.waits) == [0, 8, 19] and beds.stats.longest_queue == 2
+    assert beds.occupied == beds.queued == 0
