@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -240,7 +240,7 @@ class Hospital:
         return patient.rng.lognormal(math.log(median), spread) / MINUTES_PER_DAY
 
     def _step(self, record: PatientRecord, kind: str, encounter: int | None, status: str | None,
-              facts: list[Fact] = ()) -> None:
+              facts: Sequence[Fact] = ()) -> None:
         """Record the step's facts (structural codes included, each `offset_days` from now) in the
         patient's record, under the encounter, and report the step."""
         first = len(record.events)
