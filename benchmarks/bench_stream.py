@@ -17,7 +17,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fhir_server import sekmet_server  # noqa: E402
-from trajsim.stream.hospital import Hospital  # noqa: E402
+from trajsim.engine.hospital import Hospital  # noqa: E402
+from trajsim.stream.messages import interactions  # noqa: E402
 from trajsim.stream.run import StreamOptions, StreamRun, run_stream  # noqa: E402
 from trajsim.stream.scenario import StreamScenario  # noqa: E402
 
@@ -35,7 +36,7 @@ def report(label: str, run: StreamRun) -> None:
 def main(hours: float = 16.0) -> None:
     scenario = StreamScenario(hours=hours)
     started = time.perf_counter()
-    requests = sum(1 for _ in Hospital(scenario).interactions())
+    requests = sum(1 for _ in interactions(Hospital(scenario)))
     seconds = time.perf_counter() - started
     print(f"hospital simulation                {requests:,} requests for {hours:g} simulated hours in {seconds:.2f} s "
           f"({requests / seconds:,.0f} requests/s)")

@@ -153,6 +153,15 @@ class ResourceBuilder:
         occurred, then the Provenance of the whole record."""
         return _PatientBuild(self, events).run()
 
+    def start(self, events: Sequence[Event]) -> _PatientBuild:
+        """An open build for a live feed: the resources of a patient's first `events` (birth and
+        sex), to which `apply` adds each later event as it happens. Visits close on their own end
+        events; no Provenance is added, since the record is never complete."""
+        build = _PatientBuild(self, events)
+        for event in events:
+            build.apply(event)
+        return build
+
 
 @dataclass
 class _Visit:
@@ -215,6 +224,10 @@ class _PatientBuild:
         return patient, team
 
     # --- one event ---------------------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        """Add one more event (in time order) to the resources built so far, in `out`."""
+        self._apply(event)
+
     def _apply(self, event: Event) -> None:
         code = event.code
         if code == BIRTH:

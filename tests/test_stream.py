@@ -1,6 +1,8 @@
 """`trajsim stream` plays a hospital against a real FHIR server (SEKMET on loopback): every request
-is acknowledged and the server ends up holding each patient's ED visit as it finally stood. A
-surge shows in the summary as more arrivals and longer waits; bad scenarios end in one sentence."""
+is acknowledged and the server ends up holding each patient's ED visit as it finally stood. The
+patients are engine patients whose records pass the rules, and what is sent is what `generate`'s
+builder renders from their events. A surge shows in the summary as more arrivals and longer
+waits; bad scenarios end in one sentence."""
 
 from __future__ import annotations
 
@@ -11,13 +13,20 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import simpy
 from typer.testing import CliRunner
 
 from tests.fhir_server import free_port, sekmet_server
 from trajsim.cli import app
+from trajsim.engine.capacity import CareUnit
+from trajsim.engine.hospital import Hospital
+from trajsim.engine.rules import find_violations
+from trajsim.events import events_frame
+from trajsim.generate import default_builder
 from trajsim.knowledge import load_knowledge
+from trajsim.scenario import Scenario
 from trajsim.stream.clock import Pacer
-from trajsim.stream.hospital import Hospital
+from trajsim.stream.messages import interactions
 from trajsim.stream.run import StreamOptions, run_stream
 from trajsim.stream.scenario import StreamScenario, load_stream_scenario, presentations, stream_scenario_with
 from trajsim.stream.summary import stream_summary
@@ -39,7 +48,17 @@ def streamed(tmp_path_factory: pytest.TempPathFactory):
 
 
 def expected_requests():
-    return list(Hospital(StreamScenario(hours=HOURS, seed=SEED)).interactions())
+    return list(interactions(Hospital(StreamScenario(hours=HOURS, seed=SEED))))
+
+
+def last_sent(requests) -> dict[str, dict]:
+    """Each resource as it was last sent (PUT on its own or inside a transaction), by Type/id."""
+    state = {}
+    for r in requests:
+        body = orjson.loads(r.request.body)
+        entries = [e["resource"] for e in body["entry"]] if r.request.method == "POST" else [body]
+        state.update({f"{e['resourceType']}/{e['id']}": e for e in entries})
+    return state
 
 
 def count(url: str, resource_type: str, **params: str) -> int:
@@ -61,15 +80,49 @@ def test_the_server_holds_every_patient_and_their_visit_as_it_last_stood(streame
     url, _, _ = streamed
     requests = expected_requests()
     kinds = Counter(r.kind for r in requests)
-    assert count(url, "Patient") == kinds["register"]
-    assert count(url, "Encounter") == kinds["arrive"]
-    assert count(url, "Encounter", status="finished") == kinds["discharge"]
-    assert count(url, "Observation") == kinds["vitals"] + kinds["result"]
-    assert count(url, "MedicationRequest") == kinds["order"]
-    last_state = {r.request.url: orjson.loads(r.request.body) for r in requests if r.request.url.startswith("Encounter/")}
-    for path, encounter in last_state.items():
-        stored = httpx.get(f"{url}/{path}", timeout=30).json()
-        assert (stored["status"], stored["class"]["code"]) == (encounter["status"], encounter["class"]["code"]), path
+    state = last_sent(requests)
+    types = Counter(path.split("/")[0] for path in state)
+    assert count(url, "Patient") == types["Patient"] == kinds["register"]
+    assert count(url, "Encounter") == types["Encounter"] == kinds["arrive"] + kinds["admit"]
+    assert count(url, "Encounter", status="finished") == sum(
+        e["status"] == "finished" for path, e in state.items() if path.startswith("Encounter/"))
+    for resource_type in ("Observation", "Condition", "MedicationRequest", "DocumentReference"):
+        assert count(url, resource_type) == types[resource_type] > 0, resource_type
+    for path, encounter in state.items():
+        if path.startswith("Encounter/"):
+            stored = httpx.get(f"{url}/{path}", timeout=30).json()
+            assert (stored["status"], stored["class"]["code"]) == (encounter["status"], encounter["class"]["code"]), path
+
+
+def test_each_arrival_is_an_engine_patient_whose_record_passes_the_rules():
+    hospital = Hospital(StreamScenario(hours=24, seed=SEED))
+    steps = list(hospital.steps())
+    events = [event for record in hospital.records for event in record.events]
+    assert {s.record.subject_id for s in steps} == {r.subject_id for r in hospital.records}
+    assert {e.code for e in events} >= {"TRAJSIM/visit/EMER", "TRAJSIM/visit/IMP", "TRAJSIM/visit_end"}
+    assert find_violations(events_frame(events)).is_empty()
+
+
+def test_what_is_sent_is_what_generate_renders_from_the_patients_events():
+    """For each patient gone home within the window, every resource as last sent equals the
+    resource `generate`'s builder writes from the patient's finished record."""
+    scenario = StreamScenario(hours=HOURS, seed=SEED)
+    hospital = Hospital(scenario)
+    requests = list(interactions(hospital))
+    registered = last_sent(r for r in requests if r.kind == "register")  # sent with urn:uuid links
+    state = last_sent(r for r in requests if r.kind != "register")
+    builder = default_builder(Scenario(name=f"stream-{scenario.name}", seed=scenario.seed))
+    home = [r for r in hospital.records if r.events[-1].code == "TRAJSIM/visit_end"]
+    assert home
+    for record in home:
+        batch = builder.build(record.events)
+        batch.use_relative_references()
+        for resource in batch.resources:
+            path = f"{resource['resourceType']}/{resource['id']}"
+            if path in registered:
+                assert path not in state, path
+            elif resource["resourceType"] != "Provenance":  # the record of a live stream is never complete
+                assert state[path] == resource, path
 
 
 def summary_of(scenario: StreamScenario) -> dict:
@@ -95,7 +148,7 @@ def test_a_surge_raises_arrivals_and_waits():
 def test_same_seed_same_requests():
     def requests(seed: int) -> list[tuple[float, str, str, bytes]]:
         return [(i.minute, i.request.method, i.request.url, i.request.body)
-                for i in Hospital(StreamScenario(hours=2, seed=seed)).interactions()]
+                for i in interactions(Hospital(StreamScenario(hours=2, seed=seed)))]
 
     assert requests(1) == requests(1)
     assert requests(1) != requests(2)
@@ -103,12 +156,12 @@ def test_same_seed_same_requests():
 
 def test_nobody_presents_with_a_condition_too_young_for_it():
     birth_dates, onsets = {}, []
-    for interaction in Hospital(StreamScenario(hours=48, seed=8)).interactions():
+    for interaction in interactions(Hospital(StreamScenario(hours=48, seed=8))):
         body = orjson.loads(interaction.request.body)
         if interaction.kind == "register":
             patient = next(e["resource"] for e in body["entry"] if e["resource"]["resourceType"] == "Patient")
             birth_dates[f"Patient/{patient['id']}"] = date.fromisoformat(patient["birthDate"])
-        elif interaction.kind == "diagnosis":
+        elif interaction.request.url.startswith("Condition/"):
             onsets.append((body["subject"]["reference"], body["code"]["coding"][0]["code"], body["onsetDateTime"][:10]))
     youngest = {load_knowledge().conditions[c.condition].code.split("/")[1]: c.age_min for c in presentations().values()}
     assert onsets
@@ -152,3 +205,23 @@ def test_bad_options_or_no_server_exit_2(tmp_path, arguments, expected):
                                  *arguments])
     assert result.exit_code == 2, result.output
     assert expected.format(port=port) in result.output and "Traceback" not in result.output
+
+
+def test_a_care_unit_serves_by_priority_and_records_each_wait():
+    env = simpy.Environment()
+    beds = CareUnit(env, "ED beds", 1)
+    served = []
+
+    def patient(name: str, priority: int, arrive: float):
+        yield env.timeout(arrive)
+        with beds.request(priority=priority) as bed:
+            yield bed
+            served.append(name)
+            yield env.timeout(10)
+
+    for name, priority, arrive in (("first", 3, 0), ("routine", 4, 1), ("urgent", 2, 2)):
+        env.process(patient(name, priority, arrive))
+    env.run()
+    assert served == ["first", "urgent", "routine"]
+    assert sorted(beds.stats.waits) == [0, 8, 19] and beds.stats.longest_queue == 2
+    assert beds.occupied == beds.queued == 0

@@ -21,8 +21,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from trajsim.stream.hl7v2 import ADT_EVENTS
-from trajsim.stream.hospital import Hospital
+from trajsim.engine.hospital import Hospital
+from trajsim.stream.hl7v2 import AdtFeed
+from trajsim.stream.messages import interactions
 from trajsim.stream.run import StreamOptions, run_stream
 from trajsim.stream.scenario import StreamScenario
 from trajsim.stream.summary import stream_summary, write_dead_letter
@@ -171,7 +172,7 @@ def flaky_run(tmp_path_factory: pytest.TempPathFactory):
 
 def test_every_request_is_acknowledged_or_dead_lettered(flaky_run):
     run, server, dead = flaky_run
-    everything = {i.number: i for i in Hospital(SCENARIO).interactions()}
+    everything = {i.number: i for i in interactions(Hospital(SCENARIO))}
     dead_numbers = {line["number"] for line in dead}
     assert run.stats.submitted == len(everything)
     assert run.stats.acknowledged + len(dead) == len(everything)
@@ -252,7 +253,8 @@ def test_adt_messages_over_mllp_are_acknowledged_or_dead_lettered_in_order(tmp_p
         options = replace(fast_options(server.url, retries=1), mllp=f"127.0.0.1:{listener.port}")
         run = run_stream(SCENARIO, options)
     adt = run.adt_stats
-    expected = Counter(i.kind for i in Hospital(SCENARIO).interactions() if i.kind in ADT_EVENTS)
+    feed = AdtFeed(SCENARIO.start, SCENARIO.name)
+    expected = Counter(m.kind for i in interactions(Hospital(SCENARIO)) if (m := feed.message(i)) is not None)
     assert run.stats.acknowledged == run.stats.submitted  # the FHIR side is unaffected
     assert adt.submitted == sum(expected.values())
     assert adt.acknowledged + len(adt.undelivered) == adt.submitted and adt.undelivered

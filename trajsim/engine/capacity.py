@@ -1,22 +1,26 @@
-"""Finite places of care (beds, clinic slots) as SimPy resources, so queues and waits emerge from
+"""Finite places of care (beds, clinicians) as SimPy resources, so queues and waits emerge from
 demand meeting capacity instead of being drawn from a distribution.
 
-A patient process asks for a place with `yield from unit.admit()`, holds the returned request while
-occupying it, and gives it back with `unit.discharge(request)`. Every wait is recorded, so a run can
-report how long patients queued and how deep the queue got.
+A patient process holds a place for as long as it stays in a `with` block:
+
+    with unit.request(priority=esi) as place:
+        yield place
+        ...  # occupying the place
+
+Every wait is recorded, so a run can report how long patients queued and how deep the queue got.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import simpy
+from simpy.resources.resource import PriorityRequest
 
 
 @dataclass
 class Waits:
-    """Queueing statistics of one care unit, in simulated minutes."""
+    """Queueing statistics of one care unit, in the environment's time unit (days in the engine)."""
 
     waits: list[float] = field(default_factory=list)
     longest_queue: int = 0
@@ -36,6 +40,10 @@ class CareUnit:
         self.stats = Waits()
 
     @property
+    def capacity(self) -> int:
+        return self.places.capacity
+
+    @property
     def occupied(self) -> int:
         return self.places.count
 
@@ -43,15 +51,10 @@ class CareUnit:
     def queued(self) -> int:
         return len(self.places.queue)
 
-    def admit(self, priority: int = 0) -> Generator[simpy.Event, None, simpy.resources.resource.Request]:
-        """Wait for a free place; returns the request that holds it (pass it to `discharge`)."""
+    def request(self, priority: int = 0) -> PriorityRequest:
+        """Ask for a place: yield the request to wait for it; leaving its `with` block frees it."""
         request = self.places.request(priority=priority)
         asked = self.env.now
+        request.callbacks.append(lambda _: self.stats.waits.append(self.env.now - asked))
         self.stats.longest_queue = max(self.stats.longest_queue, self.queued)
-        yield request
-        self.stats.waits.append(self.env.now - asked)
         return request
-
-    def discharge(self, request: simpy.resources.resource.Request) -> None:
-        """Free the place held by `request` for the next patient in the queue."""
-        self.places.release(request)

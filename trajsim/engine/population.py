@@ -13,21 +13,27 @@ import numpy as np
 from trajsim.clock import DAYS_PER_YEAR, day_number
 from trajsim.engine.source import PatientState
 from trajsim.knowledge import Knowledge
-from trajsim.scenario import Scenario
+from trajsim.scenario import Population, Scenario
 
 def patient_rng(seed: int, index: int) -> np.random.Generator:
     """The independent random stream of patient `index` under `seed`."""
     return np.random.default_rng(np.random.SeedSequence([seed, index]))
 
 
+def draw_sex_and_age(population: Population, rng: np.random.Generator) -> tuple[str, float]:
+    """Sex and age in years of one person of the population, from its female fraction and age mix:
+    the draws every simulated patient starts with, whether a cohort member or an ED arrival."""
+    sex = "F" if rng.random() < population.female_fraction else "M"
+    weights = np.array([g.weight for g in population.age_mix])
+    group = population.age_mix[int(rng.choice(len(weights), p=weights / weights.sum()))]
+    return sex, float(rng.uniform(group.min, group.max))
+
+
 def draw_patient(scenario: Scenario, index: int, knowledge: Knowledge) -> PatientState:
     """Patient number `index` (0-based) of the scenario's cohort."""
     rng = patient_rng(scenario.seed, index)
     population, period = scenario.population, scenario.period
-    sex = "F" if rng.random() < population.female_fraction else "M"
-    weights = np.array([g.weight for g in population.age_mix])
-    group = population.age_mix[int(rng.choice(len(weights), p=weights / weights.sum()))]
-    age_at_end = rng.uniform(group.min, group.max)
+    sex, age_at_end = draw_sex_and_age(population, rng)
     end_day = day_number(period.end)
     birth_day = math.floor(end_day - age_at_end * DAYS_PER_YEAR)
     entry_day = birth_day if period.start == "birth" else max(birth_day, day_number(period.start))

@@ -42,8 +42,8 @@ def dashboard(run: StreamRun) -> Group:
     ward = Table(title="hospital", title_justify="left", min_width=34)
     for column in ("unit", "busy", "queue"):
         ward.add_column(column, justify="left" if column == "unit" else "right")
-    for unit in (hospital.triage, hospital.ed, hospital.physicians, hospital.ward):
-        ward.add_row(unit.name, f"{unit.occupied}/{unit.places.capacity}",
+    for unit in hospital.units:
+        ward.add_row(unit.name, f"{unit.occupied}/{unit.capacity}",
                      Text(f"{unit.queued}", style="yellow" if unit.queued else ""))
     surges = ", ".join(s.name for s in run.scenario.surges_at(run.minute / 60))
     header.append(f"\nED arrivals {sum(hospital.stats.arrivals_by_hour):,}, admissions {hospital.stats.admissions:,}")

@@ -14,8 +14,7 @@ from typing import Any
 
 import orjson
 
-from trajsim.stream.hospital import Interaction
-from trajsim.stream.messages import Request
+from trajsim.stream.messages import Interaction, Request
 from trajsim.stream.sender import Attempt
 
 START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\r"  # MLLP framing (HL7 v2 Implementation Guide, appendix C)
@@ -54,13 +53,14 @@ class AdtFeed:
     def message(self, interaction: Interaction) -> Interaction | None:
         """The ADT message for this interaction, as an interaction to send over MLLP, or None when
         the event has no ADT counterpart (vitals, results, orders)."""
-        body = orjson.loads(interaction.request.body)
+        request = interaction.request
         if interaction.kind == "register":
-            self._remember(body)
+            self._remember(orjson.loads(request.body))
             return None
         event = ADT_EVENTS.get(interaction.kind)
-        if event is None:
+        if event is None or not request.url.startswith("Encounter/"):
             return None
+        body = orjson.loads(request.body)
         when = _timestamp(self.start + timedelta(minutes=interaction.minute))
         segments = [
             f"MSH|^~\\&|TRAJSIM|{self.facility}|ADT_RECEIVER|{self.facility}|{when}||ADT^{event}^{STRUCTURES[event]}|"
@@ -85,10 +85,7 @@ class AdtFeed:
         fields = [""] * (PV1_FIELDS + 1)
         fields[0], fields[1] = "PV1", "1"
         fields[2] = PATIENT_CLASS[encounter["class"]["code"]]
-        place = encounter["location"][-1]["location"].get("display", "")
         fields[3] = "ED" if encounter["class"]["code"] == "EMER" else "WARD"
-        if "bed" in place:
-            fields[3] += f"^^{place.rsplit(' ', 1)[-1]}"
         fields[19] = encounter["identifier"][0]["value"].rsplit("/", 1)[-1]
         period = encounter["period"]
         fields[44] = _from_fhir(period["start"])

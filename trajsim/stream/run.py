@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from fhir_export.push import FHIR_JSON, PushError, check_server
+from trajsim.engine.hospital import Hospital
 from trajsim.stream.clock import Pacer
 from trajsim.stream.hl7v2 import AdtFeed, MllpChannel
-from trajsim.stream.hospital import Hospital
+from trajsim.stream.messages import interactions
 from trajsim.stream.scenario import StreamScenario
 from trajsim.stream.sender import DeliveryStats, FhirChannel, Sender
 
@@ -116,7 +117,7 @@ async def _stream(run: StreamRun, transport: httpx.AsyncBaseTransport | None,
             run.pacer = Pacer(options.speed, options.rate)
             if on_start is not None:
                 on_start(run)
-            for index, interaction in enumerate(run.hospital.interactions()):
+            for index, interaction in enumerate(interactions(run.hospital)):
                 await run.pacer.wait(interaction.minute, index, stop)
                 if stop.is_set():
                     break

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from fhir_export.push import retry_delay, operation_outcome_text
-from trajsim.stream.hospital import Interaction
+from trajsim.stream.messages import Interaction
 
 BACKLOG_PER_SLOT = 8  # requests due but waiting for a slot, per slot, before the simulation waits too
 

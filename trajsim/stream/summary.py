@@ -71,8 +71,7 @@ def stream_summary(run: StreamRun) -> dict[str, Any]:
             "door_to_room_minutes": _waits([w for _, w in hospital.door_to_room]),  # of those roomed in the window
             "waiting_for_ed_bed_at_end": run.hospital.ed.queued,
             "boarding_minutes": _waits(hospital.boarding),
-            "longest_queue": {unit.name: unit.stats.longest_queue for unit in
-                              (run.hospital.triage, run.hospital.ed, run.hospital.physicians, run.hospital.ward)},
+            "longest_queue": {unit.name: unit.stats.longest_queue for unit in run.hospital.units},
             "surges": [{"name": surge.name, "during": _window(run, _surge_hours(surge)),
                         "outside": _window(run, [h for h in every_hour if h not in _surge_hours(surge)])}
                        for surge in scenario.surges],
