@@ -19,7 +19,7 @@ from trajsim.knowledge import load_knowledge
 from trajsim.stream.clock import Pacer
 from trajsim.stream.hospital import Hospital
 from trajsim.stream.run import StreamOptions, run_stream
-from trajsim.stream.scenario import StreamScenario, load_stream_scenario, presentations, stream_scenario_with
+from trajsim.scenario import StreamScenario, load_stream_scenario, presentations, stream_scenario_with
 from trajsim.stream.summary import stream_summary
 
 runner = CliRunner(env={"COLUMNS": "250"})

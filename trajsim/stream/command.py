@@ -9,10 +9,9 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from trajsim.scenario import ScenarioError
+from trajsim.scenario import ScenarioError, StreamScenario, load_stream_scenario, stream_scenario_with
 from trajsim.stream.dashboard import dashboard
 from trajsim.stream.run import StreamError, StreamOptions, StreamRun, run_stream
-from trajsim.stream.scenario import StreamScenario, load_stream_scenario, stream_scenario_with
 from trajsim.stream.summary import stream_summary, write_dead_letter, write_summary
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C

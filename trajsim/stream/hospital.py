@@ -21,9 +21,13 @@ import simpy
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine.capacity import CareUnit
 from trajsim.knowledge import load_knowledge
-from trajsim.scenario import US_2020_AGE_MIX
+from trajsim.scenario import (
+    US_2020_AGE_MIX,
+    Presentation,
+    StreamScenario,
+    presentations,
+)
 from trajsim.stream.messages import BLOOD_PRESSURE_PANEL, HospitalRecords, Request
-from trajsim.stream.scenario import Presentation, StreamScenario, presentations
 
 # Durations in minutes, as lognormal (median, spread) pairs. An ED visit that ends at home lasts
 # about 2.5 hours at the US median (CMS Hospital Compare measure OP-18b, 2019-2022: 140-160 min);

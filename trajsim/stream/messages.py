@@ -29,8 +29,7 @@ from fhir_export.terminology import (
 from fhir_export.writers import patient_bundle
 from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE, Event
 from trajsim.generate import default_builder
-from trajsim.scenario import Scenario
-from trajsim.stream.scenario import StreamScenario
+from trajsim.scenario import Scenario, StreamScenario
 
 Resource = dict[str, Any]
 ACT_PRIORITY = "http://terminology.hl7.org/CodeSystem/v3-ActPriority"

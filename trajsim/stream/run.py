@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from fhir_export.push import FHIR_JSON, PushError, check_server
+from trajsim.scenario import StreamScenario
 from trajsim.stream.clock import Pacer
 from trajsim.stream.hl7v2 import AdtFeed, MllpChannel
 from trajsim.stream.hospital import Hospital
-from trajsim.stream.scenario import StreamScenario
 from trajsim.stream.sender import DeliveryStats, FhirChannel, Sender
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trajsim.scenario import ScenarioError, describe_validation_error
+from trajsim.scenario.cohort import ScenarioError, describe_validation_error
 
 # Relative ED arrival rate by hour of day, midnight first. An illustrative shape, not a published
 # table: US EDs see a trough around 05:00 and a late-morning-to-evening plateau three to four times

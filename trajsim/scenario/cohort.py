@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trajsim.trial.spec import Trial
+from trajsim.scenario.trial import Trial
 
 OutputFormat = Literal["bundle", "collection", "ndjson", "events"]
 
@@ -81,7 +81,7 @@ class Scenario(_Strict):
     population: Population = Population()
     period: Period = Period()
     output: Output = Output()
-    trial: Trial | None = None  # a control arm to build with `trajsim trial` (trajsim/trial/spec.py)
+    trial: Trial | None = None  # a control arm to build with `trajsim trial` (trajsim/scenario/trial.py)
     model: str = "default"  # trajectory source: see _known_model
 
     @field_validator("model")
