@@ -16,10 +16,15 @@ from typer.testing import CliRunner
 from tests.fhir_server import free_port, sekmet_server
 from trajsim.cli import app
 from trajsim.knowledge import load_knowledge
+from trajsim.scenario import (
+    StreamScenario,
+    load_stream_scenario,
+    presentations,
+    with_overrides,
+)
 from trajsim.stream.clock import Pacer
 from trajsim.stream.hospital import Hospital
 from trajsim.stream.run import StreamOptions, run_stream
-from trajsim.scenario import StreamScenario, load_stream_scenario, presentations, stream_scenario_with
 from trajsim.stream.summary import stream_summary
 
 runner = CliRunner(env={"COLUMNS": "250"})
@@ -83,7 +88,7 @@ def summary_of(scenario: StreamScenario) -> dict:
 
 def test_a_surge_raises_arrivals_and_waits():
     scenario = load_stream_scenario(REPO / "scenarios" / "stream" / "ed_surge.toml")
-    calm = stream_scenario_with(scenario, "test", surges=[s for s in scenario.surges if s.name == "flu season"])
+    calm = with_overrides(scenario, "test", surges=[s for s in scenario.surges if s.name == "flu season"])
     surged, baseline = summary_of(scenario)["hospital"], summary_of(calm)["hospital"]
     pile_up = next(s for s in surged["surges"] if s["name"] == "highway pile-up")
     assert surged["arrivals"] > baseline["arrivals"]

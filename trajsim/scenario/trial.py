@@ -11,16 +11,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from trajsim.scenario.base import StrictModel
 
 CodeList = tuple[str, ...]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _ValueRange(_Strict):
+class _ValueRange(StrictModel):
     """Shared by everything that can require a lab value in [min_value, max_value]."""
 
     min_value: float | None = None
@@ -33,7 +31,7 @@ class _ValueRange(_Strict):
         return self
 
 
-class _Interval(_Strict):
+class _Interval(StrictModel):
     """A half-open interval [low, high) of the subclass's two fields, named in `_bounds`."""
 
     _bounds: tuple[str, str]
@@ -78,7 +76,7 @@ class Criterion(_ValueRange):
     lookback_days: int | None = Field(None, ge=0)
 
 
-class Endpoint(_Strict):
+class Endpoint(StrictModel):
     """`time_to_event`: the first event with one of `codes` after the index date.
     `lab_change`: the value of the one lab in `codes` nearest to `at_days` after the index date (within
     `window_days`) minus its last value on or before the index date (within `baseline_days`)."""
@@ -102,7 +100,7 @@ class Endpoint(_Strict):
         return self.label or self.name
 
 
-class PowerTarget(_Strict):
+class PowerTarget(StrictModel):
     """The effect a two-arm trial (1:1) should detect on a time-to-event endpoint."""
 
     endpoint: str
@@ -118,7 +116,7 @@ class PowerTarget(_Strict):
         return hazard_ratio
 
 
-class Trial(_Strict):
+class Trial(StrictModel):
     """Eligibility, index date, follow-up and endpoints of a (synthetic) control arm."""
 
     target_size: int = Field(500, ge=1, le=1_000_000)

@@ -9,7 +9,8 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from trajsim.scenario import ScenarioError, StreamScenario, load_stream_scenario, stream_scenario_with
+from trajsim.scenario import ScenarioError, StreamScenario, load_stream_scenario
+from trajsim.scenario import with_overrides as stream_scenario_with
 from trajsim.stream.dashboard import dashboard
 from trajsim.stream.run import StreamError, StreamOptions, StreamRun, run_stream
 from trajsim.stream.summary import stream_summary, write_dead_letter, write_summary
