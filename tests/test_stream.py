@@ -134,6 +134,7 @@ def test_speed_and_rate_set_when_requests_are_due():
     ('[[surges]]\nname = "x"\nstart_hour = 1\nhours = 2\nmultiplier = 3\ncase_mix = ["zombie_bite"]\n',
      "surges[0].case_mix: unknown condition 'zombie_bite'; allowed: myocardial_infarction"),
     ("hours = -4\n", "hours: Input should be greater than 0 (got -4)"),
+    ('[capacity]\ned_beds = "20"\n', "capacity.ed_beds: Input should be a valid integer (got '20')"),
     ("[arrivals]\nhourly = [1, 2]\n", "arrivals.hourly: Tuple should have at least 24 items"),
     ("hours = \n", "not valid TOML"),
 ])

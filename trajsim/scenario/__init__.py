@@ -6,6 +6,8 @@ composed here, so the cohort sections need not know the features that extend the
 
 from pathlib import Path
 
+from pydantic import StrictStr
+
 from trajsim.scenario.base import (
     ScenarioError,
     ScenarioName,
@@ -51,7 +53,7 @@ class Scenario(StrictModel):
     spells them out)."""
 
     name: ScenarioName = "default"
-    description: str = "US-like general population (2020 Census age and sex mix), records from 2015 to 2025"
+    description: StrictStr = "US-like general population (2020 Census age and sex mix), records from 2015 to 2025"
     seed: Seed = 20261125
     population: Population = Population()
     period: Period = Period()

@@ -1,6 +1,10 @@
 """What every scenario file shares: one strict pydantic base, one way to read a TOML file and one way
 to turn any mistake into a `ScenarioError` that names the file, the field and what is allowed, so the
 CLI prints a sentence instead of a traceback whichever command read the file.
+
+Scalar fields are strict (`StrictInt`, `StrictFloat`, `StrictStr`; an int still counts as a float):
+TOML has its own numbers and booleans, so `size = "100"` or `size = true` is a mistake to report, not
+a value to coerce.
 """
 
 from __future__ import annotations
@@ -9,11 +13,11 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 # Names go into resource ids and file names, so they keep to characters safe in both.
-ScenarioName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
-Seed = Annotated[int, Field(ge=0, lt=2**63)]
+ScenarioName = Annotated[StrictStr, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+Seed = Annotated[StrictInt, Field(ge=0, lt=2**63)]
 
 
 class StrictModel(BaseModel):

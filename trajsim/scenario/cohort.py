@@ -11,7 +11,14 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from trajsim.scenario.base import StrictModel
 
@@ -21,9 +28,9 @@ OutputFormat = Literal["bundle", "collection", "ndjson", "events"]
 class AgeGroup(StrictModel):
     """Share of the cohort whose age (on the period's end date) lies in [min, max)."""
 
-    min: int = Field(ge=0, le=120)
-    max: int = Field(gt=0, le=121)
-    weight: float = Field(gt=0)
+    min: StrictInt = Field(ge=0, le=120)
+    max: StrictInt = Field(gt=0, le=121)
+    weight: StrictFloat = Field(gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> AgeGroup:
@@ -44,8 +51,8 @@ US_2020_AGE_MIX = (
 
 
 class Population(StrictModel):
-    size: int = Field(100, ge=1, le=100_000_000)
-    female_fraction: float = Field(0.505, ge=0.0, le=1.0)  # 2020 Census: 50.5% female
+    size: StrictInt = Field(100, ge=1, le=100_000_000)
+    female_fraction: StrictFloat = Field(0.505, ge=0.0, le=1.0)  # 2020 Census: 50.5% female
     age_mix: tuple[AgeGroup, ...] = Field(US_2020_AGE_MIX, min_length=1)
 
 
@@ -75,4 +82,4 @@ def _known_source(value: str) -> str:
 
 
 # The `model` field: which trajectory source proposes the visits.
-SourceName = Annotated[str, AfterValidator(_known_source)]
+SourceName = Annotated[StrictStr, AfterValidator(_known_source)]

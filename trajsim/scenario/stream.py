@@ -15,7 +15,14 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from trajsim.scenario.base import ScenarioName, Seed, StrictModel, load_toml
 
@@ -56,9 +63,9 @@ def presentations() -> dict[str, Presentation]:
 
 
 class Arrivals(StrictModel):
-    per_day: float = Field(120.0, gt=0, le=100_000)  # mean ED arrivals per day before any surge
-    hourly: tuple[float, ...] = Field(DIURNAL_ARRIVALS, min_length=24, max_length=24)
-    weekday: tuple[float, ...] = Field(WEEKDAY_ARRIVALS, min_length=7, max_length=7)
+    per_day: StrictFloat = Field(120.0, gt=0, le=100_000)  # mean ED arrivals per day before any surge
+    hourly: tuple[StrictFloat, ...] = Field(DIURNAL_ARRIVALS, min_length=24, max_length=24)
+    weekday: tuple[StrictFloat, ...] = Field(WEEKDAY_ARRIVALS, min_length=7, max_length=7)
 
     @field_validator("hourly", "weekday")
     @classmethod
@@ -69,22 +76,22 @@ class Arrivals(StrictModel):
 
 
 class Capacity(StrictModel):
-    ed_beds: int = Field(20, ge=1, le=10_000)
-    ward_beds: int = Field(120, ge=1, le=100_000)
-    triage_nurses: int = Field(2, ge=1, le=1_000)
-    physicians: int = Field(3, ge=1, le=1_000)
-    ward_occupancy: float = Field(0.8, ge=0, le=1)  # share of ward beds taken when the window opens
+    ed_beds: StrictInt = Field(20, ge=1, le=10_000)
+    ward_beds: StrictInt = Field(120, ge=1, le=100_000)
+    triage_nurses: StrictInt = Field(2, ge=1, le=1_000)
+    physicians: StrictInt = Field(3, ge=1, le=1_000)
+    ward_occupancy: StrictFloat = Field(0.8, ge=0, le=1)  # share of ward beds taken when the window opens
 
 
 class Surge(StrictModel):
     """Arrivals multiplied by `multiplier` from `start_hour` for `hours`; with `case_mix`, arrivals
     during the surge present only with those conditions (e.g. injuries after a highway crash)."""
 
-    name: str = Field(min_length=1)
-    start_hour: float = Field(ge=0)
-    hours: float = Field(gt=0)
-    multiplier: float = Field(gt=0, le=1000)
-    case_mix: tuple[str, ...] = ()
+    name: StrictStr = Field(min_length=1)
+    start_hour: StrictFloat = Field(ge=0)
+    hours: StrictFloat = Field(gt=0)
+    multiplier: StrictFloat = Field(gt=0, le=1000)
+    case_mix: tuple[StrictStr, ...] = ()
 
     @field_validator("case_mix")
     @classmethod
@@ -102,10 +109,10 @@ class StreamScenario(StrictModel):
     """The defaults describe a mid-sized community hospital on an ordinary day."""
 
     name: ScenarioName = "hospital"
-    description: str = "A mid-sized community hospital: 120 ED arrivals a day, 20 ED beds, 120 ward beds"
+    description: StrictStr = "A mid-sized community hospital: 120 ED arrivals a day, 20 ED beds, 120 ward beds"
     seed: Seed = 20261125
     start: datetime = datetime(2025, 1, 6)  # a Monday, midnight
-    hours: float = Field(24.0, gt=0, le=24 * 366)
+    hours: StrictFloat = Field(24.0, gt=0, le=24 * 366)
     arrivals: Arrivals = Arrivals()
     capacity: Capacity = Capacity()
     surges: tuple[Surge, ...] = ()
