@@ -16,12 +16,7 @@ from typer.testing import CliRunner
 from tests.fhir_server import free_port, sekmet_server
 from trajsim.cli import app
 from trajsim.knowledge import load_knowledge
-from trajsim.scenario import (
-    StreamScenario,
-    load_stream_scenario,
-    presentations,
-    with_overrides,
-)
+from trajsim.scenario import StreamScenario, load_stream_scenario, presentations, with_overrides
 from trajsim.stream.clock import Pacer
 from trajsim.stream.hospital import Hospital
 from trajsim.stream.run import StreamOptions, run_stream

@@ -8,44 +8,13 @@ from pathlib import Path
 
 from pydantic import StrictStr
 
-from trajsim.scenario.base import (
-    ScenarioError,
-    ScenarioName,
-    Seed,
-    StrictModel,
-    load_toml,
-    with_overrides,
-)
-from trajsim.scenario.cohort import (
-    US_2020_AGE_MIX,
-    AgeGroup,
-    Output,
-    OutputFormat,
-    Period,
-    Population,
-    SourceName,
-)
+from trajsim.scenario.base import ScenarioError, ScenarioName, Seed, StrictModel, load_toml, with_overrides
+from trajsim.scenario.cohort import US_2020_AGE_MIX, AgeGroup, Output, OutputFormat, Period, Population, SourceName
 from trajsim.scenario.stream import (
-    DIURNAL_ARRIVALS,
-    WEEKDAY_ARRIVALS,
-    Arrivals,
-    Capacity,
-    Presentation,
-    StreamScenario,
-    Surge,
-    load_stream_scenario,
-    presentations,
+    DIURNAL_ARRIVALS, WEEKDAY_ARRIVALS, Arrivals, Capacity, Presentation, StreamScenario, Surge,
+    load_stream_scenario, presentations,
 )
-from trajsim.scenario.trial import (
-    AgeRange,
-    CodeList,
-    Criterion,
-    Endpoint,
-    IndexEvent,
-    PowerTarget,
-    Trial,
-    Window,
-)
+from trajsim.scenario.trial import AgeRange, CodeList, Criterion, Endpoint, IndexEvent, PowerTarget, Trial, Window
 
 
 class Scenario(StrictModel):

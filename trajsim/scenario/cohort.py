@@ -11,14 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    Field,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
 from trajsim.scenario.base import StrictModel
 

@@ -15,14 +15,7 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
-from pydantic import (
-    Field,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
 from trajsim.scenario.base import ScenarioName, Seed, StrictModel, load_toml
 

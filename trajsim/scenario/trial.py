@@ -11,14 +11,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import (
-    Field,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
 from trajsim.scenario.base import StrictModel
 

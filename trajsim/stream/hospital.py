@@ -21,12 +21,7 @@ import simpy
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine.capacity import CareUnit
 from trajsim.knowledge import load_knowledge
-from trajsim.scenario import (
-    US_2020_AGE_MIX,
-    Presentation,
-    StreamScenario,
-    presentations,
-)
+from trajsim.scenario import US_2020_AGE_MIX, Presentation, StreamScenario, presentations
 from trajsim.stream.messages import BLOOD_PRESSURE_PANEL, HospitalRecords, Request
 
 # Durations in minutes, as lognormal (median, spread) pairs. An ED visit that ends at home lasts
