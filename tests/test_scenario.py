@@ -50,6 +50,37 @@ def test_age_group_bounds_must_be_ordered(tmp_path):
     assert str(error.value) == f"{path}: population.age_mix[0]: max (5) must be greater than min (10)"
 
 
+def test_a_quoted_count_is_refused_not_coerced(tmp_path):
+    path = write(tmp_path, '[population]\nsize = "100"\n')
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert str(error.value) == f"{path}: population.size: Input should be a valid integer (got '100')"
+
+
+def test_a_boolean_is_not_a_count(tmp_path):
+    path = write(tmp_path, "[population]\nsize = true\n")
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert str(error.value) == f"{path}: population.size: Input should be a valid integer (got True)"
+
+
+def test_a_quoted_fraction_is_refused_not_coerced(tmp_path):
+    path = write(tmp_path, '[population]\nfemale_fraction = "0.5"\n')
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert str(error.value) == f"{path}: population.female_fraction: Input should be a valid number (got '0.5')"
+
+
+def test_an_integer_is_a_valid_fraction(tmp_path):
+    fraction = load_scenario(write(tmp_path, "[population]\nfemale_fraction = 1\n")).population.female_fraction
+    assert fraction == 1.0 and isinstance(fraction, float)
+
+
+def test_a_scenario_survives_the_json_trip_to_a_worker_process():
+    scenario = load_scenario(REPO / "scenarios" / "t2d_control_arm.toml")
+    assert Scenario.model_validate_json(scenario.model_dump_json()) == scenario
+
+
 def test_corrupt_toml_names_the_line(tmp_path):
     path = write(tmp_path, 'name = "default"\nseed = = 3\n')
     with pytest.raises(ScenarioError, match=r"not valid TOML: .*line 2"):

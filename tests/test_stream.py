@@ -24,11 +24,10 @@ from trajsim.engine.rules import find_violations
 from trajsim.events import events_frame
 from trajsim.generate import default_builder
 from trajsim.knowledge import load_knowledge
-from trajsim.scenario import Scenario
+from trajsim.scenario import Scenario, StreamScenario, load_stream_scenario, presentations, with_overrides
 from trajsim.stream.clock import Pacer
 from trajsim.stream.messages import interactions
 from trajsim.stream.run import StreamOptions, run_stream
-from trajsim.stream.scenario import StreamScenario, load_stream_scenario, presentations, stream_scenario_with
 from trajsim.stream.summary import stream_summary
 
 runner = CliRunner(env={"COLUMNS": "250"})
@@ -136,7 +135,7 @@ def summary_of(scenario: StreamScenario) -> dict:
 
 def test_a_surge_raises_arrivals_and_waits():
     scenario = load_stream_scenario(REPO / "scenarios" / "stream" / "ed_surge.toml")
-    calm = stream_scenario_with(scenario, "test", surges=[s for s in scenario.surges if s.name == "flu season"])
+    calm = with_overrides(scenario, "test", surges=[s for s in scenario.surges if s.name == "flu season"])
     surged, baseline = summary_of(scenario)["hospital"], summary_of(calm)["hospital"]
     pile_up = next(s for s in surged["surges"] if s["name"] == "highway pile-up")
     assert surged["arrivals"] > baseline["arrivals"]
@@ -182,6 +181,7 @@ def test_speed_and_rate_set_when_requests_are_due():
     ('[[surges]]\nname = "x"\nstart_hour = 1\nhours = 2\nmultiplier = 3\ncase_mix = ["zombie_bite"]\n',
      "surges[0].case_mix: unknown condition 'zombie_bite'; allowed: myocardial_infarction"),
     ("hours = -4\n", "hours: Input should be greater than 0 (got -4)"),
+    ('[capacity]\ned_beds = "20"\n', "capacity.ed_beds: Input should be a valid integer (got '20')"),
     ("[arrivals]\nhourly = [1, 2]\n", "arrivals.hourly: Tuple should have at least 24 items"),
     ("hours = \n", "not valid TOML"),
 ])

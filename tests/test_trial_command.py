@@ -126,6 +126,7 @@ def test_ages_no_scenario_patient_can_reach_end_before_simulating(tmp_path):
     (('kind = "lab_change"', 'kind = "lab"'), "trial.endpoints[1].kind"),
     (('hazard_ratio = 0.7', 'hazard_ratio = 1.0'), "trial.power.hazard_ratio: must differ from 1"),
     (("follow_up_days = 730", "follow_up_dayz = 730"), "trial.follow_up_dayz: unknown field"),
+    (("target_size = 12", 'target_size = "12"'), "trial.target_size: Input should be a valid integer (got '12')"),
 ])
 def test_bad_trial_section_names_the_field(tmp_path, change, message):
     text = HYPERTENSION_SCENARIO.replace('codes = ["TRAJSIM/visit/AMB"]', 'codes = ["LOINC/8480-6"], min_value = 400')

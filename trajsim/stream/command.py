@@ -9,10 +9,9 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from trajsim.scenario import ScenarioError
+from trajsim.scenario import ScenarioError, StreamScenario, load_stream_scenario, with_overrides
 from trajsim.stream.dashboard import dashboard
 from trajsim.stream.run import StreamError, StreamOptions, StreamRun, run_stream
-from trajsim.stream.scenario import StreamScenario, load_stream_scenario, stream_scenario_with
 from trajsim.stream.summary import stream_summary, write_dead_letter, write_summary
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
@@ -43,7 +42,7 @@ def stream_command(
 
     try:
         scenario = load_stream_scenario(scenario_file) if scenario_file else StreamScenario()
-        scenario = stream_scenario_with(scenario, "command line", hours=hours, seed=seed)
+        scenario = with_overrides(scenario, "command line", hours=hours, seed=seed)
     except ScenarioError as exc:
         raise fail(str(exc)) from None
     options = StreamOptions(server, speed=DEFAULT_SPEED if speed is None and rate is None else speed, rate=rate,

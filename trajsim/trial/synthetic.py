@@ -29,11 +29,10 @@ from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine import TrajectorySource, simulate
 from trajsim.events import events_frame
 from trajsim.generate import scenario_source
-from trajsim.scenario import Scenario, with_overrides
+from trajsim.scenario import Scenario, Trial, with_overrides
 from trajsim.trial import TrialError
 from trajsim.trial.arm import build_arm
 from trajsim.trial.criteria import Descendants
-from trajsim.trial.spec import Trial
 
 
 @dataclass
