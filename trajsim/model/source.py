@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
-from trajsim.engine.rules import RuleMask
 from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, visit_start_code
 from trajsim.knowledge import Knowledge, load_knowledge
@@ -29,6 +28,7 @@ from trajsim.model.tokenizer import (
     BOS, END, ENDED, EOS, HEADS, NO_VISIT, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
 )
 from trajsim.model.train import load_model
+from trajsim.rules import RuleMask
 from trajsim.vocab import load_vocabulary
 
 PLAN = "model_plan"  # PatientState.memory key of the patient's remaining planned visits

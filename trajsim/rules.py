@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from trajsim.clock import DAYS_PER_YEAR
-from trajsim.engine.source import PatientState
 from trajsim.events import BIRTH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
+
+if TYPE_CHECKING:  # the mask reads a patient's state; checking tables must not load the engine
+    from trajsim.engine.source import PatientState
 
 RULES: dict[str, str] = {
     "sex_specific_code": "a code that applies to one sex only, recorded for a patient of the other sex",
