@@ -31,6 +31,7 @@ from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE, Event
 from trajsim.generate import default_builder
 from trajsim.scenario import Scenario
 from trajsim.stream.scenario import StreamScenario
+from trajsim.vocab import domain_of
 
 Resource = dict[str, Any]
 ACT_PRIORITY = "http://terminology.hl7.org/CodeSystem/v3-ActPriority"
@@ -130,7 +131,7 @@ class HospitalRecords:
 
     def observation(self, encounter: Resource, code: str, value: float | tuple[float, float], when: datetime) -> Request:
         """A vital sign or lab result (a blood pressure `value` is a (systolic, diastolic) pair)."""
-        domain = self.builder.domain(code)
+        domain = domain_of(code)
         resource = self._about(encounter, "Observation", code, {
             "meta": profile(VITAL_SIGN_PROFILES.get(code, "us-core-vital-signs") if domain == "vital"
                             else "us-core-observation-lab"),
