@@ -29,13 +29,10 @@ from fhir_export.terminology import (
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX, Event,
 )
-from trajsim.vocab import SYSTEM_URIS, Vocabulary
+from trajsim.vocab import SYSTEM_URIS, Vocabulary, domain_of
 
 Resource = dict[str, Any]
 
-# Resource kind for a code the vocabulary does not know (e.g. learned from a user's data), by system.
-DOMAIN_BY_SYSTEM = {"LOINC": "lab", "RXNORM": "medication", "CVX": "immunization", "SNOMED": "condition",
-                    "ICD10CM": "condition"}
 VISIT_WITHOUT_TYPE = "SNOMED/308335008"  # "Patient encounter procedure", when the record names no visit type
 PERSON_WORDS = {("F", False): "woman", ("F", True): "girl", ("M", False): "man", ("M", True): "boy"}
 VITAL_SIGN_PROFILES = {"LOINC/8302-2": "us-core-body-height", "LOINC/29463-7": "us-core-body-weight",
@@ -135,10 +132,6 @@ class ResourceBuilder:
     def display(self, code: str) -> str:
         known = self.vocabulary.get(code)
         return known.display if known is not None else code
-
-    def domain(self, code: str) -> str | None:
-        known = self.vocabulary.get(code)
-        return known.domain if known is not None else DOMAIN_BY_SYSTEM.get(code.split("/", 1)[0])
 
     def _coding(self, code: str) -> dict[str, str]:
         system, local = code.split("/", 1)
@@ -249,7 +242,7 @@ class _PatientBuild:
                 order["status"] = "completed"
         else:
             visit = self.visits.get(event.encounter_id) if event.encounter_id is not None else None
-            domain = self.b.domain(code)
+            domain = domain_of(code)
             if domain == "encounter_type":
                 if visit is not None:
                     visit.resource["type"] = [self.b.concept(code)]

@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 from trajsim.cli import app
 from trajsim.engine import ReferenceSource, simulate
-from trajsim.engine.rules import find_violations
 from trajsim.events import VISIT_START_PREFIX, events_frame
 from trajsim.model import DEFAULT_MODEL
 from trajsim.model.sample import one_thread
 from trajsim.model.source import ModelSource
 from trajsim.model.train import WEIGHTS, train
+from trajsim.rules import find_violations
 
 from tests.conftest import small_scenario
 from tests.test_model_train import one_torch_thread, tiny_training  # noqa: F401 - autouse fixture

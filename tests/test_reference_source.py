@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import small_scenario
 from trajsim.engine import ReferenceSource, simulate
-from trajsim.engine.calibration import prevalence_by_band
+from trajsim.evaluate.calibration import prevalence_by_band
 from trajsim.events import CONDITION_END, MEDICATION_END, VISIT_START_PREFIX, events_frame
 from trajsim.knowledge import load_knowledge
 

@@ -9,7 +9,7 @@ import orjson
 from tests.conftest import small_scenario
 from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
 from trajsim.clock import to_datetime
-from trajsim.engine.rules import MASK_RULES, RULES, RuleMask, find_violations, violation_counts
+from trajsim.rules import MASK_RULES, RULES, RuleMask, find_violations, violation_counts
 from trajsim.generate import generate
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, SEX_MALE, VISIT_END, Event, events_frame, visit_start_code,

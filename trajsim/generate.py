@@ -32,11 +32,11 @@ from fhir_export import NdjsonWriter, ResourceBuilder, write_bundle
 from fhir_export.providers import SHARED_TYPES
 from trajsim.atomic import atomic_writer, temporary_path, write_bytes_atomic
 from trajsim.engine import ReferenceSource, TrajectorySource, simulate
-from trajsim.engine.rules import RULES, find_violations, violation_counts
 from trajsim.engine.simulate import CHUNK_SIZE
 from trajsim.events import DEATH, VISIT_START_PREFIX, Event, events_frame
 from trajsim.knowledge import load_knowledge
 from trajsim.model import model_folder
+from trajsim.rules import RULES, find_violations, violation_counts
 from trajsim.scenario import Scenario
 from trajsim.vocab import load_vocabulary
 
@@ -58,7 +58,7 @@ class GenerationSummary:
     resources: Counter = field(default_factory=Counter)
     bytes_written: int = 0
     seconds: float = 0.0
-    violations: Counter = field(default_factory=Counter)  # rule -> count (trajsim.engine.rules)
+    violations: Counter = field(default_factory=Counter)  # rule -> count (trajsim.rules)
 
     def add(self, other: GenerationSummary) -> None:
         for name in ("patients", "deaths", "encounters", "events", "bytes_written"):

@@ -5,8 +5,6 @@ overlap, and nothing is recorded after death. Scheduled care (`schedules.py`) ru
 
 from __future__ import annotations
 
-from functools import cache
-
 import simpy
 
 from trajsim.clock import encounter_id, to_datetime
@@ -16,11 +14,7 @@ from trajsim.events import (
 from trajsim.engine.sampler import VisitSampler
 from trajsim.engine.schedules import Schedule
 from trajsim.engine.source import ACTIVE, Fact, PatientState, TrajectorySource, Visit
-from trajsim.vocab import load_vocabulary
-
-@cache
-def _domains() -> dict[str, str]:
-    return {concept.code: concept.domain for concept in load_vocabulary()}
+from trajsim.vocab import domain_of
 
 
 class PatientRecord:
@@ -43,7 +37,7 @@ class PatientRecord:
 
     def add_fact(self, day: float, fact: Fact, encounter_id: int | None = None) -> None:
         """Record a fact and update the patient's active conditions and medications from it."""
-        domain = _domains().get(fact.code)
+        domain = domain_of(fact.code)
         if domain == "condition":
             self.patient.conditions[fact.code] = ACTIVE
         elif domain == "medication":

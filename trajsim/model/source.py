@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
-from trajsim.engine.rules import RuleMask
 from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, visit_start_code
 from trajsim.knowledge import Knowledge, load_knowledge
@@ -29,7 +28,8 @@ from trajsim.model.tokenizer import (
     BOS, END, ENDED, EOS, HEADS, NO_VISIT, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
 )
 from trajsim.model.train import load_model
-from trajsim.vocab import load_vocabulary
+from trajsim.rules import RuleMask
+from trajsim.vocab import domain_of
 
 PLAN = "model_plan"  # PatientState.memory key of the patient's remaining planned visits
 
@@ -64,8 +64,7 @@ class TokenGrammar:
         self.in_visit = self.is_gap | self.is_ended | (np.arange(self.size) == self.end)
         # Outside visits only diagnoses, prescriptions and their ends are recorded: measurements and
         # vaccinations need an encounter.
-        vocabulary = load_vocabulary()
-        domains = [getattr(vocabulary.get(code), "domain", None) for code in self.base_codes]
+        domains = [domain_of(code) for code in self.base_codes]
         self.outside_visit = (self.in_visit & ~self.is_gap) | (plain & np.isin(domains, ["condition", "medication"]))
         self.encounter_types = np.flatnonzero(np.isin(domains, ["encounter_type"]))
         self.is_encounter_type = np.isin(np.arange(self.size), self.encounter_types)
@@ -268,7 +267,7 @@ class ModelSource:
             active[text] = day
         elif fact.code in self.knowledge.indications:
             text = next((c for c in sorted(self.knowledge.indications[fact.code]) if active.get(c, -1) > day), None)
-        elif fact.code.startswith(("SNOMED/", "ICD10CM/")):
+        elif domain_of(fact.code) == "condition":
             active[fact.code] = ACTIVE
         return Fact(fact.code, float(fact.offset_days), fact.value, fact.unit, text)
 
