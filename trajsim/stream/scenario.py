@@ -8,7 +8,6 @@ Stream scenarios are TOML files checked by the pydantic models below; mistakes b
 
 from __future__ import annotations
 
-import csv
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trajsim.knowledge import read_table
 from trajsim.scenario import ScenarioError, describe_validation_error
 
 # Relative ED arrival rate by hour of day, midnight first. An illustrative shape, not a published
@@ -49,11 +49,12 @@ class Presentation:
 @cache
 def presentations() -> dict[str, Presentation]:
     """The ED case mix, by condition key."""
-    with files("trajsim.stream").joinpath("data/presentations.csv").open(encoding="utf-8") as handle:
-        return {row["condition"]: Presentation(
-            row["condition"], int(row["esi"]), float(row["weight"]), float(row["age_min"]), float(row["admit_probability"]),
-            float(row["stay_days"]) if row["stay_days"] else None, tuple(row["labs"].split()),
-            row["medication"] or None) for row in csv.DictReader(handle)}
+    rows = read_table(files("trajsim.stream").joinpath("data/presentations.csv"), (
+        "condition", "esi", "weight", "age_min", "admit_probability", "stay_days", "labs", "medication"))
+    return {row["condition"]: Presentation(
+        row["condition"], int(row["esi"]), float(row["weight"]), float(row["age_min"]), float(row["admit_probability"]),
+        float(row["stay_days"]) if row["stay_days"] else None, tuple(row["labs"].split()),
+        row["medication"] or None) for row in rows}
 
 
 class _Strict(BaseModel):
