@@ -56,20 +56,21 @@ def _quantity(value: float, unit: str | None) -> dict[str, Any]:
 def reference_ranges() -> dict[tuple[str, str], tuple[float | None, float | None, str]]:
     """(code, sex) -> (low, high, unit); sex "" applies to both."""
     return {(r["code"], r["sex"]): (float(r["low"]) if r["low"] else None, float(r["high"]) if r["high"] else None,
-                                    r["unit"]) for r in load_table("reference_ranges")}
+                                    r["unit"]) for r in load_table("reference_ranges", ("code", "sex", "low", "high", "unit"))}
 
 
 @cache
 def lab_panels() -> dict[str, tuple[str, str]]:
     """member code -> (panel code, panel display)."""
-    return {row["member"]: (row["panel"], row["display"]) for row in load_table("panels")}
+    return {row["member"]: (row["panel"], row["display"]) for row in load_table("panels", ("panel", "display", "member"))}
 
 
 @cache
 def dosages() -> dict[str, dict[str, Any]]:
     """RxNorm code -> FHIR Dosage, from the labels cited in data/dosage.csv."""
     out = {}
-    for row in load_table("dosage"):
+    columns = ("code", "text", "dose", "dose_unit", "frequency", "period", "period_unit", "as_needed")
+    for row in load_table("dosage", columns):
         out[row["code"]] = {
             "text": row["text"], "asNeededBoolean": row["as_needed"] == "true",
             "timing": {"repeat": {"frequency": int(row["frequency"]), "period": float(row["period"]),

@@ -20,7 +20,7 @@ from tests.fhir_server import free_port, sekmet_server
 from trajsim.cli import app
 from trajsim.engine.capacity import CareUnit
 from trajsim.engine.hospital import Hospital
-from trajsim.engine.rules import find_violations
+from trajsim.rules import find_violations
 from trajsim.events import events_frame
 from trajsim.generate import default_builder
 from trajsim.knowledge import load_knowledge

@@ -8,7 +8,6 @@ one-line `ScenarioError` as in a cohort scenario.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
+from trajsim.knowledge import read_table
 from trajsim.scenario.base import ScenarioName, Seed, StrictModel, load_toml
 
 # Relative ED arrival rate by hour of day, midnight first. An illustrative shape, not a published
@@ -48,11 +48,12 @@ class Presentation:
 @cache
 def presentations() -> dict[str, Presentation]:
     """The ED case mix, by condition key."""
-    with files("trajsim.stream").joinpath("data/presentations.csv").open(encoding="utf-8") as handle:
-        return {row["condition"]: Presentation(
-            row["condition"], int(row["esi"]), float(row["weight"]), float(row["age_min"]), float(row["admit_probability"]),
-            float(row["stay_days"]) if row["stay_days"] else None, tuple(row["labs"].split()),
-            row["medication"] or None) for row in csv.DictReader(handle)}
+    rows = read_table(files("trajsim.stream").joinpath("data/presentations.csv"), (
+        "condition", "esi", "weight", "age_min", "admit_probability", "stay_days", "labs", "medication"))
+    return {row["condition"]: Presentation(
+        row["condition"], int(row["esi"]), float(row["weight"]), float(row["age_min"]), float(row["admit_probability"]),
+        float(row["stay_days"]) if row["stay_days"] else None, tuple(row["labs"].split()),
+        row["medication"] or None) for row in rows}
 
 
 class Arrivals(StrictModel):
