@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trajsim.generate import scenario_source
+from trajsim.runner import scenario_source
 from trajsim.scenario import load_scenario, with_overrides
 from trajsim.trial.report import summarise, write_report
 from trajsim.trial.synthetic import screen_batch, synthetic_arm

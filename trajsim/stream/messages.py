@@ -28,8 +28,7 @@ from fhir_export.terminology import (
 )
 from fhir_export.writers import patient_bundle
 from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE, Event
-from trajsim.generate import default_builder
-from trajsim.scenario import Scenario
+from trajsim.output import default_builder, fhir_namespace
 from trajsim.stream.scenario import StreamScenario
 
 Resource = dict[str, Any]
@@ -60,7 +59,7 @@ class HospitalRecords:
 
     def __init__(self, scenario: StreamScenario) -> None:
         self.namespace = f"stream/{scenario.name}/{scenario.seed}"
-        self.builder = default_builder(Scenario(name=scenario.name, seed=scenario.seed))
+        self.builder = default_builder(fhir_namespace(scenario.name, scenario.seed))
         key = f"{self.namespace}/hospital"
         self.hospital = {"resourceType": "Organization", "id": stable_uuid(key), "meta": profile("us-core-organization"),
                          "active": True, "type": [concept(ORGANIZATION_TYPE, "prov", "Healthcare Provider")],

@@ -10,7 +10,7 @@ import polars as pl
 from fhir_export import NdjsonWriter, write_bundle
 from trajsim.atomic import atomic_writer
 from trajsim.events import Event
-from trajsim.generate import BUNDLE_FOLDERS, STALE_PATTERNS, default_builder
+from trajsim.output import BUNDLE_FOLDERS, STALE_PATTERNS, default_builder, fhir_namespace
 from trajsim.scenario import Scenario
 
 
@@ -31,7 +31,7 @@ def write_records(events: pl.DataFrame, scenario: Scenario, out_dir: Path) -> li
         for stale in out_dir.glob(pattern):
             stale.unlink()
     formats = set(scenario.output.formats)
-    builder = default_builder(scenario)
+    builder = default_builder(fhir_namespace(scenario.name, scenario.seed))
     ndjson = NdjsonWriter(out_dir / "fhir" / "ndjson") if "ndjson" in formats else None
     written: list[Path] = []
     try:

@@ -28,7 +28,7 @@ from scipy.stats import beta
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine import TrajectorySource, simulate
 from trajsim.events import events_frame
-from trajsim.generate import scenario_source
+from trajsim.runner import scenario_source
 from trajsim.scenario import Scenario, with_overrides
 from trajsim.trial import TrialError
 from trajsim.trial.arm import build_arm
