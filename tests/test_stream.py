@@ -22,9 +22,9 @@ from trajsim.engine.capacity import CareUnit
 from trajsim.engine.hospital import Hospital
 from trajsim.rules import find_violations
 from trajsim.events import events_frame
-from trajsim.generate import default_builder
+from trajsim.output import default_builder, fhir_namespace
 from trajsim.knowledge import load_knowledge
-from trajsim.scenario import Scenario, StreamScenario, load_stream_scenario, presentations, with_overrides
+from trajsim.scenario import StreamScenario, load_stream_scenario, presentations, with_overrides
 from trajsim.stream.clock import Pacer
 from trajsim.stream.messages import interactions
 from trajsim.stream.run import StreamOptions, run_stream
@@ -110,7 +110,7 @@ def test_what_is_sent_is_what_generate_renders_from_the_patients_events():
     requests = list(interactions(hospital))
     registered = last_sent(r for r in requests if r.kind == "register")  # sent with urn:uuid links
     state = last_sent(r for r in requests if r.kind != "register")
-    builder = default_builder(Scenario(name=f"stream-{scenario.name}", seed=scenario.seed))
+    builder = default_builder(fhir_namespace(f"stream-{scenario.name}", scenario.seed))
     home = [r for r in hospital.records if r.events[-1].code == "TRAJSIM/visit_end"]
     assert home
     for record in home:

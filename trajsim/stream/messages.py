@@ -21,8 +21,7 @@ from fhir_export.resources import ResourceBuilder
 from fhir_export.writers import patient_bundle
 from trajsim.clock import MINUTES_PER_DAY
 from trajsim.engine.hospital import CareStep, Hospital
-from trajsim.generate import default_builder
-from trajsim.scenario import Scenario
+from trajsim.output import default_builder, fhir_namespace
 
 Resource = dict[str, Any]
 
@@ -105,7 +104,7 @@ def interactions(hospital: Hospital) -> Iterator[Interaction]:
     """Every request of the hospital's scenario window, in simulated-time order."""
     scenario = hospital.scenario
     # Its own namespace, so a stream's patients never take the ids of a cohort generated on the same server.
-    records = HospitalRecords(default_builder(Scenario(name=f"stream-{scenario.name}", seed=scenario.seed)))
+    records = HospitalRecords(default_builder(fhir_namespace(f"stream-{scenario.name}", scenario.seed)))
     number = 0
     for step in hospital.steps():
         minute = (step.day - hospital.start_day) * MINUTES_PER_DAY
