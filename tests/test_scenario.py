@@ -50,25 +50,16 @@ def test_age_group_bounds_must_be_ordered(tmp_path):
     assert str(error.value) == f"{path}: population.age_mix[0]: max (5) must be greater than min (10)"
 
 
-def test_a_quoted_count_is_refused_not_coerced(tmp_path):
-    path = write(tmp_path, '[population]\nsize = "100"\n')
+@pytest.mark.parametrize("toml, field_error", [
+    ('[population]\nsize = "100"\n', "population.size: Input should be a valid integer (got '100')"),
+    ("[population]\nsize = true\n", "population.size: Input should be a valid integer (got True)"),
+    ('[population]\nfemale_fraction = "0.5"\n', "population.female_fraction: Input should be a valid number (got '0.5')"),
+])
+def test_a_quoted_number_or_a_boolean_is_refused_not_coerced(tmp_path, toml, field_error):
+    path = write(tmp_path, toml)
     with pytest.raises(ScenarioError) as error:
         load_scenario(path)
-    assert str(error.value) == f"{path}: population.size: Input should be a valid integer (got '100')"
-
-
-def test_a_boolean_is_not_a_count(tmp_path):
-    path = write(tmp_path, "[population]\nsize = true\n")
-    with pytest.raises(ScenarioError) as error:
-        load_scenario(path)
-    assert str(error.value) == f"{path}: population.size: Input should be a valid integer (got True)"
-
-
-def test_a_quoted_fraction_is_refused_not_coerced(tmp_path):
-    path = write(tmp_path, '[population]\nfemale_fraction = "0.5"\n')
-    with pytest.raises(ScenarioError) as error:
-        load_scenario(path)
-    assert str(error.value) == f"{path}: population.female_fraction: Input should be a valid number (got '0.5')"
+    assert str(error.value) == f"{path}: {field_error}"
 
 
 def test_an_integer_is_a_valid_fraction(tmp_path):
