@@ -25,10 +25,11 @@ def generate(scenario: Scenario, out_dir: Path | None = None, source: Trajectory
     Ray tasks. A custom `source` object runs only in this process."""
     started = time.perf_counter()
     out_dir = Path(out_dir or scenario.output.dir)
-    shards = plan_shards(scenario.population.size, shard_size or DEFAULT_SHARD_SIZE)
+    shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
+    shards = plan_shards(scenario.population.size, shard_size)
     runner = ShardRunner(scenario, source, backend, workers, ray_address)
     output = CohortOutput(out_dir, scenario)
-    finished = output.resume()
+    finished = output.resume(shard_size)
     if on_progress is not None and finished:
         on_progress(sum(done.patients for done in finished.values()))
     pending = [shard for shard in shards if shard.index not in finished]

@@ -43,7 +43,13 @@ from trajsim.vocab import load_vocabulary
 BUNDLE_FOLDERS = {"bundle": ("bundles", "transaction"), "collection": ("collections", "collection")}
 STALE_PATTERNS = ("fhir/bundles/patient-*.json", "fhir/collections/patient-*.json", "fhir/ndjson/*.ndjson",
                   "events/part-*.parquet", "manifest.json")
+PARTIAL_PATTERNS = (".*.tmp", "fhir/*/.*.tmp", "events/.*.tmp")  # files an interrupted write left (trajsim.atomic)
 SHARDS = ".shards"
+WRITTEN_FOLDERS = ("fhir", "fhir/bundles", "fhir/collections", "fhir/ndjson", "events", SHARDS)
+
+
+class OutputError(ValueError):
+    """An output folder that cannot be written safely; the message names the path and the fix."""
 
 
 def fhir_namespace(name: str, seed: int) -> str:
@@ -100,12 +106,33 @@ class CohortOutput:
         self.formats = frozenset(scenario.output.formats)
         self.namespace = fhir_namespace(scenario.name, scenario.seed)
 
-    def resume(self) -> dict[int, OutputSummary]:
-        """The summaries (by shard index) of shards an interrupted run of this same scenario finished;
-        otherwise the folder is cleared of any earlier run and this run's identity recorded."""
-        identity = orjson.dumps({"generator": version("trajsim"), "scenario": self.scenario.model_dump(mode="json")})
+    def check(self) -> None:
+        """Refuse a folder that is a file, lies under one, or holds a symbolic link where trajsim
+        writes or deletes: nothing outside `out_dir` is ever written or removed."""
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise OutputError(f"{self.out_dir}: is a file or lies under one; pass --out a folder") from None
+        shards = self.out_dir / SHARDS
+        inside = [self.out_dir / name for name in WRITTEN_FOLDERS]
+        inside += [path for pattern in ("shard-*", "shard-*/ndjson") for path in shards.glob(pattern)]
+        for path in inside:
+            if path.is_symlink():
+                raise OutputError(f"{path}: is a symbolic link (to {os.readlink(path)}); trajsim writes only inside "
+                                  "the output folder and never through a link: remove it or choose another --out")
+            if path.exists() and not path.is_dir():
+                raise OutputError(f"{path}: is a file where trajsim writes a folder; remove it or choose another --out")
+
+    def resume(self, shard_size: int) -> dict[int, OutputSummary]:
+        """The summaries (by shard index) of shards an interrupted run of this same scenario and shard
+        size finished; otherwise the folder is cleared of any earlier run and this run's identity
+        recorded."""
+        self.check()
+        identity = orjson.dumps({"generator": version("trajsim"), "scenario": self.scenario.model_dump(mode="json"),
+                                 "shard_size": shard_size})
         run_file = self.out_dir / SHARDS / "run.json"
         if run_file.exists() and run_file.read_bytes() == identity:
+            self._remove("manifest.json", *PARTIAL_PATTERNS)  # the run is not complete until finish()
             return {int(path.parent.name.removeprefix("shard-")): OutputSummary.from_json(path.read_bytes())
                     for path in (self.out_dir / SHARDS).glob("shard-*/summary.json")}
         self.clear()
@@ -114,8 +141,12 @@ class CohortOutput:
 
     def clear(self) -> None:
         """Remove the files of any earlier run (for output written whole, never resumed)."""
+        self.check()
         shutil.rmtree(self.out_dir / SHARDS, ignore_errors=True)
-        for pattern in STALE_PATTERNS:
+        self._remove(*STALE_PATTERNS, *PARTIAL_PATTERNS)
+
+    def _remove(self, *patterns: str) -> None:
+        for pattern in patterns:
             for stale in self.out_dir.glob(pattern):
                 stale.unlink()
 
@@ -125,15 +156,15 @@ class CohortOutput:
         return ShardWriter(self, index, first)
 
     def finish(self, shards: Iterable[OutputSummary]) -> OutputSummary:
-        """Merge the finished shards' NDJSON, write the manifest and drop the bookkeeping; returns the
-        run's total."""
+        """Merge the finished shards' NDJSON, drop the bookkeeping and write the manifest, last, so a
+        folder with a manifest holds a complete run; returns the run's total."""
         total = OutputSummary()
         for summary in shards:
             total.add(summary)
         if "ndjson" in self.formats:
             total.bytes_written += self._merge_ndjson()
-        self._write_manifest(total)
         shutil.rmtree(self.out_dir / SHARDS, ignore_errors=True)
+        self._write_manifest(total)
         return total
 
     def _merge_ndjson(self) -> int:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from trajsim.scenario import Scenario
 BACKENDS = ("local", "ray")
 DEFAULT_SHARD_SIZE = 4 * CHUNK_SIZE
 RAY_TASK_RETRIES = 2  # a shard whose worker dies is retried alone
+PARENT_CHECK_S = 0.5  # how often a pool worker checks that its parent is alive
 
 
 
@@ -131,13 +135,25 @@ def _run_in_worker(job: ShardJob[Result], scenario_json: str, shard: Shard) -> R
     return job(Scenario.model_validate_json(scenario_json), shard, _worker_source(scenario_json), None)
 
 
+def _die_with(parent: int) -> None:
+    """In a pool worker: exit as soon as the process that started it is gone (killed, even with
+    SIGKILL), instead of simulating on for nobody."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class _ProcessPool:
     """Shards as tasks of a pool of local processes."""
 
     def __init__(self, workers: int, ray_address: str | None) -> None:
         # spawn, not fork: torch and SimPy state must not be inherited half-initialised
         context = multiprocessing.get_context("spawn")
-        self.executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+        self.executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with,
+                                                               initargs=(os.getpid(),))
 
     def submit(self, job: ShardJob[Any], scenario_json: str, shard: Shard) -> concurrent.futures.Future:
         return self.executor.submit(_run_in_worker, job, scenario_json, shard)
