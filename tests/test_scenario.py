@@ -1,5 +1,6 @@
 """Scenarios: the default file matches the built-in defaults, and every mistake names file and field."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,22 @@ def test_start_is_a_date_or_birth(tmp_path):
     assert load_scenario(write(tmp_path, '[period]\nstart = "birth"\n')).period.start == "birth"
     with pytest.raises(ScenarioError, match=r"period.start: .*got 'yesterday'"):
         load_scenario(write(tmp_path, '[period]\nstart = "yesterday"\n'))
+
+
+def test_a_pipe_is_refused_instead_of_read_forever(tmp_path):
+    fifo = tmp_path / "scenario.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ScenarioError, match="not a regular file"):
+        load_scenario(fifo)
+
+
+def test_a_huge_file_is_refused(tmp_path):
+    path = write(tmp_path, "# " + "x" * 2_000_000 + "\n")
+    with pytest.raises(ScenarioError, match="a scenario is a small TOML file"):
+        load_scenario(path)
+
+
+def test_a_number_given_as_the_scenario_hints_at_the_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ScenarioError, match=r"42: no such scenario file \(for a random seed use --seed\)"):
+        load_scenario(Path("42"))

@@ -9,11 +9,14 @@ a value to coerce.
 
 from __future__ import annotations
 
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+MAX_SCENARIO_BYTES = 1_000_000  # the longest shipped scenario is a few kB
 
 # Names go into resource ids and file names, so they keep to characters safe in both.
 ScenarioName = Annotated[StrictStr, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -34,11 +37,20 @@ class ScenarioError(ValueError):
 
 
 def load_toml(path: Path, root: type[Document]) -> Document:
-    """The TOML file at `path` validated as `root`, or a ScenarioError saying what to fix."""
+    """The TOML file at `path` validated as `root`, or a ScenarioError saying what to fix. Only a
+    small regular file is read: a pipe, device or folder would block or make no sense."""
+    path = Path(path)
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        facts = path.stat()
+        if not stat.S_ISREG(facts.st_mode):
+            raise ScenarioError(f"{path}: not a regular file (a folder, pipe or device); give a scenario .toml file")
+        if facts.st_size > MAX_SCENARIO_BYTES:
+            raise ScenarioError(f"{path}: {facts.st_size:,} bytes; a scenario is a small TOML file "
+                                f"(at most {MAX_SCENARIO_BYTES:,} bytes)")
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such scenario file") from None
+        hint = " (for a random seed use --seed)" if str(path).isdigit() else ""
+        raise ScenarioError(f"{path}: no such scenario file{hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path}: cannot read scenario file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
