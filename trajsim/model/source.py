@@ -220,9 +220,10 @@ class ModelSource(TrajectorySource[ModelPlan]):
                 for p in patients]
 
     def _checked(self, patient: PatientState[ModelPlan], visit: Visit) -> Visit:
-        """The planned visit without facts the rules now forbid: the engine may have recorded
-        diagnoses of its own since the record was written (not before entry: history passes). A drug
-        dated at the very moment its indication ends is dropped in any case: it would have none."""
+        """The planned visit without facts the rules now forbid: the patient as the engine recorded
+        it can differ from the record the mask followed while writing (the engine redraws the day of
+        death as diagnoses accrue); history before entry passes. A drug dated at the very moment its
+        indication ends is dropped in any case: it would have none."""
         ending = {(fact.text, fact.offset_days) for fact in visit.facts if fact.code == CONDITION_END}
         visit.facts = [fact for fact in visit.facts if (fact.text, fact.offset_days) not in ending
                        or fact.code == CONDITION_END]
