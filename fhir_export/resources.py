@@ -29,7 +29,8 @@ from fhir_export.terminology import (
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX, Event,
 )
-from trajsim.vocab import SYSTEM_URIS, Vocabulary
+from trajsim.vocab import Vocabulary
+from trajsim.vocab.local import system_and_code
 
 Resource = dict[str, Any]
 
@@ -141,8 +142,8 @@ class ResourceBuilder:
         return known.domain if known is not None else DOMAIN_BY_SYSTEM.get(code.split("/", 1)[0])
 
     def _coding(self, code: str) -> dict[str, str]:
-        system, local = code.split("/", 1)
-        coding = {"system": SYSTEM_URIS[system], "code": local}
+        system, local = system_and_code(code)
+        coding = {"system": system, "code": local}
         known = self.vocabulary.get(code)
         if known is not None:
             coding["display"] = known.display

@@ -66,6 +66,10 @@ OMOP_VISIT_CLASS = {
     581476: "AMB",     # Home Visit
     5083: "AMB",       # Telehealth
     38004193: "AMB",   # Case Management Visit
+    38004207: "AMB",   # Ambulatory Clinic / Center
+    8883: "AMB",       # Ambulatory Surgical Center
+    581385: "AMB",     # Observation Room (an observation stay is billed as outpatient)
+    8870: "EMER",      # Emergency Room - Hospital
     9203: "EMER",      # Emergency Room Visit
     581478: "EMER",    # Ambulance Visit
     9201: "IMP",       # Inpatient Visit

@@ -122,7 +122,8 @@ def _code_columns(raw: pl.Expr, source_name: str) -> dict[str, pl.Expr]:
             .when((head == "DIAGNOSIS") & icd & (version == "10")).then(pl.lit("ICD10CM/") + _dotted(number, 3))
             .when((head == "PROCEDURE") & icd & (version == "9")).then(pl.lit("ICD9PCS/") + _dotted(number, 2))
             .when((head == "PROCEDURE") & icd & (version == "10")).then(pl.lit("ICD10PCS/") + number)
-            .when((count == 1) & system.is_not_null()).then(system + "/" + single.struct.field("field_1"))
+            .when(system.is_not_null() & ~single.struct.field("field_1").str.starts_with("/"))
+            .then(system + "/" + single.struct.field("field_1"))
             .when(count == 1).then(local_codes(pl.lit(source_name), raw))
             .otherwise(local_codes(scheme, rest)))
     visit = lookup(head, {prefix: kind for prefix, (kind, _) in VISIT_CODES.items()})
@@ -204,7 +205,7 @@ def write_meds(events: pl.DataFrame, out: Path, codes: pl.DataFrame | None = Non
     out = Path(out)
     meds_code = {code: meds for meds, code in MEDS_CODES.items()}
     frame = sort_events(events.lazy().select(list(EVENT_SCHEMA))).select(
-        pl.col("subject_id").cast(pl.Int64), "time",
+        pl.col("subject_id").reinterpret(signed=True), "time",
         pl.coalesce(lookup(pl.col("code"), meds_code), "code").alias("code"), "numeric_value",
         pl.col("text").alias("text_value"), "encounter_id", "unit",
     ).collect()
