@@ -3,15 +3,17 @@ the same diagnoses and birth years from both, descriptions in the codes table, a
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from trajsim.events import validate_events
+from fhir_export.resources import ResourceBuilder
+from trajsim.events import Event, validate_events
 from trajsim.ingest import IngestReport, ingest, read_events, write_meds
 from trajsim.vocab import load_vocabulary
-from trajsim.vocab.local import codes_path, read_codes, system_and_code, with_codes
+from trajsim.vocab.local import CODES_SCHEMA, codes_path, read_codes, system_and_code, with_codes
 
 MEDS = "mimic_iv_demo_meds_half/mimic_iv_demo_meds_events.parquet"
 OMOP = "omop_cdm53_mimic_iv_demo_half/csv"
@@ -113,3 +115,17 @@ def test_exporter_writes_local_codes_with_source_system_and_display(omop) -> Non
     assert system_and_code(code)[0] == "urn:trajsim:local:mimiciv_vis_admission_location"
     assert vocabulary.display(code) == codes.filter(pl.col("code") == code)["description"].item()
     assert system_and_code("SNOMED/44054006") == ("http://snomed.info/sct", "44054006")
+
+
+def test_exporter_writes_an_ingested_local_condition_with_its_display() -> None:
+    codes = pl.DataFrame({"code": ["LOCAL/MEDS-DIAGNOSIS/X1"], "description": ["Local finding"],
+                          "domain": ["condition"], "system_uri": [None], "source_codes": [["DIAGNOSIS//X1"]],
+                          "events": [1]}, schema=CODES_SCHEMA)
+    builder = ResourceBuilder("test", with_codes(load_vocabulary(), codes))
+    born, seen = datetime(1980, 1, 1), datetime(2020, 1, 1)
+    resources = builder.build([Event(1, born, None, "TRAJSIM/birth"), Event(1, seen, 5, "TRAJSIM/visit/IMP"),
+                               Event(1, seen, 5, "LOCAL/MEDS-DIAGNOSIS/X1"),
+                               Event(1, seen, 5, "TRAJSIM/visit_end")]).resources
+    condition = next(r for r in resources if r["resourceType"] == "Condition")
+    assert condition["code"] == {"coding": [{"system": "urn:trajsim:local:MEDS-DIAGNOSIS", "code": "X1",
+                                             "display": "Local finding"}], "text": "Local finding"}

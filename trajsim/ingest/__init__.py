@@ -87,10 +87,9 @@ def _codes(candidates: pl.LazyFrame) -> pl.LazyFrame:
             .group_by("code").agg(
                 pl.col("_description").drop_nulls().first().alias("description"),
                 pl.col("_domain").drop_nulls().first().alias("domain"),
-                pl.col("_system_uri").drop_nulls().first().alias("_given_uri"),
                 pl.col("_source_code").drop_nulls().unique().sort().alias("source_codes"),
                 pl.len().cast(pl.UInt64).alias("events"))
-            .with_columns(pl.coalesce("_given_uri", uri).alias("system_uri"))
+            .with_columns(uri.alias("system_uri"))
             .select(list(CODES_SCHEMA)).sort("code"))
 
 

@@ -26,7 +26,7 @@ from trajsim.vocab.local import EXTRA_SYSTEM_URIS
 CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     **EVENT_SCHEMA, "_rid": pl.String(), "_reason_ref": pl.String(),
     # what the codes table (trajsim/vocab/local.py) says about the event's code
-    "_description": pl.String(), "_domain": pl.String(), "_system_uri": pl.String(), "_source_code": pl.String(),
+    "_description": pl.String(), "_domain": pl.String(), "_source_code": pl.String(),
 }
 MISSING_TIME = "missing time"
 MISSING_PATIENT = "missing patient id"
