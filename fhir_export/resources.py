@@ -29,7 +29,8 @@ from fhir_export.terminology import (
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX, Event,
 )
-from trajsim.vocab import SYSTEM_URIS, Vocabulary, domain_of
+from trajsim.vocab import Vocabulary, domain_of
+from trajsim.vocab.local import system_and_code
 
 Resource = dict[str, Any]
 
@@ -135,8 +136,8 @@ class ResourceBuilder:
         return known.display if known is not None else code
 
     def _coding(self, code: str) -> dict[str, str]:
-        system, local = code.split("/", 1)
-        coding = {"system": SYSTEM_URIS[system], "code": local}
+        system, local = system_and_code(code)
+        coding = {"system": system, "code": local}
         known = self.vocabulary.get(code)
         if known is not None:
             coding["display"] = known.display
