@@ -52,7 +52,7 @@ class StreamRun:
     stats: DeliveryStats = field(default_factory=DeliveryStats)
     adt_stats: DeliveryStats | None = None  # the HL7v2 ADT feed's, when there is one
     pacer: Pacer = field(default_factory=Pacer)
-    minute: float = 0.0  # simulated time of the latest request handed to the sender
+    minute: float = 0.0  # simulated time of the latest request handed to the sender; the window's end once streamed
     behind: float = 0.0  # seconds the stream ran behind its schedule at the latest request
     seconds: float = 0.0
     stopped_by: signal.Signals | None = None  # the signal that cut the run short
