@@ -22,7 +22,7 @@ from fhir_export.push import find_bundles, push_bundles  # noqa: E402
 from fhir_export.validate import R4Schema, model_problems, validate_directory  # noqa: E402
 from tests.fhir_server import sekmet_server  # noqa: E402
 from trajsim.engine import ReferenceSource, simulate  # noqa: E402
-from trajsim.generate import default_builder  # noqa: E402
+from trajsim.output import default_builder, fhir_namespace  # noqa: E402
 from trajsim.scenario import Scenario, with_overrides  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
     started = time.perf_counter()
     records = [record.events for record in simulate(scenario, ReferenceSource())]
     print(f"patients                {patients:,} simulated once in {time.perf_counter() - started:.1f} s (not timed below)")
-    builder = default_builder(scenario)
+    builder = default_builder(fhir_namespace(scenario.name, scenario.seed))
 
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from trajsim.engine.calibration import death_rates, life_expectancy, most_common, prevalence_by_band
+from trajsim.evaluate.calibration import death_rates, life_expectancy, most_common, prevalence_by_band
 from trajsim.knowledge import load_knowledge
 from trajsim.scenario import Scenario, with_overrides
 

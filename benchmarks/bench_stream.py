@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fhir_server import sekmet_server  # noqa: E402
 from trajsim.engine.hospital import Hospital  # noqa: E402
+from trajsim.scenario import StreamScenario  # noqa: E402
 from trajsim.stream.messages import interactions  # noqa: E402
 from trajsim.stream.run import StreamOptions, StreamRun, run_stream  # noqa: E402
-from trajsim.stream.scenario import StreamScenario  # noqa: E402
 
 IN_FLIGHT = (1, 4, 8, 16)
 TARGET_RATE = 40.0

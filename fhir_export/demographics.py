@@ -31,20 +31,20 @@ class Place:
 
 @cache
 def places() -> tuple[list[Place], list[float]]:
-    rows = load_table("places")
+    rows = load_table("places", ("city", "state", "postal_code", "area_code", "population"))
     return ([Place(r["city"], r["state"], r["postal_code"], r["area_code"]) for r in rows],
             [float(r["population"]) for r in rows])
 
 
 @cache
 def _shares(kind: str) -> tuple[list[dict[str, str]], list[float]]:
-    rows = [row for row in load_table("race_ethnicity") if row["kind"] == kind]
+    rows = [row for row in load_table("race_ethnicity", ("kind", "code", "display", "share")) if row["kind"] == kind]
     return rows, [float(row["share"]) for row in rows]
 
 
 @cache
 def _names(kind: str) -> list[str]:
-    return [row["name"] for row in load_table("names") if row["kind"] == kind]
+    return [row["name"] for row in load_table("names", ("kind", "name")) if row["kind"] == kind]
 
 
 def draw_name(rng: random.Random, sex: str, prefix: str | None = None) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def phone(rng: random.Random, place: Place) -> str:
 
 
 def address(rng: random.Random, place: Place) -> dict[str, Any]:
-    street = rng.choice(load_table("streets"))["street"]
+    street = rng.choice(load_table("streets", ("street",)))["street"]
     return {"use": "home", "line": [f"{rng.randrange(1, 9999)} {street}"], "city": place.city,
             "state": place.state, "postalCode": place.postal_code, "country": "US"}
 

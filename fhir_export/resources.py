@@ -29,13 +29,11 @@ from fhir_export.terminology import (
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX, Event,
 )
-from trajsim.vocab import SYSTEM_URIS, Vocabulary
+from trajsim.vocab import Vocabulary, domain_of
+from trajsim.vocab.local import system_and_code
 
 Resource = dict[str, Any]
 
-# Resource kind for a code the vocabulary does not know (e.g. learned from a user's data), by system.
-DOMAIN_BY_SYSTEM = {"LOINC": "lab", "RXNORM": "medication", "CVX": "immunization", "SNOMED": "condition",
-                    "ICD10CM": "condition"}
 VISIT_WITHOUT_TYPE = "SNOMED/308335008"  # "Patient encounter procedure", when the record names no visit type
 PERSON_WORDS = {("F", False): "woman", ("F", True): "girl", ("M", False): "man", ("M", True): "boy"}
 VITAL_SIGN_PROFILES = {"LOINC/8302-2": "us-core-body-height", "LOINC/29463-7": "us-core-body-weight",
@@ -59,20 +57,21 @@ def _quantity(value: float, unit: str | None) -> dict[str, Any]:
 def reference_ranges() -> dict[tuple[str, str], tuple[float | None, float | None, str]]:
     """(code, sex) -> (low, high, unit); sex "" applies to both."""
     return {(r["code"], r["sex"]): (float(r["low"]) if r["low"] else None, float(r["high"]) if r["high"] else None,
-                                    r["unit"]) for r in load_table("reference_ranges")}
+                                    r["unit"]) for r in load_table("reference_ranges", ("code", "sex", "low", "high", "unit"))}
 
 
 @cache
 def lab_panels() -> dict[str, tuple[str, str]]:
     """member code -> (panel code, panel display)."""
-    return {row["member"]: (row["panel"], row["display"]) for row in load_table("panels")}
+    return {row["member"]: (row["panel"], row["display"]) for row in load_table("panels", ("panel", "display", "member"))}
 
 
 @cache
 def dosages() -> dict[str, dict[str, Any]]:
     """RxNorm code -> FHIR Dosage, from the labels cited in data/dosage.csv."""
     out = {}
-    for row in load_table("dosage"):
+    columns = ("code", "text", "dose", "dose_unit", "frequency", "period", "period_unit", "as_needed")
+    for row in load_table("dosage", columns):
         out[row["code"]] = {
             "text": row["text"], "asNeededBoolean": row["as_needed"] == "true",
             "timing": {"repeat": {"frequency": int(row["frequency"]), "period": float(row["period"]),
@@ -136,13 +135,9 @@ class ResourceBuilder:
         known = self.vocabulary.get(code)
         return known.display if known is not None else code
 
-    def domain(self, code: str) -> str | None:
-        known = self.vocabulary.get(code)
-        return known.domain if known is not None else DOMAIN_BY_SYSTEM.get(code.split("/", 1)[0])
-
     def _coding(self, code: str) -> dict[str, str]:
-        system, local = code.split("/", 1)
-        coding = {"system": SYSTEM_URIS[system], "code": local}
+        system, local = system_and_code(code)
+        coding = {"system": system, "code": local}
         known = self.vocabulary.get(code)
         if known is not None:
             coding["display"] = known.display
@@ -249,7 +244,7 @@ class _PatientBuild:
                 order["status"] = "completed"
         else:
             visit = self.visits.get(event.encounter_id) if event.encounter_id is not None else None
-            domain = self.b.domain(code)
+            domain = domain_of(code)
             if domain == "encounter_type":
                 if visit is not None:
                     visit.resource["type"] = [self.b.concept(code)]

@@ -3,6 +3,7 @@ FHIR server on loopback (started once per session, for every test that talks to 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from trajsim.generate import generate
 from trajsim.scenario import Scenario, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-REFDATA = REPO.parent / "shared" / "refdata"
+REFDATA = Path(os.environ.get("TRAJSIM_REFDATA", REPO.parent / "shared" / "refdata"))
 
 
 @pytest.fixture(scope="session")

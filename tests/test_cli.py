@@ -29,6 +29,9 @@ def test_the_shipped_scenarios_load(tmp_path):
 
 @pytest.mark.parametrize("toml, expected", [
     ('[population]\nsize = "many"\n', "population.size"),
+    ('[population]\nsize = "100"\n', "population.size: Input should be a valid integer (got '100')"),
+    ("[population]\nsize = true\n", "population.size: Input should be a valid integer (got True)"),
+    ('[population]\nfemale_fraction = "0.5"\n', "population.female_fraction: Input should be a valid number (got '0.5')"),
     ('[output]\nformats = ["pdf"]\n', "'bundle', 'collection', 'ndjson' or 'events'"),
     ('[populaton]\nsize = 3\n', "allowed here: name, description, seed, population, period, output"),
     ('seed = 1\nseed = 2\n', "line 2"),

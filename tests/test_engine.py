@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import simpy
 
 from tests.conftest import small_scenario
-from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
+from trajsim.engine import Fact, FactKind, PatientState, ReferenceSource, TrajectorySource, Visit, simulate
 from trajsim.clock import to_datetime
 from trajsim.engine.sampler import VisitSampler
 from trajsim.events import BIRTH, DEATH, VISIT_END, VISIT_START_PREFIX
@@ -53,15 +53,14 @@ def test_a_patient_is_the_same_in_any_chunk():
     assert pieces == {k: whole[k] for k in range(6, 10)}
 
 
-class RecordingSource:
-    """A source that proposes a visit `step_days` ahead (with a fact `fact_offset` days later)."""
+class RecordingSource(TrajectorySource):
+    """A source that proposes a well visit `step_days` ahead (with a heart rate `fact_offset` days later)."""
+
+    authors = frozenset({FactKind.VISITS, FactKind.WELL_VISITS, FactKind.MEASUREMENTS})
 
     def __init__(self, step_days: float = 30.0, fact_offset: float = 0.0):
         self.step_days, self.fact_offset = step_days, fact_offset
         self.batch_sizes: list[int] = []
-
-    def admit(self, patient: PatientState) -> list[Visit]:
-        return []
 
     def next_visits(self, patients: Sequence[PatientState]) -> list[Visit | None]:
         self.batch_sizes.append(len(patients))

@@ -11,8 +11,7 @@ from fhir_export import NdjsonWriter, patient_bundle, write_bundle
 from fhir_export.notes import format_value
 from fhir_export.validate import validate_directory
 from trajsim.events import BIRTH, CONDITION_END, DEATH, SEX_FEMALE, VISIT_END, Event, visit_start_code
-from trajsim.generate import default_builder
-from trajsim.scenario import Scenario
+from trajsim.output import default_builder
 from trajsim.vocab import load_vocabulary
 
 HYPERTENSION, STREP, AMOXICILLIN = "SNOMED/59621000", "SNOMED/43878008", "RXNORM/308182"
@@ -40,7 +39,7 @@ def patient_events(died: bool = False) -> list[Event]:
 
 
 def resources_by_type(events):
-    built = default_builder(Scenario()).build(events)
+    built = default_builder("test/1").build(events)
     out: dict[str, list[dict]] = {}
     for resource in built.resources:
         out.setdefault(resource["resourceType"], []).append(resource)
@@ -85,7 +84,7 @@ def test_death_is_recorded_and_open_orders_are_stopped():
 
 
 def test_the_same_resources_serve_bundles_and_ndjson(tmp_path):
-    patient = default_builder(Scenario()).build(patient_events())
+    patient = default_builder("test/1").build(patient_events())
     write_bundle(tmp_path / "bundles" / "patient.json", patient)
     writer = NdjsonWriter(tmp_path / "ndjson")
     writer.write(patient)
@@ -100,7 +99,7 @@ def test_the_same_resources_serve_bundles_and_ndjson(tmp_path):
 
 
 def write_one_bundle(tmp_path, change):
-    bundle = patient_bundle(default_builder(Scenario()).build(patient_events()))
+    bundle = patient_bundle(default_builder("test/1").build(patient_events()))
     change(bundle)
     (tmp_path / "patient.json").write_bytes(orjson.dumps(bundle))
     return validate_directory(tmp_path)
@@ -134,7 +133,7 @@ def test_corrupt_json_is_reported_with_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("code", [HYPERTENSION, "LOINC/8480-6", AMOXICILLIN])
 def test_display_names_come_from_the_vocabulary(code):
-    concept = default_builder(Scenario()).concept(code)
+    concept = default_builder("test/1").concept(code)
     assert concept["coding"][0]["display"]
     assert concept["text"] == concept["coding"][0]["display"]
 
@@ -144,14 +143,14 @@ def lab(day: int, code: str, value: float, unit: str) -> Event:
 
 
 def test_a_transaction_puts_each_resource_at_its_own_id():
-    bundle = patient_bundle(default_builder(Scenario()).build(patient_events()))
+    bundle = patient_bundle(default_builder("test/1").build(patient_events()))
     for entry in bundle["entry"]:
         resource = entry["resource"]
         assert entry["request"] == {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
 
 
 def test_a_collection_bundle_has_no_requests():
-    bundle = patient_bundle(default_builder(Scenario()).build(patient_events()), "collection")
+    bundle = patient_bundle(default_builder("test/1").build(patient_events()), "collection")
     assert bundle["type"] == "collection"
     assert all("request" not in entry for entry in bundle["entry"])
 
@@ -230,7 +229,7 @@ def test_an_allergy_becomes_an_allergy_intolerance_the_notes_mention():
 
 
 def test_provenance_covers_every_patient_resource():
-    resources = default_builder(Scenario()).build(patient_events()).resources
+    resources = default_builder("test/1").build(patient_events()).resources
     provenance = resources[-1]
     assert provenance["resourceType"] == "Provenance"
     shared = {"Organization", "Location", "Practitioner", "Provenance"}

@@ -138,7 +138,7 @@ def test_bad_date_names_file_and_line(tmp_path: Path) -> None:
         read_events("fhir", path)
 
 
-def test_unknown_code_system_is_dropped_and_counted(tmp_path: Path) -> None:
+def test_unknown_code_system_is_kept_as_a_local_code(tmp_path: Path) -> None:
     path = tmp_path / "Condition.ndjson"
     condition = {"resourceType": "Condition", "subject": {"reference": "Patient/a"}, "onsetDateTime": "2020-01-01",
                  "code": {"coding": [{"system": "http://example.org/local", "code": "X1"}]}}
@@ -146,8 +146,9 @@ def test_unknown_code_system_is_dropped_and_counted(tmp_path: Path) -> None:
                "onsetDateTime": None}
     path.write_text(json.dumps(condition) + "\n" + json.dumps(undated) + "\n")
     report = ingest("fhir", path, tmp_path / "out.parquet")
-    assert report.tables["Condition"].dropped == {"unknown code system": 1, "missing time": 1}
-    assert report.events == 0
+    assert report.tables["Condition"].dropped == {"missing time": 1}
+    assert pl.read_parquet(tmp_path / "out.parquet")["code"].to_list() == ["LOCAL/local/X1"]
+    assert report.prefixes == {"LOCAL/local": 1}
 
 
 def test_large_ndjson_is_read_in_pieces_with_the_same_result(refdata: Path, monkeypatch: pytest.MonkeyPatch) -> None:

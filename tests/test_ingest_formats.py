@@ -33,7 +33,8 @@ def test_omop_zip_ingests_every_table_with_visit_classes(refdata: Path, tmp_path
     events = validate_events(pl.read_parquet(tmp_path / "events.parquet"))
     assert {name: counts.read for name, counts in report.tables.items()} == {
         "person": 28, "death": 3, "visit_occurrence": 1791, "condition_occurrence": 470, "drug_exposure": 883,
-        "procedure_occurrence": 1649, "measurement": 10040, "observation": 8099}
+        "procedure_occurrence": 1649, "measurement": 10040, "observation": 8099,
+        "device_exposure": 1, "visit_detail": 1791, "note": 0}
     visits = events.filter(pl.col("code").str.starts_with("TRAJSIM/visit/")).group_by("code").len()
     # visit_concept_id 9202 outpatient, 9203 emergency room, 9201 inpatient
     assert dict(visits.iter_rows()) == {"TRAJSIM/visit/AMB": 1722, "TRAJSIM/visit/EMER": 56, "TRAJSIM/visit/IMP": 13}
@@ -51,7 +52,7 @@ def test_omop_folder_with_lower_case_names_reads_like_the_zip(refdata: Path, omo
     assert read_events("omop", omop_folder).equals(read_events("omop", refdata / OMOP))
 
 
-def test_omop_concept_missing_from_vocabulary_is_dropped_and_counted(omop_folder: Path, tmp_path: Path) -> None:
+def test_omop_concept_missing_from_vocabulary_keeps_its_source_value(omop_folder: Path, tmp_path: Path) -> None:
     folder = tmp_path / "cdm"
     folder.mkdir()
     for name in ("person.csv", "concept.csv"):
@@ -62,8 +63,10 @@ def test_omop_concept_missing_from_vocabulary_is_dropped_and_counted(omop_folder
                                          for c in ("condition_concept_id", "condition_source_concept_id"))
     conditions.write_csv(folder / "condition_occurrence.csv")
     report = ingest("omop", folder, tmp_path / "out.parquet")
-    assert report.tables["condition_occurrence"].read == 3
-    assert report.tables["condition_occurrence"].dropped == {"concept not in vocabulary": 1}
+    assert report.tables["condition_occurrence"].read == 3 == report.tables["condition_occurrence"].kept
+    events = pl.read_parquet(tmp_path / "out.parquet")
+    source_value = conditions["condition_source_value"][0]
+    assert events.filter(pl.col("code") == f"LOCAL/OMOP-condition_occurrence/{source_value}").height == 1
 
 
 def test_synthea_csv_ingests_with_encounter_classes_and_indications(refdata: Path, tmp_path: Path) -> None:
@@ -89,18 +92,20 @@ def test_meds_round_trip_is_lossless(cohort_dir: Path, tmp_path: Path) -> None:
     assert read_events("meds", tmp_path).equals(sort_events(events.lazy()).collect())
 
 
-def test_meds_variants_value_column_and_system_spelling(tmp_path: Path) -> None:
+def test_meds_variants_value_column_system_spelling_and_static_rows(tmp_path: Path) -> None:
     pl.DataFrame({
-        "subject_id": [7, 7, 7, 7, 7],
-        "time": [datetime(1990, 1, 1), datetime(2020, 5, 1), datetime(2020, 5, 1), datetime(2020, 5, 1), None],
-        "code": ["MEDS_BIRTH", "LOINC/4548-4", "RxNorm/860975", "LOCAL/123", "GENDER//F"],
-        "value": ["", "7.1", None, None, None],
+        "subject_id": [7, 7, 7, 7, 7, 8],
+        "time": [datetime(1990, 1, 1), datetime(2020, 5, 1), datetime(2020, 5, 1), datetime(2020, 5, 1), None, None],
+        "code": ["MEDS_BIRTH", "LOINC/4548-4", "RxNorm/860975", "Blood Pressure", "GENDER//F", "GENDER//M"],
+        "value": ["", "7.1", None, None, None, None],
     }).write_parquet(tmp_path / "meds.parquet")
     report = ingest("meds", tmp_path / "meds.parquet", tmp_path / "events.parquet")
     events = pl.read_parquet(tmp_path / "events.parquet")
-    assert events["code"].to_list() == ["TRAJSIM/birth", "LOINC/4548-4", "RXNORM/860975"]
-    assert events["numeric_value"].to_list() == [None, 7.1, None] and events["text"].null_count() == 3
-    assert report.tables["meds.parquet"].dropped == {"unknown code system": 1, "missing time": 1}
+    # a static row (no time) is dated at the subject's birth; subject 8 has none
+    assert events["code"].to_list() == ["TRAJSIM/birth", "TRAJSIM/sex/F", "LOINC/4548-4", "RXNORM/860975",
+                                        "LOCAL/MEDS/Blood Pressure"]
+    assert events["numeric_value"].to_list() == [None, None, 7.1, None, None] and events["text"].null_count() == 5
+    assert report.tables["meds.parquet"].dropped == {"missing time": 1}
 
 
 def test_same_input_gives_identical_bytes(refdata: Path, tmp_path: Path) -> None:

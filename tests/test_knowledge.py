@@ -1,16 +1,17 @@
 """Clinical knowledge is honest: real codes with official names, a cited source on every row,
 and figures that reproduce what they cite."""
 
-import csv
 import math
+import re
 from pathlib import Path
 
+import pytest
 import simple_icd_10_cm as icd
 
-from trajsim.knowledge import load_knowledge
+from trajsim.knowledge import TableError, load_knowledge, read_table
 from trajsim.vocab import load_vocabulary
 
-PACKAGE = Path(__file__).resolve().parents[1] / "trajsim"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_icd10cm_code_is_real_and_named_as_in_the_classification():
@@ -27,12 +28,39 @@ def test_every_condition_has_snomed_and_icd10cm_codes():
 
 
 def test_every_data_row_cites_a_source():
-    tables = sorted(PACKAGE.glob("*/data/*.csv"))
-    assert len(tables) >= 10
+    tables = sorted([*(ROOT / "trajsim").glob("*/data/*.csv"), *(ROOT / "fhir_export").glob("data/*.csv")])
+    assert len(tables) >= 20
     for table in tables:
-        with open(table, newline="") as handle:
-            for number, row in enumerate(csv.DictReader(handle), start=2):
-                assert row.get("source", "").strip(), f"{table.name} line {number} has no source"
+        assert read_table(table, ("source",)), table
+
+
+def _table(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "doses.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_ragged_row_is_refused_naming_file_and_line(tmp_path):
+    path = _table(tmp_path, "code,age_days,source\nCVX/08,0,ACIP\nCVX/20,61,7,ACIP\n")
+    with pytest.raises(TableError, match=re.escape(f"{path} line 3: 4 values for 3 columns")):
+        read_table(path, ("code", "age_days"))
+
+
+def test_a_row_without_a_source_is_refused(tmp_path):
+    path = _table(tmp_path, "code,age_days,source\nCVX/08,0,ACIP\nCVX/20,61, \n")
+    with pytest.raises(TableError, match="line 3: no source"):
+        read_table(path, ("code", "age_days"))
+
+
+def test_a_missing_column_is_named(tmp_path):
+    path = _table(tmp_path, "code,source\nCVX/08,ACIP\n")
+    with pytest.raises(TableError, match="missing column.s. age_days"):
+        read_table(path, ("code", "age_days"))
+
+
+def test_rows_are_read_as_text_by_column(tmp_path):
+    path = _table(tmp_path, 'code,age_days,source\nCVX/08,0,"ACIP, 2024"\n\n')
+    assert read_table(path, ("code",)) == [{"code": "CVX/08", "age_days": "0", "source": "ACIP, 2024"}]
 
 
 def test_measurements_have_ucum_units():

@@ -12,7 +12,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "4a4050b52aea307d69dfa5842473f88bfff53a30f6d45950b737f23ec4aeecac",
-    "default": "f621805c70c8e667b4b54ce6500ef0917670afc91221355903f6cf0240477963",
+    "default": "fb1ec844073cab6b8f51edb109b9f5476df275f4618c83eb82a28e02b0a91987",
 }
 
 

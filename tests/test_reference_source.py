@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import small_scenario
 from trajsim.engine import ReferenceSource, simulate
-from trajsim.engine.calibration import prevalence_by_band
+from trajsim.evaluate.calibration import prevalence_by_band
 from trajsim.events import CONDITION_END, MEDICATION_END, VISIT_START_PREFIX, events_frame
 from trajsim.knowledge import load_knowledge
 
@@ -153,24 +153,6 @@ def test_long_term_drugs_are_refilled_between_visits_and_stop_with_their_indicat
     assert refills > 100
     ended = [e for r in records for e in r.events if e.code == MEDICATION_END]
     assert ended
-
-
-class EmptySource:
-    """Proposes nothing: whatever is recorded comes from the engine's scheduled care."""
-
-    def admit(self, patient):
-        return []
-
-    def next_visits(self, patients):
-        return [None for _ in patients]
-
-
-def test_scheduled_care_runs_for_any_source():
-    records = list(simulate(small_scenario(20, **{"population.age_mix": INFANTS}), EmptySource()))
-    for record in records:
-        if record.patient.death_day is None and record.patient.age_at(record.patient.exit_day) > 1.5:
-            codes = Counter(e.code for e in record.events)
-            assert codes["SNOMED/410620009"] >= 6 and codes["CVX/08"] == 3 and codes["LOINC/8302-2"] >= 6
 
 
 def test_allergies_follow_their_prevalence_and_rule_out_drugs(lifetime_cohort):

@@ -7,9 +7,9 @@ import numpy as np
 import orjson
 
 from tests.conftest import small_scenario
-from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
+from trajsim.engine import Fact, PatientState, ReferenceSource, TrajectorySource, Visit, simulate
 from trajsim.clock import to_datetime
-from trajsim.engine.rules import MASK_RULES, RULES, RuleMask, find_violations, violation_counts
+from trajsim.rules import MASK_RULES, RULES, RuleMask, find_violations, violation_counts
 from trajsim.generate import generate
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, SEX_MALE, VISIT_END, Event, events_frame, visit_start_code,
@@ -223,7 +223,7 @@ def test_mask_agrees_with_the_checker_on_a_simulated_cohort():
 
 
 def test_generated_cohort_counts_violations_by_rule_in_the_manifest(tmp_path):
-    class Unindicated:
+    class Unindicated(TrajectorySource):
         """Prescribes metformin to everyone, diabetic or not."""
 
         def admit(self, patient):

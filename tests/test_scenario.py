@@ -1,5 +1,6 @@
 """Scenarios: the default file matches the built-in defaults, and every mistake names file and field."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,28 @@ def test_age_group_bounds_must_be_ordered(tmp_path):
     assert str(error.value) == f"{path}: population.age_mix[0]: max (5) must be greater than min (10)"
 
 
+@pytest.mark.parametrize("toml, field_error", [
+    ('[population]\nsize = "100"\n', "population.size: Input should be a valid integer (got '100')"),
+    ("[population]\nsize = true\n", "population.size: Input should be a valid integer (got True)"),
+    ('[population]\nfemale_fraction = "0.5"\n', "population.female_fraction: Input should be a valid number (got '0.5')"),
+])
+def test_a_quoted_number_or_a_boolean_is_refused_not_coerced(tmp_path, toml, field_error):
+    path = write(tmp_path, toml)
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert str(error.value) == f"{path}: {field_error}"
+
+
+def test_an_integer_is_a_valid_fraction(tmp_path):
+    fraction = load_scenario(write(tmp_path, "[population]\nfemale_fraction = 1\n")).population.female_fraction
+    assert fraction == 1.0 and isinstance(fraction, float)
+
+
+def test_a_scenario_survives_the_json_trip_to_a_worker_process():
+    scenario = load_scenario(REPO / "scenarios" / "t2d_control_arm.toml")
+    assert Scenario.model_validate_json(scenario.model_dump_json()) == scenario
+
+
 def test_corrupt_toml_names_the_line(tmp_path):
     path = write(tmp_path, 'name = "default"\nseed = = 3\n')
     with pytest.raises(ScenarioError, match=r"not valid TOML: .*line 2"):
@@ -70,3 +93,22 @@ def test_start_is_a_date_or_birth(tmp_path):
     assert load_scenario(write(tmp_path, '[period]\nstart = "birth"\n')).period.start == "birth"
     with pytest.raises(ScenarioError, match=r"period.start: .*got 'yesterday'"):
         load_scenario(write(tmp_path, '[period]\nstart = "yesterday"\n'))
+
+
+def test_a_pipe_is_refused_instead_of_read_forever(tmp_path):
+    fifo = tmp_path / "scenario.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ScenarioError, match="not a regular file"):
+        load_scenario(fifo)
+
+
+def test_a_huge_file_is_refused(tmp_path):
+    path = write(tmp_path, "# " + "x" * 2_000_000 + "\n")
+    with pytest.raises(ScenarioError, match="a scenario is a small TOML file"):
+        load_scenario(path)
+
+
+def test_a_number_given_as_the_scenario_hints_at_the_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ScenarioError, match=r"42: no such scenario file \(for a random seed use --seed\)"):
+        load_scenario(Path("42"))

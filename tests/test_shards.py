@@ -15,7 +15,8 @@ from tests.conftest import small_scenario
 from tests.test_generate import file_hashes
 from trajsim.cli import app
 from trajsim.engine import ReferenceSource
-from trajsim.generate import generate, plan_shards
+from trajsim.generate import generate
+from trajsim.runner import plan_shards
 from trajsim.scenario import load_scenario, with_overrides
 
 PATIENTS = 300  # two shards of 256 (the second partly filled)

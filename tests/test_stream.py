@@ -23,17 +23,16 @@ from tests.test_stream_resilience import valid_answer
 from trajsim.cli import app
 from trajsim.engine.capacity import CareUnit
 from trajsim.engine.hospital import Hospital
-from trajsim.engine.rules import find_violations
+from trajsim.rules import find_violations
 from trajsim.events import events_frame
-from trajsim.generate import default_builder
+from trajsim.output import default_builder, fhir_namespace
 from trajsim.knowledge import load_knowledge
-from trajsim.scenario import Scenario
+from trajsim.scenario import StreamScenario, load_stream_scenario, presentations, with_overrides
 from trajsim.stream.clock import Pacer
 from trajsim.stream.dashboard import dashboard
 from trajsim.stream.hl7v2 import AdtFeed
 from trajsim.stream.messages import Interaction, interactions
 from trajsim.stream.run import StreamOptions, run_stream
-from trajsim.stream.scenario import StreamScenario, load_stream_scenario, presentations, stream_scenario_with
 from trajsim.stream.sender import DeliveryStats
 from trajsim.stream.summary import stream_summary, summary_html, write_dead_letter, write_summary
 
@@ -117,7 +116,7 @@ def test_what_is_sent_is_what_generate_renders_from_the_patients_events():
     requests = list(interactions(hospital))
     registered = last_sent(r for r in requests if r.kind == "register")  # sent with urn:uuid links
     state = last_sent(r for r in requests if r.kind != "register")
-    builder = default_builder(Scenario(name=f"stream-{scenario.name}", seed=scenario.seed))
+    builder = default_builder(fhir_namespace(f"stream-{scenario.name}", scenario.seed))
     home = [r for r in hospital.records if r.events[-1].code == "TRAJSIM/visit_end"]
     assert home
     for record in home:
@@ -154,7 +153,7 @@ def summary_of(scenario: StreamScenario, **options) -> dict:
 
 def test_a_surge_raises_arrivals_and_waits():
     scenario = load_stream_scenario(REPO / "scenarios" / "stream" / "ed_surge.toml")
-    calm = stream_scenario_with(scenario, "test", surges=[s for s in scenario.surges if s.name == "flu season"])
+    calm = with_overrides(scenario, "test", surges=[s for s in scenario.surges if s.name == "flu season"])
     surged, baseline = summary_of(scenario)["hospital"], summary_of(calm)["hospital"]
     pile_up = next(s for s in surged["surges"] if s["name"] == "highway pile-up")
     assert surged["arrivals"] > baseline["arrivals"]
@@ -200,6 +199,7 @@ def test_speed_and_rate_set_when_requests_are_due():
     ('[[surges]]\nname = "x"\nstart_hour = 1\nhours = 2\nmultiplier = 3\ncase_mix = ["zombie_bite"]\n',
      "surges[0].case_mix: unknown condition 'zombie_bite'; allowed: myocardial_infarction"),
     ("hours = -4\n", "hours: Input should be greater than 0 (got -4)"),
+    ('[capacity]\ned_beds = "20"\n', "capacity.ed_beds: Input should be a valid integer (got '20')"),
     ("[arrivals]\nhourly = [1, 2]\n", "arrivals.hourly: Tuple should have at least 24 items"),
     ("hours = \n", "not valid TOML"),
 ])

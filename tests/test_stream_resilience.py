@@ -23,10 +23,10 @@ import orjson
 import pytest
 
 from trajsim.engine.hospital import Hospital
+from trajsim.scenario import StreamScenario
 from trajsim.stream.hl7v2 import AdtFeed
 from trajsim.stream.messages import interactions
 from trajsim.stream.run import StreamOptions, run_stream
-from trajsim.stream.scenario import StreamScenario
 from trajsim.stream.summary import stream_summary, write_dead_letter
 
 SLOW_S = 1.0  # a "slow" answer comes after this long, beyond the client's timeout below

@@ -82,12 +82,27 @@ def test_report_sets_the_synthetic_arm_beside_the_reference_arm(tmp_path, refdat
     assert len(patients) == 12
     fhir = validate_directory(out / "fhir")
     assert fhir.failure_count == 0 and fhir.resources["Patient"] == 12
+    manifest = json.loads((out / "manifest.json").read_text())  # written as generate writes one
+    assert manifest["patients"] == 12 and manifest["violations"] == {}
 
 
 def test_same_seed_same_arm_in_one_process_or_two(tmp_path):
     scenario = load_scenario(_write(tmp_path, HYPERTENSION_SCENARIO))
     first, second = synthetic_arm(scenario), synthetic_arm(scenario, workers=2)
     assert first.table.equals(second.table) and first.events.equals(second.events)
+
+
+def test_ray_builds_the_same_arm(tmp_path):
+    pytest.importorskip("ray", reason="the ray backend needs `pip install trajsim[ray]`")
+    scenario = load_scenario(_write(tmp_path, HYPERTENSION_SCENARIO))
+    here, on_ray = synthetic_arm(scenario), synthetic_arm(scenario, backend="ray", workers=2)
+    assert here.table.equals(on_ray.table) and here.events.equals(on_ray.events)
+
+
+def test_an_unknown_backend_is_refused_before_simulating(tmp_path):
+    result = _run("--scenario", _write(tmp_path, HYPERTENSION_SCENARIO), "--backend", "slurm", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "unknown backend 'slurm'; choose one of: local, ray" in result.output and "Traceback" not in result.output
 
 
 def test_scenario_is_narrowed_to_patients_who_can_be_eligible():
@@ -126,6 +141,7 @@ def test_ages_no_scenario_patient_can_reach_end_before_simulating(tmp_path):
     (('kind = "lab_change"', 'kind = "lab"'), "trial.endpoints[1].kind"),
     (('hazard_ratio = 0.7', 'hazard_ratio = 1.0'), "trial.power.hazard_ratio: must differ from 1"),
     (("follow_up_days = 730", "follow_up_dayz = 730"), "trial.follow_up_dayz: unknown field"),
+    (("target_size = 12", 'target_size = "12"'), "trial.target_size: Input should be a valid integer (got '12')"),
 ])
 def test_bad_trial_section_names_the_field(tmp_path, change, message):
     text = HYPERTENSION_SCENARIO.replace('codes = ["TRAJSIM/visit/AMB"]', 'codes = ["LOINC/8480-6"], min_value = 400')

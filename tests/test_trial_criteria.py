@@ -12,7 +12,7 @@ from trajsim.events import BIRTH, DEATH, SEX_FEMALE, Event, events_frame, visit_
 from trajsim.ingest import load_events
 from trajsim.trial.arm import build_arm
 from trajsim.trial.criteria import eligible
-from trajsim.trial.spec import Trial
+from trajsim.scenario import Trial
 from trajsim.trial.vocabulary import omop_descendants
 
 HYPERTENSION, STRESS, SYSTOLIC = "SNOMED/59621000", "SNOMED/73595000", "LOINC/8480-6"  # 73595000: Stress (finding)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from trajsim.trial.spec import PowerTarget, Trial
+from trajsim.scenario import PowerTarget, Trial
 from trajsim.trial.stats import event_rates, kaplan_meier, power_estimate, table_one
 
 TRIAL = Trial.model_validate({

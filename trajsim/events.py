@@ -5,7 +5,8 @@ the model tokenizes it, evaluation and the FHIR exporter consume it. The schema 
 and checked at stage boundaries with `validate_events`.
 
 Codes are `SYSTEM/CODE` (`SNOMED/44054006`, `LOINC/4548-4`, `RXNORM/860975`, `CVX/140`,
-`ICD10CM/E11.9`) plus `TRAJSIM/...` structural codes for the shape of a record.
+`ICD10CM/E11.9`), a source's own codes as `LOCAL/<scheme>/<code>`, plus `TRAJSIM/...` structural
+codes for the shape of a record.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "text": pl.String(),
 }
 REQUIRED_NON_NULL = ("subject_id", "time", "code")
-CODE_SYSTEMS = ("SNOMED", "ICD10CM", "LOINC", "RXNORM", "CVX", "TRAJSIM")
+# The curated systems, the other standard systems ingest keeps (trajsim/vocab/local.py), LOCAL/<scheme>/<code>
+# for a source's own codes, and trajsim's structural codes.
+CODE_SYSTEMS = ("SNOMED", "ICD10CM", "LOINC", "RXNORM", "CVX", "ICD9CM", "ICD9PCS", "ICD10PCS", "NDC", "CPT4", "HCPCS",
+                "ATC", "LOCAL", "TRAJSIM")
 
 # Structural codes. A visit opens with VISIT_START + class and closes with VISIT_END, both carrying
 # the encounter_id; CONDITION_END / MEDICATION_END carry the ended code in `text`.

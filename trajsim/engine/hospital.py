@@ -31,8 +31,7 @@ from trajsim.engine.schedules import VITAL_SIGNS, draw_measurement
 from trajsim.engine.source import Fact, PatientState
 from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code
 from trajsim.knowledge import Knowledge, load_knowledge
-from trajsim.scenario import Population
-from trajsim.stream.scenario import Presentation, StreamScenario, presentations
+from trajsim.scenario import Population, Presentation, StreamScenario, presentations
 
 # Durations in minutes, as lognormal (median, spread) pairs. An ED visit that ends at home lasts
 # about 2.5 hours at the US median (CMS Hospital Compare measure OP-18b, 2019-2022: 140-160 min);

@@ -1,11 +1,10 @@
 """One patient's life as a SimPy process: enter, take the next visit (the source's proposal or a
 scheduled well visit, whichever comes first), live through it, repeat until death or the end of
 the period. The engine, not the source, enforces the timeline: visits are ordered and never
-overlap, and nothing is recorded after death. Scheduled care (`schedules.py`) runs for every source."""
+overlap, and nothing is recorded after death. The engine's scheduled care (`schedules.py`) writes
+the kinds of fact the source does not author, so each kind has one author."""
 
 from __future__ import annotations
-
-from functools import cache
 
 import simpy
 
@@ -16,11 +15,7 @@ from trajsim.events import (
 from trajsim.engine.sampler import VisitSampler
 from trajsim.engine.schedules import Schedule
 from trajsim.engine.source import ACTIVE, Fact, PatientState, TrajectorySource, Visit
-from trajsim.vocab import load_vocabulary
-
-@cache
-def _domains() -> dict[str, str]:
-    return {concept.code: concept.domain for concept in load_vocabulary()}
+from trajsim.vocab import domain_of
 
 
 class PatientRecord:
@@ -43,7 +38,7 @@ class PatientRecord:
 
     def add_fact(self, day: float, fact: Fact, encounter_id: int | None = None) -> None:
         """Record a fact and update the patient's active conditions and medications from it."""
-        domain = _domains().get(fact.code)
+        domain = domain_of(fact.code)
         if domain == "condition":
             self.patient.conditions[fact.code] = ACTIVE
         elif domain == "medication":
@@ -77,43 +72,48 @@ class PatientRecord:
 
 
 def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSampler, source: TrajectorySource,
-                 schedule: Schedule):
-    """The SimPy process of one patient."""
+                 care: Schedule):
+    """The SimPy process of one patient. `care` is the engine's scheduled care: the kinds of fact
+    the source does not author."""
     patient = record.patient
-    complete_visit = getattr(source, "complete_visit", None)  # optional: the source's findings at any visit
     yield env.timeout(patient.entry_day - env.now)
     record.add(patient.birth_day, BIRTH)
     record.add(patient.birth_day, SEX_FEMALE if patient.sex == "F" else SEX_MALE)
-    for history in [*schedule.allergy_history(), *source.admit(patient)]:
-        record.add_visit(history)
-        schedule.recorded(history)
-    schedule.update_death(record.last_day)
+    for history in [*care.allergy_history(), *source.admit(patient)]:
+        record_visit(record, history, source, care)
+    care.update_death(record.last_day)
     proposal, source_done = None, False
     while True:
         patient.now = env.now
         if proposal is None and not source_done:
             proposal = yield sampler.next_visit(patient)
             source_done = proposal is None
-        if proposal is not None and proposal.day <= schedule.next_well_day():
-            visit, proposal = proposal, None
-        else:
-            visit = schedule.well_visit()
-        if visit.day >= patient.exit_day:
+        visit, proposal = care.next_visit(proposal)
+        if visit is None or visit.day >= patient.exit_day:
             break
         visit.day = max(visit.day, env.now)  # a source may not schedule into the past
         yield env.timeout(visit.day - env.now)
-        for day, fact in schedule.refills(until=visit.day):
-            record.add_fact(day, fact)
+        record_between_visits(record, source, care, until=visit.day)
         if visit.encounter_class is not None:
-            if complete_visit is not None:
-                visit.facts += complete_visit(patient, visit)
-            visit.facts += schedule.due_at(visit)
-        record.add_visit(visit)
-        schedule.recorded(visit)
-        schedule.update_death(record.last_day)
+            visit.facts += source.complete_visit(patient, visit)
+            visit.facts += care.due_at(visit)
+        record_visit(record, visit, source, care)
+        care.update_death(record.last_day)
         yield env.timeout(min(visit.day + visit.duration_days, patient.exit_day) - env.now)
-    for day, fact in schedule.refills(until=patient.exit_day):
-        record.add_fact(day, fact)
+    record_between_visits(record, source, care, until=patient.exit_day)
     if patient.death_day is not None and patient.death_day <= patient.end_day:
         record.add(patient.death_day, DEATH)
     record.finish()
+
+
+def record_visit(record: PatientRecord, visit: Visit, source: TrajectorySource, care: Schedule) -> None:
+    """Record a visit and tell both authors what was recorded."""
+    record.add_visit(visit)
+    source.recorded(record.patient, visit)
+    care.recorded(visit)
+
+
+def record_between_visits(record: PatientRecord, source: TrajectorySource, care: Schedule, until: float) -> None:
+    """Record what the source and the engine's care date before `until` outside any visit (refills, stops)."""
+    for day, fact in [*source.between_visits(record.patient, until), *care.refills(until=until)]:
+        record.add_fact(day, fact)

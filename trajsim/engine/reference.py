@@ -5,26 +5,41 @@ Each next visit is the earlier of the next follow-up of an active chronic condit
 acute episode (a Poisson process at the age/sex-specific episode rate, redrawn at every visit
 because it is memoryless). Chronic conditions start at visits with the baseline onset hazard
 implied by the rise in prevalence since the last check, and resolve where prevalence falls.
-Well visits, vaccines, monitoring labs, refills, complications and death are the engine's
-scheduled care (`schedules.py`), shared with every source.
+Well visits, vaccines, monitoring labs, screenings, refills and complications come from the
+source's own `Schedule` (`schedules.py`), so it authors every kind of fact except allergies and
+deaths, which the engine draws.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
-from trajsim.engine.schedules import active_keys, office_hours, prescribe, vitals
-from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.engine.schedules import Schedule, active_keys, office_hours, prescribe, vitals
+from trajsim.engine.source import ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Condition, Knowledge, load_knowledge
 
 
-class ReferenceSource:
+@dataclass(slots=True)
+class ReferenceState:
+    """What the reference simulator keeps of one patient."""
+
+    schedule: Schedule  # its scheduled care
+    last_check_age: float  # age at the last check for new and resolved chronic conditions
+    last_review: dict[str, float] = field(default_factory=dict)  # condition code -> day of its last follow-up
+    proposal: Visit | None = None  # the next sick or follow-up visit, waiting while well visits come first
+    proposals_done: bool = False  # no sick or follow-up visit will come again
+
+
+class ReferenceSource(TrajectorySource[ReferenceState]):
     """Trajectory source that follows published incidence, prevalence and guidelines."""
+
+    authors = frozenset(FactKind) - ENGINE_KINDS
 
     def __init__(self, knowledge: Knowledge | None = None) -> None:
         self.k = knowledge or load_knowledge()
@@ -32,11 +47,14 @@ class ReferenceSource:
         self.acute = [c for c in self.k.conditions.values() if c.course == "acute"]
 
     # --- entry -------------------------------------------------------------------------------
-    def admit(self, patient: PatientState) -> list[Visit]:
+    def new_state(self, patient: PatientState[ReferenceState]) -> ReferenceState:
+        schedule = Schedule(self.k, patient, self.authors - {FactKind.VISITS})
+        return ReferenceState(schedule, last_check_age=patient.age_at(patient.entry_day))
+
+    def admit(self, patient: PatientState[ReferenceState]) -> list[Visit]:
         """Chronic conditions already present when the record starts, with their current drugs."""
         rng = patient.rng
         age = patient.age_at(patient.entry_day)
-        patient.memory.update(last_check_age=age, last_review={})
         history = []
         for condition in self.chronic:
             if rng.random() >= self.k.prevalence_at(condition.key, patient.sex, age):
@@ -48,16 +66,25 @@ class ReferenceSource:
         return history
 
     # --- the next visit ------------------------------------------------------------------------
-    def next_visits(self, patients: Sequence[PatientState]) -> list[Visit | None]:
-        return [self._next_visit(p) for p in patients]
+    def next_visits(self, patients: Sequence[PatientState[ReferenceState]]) -> list[Visit | None]:
+        """Each patient's next sick or follow-up visit, or the well visit due before it."""
+        return [self._next_visit_or_well_visit(p) for p in patients]
 
-    def _next_visit(self, p: PatientState) -> Visit | None:
+    def _next_visit_or_well_visit(self, p: PatientState[ReferenceState]) -> Visit | None:
+        state = p.source_state
+        if state.proposal is None and not state.proposals_done:
+            state.proposal = self._next_visit(p)
+            state.proposals_done = state.proposal is None
+        visit, state.proposal = state.schedule.next_visit(state.proposal)
+        return visit
+
+    def _next_visit(self, p: PatientState[ReferenceState]) -> Visit | None:
         now = p.now
         review_day, review_of = math.inf, None
         for code in sorted(p.active_conditions(now)):
             condition = self.k.conditions_by_code.get(code)
             if condition and condition.follow_up_days:
-                due = p.memory["last_review"].get(code, now) + condition.follow_up_days
+                due = p.source_state.last_review.get(code, now) + condition.follow_up_days
                 if due < review_day:
                     review_day, review_of = due, condition
         acute_day = math.inf
@@ -86,16 +113,24 @@ class ReferenceSource:
         return self.acute[int(p.rng.choice(len(self.acute), p=[r / total for r in rates]))]
 
     # --- visit contents ------------------------------------------------------------------------
-    def complete_visit(self, p: PatientState, visit: Visit) -> list[Fact]:
-        """What the clinician finds when a visit happens (proposed or scheduled): new and resolved
-        chronic conditions since the last visit."""
-        return self._check_chronic(p, visit.day)
+    def complete_visit(self, p: PatientState[ReferenceState], visit: Visit) -> list[Fact]:
+        """What the clinician finds when a visit happens: new and resolved chronic conditions since
+        the last visit, then the complications, labs, vaccines and screenings now due."""
+        found = self._check_chronic(p, visit.day)
+        return found + p.source_state.schedule.due_at(replace(visit, facts=visit.facts + found))
 
-    def _follow_up_visit(self, p: PatientState, day: float, condition: Condition) -> Visit:
+    def between_visits(self, p: PatientState[ReferenceState], until: float) -> list[tuple[float, Fact]]:
+        """Refills of long-term drugs, and their stops when the indication ends."""
+        return p.source_state.schedule.refills(until)
+
+    def recorded(self, p: PatientState[ReferenceState], visit: Visit) -> None:
+        p.source_state.schedule.recorded(visit)
+
+    def _follow_up_visit(self, p: PatientState[ReferenceState], day: float, condition: Condition) -> Visit:
         day = office_hours(p, day)
         facts = [Fact(condition.visit_type), *vitals(self.k, p, day, active_keys(self.k, p, day))]
         for code in p.active_conditions(day):
-            p.memory["last_review"][code] = day
+            p.source_state.last_review[code] = day
         return Visit(day, "AMB", p.rng.uniform(15, 40) / MINUTES_PER_DAY, facts)
 
     def _acute_visit(self, p: PatientState, day: float, condition: Condition) -> Visit:
@@ -111,11 +146,11 @@ class ReferenceSource:
                  Fact(CONDITION_END, offset_days=condition.duration_days or duration, text=condition.code)]
         return Visit(day, condition.visit_class, duration, facts)
 
-    def _check_chronic(self, p: PatientState, day: float) -> list[Fact]:
+    def _check_chronic(self, p: PatientState[ReferenceState], day: float) -> list[Fact]:
         """Chronic conditions starting since the last check (at the baseline hazard: complications
-        add their excess in the engine's schedule), and ones resolving where prevalence falls."""
+        add their excess in the schedule), and ones resolving where prevalence falls."""
         age, facts = p.age_at(day), []
-        hazard, remission = self.k.chronic_changes(p.sex, p.memory["last_check_age"], age)
+        hazard, remission = self.k.chronic_changes(p.sex, p.source_state.last_check_age, age)
         draws = p.rng.random(len(self.chronic))
         active = p.active_conditions(day)
         present = np.array([c.code in active for c in self.chronic])
@@ -125,6 +160,6 @@ class ReferenceSource:
                 facts.append(Fact(CONDITION_END, text=condition.code))  # its drugs stop in the schedule
             else:
                 facts += [Fact(condition.code), *prescribe(self.k, condition, p)]
-                p.memory["last_review"][condition.code] = day
-        p.memory["last_check_age"] = age
+                p.source_state.last_review[condition.code] = day
+        p.source_state.last_check_age = age
         return facts

@@ -1,10 +1,10 @@
-"""Scheduled care: what happens to every patient whichever trajectory source proposes the visits.
+"""Scheduled care: well visits on the periodicity schedule, what is due at any visit (complications,
+monitoring labs, vaccines, the seasonal flu shot, screenings), refills and stops of chronic
+prescriptions between visits, allergies and the day of death.
 
-The engine runs one `Schedule` per patient beside the source. It injects well visits on the
-periodicity schedule, adds what is due at any visit (vaccines, the seasonal flu shot, monitoring
-labs, complications of active conditions), refills chronic prescriptions between visits and stops
-them when their indication ends, and redraws the day of death whenever the patient's conditions
-change the death hazard. Facts are built from the knowledge tables by the helpers below, which the
+A `Schedule` writes only the fact kinds it is given. The engine runs one per patient for the kinds
+its trajectory source does not author (`engine_kinds`); the reference source, which authors them,
+runs one as its own. Facts are built from the knowledge tables by the helpers below, which the
 reference source shares.
 """
 
@@ -14,12 +14,10 @@ import math
 
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY, calendar_date, is_weekend, office_slot
 from trajsim.engine.population import draw_death_day
-from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
+from trajsim.engine.source import ACTIVE, WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
 from trajsim.events import MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
 
-WELL_CHILD = "SNOMED/410620009"
-WELL_ADULT = "SNOMED/162673000"
 FLU_SEASON_MONTHS = (9, 10, 11, 12, 1, 2, 3)
 ONE_MINUTE = 1 / MINUTES_PER_DAY  # in days
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
@@ -90,10 +88,10 @@ def prescribe(knowledge: Knowledge, condition: Condition, patient: PatientState)
 
 
 class Schedule:
-    """One patient's scheduled care, kept beside whatever source proposes the visits."""
+    """One patient's scheduled care, writing the fact kinds in `kinds` and no others."""
 
-    def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
-        self.k, self.patient = knowledge, patient
+    def __init__(self, knowledge: Knowledge, patient: PatientState, kinds: frozenset[FactKind]) -> None:
+        self.k, self.patient, self.kinds = knowledge, patient, kinds
         self.well_index, self.next_well = 0, None
         self.next_dose = 0  # index into the knowledge's dose schedule
         self.flu_seasons: set[int] = set()
@@ -102,7 +100,7 @@ class Schedule:
         self.last_check_age = patient.age_at(patient.entry_day)
         self.death_conditions: frozenset[str] = frozenset()
         self.last_screening: dict[str, float] = {}
-        self.allergies = self._draw_allergies()
+        self.allergies = self._draw_allergies() if FactKind.ALLERGIES in kinds else []
 
     # --- history -------------------------------------------------------------------------------
     def _draw_allergies(self) -> list[Visit]:
@@ -124,6 +122,13 @@ class Schedule:
         return self.allergies
 
     # --- well visits ---------------------------------------------------------------------------
+    def next_visit(self, proposal: Visit | None) -> tuple[Visit | None, Visit | None]:
+        """The visit to take next and the proposal still waiting: a well visit due before the
+        proposal comes first, if this schedule writes well visits."""
+        if FactKind.WELL_VISITS in self.kinds and (proposal is None or self.next_well_day() < proposal.day):
+            return self.well_visit(), proposal
+        return proposal, None
+
     def next_well_day(self) -> float:
         """Day of the next well visit on the periodicity schedule, fixed once drawn; visits due
         before the record began are skipped. Timing varies by about a tenth of the child's age."""
@@ -139,22 +144,26 @@ class Schedule:
         return self.next_well
 
     def well_visit(self) -> Visit:
-        """The well visit due next, with its measurements."""
+        """The well visit due next, with its measurements if this schedule writes them."""
         p = self.patient
         day = office_hours(p, self.next_well_day())
         self.well_index, self.next_well = self.well_index + 1, None
-        kind = WELL_CHILD if p.age_at(day) < 18 else WELL_ADULT
-        facts = [Fact(kind), *vitals(self.k, p, day, active_keys(self.k, p, day))]
+        facts = [Fact(WELL_CHILD if p.age_at(day) < 18 else WELL_ADULT)]
+        if FactKind.MEASUREMENTS in self.kinds:
+            facts += vitals(self.k, p, day, active_keys(self.k, p, day))
         return Visit(day, "AMB", p.rng.uniform(15, 40) / MINUTES_PER_DAY, facts)
 
     # --- what is due at a visit ----------------------------------------------------------------
     def due_at(self, visit: Visit) -> list[Fact]:
-        """Complications, monitoring labs and vaccines due at this visit."""
-        facts = self._complications(visit)
-        facts += self._monitoring(visit.day, active_keys(self.k, self.patient, visit.day, visit.facts + facts))
-        if visit.encounter_class == "AMB":
+        """Complications, monitoring labs, vaccines and screenings due at this visit, of the kinds
+        this schedule writes."""
+        kinds = self.kinds
+        facts = self._complications(visit) if FactKind.DIAGNOSES in kinds else []
+        if FactKind.MEASUREMENTS in kinds:
+            facts += self._monitoring(visit.day, active_keys(self.k, self.patient, visit.day, visit.facts + facts))
+        if FactKind.IMMUNIZATIONS in kinds and visit.encounter_class == "AMB":
             facts += self._vaccines(visit.day) + self._flu_shot(visit.day)
-        if any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts):
+        if FactKind.PROCEDURES in kinds and any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts):
             facts += self._screenings(visit.day)
         return facts
 
@@ -191,7 +200,9 @@ class Schedule:
                     continue
                 excess = sum(ratio - 1.0 for parent, ratio in k.risk_ratios[condition.key].items() if parent in active)
                 if p.rng.random() < -math.expm1(-baseline[i] * excess):
-                    facts += [Fact(condition.code), *prescribe(k, condition, p)]
+                    facts.append(Fact(condition.code))
+                    if FactKind.PRESCRIPTIONS in self.kinds:
+                        facts += prescribe(k, condition, p)
         self.last_check_age = age
         return facts
 
@@ -230,6 +241,8 @@ class Schedule:
     # --- between visits ------------------------------------------------------------------------
     def recorded(self, visit: Visit) -> None:
         """Start refill clocks for this visit's new long-term prescriptions whose indication is active."""
+        if FactKind.PRESCRIPTIONS not in self.kinds:
+            return
         active = self.patient.active_conditions(visit.day)
         for fact in visit.facts:
             every = self.k.refill_days.get(fact.code)
@@ -255,7 +268,7 @@ class Schedule:
     def update_death(self, day: float) -> None:
         """Redraw the day of death from `day` when the active conditions change the death hazard."""
         p = self.patient
-        if p.death_day is not None and p.death_day <= day:
+        if FactKind.DEATHS not in self.kinds or p.death_day is not None and p.death_day <= day:
             return
         conditions = frozenset(active_keys(self.k, p, day) & set(self.k.mortality_hazard_ratios))
         if conditions != self.death_conditions:

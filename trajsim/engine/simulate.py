@@ -13,7 +13,7 @@ from trajsim.engine.patient import PatientRecord, patient_life
 from trajsim.engine.population import draw_patient
 from trajsim.engine.sampler import VisitSampler
 from trajsim.engine.schedules import Schedule
-from trajsim.engine.source import TrajectorySource
+from trajsim.engine.source import TrajectorySource, engine_kinds
 from trajsim.knowledge import load_knowledge
 from trajsim.scenario import Scenario
 
@@ -23,18 +23,18 @@ CHUNK_SIZE = 256
 def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count: int | None = None,
              chunk_size: int = CHUNK_SIZE) -> Iterator[PatientRecord]:
     """Patients `first` .. `first + count - 1` of the scenario (all of them by default)."""
-    knowledge = load_knowledge()
+    knowledge, kinds = load_knowledge(), engine_kinds(source)
     stop = scenario.population.size if count is None else first + count
     for chunk_start in range(first, stop, chunk_size):
         records = [PatientRecord(draw_patient(scenario, i, knowledge))
                    for i in range(chunk_start, min(chunk_start + chunk_size, stop))]
-        schedules = [Schedule(knowledge, record.patient) for record in records]
-        plan = getattr(source, "plan", None)  # optional: a source that writes whole records plans a chunk at once
-        if plan is not None:
-            plan([record.patient for record in records])
+        care = [Schedule(knowledge, record.patient, kinds) for record in records]  # allergies are drawn now: plans know them
+        for record in records:
+            record.patient.source_state = source.new_state(record.patient)
+        source.plan([record.patient for record in records])
         env = simpy.Environment(initial_time=min(r.patient.entry_day for r in records))
         sampler = VisitSampler(env, source)
-        for record, schedule in zip(records, schedules):
+        for record, schedule in zip(records, care):
             env.process(patient_life(env, record, sampler, source, schedule))
         env.run()
         yield from records

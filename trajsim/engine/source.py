@@ -1,21 +1,73 @@
-"""What the engine asks of a trajectory source, and what a source answers.
+"""The contract between the engine and a trajectory source, and who writes which kind of fact.
 
-The engine owns the clock and the patient's state; a source only proposes each patient's next
-visit. The rule-based reference simulator and the learned sequence model both implement
-`TrajectorySource`, so either can drive the same engine.
+The engine owns the clock, the rules, death and the patient's state; a source proposes each
+patient's visits and declares the kinds of fact it authors (`TrajectorySource.authors`). Every kind
+has exactly one author per run: the engine's scheduled care (`schedules.py`) writes only the kinds
+the source does not author. The rule-based reference simulator and the learned sequence model both
+implement `TrajectorySource`, so either can drive the same engine.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from enum import Enum
+from functools import cache
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR
+from trajsim.events import (
+    CONDITION_END,
+    DEATH,
+    MEDICATION_END,
+    VISIT_END,
+    VISIT_START_PREFIX,
+)
+from trajsim.vocab import load_vocabulary
 
 ACTIVE = float("inf")  # end day of something still ongoing
+WELL_CHILD = "SNOMED/410620009"
+WELL_ADULT = "SNOMED/162673000"
+
+
+class FactKind(Enum):
+    """The kinds of clinical fact, each written by one author per run."""
+
+    VISITS = "visits"  # the source's own sick, follow-up and acute visits: encounters and their types
+    WELL_VISITS = "well visits"  # preventive visits on the periodicity schedule (well child, well adult)
+    DIAGNOSES = "diagnoses"  # condition onsets (complications included) and ends
+    PRESCRIPTIONS = "prescriptions"  # first orders, refills and stops
+    MEASUREMENTS = "measurements"  # vital signs and labs with their values
+    IMMUNIZATIONS = "immunizations"  # scheduled doses and seasonal shots
+    PROCEDURES = "procedures"  # screenings
+    ALLERGIES = "allergies"
+    DEATHS = "deaths"
+
+
+# Who the patient is, drawn when the patient is created, and the death draw: always the engine's.
+ENGINE_KINDS = frozenset({FactKind.ALLERGIES, FactKind.DEATHS})
+_DOMAIN_KINDS = {"condition": FactKind.DIAGNOSES, "medication": FactKind.PRESCRIPTIONS, "vital": FactKind.MEASUREMENTS,
+                 "lab": FactKind.MEASUREMENTS, "immunization": FactKind.IMMUNIZATIONS,
+                 "procedure": FactKind.PROCEDURES, "allergy": FactKind.ALLERGIES, "encounter_type": FactKind.VISITS}
+_STRUCTURAL_KINDS = {CONDITION_END: FactKind.DIAGNOSES, MEDICATION_END: FactKind.PRESCRIPTIONS,
+                     DEATH: FactKind.DEATHS, VISIT_END: FactKind.VISITS}
+
+
+@cache
+def _vocabulary_kinds() -> dict[str, FactKind]:
+    kinds = {concept.code: _DOMAIN_KINDS[concept.domain] for concept in load_vocabulary()}
+    return kinds | {WELL_CHILD: FactKind.WELL_VISITS, WELL_ADULT: FactKind.WELL_VISITS} | _STRUCTURAL_KINDS
+
+
+def fact_kind(code: str) -> FactKind | None:
+    """The kind of fact a code records; None for what is no one's fact (birth, sex). A visit's start
+    counts as VISITS: whether it is a well visit is said by its type code."""
+    if code.startswith(VISIT_START_PREFIX):
+        return FactKind.VISITS
+    return _vocabulary_kinds().get(code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +87,8 @@ class Fact:
 
 @dataclass(slots=True)
 class Visit:
-    """A proposed visit. `encounter_class` None means history recorded outside any encounter
-    (e.g. a condition diagnosed before the simulated period began)."""
+    """A proposed visit. `encounter_class` None means facts recorded outside any encounter
+    (e.g. a condition diagnosed before the simulated period began, or a refill)."""
 
     day: float
     encounter_class: str | None
@@ -44,12 +96,16 @@ class Visit:
     facts: list[Fact]
 
 
+StateT = TypeVar("StateT")
+
+
 @dataclass(slots=True)
-class PatientState:
+class PatientState(Generic[StateT]):
     """Everything the engine knows about one simulated patient. Days count from 1970-01-01.
 
     `conditions` and `medications` map a code to the day it ends (ACTIVE while ongoing); the engine
-    updates them from recorded facts. `memory` is the source's own per-patient scratch space.
+    updates them from recorded facts. `source_state` is the source's own record of the patient
+    (`TrajectorySource.new_state`), kept by the engine and read by no one else.
     """
 
     subject_id: int
@@ -63,7 +119,7 @@ class PatientState:
     conditions: dict[str, float] = field(default_factory=dict)
     medications: dict[str, float] = field(default_factory=dict)
     allergies: set[str] = field(default_factory=set)  # allergy codes recorded so far (allergies do not end)
-    memory: dict[str, Any] = field(default_factory=dict)
+    source_state: StateT | None = None
     height_z: float = 0.0  # height in standard deviations from the growth-chart median
     weight_factor: float = 1.0  # weight relative to the growth-chart median for height
 
@@ -79,14 +135,46 @@ class PatientState:
         return {code for code, end in self.conditions.items() if end > day}
 
 
-class TrajectorySource(Protocol):
-    """Proposes visits; the engine decides what is recorded."""
+class TrajectorySource(ABC, Generic[StateT]):
+    """Proposes visits and authors the fact kinds in `authors`; the engine decides what is recorded
+    and when, and writes every other kind itself. All hooks but `next_visits` default to nothing."""
 
-    def admit(self, patient: PatientState) -> list[Visit]:
+    authors: frozenset[FactKind] = frozenset({FactKind.VISITS})
+
+    def new_state(self, patient: PatientState[StateT]) -> StateT | None:
+        """The source's own state for a patient just created, which the engine keeps as
+        `patient.source_state` (None: the source keeps none, or creates it in `plan`)."""
+        return None
+
+    def plan(self, patients: Sequence[PatientState[StateT]]) -> None:
+        """Called for each chunk of patients before its simulation starts, so a source that writes
+        whole records can write them in one batch."""
+
+    def admit(self, patient: PatientState[StateT]) -> list[Visit]:
         """What is already true when the patient enters the simulation (history before the period)."""
-        ...
+        return []
 
-    def next_visits(self, patients: Sequence[PatientState]) -> list[Visit | None]:
+    @abstractmethod
+    def next_visits(self, patients: Sequence[PatientState[StateT]]) -> list[Visit | None]:
         """The next visit of each patient at its `now` (batched: one call for all patients waiting
         at the same simulated instant); None when the source proposes nothing more."""
-        ...
+
+    def between_visits(self, patient: PatientState[StateT], until: float) -> list[tuple[float, Fact]]:
+        """Facts dated before `until` that belong to no visit (e.g. refills), with their days; asked
+        when the clock reaches a visit and when the record ends."""
+        return []
+
+    def complete_visit(self, patient: PatientState[StateT], visit: Visit) -> list[Fact]:
+        """The source's findings at a visit about to be recorded, whoever proposed it."""
+        return []
+
+    def recorded(self, patient: PatientState[StateT], visit: Visit) -> None:
+        """Told of every visit the engine has recorded (history included), with its findings."""
+
+
+def engine_kinds(source: TrajectorySource) -> frozenset[FactKind]:
+    """The kinds the engine writes beside this source: all those the source does not author."""
+    if FactKind.VISITS not in source.authors or source.authors & ENGINE_KINDS:
+        raise ValueError(f"{type(source).__name__} must author visits and may not author "
+                         f"{', '.join(sorted(k.value for k in ENGINE_KINDS))}, which only the engine writes")
+    return frozenset(FactKind) - source.authors

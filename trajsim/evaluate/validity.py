@@ -1,15 +1,15 @@
 """Validity: does the synthetic table break clinical rules that real records keep?
 
-The rule checker of the engine (`trajsim.engine.rules.find_violations`) runs on both tables;
+The rule checker (`trajsim.rules.find_violations`) runs on both tables;
 counts are compared per 1,000 patients so tables of different sizes line up.
 """
 
 from __future__ import annotations
 
-from trajsim.engine.rules import RULES, find_violations, violation_counts
 from trajsim.evaluate import plots
 from trajsim.evaluate.section import Headline, Plot, Section, rounded
 from trajsim.evaluate.trajectories import Views
+from trajsim.rules import RULES, find_violations, violation_counts
 
 
 def per_thousand(count: int, patients: int) -> float | None:

@@ -22,12 +22,13 @@ from trajsim.atomic import atomic_writer
 from trajsim.events import EVENT_SCHEMA, EventTableError, validate_events
 from trajsim.ingest import fhir, meds, omop, synthea_csv
 from trajsim.ingest.common import (
-    IngestError, IngestReport, Step, TableCounts, candidates, sort_events, source_files,
+    IngestError, IngestReport, Step, TableCounts, candidates, lookup, sort_events, source_files,
 )
 from trajsim.ingest.meds import write_meds
+from trajsim.vocab.local import ALL_SYSTEM_URIS, CODES_SCHEMA, LOCAL, LOCAL_URI_PREFIX, codes_path
 
 __all__ = ["FORMATS", "IngestError", "IngestReport", "TableCounts", "detect_format", "ingest", "load_events",
-           "read_events", "write_meds"]
+           "read_codes", "read_events", "write_meds"]
 
 READERS: dict[str, Callable[[Path, Path], list[Step]]] = {
     "meds": meds.plan,
@@ -46,9 +47,11 @@ def _check_format(format: str) -> None:
         raise IngestError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
 
 
-def _spill(format: str, source: Path, workdir: Path, report: IngestReport, progress: Progress | None) -> list[pl.LazyFrame]:
+def _spill(format: str, source: Path, workdir: Path, report: IngestReport,
+           progress: Progress | None) -> tuple[list[pl.LazyFrame], pl.LazyFrame]:
     """Run the reader's steps, writing each step's candidate events to a Parquet part in `workdir`;
-    return the finished event table as lazy buckets of whole patients, each sorted.
+    return the finished event table as lazy buckets of whole patients, each sorted, and its codes
+    table (see `_codes`).
 
     A global sort would hold every event in memory, so events are first split by subject_id into
     buckets of about EVENTS_PER_BUCKET and each bucket is sorted on its own. A medication and the
@@ -67,11 +70,35 @@ def _spill(format: str, source: Path, workdir: Path, report: IngestReport, progr
     parts = pl.scan_parquet(workdir / "part-*.parquet")
     buckets = max(1, -(-parts.select(pl.len()).collect().item() // EVENTS_PER_BUCKET))
     if buckets == 1:
-        return [_finish(parts)]
+        return [_finish(parts)], _codes(parts)
     paths = [workdir / f"bucket-{number:05d}.parquet" for number in range(buckets)]
     pl.collect_all([parts.filter(pl.col("subject_id") % buckets == number).sink_parquet(path, lazy=True)
                     for number, path in enumerate(paths)])
-    return [_finish(pl.scan_parquet(path)) for path in paths]
+    return [_finish(pl.scan_parquet(path)) for path in paths], _codes(parts)
+
+
+def _codes(candidates: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per code the events use (structural TRAJSIM codes aside): the source's description,
+    kind and FHIR system URI, the source codes behind it and its event count (schema CODES_SCHEMA)."""
+    system = pl.col("code").str.splitn("/", 3)
+    uri = pl.when(system.struct.field("field_0") == LOCAL).then(pl.lit(LOCAL_URI_PREFIX) + system.struct.field("field_1"))
+    uri = uri.otherwise(lookup(system.struct.field("field_0"), ALL_SYSTEM_URIS))
+    return (candidates.filter(~pl.col("code").str.starts_with("TRAJSIM/"))
+            .group_by("code").agg(
+                pl.col("_description").drop_nulls().first().alias("description"),
+                pl.col("_domain").drop_nulls().first().alias("domain"),
+                pl.col("_source_code").drop_nulls().unique().sort().alias("source_codes"),
+                pl.len().cast(pl.UInt64).alias("events"))
+            .with_columns(uri.alias("system_uri"))
+            .select(list(CODES_SCHEMA)).sort("code"))
+
+
+def code_prefix(code: pl.Expr) -> pl.Expr:
+    """What the ingest report counts events by: the code system, and for local codes the scheme
+    (`LOCAL/MEDS-LAB`)."""
+    parts = code.str.splitn("/", 3)
+    system = parts.struct.field("field_0")
+    return pl.when(system == LOCAL).then(system + "/" + parts.struct.field("field_1")).otherwise(system)
 
 
 def _finish(candidates: pl.LazyFrame) -> pl.LazyFrame:
@@ -91,12 +118,22 @@ def read_events(format: str, source: Path) -> pl.DataFrame:
     _check_format(format)
     report = IngestReport(format, Path(source))
     with tempfile.TemporaryDirectory(prefix="trajsim-ingest-") as workdir:
-        return pl.concat([bucket.collect() for bucket in _spill(format, Path(source), Path(workdir), report, None)])
+        buckets, _ = _spill(format, Path(source), Path(workdir), report, None)
+        return pl.concat([bucket.collect() for bucket in buckets])
+
+
+def read_codes(format: str, source: Path) -> pl.DataFrame:
+    """The codes table (trajsim/vocab/local.py CODES_SCHEMA) of `source` read as `format`."""
+    _check_format(format)
+    report = IngestReport(format, Path(source))
+    with tempfile.TemporaryDirectory(prefix="trajsim-ingest-") as workdir:
+        return _spill(format, Path(source), Path(workdir), report, None)[1].collect()
 
 
 def ingest(format: str, source: Path, out: Path, progress: Progress | None = None) -> IngestReport:
     """Read `source` as `format` and write its event table to the Parquet file `out`, one row
-    group per bucket of patients (see `_spill`), so memory holds one bucket at a time.
+    group per bucket of patients (see `_spill`), so memory holds one bucket at a time, and its codes
+    table (descriptions of the source's codes) beside it (`trajsim.vocab.local.codes_path`).
 
     `out` appears only when the whole input was read; on IngestError nothing is written.
     """
@@ -106,7 +143,10 @@ def ingest(format: str, source: Path, out: Path, progress: Progress | None = Non
     report = IngestReport(format, source)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ingest-", dir=out.parent) as workdir:
-        buckets = _spill(format, source, Path(workdir), report, progress)
+        buckets, codes = _spill(format, source, Path(workdir), report, progress)
+        codes = codes.collect()
+        with atomic_writer(codes_path(out)) as handle:
+            codes.write_parquet(handle, compression="zstd")
         with atomic_writer(out) as handle:
             writer = None
             for bucket in buckets:
@@ -116,6 +156,9 @@ def ingest(format: str, source: Path, out: Path, progress: Progress | None = Non
             writer.close()
     totals = pl.scan_parquet(out).select(pl.len(), pl.col("subject_id").n_unique()).collect()
     report.events, report.subjects = totals.row(0)
+    prefixes = (pl.scan_parquet(out).group_by(code_prefix(pl.col("code")).alias("prefix")).len()
+                .sort("len", "prefix", descending=[True, False]).collect())
+    report.prefixes = dict(prefixes.iter_rows())
     report.seconds = time.perf_counter() - started
     return report
 

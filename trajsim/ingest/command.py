@@ -31,6 +31,7 @@ def ingest_command(
     except IngestError as exc:
         raise fail(str(exc)) from None
     console.print(_summary(report, out))
+    console.print(_prefixes(report))
 
 
 def _summary(report: IngestReport, out: Path) -> Table:
@@ -42,4 +43,14 @@ def _summary(report: IngestReport, out: Path) -> Table:
     for name, counts in report.tables.items():
         why = ", ".join(f"{n:,} {reason}" for reason, n in counts.dropped.most_common())
         table.add_row(name, f"{counts.read:,}", f"{counts.kept:,}", why)
+    return table
+
+
+def _prefixes(report: IngestReport) -> Table:
+    """Events kept per code system (local codes per scheme), so a user sees where the rows went."""
+    table = Table(title="events per code system (LOCAL: per source scheme)")
+    table.add_column("code prefix")
+    table.add_column("events", justify="right")
+    for prefix, count in report.prefixes.items():
+        table.add_row(prefix, f"{count:,}")
     return table

@@ -17,12 +17,16 @@ from pathlib import Path
 import polars as pl
 
 from trajsim.events import (
-    BIRTH, CONDITION_END, DEATH, EVENT_SCHEMA, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END,
+    BIRTH, CODE_SYSTEMS, CONDITION_END, DEATH, EVENT_SCHEMA, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END,
     VISIT_START_PREFIX,
 )
+from trajsim.vocab import SYSTEM_URIS
+from trajsim.vocab.local import EXTRA_SYSTEM_URIS
 
 CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     **EVENT_SCHEMA, "_rid": pl.String(), "_reason_ref": pl.String(),
+    # what the codes table (trajsim/vocab/local.py) says about the event's code
+    "_description": pl.String(), "_domain": pl.String(), "_source_code": pl.String(),
 }
 MISSING_TIME = "missing time"
 MISSING_PATIENT = "missing patient id"
@@ -30,16 +34,18 @@ UNKNOWN_SYSTEM = "unknown code system"
 MISSING_CODE = "missing code"
 UNKNOWN_CLASS = "unmapped encounter class"
 
-# FHIR code-system URIs (and OMOP vocabulary_id / MEDS prefixes) -> trajsim SYSTEM.
+# FHIR code-system URIs (and OMOP vocabulary_id / MEDS prefixes, upper-cased) -> trajsim SYSTEM. A
+# code in any other system is kept as a local code of its source (trajsim/vocab/local.py).
 SYSTEM_BY_URI = {
-    "http://snomed.info/sct": "SNOMED",
-    "http://hl7.org/fhir/sid/icd-10-cm": "ICD10CM",
-    "http://loinc.org": "LOINC",
-    "http://www.nlm.nih.gov/research/umls/rxnorm": "RXNORM",
-    "http://hl7.org/fhir/sid/cvx": "CVX",
+    **{uri: system for system, uri in {**EXTRA_SYSTEM_URIS, **SYSTEM_URIS}.items()},
+    "http://hl7.org/fhir/sid/icd-10-pcs": "ICD10PCS",
+    "http://www.nlm.nih.gov/research/umls/hcpcs": "HCPCS",
 }
-SYSTEM_BY_VOCABULARY = {"SNOMED": "SNOMED", "ICD10CM": "ICD10CM", "LOINC": "LOINC", "RXNORM": "RXNORM",
-                        "CVX": "CVX", "SNOMEDCT": "SNOMED", "SNOMEDCT_US": "SNOMED", "ICD-10-CM": "ICD10CM"}
+SYSTEM_BY_VOCABULARY = {
+    **{system: system for system in CODE_SYSTEMS if system not in ("LOCAL", "TRAJSIM")},
+    "SNOMEDCT": "SNOMED", "SNOMEDCT_US": "SNOMED", "ICD-10-CM": "ICD10CM", "ICD-9-CM": "ICD9CM",
+    "ICD9PROC": "ICD9PCS", "ICD-10-PCS": "ICD10PCS", "CPT": "CPT4",
+}
 
 # Encounter classes of each source -> AMB (ambulatory), EMER (emergency), IMP (inpatient).
 # Home health, virtual and pre-admission visits are ambulatory care; acute, non-acute, short-stay,
@@ -60,6 +66,10 @@ OMOP_VISIT_CLASS = {
     581476: "AMB",     # Home Visit
     5083: "AMB",       # Telehealth
     38004193: "AMB",   # Case Management Visit
+    38004207: "AMB",   # Ambulatory Clinic / Center
+    8883: "AMB",       # Ambulatory Surgical Center
+    581385: "AMB",     # Observation Room (an observation stay is billed as outpatient)
+    8870: "EMER",      # Emergency Room - Hospital
     9203: "EMER",      # Emergency Room Visit
     581478: "EMER",    # Ambulance Visit
     9201: "IMP",       # Inpatient Visit
@@ -100,6 +110,7 @@ class IngestReport:
     tables: dict[str, TableCounts] = field(default_factory=dict)
     events: int = 0
     subjects: int = 0
+    prefixes: dict[str, int] = field(default_factory=dict)  # events per code system (LOCAL: per scheme)
     seconds: float = 0.0
 
     def table(self, name: str) -> TableCounts:

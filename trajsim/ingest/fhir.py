@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from trajsim.ingest.common import (
     ENCOUNTER_CLASS, MISSING_CODE, MISSING_TIME, SYSTEM_BY_URI, UNKNOWN_CLASS, UNKNOWN_SYSTEM, IngestError,
     IngestReport, Step, check_times, parse_time, source_files, stable_ids,
 )
+from trajsim.vocab.local import local_code
 
 SUFFIXES = (".json", ".json.gz", ".ndjson", ".ndjson.gz")
 NOT_INGESTED = "resource type not ingested"
@@ -143,7 +145,8 @@ def _reference_id(reference: Any) -> str | None:
 
 
 def concept_code(concept: Any) -> tuple[str | None, str | None]:
-    """(SYSTEM/CODE of the first coding in a known system, or None with the reason)."""
+    """(SYSTEM/CODE of the first coding in a known system, else the first coding as a local code
+    `LOCAL/<last segment of its system URI>/<code>`; or None with the reason)."""
     codings = concept.get("coding") if isinstance(concept, dict) else None
     if not codings:
         return None, MISSING_CODE
@@ -151,6 +154,10 @@ def concept_code(concept: Any) -> tuple[str | None, str | None]:
         system = SYSTEM_BY_URI.get(coding.get("system", ""))
         if system and coding.get("code"):
             return f"{system}/{coding['code']}", None
+    for coding in codings:
+        if coding.get("code"):
+            scheme = re.split(r"[/:]", coding.get("system", "").rstrip("/"))[-1] or "FHIR"
+            return local_code(scheme, coding["code"]), None
     return None, UNKNOWN_SYSTEM
 
 

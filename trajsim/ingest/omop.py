@@ -1,13 +1,18 @@
 """OMOP CDM 5.3 / 5.4 (a folder of CSV tables, or a zip of one) -> candidate events.
 
-Concept ids become SYSTEM/CODE through the CONCEPT table: the standard concept first
-(`*_concept_id`), the source concept (`*_source_concept_id`) when the standard one is 0 or not in
-the vocabulary. person_id and visit_occurrence_id are already integers and are kept as the
-subject_id and encounter_id. Table and column names may be upper or lower case.
+Each fact's code is the first of: the standard concept (`*_concept_id`) as CONCEPT names it, the
+source concept (`*_source_concept_id`) as CONCEPT names it, the source value (`*_source_value`) as
+a local code `LOCAL/<CDM>-<table>/<value>`, the bare concept id `LOCAL/OMOP/<id>`. Concepts of
+vocabularies trajsim does not know are local codes `LOCAL/<vocabulary_id>/<concept_code>`. The code
+table beside the events keeps the concept name and, for a standard concept, the source codes behind
+it. person_id and visit_occurrence_id are signed 64-bit integers; their bits are read as unsigned, so
+a non-negative id is kept as it is and a negative one becomes id + 2^64 (write_meds gives it back).
+Table and column names may be upper or lower case.
 """
 
 from __future__ import annotations
 
+import re
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -22,15 +27,19 @@ from trajsim.ingest.common import (
     OMOP_VISIT_CLASS, SYSTEM_BY_VOCABULARY, UNKNOWN_CLASS, IngestError, IngestReport, Step, drop_reason,
     event_rows, keep_rows, lookup, parse_time, scan_table,
 )
+from trajsim.vocab.local import local_codes
 
-NOT_IN_VOCABULARY = "concept not in vocabulary"
-# table -> (column prefix of the concept, start date prefix, end date prefix, end code)
+NO_CONCEPT = "no concept id or source value"
+# table -> (column prefix of the concept, start date prefix, end date prefix, end code, kind of fact)
 CLINICAL_TABLES = {
-    "condition_occurrence": ("condition", "condition_start", "condition_end", CONDITION_END),
-    "drug_exposure": ("drug", "drug_exposure_start", "drug_exposure_end", MEDICATION_END),
-    "procedure_occurrence": ("procedure", "procedure", None, None),
-    "measurement": ("measurement", "measurement", None, None),
-    "observation": ("observation", "observation", None, None),
+    "condition_occurrence": ("condition", "condition_start", "condition_end", CONDITION_END, "condition"),
+    "drug_exposure": ("drug", "drug_exposure_start", "drug_exposure_end", MEDICATION_END, "medication"),
+    "procedure_occurrence": ("procedure", "procedure", None, None, "procedure"),
+    "measurement": ("measurement", "measurement", None, None, "lab"),
+    "observation": ("observation", "observation", None, None, None),
+    "device_exposure": ("device", "device_exposure_start", "device_exposure_end", None, None),
+    "visit_detail": ("visit_detail", "visit_detail_start", None, None, None),
+    "note": ("note_type", "note", None, None, None),
 }
 GENDER = {8507: SEX_MALE, 8532: SEX_FEMALE}
 
@@ -41,12 +50,13 @@ def plan(source: Path, workdir: Path) -> list[Step]:
     if "person" not in tables:
         raise IngestError(f"{source}: missing table PERSON.csv of an OMOP CDM")
     concept = tables.get("concept")
+    cdm = _cdm_name(tables.get("cdm_source"))
     steps: list[Step] = [(tables["person"].where, partial(_person, tables["person"]))]
     if "death" in tables:
         steps.append((tables["death"].where, partial(_death, tables["death"])))
     if "visit_occurrence" in tables:
         steps.append((tables["visit_occurrence"].where, partial(_visits, tables["visit_occurrence"])))
-    steps += [(tables[name].where, partial(_clinical, tables[name], name, concept))
+    steps += [(tables[name].where, partial(_clinical, tables[name], name, concept, cdm))
               for name in CLINICAL_TABLES if name in tables]
     return steps
 
@@ -83,8 +93,24 @@ def _scan(table: _Table, required: tuple[str, ...], dates: tuple[str, ...]) -> p
     return scan_table(table.path, required, dates, str.lower, table.where)
 
 
+def _cdm_name(table: _Table | None) -> str:
+    """The scheme prefix of this CDM's source values: CDM_SOURCE's abbreviation, else `OMOP`."""
+    if table is not None:
+        names = _scan(table, (), ()).collect().to_dicts()
+        name = (names[0].get("cdm_source_abbreviation") or "") if names else ""
+        name = re.sub(r"[^A-Z0-9]+", "-", name.upper()).strip("-")
+        if name:
+            return name
+    return "OMOP"
+
+
 def _integer(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Int64, strict=False)
+
+
+def _id(column: str) -> pl.Expr:
+    """A signed OMOP id as the event table's unsigned id (the same 64 bits)."""
+    return _integer(column).reinterpret(signed=False)
 
 
 def _when(prefix: str) -> pl.Expr:
@@ -104,7 +130,7 @@ def _person(table: _Table, report: IngestReport) -> pl.LazyFrame:
     )
     rows = keep_rows(rows, drop_reason(_integer("person_id"), born, pl.lit(BIRTH)), "person", report)
     sex = lookup(_integer("gender_concept_id"), GENDER)
-    subject = _integer("person_id")
+    subject = _id("person_id")
     return event_rows(rows, {"subject_id": subject, "time": born, "code": pl.lit(BIRTH)},
                       {"subject_id": subject, "time": pl.when(sex.is_not_null()).then(born), "code": sex})
 
@@ -113,7 +139,7 @@ def _death(table: _Table, report: IngestReport) -> pl.LazyFrame:
     rows = _scan(table, ("person_id", "death_date"), ("death_date", "death_datetime"))
     died = _when("death")
     rows = keep_rows(rows, drop_reason(_integer("person_id"), died, pl.lit(DEATH)), "death", report)
-    return event_rows(rows, {"subject_id": _integer("person_id"), "time": died, "code": pl.lit(DEATH)})
+    return event_rows(rows, {"subject_id": _id("person_id"), "time": died, "code": pl.lit(DEATH)})
 
 
 def _visits(table: _Table, report: IngestReport) -> pl.LazyFrame:
@@ -123,50 +149,61 @@ def _visits(table: _Table, report: IngestReport) -> pl.LazyFrame:
     start = _when("visit_start")
     unmapped = (encounter_class.is_null(), UNKNOWN_CLASS)
     rows = keep_rows(rows, drop_reason(_integer("person_id"), start, encounter_class, unmapped), "visit_occurrence", report)
-    visit = {"subject_id": _integer("person_id"), "encounter_id": _integer("visit_occurrence_id")}
+    visit = {"subject_id": _id("person_id"), "encounter_id": _id("visit_occurrence_id")}
     return event_rows(rows, {**visit, "time": start, "code": pl.lit(VISIT_START_PREFIX) + encounter_class},
                       {**visit, "time": _when("visit_end"), "code": pl.lit(VISIT_END)})
 
 
 def _concepts(table: _Table | None) -> pl.LazyFrame:
-    """concept_id -> SYSTEM/CODE (null for vocabularies trajsim does not use) and UCUM unit code."""
+    """concept_id -> SYSTEM/CODE (a local code for vocabularies trajsim does not know), its name and
+    the UCUM unit code."""
     if table is None:
-        return pl.LazyFrame(schema={"concept_id": pl.Int64, "code": pl.String, "ucum": pl.String, "known": pl.Boolean})
+        return pl.LazyFrame(schema={"concept_id": pl.Int64, "code": pl.String, "name": pl.String, "ucum": pl.String})
     concepts = _scan(table, ("concept_id", "vocabulary_id", "concept_code"), ())
+    if "concept_name" not in concepts.collect_schema().names():
+        concepts = concepts.with_columns(concept_name=pl.lit(None, pl.String))
     system = lookup(pl.col("vocabulary_id").str.to_uppercase(), SYSTEM_BY_VOCABULARY)
+    code = pl.coalesce(system + "/" + pl.col("concept_code"), local_codes(pl.col("vocabulary_id"), pl.col("concept_code")))
     return concepts.select(
-        _integer("concept_id").alias("concept_id"), (system + "/" + pl.col("concept_code")).alias("code"),
-        pl.when(pl.col("vocabulary_id") == "UCUM").then(pl.col("concept_code")).alias("ucum"), known=pl.lit(True),
+        _integer("concept_id").alias("concept_id"), code.alias("code"), pl.col("concept_name").alias("name"),
+        pl.when(pl.col("vocabulary_id") == "UCUM").then(pl.col("concept_code")).alias("ucum"),
     ).unique("concept_id", keep="first")
 
 
-def _clinical(source: _Table, table: str, concept: _Table | None, report: IngestReport) -> pl.LazyFrame:
-    domain, start_prefix, end_prefix, end_code = CLINICAL_TABLES[table]
+def _clinical(source: _Table, table: str, concept: _Table | None, cdm: str, report: IngestReport) -> pl.LazyFrame:
+    domain, start_prefix, end_prefix, end_code, kind = CLINICAL_TABLES[table]
     dates = tuple(f"{p}_{s}" for p in filter(None, (start_prefix, end_prefix)) for s in ("date", "datetime"))
     rows = _scan(source, ("person_id", f"{domain}_concept_id", f"{start_prefix}_date"), dates)
-    optional = ("visit_occurrence_id", f"{domain}_source_concept_id", "value_as_number", "value_as_string",
-                "unit_concept_id", "unit_source_value")
+    optional = ("visit_occurrence_id", f"{domain}_source_concept_id", f"{domain}_source_value", "value_as_number",
+                "value_as_string", "value_as_concept_id", "unit_concept_id", "unit_source_value", "note_text")
     columns = rows.collect_schema().names()
     rows = rows.with_columns(pl.lit(None, pl.String).alias(name) for name in optional if name not in columns)
     concepts = _concepts(concept)
     for role, column in (("standard", f"{domain}_concept_id"), ("source", f"{domain}_source_concept_id"),
-                         ("unit", "unit_concept_id")):
+                         ("unit", "unit_concept_id"), ("value", "value_as_concept_id")):
         rows = rows.with_columns(_integer(column).alias(f"_{role}_id")).join(
-            concepts.rename({"concept_id": f"_{role}_id", "code": f"_{role}_code", "ucum": f"_{role}_ucum",
-                             "known": f"_{role}_known"}),
+            concepts.rename({"concept_id": f"_{role}_id", "code": f"_{role}_code", "name": f"_{role}_name",
+                             "ucum": f"_{role}_ucum"}),
             on=f"_{role}_id", how="left", maintain_order="left")
-    code = pl.coalesce("_standard_code", "_source_code")
-    in_vocabulary = pl.col("_standard_known").is_not_null() | pl.col("_source_known").is_not_null()
+    source_value = pl.col(f"{domain}_source_value").str.strip_chars()
+    source_value = pl.when(source_value != "").then(local_codes(pl.lit(f"{cdm}-{table}"), source_value))
+    concept_id = pl.when(pl.col("_standard_id") != 0).then("_standard_id").otherwise(
+        pl.when(pl.col("_source_id") != 0).then("_source_id"))
+    bare_id = local_codes(pl.lit("OMOP"), concept_id.cast(pl.String))
+    code = pl.coalesce("_standard_code", "_source_code", source_value, bare_id)
+    behind = pl.when(pl.col("_standard_code").is_not_null()).then(pl.coalesce("_source_code", source_value))
     start = _when(start_prefix)
-    unknown = (~in_vocabulary, NOT_IN_VOCABULARY)
-    rows = keep_rows(rows, drop_reason(_integer("person_id"), start, code, unknown), table, report)
+    rows = keep_rows(rows, drop_reason(_integer("person_id"), start, code, (code.is_null(), NO_CONCEPT)), table, report)
     number = pl.col("value_as_number").cast(pl.Float64, strict=False)
-    fact = {"subject_id": _integer("person_id"), "time": start, "code": code,
-            "encounter_id": _integer("visit_occurrence_id"), "numeric_value": number,
+    fact = {"subject_id": _id("person_id"), "time": start, "code": code,
+            "encounter_id": _id("visit_occurrence_id"), "numeric_value": number,
             "unit": pl.when(number.is_not_null()).then(pl.coalesce("_unit_ucum", "unit_source_value")),
-            "text": pl.col("value_as_string")}
+            "text": pl.coalesce("note_text", "value_as_string", "_value_code"),
+            "_description": pl.coalesce("_standard_name", "_source_name"), "_domain": pl.lit(kind),
+            "_source_code": pl.coalesce(behind, bare_id.str.replace("^LOCAL/OMOP/", "OMOP concept "))}
     events = [fact]
-    if end_prefix:
+    if end_code:
         events.append({**fact, "time": _when(end_prefix), "code": pl.lit(end_code), "text": code,
-                       "numeric_value": pl.lit(None), "unit": pl.lit(None)})
+                       "numeric_value": pl.lit(None), "unit": pl.lit(None), "_description": pl.lit(None),
+                       "_domain": pl.lit(None), "_source_code": pl.lit(None)})
     return event_rows(rows, *events)

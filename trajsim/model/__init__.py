@@ -3,9 +3,12 @@ engine's trajectory source. Heavy modules (torch) load only when used."""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
+# Package data, so a wheel install runs the default scenario too: `default` here is a link to the
+# repository's `models/default` (one copy in git) that the build follows.
+DEFAULT_MODEL = Path(str(resources.files(__package__).joinpath("default")))
 REFERENCE = "reference"  # the scenario's `model` value for the rule-based simulator
 
 

@@ -6,7 +6,10 @@ At every step the grammar of the token language and the engine's clinical rules 
 which tokens each row may draw next; everything else gets -inf logits. Rules are re-evaluated at the
 start of each visit against the patient's conditions so far, and within a visit a new diagnosis
 unlocks its first-line drugs and locks itself. The engine then receives the planned visits one by
-one, and still owns the clock, deaths and its own scheduled processes.
+one. The model authors every kind of fact its vocabulary holds (it learned them from full charts:
+visits and well visits, diagnoses, prescriptions with their refills and stops, measurements,
+immunizations), so the engine adds none of those; it keeps the clock, allergies, deaths and any
+kind the model never learned (the shipped model has no screenings).
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
-from trajsim.engine.rules import RuleMask
-from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
+from trajsim.engine.source import ACTIVE, ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit, fact_kind
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, visit_start_code
 from trajsim.knowledge import Knowledge, load_knowledge
 from trajsim.model.sample import generate, one_thread
@@ -29,9 +32,16 @@ from trajsim.model.tokenizer import (
     BOS, END, ENDED, EOS, HEADS, NO_VISIT, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
 )
 from trajsim.model.train import load_model
-from trajsim.vocab import load_vocabulary
+from trajsim.rules import RuleMask
+from trajsim.vocab import domain_of
 
-PLAN = "model_plan"  # PatientState.memory key of the patient's remaining planned visits
+
+
+@dataclass(slots=True)
+class ModelPlan:
+    """The visits the model wrote for one patient that the engine has not taken yet."""
+
+    visits: deque[Visit]
 
 
 class TokenGrammar:
@@ -64,8 +74,7 @@ class TokenGrammar:
         self.in_visit = self.is_gap | self.is_ended | (np.arange(self.size) == self.end)
         # Outside visits only diagnoses, prescriptions and their ends are recorded: measurements and
         # vaccinations need an encounter.
-        vocabulary = load_vocabulary()
-        domains = [getattr(vocabulary.get(code), "domain", None) for code in self.base_codes]
+        domains = [domain_of(code) for code in self.base_codes]
         self.outside_visit = (self.in_visit & ~self.is_gap) | (plain & np.isin(domains, ["condition", "medication"]))
         self.encounter_types = np.flatnonzero(np.isin(domains, ["encounter_type"]))
         self.is_encounter_type = np.isin(np.arange(self.size), self.encounter_types)
@@ -80,7 +89,7 @@ class RecordWriter:
         self.g, self.rules = grammar, rules
         # The rule mask reads conditions from a private copy, updated as the model writes.
         self.state = [dataclasses.replace(p, conditions=dict(p.conditions), medications=dict(p.medications),
-                                          memory={}) for p in patients]
+                                          source_state=None) for p in patients]
         rows = len(patients)
         self.day = np.zeros(rows, dtype=np.int64)
         self.offset = np.zeros(rows, dtype=np.int64)
@@ -181,7 +190,7 @@ class RecordWriter:
         return True
 
 
-class ModelSource:
+class ModelSource(TrajectorySource[ModelPlan]):
     """Trajectory source backed by a trained model folder (weights, tokenizer, model card)."""
 
     def __init__(self, folder: Path, knowledge: Knowledge | None = None, temperature: float = 1.0,
@@ -191,33 +200,35 @@ class ModelSource:
         self.grammar = TokenGrammar(self.tokenizer, self.knowledge)
         self.rules = RuleMask(self.grammar.base_codes, self.knowledge)
         self.temperature, self.top_p = temperature, top_p
+        learned = {fact_kind(token.partition("#")[0]) for token in self.tokenizer.vocab}
+        learned |= {fact_kind(code) for codes in self.tokenizer.folded.values() for code in codes}
+        self.authors = frozenset({FactKind.VISITS} | learned) - ENGINE_KINDS - {None}
 
-    def admit(self, patient: PatientState) -> list[Visit]:
-        """Nothing yet: the model writes the history before entry together with the rest."""
-        return []
-
-    def plan(self, patients: Sequence[PatientState]) -> None:
+    def plan(self, patients: Sequence[PatientState[ModelPlan]]) -> None:
         """Write the records of every patient not yet planned, in one batched pass (the engine calls
-        this for each chunk before it starts, so patients entering at different times share a batch)."""
-        unplanned = [p for p in patients if PLAN not in p.memory]
+        this for each chunk before it starts, so patients entering at different times share a batch).
+        The history before entry is written together with the rest."""
+        unplanned = [p for p in patients if p.source_state is None]
         if unplanned:
             for patient, segments in zip(unplanned, self.write_records(unplanned)):
-                patient.memory[PLAN] = deque(self.plan_visits(patient, segments))
+                patient.source_state = ModelPlan(deque(self.plan_visits(patient, segments)))
 
-    def next_visits(self, patients: Sequence[PatientState]) -> list[Visit | None]:
+    def next_visits(self, patients: Sequence[PatientState[ModelPlan]]) -> list[Visit | None]:
         self.plan(patients)
-        return [self._checked(p, p.memory[PLAN].popleft()) if p.memory[PLAN] else None for p in patients]
+        return [self._checked(p, p.source_state.visits.popleft()) if p.source_state.visits else None
+                for p in patients]
 
-    def _checked(self, patient: PatientState, visit: Visit) -> Visit:
-        """The planned visit without facts the rules now forbid: the engine may have recorded
-        diagnoses of its own since the record was written (not before entry: history passes). A drug
-        dated at the very moment its indication ends is dropped in any case: it would have none."""
+    def _checked(self, patient: PatientState[ModelPlan], visit: Visit) -> Visit:
+        """The planned visit without facts the rules now forbid: the patient as the engine recorded
+        it can differ from the record the mask followed while writing (the engine redraws the day of
+        death as diagnoses accrue); history before entry passes. A drug dated at the very moment its
+        indication ends is dropped in any case: it would have none."""
         ending = {(fact.text, fact.offset_days) for fact in visit.facts if fact.code == CONDITION_END}
         visit.facts = [fact for fact in visit.facts if (fact.text, fact.offset_days) not in ending
                        or fact.code == CONDITION_END]
         if patient.now <= patient.entry_day:
             return visit
-        state = dataclasses.replace(patient, conditions=dict(patient.conditions), memory={})
+        state = dataclasses.replace(patient, conditions=dict(patient.conditions), source_state=None)
         day = max(visit.day, patient.now)
         allowed, kept = self.rules.allowed([state], day)[0], []
         for fact in visit.facts:
@@ -268,7 +279,7 @@ class ModelSource:
             active[text] = day
         elif fact.code in self.knowledge.indications:
             text = next((c for c in sorted(self.knowledge.indications[fact.code]) if active.get(c, -1) > day), None)
-        elif fact.code.startswith(("SNOMED/", "ICD10CM/")):
+        elif domain_of(fact.code) == "condition":
             active[fact.code] = ACTIVE
         return Fact(fact.code, float(fact.offset_days), fact.value, fact.unit, text)
 

@@ -11,10 +11,9 @@ from rich.live import Live
 from rich.table import Table
 
 from fhir_export.server import TOKEN_VARIABLE
-from trajsim.scenario import ScenarioError
+from trajsim.scenario import ScenarioError, StreamScenario, load_stream_scenario, with_overrides
 from trajsim.stream.dashboard import dashboard
 from trajsim.stream.run import StreamError, StreamOptions, StreamRun, run_stream
-from trajsim.stream.scenario import StreamScenario, load_stream_scenario, stream_scenario_with
 from trajsim.stream.summary import stream_summary, write_dead_letter, write_summary
 
 STOPPED_BY = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # exit code: 128 + the signal's number (130, 143)
@@ -50,7 +49,7 @@ def stream_command(
 
     try:
         scenario = load_stream_scenario(scenario_file) if scenario_file else StreamScenario()
-        scenario = stream_scenario_with(scenario, "command line", hours=hours, seed=seed)
+        scenario = with_overrides(scenario, "command line", hours=hours, seed=seed)
     except ScenarioError as exc:
         raise fail(str(exc)) from None
     options = StreamOptions(server, speed=DEFAULT_SPEED if speed is None and rate is None else speed, rate=rate,

@@ -21,9 +21,8 @@ from fhir_export.resources import ResourceBuilder
 from fhir_export.writers import patient_bundle
 from trajsim.clock import MINUTES_PER_DAY
 from trajsim.engine.hospital import CareStep, Hospital
-from trajsim.generate import default_builder, fhir_namespace
-from trajsim.scenario import Scenario
-from trajsim.stream.scenario import StreamScenario
+from trajsim.output import default_builder, fhir_namespace
+from trajsim.scenario import StreamScenario
 
 Resource = dict[str, Any]
 
@@ -107,16 +106,13 @@ class HospitalRecords:
 def stream_namespace(scenario: StreamScenario) -> str:
     """The builder namespace of a stream's ids and identifiers: its own, so a stream's patients never
     take the ids of a cohort generated into the same server."""
-    return fhir_namespace(_as_cohort(scenario))
+    return fhir_namespace(f"stream-{scenario.name}", scenario.seed)
 
-
-def _as_cohort(scenario: StreamScenario) -> Scenario:
-    return Scenario(name=f"stream-{scenario.name}", seed=scenario.seed)
 
 
 def interactions(hospital: Hospital) -> Iterator[Interaction]:
     """Every request of the hospital's scenario window, in simulated-time order."""
-    records = HospitalRecords(default_builder(_as_cohort(hospital.scenario)))
+    records = HospitalRecords(default_builder(stream_namespace(hospital.scenario)))
     number = 0
     for step in hospital.steps():
         minute = (step.day - hospital.start_day) * MINUTES_PER_DAY

@@ -17,10 +17,10 @@ import httpx
 from fhir_export.push import FHIR_JSON, PushError, check_server
 from fhir_export.server import FhirServer, ServerAddressError, fhir_server
 from trajsim.engine.hospital import Hospital
+from trajsim.scenario import StreamScenario
 from trajsim.stream.clock import Pacer
 from trajsim.stream.hl7v2 import AdtFeed, MllpChannel
 from trajsim.stream.messages import interactions
-from trajsim.stream.scenario import StreamScenario
 from trajsim.stream.sender import DeliveryStats, FhirChannel, Sender
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; what `timeout`, systemd and Kubernetes send

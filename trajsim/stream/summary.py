@@ -17,8 +17,8 @@ import numpy as np
 import orjson
 
 from trajsim.atomic import write_bytes_atomic
+from trajsim.scenario import Surge
 from trajsim.stream.run import StreamRun
-from trajsim.stream.scenario import Surge
 from trajsim.stream.sender import DeliveryStats
 
 

@@ -2,8 +2,6 @@
 follow-up, endpoints, and the statistics a planner sizes a study with (Table 1, Kaplan-Meier, event
 rates, power). `trajsim trial` builds an arm from a scenario's `[trial]` section and, given real
 records, the same arm from them for comparison.
-
-This package's `__init__` stays import-light because `trajsim.scenario` imports `trial.spec`.
 """
 
 

@@ -14,8 +14,8 @@ from datetime import datetime
 import polars as pl
 
 from trajsim.events import DEATH
+from trajsim.scenario import Endpoint, Trial
 from trajsim.trial.criteria import Descendants, eligible, matching, years_between
-from trajsim.trial.spec import Endpoint, Trial
 
 END_REASONS = ("follow_up_complete", "death", "end_of_data", "lost_to_follow_up")
 

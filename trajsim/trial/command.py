@@ -25,8 +25,10 @@ def trial_command(
     target: int | None = typer.Option(None, "--target", "-n", help="Arm size (overrides trial.target_size)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides seed)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (overrides output.dir)."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes simulating batches in parallel "
-                                                                    "(the arm is the same for any number)."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes (local) or Ray CPUs simulating batches "
+                                                                    "in parallel (the arm is the same for any number)."),
+    backend: str = typer.Option("local", "--backend", help="Where batches run: local (this machine) or ray."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster, e.g. ray://head:10001."),
 ) -> None:
     """Build a synthetic control arm: Table 1, Kaplan-Meier curves, event rates, power and an HTML report."""
     from trajsim.console import console, fail, progress_bar
@@ -55,15 +57,15 @@ def trial_command(
         try:
             synthetic = synthetic_arm(scenario, descendants=descendants,
                                       on_batch=lambda screened, found: bar.update(task, completed=found),
-                                      workers=workers)
-        except TrialError as exc:
+                                      workers=workers, backend=backend, ray_address=ray_address)
+        except (TrialError, ValueError) as exc:
             raise fail(str(exc)) from None
     arms = {"synthetic": synthetic.table}
     notes = [f"Synthetic: {synthetic.table.height:,} eligible of {synthetic.screened:,} simulated patients "
              f"({100 * synthetic.table.height / synthetic.screened:.1f}%) from scenario {scenario.name} "
              f"(seed {scenario.seed}) in {synthetic.seconds:.1f} s."]
     written = write_table(synthetic.table, out_dir / "arm")
-    written += write_records(synthetic.events, synthetic.scenario, out_dir)
+    records = write_records(synthetic.events, synthetic.scenario, out_dir)
     if real_events is not None:
         data_end = real_events["time"].max()
         arms["real"] = build_arm(real_events, trial, data_end, descendants)
@@ -73,7 +75,11 @@ def trial_command(
     report = summarise(f"{scenario.name}: synthetic control arm", trial, arms, notes)
     written += write_report(report, out_dir)
     _print_summary(console, report)
-    console.print(f"Wrote {len(written):,} files to {out_dir} (open {out_dir / 'report.html'}).", highlight=False)
+    console.print(f"Wrote the records of {records.patients:,} patients ({records.bytes_written / 1e6:,.1f} MB) and "
+                  f"{len(written):,} tables and reports to {out_dir} (open {out_dir / 'report.html'}).", highlight=False)
+    if records.violations:
+        rules = ", ".join(f"{rule} ({count:,})" for rule, count in sorted(records.violations.items()))
+        raise fail(f"{sum(records.violations.values())} clinical rule violation(s) in the arm's records: {rules}", code=1)
 
 
 def _print_summary(console: Console, report: TrialReport) -> None:

@@ -16,7 +16,7 @@ import polars as pl
 
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE
-from trajsim.trial.spec import CodeList, Criterion, Trial
+from trajsim.scenario import CodeList, Criterion, Trial
 
 Descendants = dict[str, frozenset[str]] | None
 

@@ -1,5 +1,5 @@
-"""Write an arm: its table as Parquet and CSV, and (for a synthetic arm) its patients' records in the
-scenario's output formats through the same FHIR builder and writers as `trajsim generate`."""
+"""Write an arm: its table as Parquet and CSV, and (for a synthetic arm) its patients' records through
+the output module `trajsim generate` writes with: same layout, rule check and manifest."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
-from fhir_export import NdjsonWriter, write_bundle
 from trajsim.atomic import atomic_writer
-from trajsim.events import Event
-from trajsim.generate import BUNDLE_FOLDERS, STALE_PATTERNS, default_builder
+from trajsim.output import CohortOutput, OutputSummary
 from trajsim.scenario import Scenario
 
 
@@ -24,36 +22,12 @@ def write_table(frame: pl.DataFrame, stem: Path) -> list[Path]:
     return paths
 
 
-def write_records(events: pl.DataFrame, scenario: Scenario, out_dir: Path) -> list[Path]:
-    """The arm's patients as FHIR bundles and/or bulk NDJSON under out_dir/fhir/, and their events as
-    out_dir/events/arm.parquet, as the scenario's output.formats ask (replacing an earlier run's)."""
-    for pattern in STALE_PATTERNS:
-        for stale in out_dir.glob(pattern):
-            stale.unlink()
-    formats = set(scenario.output.formats)
-    builder = default_builder(scenario)
-    ndjson = NdjsonWriter(out_dir / "fhir" / "ndjson") if "ndjson" in formats else None
-    written: list[Path] = []
-    try:
-        for (subject_id,), patient_events in events.group_by("subject_id", maintain_order=True):
-            patient = builder.build([Event(*row) for row in patient_events.iter_rows()])
-            for output_format, (folder, bundle_type) in BUNDLE_FOLDERS.items():
-                if output_format in formats:
-                    path = out_dir / "fhir" / folder / f"patient-{subject_id:07d}.json"
-                    write_bundle(path, patient, bundle_type)
-                    written.append(path)
-            if ndjson is not None:
-                ndjson.write(patient)
-        if ndjson is not None:
-            ndjson.close()
-            written += sorted((out_dir / "fhir" / "ndjson").glob("*.ndjson"))
-    except BaseException:
-        if ndjson is not None:
-            ndjson.abort()
-        raise
-    if "events" in formats:
-        path = out_dir / "events" / "arm.parquet"
-        with atomic_writer(path) as handle:
-            events.write_parquet(handle, compression="zstd")
-        written.append(path)
-    return written
+def write_records(events: pl.DataFrame, scenario: Scenario, out_dir: Path) -> OutputSummary:
+    """The arm's patients (in patient order) in the scenario's output formats under out_dir, replacing
+    an earlier run's; returns what was written, rule violations included. An arm is written whole
+    from memory, so it is never resumed: it is one shard."""
+    output = CohortOutput(out_dir, scenario)
+    output.clear()
+    with output.shard(0, first=0) as writer:
+        writer.write_frame(events)
+    return output.finish([writer.summary])

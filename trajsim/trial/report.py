@@ -17,7 +17,7 @@ from trajsim.atomic import atomic_writer, write_bytes_atomic
 from trajsim.evaluate.plots import REAL, SYNTHETIC, overlaid_histograms, panels, png
 from trajsim.evaluate.report import STYLE
 from trajsim.trial.stats import PowerEstimate, event_rates, kaplan_meier, power_estimate, table_one
-from trajsim.trial.spec import Trial
+from trajsim.scenario import Trial
 
 COLORS = {"synthetic": SYNTHETIC, "real": REAL}
 

@@ -17,7 +17,7 @@ import polars as pl
 from lifelines import KaplanMeierFitter
 from scipy.stats import chi2, norm
 
-from trajsim.trial.spec import PowerTarget, Trial
+from trajsim.scenario import PowerTarget, Trial
 
 TIME_GRID_POINTS = 101
 

@@ -10,30 +10,26 @@ optimistic yield (the upper 97.5% Clopper-Pearson bound) could not fill the arm 
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
-import multiprocessing
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as midnight
 from datetime import timedelta
-from functools import cache
+from functools import partial
 
 import polars as pl
 from scipy.stats import beta
 
 from trajsim.clock import DAYS_PER_YEAR
-from trajsim.engine import TrajectorySource, simulate
+from trajsim.engine import TrajectorySource
 from trajsim.events import events_frame
-from trajsim.generate import scenario_source
-from trajsim.scenario import Scenario, with_overrides
+from trajsim.runner import Progress, Shard, ShardRunner, plan_shards, simulate_shard
+from trajsim.scenario import Scenario, Trial, with_overrides
 from trajsim.trial import TrialError
 from trajsim.trial.arm import build_arm
 from trajsim.trial.criteria import Descendants
-from trajsim.trial.spec import Trial
 
 
 @dataclass
@@ -87,81 +83,45 @@ def hopeless(found: int, screened: int, trial: Trial) -> bool:
     return trial.target_size / optimistic > trial.max_patients
 
 
-def screen_batch(scenario: Scenario, first: int, count: int, source: TrajectorySource,
+def screen_batch(scenario: Scenario, shard: Shard, source: TrajectorySource, on_progress: Progress | None = None,
                  descendants: Descendants = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Simulate patients `first` .. `first + count - 1` of the (conditioned) scenario; returns the arm
-    rows among them and the events of those arm patients."""
+    """Simulate the shard's patients of the (conditioned) scenario; returns the arm rows among them and
+    the events of those arm patients."""
     data_end = datetime.combine(scenario.period.end, midnight())
-    events = events_frame(e for record in simulate(scenario, source, first=first, count=count) for e in record.events)
+    events = events_frame(e for record in simulate_shard(scenario, shard, source, on_progress) for e in record.events)
     table = build_arm(events, require_trial(scenario), data_end, descendants)
     return table, events.filter(pl.col("subject_id").is_in(table["subject_id"].implode()))
 
 
-@cache
-def _worker_source(scenario_json: str) -> TrajectorySource:
-    return scenario_source(Scenario.model_validate_json(scenario_json))
-
-
-def _screen_in_worker(scenario_json: str, first: int, count: int,
-                      descendants: Descendants) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return screen_batch(Scenario.model_validate_json(scenario_json), first, count, _worker_source(scenario_json),
-                        descendants)
-
-
-def screened_batches(scenario: Scenario, source: TrajectorySource | None, descendants: Descendants,
-                     workers: int) -> Iterator[tuple[int, pl.DataFrame, pl.DataFrame]]:
-    """(patients screened, arm rows, their events) per batch, in patient order whatever the number of
-    workers, so the arm does not depend on it. Up to `workers` batches run ahead in a process pool."""
-    trial = require_trial(scenario)
-    plan = [(first, min(trial.batch_size, trial.max_patients - first))
-            for first in range(0, trial.max_patients, trial.batch_size)]
-    if workers == 1:
-        source = source or scenario_source(scenario)
-        for first, count in plan:
-            yield count, *screen_batch(scenario, first, count, source, descendants)
-        return
-    if source is not None:
-        raise ValueError("a custom trajectory source runs only in this process (workers=1)")
-    # spawn, not fork: torch and SimPy state must not be inherited half-initialised
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    scenario_json = scenario.model_dump_json()
-    try:
-        ahead = deque(pool.submit(_screen_in_worker, scenario_json, first, count, descendants)
-                      for first, count in plan[:workers])
-        for position, (_, count) in enumerate(plan):
-            table, events = ahead.popleft().result()
-            if position + workers < len(plan):
-                first, more = plan[position + workers]
-                ahead.append(pool.submit(_screen_in_worker, scenario_json, first, more, descendants))
-            yield count, table, events
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def synthetic_arm(scenario: Scenario, source: TrajectorySource | None = None, descendants: Descendants = None,
-                  on_batch: Callable[[int, int], None] | None = None, workers: int = 1) -> SyntheticArm:
+                  on_batch: Callable[[int, int], None] | None = None, workers: int = 1, backend: str = "local",
+                  ray_address: str | None = None) -> SyntheticArm:
     """The first `trial.target_size` eligible simulated patients (by subject id), or TrialError saying
-    how far generation got and what to change. `workers` > 1 screens batches in a process pool."""
+    how far generation got and what to change. Batches run where `trajsim.runner` puts them: in this
+    process, a process pool (`workers` > 1) or Ray (`backend="ray"`)."""
     started = time.perf_counter()
     trial = require_trial(scenario)
     narrowed = conditioned(scenario)
     tables: list[pl.DataFrame] = []
     kept: list[pl.DataFrame] = []
     screened = found = 0
-    batches = screened_batches(narrowed, source, descendants, workers)
+    runner = ShardRunner(narrowed, source, backend, workers, ray_address)
+    batches = plan_shards(trial.max_patients, trial.batch_size, grid=1)
+    # In patient order whatever the backend and number of workers, so the arm does not depend on them.
+    results = runner.run(partial(screen_batch, descendants=descendants), batches, in_order=True)
     try:
-        for count, table, events in batches:
+        for batch, (table, events) in zip(batches, results):
             table = table.head(trial.target_size - found)
             tables.append(table)
             kept.append(events.filter(pl.col("subject_id").is_in(table["subject_id"].implode())))
-            screened += count
+            screened += batch.count
             found += table.height
             if on_batch is not None:
                 on_batch(screened, found)
             if found >= trial.target_size or hopeless(found, screened, trial):
                 break
     finally:
-        batches.close()
+        results.close()
     if found < trial.target_size:
         share = f"{found} of {screened} simulated patients ({100 * found / screened:.2g}%)"
         raise TrialError(f"{scenario.name}: only {share} met the trial criteria; at that yield the target of "

@@ -1,7 +1,9 @@
 """Code systems: display names, domains and units for every code trajsim emits.
 
 One curated table (`data/codes.csv`) with the source of each display name. The FHIR exporter looks
-up displays here; the knowledge loaders check that every code they use is known here.
+up displays here; the knowledge loaders check that every code they use is known here. What kind of
+fact a code records (`domain_of`) is answered here for every stage, so the engine, the exporter,
+the rules and the model agree on it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+import polars as pl
+
 SYSTEM_URIS: dict[str, str] = {
     "SNOMED": "http://snomed.info/sct",
     "ICD10CM": "http://hl7.org/fhir/sid/icd-10-cm",
@@ -19,6 +23,9 @@ SYSTEM_URIS: dict[str, str] = {
     "CVX": "http://hl7.org/fhir/sid/cvx",
 }
 DOMAINS = ("condition", "encounter_type", "vital", "lab", "medication", "immunization", "procedure", "allergy")
+# The domain of a code the vocabulary does not know (e.g. learned from a user's data), by its system.
+DOMAIN_BY_SYSTEM = {"LOINC": "lab", "RXNORM": "medication", "CVX": "immunization", "SNOMED": "condition",
+                    "ICD10CM": "condition"}
 
 
 @dataclass(frozen=True)
@@ -78,3 +85,29 @@ def load_vocabulary() -> Vocabulary:
             raise ValueError(f"codes.csv: {row['code']}: domain {row['domain']!r} not one of {DOMAINS}")
         concepts[row["code"]] = Concept(row["code"], row["display"], row["domain"], row["unit"] or None)
     return Vocabulary(concepts)
+
+
+@cache
+def _known_domains() -> dict[str, str]:
+    return {concept.code: concept.domain for concept in load_vocabulary()}
+
+
+def domain_of(code: str) -> str | None:
+    """The kind of fact a SYSTEM/CODE records (one of `DOMAINS`): the vocabulary's domain when it
+    knows the code, else the usual one of its code system; None for structural codes."""
+    known = _known_domains().get(code)
+    return known if known is not None else DOMAIN_BY_SYSTEM.get(code.split("/", 1)[0])
+
+
+def in_domain(codes: pl.Expr, domain: str) -> pl.Expr:
+    """Whether `domain_of` each code of a column is `domain`, as one polars expression for whole
+    event tables (null for a null code). It tests the code system and looks up only the codes the
+    vocabulary files under another domain than their system's, so it costs about a prefix test."""
+    systems = [system for system, usual in DOMAIN_BY_SYSTEM.items() if usual == domain]
+    by_system = codes.str.contains(f"^({'|'.join(systems)})(/|$)") if systems else pl.lit(False)
+    joining, leaving = [], []  # known codes in `domain` from another system's; known codes out of it
+    for code, known in _known_domains().items():
+        usual = DOMAIN_BY_SYSTEM.get(code.split("/", 1)[0]) == domain
+        if (known == domain) != usual:
+            (leaving if usual else joining).append(code)
+    return (by_system & ~codes.is_in(leaving)) | codes.is_in(joining)

@@ -2,23 +2,22 @@
 hour of day and weekday), how many beds and clinicians there are, and surges (a mass-casualty
 event, a flu season) that multiply arrivals for a while and may change who arrives.
 
-Stream scenarios are TOML files checked by the pydantic models below; mistakes become one
-`ScenarioError` naming the file, the field and what is allowed, as for `trajsim generate`.
+Stream scenarios are TOML files of their own (`scenarios/stream/`); a mistake in one becomes the same
+one-line `ScenarioError` as in a cohort scenario.
 """
 
 from __future__ import annotations
 
-import csv
-import tomllib
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
-from trajsim.scenario import ScenarioError, describe_validation_error
+from trajsim.knowledge import read_table
+from trajsim.scenario.base import ScenarioName, Seed, StrictModel, load_toml
 
 # Relative ED arrival rate by hour of day, midnight first. An illustrative shape, not a published
 # table: US EDs see a trough around 05:00 and a late-morning-to-evening plateau three to four times
@@ -49,21 +48,18 @@ class Presentation:
 @cache
 def presentations() -> dict[str, Presentation]:
     """The ED case mix, by condition key."""
-    with files("trajsim.stream").joinpath("data/presentations.csv").open(encoding="utf-8") as handle:
-        return {row["condition"]: Presentation(
-            row["condition"], int(row["esi"]), float(row["weight"]), float(row["age_min"]), float(row["admit_probability"]),
-            float(row["stay_days"]) if row["stay_days"] else None, tuple(row["labs"].split()),
-            row["medication"] or None) for row in csv.DictReader(handle)}
+    rows = read_table(files("trajsim.stream").joinpath("data/presentations.csv"), (
+        "condition", "esi", "weight", "age_min", "admit_probability", "stay_days", "labs", "medication"))
+    return {row["condition"]: Presentation(
+        row["condition"], int(row["esi"]), float(row["weight"]), float(row["age_min"]), float(row["admit_probability"]),
+        float(row["stay_days"]) if row["stay_days"] else None, tuple(row["labs"].split()),
+        row["medication"] or None) for row in rows}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Arrivals(_Strict):
-    per_day: float = Field(120.0, gt=0, le=100_000)  # mean ED arrivals per day before any surge
-    hourly: tuple[float, ...] = Field(DIURNAL_ARRIVALS, min_length=24, max_length=24)
-    weekday: tuple[float, ...] = Field(WEEKDAY_ARRIVALS, min_length=7, max_length=7)
+class Arrivals(StrictModel):
+    per_day: StrictFloat = Field(120.0, gt=0, le=100_000)  # mean ED arrivals per day before any surge
+    hourly: tuple[StrictFloat, ...] = Field(DIURNAL_ARRIVALS, min_length=24, max_length=24)
+    weekday: tuple[StrictFloat, ...] = Field(WEEKDAY_ARRIVALS, min_length=7, max_length=7)
 
     @field_validator("hourly", "weekday")
     @classmethod
@@ -73,23 +69,23 @@ class Arrivals(_Strict):
         return rates
 
 
-class Capacity(_Strict):
-    ed_beds: int = Field(20, ge=1, le=10_000)
-    ward_beds: int = Field(120, ge=1, le=100_000)
-    triage_nurses: int = Field(2, ge=1, le=1_000)
-    physicians: int = Field(3, ge=1, le=1_000)
-    ward_occupancy: float = Field(0.8, ge=0, le=1)  # share of ward beds taken when the window opens
+class Capacity(StrictModel):
+    ed_beds: StrictInt = Field(20, ge=1, le=10_000)
+    ward_beds: StrictInt = Field(120, ge=1, le=100_000)
+    triage_nurses: StrictInt = Field(2, ge=1, le=1_000)
+    physicians: StrictInt = Field(3, ge=1, le=1_000)
+    ward_occupancy: StrictFloat = Field(0.8, ge=0, le=1)  # share of ward beds taken when the window opens
 
 
-class Surge(_Strict):
+class Surge(StrictModel):
     """Arrivals multiplied by `multiplier` from `start_hour` for `hours`; with `case_mix`, arrivals
     during the surge present only with those conditions (e.g. injuries after a highway crash)."""
 
-    name: str = Field(min_length=1)
-    start_hour: float = Field(ge=0)
-    hours: float = Field(gt=0)
-    multiplier: float = Field(gt=0, le=1000)
-    case_mix: tuple[str, ...] = ()
+    name: StrictStr = Field(min_length=1)
+    start_hour: StrictFloat = Field(ge=0)
+    hours: StrictFloat = Field(gt=0)
+    multiplier: StrictFloat = Field(gt=0, le=1000)
+    case_mix: tuple[StrictStr, ...] = ()
 
     @field_validator("case_mix")
     @classmethod
@@ -103,14 +99,14 @@ class Surge(_Strict):
         return self.start_hour <= hour < self.start_hour + self.hours
 
 
-class StreamScenario(_Strict):
+class StreamScenario(StrictModel):
     """The defaults describe a mid-sized community hospital on an ordinary day."""
 
-    name: str = Field("hospital", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    description: str = "A mid-sized community hospital: 120 ED arrivals a day, 20 ED beds, 120 ward beds"
-    seed: int = Field(20261125, ge=0, lt=2**63)
+    name: ScenarioName = "hospital"
+    description: StrictStr = "A mid-sized community hospital: 120 ED arrivals a day, 20 ED beds, 120 ward beds"
+    seed: Seed = 20261125
     start: datetime = datetime(2025, 1, 6)  # a Monday, midnight
-    hours: float = Field(24.0, gt=0, le=24 * 366)
+    hours: StrictFloat = Field(24.0, gt=0, le=24 * 366)
     arrivals: Arrivals = Arrivals()
     capacity: Capacity = Capacity()
     surges: tuple[Surge, ...] = ()
@@ -125,27 +121,6 @@ class StreamScenario(_Strict):
         return [surge for surge in self.surges if surge.covers(hour)]
 
 
-def stream_scenario_with(scenario: StreamScenario, source: str, **changes: object) -> StreamScenario:
-    """The scenario with top-level overrides (None leaves a field as it is), validated like the file."""
-    data = scenario.model_dump() | {key: value for key, value in changes.items() if value is not None}
-    return _validate(data, source)
-
-
 def load_stream_scenario(path: Path) -> StreamScenario:
     """Read and validate a stream scenario TOML file, or raise ScenarioError saying what to fix."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such scenario file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{path}: cannot read scenario file: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
-    return _validate(raw, str(path))
-
-
-def _validate(data: dict, source: str) -> StreamScenario:
-    try:
-        return StreamScenario.model_validate(data)
-    except ValidationError as exc:
-        raise ScenarioError(describe_validation_error(exc, source, StreamScenario)) from None
+    return load_toml(path, StreamScenario)

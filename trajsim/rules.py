@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from trajsim.clock import DAYS_PER_YEAR
-from trajsim.engine.source import PatientState
 from trajsim.events import BIRTH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
+from trajsim.vocab import in_domain
+
+if TYPE_CHECKING:  # the mask reads a patient's state; checking tables must not load the engine
+    from trajsim.engine.source import PatientState
 
 RULES: dict[str, str] = {
     "sex_specific_code": "a code that applies to one sex only, recorded for a patient of the other sex",
@@ -47,7 +51,6 @@ MASK_RULES = ("sex_specific_code", "age_specific_code", "before_birth", "after_d
 VIOLATION_SCHEMA = {"rule": pl.String(), "subject_id": pl.UInt64(), "time": pl.Datetime("us"),
                     "code": pl.String(), "detail": pl.String()}
 _MICROSECONDS_PER_YEAR = DAYS_PER_YEAR * 86_400e6
-_CONDITION_CODE = r"^(SNOMED|ICD10CM)/"
 
 
 def find_violations(events: pl.DataFrame, knowledge: Knowledge | None = None) -> pl.DataFrame:
@@ -124,7 +127,7 @@ def _condition_spells(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame
     """Each recorded condition with the end of its spell: the first condition_end for that condition
     at or after it (null while still active)."""
     # Sorted by time overall, hence within every (subject, condition) group as the as-of join needs.
-    starts = (facts.filter(pl.col("code").str.contains(_CONDITION_CODE))
+    starts = (facts.filter(in_domain(pl.col("code"), "condition"))
               .select("subject_id", _same_condition(pl.col("code"), knowledge).alias("condition"),
                       pl.col("code").alias("recorded"), pl.col("time").alias("start"))
               .sort("start"))
@@ -139,8 +142,8 @@ def _indications(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
     known = pl.LazyFrame({"code": list(knowledge.indications),
                           "known": [sorted(codes) for codes in knowledge.indications.values()]},
                          schema={"code": pl.String, "known": pl.List(pl.String)})
-    recorded = pl.col("text").str.contains(_CONDITION_CODE).fill_null(False)
-    drugs = (facts.filter(pl.col("code").str.starts_with("RXNORM/")).with_row_index("drug")
+    recorded = in_domain(pl.col("text"), "condition").fill_null(False)
+    drugs = (facts.filter(in_domain(pl.col("code"), "medication")).with_row_index("drug")
              .join(known, on="code", how="left")
              .with_columns(condition=pl.when(recorded).then(pl.concat_list("text")).otherwise("known"))
              .filter(pl.col("condition").is_not_null()))

@@ -11,20 +11,18 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
-CodeList = tuple[str, ...]
+from trajsim.scenario.base import StrictModel
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+CodeList = tuple[StrictStr, ...]
 
 
-class _ValueRange(_Strict):
+class _ValueRange(StrictModel):
     """Shared by everything that can require a lab value in [min_value, max_value]."""
 
-    min_value: float | None = None
-    max_value: float | None = None
+    min_value: StrictFloat | None = None
+    max_value: StrictFloat | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> _ValueRange:
@@ -33,7 +31,7 @@ class _ValueRange(_Strict):
         return self
 
 
-class _Interval(_Strict):
+class _Interval(StrictModel):
     """A half-open interval [low, high) of the subclass's two fields, named in `_bounds`."""
 
     _bounds: tuple[str, str]
@@ -50,8 +48,8 @@ class AgeRange(_Interval):
     """Age in years at the index date, in [min, max)."""
 
     _bounds = ("min", "max")
-    min: float = Field(0, ge=0, le=120)
-    max: float = Field(121, gt=0, le=121)
+    min: StrictFloat = Field(0, ge=0, le=120)
+    max: StrictFloat = Field(121, gt=0, le=121)
 
 
 class Window(_Interval):
@@ -75,21 +73,21 @@ class Criterion(_ValueRange):
     `lookback_days` of it (any time before if omitted)."""
 
     codes: CodeList = Field(min_length=1)
-    lookback_days: int | None = Field(None, ge=0)
+    lookback_days: StrictInt | None = Field(None, ge=0)
 
 
-class Endpoint(_Strict):
+class Endpoint(StrictModel):
     """`time_to_event`: the first event with one of `codes` after the index date.
     `lab_change`: the value of the one lab in `codes` nearest to `at_days` after the index date (within
     `window_days`) minus its last value on or before the index date (within `baseline_days`)."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    label: str | None = None
+    name: StrictStr = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: StrictStr | None = None
     kind: Literal["time_to_event", "lab_change"] = "time_to_event"
     codes: CodeList = Field(min_length=1)
-    at_days: int | None = Field(None, ge=1)
-    window_days: int = Field(60, ge=0)
-    baseline_days: int = Field(90, ge=0)
+    at_days: StrictInt | None = Field(None, ge=1)
+    window_days: StrictInt = Field(60, ge=0)
+    baseline_days: StrictInt = Field(90, ge=0)
 
     @model_validator(mode="after")
     def _lab_change_needs_one_lab_and_a_time(self) -> Endpoint:
@@ -102,13 +100,13 @@ class Endpoint(_Strict):
         return self.label or self.name
 
 
-class PowerTarget(_Strict):
+class PowerTarget(StrictModel):
     """The effect a two-arm trial (1:1) should detect on a time-to-event endpoint."""
 
-    endpoint: str
-    hazard_ratio: float = Field(0.8, gt=0)
-    alpha: float = Field(0.05, gt=0, lt=1)
-    power: float = Field(0.8, gt=0, lt=1)
+    endpoint: StrictStr
+    hazard_ratio: StrictFloat = Field(0.8, gt=0)
+    alpha: StrictFloat = Field(0.05, gt=0, lt=1)
+    power: StrictFloat = Field(0.8, gt=0, lt=1)
 
     @field_validator("hazard_ratio")
     @classmethod
@@ -118,21 +116,21 @@ class PowerTarget(_Strict):
         return hazard_ratio
 
 
-class Trial(_Strict):
+class Trial(StrictModel):
     """Eligibility, index date, follow-up and endpoints of a (synthetic) control arm."""
 
-    target_size: int = Field(500, ge=1, le=1_000_000)
-    max_patients: int = Field(20_000, ge=1, le=100_000_000)  # simulated at most before giving up
-    batch_size: int = Field(500, ge=1, le=100_000)
+    target_size: StrictInt = Field(500, ge=1, le=1_000_000)
+    max_patients: StrictInt = Field(20_000, ge=1, le=100_000_000)  # simulated at most before giving up
+    batch_size: StrictInt = Field(500, ge=1, le=100_000)
     code_sets: dict[str, CodeList] = {}
     age: AgeRange = AgeRange()
     sex: Literal["any", "F", "M"] = "any"
     index: IndexEvent
     require: tuple[Criterion, ...] = ()
     exclude: tuple[Criterion, ...] = ()
-    follow_up_days: int = Field(1826, ge=1)
-    loss_to_follow_up_days: int | None = Field(None, ge=1)  # no record for this long ends follow-up
-    baseline: tuple[str, ...] = ()  # code set names reported as history at index in Table 1
+    follow_up_days: StrictInt = Field(1826, ge=1)
+    loss_to_follow_up_days: StrictInt | None = Field(None, ge=1)  # no record for this long ends follow-up
+    baseline: tuple[StrictStr, ...] = ()  # code set names reported as history at index in Table 1
     endpoints: tuple[Endpoint, ...] = Field(min_length=1)
     power: PowerTarget | None = None
 

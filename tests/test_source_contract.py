@@ -1,0 +1,151 @@
+"""Who writes what: every kind of fact in a chart has one author, the trajectory source for the
+kinds it declares and the engine's scheduled care for all the others."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+import pytest
+
+from tests.conftest import small_scenario
+from trajsim.engine import (
+    Fact,
+    FactKind,
+    PatientState,
+    ReferenceSource,
+    TrajectorySource,
+    Visit,
+    simulate,
+)
+from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
+from trajsim.events import VISIT_END, visit_start_code
+from trajsim.model import DEFAULT_MODEL
+
+INFANTS_AND_ADULTS = ({"min": 0, "max": 2, "weight": 1.0}, {"min": 50, "max": 90, "weight": 1.0})
+SYMPTOM_VISIT = "SNOMED/185345009"
+
+
+class Counted(TrajectorySource):
+    """Another source, unchanged, counting per patient the codes it hands to the engine."""
+
+    def __init__(self, source: TrajectorySource) -> None:
+        self.source, self.authors = source, source.authors
+        self.codes: dict[int, Counter[str]] = defaultdict(Counter)
+
+    def _count(self, patient: PatientState, visits: Sequence[Visit]) -> None:
+        for visit in visits:
+            if visit.encounter_class is not None:
+                self.codes[patient.subject_id].update([visit_start_code(visit.encounter_class), VISIT_END])
+            self.codes[patient.subject_id].update(fact.code for fact in visit.facts)
+
+    def new_state(self, patient):
+        return self.source.new_state(patient)
+
+    def plan(self, patients):
+        self.source.plan(patients)
+
+    def admit(self, patient):
+        history = self.source.admit(patient)
+        self._count(patient, history)
+        return history
+
+    def next_visits(self, patients):
+        visits = self.source.next_visits(patients)
+        for patient, visit in zip(patients, visits):
+            self._count(patient, [visit] if visit else [])
+        return visits
+
+    def between_visits(self, patient, until):
+        facts = self.source.between_visits(patient, until)
+        self.codes[patient.subject_id].update(fact.code for _, fact in facts)
+        return facts
+
+    def complete_visit(self, patient, visit):
+        facts = self.source.complete_visit(patient, visit)
+        self.codes[patient.subject_id].update(fact.code for fact in facts)
+        return facts
+
+    def recorded(self, patient, visit):
+        self.source.recorded(patient, visit)
+
+
+def authors_by_kind(source: TrajectorySource, size: int, seed: int) -> dict[FactKind, set[str]]:
+    """Which components wrote facts of each kind: the source (codes it handed over) and the engine
+    (recorded beyond what the source handed over)."""
+    counted = Counted(source)
+    writers: dict[FactKind, set[str]] = defaultdict(set)
+    for record in simulate(small_scenario(size, seed=seed, **{"population.age_mix": INFANTS_AND_ADULTS}), counted):
+        handed = counted.codes[record.subject_id]
+        for code, count in Counter(e.code for e in record.events).items():
+            if (kind := fact_kind(code)) is not None:
+                writers[kind] |= {"engine"} if count > handed[code] else set()
+        for code in handed:
+            if (kind := fact_kind(code)) is not None:
+                writers[kind].add("source")
+    return writers
+
+
+def shipped_sources() -> list[TrajectorySource]:
+    from trajsim.model.source import ModelSource
+
+    return [ReferenceSource(), ModelSource(DEFAULT_MODEL)]
+
+
+@pytest.mark.parametrize("source", shipped_sources(), ids=["reference", "default model"])
+def test_each_kind_of_fact_has_one_author(source):
+    writers = authors_by_kind(source, size=40, seed=12)
+    assert {"source"} <= writers[FactKind.DIAGNOSES] and writers[FactKind.DEATHS] == {"engine"}
+    for kind, who in writers.items():
+        assert who == ({"source"} if kind in source.authors else {"engine"}), kind
+
+
+def test_the_model_authors_what_it_learned_and_the_engine_what_it_did_not():
+    from trajsim.model.source import ModelSource
+
+    model = ModelSource(DEFAULT_MODEL)
+    assert model.authors == frozenset(FactKind) - ENGINE_KINDS - {FactKind.PROCEDURES}  # trained before screenings
+    assert engine_kinds(model) == ENGINE_KINDS | {FactKind.PROCEDURES}
+
+
+class SymptomVisits(TrajectorySource):
+    """A visit for a symptom every two months, with nothing found: declares `authors` and writes none of it."""
+
+    def __init__(self, authors: frozenset[FactKind]) -> None:
+        self.authors = authors
+
+    def next_visits(self, patients):
+        return [Visit(p.now + 60, "AMB", 0.02, [Fact(SYMPTOM_VISIT)]) for p in patients]
+
+
+def scheduled_kinds(source: TrajectorySource) -> Counter[FactKind]:
+    scenario = small_scenario(20, seed=3, **{"population.age_mix": INFANTS_AND_ADULTS})
+    return Counter(fact_kind(e.code) for record in simulate(scenario, source) for e in record.events)
+
+
+@pytest.mark.parametrize("kind", sorted(set(FactKind) - ENGINE_KINDS - {FactKind.VISITS}, key=lambda k: k.value))
+def test_the_engine_writes_nothing_of_a_kind_the_source_authors(kind):
+    assert scheduled_kinds(SymptomVisits(frozenset({FactKind.VISITS, kind})))[kind] == 0
+
+
+def test_the_engine_writes_what_no_source_authors():
+    kinds = scheduled_kinds(SymptomVisits(frozenset({FactKind.VISITS})))
+    for kind in (FactKind.WELL_VISITS, FactKind.MEASUREMENTS, FactKind.IMMUNIZATIONS, FactKind.PROCEDURES):
+        assert kinds[kind] > 0, kind
+
+
+def test_scheduled_care_runs_for_a_source_that_proposes_nothing():
+    class Silent(TrajectorySource):
+        def next_visits(self, patients):
+            return [None for _ in patients]
+
+    infants = ({"min": 0, "max": 2, "weight": 1.0},)
+    for record in simulate(small_scenario(20, **{"population.age_mix": infants}), Silent()):
+        if record.patient.death_day is None and record.patient.age_at(record.patient.exit_day) > 1.5:
+            codes = Counter(e.code for e in record.events)
+            assert codes["SNOMED/410620009"] >= 6 and codes["CVX/08"] == 3 and codes["LOINC/8302-2"] >= 6
+
+
+def test_only_the_engine_writes_deaths_and_allergies():
+    with pytest.raises(ValueError, match="only the engine writes"):
+        engine_kinds(SymptomVisits(frozenset({FactKind.VISITS, FactKind.DEATHS})))

@@ -1,0 +1,171 @@
+"""The maths that turns the cited population figures into one person's chances and values.
+
+The tables say what is true of a population (prevalence by age band, episode rates, a life table,
+relative risks, lab distributions, growth medians); the engine needs a person's onset and death
+hazards between two ages and the distribution a measurement is drawn from. `Epidemiology` holds
+the figures those calculations read and does them, so the loaders in `tables.py` stay plain data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import networkx as nx
+import numpy as np
+
+if TYPE_CHECKING:
+    from trajsim.knowledge.tables import AgeBand, Condition, ValueDistribution
+
+OPEN_BAND_END = 85.0
+
+
+@dataclass(frozen=True)
+class Epidemiology:
+    """The population figures and the per-person hazards, prevalences and values computed from them."""
+
+    conditions: dict[str, Condition]
+    prevalence: dict[str, list[AgeBand]]
+    episode_rates: dict[str, list[AgeBand]]
+    values: dict[str, list[ValueDistribution]]
+    growth: dict[str, np.ndarray]  # sex -> rows of (age_years, height_cm, weight_kg)
+    mortality: np.ndarray  # rows of (age_min, age_max, annual hazard)
+    complications: nx.DiGraph  # condition -> complication, edge attribute relative_risk
+    mortality_hazard_ratios: dict[str, float]  # condition -> all-cause hazard ratio
+
+    def prevalence_factor(self, sex: str, age: float, ratios: dict[str, float]) -> float:
+        """Mean of 1 + sum of (ratio - 1) over the conditions a person of this age has, by prevalence.
+
+        Excess risks are additive: a person with conditions C has risk baseline * (1 + sum over C of
+        (ratio - 1)), and baseline = population figure / this factor keeps the population figure."""
+        return 1.0 + sum(self.prevalence_at(key, sex, age) * (ratio - 1.0) for key, ratio in ratios.items()
+                         if key in self.prevalence)
+
+    @cached_property
+    def chronic(self) -> list[Condition]:
+        """The chronic conditions, in the order of the arrays `chronic_changes` returns."""
+        return [c for c in self.conditions.values() if c.course == "chronic"]
+
+    @cached_property
+    def risk_ratios(self) -> dict[str, dict[str, float]]:
+        """Condition -> {condition that raises its risk: relative risk}."""
+        return {target: {parent: data["relative_risk"] for parent, _, data in self.complications.in_edges(target, data=True)}
+                for target in self.complications}
+
+    @cached_property
+    def _prevalence_grid(self) -> dict[str, np.ndarray]:
+        # Every knot of `prevalence_knots` lies on a half-year, so interpolating this grid is exact.
+        ages = np.arange(0.0, 120.5, 0.5)
+        return {sex: np.array([[self.prevalence_at(c.key, sex, age) for age in ages] for c in self.chronic])
+                for sex in ("F", "M")}
+
+    @cached_property
+    def _excess_risk(self) -> np.ndarray:
+        """[k, j] = relative risk of chronic condition k given chronic condition j, minus 1."""
+        index = {c.key: i for i, c in enumerate(self.chronic)}
+        excess = np.zeros((len(index), len(index)))
+        for parent, target, data in self.complications.edges(data=True):
+            excess[index[target], index[parent]] = data["relative_risk"] - 1.0
+        return excess
+
+    def chronic_prevalence(self, sex: str, age: float) -> np.ndarray:
+        """Prevalence of each chronic condition at this age (see `prevalence_at`)."""
+        grid = self._prevalence_grid[sex]
+        x = min(max(age, 0.0), 120.0) * 2
+        i = min(int(x), grid.shape[1] - 2)
+        return grid[:, i] + (grid[:, i + 1] - grid[:, i]) * (x - i)
+
+    def chronic_changes(self, sex: str, age_from: float, age_to: float) -> tuple[np.ndarray, np.ndarray]:
+        """For each chronic condition between two ages: the cumulative onset hazard for someone with
+        none of the conditions that raise its risk, and the chance it resolves if present.
+
+        Onset follows the rise in prevalence, P = 1 - (1 - prev(to)) / (1 - prev(from)), rescaled by
+        `prevalence_factor` at the middle age; resolution follows a fall, 1 - prev(to) / prev(from)."""
+        key = (sex, age_from, age_to)
+        if self._last_changes.get("key") != key:  # the source and the schedule ask the same at a visit
+            self._last_changes.update(key=key, value=self._chronic_changes(sex, age_from, age_to))
+        return self._last_changes["value"]
+
+    @cached_property
+    def _last_changes(self) -> dict:
+        return {}
+
+    def _chronic_changes(self, sex: str, age_from: float, age_to: float) -> tuple[np.ndarray, np.ndarray]:
+        """The uncached `chronic_changes`."""
+        middle = (age_from + age_to) / 2
+        before, after = self.chronic_prevalence(sex, age_from), self.chronic_prevalence(sex, age_to)
+        prevalence = self.chronic_prevalence(sex, middle)
+        onset = np.clip(1.0 - (1.0 - after) / (1.0 - before), 0.0, 1.0 - 1e-12)
+        # People with a condition that raises the death hazard die sooner, which would lower its
+        # prevalence among the living; onset makes up for them: prevalence x excess death rate.
+        band = min(int(np.searchsorted(self.mortality[:, 1], middle, side="right")), len(self.mortality) - 1)
+        excess_deaths = self.mortality[band, 2] / self._death_normalisers[sex][band] * (self._chronic_hazard_ratios - 1.0)
+        hazard = -np.log1p(-onset) + prevalence * excess_deaths * max(age_to - age_from, 0.0)
+        factor = 1.0 + self._excess_risk @ prevalence
+        remission = np.clip(1.0 - after / np.where(before > 0, before, 1.0), 0.0, 1.0)
+        return hazard / factor, np.where(before > 0, remission, 0.0)
+
+    @cached_property
+    def _chronic_hazard_ratios(self) -> np.ndarray:
+        return np.array([self.mortality_hazard_ratios.get(c.key, 1.0) for c in self.chronic])
+
+    @cached_property
+    def _death_normalisers(self) -> dict[str, np.ndarray]:
+        middles = np.minimum((self.mortality[:, 0] + self.mortality[:, 1]) / 2, OPEN_BAND_END)
+        return {sex: np.array([self.prevalence_factor(sex, age, self.mortality_hazard_ratios) for age in middles])
+                for sex in ("F", "M")}
+
+    def death_hazards(self, sex: str, active: set[str]) -> np.ndarray:
+        """Annual death hazard per life-table band for someone with these active conditions (keys):
+        the life table scaled by 1 + their excess hazard, over the population mean of that factor."""
+        ratios = self.mortality_hazard_ratios
+        excess = sum(ratios[key] - 1.0 for key in active if key in ratios)
+        return self.mortality[:, 2] * (1.0 + excess) / self._death_normalisers[sex]
+
+    def prevalence_knots(self, condition: str, sex: str) -> tuple[list[float], list[float]]:
+        """The ages and values `prevalence_at` interpolates: each band's value at its middle (an
+        open last band taken to end at 85, near the mean age of such bands), extended to the
+        first band's lower age along the first segment's slope (flat for a single band, never
+        below zero), and zero before it."""
+        bands = [b for b in self.prevalence[condition] if b.sex in ("any", sex)]
+        if not bands:
+            return [0.0], [0.0]
+        ages = [(b.age_min + max(b.age_min, min(b.age_max, OPEN_BAND_END))) / 2 for b in bands]
+        values = [b.value for b in bands]
+        start = values[0]
+        if len(bands) > 1 and ages[1] > ages[0]:
+            slope = (values[1] - values[0]) / (ages[1] - ages[0])
+            start = min(max(values[0] - slope * (ages[0] - bands[0].age_min), 0.0), values[0])
+        return [bands[0].age_min, *ages], [start, *values]
+
+    def prevalence_at(self, condition: str, sex: str, age: float) -> float:
+        """Prevalence at an exact age: linear between the knots of `prevalence_knots`, flat after
+        the last one."""
+        ages, values = self.prevalence_knots(condition, sex)
+        return 0.0 if age < ages[0] else float(np.interp(age, ages, values))
+
+    def episode_rate(self, condition: str, sex: str, age: float) -> float:
+        """Acute episodes per person-year at this age."""
+        for band in self.episode_rates[condition]:
+            if band.covers(sex, age):
+                return band.value / 1000.0
+        return 0.0
+
+    def value_distribution(self, code: str, sex: str, age: float, active: set[str]) -> ValueDistribution | None:
+        """The distribution for a measurement: a condition-specific one if the patient has that
+        condition, else the baseline; None when the measurement is not taken at this age."""
+        baseline = None
+        for dist in self.values.get(code, ()):
+            if not dist.band.covers(sex, age):
+                continue
+            if dist.condition is None:
+                baseline = baseline or dist
+            elif dist.condition in active:
+                return dist
+        return baseline
+
+    def growth_at(self, sex: str, age: float) -> tuple[float, float]:
+        """Median height (cm) and weight (kg) at this age."""
+        table = self.growth[sex]
+        return float(np.interp(age, table[:, 0], table[:, 1])), float(np.interp(age, table[:, 0], table[:, 2]))
