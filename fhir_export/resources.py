@@ -131,6 +131,12 @@ class ResourceBuilder:
             self._concepts[code] = cached
         return cached
 
+    def domain(self, code: str) -> str | None:
+        """The kind of fact a code records: as the builder's vocabulary files it (which may hold a
+        source's own local codes), else the shared `domain_of`."""
+        known = self.vocabulary.get(code)
+        return known.domain if known is not None and known.domain else domain_of(code)
+
     def display(self, code: str) -> str:
         known = self.vocabulary.get(code)
         return known.display if known is not None else code
@@ -244,7 +250,7 @@ class _PatientBuild:
                 order["status"] = "completed"
         else:
             visit = self.visits.get(event.encounter_id) if event.encounter_id is not None else None
-            domain = domain_of(code)
+            domain = self.b.domain(code)
             if domain == "encounter_type":
                 if visit is not None:
                     visit.resource["type"] = [self.b.concept(code)]

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from trajsim.stream.messages import Interaction, Request, stream_namespace
-from trajsim.stream.scenario import StreamScenario
+from trajsim.scenario import StreamScenario
 from trajsim.stream.sender import Attempt
 
 START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\r"  # MLLP framing (HL7 v2 Implementation Guide, appendix C)
