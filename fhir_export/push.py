@@ -167,14 +167,10 @@ async def _post(client: httpx.AsyncClient, server: str, path: Path, retries: int
     for attempt in range(retries + 1):
         outcome.attempts = attempt + 1
         response = None
-        try:  # the whole exchange within the deadline, however slowly the server trickles its answer
-            response = await asyncio.wait_for(_exchange(client, server, data), deadline)
-        except (httpx.TimeoutException, TimeoutError):
-            outcome.status, outcome.diagnostics = None, f"no complete answer within {deadline} s"
-        except ResponseTooLarge:
-            outcome.status, outcome.diagnostics = None, f"answer larger than {MAX_RESPONSE_BYTES:,} bytes"
-        except httpx.TransportError as exc:
-            outcome.status, outcome.diagnostics = None, f"connection failed ({exc.__class__.__name__}: {exc})"
+        try:
+            response = await exchange(client, "POST", server, data, deadline)
+        except NoAnswer as exc:
+            outcome.status, outcome.diagnostics = None, str(exc)
         else:
             outcome.status = response.status_code
             if response.is_success:
@@ -190,18 +186,41 @@ async def _post(client: httpx.AsyncClient, server: str, path: Path, retries: int
     return outcome
 
 
-class ResponseTooLarge(Exception):
-    """The server's answer exceeded MAX_RESPONSE_BYTES."""
+class NoAnswer(Exception):
+    """No complete answer came: `kind` is "timeout", "connection failed" or "answer too large" (a
+    failure of the network or the server, worth another try); the message says more."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
 
 
-async def _exchange(client: httpx.AsyncClient, server: str, data: bytes) -> httpx.Response:
-    """POST a bundle and read the answer, refusing to hold more than MAX_RESPONSE_BYTES of it."""
-    async with client.stream("POST", server, content=data) as response:
+class _TooLarge(Exception):
+    pass
+
+
+async def exchange(client: httpx.AsyncClient, method: str, url: str, data: bytes, deadline: float,
+                   limit: int = MAX_RESPONSE_BYTES) -> httpx.Response:
+    """Send one request and read its whole answer within `deadline` seconds, however slowly the
+    server trickles it, holding at most `limit` bytes of it; raises NoAnswer otherwise."""
+    try:
+        return await asyncio.wait_for(_bounded_exchange(client, method, url, data, limit), deadline)
+    except (httpx.TimeoutException, TimeoutError):
+        raise NoAnswer("timeout", f"no complete answer within {deadline} s") from None
+    except _TooLarge:
+        raise NoAnswer("answer too large", f"more than {limit:,} bytes") from None
+    except httpx.HTTPError as exc:  # dropped connections, but also a garbled status line or encoding
+        raise NoAnswer("connection failed", f"{exc.__class__.__name__}: {exc}") from None
+
+
+async def _bounded_exchange(client: httpx.AsyncClient, method: str, url: str, data: bytes,
+                            limit: int) -> httpx.Response:
+    async with client.stream(method, url, content=data) as response:
         body = bytearray()
         async for chunk in response.aiter_bytes():
             body += chunk
-            if len(body) > MAX_RESPONSE_BYTES:
-                raise ResponseTooLarge
+            if len(body) > limit:
+                raise _TooLarge
     decoded = [(k, v) for k, v in response.headers.raw if k.lower() not in (b"content-encoding", b"content-length")]
     return httpx.Response(response.status_code, headers=decoded, content=bytes(body))
 

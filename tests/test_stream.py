@@ -6,17 +6,20 @@ waits; bad scenarios end in one sentence."""
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 import simpy
+from rich.console import Console
 from typer.testing import CliRunner
 
 from tests.fhir_server import free_port, sekmet_server
+from tests.test_stream_resilience import valid_answer
 from trajsim.cli import app
 from trajsim.engine.capacity import CareUnit
 from trajsim.engine.hospital import Hospital
@@ -26,9 +29,12 @@ from trajsim.output import default_builder, fhir_namespace
 from trajsim.knowledge import load_knowledge
 from trajsim.scenario import StreamScenario, load_stream_scenario, presentations, with_overrides
 from trajsim.stream.clock import Pacer
-from trajsim.stream.messages import interactions
+from trajsim.stream.dashboard import dashboard
+from trajsim.stream.hl7v2 import AdtFeed
+from trajsim.stream.messages import Interaction, interactions
 from trajsim.stream.run import StreamOptions, run_stream
-from trajsim.stream.summary import stream_summary
+from trajsim.stream.sender import DeliveryStats
+from trajsim.stream.summary import stream_summary, summary_html, write_dead_letter, write_summary
 
 runner = CliRunner(env={"COLUMNS": "250"})
 REPO = Path(__file__).resolve().parents[1]
@@ -124,13 +130,25 @@ def test_what_is_sent_is_what_generate_renders_from_the_patients_events():
                 assert state[path] == resource, path
 
 
-def summary_of(scenario: StreamScenario) -> dict:
-    """The summary of a run against an instant in-process server."""
+def instant_server(seen: list[httpx.Request] | None = None, refuse: str = "") -> httpx.MockTransport:
+    """An in-process FHIR server that answers every write at once as a server that stored it does,
+    except writes whose URL starts with `refuse` (answered 400); `seen` collects every request."""
     def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"resourceType": "CapabilityStatement" if request.method == "GET" else "Bundle"})
+        if seen is not None:
+            seen.append(request)
+        if request.method == "GET":
+            return httpx.Response(200, json={"resourceType": "CapabilityStatement"})
+        if refuse and request.url.path.removeprefix("/fhir/").startswith(refuse):
+            return httpx.Response(400, json={"resourceType": "OperationOutcome", "issue": []})
+        return httpx.Response(200, json=valid_answer(request.method, request.content))
 
-    options = StreamOptions("http://stub/fhir", speed=None, rate=0, in_flight=32)
-    return stream_summary(run_stream(scenario, options, transport=httpx.MockTransport(answer)))
+    return httpx.MockTransport(answer)
+
+
+def summary_of(scenario: StreamScenario, **options) -> dict:
+    """The summary of a run against an instant in-process server."""
+    options = StreamOptions("http://stub/fhir", **{"speed": None, "rate": 0, "in_flight": 32, **options})
+    return stream_summary(run_stream(scenario, options, transport=instant_server()))
 
 
 def test_a_surge_raises_arrivals_and_waits():
@@ -225,3 +243,124 @@ def test_a_care_unit_serves_by_priority_and_records_each_wait():
     assert served == ["first", "urgent", "routine"]
     assert sorted(beds.stats.waits) == [0, 8, 19] and beds.stats.longest_queue == 2
     assert beds.occupied == beds.queued == 0
+
+
+@pytest.mark.parametrize("pacing", [{"speed": 36000.0, "rate": None}, {"rate": 0}])
+def test_hours_1_streams_exactly_one_simulated_hour(pacing):
+    """The window ends at its end, not at its last request (seed 6's is at 0.73 h)."""
+    summary = summary_of(StreamScenario(hours=1, seed=6), **pacing)
+    assert summary["simulated_hours"] == 1.0
+    if "speed" in pacing:
+        assert summary["wall_seconds"] >= 0.1  # one simulated hour at 36,000x
+
+
+def test_the_summary_has_per_second_rates_and_latencies_and_plots_them(tmp_path):
+    summary = summary_of(StreamScenario(hours=4, seed=3), rate=100)
+    series = summary["requests"]["by_second"]
+    seconds = len(series["acknowledged"])
+    assert seconds >= 1 and sum(series["acknowledged"]) == summary["requests"]["acknowledged"]
+    assert len(series["latency_p50_ms"]) == len(series["latency_p90_ms"]) == seconds
+    assert all(p50 is None or 0 <= p50 <= p90 for p50, p90 in zip(series["latency_p50_ms"], series["latency_p90_ms"]))
+    page = summary_html(summary)
+    for label in ("wall seconds since the start", "acknowledged per second", "latency (ms)", "p90",
+                  "simulated hour", "ED arrivals"):
+        assert f">{label}</text>" in page, label
+    assert page.count("<svg") == 3
+
+
+def test_the_dashboard_rate_is_the_last_ten_seconds_not_the_mean():
+    stats = DeliveryStats()
+    stats.started -= 60  # a minute in: 600 acknowledged in its first ten seconds, 50 in the last ten
+    stats.acknowledged_per_second = [60] * 10 + [0] * 40 + [5] * 10
+    assert stats.current_rate() == pytest.approx(5.0, rel=0.1)
+
+
+def test_credentials_are_sent_but_never_written_or_shown(tmp_path):
+    seen: list[httpx.Request] = []
+    options = StreamOptions("http://alice:s3cret@stub/fhir", speed=None, rate=0)
+    run = run_stream(StreamScenario(hours=1, seed=3), options, transport=instant_server(seen, refuse="Observation"))
+    assert {r.headers["authorization"] for r in seen} == {"Basic " + base64.b64encode(b"alice:s3cret").decode()}
+    assert run.stats.undelivered, "a refused request should leave a dead letter to check"
+    write_summary(stream_summary(run), tmp_path)
+    write_dead_letter(run, tmp_path / "dead-letter.ndjson")
+    screen = Console(record=True, width=200)
+    screen.print(dashboard(run))
+    shown = [screen.export_text(), repr(run.options), *(path.read_text() for path in tmp_path.iterdir())]
+    assert "http://stub/fhir" in shown[0]
+    assert not [text for text in shown if "s3cret" in text or "alice" in text]
+
+
+def test_a_token_is_sent_as_bearer_auth(monkeypatch):
+    seen: list[httpx.Request] = []
+    run_stream(StreamScenario(hours=1, seed=3), StreamOptions("http://stub/fhir", speed=None, rate=0, token="t0ken"),
+               transport=instant_server(seen))
+    monkeypatch.setenv("TRAJSIM_FHIR_TOKEN", "from-the-environment")
+    run_stream(StreamScenario(hours=1, seed=3), StreamOptions("http://stub/fhir", speed=None, rate=0),
+               transport=instant_server(seen))
+    assert {r.headers["authorization"] for r in seen} == {"Bearer t0ken", "Bearer from-the-environment"}
+
+
+def test_a_password_in_the_url_is_not_printed_when_the_server_is_down(tmp_path):
+    port = free_port()
+    result = runner.invoke(app, ["stream", "--server", f"http://alice:s3cret@127.0.0.1:{port}/fhir",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 2 and f"http://127.0.0.1:{port}/fhir" in result.output
+    assert "s3cret" not in result.output and "alice" not in result.output
+
+
+def test_no_two_patients_hold_the_same_bed_at_once():
+    holding: dict[int, tuple[str, int]] = {}
+    places = set()
+    for step in Hospital(load_stream_scenario(REPO / "scenarios" / "stream" / "ed_surge.toml")).steps():
+        subject = step.record.subject_id
+        if step.place is not None:
+            assert step.place not in {p for s, p in holding.items() if s != subject}, step
+            holding[subject] = step.place
+            places.add(step.place)
+        if step.kind in ("transfer", "discharge"):
+            holding.pop(subject, None)
+    assert {unit for unit, _ in places} == {"ED beds", "ward beds"} and len(places) > 20
+
+
+def adt_messages(**feed_options) -> list[tuple[Interaction, dict[str, list[list[str]]]]]:
+    """Each ADT message of 30 simulated hours with the interaction it came from, parsed into
+    segments (by name) of fields."""
+    scenario = StreamScenario(hours=30, seed=3)
+    feed = AdtFeed(scenario, "R1", **feed_options)
+    parsed = []
+    for interaction in interactions(Hospital(scenario)):
+        if (message := feed.message(interaction)) is not None:
+            segments = message.request.body.decode().strip("\r").split("\r")
+            parsed.append((interaction, {segment[:3]: segment.split("|") for segment in segments}))
+    return parsed
+
+
+def test_adt_messages_carry_send_time_control_id_identifiers_location_doctor_and_service():
+    before = datetime.now(UTC).replace(microsecond=0)
+    messages = adt_messages()
+    start = StreamScenario().start
+    assert {m["MSH"][8].split("^")[1] for _, m in messages} == {"A04", "A08", "A02", "A01", "A03"}
+    assert len({m["MSH"][9] for _, m in messages}) == len(messages)
+    assert all(m["MSH"][9].startswith("R1-") for _, m in messages)
+    for interaction, m in messages:
+        sent = datetime.strptime(m["MSH"][6], "%Y%m%d%H%M%S%z")
+        assert before <= sent <= datetime.now(UTC)  # MSH-7: when it was sent
+        happened = datetime.strptime(m["EVN"][6], "%Y%m%d%H%M%S%z").replace(tzinfo=None)
+        assert m["EVN"][2] == m["EVN"][6] and abs(happened - (start + timedelta(minutes=interaction.minute))) < \
+            timedelta(seconds=1)  # EVN-2 recorded, EVN-6 occurred: in the simulated hospital
+        mrn, _, _, authority, kind = m["PID"][3].split("^")
+        assert mrn.isdigit() and (authority, kind) == ("stream-hospital-3", "MR")
+        visit, _, _, authority, kind = m["PV1"][19].split("^")
+        assert visit.isdigit() and (authority, kind) == ("stream-hospital-3", "VN")
+        body = orjson.loads(interaction.request.body)
+        assert m["PV1"][10] == {"EMER": "EMR", "IMP": "MED"}[body["class"]["code"]]
+        assert m["PV1"][7].split("^")[0].isdigit() and m["PV1"][7].endswith("^NPI")  # the attending's NPI
+        unit = m["PV1"][3].split("^")
+        if interaction.kind in ("arrive", "triage"):
+            assert unit == ["ED"]  # waiting for a bed
+        else:
+            assert unit[0] == {"EMER": "ED", "IMP": "WARD"}[body["class"]["code"]] and unit[1].isdigit()
+
+
+def test_hl7_simulated_time_puts_the_simulated_time_in_msh_7():
+    assert all(m["MSH"][6] == m["EVN"][6] for _, m in adt_messages(simulated_send_time=True))

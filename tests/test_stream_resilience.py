@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -78,10 +79,33 @@ class LoopbackServer:
             loop.close()
 
 
+def valid_answer(method: str, body: bytes) -> dict:
+    """What a FHIR server that stored the request answers: a transaction-response with an entry per
+    entry, or an OperationOutcome without issues."""
+    if method == "POST":
+        entries = orjson.loads(body)["entry"]
+        return {"resourceType": "Bundle", "type": "transaction-response",
+                "entry": [{"response": {"status": "201 Created"}}] * len(entries)}
+    return {"resourceType": "OperationOutcome", "issue": []}
+
+
+MISBEHAVIOURS = {  # a 2xx that is not an answer to the request, or an error answer that is malformed
+    "garbage": (200, b"<html>proxy says hi</html>"),
+    "huge": (200, b" " * (2 * 1024 * 1024)),
+    "wrong resource": (200, b'{"resourceType": "Patient", "id": "someone-else"}'),
+    "error outcome": (200, b'{"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "x"}]}'),
+    "empty transaction-response": (200, b'{"resourceType": "Bundle", "type": "transaction-response", "entry": []}'),
+    "string issue": (500, b'{"resourceType": "OperationOutcome", "issue": "boom"}'),
+    "malformed issues": (422, b'{"resourceType": "OperationOutcome", "issue": [1, null, {"details": "x"}]}'),
+}
+
+
 class FlakyServer(LoopbackServer):
     """A FHIR-shaped HTTP/1.1 server. GET answers a CapabilityStatement; a write is answered "ok",
-    "503", "400", "slow" (after the client has given up) or "drop" (connection closed). It keeps
-    the writes it acknowledged, in the order it acknowledged them."""
+    "503", "400", "slow" (after the client has given up), "drop" (connection closed), "trickle" (a
+    200 whose body comes a byte every 0.05 s), "bad gzip" (a body that does not decode), "bad status
+    line", or one of the MISBEHAVIOURS. It keeps the writes it acknowledged, in the order it
+    acknowledged them."""
 
     def __init__(self, failure_rate: float = 0.0, kinds: tuple[str, ...] = ("503", "slow", "drop"), seed: int = 1):
         super().__init__(failure_rate, kinds, seed)
@@ -99,7 +123,7 @@ class FlakyServer(LoopbackServer):
                 headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
                 if method == "GET":
-                    await self._reply(writer, 200, {"resourceType": "CapabilityStatement"})
+                    await self._reply(writer, 200, orjson.dumps({"resourceType": "CapabilityStatement"}))
                     continue
                 action = self.answer()
                 if action == "drop":
@@ -109,20 +133,34 @@ class FlakyServer(LoopbackServer):
                     await asyncio.sleep(SLOW_S)
                     writer.close()
                     return
+                if action == "trickle":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    for _ in range(100000):
+                        writer.write(b" ")
+                        await writer.drain()
+                        await asyncio.sleep(0.05)
+                if action == "bad status line":
+                    writer.write(b"HTTP/1.1 two hundred\r\n\r\n")
+                    await writer.drain()
+                    writer.close()
+                    return
                 if action == "ok":
                     self.acknowledged.append((method, path.removeprefix("/fhir").lstrip("/"), body))
-                    await self._reply(writer, 200, {"resourceType": "OperationOutcome", "issue": []})
+                    await self._reply(writer, 200, orjson.dumps(valid_answer(method, body)))
+                elif action == "bad gzip":
+                    await self._reply(writer, 200, b"not gzip at all", b"Content-Encoding: gzip\r\n")
+                elif action in MISBEHAVIOURS:
+                    await self._reply(writer, *MISBEHAVIOURS[action])
                 else:
-                    await self._reply(writer, int(action), {"resourceType": "OperationOutcome", "issue": [
-                        {"severity": "error", "code": "exception", "diagnostics": f"injected {action}"}]})
+                    await self._reply(writer, int(action), orjson.dumps({"resourceType": "OperationOutcome", "issue": [
+                        {"severity": "error", "code": "exception", "diagnostics": f"injected {action}"}]}))
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
     @staticmethod
-    async def _reply(writer: asyncio.StreamWriter, status: int, body: dict) -> None:
-        data = orjson.dumps(body)
+    async def _reply(writer: asyncio.StreamWriter, status: int, data: bytes, extra: bytes = b"") -> None:
         writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/fhir+json\r\n"
-                     f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+                     f"Content-Length: {len(data)}\r\n".encode() + extra + b"\r\n" + data)
         await writer.drain()
 
 
@@ -253,7 +291,7 @@ def test_adt_messages_over_mllp_are_acknowledged_or_dead_lettered_in_order(tmp_p
         options = replace(fast_options(server.url, retries=1), mllp=f"127.0.0.1:{listener.port}")
         run = run_stream(SCENARIO, options)
     adt = run.adt_stats
-    feed = AdtFeed(SCENARIO.start, SCENARIO.name)
+    feed = AdtFeed(SCENARIO, "TEST")
     expected = Counter(m.kind for i in interactions(Hospital(SCENARIO)) if (m := feed.message(i)) is not None)
     assert run.stats.acknowledged == run.stats.submitted  # the FHIR side is unaffected
     assert adt.submitted == sum(expected.values())
@@ -267,7 +305,106 @@ def test_adt_messages_over_mllp_are_acknowledged_or_dead_lettered_in_order(tmp_p
     events_by_visit: dict[str, list[str]] = defaultdict(list)
     for segments in listener.accepted:
         fields = {segment[:3]: segment.split("|") for segment in segments if segment}
-        assert fields["MSH"][8].startswith("ADT^") and fields["PID"][3].endswith("^^^TRAJSIM^MR")
+        assert fields["MSH"][8].startswith("ADT^") and fields["PID"][3].endswith("^^^stream-hospital-3^MR")
         events_by_visit[fields["PV1"][19]].append(fields["EVN"][1])
+    assert len({fields.split("|")[9] for segments in listener.accepted for fields in segments[:1]}) == adt.acknowledged
     for visit, events in events_by_visit.items():
         assert [order.index(e) for e in events] == sorted(order.index(e) for e in events), (visit, events)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("garbage", "invalid answer: answered 2xx but not with JSON"),
+    ("huge", "answer too large: more than 1,048,576 bytes"),
+    ("wrong resource", "invalid answer: answered 2xx"),
+    ("error outcome", "invalid answer: answered 2xx"),
+    ("empty transaction-response", "invalid answer: answered"),
+    ("string issue", "HTTP 500: error: boom"),
+    ("malformed issues", "HTTP 422: error: 1"),
+    ("trickle", "timeout: no complete answer within 0.25 s"),
+    ("bad gzip", "connection failed: DecodingError"),
+    ("bad status line", "connection failed: RemoteProtocolError"),
+])
+def test_a_misbehaving_server_is_not_taken_for_acknowledgement_and_the_counts_add_up(tmp_path, kind, reason):
+    scenario = StreamScenario(hours=1, seed=3)
+    with FlakyServer(failure_rate=0.5, kinds=(kind,)).running() as server:
+        run = run_stream(scenario, fast_options(server.url, retries=1))
+    stats = run.stats
+    assert stats.submitted == len(list(interactions(Hospital(scenario))))
+    assert stats.acknowledged == len(server.acknowledged) > 0
+    assert stats.acknowledged + len(stats.undelivered) == stats.submitted and stats.undelivered
+    assert all(reason in item.reason for item in stats.undelivered), {item.reason for item in stats.undelivered}
+    requests = stream_summary(run)["requests"]
+    assert requests["acknowledged"] + requests["dead_lettered"] == requests["submitted"]
+    write_dead_letter(run, tmp_path / "dead-letter.ndjson")
+    assert len((tmp_path / "dead-letter.ndjson").read_bytes().splitlines()) == len(stats.undelivered)
+
+
+def trajsim_stream(server: str, out: Path, *arguments: str) -> subprocess.Popen:
+    command = [str(Path(sys.executable).with_name("trajsim")), "stream", "--server", server, "--out", str(out),
+               "--no-dashboard", *arguments]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "COLUMNS": "200"})
+
+
+def test_sigterm_against_a_trickling_server_stops_within_5_s_with_a_summary(tmp_path):
+    """What `timeout`, systemd or Kubernetes do: every answer is trickling in when SIGTERM comes."""
+    with FlakyServer(failure_rate=1.0, kinds=("trickle",)).running() as server:
+        process = trajsim_stream(server.url, tmp_path, "--rate", "0", "--hours", "48", "--timeout", "60")
+        deadline = time.monotonic() + 60
+        while server.writes < 8 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        output, _ = process.communicate(timeout=30)
+        stopped_in = time.monotonic() - signalled
+    text = output.decode()
+    assert process.returncode == 143, text
+    assert stopped_in < 5.0, stopped_in
+    assert "Stopped by SIGTERM" in text and "Traceback" not in text
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    requests = summary["requests"]
+    assert summary["interrupted"] and summary["stopped_by"] == "SIGTERM"
+    assert requests["submitted"] >= 8 and requests["acknowledged"] == 0
+    assert requests["dead_lettered"] == requests["submitted"]
+    assert len((tmp_path / "dead-letter.ndjson").read_bytes().splitlines()) == requests["dead_lettered"]
+    assert "stopped by SIGTERM" in (tmp_path / "summary.html").read_text()
+
+
+class SilentMllpListener(LoopbackServer):
+    """An HL7v2 listener that accepts connections and reads messages but never answers one."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0, ())
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            self.writes += 1
+        writer.close()
+
+
+def fhir_write_times(scenario: StreamScenario, options: StreamOptions):
+    """The run, and the wall times at which an instant in-process FHIR server got each write."""
+    times: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"resourceType": "CapabilityStatement"})
+        times.append(time.perf_counter())
+        return httpx.Response(200, json=valid_answer(request.method, request.content))
+
+    return run_stream(scenario, options, transport=httpx.MockTransport(answer)), times
+
+
+def test_an_hl7_listener_outage_does_not_slow_the_fhir_stream():
+    scenario = StreamScenario(hours=4, seed=3)  # 135 FHIR requests, 2 s at 60/s
+    options = StreamOptions("http://stub/fhir", speed=None, rate=60, retries=1, timeout=0.2, backoff=0.01)
+    _, alone = fhir_write_times(scenario, options)
+    with SilentMllpListener().running() as listener:
+        run, beside_outage = fhir_write_times(scenario, replace(options, mllp=f"127.0.0.1:{listener.port}"))
+    rates = [(len(times) - 1) / (times[-1] - times[0]) for times in (alone, beside_outage)]
+    assert len(alone) == len(beside_outage) == run.stats.acknowledged == run.stats.submitted
+    assert abs(rates[1] - rates[0]) <= 0.1 * rates[0], rates
+    adt = run.adt_stats
+    assert adt.acknowledged == 0 and adt.submitted == len(adt.undelivered) > 8
+    full = [item for item in adt.undelivered if "backlog was full" in item.reason]
+    assert full and all(item.attempts == 0 for item in full)

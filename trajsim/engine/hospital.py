@@ -12,9 +12,11 @@ as a `CareStep`, so a live feed (`trajsim stream`) can send it on as it happens.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -48,8 +50,9 @@ HOSPITAL_STREAM = 0  # random stream of arrivals and the opening ward census; pa
 class CareStep:
     """One step of a patient's hospital stay, reported in simulated-time order: its `kind`
     (register, arrive, triage, vitals, room, diagnosis, order, result, transfer, admit,
-    discharge), the encounter it concerns, the encounter's status after it (None: unchanged) and
-    the events it recorded (none for a step that only moves the patient)."""
+    discharge), the encounter it concerns, the encounter's status after it (None: unchanged), the
+    events it recorded (none for a step that only moves the patient) and the place the patient
+    holds (unit name and place number, None while waiting for a bed)."""
 
     day: float
     record: PatientRecord
@@ -57,6 +60,7 @@ class CareStep:
     encounter_id: int | None
     status: str | None
     events: tuple[Event, ...]
+    place: tuple[str, int] | None = None
 
 
 @dataclass
@@ -89,6 +93,8 @@ class Hospital:
         self.physicians = CareUnit(self.env, "ED physicians", capacity.physicians)
         self.ward = CareUnit(self.env, "ward beds", capacity.ward_beds)
         self.units = (self.triage, self.ed, self.physicians, self.ward)
+        self._free_places = {unit.name: list(range(1, unit.capacity + 1)) for unit in (self.ed, self.ward)}
+        self._places: dict[int, tuple[str, int]] = {}  # subject id -> the bed they hold
         self.stats = HospitalStats(arrivals_by_hour=[0] * math.ceil(scenario.hours))
         self.records: list[PatientRecord] = []
         self._steps: deque[CareStep] = deque()
@@ -148,7 +154,23 @@ class Hospital:
         remains of it is spread evenly up to the length of a typical US stay."""
         with self.ward.request() as bed:
             yield bed
-            yield self.env.timeout(self.rng.uniform(0, TYPICAL_STAY_DAYS))
+            with self._place(self.ward, None):
+                yield self.env.timeout(self.rng.uniform(0, TYPICAL_STAY_DAYS))
+
+    @contextmanager
+    def _place(self, unit: CareUnit, record: PatientRecord | None) -> Iterator[int]:
+        """The lowest-numbered free place (bed) of a unit whose request was granted, held for the
+        block: the unit counts its places, this says which one a patient lies in."""
+        free = self._free_places[unit.name]
+        number = heapq.heappop(free)
+        if record is not None:
+            self._places[record.subject_id] = (unit.name, number)
+        try:
+            yield number
+        finally:
+            heapq.heappush(free, number)
+            if record is not None:
+                del self._places[record.subject_id]
 
     # --- one ED visit --------------------------------------------------------------------------
     def _ed_visit(self, record: PatientRecord) -> Generator[simpy.Event, None, None]:
@@ -174,35 +196,36 @@ class Hospital:
 
         with self.ed.request(priority=case.esi) as ed_bed:
             yield ed_bed
-            self.stats.door_to_room.append((hour, (env.now - door) * MINUTES_PER_DAY))
-            self._step(record, "room", ed, "in-progress")
-            with self.physicians.request(priority=case.esi) as physician:
-                yield physician
-                yield env.timeout(self._minutes(patient, EXAM))
-            self._step(record, "diagnosis", ed, None, [Fact(condition.code)])
-            if case.medication:
-                self._step(record, "order", ed, None, [Fact(case.medication, text=condition.code)])
-            if case.labs:
-                yield env.timeout(self._minutes(patient, LAB_TURNAROUND))
-                self._step(record, "result", ed, None, self._measurements(patient, case.labs, case))
-            yield env.timeout(self._minutes(patient, TREATMENT))
-            if patient.rng.random() >= case.admit_probability:
-                self._discharge(record, ed)
-                return
-            boarding = env.now
-            ward_bed = self.ward.request()
-            yield ward_bed  # boarding: the ED bed stays taken until a ward bed is free
-            self.stats.boarding.append((env.now - boarding) * MINUTES_PER_DAY)
-            self._step(record, "transfer", ed, "finished", [Fact(VISIT_END)])
+            with self._place(self.ed, record):
+                self.stats.door_to_room.append((hour, (env.now - door) * MINUTES_PER_DAY))
+                self._step(record, "room", ed, "in-progress")
+                with self.physicians.request(priority=case.esi) as physician:
+                    yield physician
+                    yield env.timeout(self._minutes(patient, EXAM))
+                self._step(record, "diagnosis", ed, None, [Fact(condition.code)])
+                if case.medication:
+                    self._step(record, "order", ed, None, [Fact(case.medication, text=condition.code)])
+                if case.labs:
+                    yield env.timeout(self._minutes(patient, LAB_TURNAROUND))
+                    self._step(record, "result", ed, None, self._measurements(patient, case.labs, case))
+                yield env.timeout(self._minutes(patient, TREATMENT))
+                if patient.rng.random() >= case.admit_probability:
+                    self._discharge(record, ed)
+                    return
+                boarding = env.now
+                ward_bed = self.ward.request()
+                yield ward_bed  # boarding: the ED bed stays taken until a ward bed is free
+                self.stats.boarding.append((env.now - boarding) * MINUTES_PER_DAY)
+                self._step(record, "transfer", ed, "finished", [Fact(VISIT_END)])
 
-        with ward_bed:
+        with ward_bed, self._place(self.ward, record):
             self.stats.admissions += 1
             ward = encounter_id(patient.subject_id, 2)
             self._step(record, "admit", ward, "in-progress",
                        [Fact(visit_start_code("IMP")), Fact(EMERGENCY_ADMISSION)])
             stay = case.stay_days or condition.stay_days or TYPICAL_STAY_DAYS
             yield env.timeout(self._minutes(patient, (stay * MINUTES_PER_DAY, WARD_STAY_SPREAD)))
-        self._discharge(record, ward)
+            self._discharge(record, ward)  # from the ward bed, before it is freed
 
     def _discharge(self, record: PatientRecord, encounter: int) -> None:
         self.stats.discharges += 1
@@ -245,4 +268,5 @@ class Hospital:
         first = len(record.events)
         for fact in facts:
             record.add_fact(self.env.now + fact.offset_days, fact, encounter)
-        self._steps.append(CareStep(self.env.now, record, kind, encounter, status, tuple(record.events[first:])))
+        self._steps.append(CareStep(self.env.now, record, kind, encounter, status, tuple(record.events[first:]),
+                                    self._places.get(record.subject_id)))

@@ -3,23 +3,28 @@ live dashboard, and leave a summary and a dead-letter file behind."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
+from fhir_export.server import TOKEN_VARIABLE
 from trajsim.scenario import ScenarioError, StreamScenario, load_stream_scenario, with_overrides
 from trajsim.stream.dashboard import dashboard
 from trajsim.stream.run import StreamError, StreamOptions, StreamRun, run_stream
 from trajsim.stream.summary import stream_summary, write_dead_letter, write_summary
 
-INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
+STOPPED_BY = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # exit code: 128 + the signal's number (130, 143)
 DEFAULT_SPEED = 60.0
 
 
 def stream_command(
-    server: str = typer.Option(..., "--server", "-s", help="FHIR base URL, e.g. http://localhost:8090/fhir."),
+    server: str = typer.Option(..., "--server", "-s", help="FHIR base URL, e.g. http://localhost:8090/fhir "
+                                                            "(user:password@ in it is sent as basic auth, never shown)."),
+    token: str | None = typer.Option(None, "--token", envvar=TOKEN_VARIABLE, show_envvar=True,
+                                     help="Bearer token for the server."),
     scenario_file: Path | None = typer.Option(None, "--scenario", help="Stream scenario TOML (default: an ordinary "
                                                                         "day at a mid-sized hospital)."),
     speed: float | None = typer.Option(None, "--speed", help="Simulated seconds per wall second "
@@ -35,6 +40,8 @@ def stream_command(
                                                                      "dead-letter.ndjson."),
     mllp: str | None = typer.Option(None, "--mllp", help="Also send HL7v2 ADT messages (A04, A08, A02, A01, A03) "
                                                          "to this MLLP listener, HOST:PORT."),
+    hl7_simulated_time: bool = typer.Option(False, "--hl7-simulated-time", help="Put the simulated time in MSH-7 "
+                                            "instead of the wall-clock send time (EVN-2 and EVN-6 always carry it)."),
     live: bool | None = typer.Option(None, "--dashboard/--no-dashboard", help="Live console view (default: on in a terminal)."),
 ) -> None:
     """Send a simulated hospital's clinical traffic (ADT, vitals, results, orders) to a FHIR server as it happens."""
@@ -46,7 +53,8 @@ def stream_command(
     except ScenarioError as exc:
         raise fail(str(exc)) from None
     options = StreamOptions(server, speed=DEFAULT_SPEED if speed is None and rate is None else speed, rate=rate,
-                            in_flight=in_flight, retries=retries, timeout=timeout, mllp=mllp)
+                            in_flight=in_flight, retries=retries, timeout=timeout, mllp=mllp,
+                            hl7_simulated_time=hl7_simulated_time, token=token)
     view: list[Live] = []
 
     def show(run: StreamRun) -> None:
@@ -65,9 +73,10 @@ def stream_command(
     write_summary(summary, out)
     write_dead_letter(run, out / "dead-letter.ndjson")
     console.print(_closing_table(summary, out))
-    if run.interrupted:
-        console.print(f"Stopped by Ctrl-C after {summary['simulated_hours']} simulated hours.", highlight=False)
-        raise typer.Exit(INTERRUPTED)
+    if run.stopped_by is not None:
+        console.print(f"Stopped by {STOPPED_BY[run.stopped_by]} after {summary['simulated_hours']} simulated hours.",
+                      highlight=False)
+        raise typer.Exit(128 + run.stopped_by)
     dead = summary["requests"]["dead_lettered"] + summary.get("hl7v2", {}).get("dead_lettered", 0)
     if dead:
         raise fail(f"{dead} request(s) or message(s) were not acknowledged; they are in {out / 'dead-letter.ndjson'}",

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trajsim.stream.run import StreamRun
+from trajsim.stream.sender import RATE_WINDOW_S
 
 
 def dashboard(run: StreamRun) -> Group:
@@ -28,7 +29,7 @@ def dashboard(run: StreamRun) -> Group:
     for label, value in (("sent", stats.submitted), ("acknowledged", stats.acknowledged),
                          ("dead-lettered", len(stats.undelivered)), ("retries", stats.retries),
                          ("in flight", stats.in_flight), ("queued", stats.waiting),
-                         ("rate (ack/s)", f"{stats.acknowledged / elapsed:,.1f}"),
+                         (f"rate (ack/s, last {RATE_WINDOW_S:g} s)", f"{stats.current_rate():,.1f}"),
                          ("latency p50 / p90 / p99", f"{latency['p50']:.0f} / {latency['p90']:.0f} / "
                                                      f"{latency['p99']:.0f} ms")):
         delivery.add_row(label, f"{value:,}" if isinstance(value, int) else value)

@@ -22,6 +22,7 @@ from fhir_export.writers import patient_bundle
 from trajsim.clock import MINUTES_PER_DAY
 from trajsim.engine.hospital import CareStep, Hospital
 from trajsim.output import default_builder, fhir_namespace
+from trajsim.scenario import StreamScenario
 
 Resource = dict[str, Any]
 
@@ -38,13 +39,15 @@ class Request:
 @dataclass(frozen=True)
 class Interaction:
     """A request due at `minute` (simulated minutes from the scenario's start), made by a care step
-    of `kind`; `patient` keeps one patient's requests in order."""
+    of `kind`; `patient` keeps one patient's requests in order; `place` is the bed the patient
+    holds then (unit name and number), for the HL7v2 feed's PV1-3."""
 
     number: int
     minute: float
     patient: int
     kind: str
     request: Request
+    place: tuple[str, int] | None = None
 
 
 @dataclass
@@ -100,14 +103,19 @@ class HospitalRecords:
         return [Request("PUT", f"{r['resourceType']}/{r['id']}", orjson.dumps(r)) for r in chart.changes()]
 
 
+def stream_namespace(scenario: StreamScenario) -> str:
+    """The builder namespace of a stream's ids and identifiers: its own, so a stream's patients never
+    take the ids of a cohort generated into the same server."""
+    return fhir_namespace(f"stream-{scenario.name}", scenario.seed)
+
+
+
 def interactions(hospital: Hospital) -> Iterator[Interaction]:
     """Every request of the hospital's scenario window, in simulated-time order."""
-    scenario = hospital.scenario
-    # Its own namespace, so a stream's patients never take the ids of a cohort generated on the same server.
-    records = HospitalRecords(default_builder(fhir_namespace(f"stream-{scenario.name}", scenario.seed)))
+    records = HospitalRecords(default_builder(stream_namespace(hospital.scenario)))
     number = 0
     for step in hospital.steps():
         minute = (step.day - hospital.start_day) * MINUTES_PER_DAY
         for request in records.requests(step):
             number += 1
-            yield Interaction(number, minute, step.record.subject_id, step.kind, request)
+            yield Interaction(number, minute, step.record.subject_id, step.kind, request, step.place)
