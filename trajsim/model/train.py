@@ -258,7 +258,8 @@ the weights kept are those of step {result.best_step:,}.
 ## Intended use
 Proposing visit-level trajectories inside the trajsim engine, to generate synthetic cohorts for
 software testing, teaching and method development. The engine's clinical rules mask what the
-model may propose, and engine processes add refills, monitoring, immunizations and deaths.
+model may propose; the model authors every kind of fact its vocabulary holds, and the engine adds
+only the kinds it lacks (always allergies and deaths).
 
 ## Limitations
 - It can only reproduce patterns present in its training data; a model trained on simulated
