@@ -12,6 +12,7 @@ from trajsim.clock import encounter_id, to_datetime
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code,
 )
+from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.sampler import VisitSampler
 from trajsim.engine.schedules import Schedule
 from trajsim.engine.source import ACTIVE, Fact, PatientState, TrajectorySource, Visit
@@ -72,15 +73,15 @@ class PatientRecord:
 
 
 def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSampler, source: TrajectorySource,
-                 care: Schedule):
+                 care: Schedule, keepers: list[ChartKeeper]):
     """The SimPy process of one patient. `care` is the engine's scheduled care: the kinds of fact
-    the source does not author."""
+    the source does not author; `keepers` vet every visit before it is recorded."""
     patient = record.patient
     yield env.timeout(patient.entry_day - env.now)
     record.add(patient.birth_day, BIRTH)
     record.add(patient.birth_day, SEX_FEMALE if patient.sex == "F" else SEX_MALE)
     for history in [*care.allergy_history(), *source.admit(patient)]:
-        record_visit(record, history, source, care)
+        record_visit(record, history, source, care, keepers)
     care.update_death(record.last_day)
     proposal, source_done = None, False
     while True:
@@ -93,27 +94,35 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
             break
         visit.day = max(visit.day, env.now)  # a source may not schedule into the past
         yield env.timeout(visit.day - env.now)
-        record_between_visits(record, source, care, until=visit.day)
+        record_between_visits(record, source, care, keepers, until=visit.day)
         if visit.encounter_class is not None:
             visit.facts += source.complete_visit(patient, visit)
             visit.facts += care.due_at(visit)
-        record_visit(record, visit, source, care)
+        record_visit(record, visit, source, care, keepers)
         care.update_death(record.last_day)
         yield env.timeout(min(visit.day + visit.duration_days, patient.exit_day) - env.now)
-    record_between_visits(record, source, care, until=patient.exit_day)
+    record_between_visits(record, source, care, keepers, until=patient.exit_day)
     if patient.death_day is not None and patient.death_day <= patient.end_day:
         record.add(patient.death_day, DEATH)
     record.finish()
 
 
-def record_visit(record: PatientRecord, visit: Visit, source: TrajectorySource, care: Schedule) -> None:
-    """Record a visit and tell both authors what was recorded."""
+def record_visit(record: PatientRecord, visit: Visit, source: TrajectorySource, care: Schedule,
+                 keepers: list[ChartKeeper]) -> None:
+    """Vet a visit, record it and tell both authors what was recorded."""
+    for keeper in keepers:
+        keeper.vet(record.patient, visit)
     record.add_visit(visit)
     source.recorded(record.patient, visit)
     care.recorded(visit)
 
 
-def record_between_visits(record: PatientRecord, source: TrajectorySource, care: Schedule, until: float) -> None:
-    """Record what the source and the engine's care date before `until` outside any visit (refills, stops)."""
-    for day, fact in [*source.between_visits(record.patient, until), *care.refills(until=until)]:
+def record_between_visits(record: PatientRecord, source: TrajectorySource, care: Schedule,
+                          keepers: list[ChartKeeper], until: float) -> None:
+    """Record what the source, the engine's care and the chart's keepers date before `until` outside
+    any visit (refills, stops, ends of episodes), in time order."""
+    due = [*source.between_visits(record.patient, until), *care.refills(until=until)]
+    for keeper in keepers:
+        due += keeper.between_visits(record.patient, until)
+    for day, fact in sorted(due, key=lambda item: item[0]):
         record.add_fact(day, fact)

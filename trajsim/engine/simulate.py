@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import simpy
 
+from trajsim.engine.chart import chart_keepers
 from trajsim.engine.patient import PatientRecord, patient_life
 from trajsim.engine.population import draw_patient
 from trajsim.engine.sampler import VisitSampler
@@ -35,6 +36,7 @@ def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count
         env = simpy.Environment(initial_time=min(r.patient.entry_day for r in records))
         sampler = VisitSampler(env, source)
         for record, schedule in zip(records, care):
-            env.process(patient_life(env, record, sampler, source, schedule))
+            env.process(patient_life(env, record, sampler, source, schedule,
+                                     chart_keepers(knowledge, record.patient)))
         env.run()
         yield from records

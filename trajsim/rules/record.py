@@ -1,29 +1,16 @@
-"""Clinical validity rules, used two ways from one rule list (`RULES`):
-
-- `find_violations` lists every violation in an event table, simulated or ingested from real records;
-- `RuleMask` tells a sampler which codes a patient may receive next, so a learned model cannot
-  propose what the checker would reject.
-
-Rules about what a code means (sex, age, indication, chronicity, bounds) read the knowledge base;
-rules about the shape of a record (birth, death, visits) read the structural codes of `events.py`.
-"""
+"""Rules about what a code means (sex, age, indication, chronicity, bounds), read from the
+knowledge base, and about the shape of a record (birth, death, visits), read from the structural
+codes of `events.py`."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-import numpy as np
 import polars as pl
 
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX
-from trajsim.knowledge import Knowledge, load_knowledge
+from trajsim.knowledge import Knowledge
+from trajsim.rules.base import violation
 from trajsim.vocab import in_domain
-
-if TYPE_CHECKING:  # the mask reads a patient's state; checking tables must not load the engine
-    from trajsim.engine.source import PatientState
 
 RULES: dict[str, str] = {
     "sex_specific_code": "a code that applies to one sex only, recorded for a patient of the other sex",
@@ -43,37 +30,13 @@ RULES: dict[str, str] = {
     "visit_end_before_start": "a visit that ends before it starts",
     "overlapping_visits": "a visit that starts before the patient's previous visit has ended",
 }
-# The rules a next-code mask can enforce; the others concern values and visit timing, which the
-# engine guarantees itself.
-MASK_RULES = ("sex_specific_code", "age_specific_code", "before_birth", "after_death",
-              "medication_without_indication", "medication_contraindicated_by_allergy", "duplicate_active_condition")
-
-VIOLATION_SCHEMA = {"rule": pl.String(), "subject_id": pl.UInt64(), "time": pl.Datetime("us"),
-                    "code": pl.String(), "detail": pl.String()}
 _MICROSECONDS_PER_YEAR = DAYS_PER_YEAR * 86_400e6
 
 
-def find_violations(events: pl.DataFrame, knowledge: Knowledge | None = None) -> pl.DataFrame:
-    """Every rule violation in a canonical event table: one row per offending fact, with columns
-    `rule, subject_id, time, code, detail`, sorted; empty when the table is clinically valid."""
-    knowledge = knowledge or load_knowledge()
-    facts = events.lazy().select("subject_id", "time", "encounter_id", "code", "numeric_value", "text")
-    checks = [
-        _demographics(facts, knowledge), _deaths(facts), _indications(facts, knowledge), _allergies(facts, knowledge),
-        _bounds(facts, knowledge), _duplicates(facts, knowledge), _visits(facts),
-    ]
-    found = pl.concat([check.select(list(VIOLATION_SCHEMA)).cast(VIOLATION_SCHEMA) for check in checks])
-    return found.sort("rule", "subject_id", "time", "code", "detail").collect()
-
-
-def violation_counts(violations: pl.DataFrame) -> dict[str, int]:
-    """Violations per rule, in the order of `RULES`, leaving out rules with none."""
-    counts = dict(violations.group_by("rule").len().iter_rows())
-    return {rule: counts[rule] for rule in RULES if rule in counts}
-
-
-def _violation(frame: pl.LazyFrame, rule: str, detail: pl.Expr) -> pl.LazyFrame:
-    return frame.select(pl.lit(rule).alias("rule"), "subject_id", "time", "code", detail.alias("detail"))
+def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
+    """The violations of this family's rules."""
+    return [_demographics(facts, knowledge), _deaths(facts), _indications(facts, knowledge),
+            _allergies(facts, knowledge), _bounds(facts, knowledge), _duplicates(facts, knowledge), _visits(facts)]
 
 
 def _demographics(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
@@ -96,10 +59,10 @@ def _demographics(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
     wrong_sex = restricted.filter(pl.col("only_sex").is_not_null() & (pl.col("sex") != pl.col("only_sex")))
     wrong_age = restricted.filter((pl.col("age") < pl.col("age_min")) | (pl.col("age") >= pl.col("age_max")))
     return pl.concat([
-        _violation(wrong_sex, "sex_specific_code", pl.format("applies to sex {} only; patient is {}", "only_sex", "sex")),
-        _violation(wrong_age, "age_specific_code", pl.format(
+        violation(wrong_sex, "sex_specific_code", pl.format("applies to sex {} only; patient is {}", "only_sex", "sex")),
+        violation(wrong_age, "age_specific_code", pl.format(
             "applies at ages {}-{}; patient is {}", "age_min", "age_max", pl.col("age").round(2))),
-        _violation(dated.filter(pl.col("time") < pl.col("birth")), "before_birth",
+        violation(dated.filter(pl.col("time") < pl.col("birth")), "before_birth",
                    pl.format("dated before birth at {}", "birth")),
     ])
 
@@ -111,9 +74,9 @@ def _deaths(facts: pl.LazyFrame) -> pl.LazyFrame:
     )
     after = facts.join(deaths.filter(pl.col("order") == 1).select("subject_id", "first_death"), on="subject_id")
     return pl.concat([
-        _violation(after.filter(pl.col("time") > pl.col("first_death")), "after_death",
+        violation(after.filter(pl.col("time") > pl.col("first_death")), "after_death",
                    pl.format("dated after death at {}", "first_death")),
-        _violation(deaths.filter(pl.col("order") > 1), "multiple_deaths",
+        violation(deaths.filter(pl.col("order") > 1), "multiple_deaths",
                    pl.format("death number {}; first at {}", "order", "first_death")),
     ])
 
@@ -156,7 +119,7 @@ def _indications(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
                    .agg(pl.first("subject_id", "time", "code"), pl.col("condition").unique().sort().str.join(" or "),
                         active.any().alias("indicated"))
                    .filter(~pl.col("indicated")))
-    return _violation(unindicated, "medication_without_indication", pl.format("no active {}", "condition"))
+    return violation(unindicated, "medication_without_indication", pl.format("no active {}", "condition"))
 
 
 def _allergies(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
@@ -167,7 +130,7 @@ def _allergies(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
               .group_by("subject_id", "code").agg(pl.col("time").min().alias("onset"))
               .rename({"code": "allergy"}))
     given = facts.join(ruled_out, on="code").join(onsets, on=["subject_id", "allergy"])
-    return _violation(given.filter(pl.col("time") >= pl.col("onset")), "medication_contraindicated_by_allergy",
+    return violation(given.filter(pl.col("time") >= pl.col("onset")), "medication_contraindicated_by_allergy",
                       pl.format("recorded after {} on {}", "allergy", "onset"))
 
 
@@ -176,7 +139,7 @@ def _bounds(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
                           schema={"code": pl.String, "low": pl.Float64, "high": pl.Float64}, orient="row")
     value = pl.col("numeric_value")
     outside = facts.join(bounds, on="code").filter((value < pl.col("low")) | (value > pl.col("high")))
-    return _violation(outside, "value_out_of_bounds", pl.format("{} outside [{}, {}]", value, "low", "high"))
+    return violation(outside, "value_out_of_bounds", pl.format("{} outside [{}, {}]", value, "low", "high"))
 
 
 def _duplicates(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
@@ -189,7 +152,7 @@ def _duplicates(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
         earlier_end=pl.col("end").shift(1).over(group),
     )
     again = previous.filter(pl.col("earlier") & (pl.col("earlier_end").is_null() | (pl.col("earlier_end") > pl.col("start"))))
-    return _violation(again.rename({"recorded": "code", "start": "time"}), "duplicate_active_condition",
+    return violation(again.rename({"recorded": "code", "start": "time"}), "duplicate_active_condition",
                       pl.format("already active since {}", "earlier_start"))
 
 
@@ -202,69 +165,10 @@ def _visits(facts: pl.LazyFrame) -> pl.LazyFrame:
               .sort("subject_id", "time", "encounter_id")
               .with_columns(previous_end=pl.col("end").cum_max().shift(1).over("subject_id")))
     return pl.concat([
-        _violation(visits.filter(pl.col("end") < pl.col("time")), "visit_end_before_start",
+        violation(visits.filter(pl.col("end") < pl.col("time")), "visit_end_before_start",
                    pl.format("encounter {} ends at {}", "encounter_id", "end")),
-        _violation(visits.filter(pl.col("time") < pl.col("previous_end")), "overlapping_visits",
+        violation(visits.filter(pl.col("time") < pl.col("previous_end")), "overlapping_visits",
                    pl.format("encounter {} starts before the previous visit ends at {}", "encounter_id", "previous_end")),
     ])
 
 
-class RuleMask:
-    """Which of a fixed list of candidate codes (e.g. a tokenizer's vocabulary) each patient may
-    receive next. Per-code attributes are tabulated once, so a batch's mask is a few numpy ops.
-
-    Codes the knowledge base says nothing about (structural or time tokens) are always allowed
-    while the patient is alive."""
-
-    def __init__(self, codes: Sequence[str], knowledge: Knowledge | None = None) -> None:
-        knowledge = knowledge or load_knowledge()
-        self.codes = list(codes)
-        conditions = sorted({code for c in knowledge.conditions.values() for code in (c.code, c.icd10cm)})
-        self._condition_column = {code: j for j, code in enumerate(conditions)}
-        restrictions = [knowledge.restrictions.get(code) for code in self.codes]
-        self._sex_allowed = np.array([[r is None or r.sex in (None, sex) for r in restrictions] for sex in ("F", "M")])
-        self._age_min = np.array([r.age_min if r else -math.inf for r in restrictions])
-        self._age_max = np.array([r.age_max if r else math.inf for r in restrictions])
-        # Column of each chronic code in the active-condition matrix; -1 points at an always-False column.
-        self._chronic_column = np.array([self._condition_column[code] if code in knowledge.chronic_codes else -1
-                                         for code in self.codes])
-        self._indication = np.zeros((len(conditions), len(self.codes)), dtype=np.float32)
-        for i, code in enumerate(self.codes):
-            for condition in knowledge.indications.get(code, ()):
-                self._indication[self._condition_column[condition], i] = 1.0
-        self._needs_indication = self._indication.any(axis=0)
-        allergies = sorted({a.code for a in knowledge.allergies})
-        self._allergy_column = {code: j for j, code in enumerate(allergies)}
-        self._contraindicated = np.array([[allergy in knowledge.contraindications.get(code, ()) for code in self.codes]
-                                          for allergy in allergies], dtype=np.float32).reshape(len(allergies), len(self.codes))
-
-    def active_conditions(self, patients: Sequence[PatientState], days: np.ndarray) -> np.ndarray:
-        """Bool matrix patients x known condition codes, plus a trailing all-False column."""
-        active = np.zeros((len(patients), len(self._condition_column) + 1), dtype=bool)
-        for row, (patient, day) in enumerate(zip(patients, days)):
-            for code, end in patient.conditions.items():
-                column = self._condition_column.get(code)
-                if column is not None and end > day:
-                    active[row, column] = True
-        return active
-
-    def allowed(self, patients: Sequence[PatientState], day: float | Sequence[float]) -> np.ndarray:
-        """Bool array patients x codes: True where the code may be recorded for that patient at `day`
-        (one day for all, or one per patient)."""
-        days = np.broadcast_to(np.asarray(day, dtype=float), (len(patients),))
-        births = np.array([p.birth_day for p in patients])
-        deaths = np.array([math.inf if p.death_day is None else p.death_day for p in patients])
-        ages = (days - births)[:, None] / DAYS_PER_YEAR
-        allowed = self._sex_allowed[[0 if p.sex == "F" else 1 for p in patients]]
-        allowed &= (ages >= self._age_min) & (ages < self._age_max)
-        active = self.active_conditions(patients, days)
-        allowed &= ~active[:, self._chronic_column]
-        indicated = (active[:, :-1].astype(np.float32) @ self._indication) > 0
-        allowed &= indicated | ~self._needs_indication
-        allergic = np.zeros((len(patients), len(self._allergy_column)), dtype=np.float32)
-        for row, patient in enumerate(patients):
-            for code in patient.allergies:
-                allergic[row, self._allergy_column[code]] = 1.0
-        allowed &= (allergic @ self._contraindicated) == 0
-        allowed &= ((days >= births) & (days <= deaths))[:, None]
-        return allowed

@@ -1,0 +1,29 @@
+"""The engine's authority over every chart, whichever source proposes its visits.
+
+A source proposes; before a visit is recorded each `ChartKeeper` of the patient vets it (sets the
+values the patient's body gives, drops what the chart's rules forbid), and between visits the
+keepers date what follows from the chart itself (the end of an acute episode). Keepers are the
+engine's, one set per patient (`chart_keepers`), so a learned model and the rule-based reference
+source get the same physiology and the same clinical rules.
+"""
+
+from __future__ import annotations
+
+from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.knowledge import Knowledge
+
+
+class ChartKeeper:
+    """One part of the engine's authority over a patient's chart. Both hooks default to nothing."""
+
+    def vet(self, patient: PatientState, visit: Visit) -> None:
+        """Amend `visit.facts` in place before the visit is recorded (history before entry included)."""
+
+    def between_visits(self, patient: PatientState, until: float) -> list[tuple[float, Fact]]:
+        """Facts dated before `until` that follow from the chart so far, outside any visit."""
+        return []
+
+
+def chart_keepers(knowledge: Knowledge, patient: PatientState) -> list[ChartKeeper]:
+    """The keepers of one patient's chart, in the order they vet a visit."""
+    return []

@@ -1,0 +1,81 @@
+"""The rules a sampler can enforce before a code is drawn: which codes each patient may receive next."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from trajsim.clock import DAYS_PER_YEAR
+from trajsim.knowledge import Knowledge, load_knowledge
+
+if TYPE_CHECKING:  # the mask reads a patient's state; checking tables must not load the engine
+    from trajsim.engine.source import PatientState
+
+# The rules a next-code mask can enforce; the others concern values and visit timing, which the
+# engine guarantees itself.
+MASK_RULES = ("sex_specific_code", "age_specific_code", "before_birth", "after_death",
+              "medication_without_indication", "medication_contraindicated_by_allergy", "duplicate_active_condition")
+
+
+class RuleMask:
+    """Which of a fixed list of candidate codes (e.g. a tokenizer's vocabulary) each patient may
+    receive next. Per-code attributes are tabulated once, so a batch's mask is a few numpy ops.
+
+    Codes the knowledge base says nothing about (structural or time tokens) are always allowed
+    while the patient is alive."""
+
+    def __init__(self, codes: Sequence[str], knowledge: Knowledge | None = None) -> None:
+        knowledge = knowledge or load_knowledge()
+        self.codes = list(codes)
+        conditions = sorted({code for c in knowledge.conditions.values() for code in (c.code, c.icd10cm)})
+        self._condition_column = {code: j for j, code in enumerate(conditions)}
+        restrictions = [knowledge.restrictions.get(code) for code in self.codes]
+        self._sex_allowed = np.array([[r is None or r.sex in (None, sex) for r in restrictions] for sex in ("F", "M")])
+        self._age_min = np.array([r.age_min if r else -math.inf for r in restrictions])
+        self._age_max = np.array([r.age_max if r else math.inf for r in restrictions])
+        # Column of each chronic code in the active-condition matrix; -1 points at an always-False column.
+        self._chronic_column = np.array([self._condition_column[code] if code in knowledge.chronic_codes else -1
+                                         for code in self.codes])
+        self._indication = np.zeros((len(conditions), len(self.codes)), dtype=np.float32)
+        for i, code in enumerate(self.codes):
+            for condition in knowledge.indications.get(code, ()):
+                self._indication[self._condition_column[condition], i] = 1.0
+        self._needs_indication = self._indication.any(axis=0)
+        allergies = sorted({a.code for a in knowledge.allergies})
+        self._allergy_column = {code: j for j, code in enumerate(allergies)}
+        self._contraindicated = np.array([[allergy in knowledge.contraindications.get(code, ()) for code in self.codes]
+                                          for allergy in allergies], dtype=np.float32).reshape(len(allergies), len(self.codes))
+
+    def active_conditions(self, patients: Sequence[PatientState], days: np.ndarray) -> np.ndarray:
+        """Bool matrix patients x known condition codes, plus a trailing all-False column."""
+        active = np.zeros((len(patients), len(self._condition_column) + 1), dtype=bool)
+        for row, (patient, day) in enumerate(zip(patients, days)):
+            for code, end in patient.conditions.items():
+                column = self._condition_column.get(code)
+                if column is not None and end > day:
+                    active[row, column] = True
+        return active
+
+    def allowed(self, patients: Sequence[PatientState], day: float | Sequence[float]) -> np.ndarray:
+        """Bool array patients x codes: True where the code may be recorded for that patient at `day`
+        (one day for all, or one per patient)."""
+        days = np.broadcast_to(np.asarray(day, dtype=float), (len(patients),))
+        births = np.array([p.birth_day for p in patients])
+        deaths = np.array([math.inf if p.death_day is None else p.death_day for p in patients])
+        ages = (days - births)[:, None] / DAYS_PER_YEAR
+        allowed = self._sex_allowed[[0 if p.sex == "F" else 1 for p in patients]]
+        allowed &= (ages >= self._age_min) & (ages < self._age_max)
+        active = self.active_conditions(patients, days)
+        allowed &= ~active[:, self._chronic_column]
+        indicated = (active[:, :-1].astype(np.float32) @ self._indication) > 0
+        allowed &= indicated | ~self._needs_indication
+        allergic = np.zeros((len(patients), len(self._allergy_column)), dtype=np.float32)
+        for row, patient in enumerate(patients):
+            for code in patient.allergies:
+                allergic[row, self._allergy_column[code]] = 1.0
+        allowed &= (allergic @ self._contraindicated) == 0
+        allowed &= ((days >= births) & (days <= deaths))[:, None]
+        return allowed
