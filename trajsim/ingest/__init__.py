@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import Counter
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +69,14 @@ def _spill(format: str, source: Path, workdir: Path, report: IngestReport,
         if progress is not None:
             progress(number + 1, len(steps), label)
     parts = pl.scan_parquet(workdir / "part-*.parquet")
-    buckets = max(1, -(-parts.select(pl.len()).collect().item() // EVENTS_PER_BUCKET))
+    total = parts.select(pl.len()).collect().item()
+    if total == 0:
+        reasons = Counter()
+        for counts in report.tables.values():
+            reasons.update(counts.dropped)
+        why = "; ".join(f"{reason}: {count:,}" for reason, count in reasons.most_common(3))
+        raise IngestError(f"{source}: no event kept of {report.rows_read:,} rows read" + (f" ({why})" if why else ""))
+    buckets = max(1, -(-total // EVENTS_PER_BUCKET))
     if buckets == 1:
         return [_finish(parts)], _codes(parts)
     paths = [workdir / f"bucket-{number:05d}.parquet" for number in range(buckets)]

@@ -241,9 +241,25 @@ def scan_table(path: Path, required: tuple[str, ...], dates: tuple[str, ...], re
     missing = [name for name in required if name not in columns]
     if missing:
         raise IngestError(f"{where}: missing column(s) {', '.join(missing)}")
+    ragged = _ragged_line(path, len(columns))
+    if ragged is not None:
+        line, fields = ragged
+        raise IngestError(f"{where} line {line}: {fields} fields where the header has {len(columns)}")
     present = [name for name in dates if name in columns]
     check_times(rows.select(present), present, where, lambda row: f"line {row + 2}")
     return rows.with_columns(pl.lit(None, pl.String).alias(name) for name in dates if name not in columns)
+
+
+def _ragged_line(path: Path, fields: int) -> tuple[int, int] | None:
+    """(line number, field count) of the first line whose field count differs from the header's,
+    counting commas outside quoted values; None when every line fits. Reading only some columns
+    would otherwise pass a ragged row unseen."""
+    lines = pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None, infer_schema=False,
+                        new_columns=["line"])
+    counted = pl.col("line").str.replace_all('"[^"]*"', "").str.count_matches(",") + 1
+    bad = (lines.with_row_index("row").filter(counted != fields).select("row", counted.alias("fields"))
+           .head(1).collect())
+    return None if bad.is_empty() else (int(bad["row"][0]) + 1, int(bad["fields"][0]))
 
 
 def drop_reason(subject: pl.Expr, time: pl.Expr, code: pl.Expr, *rules: tuple[pl.Expr, str]) -> pl.Expr:

@@ -40,6 +40,10 @@ Resource = dict[str, Any]
 # dropped, or None.
 Handler = Callable[[Resource, str, "str | None", "_Rows"], "str | None"]
 BATCH_BYTES = 8_000_000
+# Bounds on what one file may expand to, so a small crafted gzip cannot exhaust memory: an NDJSON
+# line is one resource, a bundle one patient's record (Synthea's largest lifetime bundles are ~30 MB).
+MAX_LINE_BYTES = 64 * 2**20
+MAX_BUNDLE_BYTES = 512 * 2**20
 FLUSH_EVENTS = 250_000
 _COLUMNS = ("subject", "time", "encounter", "code", "numeric_value", "unit", "text", "_rid", "_reason_ref")
 
@@ -65,7 +69,12 @@ def read_files(paths: list[Path], report: IngestReport) -> Iterator[pl.DataFrame
     for path in paths:
         for label, resource in _resources(path):
             rows.label = f"{path} {label}"
-            _extract(resource, rows, report)
+            try:
+                _extract(resource, rows, report)
+            except _Malformed as exc:
+                raise IngestError(f"{rows.label}: {exc}") from None
+            except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape no check above foresaw
+                raise IngestError(f"{rows.label}: malformed {_kind(resource)} resource ({exc})") from None
             if len(rows.labels) >= FLUSH_EVENTS:
                 yield rows.frame()
                 rows = _Rows()
@@ -86,16 +95,32 @@ def _resources(path: Path) -> Iterator[tuple[str, Resource]]:
     """(where, resource) for each resource: `line N` in NDJSON (read line by line), `entry N` in a bundle."""
     with _opened(path) as handle:
         if ".ndjson" in path.name:
-            for number, line in enumerate(handle, start=1):
+            number = 0
+            while line := handle.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(line) > MAX_LINE_BYTES:
+                    raise IngestError(f"{path} line {number}: longer than {MAX_LINE_BYTES // 2**20} MB; "
+                                      "an NDJSON line holds one resource")
                 if line.strip():
                     yield f"line {number}", _parse(line, path, f"line {number}")
             return
-        document = _parse(handle.read(), path, "")
+        text = handle.read(MAX_BUNDLE_BYTES + 1)
+        if len(text) > MAX_BUNDLE_BYTES:
+            raise IngestError(f"{path}: larger than {MAX_BUNDLE_BYTES // 2**20} MB once read; split it into "
+                              "one bundle per patient or bulk NDJSON")
+        document = _parse(text, path, "")
     if document.get("resourceType") != "Bundle":
         yield "resource", document
         return
-    for number, entry in enumerate(document.get("entry") or [], start=1):
-        yield f"entry {number}", entry.get("resource") or {}
+    entries = document.get("entry") or []
+    if not isinstance(entries, list):
+        raise IngestError(f"{path}: Bundle.entry must be a list, not {_json_type(entries)}")
+    for number, entry in enumerate(entries, start=1):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            raise IngestError(f"{path} entry {number}: expected an entry object with a resource object, "
+                              f"got {_json_type(resource if isinstance(entry, dict) else entry)}")
+        yield f"entry {number}", resource
 
 
 def _parse(text: bytes, path: Path, where: str) -> Resource:
@@ -105,6 +130,39 @@ def _parse(text: bytes, path: Path, where: str) -> Resource:
         raise IngestError(f"{path}{' ' + where if where else ''}: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise IngestError(f"{path}{' ' + where if where else ''}: expected a JSON object")
+    return value
+
+
+class _Malformed(ValueError):
+    """A field of a resource with the wrong JSON type; `read_files` adds the file and entry."""
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _kind(resource: Resource) -> str:
+    kind = resource.get("resourceType")
+    return kind if isinstance(kind, str) else "(no resourceType)"
+
+
+def _objects(value: Any, field: str) -> list[Resource]:
+    """A list of JSON objects (empty when absent), or _Malformed naming the field."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Malformed(f"{field} must be a list of objects, not {_json_type(value)}")
+    for number, item in enumerate(value, start=1):
+        if not isinstance(item, dict):
+            raise _Malformed(f"{field} item {number} must be an object, not {_json_type(item)}")
+    return value
+
+
+def _string(resource: Resource, field: str) -> str | None:
+    value = resource.get(field)
+    if value is not None and not isinstance(value, str):
+        raise _Malformed(f"{field} must be a string, not {_json_type(value)}")
     return value
 
 
@@ -147,7 +205,7 @@ def _reference_id(reference: Any) -> str | None:
 def concept_code(concept: Any) -> tuple[str | None, str | None]:
     """(SYSTEM/CODE of the first coding in a known system, else the first coding as a local code
     `LOCAL/<last segment of its system URI>/<code>`; or None with the reason)."""
-    codings = concept.get("coding") if isinstance(concept, dict) else None
+    codings = _objects(concept.get("coding"), "coding") if isinstance(concept, dict) else None
     if not codings:
         return None, MISSING_CODE
     for coding in codings:
@@ -173,7 +231,7 @@ def _first(resource: Resource, *paths: str) -> Any:
 
 
 def _extract(resource: Resource, rows: _Rows, report: IngestReport) -> None:
-    kind = resource.get("resourceType") or "(no resourceType)"
+    kind = _string(resource, "resourceType") or "(no resourceType)"
     counts = report.table(kind)
     counts.read += 1
     handler = _HANDLERS.get(kind)
@@ -187,15 +245,15 @@ def _extract(resource: Resource, rows: _Rows, report: IngestReport) -> None:
 
 
 def _patient(resource: Resource, subject: str, _: str | None, rows: _Rows) -> str | None:
-    born = resource.get("birthDate")
+    born = _string(resource, "birthDate")
     if not born:
         return MISSING_TIME
     rows.add(subject, born, None, BIRTH)
-    sex = {"female": SEX_FEMALE, "male": SEX_MALE}.get(resource.get("gender", ""))
+    sex = {"female": SEX_FEMALE, "male": SEX_MALE}.get(_string(resource, "gender") or "")
     if sex:
         rows.add(subject, born, None, sex)
-    if resource.get("deceasedDateTime"):
-        rows.add(subject, resource["deceasedDateTime"], None, DEATH)
+    if died := _string(resource, "deceasedDateTime"):
+        rows.add(subject, died, None, DEATH)
     return None
 
 
@@ -209,7 +267,7 @@ def _encounter(resource: Resource, subject: str, _: str | None, rows: _Rows) -> 
         return MISSING_TIME
     encounter = resource.get("id")
     rows.add(subject, start, encounter, visit_start_code(encounter_class))
-    for concept in resource.get("type") or []:
+    for concept in _objects(resource.get("type"), "type"):
         code, _reason = concept_code(concept)
         if code:
             rows.add(subject, start, encounter, code)
@@ -236,7 +294,7 @@ def _medication(resource: Resource, subject: str, encounter: str | None, rows: _
     authored = resource.get("authoredOn")
     if code is None or not authored:
         return reason or MISSING_TIME
-    indication = next(filter(None, (concept_code(c)[0] for c in resource.get("reasonCode") or [])), None)
+    indication = next(filter(None, (concept_code(c)[0] for c in _objects(resource.get("reasonCode"), "reasonCode"))), None)
     reference = next(filter(None, map(_reference_id, resource.get("reasonReference") or [])), None)
     rows.add(subject, authored, encounter, code, text=indication, reason_ref=reference)
     return None
@@ -246,8 +304,11 @@ def _value(element: Resource) -> tuple[float | None, str | None, str | None]:
     """(number, UCUM unit, text) of an Observation or component value[x]."""
     quantity = element.get("valueQuantity")
     if isinstance(quantity, dict) and quantity.get("value") is not None:
+        number = quantity["value"]
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise _Malformed(f"valueQuantity.value {number!r} is not a number")
         unit = quantity.get("code") if quantity.get("system") == UCUM else quantity.get("unit")
-        return float(quantity["value"]), unit, None
+        return float(number), unit, None
     concept = element.get("valueCodeableConcept")
     if isinstance(concept, dict):
         return None, None, concept.get("text") or next((c.get("display") for c in concept.get("coding") or []), None)
@@ -260,7 +321,7 @@ def _observation(resource: Resource, subject: str, encounter: str | None, rows: 
     when = _first(resource, "effectiveDateTime", "effectivePeriod.start", "issued")
     if code is None or not when:
         return reason or MISSING_TIME
-    components = resource.get("component") or []
+    components = _objects(resource.get("component"), "component")
     value = _value(resource)
     # A panel (blood pressure) carries its values in components: one event per measured component.
     if not components or value != (None, None, None):
@@ -291,7 +352,7 @@ def _document(resource: Resource, subject: str, _: str | None, rows: _Rows) -> s
         return reason or MISSING_TIME
     encounter = next(filter(None, map(_reference_id, _first(resource, "context.encounter") or [])), None)
     note = None
-    for content in resource.get("content") or []:
+    for content in _objects(resource.get("content"), "content"):
         data = _first(content, "attachment.data")
         if data:
             try:

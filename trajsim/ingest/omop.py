@@ -13,7 +13,9 @@ Table and column names may be upper or lower case.
 from __future__ import annotations
 
 import re
+import shutil
 import zipfile
+import zlib
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -42,6 +44,10 @@ CLINICAL_TABLES = {
     "note": ("note_type", "note", None, None, None),
 }
 GENDER = {8507: SEX_MALE, 8532: SEX_FEMALE}
+# A zip may expand to at most this many times its own size (CSV tables compress 5-20x), with a floor
+# for small archives, so a crafted archive cannot fill the disk while it is extracted.
+MAX_EXPANSION = 100
+MIN_EXTRACT_BYTES = 256 * 2**20
 
 
 def plan(source: Path, workdir: Path) -> list[Step]:
@@ -72,21 +78,48 @@ def _tables(source: Path, workdir: Path) -> dict[str, _Table]:
         if not zipfile.is_zipfile(source):
             problem = "truncated or corrupt zip file" if source.suffix.lower() == ".zip" else "not a zip file"
             raise IngestError(f"{source}: {problem}; an OMOP CDM is a folder of CSV tables or a zip of one")
-        folder = workdir / "omop"
-        try:
-            with zipfile.ZipFile(source) as archive:
-                for member in archive.namelist():
-                    name = Path(member).name
-                    if member.lower().endswith(".csv") and "__MACOSX" not in member and not name.startswith("."):
-                        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-                        (folder / name).write_bytes(archive.read(member))
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise IngestError(f"{source}: truncated or corrupt zip file ({exc})") from None
-        return {path.stem.lower(): _Table(path, f"{source}/{path.name}") for path in sorted(folder.glob("*.csv"))}
+        return _extract(source, workdir / "omop")
     if not source.is_dir():
         raise IngestError(f"{source}: no such file or folder")
-    return {path.stem.lower(): _Table(path, str(path)) for path in sorted(source.rglob("*.csv"))
-            if "__MACOSX" not in path.parts and not path.name.startswith(".")}
+    paths = [path for path in sorted(source.rglob("*.csv")) if "__MACOSX" not in path.parts and not path.name.startswith(".")]
+    _refuse_twice(source, [path.relative_to(source).as_posix() for path in paths])
+    return {path.stem.lower(): _Table(path, str(path)) for path in paths}
+
+
+def _refuse_twice(source: Path, members: list[str]) -> None:
+    """An OMOP CDM holds each table once: two files of one table name are refused, naming both."""
+    seen: dict[str, str] = {}
+    for member in members:
+        name = Path(member).stem.lower()
+        if name in seen:
+            raise IngestError(f"{source}: holds two {name} tables ({seen[name]} and {member}); keep one CDM per input")
+        seen[name] = member
+
+
+def _extract(source: Path, folder: Path) -> dict[str, _Table]:
+    """Extract the CSV members of an OMOP zip into `folder`, streaming each member within the expansion
+    limit; a damaged member (bad CRC, broken deflate stream) is an IngestError naming it."""
+    budget = max(MAX_EXPANSION * source.stat().st_size, MIN_EXTRACT_BYTES)
+    member = "(archive directory)"
+    try:
+        with zipfile.ZipFile(source) as archive:
+            members = [info for info in archive.infolist() if info.filename.lower().endswith(".csv")
+                       and "__MACOSX" not in info.filename and not Path(info.filename).name.startswith(".")]
+            _refuse_twice(source, [info.filename for info in members])
+            folder.mkdir(parents=True, exist_ok=True)
+            for info in members:
+                member = info.filename
+                with archive.open(info) as packed, open(folder / Path(member).name, "wb") as unpacked:
+                    while chunk := packed.read(2**20):
+                        budget -= len(chunk)
+                        if budget < 0:
+                            raise IngestError(f"{source}/{member}: the archive expands to more than {MAX_EXPANSION}x its "
+                                              "size; extract it yourself and ingest the folder if it is genuine")
+                        unpacked.write(chunk)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise IngestError(f"{source}/{member}: truncated or corrupt zip member ({exc})") from None
+    return {path.stem.lower(): _Table(path, f"{source}/{path.name}") for path in sorted(folder.glob("*.csv"))}
 
 
 def _scan(table: _Table, required: tuple[str, ...], dates: tuple[str, ...]) -> pl.LazyFrame:
