@@ -17,8 +17,10 @@ from typing import Any
 
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
 from tests.conftest import REPO
+from trajsim.cli import app
 from trajsim.events import EventTableError
 from trajsim.ingest import IngestError, read_events
 from trajsim.ingest.fhir import MAX_LINE_BYTES
@@ -254,3 +256,25 @@ def _inline(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_inline(v) for v in value if v is not None) + "]"
     return json.dumps(value)
+
+
+@pytest.mark.parametrize("command", ["ingest", "train", "evaluate", "generate"])
+@pytest.mark.parametrize("under_file", [False, True])
+def test_out_that_is_a_file_is_refused_before_any_work(cohort_dir: Path, tmp_path: Path, command: str,
+                                                       under_file: bool) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    out = blocker / "inside" if under_file else blocker
+    events = cohort_dir / "events"
+    arguments = {"ingest": [str(cohort_dir / "fhir" / "bundles"), "--format", "fhir"],
+                 "train": ["--events", str(events), "--max-steps", "2"],
+                 "evaluate": ["--real", str(events), "--synthetic", str(events)],
+                 "generate": ["-n", "2"]}[command]
+    if command == "ingest" and not under_file:  # ingest writes a file: a folder is what it refuses
+        out = tmp_path
+    result = CliRunner().invoke(app, [command, *arguments, "--out", str(out)])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert f"{out}:" in message
+    assert blocker.read_text() == "not a folder"

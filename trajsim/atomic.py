@@ -30,3 +30,12 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     with atomic_writer(path) as handle:
         handle.write(data)
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why `folder` cannot hold a command's output (it is a file, or lies under one), or None; asked
+    before any work starts, so a long run never fails at its last step."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder}: is a file; pass --out a folder"
+    blocking = next((parent for parent in folder.parents if parent.exists() and not parent.is_dir()), None)
+    return None if blocking is None else f"{folder}: {blocking} is a file, not a folder"

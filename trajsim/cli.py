@@ -7,6 +7,7 @@ failed validation ends with exit code 1.
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -121,5 +122,18 @@ for name, command in (("ingest", ingest_command), ("push", push_command), ("trai
                       ("evaluate", evaluate_command), ("trial", trial_command), ("stream", stream_command)):
     app.command(name)(command)
 
+
+
+def run() -> None:
+    """The console entry point. A file-system fault the user can fix (a file where a folder is needed,
+    a folder where a file is, no permission, a full disk) ends with one line naming the path, exit 2."""
+    try:
+        app()
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}")
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    run()

@@ -32,7 +32,7 @@ import polars as pl
 
 from fhir_export import NdjsonWriter, ResourceBuilder, write_bundle
 from fhir_export.providers import SHARED_TYPES
-from trajsim.atomic import atomic_writer, temporary_path, write_bytes_atomic
+from trajsim.atomic import atomic_writer, folder_problem, temporary_path, write_bytes_atomic
 from trajsim.rules import RULES, find_violations, violation_counts
 from trajsim.engine.simulate import CHUNK_SIZE
 from trajsim.events import DEATH, VISIT_START_PREFIX, Event, events_frame
@@ -109,10 +109,9 @@ class CohortOutput:
     def check(self) -> None:
         """Refuse a folder that is a file, lies under one, or holds a symbolic link where trajsim
         writes or deletes: nothing outside `out_dir` is ever written or removed."""
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise OutputError(f"{self.out_dir}: is a file or lies under one; pass --out a folder") from None
+        if problem := folder_problem(self.out_dir):
+            raise OutputError(problem)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         shards = self.out_dir / SHARDS
         inside = [self.out_dir / name for name in WRITTEN_FOLDERS]
         inside += [path for pattern in ("shard-*", "shard-*/ndjson") for path in shards.glob(pattern)]

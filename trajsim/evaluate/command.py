@@ -22,10 +22,11 @@ def evaluate_command(
     from trajsim.console import console, fail, progress_bar
     from trajsim.evaluate import FAMILIES, EvaluationError, evaluate
     from trajsim.evaluate.report import write_report
+    from trajsim.atomic import folder_problem
     from trajsim.ingest import IngestError, load_events
 
-    if out.exists() and not out.is_dir():
-        raise fail(f"{out}: is a file; pass --out a folder for metrics.json and report.html")
+    if problem := folder_problem(out):
+        raise fail(problem)
     paths = {"real": real, "synthetic": synthetic, **({"train": train} if train is not None else {})}
     with progress_bar() as bar:
         task = bar.add_task("Evaluating", total=len(paths) + 1 + len(FAMILIES))

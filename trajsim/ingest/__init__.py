@@ -149,6 +149,7 @@ def ingest(format: str, source: Path, out: Path, progress: Progress | None = Non
     started = time.perf_counter()
     source, out = Path(source), Path(out)
     report = IngestReport(format, source)
+    _check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ingest-", dir=out.parent) as workdir:
         buckets, codes = _spill(format, source, Path(workdir), report, progress)
@@ -169,6 +170,17 @@ def ingest(format: str, source: Path, out: Path, progress: Progress | None = Non
     report.prefixes = dict(prefixes.iter_rows())
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_output(out: Path) -> None:
+    """Refuse an output path that cannot become the events file, before any work is done."""
+    if out.is_symlink():
+        raise IngestError(f"{out}: is a symbolic link; name a new or regular file to write the events to")
+    if out.is_dir():
+        raise IngestError(f"{out}: is a folder; --out names the Parquet file to write the events to")
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise IngestError(f"{out}: {blocking} is a file, not a folder")
 
 
 def _parquet_columns(path: Path) -> list[str]:

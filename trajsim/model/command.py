@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import TextColumn
 from rich.table import Table
 
+from trajsim.atomic import folder_problem
 from trajsim.console import console, fail, progress_bar
 from trajsim.model.gpt import GPTConfig
 from trajsim.model.train import CHECKPOINT, TrainConfig, train
@@ -35,6 +36,8 @@ def train_command(
     """Train a sequence model on an event table (resumes an interrupted run in the same folder)."""
     from trajsim.ingest import IngestError, load_events
 
+    if problem := folder_problem(out):
+        raise fail(problem)
     try:
         table = load_events(events)
     except (IngestError, FileNotFoundError, OSError) as exc:
