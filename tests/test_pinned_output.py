@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "4a4050b52aea307d69dfa5842473f88bfff53a30f6d45950b737f23ec4aeecac",
-    "default": "fb1ec844073cab6b8f51edb109b9f5476df275f4618c83eb82a28e02b0a91987",
+    "reference": "cae476efffc86e9ed7cb719deff5fe422319467de8dc5d56d5223da8d92e0f10",
+    "default": "1127783e0fcaf537cb4aad2032b3a5b6b61301984f0a246a87a8b539d9b3465d",
 }
 
 

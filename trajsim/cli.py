@@ -20,7 +20,7 @@ from trajsim.evaluate.command import evaluate_command
 from trajsim.ingest.command import ingest_command
 from trajsim.model.command import train_command
 from trajsim.push_command import push_command
-from trajsim.scenario import Scenario, ScenarioError, load_scenario, with_overrides
+from trajsim.scenario import Scenario, ScenarioError, has_population_summary, load_scenario, with_overrides
 from trajsim.stream.command import stream_command
 from trajsim.trial.command import trial_command
 
@@ -50,6 +50,9 @@ def generate(
     scenario_file: Path | None = typer.Option(None, "--scenario", "-s", help="Scenario TOML file (default: built-in default scenario)."),
     patients: int | None = typer.Option(None, "--patients", "-n", help="Cohort size (overrides population.size)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides seed)."),
+    model: str | None = typer.Option(None, "--model", help="Trajectory source (overrides model): default, reference "
+                                     "or a `trajsim train` folder; without --scenario a trained folder's patients "
+                                     "look like its training population."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (overrides output.dir)."),
     formats: list[str] | None = typer.Option(None, "--format", "-f", help="Output format, repeatable: bundle "
                                              "(transaction), collection, ndjson, events (overrides output.formats)."),
@@ -63,8 +66,10 @@ def generate(
 
     try:
         scenario = load_scenario(scenario_file) if scenario_file else Scenario()
+        like_source = model is not None and scenario_file is None and has_population_summary(model)
         scenario = with_overrides(scenario, "command line", **{
-            "population.size": patients, "seed": seed, "output.dir": out, "output.formats": formats or None})
+            "population.size": patients, "seed": seed, "output.dir": out, "output.formats": formats or None,
+            "model": model, "population.drawn_from": "model" if like_source else None})
     except ScenarioError as exc:
         raise fail(str(exc)) from None
     with progress_bar() as bar:

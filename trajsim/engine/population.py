@@ -7,12 +7,15 @@ patient is the same whichever chunk, process or machine simulates it.
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR, day_number
 from trajsim.engine.source import PatientState
 from trajsim.knowledge import Knowledge
+from trajsim.model import model_folder
+from trajsim.model.population import PopulationSummary, read_summary
 from trajsim.scenario import Population, Scenario
 
 def patient_rng(seed: int, index: int) -> np.random.Generator:
@@ -32,15 +35,32 @@ def draw_sex_and_age(population: Population, rng: np.random.Generator) -> tuple[
 def draw_patient(scenario: Scenario, index: int, knowledge: Knowledge) -> PatientState:
     """Patient number `index` (0-based) of the scenario's cohort."""
     rng = patient_rng(scenario.seed, index)
-    population, period = scenario.population, scenario.period
-    sex, age_at_end = draw_sex_and_age(population, rng)
-    end_day = day_number(period.end)
-    birth_day = math.floor(end_day - age_at_end * DAYS_PER_YEAR)
-    entry_day = birth_day if period.start == "birth" else max(birth_day, day_number(period.start))
+    if scenario.population.drawn_from == "model":
+        sex, birth_day, entry_day, end_day = model_population(scenario.model).draw(rng)
+    else:
+        sex, birth_day, entry_day, end_day = _draw_from_age_mix(scenario, rng)
     death_day = draw_death_day(knowledge, rng, sex, birth_day, entry_day, end_day)
     height_z, weight_factor = rng.normal(), float(np.exp(rng.normal(0, 0.12)))
     return PatientState(index + 1, sex, float(birth_day), float(entry_day), end_day, death_day, rng,
                         height_z=height_z, weight_factor=weight_factor)
+
+
+def _draw_from_age_mix(scenario: Scenario, rng: np.random.Generator) -> tuple[str, float, float, float]:
+    """Sex, birth, entry and end day from the scenario's age mix and period."""
+    period = scenario.period
+    sex, age_at_end = draw_sex_and_age(scenario.population, rng)
+    end_day = day_number(period.end)
+    birth_day = math.floor(end_day - age_at_end * DAYS_PER_YEAR)
+    entry_day = birth_day if period.start == "birth" else max(birth_day, day_number(period.start))
+    return sex, float(birth_day), float(entry_day), end_day
+
+
+@cache
+def model_population(model: str) -> PopulationSummary:
+    """The population summary saved with the trained model a scenario names (validated to exist)."""
+    summary = read_summary(model_folder(model))
+    assert summary is not None, "Scenario validation guarantees a population summary"
+    return summary
 
 
 def draw_death_day(knowledge: Knowledge, rng: np.random.Generator, sex: str, birth_day: float,

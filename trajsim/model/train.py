@@ -22,6 +22,7 @@ import polars as pl
 import torch
 
 from trajsim.atomic import write_bytes_atomic
+from trajsim.model.population import MIN_CELL, summarize, write_summary
 from trajsim.model.gpt import GPT, GPTConfig
 from trajsim.model.tokenizer import PAD, Tokenizer
 
@@ -177,6 +178,8 @@ def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None
     result = TrainResult(state["step"], state["best_step"], state["best_val_loss"], stopped_early,
                          len(train_ids), len(val_ids), int(train_lengths.sum()))
     save_model(out_dir, model, tokenizer)
+    if len(train_ids) >= MIN_CELL:  # fewer patients cannot be summarised without revealing one
+        write_summary(out_dir, summarize(train_events))
     write_bytes_atomic(out_dir / CARD, model_card(events, tokenizer, model, config, result, data_description).encode())
     checkpoint_path.unlink(missing_ok=True)
     return result

@@ -6,7 +6,7 @@ composed here, so the cohort sections need not know the features that extend the
 
 from pathlib import Path
 
-from pydantic import StrictStr
+from pydantic import StrictStr, model_validator
 
 from trajsim.scenario.base import ScenarioError, ScenarioName, Seed, StrictModel, load_toml, with_overrides
 from trajsim.scenario.cohort import US_2020_AGE_MIX, AgeGroup, Output, OutputFormat, Period, Population, SourceName
@@ -30,6 +30,22 @@ class Scenario(StrictModel):
     trial: Trial | None = None  # a control arm to build with `trajsim trial`
     model: SourceName = "default"
 
+    @model_validator(mode="after")
+    def _population_source(self) -> "Scenario":
+        if self.population.drawn_from == "model" and not has_population_summary(self.model):
+            raise ValueError(f'population.drawn_from = "model" needs a model folder trained with a population '
+                             f"summary (population.json); model {self.model!r} has none: use \"age_mix\"")
+        return self
+
+
+def has_population_summary(model: str) -> bool:
+    """Whether the trajectory source `model` names was trained with a population summary."""
+    from trajsim.model import model_folder
+    from trajsim.model.population import POPULATION
+
+    folder = model_folder(model)
+    return folder is not None and (folder / POPULATION).is_file()
+
 
 def load_scenario(path: Path) -> Scenario:
     """Read and validate a cohort scenario TOML file, or raise ScenarioError saying what to fix."""
@@ -40,5 +56,5 @@ __all__ = [
     "DIURNAL_ARRIVALS", "US_2020_AGE_MIX", "WEEKDAY_ARRIVALS", "AgeGroup", "AgeRange", "Arrivals", "Capacity",
     "CodeList", "Criterion", "Endpoint", "IndexEvent", "Output", "OutputFormat", "Period", "Population",
     "PowerTarget", "Presentation", "Scenario", "ScenarioError", "StreamScenario", "Surge", "Trial", "Window",
-    "load_scenario", "load_stream_scenario", "presentations", "with_overrides",
+    "has_population_summary", "load_scenario", "load_stream_scenario", "presentations", "with_overrides",
 ]

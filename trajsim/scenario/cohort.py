@@ -44,9 +44,14 @@ US_2020_AGE_MIX = (
 
 
 class Population(StrictModel):
+    """Who the cohort is. `drawn_from = "model"` draws each patient's sex, age and record span from
+    the population summary saved with a trained model (`model`), instead of `female_fraction`,
+    `age_mix` and `[period]`, so the cohort looks like the model's source."""
+
     size: StrictInt = Field(100, ge=1, le=100_000_000)
     female_fraction: StrictFloat = Field(0.505, ge=0.0, le=1.0)  # 2020 Census: 50.5% female
     age_mix: tuple[AgeGroup, ...] = Field(US_2020_AGE_MIX, min_length=1)
+    drawn_from: Literal["age_mix", "model"] = "age_mix"
 
 
 class Period(StrictModel):

@@ -1,0 +1,83 @@
+"""A trained model remembers the shape of its training population as aggregates only, and
+`generate --model DIR` draws patients like them: ages, calendar years and record spans of the source."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import small_scenario
+from trajsim.cli import app
+from trajsim.clock import calendar_date
+from trajsim.engine.population import draw_patient
+from trajsim.knowledge import load_knowledge
+from trajsim.engine import ReferenceSource, simulate
+from trajsim.events import BIRTH, events_frame
+from trajsim.model.gpt import GPTConfig
+from trajsim.model.population import MIN_CELL, read_summary, summarize
+from trajsim.model.sample import one_thread
+from trajsim.model.train import TrainConfig, train
+from trajsim.scenario import AgeGroup, ScenarioError, with_overrides
+
+
+@pytest.fixture(scope="module")
+def elderly_events() -> pl.DataFrame:
+    """Records of people aged 70-90 followed 2000-2010: nothing like the default census cohort."""
+    scenario = small_scenario(60, seed=11, **{"population.age_mix": [AgeGroup(min=70, max=90, weight=1.0).model_dump()],
+                                              "period.start": date(2000, 1, 1), "period.end": date(2010, 1, 1)})
+    return events_frame(e for r in simulate(scenario, ReferenceSource()) for e in r.events)
+
+
+@pytest.fixture(scope="module")
+def elderly_model(elderly_events: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("elderly-model")
+    with one_thread():
+        train(elderly_events, folder, TrainConfig(seed=1, batch_size=4, max_steps=6, eval_every=3, warmup_steps=1,
+                                                  model=GPTConfig(block_size=128, n_layer=1, n_head=2, n_embd=16)))
+    return folder
+
+
+def test_every_cell_holds_at_least_five_patients(elderly_events: pl.DataFrame) -> None:
+    summary = summarize(elderly_events)
+    kept = min(cell.weight for cell in summary.cells) * summary.patients
+    assert summary.patients == 60
+    assert kept >= MIN_CELL * 0.8  # a share of the kept patients, who are at least 80% of all
+    assert abs(sum(cell.weight for cell in summary.cells) - 1) < 1e-3
+
+
+def test_too_few_patients_are_not_summarised(elderly_events: pl.DataFrame) -> None:
+    few = elderly_events.filter(pl.col("subject_id").is_in(elderly_events["subject_id"].unique().sort()[:4].implode()))
+    with pytest.raises(ValueError, match="at least 5"):
+        summarize(few)
+
+
+def test_generate_with_a_trained_model_looks_like_its_training_population(elderly_model: Path, tmp_path: Path) -> None:
+    assert read_summary(elderly_model) is not None
+    result = CliRunner().invoke(app, ["generate", "--model", str(elderly_model), "-n", "40", "-f", "events",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code in (0, 1), result.output  # 1: rule violations of an undertrained model
+    events = pl.read_parquet(tmp_path / "out" / "events" / "*.parquet")
+    births = events.filter(pl.col("code") == BIRTH)["time"].dt.year()
+    assert births.len() == 40
+    assert births.is_between(1915, 1945).mean() > 0.9  # born 70-90 years before 2000-2010; census: 1925-2025
+
+
+def test_patients_drawn_from_a_model_start_and_end_their_records_like_the_source(elderly_model: Path) -> None:
+    scenario = with_overrides(small_scenario(200), "test", **{"model": str(elderly_model), "population.drawn_from": "model"})
+    patients = [draw_patient(scenario, i, load_knowledge()) for i in range(200)]
+    entry_years = np.array([calendar_date(p.entry_day).year for p in patients])
+    ages = np.array([p.age_at(p.entry_day) for p in patients])
+    spans = np.array([(p.end_day - p.entry_day) / 365.25 for p in patients])
+    assert (entry_years >= 1995).mean() > 0.95 and (entry_years <= 2010).all()
+    assert np.median(ages) > 65
+    assert np.median(spans) > 5  # ten-year records, less those cut short by death in the source
+
+
+def test_population_from_a_model_without_a_summary_is_refused() -> None:
+    with pytest.raises(ScenarioError, match="population.json"):
+        with_overrides(small_scenario(), "test", **{"model": "reference", "population.drawn_from": "model"})
