@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "4a4050b52aea307d69dfa5842473f88bfff53a30f6d45950b737f23ec4aeecac",
-    "default": "fb1ec844073cab6b8f51edb109b9f5476df275f4618c83eb82a28e02b0a91987",
+    "reference": "e2ab50e779ca69c8c7d3364bea40ff012150bd293dcab902aefb3edd0aa711d5",
+    "default": "c4f424adacee437a051146fa22b25af8d373d3599d53d1ac11a5db9fe6f61fd6",
 }
 
 
