@@ -5,6 +5,7 @@ of the visit, and the conditions and medications active when it began. Its asses
 chart: it names the abnormal findings (vital signs outside `data/vital_findings.csv`, labs outside
 `data/reference_ranges.csv`) and the active problems, and it never calls a patient stable when a
 vital sign is critically abnormal (`contradictions` checks a note against its visit's vitals).
+Children's pulse and blood pressure are judged by the PALS ranges for their age.
 Structure follows the kind of visit (a SOAP progress note in clinic, an emergency department
 note, a discharge summary after a stay); wording varies between notes, chosen by the visit's
 identity so output stays reproducible.
@@ -53,19 +54,25 @@ class VitalRange:
 
 
 @cache
-def vital_ranges() -> dict[str, VitalRange]:
-    """The vital-sign ranges by LOINC code (`data/vital_findings.csv`)."""
+def vital_ranges() -> dict[str, tuple[VitalRange, ...]]:
+    """The vital-sign ranges by LOINC code, by age band in rising `age_min` (`data/vital_findings.csv`:
+    PALS bands for children, adult ranges from adolescence)."""
     def number(text: str) -> float | None:
         return float(text) if text else None
     rows = load_table("vital_findings", ("code", "age_min", "low", "high", "critical_low", "critical_high", "low_text", "high_text"))
-    return {r["code"]: VitalRange(float(r["age_min"]), number(r["low"]), number(r["high"]), number(r["critical_low"]),
-                                  number(r["critical_high"]), r["low_text"], r["high_text"]) for r in rows}
+    ranges: dict[str, list[VitalRange]] = {}
+    for r in rows:
+        ranges.setdefault(r["code"], []).append(VitalRange(
+            float(r["age_min"]), number(r["low"]), number(r["high"]), number(r["critical_low"]),
+            number(r["critical_high"]), r["low_text"], r["high_text"]))
+    return {code: tuple(sorted(bands, key=lambda band: band.age_min)) for code, bands in ranges.items()}
 
 
 def vital_range(code: str, age_years: float | None) -> VitalRange | None:
-    """The range a vital sign is judged by at this age (None: not judged, e.g. a child's pulse)."""
-    found = vital_ranges().get(code)
-    return found if found is not None and age_years is not None and age_years >= found.age_min else None
+    """The range a vital sign is judged by at this age (None: not judged, e.g. a child's breathing rate)."""
+    if age_years is None:
+        return None
+    return next((band for band in reversed(vital_ranges().get(code, ())) if age_years >= band.age_min), None)
 
 
 @dataclass(frozen=True)
@@ -179,9 +186,10 @@ def critical_vitals(vitals: Mapping[str, float], age_years: float | None) -> lis
 def contradictions(note: str, vitals: Mapping[str, float], age_years: float | None) -> list[str]:
     """How a note contradicts its visit's vital signs (`vitals`: LOINC code -> value; empty: it
     does not). A note contradicts them when it uses reassuring wording ("stable", "doing well", "no
-    acute distress") although a vital sign is critically abnormal (`data/vital_findings.csv`, e.g.
-    systolic pressure below 90 or from 180 mmHg, heart rate below 45 or above 130 /min, temperature
-    from 38.5 °C), or calls a febrile patient afebrile. Used by the tests and the clinical benchmark."""
+    acute distress") although a vital sign is critically abnormal for the patient's age
+    (`data/vital_findings.csv`; for adults systolic pressure below 90 or from 180 mmHg, heart rate
+    below 45 or above 130 /min, temperature from 38.5 °C; for children outside the PALS ranges), or
+    calls a febrile patient afebrile. Used by the tests and the clinical benchmark."""
     found = []
     critical = critical_vitals(vitals, age_years)
     if critical and (words := REASSURING.search(note)):

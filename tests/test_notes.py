@@ -69,7 +69,9 @@ def test_contradictions_finds_reassurance_against_critical_vitals():
     assert contradictions(note, {SYSTOLIC: 186, DIASTOLIC: 100}, 50.0)
     assert contradictions("Afebrile.", {TEMPERATURE: 38.6}, 5.0)
     assert contradictions(note, {HEART_RATE: 88, TEMPERATURE: 37.0}, 50.0) == []
-    assert contradictions(note, {HEART_RATE: 150}, 0.5) == []  # an infant's pulse of 150 is normal
+    assert contradictions(note, {HEART_RATE: 150}, 0.5) == []  # an infant's pulse of 150 is normal (PALS)
+    assert contradictions(note, {HEART_RATE: 190}, 0.5)
+    assert contradictions(note, {SYSTOLIC: 70}, 5.0)  # below 70 + 2 x age
     assert contradictions("Seen today for: Well child visit.", {TEMPERATURE: 39.0}, 4.0) == []
 
 

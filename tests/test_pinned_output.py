@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "e2ab50e779ca69c8c7d3364bea40ff012150bd293dcab902aefb3edd0aa711d5",
-    "default": "c4f424adacee437a051146fa22b25af8d373d3599d53d1ac11a5db9fe6f61fd6",
+    "reference": "1b3c724b80e21728932af7b40fb967f056c514f8031f30a869eeef14aca7c06c",
+    "default": "33c43e7089d4978ef6fee9807674ae6b39c41691dadaa18d4ee6d49897ba38b8",
 }
 
 
