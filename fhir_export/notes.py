@@ -196,7 +196,7 @@ def contradictions(note: str, vitals: Mapping[str, float], age_years: float | No
         found.append(f"says {words.group(0)!r} with critical {', '.join(critical)}")
     temperature = vitals.get("LOINC/8310-5")
     judged = vital_range("LOINC/8310-5", age_years)
-    if temperature is not None and judged is not None and judged.flag(temperature) == "H" and re.search(r"\bafebrile\b", note, re.I):
+    if temperature is not None and judged is not None and judged.flag(temperature) == "H" and re.search(r"\bafebrile\b", note, re.IGNORECASE):
         found.append(f"says afebrile at {temperature:g} °C")
     return found
 

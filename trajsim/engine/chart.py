@@ -26,5 +26,5 @@ class ChartKeeper:
 
 def chart_keepers(knowledge: Knowledge, patient: PatientState) -> list[ChartKeeper]:
     """The keepers of one patient's chart, in the order they vet a visit."""
-    from trajsim.engine.immunization import ImmunizationKeeper  # noqa: PLC0415 (it subclasses ChartKeeper)
+    from trajsim.engine.immunization import ImmunizationKeeper  # imported here: it subclasses ChartKeeper
     return [ImmunizationKeeper(knowledge)]

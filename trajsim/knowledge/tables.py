@@ -22,7 +22,7 @@ from importlib.resources.abc import Traversable
 import networkx as nx
 import numpy as np
 
-from trajsim.clock import DAYS_PER_YEAR, day_number
+from trajsim.clock import day_number
 from trajsim.knowledge.hazards import Epidemiology
 from trajsim.vocab import load_vocabulary
 
