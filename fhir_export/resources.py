@@ -17,7 +17,7 @@ from typing import Any
 
 from fhir_export.demographics import patient_details
 from fhir_export.identity import IdMinter, stable_random
-from fhir_export.notes import NOTE_TYPES, VisitRecord, age_phrase, write_note
+from fhir_export.notes import NOTE_TYPES, Reading, VisitRecord, age_phrase, write_note
 from fhir_export.providers import SHARED_TYPES, CareTeam, care_team
 from fhir_export.tables import load_table
 from fhir_export.terminology import (
@@ -35,6 +35,8 @@ from trajsim.vocab.local import system_and_code
 Resource = dict[str, Any]
 
 VISIT_WITHOUT_TYPE = "SNOMED/308335008"  # "Patient encounter procedure", when the record names no visit type
+# An acute illness the record never ends is a current problem for this long after its diagnosis.
+ACUTE_PROBLEM_DAYS = 30
 PERSON_WORDS = {("F", False): "woman", ("F", True): "girl", ("M", False): "man", ("M", True): "boy"}
 VITAL_SIGN_PROFILES = {"LOINC/8302-2": "us-core-body-height", "LOINC/29463-7": "us-core-body-weight",
                        "LOINC/39156-5": "us-core-bmi", BLOOD_PRESSURE_PANEL[0]: "us-core-blood-pressure",
@@ -190,6 +192,7 @@ class _PatientBuild:
         self.death = next((e.time for e in reversed(events) if e.code == DEATH), None)
         self.visits: dict[int, _Visit] = {}
         self.conditions: dict[str, Resource] = {}
+        self.diagnosed: dict[str, datetime] = {}  # when each condition in `conditions` was diagnosed
         self.care_plans: dict[str, Resource] = {}
         self.orders: dict[str, Resource] = {}
         self.allergies: list[str] = []  # displays of the allergies recorded so far
@@ -298,10 +301,17 @@ class _PatientBuild:
             "serviceProvider": self.out.reference(organization),
         })
         age, child = age_phrase(self.birth, event.time)
-        record = VisitRecord(encounter_class, None, event.time, None, age, PERSON_WORDS[self.sex, child],
-                             history=[self.b.display(code) for code in self.conditions], allergies=list(self.allergies),
+        age_years = (event.time - self.birth).days / 365.25 if self.birth is not None else None
+        record = VisitRecord(encounter_class, None, event.time, None, age, PERSON_WORDS[self.sex, child], age_years,
+                             history=self._current_problems(event.time), allergies=list(self.allergies),
                              medications=[self.b.display(code) for code in self.orders])
         self.visits[event.encounter_id] = _Visit(resource, record, organization, practitioner)
+
+    def _current_problems(self, moment: datetime) -> list[str]:
+        """The conditions active at `moment`: chronic ones until they end, acute ones until they
+        end or, when the record never ends them, for `ACUTE_PROBLEM_DAYS` after diagnosis."""
+        return [self.b.display(code) for code in self.conditions
+                if code in self.b.chronic or (moment - self.diagnosed[code]).days < ACUTE_PROBLEM_DAYS]
 
     def _close_visit(self, encounter_id: int | None, end: datetime | None) -> None:
         visit = self.visits.pop(encounter_id, None)
@@ -362,6 +372,7 @@ class _PatientBuild:
             "subject": self.subject, **self._context(visit), "onsetDateTime": when, "recordedDate": when,
         })
         self.conditions[code] = condition
+        self.diagnosed[code] = event.time
         if visit is not None:
             visit.resource.setdefault("reasonReference", []).append(self.out.reference(condition))
             visit.record.diagnoses.append(self.b.display(code))
@@ -391,7 +402,7 @@ class _PatientBuild:
     def _observation(self, event: Event, visit: _Visit | None, domain: str) -> None:
         code, value, unit = event.code, event.numeric_value, event.unit
         if visit is not None:
-            visit.record.measurements.append((self.b.display(code), value, unit))
+            visit.record.measurements.append(Reading(code, self.b.display(code), value, unit, self._flag(event)))
         component = {"code": self.b.concept(code), "valueQuantity": _quantity(value, unit)}
         if code in BLOOD_PRESSURE_PARTS:
             panel = self.blood_pressure.get((event.encounter_id, event.time))
@@ -417,17 +428,27 @@ class _PatientBuild:
         if domain == "lab" and visit is not None:
             visit.labs.append((code, observation))
 
-    def _interpret(self, observation: Resource, event: Event) -> None:
+    def _reference_range(self, code: str) -> tuple[float | None, float | None, str] | None:
         ranges = reference_ranges()
-        known = ranges.get((event.code, self.sex)) or ranges.get((event.code, ""))
+        return ranges.get((code, self.sex)) or ranges.get((code, ""))
+
+    def _flag(self, event: Event) -> str | None:
+        """"L" or "H" for a value outside its reference range, "N" inside it, None without one."""
+        known = self._reference_range(event.code)
+        if known is None:
+            return None
+        low, high, _ = known
+        value = event.numeric_value
+        return "L" if low is not None and value < low else "H" if high is not None and value > high else "N"
+
+    def _interpret(self, observation: Resource, event: Event) -> None:
+        known = self._reference_range(event.code)
         if known is None:
             return
         low, high, unit = known
         bounds = {"low": low, "high": high}
         observation["referenceRange"] = [{k: _quantity(v, unit) for k, v in bounds.items() if v is not None}]
-        value = event.numeric_value
-        flag = "L" if low is not None and value < low else "H" if high is not None and value > high else "N"
-        observation["interpretation"] = INTERPRETATIONS[flag]
+        observation["interpretation"] = INTERPRETATIONS[self._flag(event)]
 
     def _medication(self, event: Event, visit: _Visit | None) -> None:
         code = event.code

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "cae476efffc86e9ed7cb719deff5fe422319467de8dc5d56d5223da8d92e0f10",
-    "default": "1127783e0fcaf537cb4aad2032b3a5b6b61301984f0a246a87a8b539d9b3465d",
+    "reference": "1b3c724b80e21728932af7b40fb967f056c514f8031f30a869eeef14aca7c06c",
+    "default": "33c43e7089d4978ef6fee9807674ae6b39c41691dadaa18d4ee6d49897ba38b8",
 }
 
 

@@ -26,4 +26,5 @@ class ChartKeeper:
 
 def chart_keepers(knowledge: Knowledge, patient: PatientState) -> list[ChartKeeper]:
     """The keepers of one patient's chart, in the order they vet a visit."""
-    return []
+    from trajsim.engine.immunization import ImmunizationKeeper  # imported here: it subclasses ChartKeeper
+    return [ImmunizationKeeper(knowledge)]

@@ -1,5 +1,5 @@
 """Scheduled care: well visits on the periodicity schedule, what is due at any visit (complications,
-monitoring labs, vaccines, the seasonal flu shot, screenings), refills and stops of chronic
+monitoring labs, vaccines (`immunization.py`), screenings), refills and stops of chronic
 prescriptions between visits, allergies and the day of death.
 
 A `Schedule` writes only the fact kinds it is given. The engine runs one per patient for the kinds
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 
-from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY, calendar_date, is_weekend, office_slot
+from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY, is_weekend, office_slot
+from trajsim.engine.immunization import Immunizer
 from trajsim.engine.population import draw_death_day
 from trajsim.engine.source import ACTIVE, WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
 from trajsim.events import MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
 
-FLU_SEASON_MONTHS = (9, 10, 11, 12, 1, 2, 3)
 ONE_MINUTE = 1 / MINUTES_PER_DAY  # in days
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 OBESITY_WEIGHT_FACTOR = 1.3  # BMI about 32 instead of the median 25
@@ -93,8 +93,7 @@ class Schedule:
     def __init__(self, knowledge: Knowledge, patient: PatientState, kinds: frozenset[FactKind]) -> None:
         self.k, self.patient, self.kinds = knowledge, patient, kinds
         self.well_index, self.next_well = 0, None
-        self.next_dose = 0  # index into the knowledge's dose schedule
-        self.flu_seasons: set[int] = set()
+        self.immunizer = Immunizer(knowledge, patient) if FactKind.IMMUNIZATIONS in kinds else None
         self.last_lab: dict[str, float] = {}
         self.fills: dict[str, tuple[float, str, float]] = {}  # drug -> (last fill day, indication, refill days)
         self.last_check_age = patient.age_at(patient.entry_day)
@@ -162,7 +161,7 @@ class Schedule:
         if FactKind.MEASUREMENTS in kinds:
             facts += self._monitoring(visit.day, active_keys(self.k, self.patient, visit.day, visit.facts + facts))
         if FactKind.IMMUNIZATIONS in kinds and visit.encounter_class == "AMB":
-            facts += self._vaccines(visit.day) + self._flu_shot(visit.day)
+            facts += self.immunizer.due(visit.day)
         if FactKind.PROCEDURES in kinds and any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts):
             facts += self._screenings(visit.day)
         return facts
@@ -214,29 +213,6 @@ class Schedule:
                     facts += draw_measurement(self.k, self.patient, lab.code, day, active)
                     self.last_lab[lab.code] = day
         return facts
-
-    def _vaccines(self, day: float) -> list[Fact]:
-        """Scheduled doses now due; doses due before the record began are taken as given."""
-        p, doses = self.patient, self.k.dose_schedule
-        age_days, entry_age_days = day - p.birth_day, p.entry_day - p.birth_day
-        facts = []
-        while self.next_dose < len(doses) and doses[self.next_dose][0] <= age_days:
-            due, code = doses[self.next_dose]
-            if due >= entry_age_days - 30:
-                facts.append(Fact(code))
-            self.next_dose += 1
-        return facts
-
-    def _flu_shot(self, day: float) -> list[Fact]:
-        """One seasonal influenza decision per season, taken at the first visit in it."""
-        month = calendar_date(int(day)).month
-        season = int((day - 244) // DAYS_PER_YEAR)  # seasons start around 1 September
-        if month not in FLU_SEASON_MONTHS or season in self.flu_seasons:
-            return []
-        self.flu_seasons.add(season)
-        p = self.patient
-        return [Fact(dose.code) for dose in self.k.doses
-                if dose.season_uptake is not None and day - p.birth_day >= dose.age_days and p.rng.random() < dose.season_uptake]
 
     # --- between visits ------------------------------------------------------------------------
     def recorded(self, visit: Visit) -> None:

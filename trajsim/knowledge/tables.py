@@ -22,7 +22,7 @@ from importlib.resources.abc import Traversable
 import networkx as nx
 import numpy as np
 
-from trajsim.clock import DAYS_PER_YEAR, day_number
+from trajsim.clock import day_number
 from trajsim.knowledge.hazards import Epidemiology
 from trajsim.vocab import load_vocabulary
 
@@ -130,14 +130,34 @@ class ValueDistribution:
     sd: float
 
 
+DOSE_COLUMNS = ("series", "code", "dose", "age_days", "interval_days", "min_age_days", "min_interval_days",
+                "max_age_days", "repeat_days", "uptake", "before_entry", "routine")
+
+
 @dataclass(frozen=True)
 class Dose:
-    """A scheduled vaccine dose at `age_days`; repeating ones recur every `repeat_days`."""
+    """Dose `dose` of a vaccine series (ACIP schedule and its minimum ages and intervals, Table 3-1).
 
+    Recommended at `age_days` and at least `interval_days` after the previous dose; valid from
+    `min_age_days` and `min_interval_days` after the previous dose; not given from `max_age_days`
+    (the catch-up upper age; None: no limit). The last dose of a series with `repeat_days` recurs
+    at that interval (boosters, the yearly influenza shot). `uptake` is the chance a patient accepts
+    the series when first offered (None: by age, for influenza); `before_entry` says whether a dose
+    due before the record began was `given` elsewhere or is `offered` at the first visit. A dose
+    not `routine` is valid but not given by the routine schedule (HPV dose 3 of a late start)."""
+
+    series: str
     code: str
+    dose: int
     age_days: float
+    interval_days: float | None
+    min_age_days: float
+    min_interval_days: float | None
+    max_age_days: float | None
     repeat_days: float | None
-    season_uptake: float | None
+    uptake: float | None
+    before_entry: str
+    routine: bool
 
 
 @dataclass(frozen=True)
@@ -198,20 +218,6 @@ class Knowledge(Epidemiology):
             for medication in medications:
                 found[medication.code] |= {condition.code, condition.icd10cm}
         return {code: frozenset(codes) for code, codes in found.items()}
-
-    @cached_property
-    def dose_schedule(self) -> list[tuple[float, str]]:
-        """Every routine (non-seasonal) dose over a 120-year life as (age in days, code), in order."""
-        lifetime = 120 * DAYS_PER_YEAR
-        due = []
-        for dose in (d for d in self.doses if d.season_uptake is None):
-            age = dose.age_days
-            while age <= lifetime:
-                due.append((age, dose.code))
-                if not dose.repeat_days:
-                    break
-                age += dose.repeat_days
-        return sorted(due)
 
     @cached_property
     def conditions_by_code(self) -> dict[str, Condition]:
@@ -310,8 +316,10 @@ def load_knowledge() -> Knowledge:
         medications=dict(medications),
         monitoring=dict(monitoring),
         measurements=measurements,
-        doses=[Dose(r["code"], float(r["age_days"]), _number(r["repeat_days"]), _number(r["season_uptake"]))
-               for r in _rows("immunizations.csv", ("code", "age_days", "repeat_days", "season_uptake"))],
+        doses=[Dose(r["series"], r["code"], int(r["dose"]), float(r["age_days"]), _number(r["interval_days"]),
+                    float(r["min_age_days"]), _number(r["min_interval_days"]), _number(r["max_age_days"]),
+                    _number(r["repeat_days"]), _number(r["uptake"]), r["before_entry"], r["routine"] == "1")
+               for r in _rows("immunizations.csv", DOSE_COLUMNS)],
         well_visit_days=[float(r["age_days"]) for r in well],
         well_visit_repeat_days=float(well[-1]["repeat_days"]),
         restrictions=_restrictions(conditions),

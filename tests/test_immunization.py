@@ -1,0 +1,131 @@
+"""Immunization on the ACIP schedule: the rules catch doses too soon, too young or beyond the
+series; the chart keeper drops what a source proposes against the schedule; children followed from
+birth get exactly the routine series; older adults get pneumococcal and zoster vaccine at about
+their cited uptake; the reference source breaks no immunization rule."""
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.conftest import small_scenario
+from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
+from trajsim.engine.immunization import ImmunizationKeeper, Immunizer, vaccine_series
+from trajsim.events import BIRTH, SEX_FEMALE, Event, events_frame, visit_start_code
+from trajsim.knowledge import load_knowledge
+from trajsim.rules import find_violations
+from trajsim.rules.immunization import RULES
+
+BORN = datetime(2010, 1, 1)
+HEPB, DTAP, MMR, FLU, PCV20, ZOSTER = "CVX/08", "CVX/20", "CVX/03", "CVX/140", "CVX/216", "CVX/187"
+
+
+def record(doses: list[tuple[float, str]], born: datetime = BORN) -> pl.DataFrame:
+    """A girl's record: birth, then each (age in days, vaccine) dose at its own clinic visit."""
+    events = [Event(1, born, None, BIRTH), Event(1, born, None, SEX_FEMALE)]
+    for visit, (age_days, code) in enumerate(doses, start=1):
+        events += [Event(1, born + timedelta(days=age_days), visit, visit_start_code("AMB")),
+                   Event(1, born + timedelta(days=age_days), visit, code)]
+    return events_frame(events)
+
+
+def immunization_rules(events: pl.DataFrame) -> Counter:
+    return Counter(find_violations(events).filter(pl.col("rule").is_in(list(RULES)))["rule"])
+
+
+def test_the_schedule_passes_the_rules():
+    on_time = [(1, HEPB), (35, HEPB), (190, HEPB), (61, DTAP), (122, DTAP), (183, DTAP), (457, DTAP), (1461, DTAP),
+               (370, MMR), (1470, MMR), (200, FLU), (570, FLU)]
+    assert immunization_rules(record(sorted(on_time))) == Counter()
+
+
+def test_a_dose_within_its_minimum_interval_is_too_soon():
+    assert immunization_rules(record([(61, DTAP), (75, DTAP)])) == Counter({"dose_too_soon": 1})
+    # ACIP's 4-day grace period: 25 days after dose 1 still counts as 4 weeks
+    assert immunization_rules(record([(61, DTAP), (86, DTAP)])) == Counter()
+    assert immunization_rules(record([(200, FLU), (210, FLU)])) == Counter({"dose_too_soon": 1})
+
+
+def test_a_vaccine_outside_the_schedule_is_held_to_a_21_day_floor():
+    assert immunization_rules(record([(7000, "CVX/43"), (7007, "CVX/43")])) == Counter({"dose_too_soon": 1})
+    assert immunization_rules(record([(7000, "CVX/43"), (7030, "CVX/43")])) == Counter()
+
+
+def test_more_doses_than_the_series_are_beyond_it():
+    hepb = [(1, HEPB), (35, HEPB), (190, HEPB), (400, HEPB)]
+    assert immunization_rules(record(hepb)) == Counter({"dose_beyond_series": 1})
+
+
+def test_a_dose_after_the_series_ages_is_not_counted_in_it():
+    """A third MMR dose in adulthood (a mumps outbreak) is not part of the childhood series."""
+    assert immunization_rules(record([(370, MMR), (1470, MMR), (9000, MMR)])) == Counter()
+
+
+def test_a_dose_before_its_minimum_age_is_found():
+    assert immunization_rules(record([(200, MMR)])) == Counter({"dose_below_minimum_age": 1})
+    assert immunization_rules(record([(40 * 365, ZOSTER)])) == Counter({"dose_below_minimum_age": 1})
+
+
+def patient(birth_day: float = 0.0, entry_day: float = 0.0, end_day: float = 40_000.0) -> PatientState:
+    return PatientState(1, "F", birth_day, entry_day, end_day, None, np.random.default_rng(3))
+
+
+def test_the_keeper_drops_an_excess_dose_a_source_proposes():
+    keeper, child = ImmunizationKeeper(load_knowledge()), patient()
+    kept = []
+    for day in (1, 35, 190, 400, 401):  # a fourth Hep B dose, then a DTaP dose far too young
+        visit = Visit(day, "AMB", 0.01, [Fact(HEPB)] if day < 401 else [Fact(MMR)])
+        keeper.vet(child, visit)
+        kept += [f.code for f in visit.facts]
+    assert kept == [HEPB, HEPB, HEPB, MMR]
+    too_soon = Visit(420, "AMB", 0.01, [Fact(MMR), Fact("SNOMED/59621000")])
+    keeper.vet(child, too_soon)
+    assert [f.code for f in too_soon.facts] == ["SNOMED/59621000"]
+
+
+def test_a_child_followed_from_birth_gets_exactly_the_series():
+    knowledge = load_knowledge()
+    child = patient(end_day=19 * 365.25)
+    immunizer, given = Immunizer(knowledge, child), Counter()
+    for day in np.arange(1, 19 * 365.25, 30.0):  # a clinic visit every month
+        given.update(f.code for f in immunizer.due(day) if f.code != FLU)
+    routine = Counter()
+    for series in vaccine_series(knowledge).values():
+        if series.name not in ("influenza", "tetanus", "pneumococcal", "zoster"):
+            routine.update(d.code for d in series.doses if d.routine)
+    assert given == routine + Counter({"CVX/115": 1})  # and the adolescent Tdap
+
+
+def test_a_child_entering_late_catches_up_within_the_minimum_intervals():
+    knowledge = load_knowledge()
+    child = patient(entry_day=80.0)  # the 2-month doses were due 19 days before the record began
+    immunizer = Immunizer(knowledge, child)
+    assert {DTAP, "CVX/10", "CVX/49", "CVX/133"} <= {f.code for f in immunizer.due(85.0)}
+    assert DTAP not in {f.code for f in immunizer.due(110.0)}  # dose 2 waits 4 weeks (and its age)
+    # seen again only at 10 months: one dose per series, the next at least 4 weeks later
+    assert Counter(f.code for f in immunizer.due(300.0))[DTAP] == 1
+    assert DTAP not in {f.code for f in immunizer.due(320.0)}
+    assert DTAP in {f.code for f in immunizer.due(330.0)}
+
+
+@pytest.fixture(scope="module")
+def older_adults():
+    mix = ({"min": 66, "max": 80, "weight": 1.0},)
+    return list(simulate(small_scenario(300, seed=11, **{"population.age_mix": mix}), ReferenceSource()))
+
+
+def test_older_adults_get_pneumococcal_and_zoster_vaccine_at_about_the_cited_uptake(older_adults):
+    seen = [r for r in older_adults if any(e.code == visit_start_code("AMB") for e in r.events)]
+    pneumococcal = np.mean([any(e.code == PCV20 for e in r.events) for r in seen])
+    doses = [sum(e.code == ZOSTER for e in r.events) for r in seen]
+    assert 0.55 < pneumococcal < 0.8  # CDC: about 65-70% of adults 65 and older
+    assert 0.25 < np.mean([d > 0 for d in doses]) < 0.45  # NHIS: about 30-40%
+    assert max(doses) == 2
+
+
+def test_reference_patients_break_no_immunization_rule():
+    records = list(simulate(small_scenario(200, seed=5), ReferenceSource()))
+    events = events_frame(e for r in records for e in r.events)
+    assert immunization_rules(events) == Counter()

@@ -1,0 +1,187 @@
+"""Immunization on the ACIP schedule: the series of each vaccine, what is due at a visit, and the
+chart keeper that holds any source to the schedule's minimum ages, minimum intervals and dose counts.
+
+The series come from `immunizations.csv` (CDC/ACIP 2024 child, adolescent and adult schedules;
+minimum ages and intervals from the ACIP General Best Practice Guidelines, Table 3-1). A dose is
+due at its recommended age, or its recommended interval after the previous dose, whichever is
+later; a child behind schedule catches up one dose per series per visit, each at least the
+minimum interval after the last, until the series' catch-up upper age. A fixed series is never
+exceeded; a repeating one (Td every ten years) recurs after its last dose; influenza is offered
+once a season at the age-specific uptake of CDC FluVaxView.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from trajsim.clock import DAYS_PER_YEAR, calendar_date
+from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.knowledge import Dose, Knowledge
+from trajsim.knowledge.tables import DATA, read_table
+
+INFLUENZA = "influenza"  # the seasonal series: offered once a season, at the uptake for the patient's age
+FLU_SEASON_MONTHS = (9, 10, 11, 12, 1, 2, 3)
+SEASON_START_DAY = 244  # seasons start around 1 September
+PRIOR_CARE_DAYS = 30.0  # a dose due this long before the record began was given elsewhere
+
+
+@dataclass(frozen=True)
+class Series:
+    """The doses of one vaccine series in order; the last recurs if it has `repeat_days`."""
+
+    name: str
+    doses: tuple[Dose, ...]
+
+    @property
+    def repeats(self) -> bool:
+        return self.doses[-1].repeat_days is not None
+
+    @property
+    def max_age_days(self) -> float:
+        """The age from which no dose of the series is given (inf: none)."""
+        return self.doses[-1].max_age_days or float("inf")
+
+    def dose(self, number: int) -> Dose | None:
+        """Dose `number` (from 1); past the end, the last dose again if the series repeats, else None."""
+        if number <= len(self.doses):
+            return self.doses[number - 1]
+        return self.doses[-1] if self.repeats else None
+
+
+@cache
+def _series(doses: tuple[Dose, ...]) -> dict[str, Series]:
+    names = dict.fromkeys(d.series for d in doses)
+    return {name: Series(name, tuple(sorted((d for d in doses if d.series == name), key=lambda d: d.dose)))
+            for name in names}
+
+
+def vaccine_series(knowledge: Knowledge) -> dict[str, Series]:
+    """Every vaccine series by name, in the order of the table."""
+    return _series(tuple(knowledge.doses))
+
+
+def series_by_code(knowledge: Knowledge) -> dict[str, Series]:
+    """The series each scheduled vaccine code belongs to."""
+    return {dose.code: series for series in vaccine_series(knowledge).values() for dose in series.doses}
+
+
+@cache
+def influenza_uptake() -> tuple[tuple[float, float, float], ...]:
+    """(age_min, age_max, uptake) bands of the yearly influenza shot (CDC FluVaxView)."""
+    rows = read_table(DATA.joinpath("influenza_uptake.csv"), ("age_min", "age_max", "uptake"))
+    return tuple((float(r["age_min"]), float(r["age_max"]), float(r["uptake"])) for r in rows)
+
+
+def flu_uptake(age_years: float) -> float:
+    return next((uptake for low, high, uptake in influenza_uptake() if low <= age_years < high), 0.0)
+
+
+class DoseRecord:
+    """The doses of each series a patient has had, and whether another would be valid."""
+
+    def __init__(self) -> None:
+        self.given: dict[str, list[float]] = {}
+
+    def add(self, series: Series, day: float) -> None:
+        self.given.setdefault(series.name, []).append(day)
+
+    def fault(self, series: Series, birth_day: float, day: float) -> str | None:
+        """Why a dose of `series` on `day` would break the schedule (None: it would not)."""
+        given = self.given.get(series.name, [])
+        age_days = day - birth_day
+        in_window = sum(1 for d in given if d - birth_day < series.max_age_days)
+        if not series.repeats and age_days < series.max_age_days and in_window >= len(series.doses):
+            return "beyond the series"
+        dose = series.dose(len(given) + 1) or series.doses[-1]
+        if age_days < dose.min_age_days:
+            return "below the minimum age"
+        if given and dose.min_interval_days is not None and day - given[-1] < dose.min_interval_days:
+            return "within the minimum interval"
+        return None
+
+
+class Immunizer:
+    """One patient's scheduled vaccines: the doses due at each clinic visit."""
+
+    def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
+        self.patient = patient
+        self.series = [s for s in vaccine_series(knowledge).values() if s.name != INFLUENZA]
+        self.influenza = vaccine_series(knowledge).get(INFLUENZA)
+        self.record = DoseRecord()
+        self.accepted: dict[str, bool] = {}
+        self.flu_seasons: set[int] = set()
+        for series in self.series:
+            if series.doses[0].before_entry == "given":
+                self._take_prior_doses(series)
+
+    def _due_day(self, series: Series) -> tuple[float, Dose] | None:
+        """The first day the next dose of `series` is due and valid, with that dose (None: no more)."""
+        given = self.record.given.get(series.name, [])
+        dose = series.dose(len(given) + 1)
+        if dose is None or not dose.routine:
+            return None
+        birth = self.patient.birth_day
+        due = birth + dose.age_days
+        if given:
+            after = dose.repeat_days if len(given) >= len(series.doses) else dose.interval_days
+            due = max(due, given[-1] + (after or 0.0), given[-1] + (dose.min_interval_days or 0.0))
+        return max(due, birth + dose.min_age_days), dose
+
+    def _take_prior_doses(self, series: Series) -> None:
+        """Doses due well before the record began were given elsewhere, on their due days."""
+        p = self.patient
+        while (due := self._due_day(series)) is not None and due[0] < p.entry_day - PRIOR_CARE_DAYS:
+            if due[0] - p.birth_day >= (due[1].max_age_days or float("inf")):
+                return
+            self.record.add(series, due[0])
+
+    def due(self, day: float) -> list[Fact]:
+        """The doses to give at a clinic visit on `day`: at most one per series, and the flu shot."""
+        p, facts = self.patient, []
+        for series in self.series:
+            due = self._due_day(series)
+            if due is None or day < due[0] or day - p.birth_day >= (due[1].max_age_days or float("inf")):
+                continue
+            if series.name not in self.accepted:
+                uptake = series.doses[0].uptake
+                self.accepted[series.name] = uptake is None or uptake >= 1 or bool(p.rng.random() < uptake)
+            if self.accepted[series.name]:
+                facts.append(Fact(due[1].code))
+                self.record.add(series, day)
+        return facts + self._flu_shot(day)
+
+    def _flu_shot(self, day: float) -> list[Fact]:
+        """One influenza decision per season, taken at the first clinic visit in it."""
+        season = int((day - SEASON_START_DAY) // DAYS_PER_YEAR)
+        series, p = self.influenza, self.patient
+        if series is None or calendar_date(int(day)).month not in FLU_SEASON_MONTHS or season in self.flu_seasons:
+            return []
+        self.flu_seasons.add(season)
+        if self.record.fault(series, p.birth_day, day) or p.rng.random() >= flu_uptake(p.age_at(day)):
+            return []
+        self.record.add(series, day)
+        return [Fact(series.doses[0].code)]
+
+
+class ImmunizationKeeper(ChartKeeper):
+    """Drops a proposed dose the schedule forbids: before its minimum age, within its minimum
+    interval after the previous dose, or beyond a series that does not repeat. Vaccines outside
+    the schedule's table pass unchecked."""
+
+    def __init__(self, knowledge: Knowledge) -> None:
+        self.by_code = series_by_code(knowledge)
+        self.record = DoseRecord()
+
+    def vet(self, patient: PatientState, visit: Visit) -> None:
+        kept = []
+        for fact in visit.facts:
+            series = self.by_code.get(fact.code)
+            if series is not None:
+                day = visit.day + fact.offset_days
+                if self.record.fault(series, patient.birth_day, day):
+                    continue
+                self.record.add(series, day)
+            kept.append(fact)
+        visit.facts[:] = kept
