@@ -12,6 +12,7 @@ from trajsim.engine import ReferenceSource, simulate
 from trajsim.events import events_frame
 from trajsim.model.gpt import GPT, GPTConfig, KVCache
 from trajsim.model.sample import generate, one_thread
+from trajsim.model.population import POPULATION
 from trajsim.model.train import CARD, CHECKPOINT, TOKENIZER, WEIGHTS, TrainConfig, load_model, train
 
 from tests.conftest import small_scenario
@@ -61,9 +62,9 @@ def test_cached_sampling_gives_the_logits_of_a_full_pass():
     assert torch.allclose(full, stepwise, atol=1e-5)
 
 
-def test_training_writes_weights_tokenizer_and_model_card(reference_events, tmp_path):
+def test_training_writes_weights_tokenizer_population_and_model_card(reference_events, tmp_path):
     result = train(reference_events, tmp_path, tiny_training(), "sixteen reference patients")
-    assert {p.name for p in tmp_path.iterdir()} == {WEIGHTS, TOKENIZER, CARD}
+    assert {p.name for p in tmp_path.iterdir()} == {WEIGHTS, TOKENIZER, CARD, POPULATION}
     card = (tmp_path / CARD).read_text()
     assert "sixteen reference patients" in card and f"{result.best_val_loss:.4f}" in card
     assert "## Intended use" in card and "## Limitations" in card

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "1b3c724b80e21728932af7b40fb967f056c514f8031f30a869eeef14aca7c06c",
-    "default": "33c43e7089d4978ef6fee9807674ae6b39c41691dadaa18d4ee6d49897ba38b8",
+    "reference": "9a05293fc989209c49c462e1020caebc793c344c63a345d54f95a6c0770edfbe",
+    "default": "a46190eddadeae918907e3438bca0f2561c754c8acaaa5f97d9ce65e82c74d3b",
 }
 
 
