@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "9a05293fc989209c49c462e1020caebc793c344c63a345d54f95a6c0770edfbe",
-    "default": "a46190eddadeae918907e3438bca0f2561c754c8acaaa5f97d9ce65e82c74d3b",
+    "reference": "f9bb37163e6a0a0d687caa788cb881bd1d02e04f091462eac8ac2ae9c8bdaaf8",
+    "default": "bb09d524a51fb78218cec05f4e38a91aea55934c2ef2f47a0219a64171430d73",
 }
 
 

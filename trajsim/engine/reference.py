@@ -19,10 +19,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
+from trajsim.engine import pregnancy
+from trajsim.engine.pregnancy import Pregnancy
 from trajsim.engine.schedules import Schedule, active_keys, office_hours, prescribe, vitals
 from trajsim.engine.source import ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Condition, Knowledge, load_knowledge
+from trajsim.knowledge.lifecycles import PREGNANCY, lifecycles
 
 
 @dataclass(slots=True)
@@ -34,6 +37,7 @@ class ReferenceState:
     last_review: dict[str, float] = field(default_factory=dict)  # condition code -> day of its last follow-up
     proposal: Visit | None = None  # the next sick or follow-up visit, waiting while well visits come first
     proposals_done: bool = False  # no sick or follow-up visit will come again
+    pregnancy: Pregnancy | None = None  # the current pregnancy's plan, while it has visits to come
 
 
 class ReferenceSource(TrajectorySource[ReferenceState]):
@@ -45,6 +49,7 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         self.k = knowledge or load_knowledge()
         self.chronic = self.k.chronic
         self.acute = [c for c in self.k.conditions.values() if c.course == "acute"]
+        self.lifecycles = lifecycles(self.k)
 
     # --- entry -------------------------------------------------------------------------------
     def new_state(self, patient: PatientState[ReferenceState]) -> ReferenceState:
@@ -61,6 +66,13 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
                 continue
             first_age = self.k.prevalence[condition.key][0].age_min
             years_back = rng.uniform(0, min(10.0, max(age - first_age, 0.0)))
+            lifecycle = self.lifecycles.get(condition.code)
+            if lifecycle is not None and not lifecycle.onset_plausible(age - years_back):
+                # diagnosed at an age it can start at (ADHD in childhood), if longer ago than 10 years
+                low, high = max(first_age, lifecycle.onset_age_min), min(age, lifecycle.onset_age_max)
+                if low >= high:
+                    continue
+                years_back = age - rng.uniform(low, high)
             onset = max(patient.entry_day - years_back * DAYS_PER_YEAR - 1, patient.birth_day)
             history.append(Visit(onset, None, 0.0, [Fact(condition.code), *prescribe(self.k, condition, patient)]))
         return history
@@ -87,12 +99,21 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
                 due = p.source_state.last_review.get(code, now) + condition.follow_up_days
                 if due < review_day:
                     review_day, review_of = due, condition
+        expecting = p.source_state.pregnancy
+        if expecting is not None and expecting.next_day() <= review_day:
+            visit = pregnancy.next_visit(self.k, p, expecting)
+            if not expecting.visits:
+                p.source_state.pregnancy = None
+            return visit
         acute_day = math.inf
         total_rate = sum(self._episode_rate(c, p, now) for c in self.acute)
         if total_rate > 0:
             acute_day = now + p.rng.exponential(1.0 / total_rate) * DAYS_PER_YEAR
         if acute_day < review_day:
             episode = self._draw_episode(p, acute_day)
+            if episode is not None and episode.code == PREGNANCY:
+                p.source_state.pregnancy = pregnancy.conceive(p.rng, acute_day)
+                return self._next_visit(p)
             if episode is not None:
                 return self._acute_visit(p, acute_day, episode)
         if review_of is None:
@@ -100,12 +121,17 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         return self._follow_up_visit(p, review_day, review_of)
 
     def _episode_rate(self, condition: Condition, p: PatientState, day: float) -> float:
-        if condition.first_day is not None and day < condition.first_day:
+        lifecycle = self.lifecycles.get(condition.code)
+        if ((condition.first_day is not None and day < condition.first_day)
+                or (lifecycle is not None and not lifecycle.onset_plausible(p.age_at(day)))):
             return 0.0
-        return self.k.episode_rate(condition.key, p.sex, p.age_at(day))
+        rate = self.k.episode_rate(condition.key, p.sex, p.age_at(day))
+        return rate * pregnancy.conception_factor() if condition.code == PREGNANCY else rate
 
     def _draw_episode(self, p: PatientState, day: float) -> Condition | None:
         active = p.active_conditions(p.now)
+        if p.source_state.pregnancy is not None:
+            active.add(PREGNANCY)
         rates = [0.0 if c.code in active else self._episode_rate(c, p, day) for c in self.acute]
         total = sum(rates)
         if total == 0:
@@ -143,8 +169,13 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
             duration = max(1.0, rng.lognormal(math.log(condition.stay_days or 3), 0.5))
         facts = [Fact(condition.visit_type), *vitals(self.k, p, day, active_keys(self.k, p, day) | {condition.key}),
                  Fact(condition.code), *prescribe(self.k, condition, p),
-                 Fact(CONDITION_END, offset_days=condition.duration_days or duration, text=condition.code)]
+                 Fact(CONDITION_END, offset_days=self._episode_days(condition, duration, rng), text=condition.code)]
         return Visit(day, condition.visit_class, duration, facts)
+
+    def _episode_days(self, condition: Condition, stay: float, rng: np.random.Generator) -> float:
+        """How long an episode lasts: drawn from its lifecycle, and not shorter than its visit."""
+        lifecycle = self.lifecycles.get(condition.code)
+        return max(lifecycle.draw_duration(rng), stay) if lifecycle and lifecycle.episodic else stay
 
     def _check_chronic(self, p: PatientState[ReferenceState], day: float) -> list[Fact]:
         """Chronic conditions starting since the last check (at the baseline hazard: complications

@@ -10,6 +10,7 @@ import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.knowledge import Knowledge, load_knowledge
+from trajsim.knowledge.lifecycles import lifecycles
 
 if TYPE_CHECKING:  # the mask reads a patient's state; checking tables must not load the engine
     from trajsim.engine.source import PatientState
@@ -17,7 +18,8 @@ if TYPE_CHECKING:  # the mask reads a patient's state; checking tables must not 
 # The rules a next-code mask can enforce; the others concern values and visit timing, which the
 # engine guarantees itself.
 MASK_RULES = ("sex_specific_code", "age_specific_code", "before_birth", "after_death",
-              "medication_without_indication", "medication_contraindicated_by_allergy", "duplicate_active_condition")
+              "medication_without_indication", "medication_contraindicated_by_allergy", "duplicate_active_condition",
+              "code_before_valid_date", "onset_age_outside_window")
 
 
 class RuleMask:
@@ -36,9 +38,20 @@ class RuleMask:
         self._sex_allowed = np.array([[r is None or r.sex in (None, sex) for r in restrictions] for sex in ("F", "M")])
         self._age_min = np.array([r.age_min if r else -math.inf for r in restrictions])
         self._age_max = np.array([r.age_max if r else math.inf for r in restrictions])
+        lives = [lifecycles(knowledge).get(code) for code in self.codes]
+        episodic = np.array([life is not None and life.episodic for life in lives])
         # Column of each chronic code in the active-condition matrix; -1 points at an always-False column.
+        # (An acute episode's end is the engine's EpisodeKeeper's to date, so a model writing ahead cannot
+        # know when it ends: the keeper, not the mask, keeps it from being diagnosed again meanwhile.)
         self._chronic_column = np.array([self._condition_column[code] if code in knowledge.chronic_codes else -1
                                          for code in self.codes])
+        # Lifecycles: no code before it existed; a first diagnosis (every episode of an acute condition)
+        # only at the ages the condition starts at.
+        self._valid_from = np.array([life.valid_from if life and life.valid_from is not None else -math.inf
+                                     for life in lives])
+        self._onset_min = np.array([life.onset_age_min if life else -math.inf for life in lives])
+        self._onset_max = np.array([life.onset_age_max if life else math.inf for life in lives])
+        self._onset_column = np.where(episodic, -1, np.array([self._condition_column.get(code, -1) for code in self.codes]))
         self._indication = np.zeros((len(conditions), len(self.codes)), dtype=np.float32)
         for i, code in enumerate(self.codes):
             for condition in knowledge.indications.get(code, ()):
@@ -49,13 +62,15 @@ class RuleMask:
         self._contraindicated = np.array([[allergy in knowledge.contraindications.get(code, ()) for code in self.codes]
                                           for allergy in allergies], dtype=np.float32).reshape(len(allergies), len(self.codes))
 
-    def active_conditions(self, patients: Sequence[PatientState], days: np.ndarray) -> np.ndarray:
-        """Bool matrix patients x known condition codes, plus a trailing all-False column."""
+    def active_conditions(self, patients: Sequence[PatientState], days: np.ndarray,
+                          ever: bool = False) -> np.ndarray:
+        """Bool matrix patients x known condition codes (active at `days`, or `ever` recorded), plus a
+        trailing all-False column."""
         active = np.zeros((len(patients), len(self._condition_column) + 1), dtype=bool)
         for row, (patient, day) in enumerate(zip(patients, days)):
             for code, end in patient.conditions.items():
                 column = self._condition_column.get(code)
-                if column is not None and end > day:
+                if column is not None and (ever or end > day):
                     active[row, column] = True
         return active
 
@@ -70,6 +85,10 @@ class RuleMask:
         allowed &= (ages >= self._age_min) & (ages < self._age_max)
         active = self.active_conditions(patients, days)
         allowed &= ~active[:, self._chronic_column]
+        allowed &= days[:, None] >= self._valid_from
+        unseen = ~self.active_conditions(patients, days, ever=True)[:, self._onset_column]
+        unseen[:, self._onset_column == -1] = True  # episodic codes (and codes of no condition): every onset
+        allowed &= ~(unseen & ((ages < self._onset_min) | (ages >= self._onset_max)))
         indicated = (active[:, :-1].astype(np.float32) @ self._indication) > 0
         allowed &= indicated | ~self._needs_indication
         allergic = np.zeros((len(patients), len(self._allergy_column)), dtype=np.float32)

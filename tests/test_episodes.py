@@ -1,0 +1,193 @@
+"""Condition lifecycles: the `episodes` rules catch each kind of broken lifecycle in a hand-made
+record, the engine's EpisodeKeeper and the sampler mask keep any source within the lifecycle
+table, and the reference source's pregnancies run from conception to a delivery or a loss."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.conftest import small_scenario
+from tests.test_rules import BORN, at, rules_found, valid_record
+from trajsim.clock import DAYS_PER_YEAR, day_number, to_datetime
+from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
+from trajsim.engine.episodes import EpisodeKeeper
+from trajsim.engine.pregnancy import (
+    CESAREAN, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PRENATAL, PRENATAL_INITIAL, conceive, figures,
+)
+from trajsim.engine.source import ACTIVE
+from trajsim.events import BIRTH, CONDITION_END, SEX_FEMALE, Event, events_frame
+from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.lifecycles import MISCARRIAGE, PREGNANCY, lifecycles
+from trajsim.rules import RuleMask, find_violations
+from trajsim.rules.episodes import RULES
+from trajsim.vocab import load_vocabulary
+
+PHARYNGITIS, COVID, ADHD, HYPERTENSION = "SNOMED/195662009", "SNOMED/840539006", "SNOMED/192127007", "SNOMED/59621000"
+
+
+def female_record() -> list[Event]:
+    return [Event(1, BORN, None, BIRTH), Event(1, BORN, None, SEX_FEMALE), Event(1, at(35), None, HYPERTENSION)]
+
+
+def test_the_lifecycle_table_is_cited_and_knows_its_codes():
+    knowledge, vocabulary = load_knowledge(), load_vocabulary()
+    lives = lifecycles(knowledge)
+    assert all(code in vocabulary for code in lives)
+    acute = [c for c in knowledge.conditions.values() if c.course == "acute"]
+    assert all(lives[c.code].episodic and lives[c.icd10cm] is lives[c.code] for c in acute)
+    assert lives[COVID].valid_from == day_number(datetime(2020, 1, 1).date())
+    assert lives[PREGNANCY].max_days == 300 and lives[PREGNANCY].onset_age_min == 12
+
+
+@pytest.mark.parametrize("rule, extra", [
+    ("acute_episode_unresolved", [Event(1, at(52), None, PHARYNGITIS)]),
+    ("acute_episode_too_long", [Event(1, at(58), 3, PHARYNGITIS),
+                                Event(1, at(58) + timedelta(days=40), None, CONDITION_END, text=PHARYNGITIS)]),
+    ("code_before_valid_date", [Event(1, datetime(2019, 6, 1), None, COVID),
+                                Event(1, datetime(2019, 6, 15), None, CONDITION_END, text=COVID)]),
+    ("onset_age_outside_window", [Event(1, at(45), None, ADHD)]),
+])
+def test_each_rule_catches_a_record_breaking_it(rule, extra):
+    assert rule in RULES
+    assert rules_found(valid_record() + extra) == {rule: 1}
+
+
+def test_an_open_episode_at_the_end_of_a_record_is_not_judged():
+    record = valid_record() + [Event(1, at(56) - timedelta(days=5), None, PHARYNGITIS)]  # the record ends 5 days later
+    assert rules_found(record) == {}
+
+
+def test_a_pregnancy_that_never_ends_or_lasts_too_long_is_caught():
+    never = female_record() + [Event(1, at(30), None, PREGNANCY)]
+    long = female_record() + [Event(1, at(30), None, PREGNANCY),
+                              Event(1, at(30) + timedelta(days=320), None, CONDITION_END, text=PREGNANCY)]
+    ended = female_record() + [Event(1, at(30), None, PREGNANCY),
+                               Event(1, at(30) + timedelta(days=270), None, CONDITION_END, text=PREGNANCY)]
+    assert rules_found(never) == {"pregnancy_too_long": 1}
+    assert rules_found(long) == {"pregnancy_too_long": 1}
+    assert rules_found(ended) == {}
+
+
+def patient(age: float = 30.0, sex: str = "F", now: float | None = None) -> PatientState:
+    birth = day_number(datetime(2020, 6, 1).date()) - age * DAYS_PER_YEAR
+    return PatientState(1, sex, birth, birth, birth + 100 * DAYS_PER_YEAR, None, np.random.default_rng(3),
+                        now=birth + age * DAYS_PER_YEAR if now is None else now)
+
+
+def test_the_keeper_ends_an_acute_episode_a_source_leaves_open():
+    p, keeper = patient(), EpisodeKeeper(load_knowledge())
+    visit = Visit(p.now, "AMB", 0.02, [Fact("SNOMED/185345009"), Fact(PHARYNGITIS), Fact("RXNORM/313782", text=PHARYNGITIS)])
+    keeper.vet(p, visit)
+    assert [f.code for f in visit.facts] == ["SNOMED/185345009", PHARYNGITIS, "RXNORM/313782"]
+    p.conditions[PHARYNGITIS] = ACTIVE
+    again = Visit(p.now + 2, "AMB", 0.02, [Fact(PHARYNGITIS)])
+    keeper.vet(p, again)
+    assert again.facts == []  # not diagnosed again while the episode lasts
+    assert keeper.between_visits(p, until=p.now + 1) == []
+    (day, end), = keeper.between_visits(p, until=p.now + 365)
+    assert end == Fact(CONDITION_END, text=PHARYNGITIS)
+    assert p.now + 1 <= day <= p.now + lifecycles(load_knowledge())[PHARYNGITIS].max_days
+
+
+def test_the_keeper_shortens_an_episode_proposed_too_long_and_drops_an_end_of_nothing():
+    p, keeper = patient(), EpisodeKeeper(load_knowledge())
+    visit = Visit(p.now, "AMB", 0.02, [Fact(PHARYNGITIS), Fact(CONDITION_END, offset_days=90, text=PHARYNGITIS),
+                                       Fact(CONDITION_END, offset_days=3, text="SNOMED/65363002")])
+    keeper.vet(p, visit)
+    assert visit.facts == [Fact(PHARYNGITIS), Fact(CONDITION_END, offset_days=21, text=PHARYNGITIS)]
+
+
+def test_the_keeper_drops_covid_before_2020_and_a_first_diagnosis_outside_its_ages():
+    knowledge = load_knowledge()
+    p, keeper = patient(age=45, now=day_number(datetime(2019, 6, 1).date())), EpisodeKeeper(knowledge)
+    drug = knowledge.medications["adhd"][0].code
+    visit = Visit(p.now, "AMB", 0.02, [Fact(COVID), Fact(ADHD), Fact(drug, text=ADHD), Fact(HYPERTENSION)])
+    keeper.vet(p, visit)
+    assert visit.facts == [Fact(HYPERTENSION)]
+    later = Visit(day_number(datetime(2021, 1, 5).date()), "AMB", 0.02, [Fact(COVID)])
+    keeper.vet(p, later)
+    assert later.facts == [Fact(COVID)]
+
+
+def test_the_mask_forbids_covid_before_2020_and_first_diagnoses_outside_their_ages():
+    codes = [COVID, ADHD, HYPERTENSION, PREGNANCY]
+    mask = RuleMask(codes)
+    adult = patient(age=45)
+    child = patient(age=3)
+    before, after = day_number(datetime(2019, 6, 1).date()), day_number(datetime(2021, 6, 1).date())
+    assert mask.allowed([adult], before)[0].tolist() == [False, False, True, True]
+    assert mask.allowed([adult], after)[0].tolist() == [True, False, True, True]
+    assert mask.allowed([child], child.now)[0].tolist() == [True, True, False, False]  # no hypertension before 6
+    adult.conditions[ADHD] = 10.0  # diagnosed in childhood and resolved: a recurrence is no first diagnosis
+    assert mask.allowed([adult], after)[0][1]
+    older = patient(age=52)
+    assert not mask.allowed([older], older.now)[0][3]  # no pregnancy after 50
+
+
+def test_a_pregnancy_plan_follows_the_prenatal_schedule():
+    rng = np.random.default_rng(5)
+    plans = [conceive(rng, 20_000.0) for _ in range(2000)]
+    losses = [p for p in plans if p.outcome == MISCARRIAGE]
+    assert 0.06 < len(losses) / len(plans) < 0.10
+    assert all(p.end_day - p.conception_day < 13 * 7 for p in losses)
+    births = [p for p in plans if p.outcome != MISCARRIAGE]
+    assert 0.28 < sum(p.outcome == CESAREAN for p in births) / len(births) < 0.36
+    for plan in births[:200]:
+        days = [day for day, _ in plan.visits]
+        kinds = [kind for _, kind in plan.visits]
+        assert kinds[0] == PRENATAL_INITIAL and kinds[-1] == OBSTETRIC_ADMISSION and set(kinds[1:-1]) == {PRENATAL}
+        weeks = [(day - plan.conception_day + 14) / 7 for day in days]
+        gaps = np.diff(weeks[:-1])
+        assert all(g == 4 for w, g in zip(weeks, gaps) if w >= 13 and w + g <= 28)
+        assert all(g == 1 for w, g in zip(weeks, gaps) if w >= 36)
+        assert plan.end_day - plan.conception_day <= 300
+    preterm = np.mean([(p.visits[-1][0] - p.conception_day + 14) / 7 < 37 for p in births])
+    assert 0.06 < preterm < 0.15
+
+
+@pytest.fixture(scope="module")
+def reference_events() -> pl.DataFrame:
+    young_women = {"population.age_mix": ({"min": 18, "max": 45, "weight": 1.0},), "population.female_fraction": 1.0}
+    records = simulate(small_scenario(200, seed=11, **young_women), ReferenceSource())
+    return events_frame([event for record in records for event in record.events])
+
+
+def test_reference_pregnancies_end_with_a_delivery_or_a_loss_after_prenatal_visits(reference_events):
+    events = reference_events.sort("time")
+    last = events.group_by("subject_id").agg(pl.col("time").max().alias("last"))
+    ends = (events.filter((pl.col("code") == CONDITION_END) & (pl.col("text") == PREGNANCY))
+            .select("subject_id", pl.col("time").alias("end")))
+    pregnancies = (events.filter(pl.col("code") == PREGNANCY).select("subject_id", "time")
+                   .join_asof(ends, left_on="time", right_on="end", by="subject_id", strategy="forward", check_sortedness=False)
+                   .join(last, on="subject_id"))
+    unended = pregnancies.filter(pl.col("end").is_null())
+    assert (unended["last"] - unended["time"] < timedelta(days=300)).all()  # still pregnant when the record ends
+    ended = pregnancies.filter(pl.col("end").is_not_null())
+    assert ended.height >= 15 and ((ended["end"] - ended["time"]) <= timedelta(days=300)).all()
+    outcomes = events.filter(pl.col("code").is_in([NORMAL_DELIVERY, CESAREAN, MISCARRIAGE]))
+    prenatal = events.filter(pl.col("code") == PRENATAL)
+    kinds = set()
+    for start, subject, end in ended.select("time", "subject_id", "end").iter_rows():
+        near = outcomes.filter((pl.col("subject_id") == subject) & ((pl.col("time") - end).abs() <= timedelta(days=3)))
+        assert near.height == 1
+        kinds.add(near["code"][0])
+        if near["code"][0] != MISCARRIAGE:
+            visits = prenatal.filter((pl.col("subject_id") == subject) & pl.col("time").is_between(start, end))
+            weeks = (end - start).days / 7 + 2  # gestational age at birth
+            assert visits.height >= (8 if weeks >= 38 else 4)  # monthly to 28 weeks, fortnightly to 36, then weekly
+            admission = events.filter((pl.col("subject_id") == subject) & (pl.col("code") == OBSTETRIC_ADMISSION)
+                                      & pl.col("time").is_between(end - timedelta(days=1), end))
+            assert admission.height == 1
+    assert NORMAL_DELIVERY in kinds and CESAREAN in kinds
+
+
+def test_200_reference_patients_have_no_violations(reference_events):
+    records = simulate(small_scenario(200, seed=12), ReferenceSource())
+    for events in (reference_events, events_frame([event for record in records for event in record.events])):
+        found = find_violations(events)
+        assert found.is_empty(), found.head(10)
