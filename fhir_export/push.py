@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from fhir_export.server import FhirServer, ServerAddressError, fhir_server
+from fhir_export.split import split_bundle
 
 BUNDLE_FOLDERS = ("fhir/bundles", "bundles")  # `trajsim generate`'s layout, from its root or its fhir/ folder
 LOADABLE_TYPES = ("transaction", "batch")
@@ -152,7 +153,10 @@ def retry_delay(response: httpx.Response | None, attempt: int, backoff: float) -
     return min(delay, MAX_BACKOFF_S)
 
 
-async def _post(client: httpx.AsyncClient, server: str, path: Path, retries: int, backoff: float) -> BundleOutcome:
+async def _post(client: httpx.AsyncClient, server: str, path: Path, max_entries: int | None, retries: int,
+                backoff: float) -> BundleOutcome:
+    """Post one bundle file, as ordered parts of at most `max_entries` entries when given; it is
+    accepted when every part is, and a refused part stops the rest (they may reference it)."""
     outcome = BundleOutcome(path, accepted=False)
     try:
         data = path.read_bytes()
@@ -163,27 +167,44 @@ async def _post(client: httpx.AsyncClient, server: str, path: Path, retries: int
     if isinstance(bundle, str):
         outcome.diagnostics = bundle
         return outcome
+    pieces = split_bundle(bundle, max_entries)
+    for number, piece in enumerate(pieces, 1):
+        body = data if piece is bundle else orjson.dumps(piece)
+        accepted, reported = await _post_part(client, server, body, piece, retries, backoff, outcome)
+        outcome.resources += reported
+        if not accepted:
+            if len(pieces) > 1:
+                outcome.diagnostics = f"part {number} of {len(pieces)}: {outcome.diagnostics}"
+            return outcome
+    outcome.accepted = True
+    return outcome
+
+
+async def _post_part(client: httpx.AsyncClient, server: str, body: bytes, bundle: dict, retries: int,
+                     backoff: float, outcome: BundleOutcome) -> tuple[bool, int]:
+    """POST one bundle with bounded retries; returns (accepted, entries the server reported on) and
+    leaves the last status and the server's words on `outcome`."""
     deadline = client.timeout.read
     for attempt in range(retries + 1):
-        outcome.attempts = attempt + 1
+        outcome.attempts += 1
         response = None
         try:
-            response = await exchange(client, "POST", server, data, deadline)
+            response = await exchange(client, "POST", server, body, deadline)
         except NoAnswer as exc:
             outcome.status, outcome.diagnostics = None, str(exc)
         else:
             outcome.status = response.status_code
             if response.is_success:
-                outcome.accepted, outcome.resources, outcome.diagnostics = judge_response(
+                accepted, reported, outcome.diagnostics = judge_response(
                     response.content, bundle["type"], len(bundle.get("entry", [])))
-                return outcome
+                return accepted, reported
             outcome.diagnostics = operation_outcome_text(response.content)
             if response.status_code < 500 and response.status_code != 429:
-                return outcome
+                return False, 0
         if attempt < retries:
             await asyncio.sleep(retry_delay(response, attempt, backoff))
-    outcome.diagnostics = f"gave up after {outcome.attempts} attempts: {outcome.diagnostics}"
-    return outcome
+    outcome.diagnostics = f"gave up after {attempt + 1} attempts: {outcome.diagnostics}"
+    return False, 0
 
 
 class NoAnswer(Exception):
@@ -225,8 +246,8 @@ async def _bounded_exchange(client: httpx.AsyncClient, method: str, url: str, da
     return httpx.Response(response.status_code, headers=decoded, content=bytes(body))
 
 
-async def _push(paths: list[Path], server: FhirServer, concurrency: int, retries: int, timeout: float,
-                backoff: float, on_bundle: Callable[[BundleOutcome], None] | None,
+async def _push(paths: list[Path], server: FhirServer, max_entries: int | None, concurrency: int, retries: int,
+                timeout: float, backoff: float, on_bundle: Callable[[BundleOutcome], None] | None,
                 transport: httpx.AsyncBaseTransport | None) -> list[BundleOutcome]:
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, "Prefer": "return=minimal", **server.headers}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -237,7 +258,7 @@ async def _push(paths: list[Path], server: FhirServer, concurrency: int, retries
 
         async def one(path: Path) -> BundleOutcome:
             async with slots:
-                outcome = await _post(client, server.base, path, retries, backoff)
+                outcome = await _post(client, server.base, path, max_entries, retries, backoff)
             if on_bundle is not None:
                 on_bundle(outcome)
             return outcome
@@ -258,7 +279,8 @@ async def check_server(client: httpx.AsyncClient, server: str) -> None:
                         f"is {server} the server's FHIR base URL?")
 
 
-def push_bundles(paths: list[Path], server: str, *, token: str | None = None, concurrency: int = 4, retries: int = 3,
+def push_bundles(paths: list[Path], server: str, *, token: str | None = None, max_entries: int | None = None,
+                 concurrency: int = 4, retries: int = 3,
                  timeout: float = 60.0, backoff: float = 0.5, on_bundle: Callable[[BundleOutcome], None] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> PushSummary:
     """POST each bundle file to `server` (a FHIR base URL, user-info in it sent as basic auth, a
@@ -266,10 +288,12 @@ def push_bundles(paths: list[Path], server: str, *, token: str | None = None, co
     PushError when the server cannot be reached at all."""
     if concurrency < 1 or retries < 0 or timeout <= 0:
         raise PushError("--concurrency must be at least 1, --retries at least 0 and --timeout above 0")
+    if max_entries is not None and max_entries < 1:
+        raise PushError(f"--max-entries must be at least 1, not {max_entries}")
     try:
         address = fhir_server(server, token)
     except ServerAddressError as exc:
         raise PushError(str(exc)) from None
     started = time.perf_counter()
-    outcomes = asyncio.run(_push(paths, address, concurrency, retries, timeout, backoff, on_bundle, transport))
+    outcomes = asyncio.run(_push(paths, address, max_entries, concurrency, retries, timeout, backoff, on_bundle, transport))
     return PushSummary(address.base, outcomes, time.perf_counter() - started)

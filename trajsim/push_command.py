@@ -26,6 +26,7 @@ def push_command(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the server's answer to one bundle."),
     token: str = typer.Option(None, "--token", envvar=TOKEN_VARIABLE, show_envvar=True,
                               help="Bearer token for the server (user:password in the URL is sent as basic auth)."),
+    max_entries: int = typer.Option(None, "--max-entries", help="Split each patient into ordered transactions of at most N entries, for servers that cap them (Medplum: 50)."),
     rejected_file: Path = typer.Option(None, "--rejected", help=f"Where to list the bundles the server did not accept, one JSON line each [default: DIR/{REJECTED_FILE}]."),
 ) -> None:
     """Post every patient's transaction bundle to a FHIR server; exit 1 if the server rejects any."""
@@ -36,7 +37,7 @@ def push_command(
         shown = fhir_server(server).base
         with progress_bar() as bar:
             task = bar.add_task(f"Posting to {shown}", total=len(bundles))
-            summary = push_bundles(bundles, server, token=token, concurrency=concurrency, retries=retries,
+            summary = push_bundles(bundles, server, token=token, max_entries=max_entries, concurrency=concurrency, retries=retries,
                                    timeout=timeout, on_bundle=lambda _: bar.advance(task))
     except (PushError, ServerAddressError) as exc:
         raise fail(str(exc)) from None
