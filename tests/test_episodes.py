@@ -4,7 +4,6 @@ table, and the reference source's pregnancies run from conception to a delivery 
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -13,11 +12,11 @@ import pytest
 
 from tests.conftest import small_scenario
 from tests.test_rules import BORN, at, rules_found, valid_record
-from trajsim.clock import DAYS_PER_YEAR, day_number, to_datetime
+from trajsim.clock import DAYS_PER_YEAR, day_number
 from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
 from trajsim.engine.episodes import EpisodeKeeper
 from trajsim.engine.pregnancy import (
-    CESAREAN, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PRENATAL, PRENATAL_INITIAL, conceive, figures,
+    CESAREAN, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PRENATAL, PRENATAL_INITIAL, conceive,
 )
 from trajsim.engine.source import ACTIVE
 from trajsim.events import BIRTH, CONDITION_END, SEX_FEMALE, Event, events_frame
