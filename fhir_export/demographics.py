@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from functools import cache
+from itertools import accumulate
 from typing import Any
 
 from fhir_export.identity import stable_random
@@ -30,10 +31,24 @@ class Place:
 
 
 @cache
-def places() -> tuple[list[Place], list[float]]:
-    rows = load_table("places", ("city", "state", "postal_code", "area_code", "population"))
+def places(state: str | None = None, city: str | None = None) -> tuple[list[Place], list[float]]:
+    """The US cities of at least 15,000 people (in `state`, and named `city`, when given) with their
+    populations, the weights of a home drawn at random."""
+    rows = [r for r in load_table("places", ("city", "state", "postal_code", "area_code", "population"))
+            if state in (None, r["state"]) and city in (None, r["city"])]
     return ([Place(r["city"], r["state"], r["postal_code"], r["area_code"]) for r in rows],
             [float(r["population"]) for r in rows])
+
+
+def unknown_home(state: str | None, city: str | None) -> str | None:
+    """Why no patient could live at this state and city, or None when some city matches."""
+    if state is not None and not places(state)[0]:
+        states = sorted({p.state for p in places()[0]})
+        return f"state {state!r} is not a two-letter US state code; allowed: {', '.join(states)}"
+    if city is not None and not places(state, city)[0]:
+        where = f" in {state}" if state else ""
+        return f"city {city!r}: no US city of at least 15,000 people of that name{where} (names as GeoNames writes them, e.g. 'St. Louis')"
+    return None
 
 
 @cache
@@ -43,19 +58,25 @@ def _shares(kind: str) -> tuple[list[dict[str, str]], list[float]]:
 
 
 @cache
-def _names(kind: str) -> list[str]:
-    return [row["name"] for row in load_table("names", ("kind", "name")) if row["kind"] == kind]
+def _names(kind: str) -> tuple[list[str], list[float]]:
+    rows = [row for row in load_table("names", ("kind", "name", "share")) if row["kind"] == kind]
+    return [row["name"] for row in rows], list(accumulate(float(row["share"]) for row in rows))
+
+
+def _draw(rng: random.Random, kind: str) -> str:
+    names, cumulative = _names(kind)
+    return rng.choices(names, cum_weights=cumulative)[0]
 
 
 def draw_name(rng: random.Random, sex: str, prefix: str | None = None) -> dict[str, Any]:
-    """An official HumanName from the national name-frequency lists."""
-    name = {"use": "official", "family": rng.choice(_names("family")), "given": [rng.choice(_names(f"given_{sex}"))]}
+    """An official HumanName drawn by the frequency of each name in the national lists."""
+    name = {"use": "official", "family": _draw(rng, "family"), "given": [_draw(rng, f"given_{sex}")]}
     return name | ({"prefix": [prefix]} if prefix else {})
 
 
-def draw_place(rng: random.Random) -> Place:
-    """A home city, weighted by population."""
-    cities, weights = places()
+def draw_place(rng: random.Random, state: str | None = None, city: str | None = None) -> Place:
+    """A home city, weighted by population, within `state` and `city` when given."""
+    cities, weights = places(state, city)
     return rng.choices(cities, weights)[0]
 
 
@@ -77,11 +98,11 @@ def _category_extension(url: str, row: dict[str, str], omb: bool = True) -> dict
     ]}
 
 
-def patient_details(key: str, sex: str) -> tuple[dict[str, Any], Place]:
+def patient_details(key: str, sex: str, state: str | None = None, city: str | None = None) -> tuple[dict[str, Any], Place]:
     """Patient fields (name, telecom, address, communication, US Core extensions) for
-    the patient identified by `key`, and the patient's home place."""
+    the patient identified by `key`, and the patient's home place (in `state` and `city` if given)."""
     rng = stable_random(f"{key}/demographics")
-    place = draw_place(rng)
+    place = draw_place(rng, state, city)
     race_rows, race_weights = _shares("race")
     race = rng.choices(race_rows, race_weights)[0]
     ethnicity_rows, ethnicity_weights = _shares("ethnicity")

@@ -110,16 +110,19 @@ class ResourceBuilder:
 
     `crosswalk` maps a condition code to an extra coding (e.g. SNOMED -> ICD-10-CM) shown beside it;
     `chronic` lists condition codes kept on the problem list, each with a care plan; `allergy_kinds`
-    gives each allergy code its (category, criticality).
+    gives each allergy code its (category, criticality); `home` is the (state, city) patients live in,
+    None for any.
     """
 
     def __init__(self, namespace: str, vocabulary: Vocabulary, crosswalk: Mapping[str, str] | None = None,
-                 chronic: frozenset[str] = frozenset(), allergy_kinds: Mapping[str, tuple[str, str]] | None = None) -> None:
+                 chronic: frozenset[str] = frozenset(), allergy_kinds: Mapping[str, tuple[str, str]] | None = None,
+                 home: tuple[str | None, str | None] = (None, None)) -> None:
         self.namespace = namespace
         self.vocabulary = vocabulary
         self.crosswalk = dict(crosswalk or {})
         self.chronic = chronic
         self.allergy_kinds = dict(allergy_kinds or {})
+        self.home = home
         self._concepts: dict[str, dict[str, Any]] = {}
 
     def concept(self, code: str) -> dict[str, Any]:
@@ -210,7 +213,7 @@ class _PatientBuild:
 
     # --- patient and providers -------------------------------------------------------------
     def _patient(self) -> tuple[Resource, CareTeam]:
-        details, place = patient_details(self.key, self.sex)
+        details, place = patient_details(self.key, self.sex, *self.b.home)
         team = care_team(place, self.key)
         patient = {"resourceType": "Patient", "id": self.ids.next(), "meta": profile("us-core-patient"),
                    "extension": details["extension"],

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "f9bb37163e6a0a0d687caa788cb881bd1d02e04f091462eac8ac2ae9c8bdaaf8",
-    "default": "bb09d524a51fb78218cec05f4e38a91aea55934c2ef2f47a0219a64171430d73",
+    "reference": "93cb36f4288e4194190ba328bbe9b228a8cfa77b534056cb03392f491b3eae58",
+    "default": "0e6cdc5ad5371fb3312389f97380b26253b0a9a844de36fee24906549584ec03",
 }
 
 

@@ -48,11 +48,13 @@ def main(
 @app.command()
 def generate(
     scenario_file: Path | None = typer.Option(None, "--scenario", "-s", help="Scenario TOML file (default: built-in default scenario)."),
-    patients: int | None = typer.Option(None, "--patients", "-n", help="Cohort size (overrides population.size)."),
+    patients: int | None = typer.Option(None, "--patients", "-n", "-p", help="Cohort size (overrides population.size)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides seed)."),
     model: str | None = typer.Option(None, "--model", help="Trajectory source (overrides model): default, reference "
                                      "or a `trajsim train` folder; without --scenario a trained folder's patients "
                                      "look like its training population."),
+    state: str | None = typer.Option(None, "--state", help="Two-letter state code patients live in (overrides population.state)."),
+    city: str | None = typer.Option(None, "--city", help="City patients live in, e.g. 'St. Louis' (overrides population.city)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (overrides output.dir)."),
     formats: list[str] | None = typer.Option(None, "--format", "-f", help="Output format, repeatable: bundle "
                                              "(transaction), collection, ndjson, events (overrides output.formats)."),
@@ -69,7 +71,8 @@ def generate(
         like_source = model is not None and scenario_file is None and has_population_summary(model)
         scenario = with_overrides(scenario, "command line", **{
             "population.size": patients, "seed": seed, "output.dir": out, "output.formats": formats or None,
-            "model": model, "population.drawn_from": "model" if like_source else None})
+            "model": model, "population.drawn_from": "model" if like_source else None,
+            "population.state": state, "population.city": city})
     except ScenarioError as exc:
         raise fail(str(exc)) from None
     with progress_bar() as bar:

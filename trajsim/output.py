@@ -57,15 +57,16 @@ def fhir_namespace(name: str, seed: int) -> str:
     return f"{name}/{seed}"
 
 
-def default_builder(namespace: str) -> ResourceBuilder:
+def default_builder(namespace: str, home: tuple[str | None, str | None] = (None, None)) -> ResourceBuilder:
     """FHIR builder with the shipped vocabulary, SNOMED -> ICD-10-CM codings of known conditions, the
-    chronic ones kept on the problem list, and the kinds of allergies; ids are minted in `namespace`."""
+    chronic ones kept on the problem list, and the kinds of allergies; ids are minted in `namespace`,
+    patients live in `home` (state, city; None for anywhere)."""
     knowledge = load_knowledge()
     conditions = knowledge.conditions.values()
     crosswalk = {c.code: c.icd10cm for c in conditions}
     chronic = frozenset(c.code for c in conditions if c.course == "chronic")
     allergy_kinds = {a.code: (a.category, a.criticality) for a in knowledge.allergies}
-    return ResourceBuilder(namespace, load_vocabulary(), crosswalk, chronic, allergy_kinds)
+    return ResourceBuilder(namespace, load_vocabulary(), crosswalk, chronic, allergy_kinds, home)
 
 
 @dataclass
@@ -214,7 +215,8 @@ class ShardWriter:
 
     def __init__(self, output: CohortOutput, index: int, first: int) -> None:
         self.output = output
-        self.builder = default_builder(output.namespace)
+        population = output.scenario.population
+        self.builder = default_builder(output.namespace, (population.state, population.city))
         self.summary = OutputSummary()
         self._dir = output.out_dir / SHARDS / f"shard-{index:05d}"
         shutil.rmtree(self._dir, ignore_errors=True)  # leftovers of an interrupted attempt

@@ -52,6 +52,16 @@ class Population(StrictModel):
     female_fraction: StrictFloat = Field(0.505, ge=0.0, le=1.0)  # 2020 Census: 50.5% female
     age_mix: tuple[AgeGroup, ...] = Field(US_2020_AGE_MIX, min_length=1)
     drawn_from: Literal["age_mix", "model"] = "age_mix"
+    state: StrictStr | None = None  # two-letter code: patients live in that state's cities
+    city: StrictStr | None = None  # a city of at least 15,000 people (in `state`, when given)
+
+    @model_validator(mode="after")
+    def _known_home(self) -> Population:
+        from fhir_export.demographics import unknown_home  # the exporter's place table is the one truth
+
+        if problem := unknown_home(self.state, self.city):
+            raise ValueError(problem)
+        return self
 
 
 class Period(StrictModel):
