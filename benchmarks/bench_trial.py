@@ -32,7 +32,7 @@ def main(arm_size: int = 1000, workers: int = 2) -> None:
         reported = time.perf_counter() - started
     conditioned_yield = arm.table.height / arm.screened
     started = time.perf_counter()
-    blind, _ = screen_batch(scenario, Shard(0, 0, BLIND_SAMPLE), scenario_source(scenario))
+    blind, *_ = screen_batch(scenario, Shard(0, 0, BLIND_SAMPLE), scenario_source(scenario))
     blind_seconds = time.perf_counter() - started
     blind_yield = blind.height / BLIND_SAMPLE
     print(f"scenario            {scenario.name} ({scenario.period.start} to {scenario.period.end}), {workers} worker(s)")

@@ -11,7 +11,7 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "93cb36f4288e4194190ba328bbe9b228a8cfa77b534056cb03392f491b3eae58",
+    "reference": "493fed73eb6361376d0074fec304efd48d45f6005815a63c80ef3354e31571cc",
     "default": "0e6cdc5ad5371fb3312389f97380b26253b0a9a844de36fee24906549584ec03",
 }
 

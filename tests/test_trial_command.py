@@ -77,6 +77,8 @@ def test_report_sets_the_synthetic_arm_beside_the_reference_arm(tmp_path, refdat
     html = (out / "report.html").read_text()
     assert "Baseline characteristics" in html and "<th>real</th>" in html and "Kaplan-Meier" in html
     assert html.count("data:image/png;base64,") == 2  # KM curves and lab change, embedded
+    assert "Eligibility and attrition" in html and "Number at risk" in html
+    assert "only 12 patients" in html  # a 12-patient arm is flagged as too small to read
     assert json.loads((out / "power.json").read_text())["synthetic"]["endpoint"] == "death"
     patients = (out / "fhir" / "ndjson" / "Patient.ndjson").read_text().splitlines()
     assert len(patients) == 12
@@ -84,6 +86,18 @@ def test_report_sets_the_synthetic_arm_beside_the_reference_arm(tmp_path, refdat
     assert fhir.failure_count == 0 and fhir.resources["Patient"] == 12
     manifest = json.loads((out / "manifest.json").read_text())  # written as generate writes one
     assert manifest["patients"] == 12 and manifest["violations"] == {}
+
+
+def test_attrition_counts_every_step_down_to_the_arm(tmp_path):
+    scenario = load_scenario(_write(tmp_path, HYPERTENSION_SCENARIO))
+    arm = synthetic_arm(scenario)
+    flow = list(arm.attrition.items())
+    assert flow[0] == ("patients with a record", arm.screened)
+    counts = [n for _, n in flow]
+    assert counts == sorted(counts, reverse=True)  # each step keeps a subset of the one before
+    assert flow[-1][1] == arm.table.height == 12
+    assert any(step.startswith("with hypertension") for step, _ in flow)
+    assert any(step.startswith("aged 40 to under 80") for step, _ in flow)
 
 
 def test_same_seed_same_arm_in_one_process_or_two(tmp_path):

@@ -53,7 +53,8 @@ class PatientRecord:
         self.add(day, fact.code, encounter_id, fact.value, fact.unit, fact.text)
 
     def add_visit(self, visit: Visit) -> None:
-        """Record a visit's facts, dropping any that would fall after the record's end."""
+        """Record a visit's facts, dropping any that would fall after the record's end; facts dated
+        before or after the visit (a pregnancy's onset, a course's end) are recorded outside it."""
         exit_day = self.patient.exit_day
         encounter, visit_end = None, visit.day + visit.duration_days
         if visit.encounter_class is not None:
@@ -63,8 +64,8 @@ class PatientRecord:
             self.add(visit.day, visit_start_code(visit.encounter_class), encounter)
         for fact in visit.facts:
             day = visit.day + fact.offset_days
-            if day <= exit_day:
-                self.add_fact(day, fact, encounter if day <= visit_end else None)
+            if day <= exit_day:  # what is dated outside the visit (an onset before it) is not of it
+                self.add_fact(day, fact, encounter if visit.day <= day <= visit_end else None)
         if encounter is not None:
             self.add(visit_end, VISIT_END, encounter)
 

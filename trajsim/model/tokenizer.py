@@ -131,9 +131,14 @@ class Tokenizer:
         for code in kept:
             code_tokens.append(code)
             code_tokens += [f"{code}#{k}" for k in range(n_bins)] if code in value_edges else []
+        # Calendar years as the data has them: de-identified sources shift dates (MIMIC into the 2100s).
+        span = events.select(pl.col("time").dt.year().min().alias("first"), pl.col("time").dt.year().max().alias("last"))
+        first = min(FIRST_YEAR, span["first"][0] or FIRST_YEAR)
+        first -= first % BIRTH_BAND_YEARS
+        last = max(LAST_YEAR, span["last"][0] or LAST_YEAR)
         vocab = [PAD, BOS, EOS, END, *SEXES.values(), UNKNOWN_SEX, "BIRTH/U"]
-        vocab += [f"BIRTH/{y}" for y in range(FIRST_YEAR, LAST_YEAR + 1, BIRTH_BAND_YEARS)]
-        vocab += [f"YEAR/{y}" for y in range(FIRST_YEAR, LAST_YEAR + 1)]
+        vocab += [f"BIRTH/{y}" for y in range(first, last + 1, BIRTH_BAND_YEARS)]
+        vocab += [f"YEAR/{y}" for y in range(first, last + 1)]
         vocab += GAP_TOKENS + HEADS + [DEATH, *ENDED] + code_tokens + sorted(folded)
         return cls(vocab, value_edges, value_decimals, units, folded, min_count, n_bins)
 

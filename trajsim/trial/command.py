@@ -36,6 +36,7 @@ def trial_command(
     from trajsim.scenario import ScenarioError, load_scenario, with_overrides
     from trajsim.trial import TrialError
     from trajsim.trial.arm import build_arm
+    from trajsim.trial.criteria import attrition
     from trajsim.trial.export import write_records, write_table
     from trajsim.trial.report import summarise, write_report
     from trajsim.trial.synthetic import require_trial, synthetic_arm
@@ -61,6 +62,7 @@ def trial_command(
         except (TrialError, ValueError) as exc:
             raise fail(str(exc)) from None
     arms = {"synthetic": synthetic.table}
+    flows = {"synthetic": synthetic.attrition}
     notes = [f"Synthetic: {synthetic.table.height:,} eligible of {synthetic.screened:,} simulated patients "
              f"({100 * synthetic.table.height / synthetic.screened:.1f}%) from scenario {scenario.name} "
              f"(seed {scenario.seed}) in {synthetic.seconds:.1f} s."]
@@ -69,10 +71,11 @@ def trial_command(
     if real_events is not None:
         data_end = real_events["time"].max()
         arms["real"] = build_arm(real_events, trial, data_end, descendants)
+        flows["real"] = attrition(real_events, trial, descendants)
         notes.append(f"Real: {arms['real'].height:,} eligible of {real_events['subject_id'].n_unique():,} patients in "
                      f"{real} (data end {data_end:%Y-%m-%d}).")
         written += write_table(arms["real"], out_dir / "real_arm")
-    report = summarise(f"{scenario.name}: synthetic control arm", trial, arms, notes)
+    report = summarise(f"{scenario.name}: synthetic control arm", trial, arms, notes, flows)
     written += write_report(report, out_dir)
     _print_summary(console, report)
     console.print(f"Wrote the records of {records.patients:,} patients ({records.bytes_written / 1e6:,.1f} MB) and "

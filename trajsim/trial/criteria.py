@@ -10,6 +10,7 @@ first candidate that survives everything.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, time
 
 import polars as pl
@@ -59,8 +60,10 @@ def has_prior(candidates: pl.LazyFrame, events: pl.LazyFrame, criterion: Criteri
     return joined.with_columns(hit.alias("hit")).drop("prior_time")
 
 
-def eligible(events: pl.DataFrame | pl.LazyFrame, trial: Trial, descendants: Descendants = None) -> pl.DataFrame:
-    """The arm's patients: subject_id, index_time, age_at_index, sex, sorted by subject_id."""
+def stages(events: pl.DataFrame | pl.LazyFrame, trial: Trial, descendants: Descendants = None
+           ) -> Iterator[tuple[str, pl.LazyFrame]]:
+    """Each step of eligibility in turn, as (what it asks, the candidate index events that pass it
+    and every step before): the index event in its window, age and sex, then each criterion."""
     events = events.lazy()
 
     def codes(entries: CodeList) -> list[str]:
@@ -68,18 +71,52 @@ def eligible(events: pl.DataFrame | pl.LazyFrame, trial: Trial, descendants: Des
 
     index = trial.index
     window_start, window_end = (datetime.combine(d, time()) for d in (index.window.start, index.window.end))
-    keep = (pl.col("age_at_index") >= trial.age.min) & (pl.col("age_at_index") < trial.age.max)
-    if trial.sex != "any":
-        keep &= pl.col("sex") == trial.sex
     candidates = (matching(events, codes(index.codes), index.min_value, index.max_value)
                   .filter((pl.col("time") >= window_start) & (pl.col("time") < window_end))
                   .rename({"time": "index_time"}).unique()
                   .join(demographics(events), on="subject_id", how="inner")
                   .with_columns(years_between("birth", "index_time").alias("age_at_index"))
-                  .filter(keep).select("subject_id", "index_time", "age_at_index", "sex"))
+                  .select("subject_id", "index_time", "age_at_index", "sex"))
+    yield f"index event ({_codes_label(index.codes)}) from {index.window.start} to {index.window.end}", candidates
+    keep = (pl.col("age_at_index") >= trial.age.min) & (pl.col("age_at_index") < trial.age.max)
+    if trial.sex != "any":
+        keep &= pl.col("sex") == trial.sex
+    sex = {"any": "", "F": ", female", "M": ", male"}[trial.sex]
+    candidates = candidates.filter(keep)
+    yield f"aged {trial.age.min:g} to under {trial.age.max:g} at index{sex}", candidates
     for criterion in trial.require:
         candidates = has_prior(candidates, events, criterion, codes(criterion.codes)).filter("hit").drop("hit")
+        yield f"with {_criterion_label(criterion)}", candidates
     for criterion in trial.exclude:
         candidates = has_prior(candidates, events, criterion, codes(criterion.codes)).filter(~pl.col("hit")).drop("hit")
+        yield f"without {_criterion_label(criterion)}", candidates
+
+
+def _codes_label(entries: CodeList) -> str:
+    shown = ", ".join(entries[:3])
+    return shown + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+
+
+def _criterion_label(criterion: Criterion) -> str:
+    value = ""
+    if criterion.min_value is not None or criterion.max_value is not None:
+        value = f" valued {criterion.min_value if criterion.min_value is not None else ''}" \
+                f"-{criterion.max_value if criterion.max_value is not None else ''}"
+    when = f" in the {criterion.lookback_days} days before" if criterion.lookback_days is not None else " before"
+    return f"{_codes_label(criterion.codes)}{value}{when} index"
+
+
+def eligible(events: pl.DataFrame | pl.LazyFrame, trial: Trial, descendants: Descendants = None) -> pl.DataFrame:
+    """The arm's patients: subject_id, index_time, age_at_index, sex, sorted by subject_id."""
+    *_, (_, candidates) = stages(events, trial, descendants)
     return (candidates.sort("subject_id", "index_time").group_by("subject_id", maintain_order=True).first()
             .collect())
+
+
+def attrition(events: pl.DataFrame | pl.LazyFrame, trial: Trial, descendants: Descendants = None) -> dict[str, int]:
+    """Patients left after each step of eligibility (a CONSORT flow), from all patients with a record."""
+    events = events.lazy()
+    flow = {"patients with a record": events.select(pl.col("subject_id").n_unique()).collect().item()}
+    for label, candidates in stages(events, trial, descendants):
+        flow[label] = candidates.select(pl.col("subject_id").n_unique()).collect().item()
+    return flow

@@ -20,6 +20,9 @@ from trajsim.trial.stats import PowerEstimate, event_rates, kaplan_meier, power_
 from trajsim.scenario import Trial
 
 COLORS = {"synthetic": SYNTHETIC, "real": REAL}
+SMALL_ARM = 30  # fewer patients than this and the intervals are too wide to read
+RATE_COLUMNS = {"arm": "arm", "endpoint": "endpoint", "events": "events", "person_years": "person-years",
+                "rate_per_100py": "rate per 100 person-years", "lower": "95% CI lower", "upper": "95% CI upper"}
 
 
 @dataclass
@@ -34,10 +37,14 @@ class TrialReport:
     km: pl.DataFrame  # arm, endpoint, years, survival, lower, upper
     rates: pl.DataFrame  # arm, endpoint, events, person_years, rate_per_100py, lower, upper
     power: dict[str, PowerEstimate]  # by arm
+    attrition: dict[str, dict[str, int]]  # by arm: patients left after each eligibility step
+    warnings: list[str]
 
 
-def summarise(title: str, trial: Trial, arms: dict[str, pl.DataFrame], notes: list[str]) -> TrialReport:
-    """Table 1, Kaplan-Meier curves, event rates and power for every non-empty arm."""
+def summarise(title: str, trial: Trial, arms: dict[str, pl.DataFrame], notes: list[str],
+              attrition: dict[str, dict[str, int]] | None = None) -> TrialReport:
+    """Table 1, Kaplan-Meier curves, event rates and power for every non-empty arm, with a warning
+    for an arm too small to read."""
     horizon = trial.follow_up_days / DAYS_PER_YEAR
     filled = {name: arm for name, arm in arms.items() if arm.height}
     km = [kaplan_meier(arm, e.name, horizon).with_columns(pl.lit(name).alias("arm"))
@@ -45,9 +52,13 @@ def summarise(title: str, trial: Trial, arms: dict[str, pl.DataFrame], notes: li
     rates = [event_rates(arm, trial).with_columns(pl.lit(name).alias("arm")) for name, arm in filled.items()]
     power = {name: power_estimate(arm, trial.power, horizon) for name, arm in filled.items()} if trial.power else {}
     first = ["arm", "endpoint"]
+    warnings = [f"The {name} arm has only {arm.height} patient{'s' * (arm.height != 1)}: its curves, rates and "
+                f"Table 1 are too uncertain to compare (at least {SMALL_ARM} are needed to read them)."
+                for name, arm in arms.items() if arm.height < SMALL_ARM]
     return TrialReport(title, trial, arms, notes, table_one(arms, trial),
                        pl.concat(km).select(*first, pl.exclude(first)) if km else pl.DataFrame(),
-                       pl.concat(rates).select(*first, pl.exclude(first)) if rates else pl.DataFrame(), power)
+                       pl.concat(rates).select(*first, pl.exclude(first)) if rates else pl.DataFrame(), power,
+                       attrition or {}, warnings)
 
 
 def write_report(report: TrialReport, out_dir: Path) -> list[Path]:
@@ -65,11 +76,12 @@ def write_report(report: TrialReport, out_dir: Path) -> list[Path]:
     return [*written, out_dir / "power.json", out_dir / "report.html"]
 
 
-def _html_table(frame: pl.DataFrame) -> str:
+def _html_table(frame: pl.DataFrame, caption: str | None = None) -> str:
+    title = f"<caption>{escape(caption)}</caption>" if caption else ""
     head = "".join(f"<th>{escape(c)}</th>" for c in frame.columns)
     body = "".join("<tr>" + "".join(f"<td>{'' if v is None else escape(str(v))}</td>" for v in row) + "</tr>"
                    for row in frame.iter_rows())
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{title}<tr>{head}</tr>{body}</table>"
 
 
 def _figure(data: bytes, caption: str) -> str:
@@ -78,25 +90,51 @@ def _figure(data: bytes, caption: str) -> str:
 
 
 def km_plot(report: TrialReport) -> bytes | None:
-    """One panel per time-to-event endpoint, every arm's curve with its shaded 95% band."""
+    """One panel per time-to-event endpoint on one probability scale, every arm's curve with its
+    shaded 95% band and a tick where a patient was censored."""
     endpoints = [e for e in report.trial.endpoints if e.kind == "time_to_event"]
     if report.km.is_empty() or not endpoints:
         return None
+    lowest = max(0.0, float(report.km["lower"].min()) - 0.05)  # zoomed: control-arm curves sit near 1
     figure, axes = panels(len(endpoints), columns=2, size=(5.0, 3.6))
     for ax, endpoint in zip(axes, endpoints):
         for arm, color in COLORS.items():
             curve = report.km.filter((pl.col("arm") == arm) & (pl.col("endpoint") == endpoint.name))
             if curve.is_empty():
                 continue
-            ax.step(curve["years"], curve["survival"], where="post", color=color, label=f"{arm} (n={report.arms[arm].height})")
-            ax.fill_between(curve["years"], curve["lower"], curve["upper"], step="post", color=color, alpha=0.2)
+            years, survival = curve["years"].to_numpy(), curve["survival"].to_numpy()
+            ax.step(years, survival, where="post", color=color, label=f"{arm} (n={report.arms[arm].height})")
+            ax.fill_between(years, curve["lower"], curve["upper"], step="post", color=color, alpha=0.2)
+            table = report.arms[arm]
+            censored = np.unique(table.filter(~pl.col(f"{endpoint.name}_event"))[f"{endpoint.name}_years"].to_numpy())
+            censored = censored[censored <= years[-1]]
+            at = np.clip(np.searchsorted(years, censored, side="right") - 1, 0, None)
+            ax.plot(censored, survival[at], "|", color=color, markersize=6)
         ax.set_title(f"Free of {endpoint.title}")
         ax.set_xlabel("years since index")
         ax.set_ylabel("probability")
-        lowest = report.km.filter(pl.col("endpoint") == endpoint.name)["lower"].min()
-        ax.set_ylim(max(0.0, float(lowest) - 0.05), 1.01)  # zoomed: control-arm curves sit near 1
+        ax.set_ylim(lowest, 1.01)
         ax.legend(fontsize=8)
     return png(figure)
+
+
+def at_risk(report: TrialReport) -> pl.DataFrame:
+    """Patients still followed and free of each endpoint at every whole year since index, per arm."""
+    horizon = int(report.trial.follow_up_days // DAYS_PER_YEAR)
+    rows = []
+    for endpoint in (e for e in report.trial.endpoints if e.kind == "time_to_event"):
+        for arm, table in report.arms.items():
+            durations = table[f"{endpoint.name}_years"].to_numpy()
+            rows.append({"endpoint": endpoint.title, "arm": arm,
+                         **{f"year {t}": int((durations >= t).sum()) for t in range(horizon + 1)}})
+    return pl.DataFrame(rows)
+
+
+def attrition_table(report: TrialReport) -> pl.DataFrame:
+    """The CONSORT flow: each eligibility step and the patients left in every arm after it."""
+    steps = list(dict.fromkeys(step for flow in report.attrition.values() for step in flow))
+    return pl.DataFrame({"step": steps, **{f"{arm} patients": [flow.get(step) for step in steps]
+                                           for arm, flow in report.attrition.items()}})
 
 
 def lab_plot(report: TrialReport) -> bytes | None:
@@ -119,16 +157,28 @@ def render_html(report: TrialReport) -> str:
              f"<title>{escape(report.title)}</title>", f"<style>{STYLE}</style></head><body>",
              f"<h1>{escape(report.title)}</h1>",
              *(f'<p class="inputs">{escape(note)}</p>' for note in report.notes),
-             "<h2>Eligibility</h2>", f"<details open><pre>{escape(trial.model_dump_json(indent=2))}</pre></details>",
-             "<h2>Baseline characteristics (Table 1)</h2>", _html_table(report.table_one),
-             "<p>SMD: standardised mean difference between the two arms; |SMD| below 0.1 is usually read as balanced.</p>",
-             "<h2>Time to event</h2>"]
-    for data, caption in ((km_plot(report), "Kaplan-Meier curves with 95% confidence bands (exponential Greenwood)."),
-                          (lab_plot(report), "Change of each lab endpoint from baseline.")):
-        if data is not None:
-            parts.append(_figure(data, caption))
+             *(f'<p class="note">Warning: {escape(warning)}</p>' for warning in report.warnings),
+             "<h2>Eligibility and attrition</h2>"]
+    if report.attrition:
+        parts.append(_html_table(attrition_table(report)))
+    loss = (f", or after {trial.loss_to_follow_up_days} days without any record (lost to follow-up)"
+            if trial.loss_to_follow_up_days else "")
+    parts += [f"<p>Follow-up from the index date for up to {trial.follow_up_days / DAYS_PER_YEAR:.1f} years; it ends "
+              f"at death or at the end of the data{escape(loss)}.</p>",
+              f"<details><summary>The criteria as written</summary><pre>{escape(trial.model_dump_json(indent=2))}</pre></details>",
+              "<h2>Baseline characteristics (Table 1)</h2>", _html_table(report.table_one)]
+    if len(report.arms) > 1:
+        parts.append("<p>SMD: standardised mean difference between the two arms; |SMD| below 0.1 is usually read as balanced.</p>")
+    parts.append("<h2>Time to event</h2>")
+    km = km_plot(report)
+    if km is not None:
+        parts += [_figure(km, "Kaplan-Meier curves with 95% confidence bands (exponential Greenwood); ticks mark "
+                              "censored patients."), _html_table(at_risk(report), "Number at risk")]
+    lab = lab_plot(report)
+    if lab is not None:
+        parts.append(_figure(lab, "Change of each lab endpoint from baseline."))
     if not report.rates.is_empty():
-        parts += ["<h2>Event rates per 100 person-years</h2>", _html_table(report.rates),
+        parts += ["<h2>Event rates per 100 person-years</h2>", _html_table(report.rates.rename(RATE_COLUMNS, strict=False)),
                   "<p>Exact Poisson 95% intervals.</p>"]
     if report.power:
         parts.append("<h2>Power</h2>")
@@ -136,7 +186,7 @@ def render_html(report: TrialReport) -> str:
             sized = f"{p.patients_needed:,} patients in total" if p.patients_needed else "no estimate (no events expected)"
             reached = "n/a" if p.power_at_twice_arm is None else f"{100 * p.power_at_twice_arm:.1f}%"
             parts.append(f"<p><b>{escape(arm)} arm</b>: to detect a hazard ratio of {p.hazard_ratio:g} on {escape(p.endpoint)} "
-                         f"(two-sided alpha {p.alpha:g}, power {p.power:g}, 1:1, {p.follow_up_years:g} years of follow-up) "
+                         f"(two-sided alpha {p.alpha:g}, power {p.power:g}, 1:1, {p.follow_up_years:.1f} years of follow-up) "
                          f"a trial needs {p.events_needed:,} events, so {sized} at an event probability of "
                          f"{p.event_probability:.3f}; a trial of this arm plus an equal treated arm would have power {reached}.</p>")
         parts.append("<p>Schoenfeld, Biometrika 1981;68:316-9.</p>")

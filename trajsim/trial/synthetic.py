@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +30,7 @@ from trajsim.runner import Progress, Shard, ShardRunner, plan_shards, simulate_s
 from trajsim.scenario import Scenario, Trial, with_overrides
 from trajsim.trial import TrialError
 from trajsim.trial.arm import build_arm
-from trajsim.trial.criteria import Descendants
+from trajsim.trial.criteria import Descendants, attrition
 
 
 @dataclass
@@ -41,6 +42,7 @@ class SyntheticArm:
     scenario: Scenario  # as conditioned and simulated
     screened: int
     seconds: float
+    attrition: dict[str, int]  # simulated patients left after each eligibility step, then the target cut
 
 
 def conditioned(scenario: Scenario) -> Scenario:
@@ -84,13 +86,15 @@ def hopeless(found: int, screened: int, trial: Trial) -> bool:
 
 
 def screen_batch(scenario: Scenario, shard: Shard, source: TrajectorySource, on_progress: Progress | None = None,
-                 descendants: Descendants = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Simulate the shard's patients of the (conditioned) scenario; returns the arm rows among them and
-    the events of those arm patients."""
+                 descendants: Descendants = None) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    """Simulate the shard's patients of the (conditioned) scenario; returns the arm rows among them,
+    the events of those arm patients and the shard's attrition."""
     data_end = datetime.combine(scenario.period.end, midnight())
     events = events_frame(e for record in simulate_shard(scenario, shard, source, on_progress) for e in record.events)
-    table = build_arm(events, require_trial(scenario), data_end, descendants)
-    return table, events.filter(pl.col("subject_id").is_in(table["subject_id"].implode()))
+    trial = require_trial(scenario)
+    table = build_arm(events, trial, data_end, descendants)
+    flow = attrition(events, trial, descendants)
+    return table, events.filter(pl.col("subject_id").is_in(table["subject_id"].implode())), flow
 
 
 def synthetic_arm(scenario: Scenario, source: TrajectorySource | None = None, descendants: Descendants = None,
@@ -105,12 +109,14 @@ def synthetic_arm(scenario: Scenario, source: TrajectorySource | None = None, de
     tables: list[pl.DataFrame] = []
     kept: list[pl.DataFrame] = []
     screened = found = 0
+    flow: Counter[str] = Counter()
     runner = ShardRunner(narrowed, source, backend, workers, ray_address)
     batches = plan_shards(trial.max_patients, trial.batch_size, grid=1)
     # In patient order whatever the backend and number of workers, so the arm does not depend on them.
     results = runner.run(partial(screen_batch, descendants=descendants), batches, in_order=True)
     try:
-        for batch, (table, events) in zip(batches, results):
+        for batch, (table, events, batch_flow) in zip(batches, results):
+            flow.update(batch_flow)
             table = table.head(trial.target_size - found)
             tables.append(table)
             kept.append(events.filter(pl.col("subject_id").is_in(table["subject_id"].implode())))
@@ -127,4 +133,6 @@ def synthetic_arm(scenario: Scenario, source: TrajectorySource | None = None, de
         raise TrialError(f"{scenario.name}: only {share} met the trial criteria; at that yield the target of "
                          f"{trial.target_size} would need more than trial.max_patients = {trial.max_patients}, so "
                          "generation stopped; loosen the criteria or raise trial.max_patients")
-    return SyntheticArm(pl.concat(tables), pl.concat(kept), narrowed, screened, time.perf_counter() - started)
+    flow[f"first {trial.target_size:,} eligible (the target size)"] = found
+    return SyntheticArm(pl.concat(tables), pl.concat(kept), narrowed, screened, time.perf_counter() - started,
+                        dict(flow))

@@ -1,0 +1,102 @@
+"""Fidelity of a model trained on a user's records: for each reference data set, train on half of
+its patients, generate as many patients with `generate --model` (demographics and record spans from the
+model's population summary), and compare both the generated patients and the other real half with
+the held-back patients by `trajsim evaluate`. The real-vs-real row is the floor a generator can reach.
+
+    python benchmarks/bench_fidelity.py [--steps 800] [--sets synthea_fhir,mimic_meds,...]
+
+Goals (issue 16): prevalence R2 >= 0.95 x the floor, co-occurrence R2 >= 0.8, TSTR/TRTR >= 0.95,
+membership AUC <= 0.55, no exact copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from trajsim.evaluate import evaluate
+from trajsim.generate import generate
+from trajsim.ingest import load_events
+from trajsim.model.sample import one_thread
+from trajsim.model.train import TrainConfig, train
+from trajsim.scenario import Scenario, with_overrides
+
+REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
+SETS = {
+    "synthea_fhir": (REFDATA / "synthea_fhir_r4_smart615" / "bundles", "fhir"),
+    "synthea_csv": (REFDATA / "synthea_csv_dbt27" / "csv", "synthea_csv"),
+    "mimic_meds": (REFDATA / "mimic_iv_demo_meds_half", "meds"),
+    "mimic_omop": (REFDATA / "omop_cdm53_mimic_iv_demo_half" / "csv", "omop"),
+}
+SHOWN = {  # (section, headline label prefix) -> column title
+    ("fidelity", "Code prevalence"): "prevalence R2",
+    ("fidelity", "Within-visit co-occurrence"): "co-occur R2",
+    ("fidelity", "Next-visit"): "bigram R2",
+    ("utility", "TSTR"): "TSTR AUROC",  # on the floor row: trained on real, i.e. TRTR
+    ("privacy", "Membership"): "membership AUC",
+    ("privacy", "Exact"): "exact copies",
+}
+
+
+def halves(events: pl.DataFrame, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A seeded patient-level split into two halves: training and held back."""
+    subjects = np.random.default_rng(seed).permutation(sorted(events["subject_id"].unique().to_list()))
+    train_ids = set(subjects[: len(subjects) // 2].tolist())
+    chosen = pl.col("subject_id").is_in(list(train_ids))
+    return events.filter(chosen), events.filter(~chosen)
+
+
+def headline_values(evaluation) -> dict[str, float | None]:
+    values = {}
+    for section in evaluation.sections:
+        for headline in section.headlines:
+            for (name, prefix), title in SHOWN.items():
+                if section.name == name and prefix in headline.label:
+                    values[title] = headline.value
+    return values
+
+
+def trained_cohort(train_events: pl.DataFrame, patients: int, steps: int, folder: Path) -> pl.DataFrame:
+    train(train_events, folder / "model", TrainConfig(max_steps=steps), "benchmark split (never kept)")
+    scenario = with_overrides(Scenario(), "benchmark", **{
+        "population.size": patients, "model": str(folder / "model"), "population.drawn_from": "model",
+        "output.formats": ["events"]})
+    generate(scenario, folder / "out")
+    return pl.read_parquet(folder / "out" / "events" / "*.parquet")
+
+
+def run(name: str, source: Path, format: str, steps: int) -> None:
+    if not source.exists():
+        print(f"{name}: skipped, {source} not found")
+        return
+    started = time.perf_counter()
+    events = load_events(source, format)
+    train_events, held_back = halves(events)
+    with tempfile.TemporaryDirectory() as folder, one_thread():
+        synthetic = trained_cohort(train_events, held_back["subject_id"].n_unique(), steps, Path(folder))
+    floor = headline_values(evaluate(held_back, train_events))
+    ours = headline_values(evaluate(held_back, synthetic, train_events))
+    print(f"\n{name}: {events['subject_id'].n_unique()} patients, {events.height:,} events; "
+          f"{time.perf_counter() - started:.0f} s")
+    print(f"  {'':>24}" + "".join(f"{title:>16}" for title in SHOWN.values()))
+    for label, values in (("real vs real (floor)", floor), ("trajsim vs real", ours)):
+        cells = "".join(f"{'n/a' if values.get(t) is None else f'{values[t]:.3f}':>16}" for t in SHOWN.values())
+        print(f"  {label:>24}{cells}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=800, help="training steps per data set")
+    parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of: {', '.join(SETS)}")
+    args = parser.parse_args()
+    for name in args.sets.split(","):
+        run(name, *SETS[name], args.steps)
+
+
+if __name__ == "__main__":
+    main()
