@@ -36,3 +36,13 @@ def test_batched_rows_match_rows_sampled_one_at_a_time():
     for row in range(4):
         alone = generate(model, prompts[row:row + 1], [np.random.default_rng(row)], 40, stop_token=0)
         assert alone[0].tolist() == batched[row, : alone.shape[1]].tolist()
+
+
+def test_a_record_longer_than_the_context_is_written_on_from_its_header():
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(vocab_size=40, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    prompts = torch.tensor([[1, 2, 3, 4], [1, 5, 6, 7]])
+    rows = generate(model, prompts, [np.random.default_rng(s) for s in range(2)], 150, stop_token=-1)
+    assert rows.shape == (2, 154)  # five contexts' worth, where the context alone would stop at 32
+    again = generate(model, prompts, [np.random.default_rng(s) for s in range(2)], 150, stop_token=-1)
+    assert torch.equal(rows, again)

@@ -11,9 +11,10 @@ import torch
 from trajsim.engine import ReferenceSource, simulate
 from trajsim.events import events_frame
 from trajsim.model.gpt import GPT, GPTConfig, KVCache
+from trajsim.model.tokenizer import HEADER
 from trajsim.model.sample import generate, one_thread
 from trajsim.model.population import POPULATION
-from trajsim.model.train import CARD, CHECKPOINT, TOKENIZER, WEIGHTS, TrainConfig, load_model, train
+from trajsim.model.train import CARD, CHECKPOINT, TOKENIZER, WEIGHTS, TrainConfig, load_model, sized_for, train, windows
 
 from tests.conftest import small_scenario
 
@@ -134,3 +135,18 @@ def test_training_stops_early_when_validation_stops_improving(reference_events, 
     result = train(reference_events, tmp_path, config)
     assert result.stopped_early and result.steps < 400
     assert result.best_step <= result.steps - 2 * config.eval_every
+
+
+def test_a_long_record_is_learned_whole_in_windows_led_by_its_header():
+    record = list(range(100, 400))
+    rows = windows(record, 64)
+    assert all(len(row) <= 64 and row[:HEADER] == record[:HEADER] for row in rows)
+    covered = {token for row in rows for token in row}
+    assert covered == set(record)
+    assert windows(record[:50], 64) == [record[:50]]
+
+
+def test_the_model_is_sized_for_its_data():
+    short, long = [[1] * 100] * 50, [[1] * 3000] * 50
+    assert sized_for(short, 200).block_size == 128 and sized_for(long, 200).block_size == 1024
+    assert sized_for(short, 8000).n_embd > sized_for(short, 200).n_embd

@@ -12,7 +12,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "493fed73eb6361376d0074fec304efd48d45f6005815a63c80ef3354e31571cc",
-    "default": "0e6cdc5ad5371fb3312389f97380b26253b0a9a844de36fee24906549584ec03",
+    "default": "de9b2f970a69892eeb7551852c21f57a959da4b1999f40076700894c9839f903",
 }
 
 

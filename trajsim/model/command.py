@@ -19,6 +19,12 @@ from trajsim.model.train import CHECKPOINT, TrainConfig, train
 DEFAULTS = TrainConfig()
 
 
+def _model_config(n_layer: int | None, n_embd: int | None, block_size: int | None) -> GPTConfig | None:
+    """The sizes the user set, the others at GPTConfig's defaults; None when none is set (sized for the data)."""
+    chosen = {k: v for k, v in {"n_layer": n_layer, "n_embd": n_embd, "block_size": block_size}.items() if v is not None}
+    return replace(GPTConfig(), **chosen) if chosen else None
+
+
 def train_command(
     events: Path = typer.Option(..., "--events", "-e", help="Event table: canonical Parquet file or folder of parts (e.g. out/events), or records in any format `trajsim ingest` reads."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (weights, tokenizer.json, MODEL_CARD.md)."),
@@ -27,9 +33,10 @@ def train_command(
     batch_size: int = typer.Option(DEFAULTS.batch_size, help="Patients per training step."),
     eval_every: int = typer.Option(DEFAULTS.eval_every, help="Steps between validation (and checkpoints)."),
     min_count: int = typer.Option(DEFAULTS.min_count, help="Codes seen fewer times fold into a rare-code token."),
-    n_layer: int = typer.Option(DEFAULTS.model.n_layer, help="Transformer layers."),
-    n_embd: int = typer.Option(DEFAULTS.model.n_embd, help="Embedding width."),
-    block_size: int = typer.Option(DEFAULTS.model.block_size, help="Longest token sequence (longer records are cut)."),
+    n_layer: int | None = typer.Option(None, help="Transformer layers [default: from the data, 2 or 4]."),
+    n_embd: int | None = typer.Option(None, help="Embedding width [default: from the vocabulary, 64 to 192]."),
+    block_size: int | None = typer.Option(None, help="Context in tokens [default: holds nine records in ten, 128 to 1024; "
+                                                       "longer records are learned and written in windows]."),
     description: str = typer.Option("", help="What the training data is, for the model card."),
     restart: bool = typer.Option(False, "--restart", help="Ignore a checkpoint left in --out and train afresh."),
 ) -> None:
@@ -44,7 +51,7 @@ def train_command(
         raise fail(str(exc)) from None
     config = TrainConfig(seed=seed, max_steps=max_steps, batch_size=batch_size, eval_every=eval_every,
                          min_count=min_count,
-                         model=replace(GPTConfig(), n_layer=n_layer, n_embd=n_embd, block_size=block_size))
+                         model=_model_config(n_layer, n_embd, block_size))
     if (out / CHECKPOINT).exists() and not restart:
         console.print(f"Resuming from {out / CHECKPOINT}", markup=False)
     started = time.perf_counter()

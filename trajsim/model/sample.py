@@ -16,6 +16,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from trajsim.model.gpt import GPT, KVCache
+from trajsim.model.tokenizer import HEADER
 
 # Called after every step with the tokens drawn so far (rows x length); returns the allowed tokens
 # of the next step (rows x vocabulary) or None for no constraint.
@@ -58,15 +59,24 @@ def next_token(logits: torch.Tensor, uniforms: np.ndarray, temperature: float = 
     return picks.squeeze(1) if order is None else order.gather(1, picks).squeeze(1)
 
 
+def _slid(model: GPT, rows: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
+    """A fresh cache holding each row's header and its latest half context, and the next logits."""
+    keep = model.config.block_size // 2 - HEADER
+    context = torch.cat([rows[:, :HEADER], rows[:, -keep:]], dim=1)
+    cache = KVCache(model.config, len(rows))
+    return cache, model(context, cache)[:, -1]
+
+
 @torch.no_grad()
 def generate(model: GPT, prompts: torch.Tensor, rngs: Sequence[np.random.Generator], max_new_tokens: int,
              stop_token: int, temperature: float = 1.0, top_p: float = 1.0,
              constraint: Constraint | None = None) -> torch.Tensor:
-    """Continue each prompt row (all the same length) until it emits `stop_token`, up to
-    `max_new_tokens` or the model's block size; rows that stopped are padded with `stop_token`."""
+    """Continue each prompt row (all the same length) until it emits `stop_token` or has
+    `max_new_tokens` more; rows that stopped are padded with `stop_token`. A row longer than the
+    model's context goes on from its header and the latest half context, as the model was trained."""
     model.eval()
     rows, prompt_length = prompts.shape
-    budget = min(max_new_tokens, model.config.block_size - prompt_length)
+    budget = max_new_tokens
     tokens = torch.full((rows, prompt_length + budget), stop_token, dtype=torch.long)
     tokens[:, :prompt_length] = prompts
     cache = KVCache(model.config, rows)
@@ -83,11 +93,14 @@ def generate(model: GPT, prompts: torch.Tensor, rngs: Sequence[np.random.Generat
         tokens[in_cache, length] = drawn
         length += 1
         done[members] |= (drawn == stop_token).numpy()
-        if done.all() or cache.length >= model.config.block_size:
+        if done.all():
             break
         finished = torch.from_numpy(done[members])
         if int(finished.sum()) * 4 >= len(members):  # drop finished rows once they are a quarter
             cache.keep(~finished)
             in_cache, drawn = in_cache[~finished], drawn[~finished]
-        logits = model(drawn[:, None], cache)[:, -1]
+        if cache.length >= model.config.block_size:
+            cache, logits = _slid(model, tokens[in_cache, :length])
+        else:
+            logits = model(drawn[:, None], cache)[:, -1]
     return tokens[:, :length]

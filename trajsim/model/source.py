@@ -35,6 +35,8 @@ from trajsim.model.train import load_model
 from trajsim.rules import RuleMask
 from trajsim.vocab import domain_of
 
+MAX_RECORD_CONTEXTS = 8  # a written record may run to eight contexts' worth of tokens before it is cut
+
 
 
 @dataclass(slots=True)
@@ -249,8 +251,9 @@ class ModelSource(TrajectorySource[ModelPlan]):
                                  index[birth_band(calendar_date(p.birth_day).year)]] for p in patients])
         writer = RecordWriter(self.grammar, self.rules, patients)
         with one_thread():
-            tokens = generate(self.model, prompts, [p.rng for p in patients], self.model.config.block_size,
-                              index[EOS], self.temperature, self.top_p, writer)
+            tokens = generate(self.model, prompts, [p.rng for p in patients],
+                              MAX_RECORD_CONTEXTS * self.model.config.block_size, index[EOS], self.temperature,
+                              self.top_p, writer)
         return [self.tokenizer.segments(row.tolist(), p.rng)[2] for row, p in zip(tokens, patients)]
 
     def plan_visits(self, patient: PatientState, segments: list[Segment]) -> list[Visit]:

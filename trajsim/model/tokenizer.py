@@ -37,6 +37,7 @@ from trajsim.events import (
 )
 
 PAD, BOS, EOS, END = "PAD", "BOS", "EOS", "END"
+HEADER = 4  # every record opens BOS, sex, birth band, first year: the context a continuation keeps
 NO_VISIT = "VISIT/NONE"  # head of a segment of facts recorded outside any visit
 SEXES = {SEX_FEMALE: "SEX/F", SEX_MALE: "SEX/M"}
 UNKNOWN_SEX = "SEX/U"

@@ -24,7 +24,7 @@ import torch
 from trajsim.atomic import write_bytes_atomic
 from trajsim.model.population import MIN_CELL, summarize, write_summary
 from trajsim.model.gpt import GPT, GPTConfig
-from trajsim.model.tokenizer import PAD, Tokenizer
+from trajsim.model.tokenizer import HEADER, PAD, Tokenizer
 
 WEIGHTS, TOKENIZER, CARD, CHECKPOINT = "model.pt", "tokenizer.json", "MODEL_CARD.md", "checkpoint.pt"
 
@@ -45,7 +45,7 @@ class TrainConfig:
     max_steps: int = 800
     eval_every: int = 100
     patience: int = 4  # evaluations without improvement before stopping early
-    model: GPTConfig = field(default_factory=GPTConfig)
+    model: GPTConfig | None = None  # None: sized for the data (`sized_for`)
 
 
 @dataclass
@@ -68,6 +68,31 @@ def split_subjects(subject_ids: list[int], val_fraction: float, seed: int) -> tu
     order = np.random.default_rng(seed).permutation(sorted(subject_ids))
     n_val = max(1, round(len(order) * val_fraction)) if len(order) > 1 else 0
     return {int(s) for s in order[n_val:]}, {int(s) for s in order[:n_val]}
+
+
+def sized_for(sequences: list[list[int]], vocab_size: int) -> GPTConfig:
+    """A model big enough for its data: a context that holds nine records in ten whole (a power of
+    two from 128 to 1024; longer records are learned and written in overlapping windows), and width
+    and depth that grow with the vocabulary and the tokens there are to learn from."""
+    lengths = np.array([len(ids) for ids in sequences] or [0])
+    block_size = int(min(1024, max(128, 2 ** math.ceil(math.log2(max(np.quantile(lengths, 0.9), 1))))))
+    tokens = int(lengths.sum())
+    n_embd = 64 if vocab_size <= 1_000 else 128 if vocab_size <= 5_000 else 192
+    n_layer = 2 if tokens < 2_000_000 else 4
+    return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_embd=n_embd)
+
+
+def windows(ids: list[int], length: int) -> list[list[int]]:
+    """A record as training rows of at most `length` tokens: the record itself when it fits, else
+    its start and then overlapping continuations, each led by the record's header (BOS, sex, birth
+    band, first year) as the sampler continues a long record."""
+    if len(ids) <= length:
+        return [ids]
+    header, body = ids[:HEADER], ids[HEADER:]
+    span = length - HEADER
+    stride = max(1, span // 2)
+    starts = range(0, max(len(body) - span, 0) + stride, stride)
+    return [header + body[start:start + span] for start in starts if start < len(body)]
 
 
 def padded(sequences: list[list[int]], length: int, pad: int) -> torch.Tensor:
@@ -115,14 +140,16 @@ def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None
     train_events = events.filter(pl.col("subject_id").is_in(list(train_ids)))
     tokenizer = Tokenizer.fit(train_events, config.min_count, config.n_bins)
     pad = tokenizer.index[PAD]
-    length = config.model.block_size + 1  # inputs and shifted targets
     train_seqs = [ids for _, ids in tokenizer.encode(train_events)]
     val_seqs = [ids for _, ids in tokenizer.encode(events.filter(pl.col("subject_id").is_in(list(val_ids))))]
-    train_data, val_data = padded(train_seqs, length, pad), padded(val_seqs, length, pad)
+    model_config = (GPTConfig(**{**asdict(config.model), "vocab_size": len(tokenizer.vocab)}) if config.model
+                    else sized_for(train_seqs, len(tokenizer.vocab)))
+    length = model_config.block_size + 1  # inputs and shifted targets
+    train_data, val_data = (padded([w for ids in seqs for w in windows(ids, length)], length, pad)
+                            for seqs in (train_seqs, val_seqs))
     train_lengths = (train_data != pad).sum(dim=1)
     by_length = torch.argsort(train_lengths, stable=True)
 
-    model_config = GPTConfig(**{**asdict(config.model), "vocab_size": len(tokenizer.vocab)})
     torch.manual_seed(config.seed)
     model = GPT(model_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -269,7 +296,8 @@ only the kinds it lacks (always allergies and deaths).
   records learns the simulator, not real medicine.
 - Birth dates are kept as five-year bands and times at day resolution; values are decoded to a
   random value inside their quantile bin, so within-bin detail and correlations are not kept.
-- Sequences longer than {model.config.block_size} tokens are cut; very long records are learned
-  only in their first part and generated records stop at that length.
+- The context holds {model.config.block_size} tokens ({"chosen for the data: nine records in ten fit whole" if config.model is None else "as set"});
+  longer records are learned in overlapping windows led by the record's header and written by
+  sliding the context, so what lies more than half a context back is not seen when writing.
 - Not for clinical decisions or for inferences about real patients.
 """
