@@ -23,7 +23,7 @@ def test_generate_writes_the_requested_cohort(tmp_path):
 
 def test_the_shipped_scenarios_load(tmp_path):
     for scenario in sorted((REPO / "scenarios").glob("*.toml")):
-        result = runner.invoke(app, ["generate", "-s", str(scenario), "-n", "2", "--out", str(tmp_path / scenario.stem)])
+        result = runner.invoke(app, ["generate", "--scenario", str(scenario), "-n", "2", "--out", str(tmp_path / scenario.stem)])
         assert result.exit_code == 0, (scenario, result.output)
 
 
@@ -39,7 +39,7 @@ def test_the_shipped_scenarios_load(tmp_path):
 def test_a_bad_scenario_names_the_file_and_the_field(tmp_path, toml, expected):
     scenario = tmp_path / "bad.toml"
     scenario.write_text(toml)
-    result = runner.invoke(app, ["generate", "-s", str(scenario), "--out", str(tmp_path / "out")])
+    result = runner.invoke(app, ["generate", "--scenario", str(scenario), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert str(scenario) in result.output and expected in result.output
     assert "Traceback" not in result.output
@@ -47,7 +47,7 @@ def test_a_bad_scenario_names_the_file_and_the_field(tmp_path, toml, expected):
 
 
 def test_a_missing_scenario_file_is_a_user_error(tmp_path):
-    result = runner.invoke(app, ["generate", "-s", str(tmp_path / "nope.toml")])
+    result = runner.invoke(app, ["generate", "--scenario", str(tmp_path / "nope.toml")])
     assert result.exit_code == 2
     assert "nope.toml" in result.output and "Traceback" not in result.output
 
@@ -103,7 +103,7 @@ def test_version_names_the_release():
 def test_brackets_in_names_and_paths_are_shown_as_text(tmp_path):
     scenario = tmp_path / "odd.toml"
     scenario.write_text('name = "ward [/] 7"\n')
-    refused = runner.invoke(app, ["generate", "-s", str(scenario), "--out", str(tmp_path / "out")])
+    refused = runner.invoke(app, ["generate", "--scenario", str(scenario), "--out", str(tmp_path / "out")])
     assert refused.exit_code == 2 and "(got 'ward [/] 7')" in refused.output
     out = tmp_path / "out [/]"
     result = runner.invoke(app, ["generate", "-n", "2", "--out", str(out)])
@@ -111,3 +111,25 @@ def test_brackets_in_names_and_paths_are_shown_as_text(tmp_path):
     assert len(list((out / "fhir" / "bundles").glob("*.json"))) == 2
     missing = runner.invoke(app, ["validate", str(tmp_path / "no [red]such")])
     assert missing.exit_code == 2 and "no [red]such: no such folder" in missing.output
+
+
+def test_synthea_style_options_choose_size_seed_ages_and_gender(tmp_path):
+    import polars as pl
+
+    result = runner.invoke(app, ["generate", "-p", "12", "-s", "7", "-a", "30-40", "-g", "F", "--model", "reference",
+                                 "-f", "events", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    events = pl.read_parquet(tmp_path / "events" / "*.parquet")
+    assert events["subject_id"].n_unique() == 12
+    assert set(events.filter(pl.col("code").str.starts_with("TRAJSIM/sex/"))["code"]) == {"TRAJSIM/sex/F"}
+    births = events.filter(pl.col("code") == "TRAJSIM/birth")["time"].dt.year()
+    assert 2024 - 40 - 1 <= births.min() and births.max() <= 2025 - 30  # aged 30-40 at the period's end (2025)
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("-a", "40-30", "--age: expected MIN-MAX"), ("-a", "old", "--age: expected MIN-MAX"),
+    ("-g", "X", "--gender: expected F or M"),
+])
+def test_a_bad_synthea_style_option_names_itself(tmp_path, option, value, expected):
+    result = runner.invoke(app, ["generate", option, value, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and expected in result.output

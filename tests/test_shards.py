@@ -103,7 +103,7 @@ def test_a_killed_run_completes_when_run_again(tmp_path):
     command again finishes the rest, and the result equals an uninterrupted run."""
     scenario_file = tmp_path / "three-shards.toml"
     scenario_file.write_text('model = "reference"\nseed = 5\n[population]\nsize = 600\n[period]\nstart = 2022-01-01\n')
-    command = [sys.executable, "-m", "trajsim.cli", "generate", "-s", str(scenario_file), "--shard-size", "256",
+    command = [sys.executable, "-m", "trajsim.cli", "generate", "--scenario", str(scenario_file), "--shard-size", "256",
                "--out", str(tmp_path / "killed")]
     run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     first_done = tmp_path / "killed" / ".shards" / "shard-00000" / "summary.json"

@@ -45,11 +45,33 @@ def main(
     set_verbosity(quiet, verbose)
 
 
+def _age_range(age: str | None) -> list[dict] | None:
+    """`--age 30-40` as an age mix: every age from 30 to 40 included, weighted alike."""
+    if age is None:
+        return None
+    low, _, high = age.partition("-")
+    if not (low.strip().isdigit() and high.strip().isdigit()) or int(high) < int(low):
+        raise fail(f"--age: expected MIN-MAX in whole years such as 30-40, got {age!r}")
+    return [{"min": int(low), "max": int(high) + 1, "weight": 1.0}]
+
+
+def _female_fraction(gender: str | None) -> float | None:
+    if gender is None:
+        return None
+    if gender.upper() not in ("F", "M"):
+        raise fail(f"--gender: expected F or M, got {gender!r}")
+    return 1.0 if gender.upper() == "F" else 0.0
+
+
 @app.command()
 def generate(
-    scenario_file: Path | None = typer.Option(None, "--scenario", "-s", help="Scenario TOML file (default: built-in default scenario)."),
+    scenario_file: Path | None = typer.Option(None, "--scenario", help="Scenario TOML file (default: built-in default scenario)."),
     patients: int | None = typer.Option(None, "--patients", "-n", "-p", help="Cohort size (overrides population.size)."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides seed)."),
+    seed: int | None = typer.Option(None, "--seed", "-s", help="Random seed (overrides seed)."),
+    age: str | None = typer.Option(None, "--age", "-a", help="Ages MIN-MAX in years, both included, at the period's end, "
+                                   "e.g. 30-40 (overrides population.age_mix)."),
+    gender: str | None = typer.Option(None, "--gender", "-g", help="F or M: only women or only men (overrides "
+                                      "population.female_fraction)."),
     model: str | None = typer.Option(None, "--model", help="Trajectory source (overrides model): default, reference "
                                      "or a `trajsim train` folder; without --scenario a trained folder's patients "
                                      "look like its training population."),
@@ -72,7 +94,8 @@ def generate(
         scenario = with_overrides(scenario, "command line", **{
             "population.size": patients, "seed": seed, "output.dir": out, "output.formats": formats or None,
             "model": model, "population.drawn_from": "model" if like_source else None,
-            "population.state": state, "population.city": city})
+            "population.state": state, "population.city": city, "population.age_mix": _age_range(age),
+            "population.female_fraction": _female_fraction(gender)})
     except ScenarioError as exc:
         raise fail(str(exc)) from None
     with progress_bar() as bar:

@@ -20,7 +20,7 @@ REJECTED_FILE = "push-rejected.ndjson"
 
 def push_command(
     directory: Path = typer.Argument(..., help="Output folder of `trajsim generate` (or a folder of transaction bundles)."),
-    server: str = typer.Option(..., "--server", "-s", help="FHIR base URL, e.g. http://localhost:8090/fhir."),
+    server: str = typer.Option(..., "--server", help="FHIR base URL, e.g. http://localhost:8090/fhir."),
     concurrency: int = typer.Option(4, "--concurrency", "-c", help="Bundles in flight at once."),
     retries: int = typer.Option(3, "--retries", help="Retries of a bundle after a 5xx, 429, timeout or dropped connection."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the server's answer to one bundle."),

@@ -13,7 +13,7 @@ from rich.table import Table
 def evaluate_command(
     real: Path = typer.Option(..., "--real", "-r", help="Real records: events Parquet (file or folder of parts) or "
                                                         "any format `trajsim ingest` reads."),
-    synthetic: Path = typer.Option(..., "--synthetic", "-s", help="Synthetic records, e.g. out/events/ of `trajsim generate`."),
+    synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic records, e.g. out/events/ of `trajsim generate`."),
     train: Path | None = typer.Option(None, "--train", "-t", help="The real records the generator learned from "
                                                                   "(enables the privacy metrics)."),
     out: Path = typer.Option(Path("report"), "--out", "-o", help="Folder for metrics.json and report.html."),

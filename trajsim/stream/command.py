@@ -21,7 +21,7 @@ DEFAULT_SPEED = 60.0
 
 
 def stream_command(
-    server: str = typer.Option(..., "--server", "-s", help="FHIR base URL, e.g. http://localhost:8090/fhir "
+    server: str = typer.Option(..., "--server", help="FHIR base URL, e.g. http://localhost:8090/fhir "
                                                             "(user:password@ in it is sent as basic auth, never shown)."),
     token: str | None = typer.Option(None, "--token", envvar=TOKEN_VARIABLE, show_envvar=True,
                                      help="Bearer token for the server."),
@@ -32,7 +32,7 @@ def stream_command(
     rate: float | None = typer.Option(None, "--rate", help="Instead of a speed: send this many requests per second "
                                                            "(0: as fast as the server answers)."),
     hours: float | None = typer.Option(None, "--hours", help="Simulated hours to stream (overrides the scenario's)."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the scenario's)."),
+    seed: int | None = typer.Option(None, "--seed", "-s", help="Random seed (overrides the scenario's)."),
     in_flight: int = typer.Option(8, "--in-flight", help="Requests in flight at once."),
     retries: int = typer.Option(3, "--retries", help="Retries of a request after a 5xx, 429, timeout or dropped connection."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the server's answer to one request."),

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def trial_command(
-    scenario_file: Path = typer.Option(..., "--scenario", "-s", help="Scenario TOML file with a `trial` table (see docs/trial.md)."),
+    scenario_file: Path = typer.Option(..., "--scenario", help="Scenario TOML file with a `trial` table (see docs/trial.md)."),
     real: Path | None = typer.Option(None, "--real", "-r", help="Real records to build the same arm from (any format "
                                                                 "`trajsim ingest` reads, or canonical events Parquet)."),
     real_format: str | None = typer.Option(None, "--real-format", help="Format of --real (detected if omitted): "
@@ -23,7 +23,7 @@ def trial_command(
     vocabulary: Path | None = typer.Option(None, "--vocabulary", help="OMOP vocabulary folder or zip (CONCEPT, "
                                                                      "CONCEPT_ANCESTOR): code sets include descendants."),
     target: int | None = typer.Option(None, "--target", "-n", help="Arm size (overrides trial.target_size)."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides seed)."),
+    seed: int | None = typer.Option(None, "--seed", "-s", help="Random seed (overrides seed)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (overrides output.dir)."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes (local) or Ray CPUs simulating batches "
                                                                     "in parallel (the arm is the same for any number)."),
