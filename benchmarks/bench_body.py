@@ -1,5 +1,6 @@
-"""Body values, read as a clinician would: for a cohort of each source, the share of patients (or
-readings) breaking each `values` rule, and the findings of issue 15 in the terms it measured them.
+"""Body values, read as a clinician would: for a cohort of each source and the Synthea records in
+../shared/refdata, the share of patients breaking each `values` rule, and the findings of issue 15
+in the terms it measured them (of adults, of children, of readings, of pairs).
 
     python benchmarks/bench_body.py [PATIENTS]
 """
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import polars as pl
 
-from bench_clinical import generated_events
+from bench_clinical import SYNTHEA, generated_events
 from trajsim.knowledge import load_knowledge
 from trajsim.rules import values
 from trajsim.rules.base import VIOLATION_SCHEMA
 from trajsim.events import BIRTH
+from trajsim.ingest import read_events
 from trajsim.knowledge.physiology import BMI, CREATININE, EGFR, HEIGHT, SYSTOLIC
 
 TEMPERATURE, HBA1C = "LOINC/8310-5", "LOINC/4548-4"
@@ -61,9 +63,11 @@ def main(patients: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model in ("default", "reference"):
             rows[model] = findings(generated_events(patients, model, Path(tmp) / model))
-    print(f"{'finding':55} {'default':>9} {'reference':>9}")
-    for name in rows["default"]:
-        print(f"{name:55} {rows['default'][name]:9.2%} {rows['reference'][name]:9.2%}")
+    if SYNTHEA.is_dir():
+        rows["Synthea"] = findings(read_events("fhir", SYNTHEA))
+    print(f"{'finding':55}" + "".join(f"{name:>10}" for name in rows))
+    for finding in rows["default"]:
+        print(f"{finding:55}" + "".join(f"{row[finding]:10.2%}" for row in rows.values()))
 
 
 if __name__ == "__main__":

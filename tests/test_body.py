@@ -17,7 +17,7 @@ from trajsim.clock import DAYS_PER_YEAR, day_number
 from trajsim.engine import Fact, PatientState, Visit, simulate
 from trajsim.engine.body import BodyKeeper
 from trajsim.engine.chart import chart_keepers
-from trajsim.events import BIRTH, SEX_FEMALE, Event, events_frame
+from trajsim.events import BIRTH, SEX_FEMALE, Event, events_frame, visit_start_code
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.physiology import (
     BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SYSTOLIC, WEIGHT, ckd_epi_2021, value_limits,
@@ -134,3 +134,9 @@ def test_each_rule_catches_a_record_breaking_it(rule, extra):
 def test_a_fever_at_the_visit_that_diagnoses_strep_is_explained():
     fever = Event(1, at(55) + timedelta(minutes=5), 2, TEMPERATURE, 38.6, "Cel")
     assert rules_found(valid_record() + [fever]) == {}
+
+
+def test_a_fever_in_an_encounter_not_yet_ended_is_not_judged():
+    arrival = Event(1, at(52), 3, visit_start_code("EMER"))
+    fever = Event(1, at(52) + timedelta(minutes=10), 3, TEMPERATURE, 39.0, "Cel")
+    assert rules_found(valid_record() + [arrival, fever]) == {}

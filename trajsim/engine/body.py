@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.schedules import active_keys
 from trajsim.engine.source import Fact, PatientState, Visit
@@ -32,13 +33,6 @@ def measure(knowledge: Knowledge, code: str, value: float) -> Fact:
     """A measurement rounded to its reporting precision and kept within physiological bounds."""
     m = knowledge.measurements[code]
     return Fact(code, value=round(min(max(value, m.low), m.high), m.decimals), unit=m.unit)
-
-
-def draw_measurement(knowledge: Knowledge, patient: PatientState, code: str, day: float, active: set[str]) -> list[Fact]:
-    """One value from the table's distribution, for a patient seen once (the ED of `hospital.py`);
-    none if not taken at this age."""
-    dist = knowledge.value_distribution(code, patient.sex, patient.age_at(day), active)
-    return [] if dist is None else [measure(knowledge, code, patient.rng.normal(dist.mean, dist.sd))]
 
 
 class Body:
@@ -69,7 +63,7 @@ class Body:
             deviation = target + rng.normal(0, f["weight_sd"])
         else:
             last_day, last = self.weight_state
-            keep = math.exp(-abs(day - last_day) / (f["weight_drift_years"] * 365.25))
+            keep = math.exp(-abs(day - last_day) / (f["weight_drift_years"] * DAYS_PER_YEAR))
             deviation = target + (last - target) * keep + rng.normal(0, f["weight_sd"] * math.sqrt(1 - keep**2))
         self.weight_state = (day, deviation)
         return self.k.growth_at(self.patient.sex, age)[1] * math.exp(deviation)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import polars as pl
 
 from trajsim.clock import DAYS_PER_YEAR
-from trajsim.events import BIRTH, SEX_FEMALE
+from trajsim.events import BIRTH, SEX_FEMALE, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import (
     BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SYSTOLIC, WEIGHT, body_parameters, ckd_epi_2021, value_limits,
@@ -106,12 +106,18 @@ def _panels(facts: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
 
 def _limits(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     """Values at or above a limit with none of the conditions that explain them active at the time
-    or diagnosed in the same encounter."""
+    or diagnosed in the same encounter. An encounter not yet ended (a live feed cut off mid-visit)
+    is not judged: its diagnosis may be still to come."""
     found = []
     spells = _condition_spells(facts, knowledge)
+    visit = ["subject_id", "encounter_id"]
+    ended = facts.filter(pl.col("code") == VISIT_END).select(visit)
+    unfinished = (facts.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX) & pl.col("encounter_id").is_not_null())
+                  .select(visit).join(ended, on=visit, how="anti"))
     for limit in value_limits().values():
         codes = sorted(limit.condition_codes(knowledge))
         high = (facts.filter((pl.col("code") == limit.code) & (pl.col("numeric_value") >= limit.limit))
+                .join(unfinished, on=visit, how="anti")
                 .with_row_index("reading"))
         active = (high.join(spells.filter(pl.col("condition").is_in(codes)), on="subject_id")
                   .filter((pl.col("start") <= pl.col("time")) & (pl.col("end").is_null() | (pl.col("end") > pl.col("time")))))
