@@ -24,10 +24,10 @@ import numpy as np
 import simpy
 
 from trajsim.clock import DAYS_PER_YEAR, EPOCH, MINUTES_PER_DAY, encounter_id, to_datetime
+from trajsim.engine.body import Body
 from trajsim.engine.capacity import CareUnit
 from trajsim.engine.patient import PatientRecord
 from trajsim.engine.population import draw_sex_and_age, patient_rng
-from trajsim.engine.body import Body
 from trajsim.engine.schedules import VITAL_SIGNS
 from trajsim.engine.source import Fact, PatientState
 from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code
