@@ -61,6 +61,14 @@ def test_adults_keep_their_height_and_children_only_grow(cohort):
     assert children["subject_id"].n_unique() > 10 and (children["step"].drop_nulls() >= 0).all()
 
 
+def test_an_adults_weight_drifts_slowly(cohort):
+    weights = (cohort.filter((pl.col("code") == WEIGHT) & (pl.col("age") >= 20)).sort("subject_id", "time")
+               .with_columns(days=pl.col("time").diff().over("subject_id").dt.total_days(),
+                             change=(pl.col("numeric_value").log().diff().over("subject_id")).abs()))
+    within_a_month = weights.filter(pl.col("days") < 30)
+    assert within_a_month.height > 50 and within_a_month["change"].max() < 0.08
+
+
 def test_bmi_is_weight_over_height_squared(cohort):
     panel = values_of(cohort, HEIGHT, WEIGHT, BMI)
     assert panel.height > 100
