@@ -26,7 +26,8 @@ class ChartKeeper:
 
 def chart_keepers(knowledge: Knowledge, patient: PatientState) -> list[ChartKeeper]:
     """The keepers of one patient's chart, in the order they vet a visit."""
-    from trajsim.engine.episodes import EpisodeKeeper  # the keepers subclass ChartKeeper, defined above
+    from trajsim.engine.body import BodyKeeper  # the keepers subclass ChartKeeper, defined above
+    from trajsim.engine.episodes import EpisodeKeeper
     from trajsim.engine.immunization import ImmunizationKeeper
 
-    return [EpisodeKeeper(knowledge), ImmunizationKeeper(knowledge)]
+    return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), ImmunizationKeeper(knowledge)]

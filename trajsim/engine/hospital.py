@@ -24,10 +24,11 @@ import numpy as np
 import simpy
 
 from trajsim.clock import DAYS_PER_YEAR, EPOCH, MINUTES_PER_DAY, encounter_id, to_datetime
+from trajsim.engine.body import Body
 from trajsim.engine.capacity import CareUnit
 from trajsim.engine.patient import PatientRecord
 from trajsim.engine.population import draw_sex_and_age, patient_rng
-from trajsim.engine.schedules import VITAL_SIGNS, draw_measurement
+from trajsim.engine.schedules import VITAL_SIGNS
 from trajsim.engine.source import Fact, PatientState
 from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code
 from trajsim.knowledge import Knowledge, load_knowledge
@@ -250,10 +251,10 @@ class Hospital:
             restriction.age_min <= age < restriction.age_max and restriction.sex in (None, patient.sex)))
 
     def _measurements(self, patient: PatientState, codes: tuple[str, ...], case: Presentation) -> list[Fact]:
-        """Values from the knowledge tables' distributions for this patient and presentation (e.g.
-        fever in pneumonia), as the engine measures them at any visit."""
-        active = {case.condition}
-        return [fact for code in codes for fact in draw_measurement(self.knowledge, patient, code, self.env.now, active)]
+        """The patient's body as measured now with this presentation (e.g. fever in pneumonia), as
+        the engine measures it at any visit."""
+        exam = Body(self.knowledge, patient).examine(self.env.now, {case.condition})
+        return [fact for fact in map(exam.fact, codes) if fact is not None]
 
     @staticmethod
     def _minutes(patient: PatientState, median_spread: tuple[float, float]) -> float:

@@ -18,10 +18,10 @@ from trajsim.engine.population import draw_death_day
 from trajsim.engine.source import ACTIVE, WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
 from trajsim.events import MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
+from trajsim.knowledge.physiology import BMI, HEIGHT, WEIGHT, measured_at
 
 ONE_MINUTE = 1 / MINUTES_PER_DAY  # in days
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
-OBESITY_WEIGHT_FACTOR = 1.3  # BMI about 32 instead of the median 25
 VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
 
 
@@ -42,29 +42,12 @@ def active_keys(knowledge: Knowledge, patient: PatientState, day: float, facts: 
     return {by_code[c].key for c in codes if c in by_code}
 
 
-def measure(knowledge: Knowledge, code: str, value: float) -> Fact:
-    """A measurement rounded to its reporting precision and kept within physiological bounds."""
-    m = knowledge.measurements[code]
-    return Fact(code, value=round(min(max(value, m.low), m.high), m.decimals), unit=m.unit)
-
-
-def draw_measurement(knowledge: Knowledge, patient: PatientState, code: str, day: float, active: set[str]) -> list[Fact]:
-    """One value from the distribution for this sex, age and conditions (none if not taken at this age)."""
-    dist = knowledge.value_distribution(code, patient.sex, patient.age_at(day), active)
-    return [] if dist is None else [measure(knowledge, code, patient.rng.normal(dist.mean, dist.sd))]
-
-
 def vitals(knowledge: Knowledge, patient: PatientState, day: float, active: set[str]) -> list[Fact]:
-    """Height, weight, BMI (from age 2) and vital signs, from growth charts and condition-aware ranges."""
-    height, weight = knowledge.growth_at(patient.sex, patient.age_at(day))
-    height *= 1 + 0.04 * patient.height_z
-    weight *= patient.weight_factor * (OBESITY_WEIGHT_FACTOR if "obesity" in active else 1.0)
-    facts = [measure(knowledge, "LOINC/8302-2", height), measure(knowledge, "LOINC/29463-7", weight)]
-    if patient.age_at(day) >= 2:
-        facts.append(measure(knowledge, "LOINC/39156-5", weight / (height / 100) ** 2))
-    for code in VITAL_SIGNS:
-        facts += draw_measurement(knowledge, patient, code, day, active)
-    return facts
+    """Height, weight, BMI and the vital signs taken at this age; their values are the body's
+    (`body.py`), set when the visit is vetted."""
+    age = patient.age_at(day)
+    return [Fact(code) for code in (HEIGHT, WEIGHT, BMI, *VITAL_SIGNS)
+            if measured_at(knowledge, code, patient.sex, age, active)]
 
 
 def prescribe(knowledge: Knowledge, condition: Condition, patient: PatientState) -> list[Fact]:
@@ -210,7 +193,8 @@ class Schedule:
         for key in sorted(active):
             for lab in self.k.monitoring.get(key, ()):
                 if day + LAB_GRACE_DAYS >= self.last_lab.get(lab.code, -math.inf) + lab.interval_days:
-                    facts += draw_measurement(self.k, self.patient, lab.code, day, active)
+                    if measured_at(self.k, lab.code, self.patient.sex, self.patient.age_at(day), active):
+                        facts.append(Fact(lab.code))
                     self.last_lab[lab.code] = day
         return facts
 

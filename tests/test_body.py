@@ -1,0 +1,150 @@
+"""A patient has a body: whichever source proposes the measurements, an adult keeps their height,
+a child only grows, BMI is weight/height^2, the diastolic is below the systolic, eGFR is the
+creatinine's by CKD-EPI 2021, and a fever or a diabetic HbA1c comes with its diagnosis; the
+`values` rules catch each of these broken in a hand-made record."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.conftest import small_scenario
+from tests.test_rules import at, rules_found, valid_record
+from trajsim.clock import DAYS_PER_YEAR, day_number
+from trajsim.engine import Fact, PatientState, Visit, simulate
+from trajsim.engine.body import BodyKeeper
+from trajsim.engine.chart import chart_keepers
+from trajsim.events import BIRTH, SEX_FEMALE, Event, events_frame, visit_start_code
+from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.physiology import (
+    BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SYSTOLIC, WEIGHT, ckd_epi_2021, value_limits,
+)
+from trajsim.rules import find_violations
+from trajsim.rules.values import RULES
+from trajsim.runner import scenario_source
+
+TEMPERATURE, HBA1C, PNEUMONIA = "LOINC/8310-5", "LOINC/4548-4", "SNOMED/233604007"
+
+
+@pytest.fixture(scope="module", params=["default", "reference"])
+def cohort(request) -> pl.DataFrame:
+    """200 patients of each source, history included, with age at each event."""
+    scenario = small_scenario(200, seed=5, model=request.param)
+    events = events_frame([e for record in simulate(scenario, scenario_source(scenario)) for e in record.events])
+    births = events.filter(pl.col("code") == BIRTH).select("subject_id", birth="time")
+    return events.join(births, on="subject_id").with_columns(
+        age=(pl.col("time") - pl.col("birth")).dt.total_seconds() / (DAYS_PER_YEAR * 86_400))
+
+
+def values_of(events: pl.DataFrame, *codes: str) -> pl.DataFrame:
+    """One row per encounter with the value of each of `codes` (rows with all of them)."""
+    readings = events.filter(pl.col("code").is_in(codes) & pl.col("encounter_id").is_not_null())
+    return (readings.pivot("code", index=["subject_id", "encounter_id", "age"], values="numeric_value",
+                           aggregate_function="first").drop_nulls(list(codes)))
+
+
+def test_no_source_breaks_a_values_rule(cohort):
+    found = find_violations(cohort.drop("birth", "age")).filter(pl.col("rule").is_in(list(RULES)))
+    assert found.is_empty(), found.head(10)
+
+
+def test_adults_keep_their_height_and_children_only_grow(cohort):
+    heights = cohort.filter(pl.col("code") == HEIGHT).sort("subject_id", "time")
+    adults = heights.filter(pl.col("age") >= 20).group_by("subject_id").agg(
+        spread=pl.col("numeric_value").max() - pl.col("numeric_value").min())
+    children = heights.filter(pl.col("age") < 20).with_columns(
+        step=pl.col("numeric_value").diff().over("subject_id"))
+    assert adults.height > 50 and adults["spread"].max() <= 2.0
+    assert children["subject_id"].n_unique() > 10 and (children["step"].drop_nulls() >= 0).all()
+
+
+def test_an_adults_weight_drifts_slowly(cohort):
+    weights = (cohort.filter((pl.col("code") == WEIGHT) & (pl.col("age") >= 20)).sort("subject_id", "time")
+               .with_columns(days=pl.col("time").diff().over("subject_id").dt.total_days(),
+                             change=(pl.col("numeric_value").log().diff().over("subject_id")).abs()))
+    within_a_month = weights.filter(pl.col("days") < 30)
+    assert within_a_month.height > 50 and within_a_month["change"].max() < 0.08
+
+
+def test_bmi_is_weight_over_height_squared(cohort):
+    panel = values_of(cohort, HEIGHT, WEIGHT, BMI)
+    assert panel.height > 100
+    assert ((panel[BMI] - panel[WEIGHT] / (panel[HEIGHT] / 100) ** 2).abs() <= 0.1).all()
+
+
+def test_pressures_and_kidney_function_agree(cohort):
+    pressure = values_of(cohort, SYSTOLIC, DIASTOLIC)
+    assert pressure.height > 100 and (pressure[SYSTOLIC] - pressure[DIASTOLIC] >= 20).all()
+    kidney = values_of(cohort, CREATININE, EGFR).filter(pl.col("age") >= 18)
+    sex = cohort.filter(pl.col("code") == SEX_FEMALE).select("subject_id", female=pl.lit(True))
+    kidney = kidney.join(sex, on="subject_id", how="left").with_columns(pl.col("female").fill_null(False))
+    expected = ckd_epi_2021(kidney[CREATININE].to_numpy(), kidney["age"].to_numpy(), kidney["female"].to_numpy())
+    assert np.all(np.abs(kidney[EGFR].to_numpy() - expected) <= 0.02 * expected + 1)
+
+
+def adult(age: float = 45.0, sex: str = "F") -> PatientState:
+    birth = day_number(datetime(2015, 1, 1).date()) - age * DAYS_PER_YEAR
+    return PatientState(1, sex, birth, birth, birth + 100 * DAYS_PER_YEAR, None, np.random.default_rng(1),
+                        now=birth + age * DAYS_PER_YEAR, height_z=1.0)
+
+
+def test_the_keeper_overwrites_what_a_source_proposes_and_drops_repeats():
+    patient, knowledge = adult(), load_knowledge()
+    keeper = BodyKeeper(knowledge, patient)
+    visit = Visit(patient.now, "AMB", 0.02, [Fact(HEIGHT, value=250.0), Fact(SYSTOLIC, value=90.0),
+                                             Fact(DIASTOLIC, value=140.0), Fact(SYSTOLIC, value=95.0),
+                                             Fact(BMI, value=60.0), Fact(WEIGHT, value=20.0)])
+    keeper.vet(patient, visit)
+    by_code = {f.code: f.value for f in visit.facts}
+    assert [f.code for f in visit.facts].count(SYSTOLIC) == 1 and len(visit.facts) == 5
+    assert by_code[HEIGHT] == pytest.approx(163.7 * 1.04, abs=0.1)  # the tallest median (CDC, age 18) at +1 SD
+    assert by_code[DIASTOLIC] < by_code[SYSTOLIC]
+    assert by_code[BMI] == pytest.approx(by_code[WEIGHT] / (by_code[HEIGHT] / 100) ** 2, abs=0.1)
+
+
+def test_a_fever_needs_a_febrile_condition_and_hba1c_stays_below_diabetes():
+    patient, knowledge = adult(), load_knowledge()
+    keeper = BodyKeeper(knowledge, patient)
+    plain, febrile = [], []
+    for i in range(300):
+        visit = Visit(patient.now + i, "AMB", 0.02, [Fact(TEMPERATURE), Fact(HBA1C)] + ([Fact(PNEUMONIA)] if i % 2 else []))
+        keeper.vet(patient, visit)
+        values = {f.code: f.value for f in visit.facts}
+        (febrile if i % 2 else plain).append(values[TEMPERATURE])
+        assert values[HBA1C] < value_limits()[HBA1C].limit
+    assert max(plain) < 38.0 and np.mean(febrile) > 38.0
+
+
+def test_the_body_keeper_vets_first():
+    assert isinstance(chart_keepers(load_knowledge(), adult())[0], BodyKeeper)
+
+
+@pytest.mark.parametrize("rule, extra", [
+    ("adult_height_change", [("LOINC/8302-2", 50, 1, 170.0), ("LOINC/8302-2", 55, 2, 180.0)]),
+    ("child_height_drop", [("LOINC/8302-2", 10, None, 140.0), ("LOINC/8302-2", 12, None, 135.0)]),
+    ("bmi_mismatch", [("LOINC/8302-2", 50, 1, 180.0), ("LOINC/29463-7", 50, 1, 80.0), ("LOINC/39156-5", 50, 1, 30.0)]),
+    ("diastolic_not_below_systolic", [("LOINC/8462-4", 50, 1, 145.0)]),
+    ("egfr_mismatch", [("LOINC/38483-4", 55, 2, 1.0), ("LOINC/33914-3", 55, 2, 30.0)]),
+    ("hba1c_diabetic_range_without_diabetes", [("LOINC/4548-4", 56, None, 7.2)]),
+    ("fever_without_diagnosis", [("LOINC/8310-5", 52, None, 38.6)]),
+    ("duplicate_measurement", [("LOINC/8480-6", 50, 1, 150.0)]),
+])
+def test_each_rule_catches_a_record_breaking_it(rule, extra):
+    assert rule in RULES
+    events = [Event(1, at(age), encounter, code, value, load_knowledge().measurements[code].unit)
+              for code, age, encounter, value in extra]
+    assert rules_found(valid_record() + events) == {rule: 1}
+
+
+def test_a_fever_at_the_visit_that_diagnoses_strep_is_explained():
+    fever = Event(1, at(55) + timedelta(minutes=5), 2, TEMPERATURE, 38.6, "Cel")
+    assert rules_found(valid_record() + [fever]) == {}
+
+
+def test_a_fever_in_an_encounter_not_yet_ended_is_not_judged():
+    arrival = Event(1, at(52), 3, visit_start_code("EMER"))
+    fever = Event(1, at(52) + timedelta(minutes=10), 3, TEMPERATURE, 39.0, "Cel")
+    assert rules_found(valid_record() + [arrival, fever]) == {}

@@ -1,0 +1,149 @@
+"""A patient's body: the one author of every measured value, whichever source proposes the
+measurement, so that a chart's values do not contradict each other.
+
+Height follows the growth chart on the patient's own centile (`height_z`) and stays at the height
+reached once growth ends; weight follows the chart's median scaled by the patient's build
+(`weight_factor`, more with obesity) and drifts slowly around it; BMI is always the recorded weight
+over the recorded height squared. Every other vital and lab is the knowledge table's distribution
+for the patient's sex, age and conditions at a patient-level centile plus visit noise; the
+diastolic pressure stays a pulse pressure below the systolic; eGFR is the creatinine's by CKD-EPI
+2021; a value that implies a diagnosis (a fever, an HbA1c in the diabetic range) stays below its
+limit unless one of its conditions is active or diagnosed at the visit. Figures: `data/body.csv`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from trajsim.clock import DAYS_PER_YEAR
+from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.schedules import active_keys
+from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.knowledge import Knowledge
+from trajsim.knowledge.physiology import (
+    BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SYSTOLIC, WEIGHT, body_parameters, ckd_epi_2021, measured_at,
+    stature_curve, value_limits,
+)
+
+
+def measure(knowledge: Knowledge, code: str, value: float) -> Fact:
+    """A measurement rounded to its reporting precision and kept within physiological bounds."""
+    m = knowledge.measurements[code]
+    return Fact(code, value=round(min(max(value, m.low), m.high), m.decimals), unit=m.unit)
+
+
+class Body:
+    """One patient's physiology: patient-level centiles, drawn once, and a weight that drifts."""
+
+    def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
+        self.k, self.patient = knowledge, patient
+        self.figures = body_parameters()
+        self.stature = stature_curve(knowledge, patient.sex)
+        self.centiles: dict[str, float] = {}  # measurement code -> the patient's z-score
+        self.weight_state: tuple[float, float] | None = None  # (day, log weight relative to the median)
+
+    def examine(self, day: float, active: set[str]) -> Examination:
+        """The body as measured on `day` with the condition keys in `active`."""
+        return Examination(self, day, active)
+
+    def height(self, age: float) -> float:
+        ages, heights = self.stature
+        return float(np.interp(age, ages, heights)) * (1 + self.figures["height_cv"] * self.patient.height_z)
+
+    def weight(self, day: float, age: float, active: set[str]) -> float:
+        """The weight on `day`: the median for age times the patient's build, with a deviation that
+        reverts to it over `weight_drift_years` (an Ornstein-Uhlenbeck process, so readings days
+        apart agree and years apart may differ by the stationary spread)."""
+        f, rng = self.figures, self.patient.rng
+        target = math.log(self.patient.weight_factor * (f["obesity_weight_factor"] if "obesity" in active else 1.0))
+        if self.weight_state is None:
+            deviation = target + rng.normal(0, f["weight_sd"])
+        else:
+            last_day, last = self.weight_state
+            keep = math.exp(-abs(day - last_day) / (f["weight_drift_years"] * DAYS_PER_YEAR))
+            deviation = target + (last - target) * keep + rng.normal(0, f["weight_sd"] * math.sqrt(1 - keep**2))
+        self.weight_state = (day, deviation)
+        return self.k.growth_at(self.patient.sex, age)[1] * math.exp(deviation)
+
+    def reading(self, code: str, age: float, active: set[str]) -> float | None:
+        """A vital or lab from its table distribution at the patient's own centile plus visit noise,
+        held below a diagnostic limit the chart does not explain; None if not taken at this age."""
+        dist = self.k.value_distribution(code, self.patient.sex, age, active)
+        if dist is None:
+            return None
+        rng, r = self.patient.rng, self.figures["within_person_correlation"]
+        z = self.centiles.setdefault(code, float(rng.normal()))
+        value = dist.mean + dist.sd * (r * z + math.sqrt(1 - r**2) * rng.normal())
+        limit = value_limits().get(code)
+        if limit is not None and not limit.conditions & active:
+            value = min(value, limit.limit - 10 ** -self.k.measurements[code].decimals)
+        return value
+
+
+class Examination:
+    """The body's values at one visit, each drawn once, so that values derived from others (BMI,
+    eGFR, a diastolic below the systolic) use the very values recorded beside them."""
+
+    def __init__(self, body: Body, day: float, active: set[str]) -> None:
+        self.body, self.day, self.active = body, day, active
+        self.age = body.patient.age_at(day)
+        self.values: dict[str, Fact | None] = {}
+
+    def fact(self, code: str) -> Fact | None:
+        """The measurement of `code` with its value, or None if it is not taken at this age."""
+        if code not in self.values:
+            self.values[code] = self._measure(code)
+        return self.values[code]
+
+    def _value(self, code: str) -> float | None:
+        fact = self.fact(code)
+        return None if fact is None else fact.value
+
+    def _measure(self, code: str) -> Fact | None:
+        body, k = self.body, self.body.k
+        if not measured_at(k, code, body.patient.sex, self.age, self.active):
+            return None
+        if code == HEIGHT:
+            value = body.height(self.age)
+        elif code == WEIGHT:
+            value = body.weight(self.day, self.age, self.active)
+        elif code == BMI:
+            value = self._value(WEIGHT) / (self._value(HEIGHT) / 100) ** 2
+        elif code == EGFR:
+            value = float(ckd_epi_2021(self._value(CREATININE), self.age, body.patient.sex == "F"))
+        else:
+            value = body.reading(code, self.age, self.active)
+            if code == DIASTOLIC and (systolic := self._value(SYSTOLIC)) is not None:
+                value = min(value, systolic - body.figures["min_pulse_pressure"])
+        return measure(k, code, value)
+
+
+class BodyKeeper(ChartKeeper):
+    """Sets the value of every measurement in a visit from the patient's body, whatever the source
+    proposed, drops a measurement not taken at the patient's age and a second one of the same code
+    (in an encounter; for history outside any visit, on the same day)."""
+
+    def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
+        self.k, self.body = knowledge, Body(knowledge, patient)
+
+    def vet(self, patient: PatientState, visit: Visit) -> None:
+        if not any(f.code in self.k.measurements for f in visit.facts):
+            return
+        active = active_keys(self.k, patient, visit.day, visit.facts)
+        exams: dict[float, Examination] = {}
+        kept, seen = [], set()
+        for fact in visit.facts:
+            if fact.code not in self.k.measurements:
+                kept.append(fact)
+                continue
+            day = visit.day if visit.encounter_class is not None else visit.day + fact.offset_days
+            if (day, fact.code) in seen:
+                continue
+            seen.add((day, fact.code))
+            measured = exams.setdefault(day, self.body.examine(day, active)).fact(fact.code)
+            if measured is not None:
+                kept.append(replace(fact, value=measured.value, unit=measured.unit))
+        visit.facts[:] = kept

@@ -1,0 +1,81 @@
+"""The knowledge a patient's body is built from, read once: its parameters (`data/body.csv`), the
+growth curve a patient keeps their centile on, the values that imply a diagnosis
+(`data/value_limits.csv`: a fever, an HbA1c in the diabetic range) and the CKD-EPI 2021 equation
+that turns creatinine into eGFR. The engine's body and the `values` rules read the same figures, so
+what the engine writes is what the checker accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from trajsim.knowledge.tables import DATA, Knowledge, read_table
+
+HEIGHT, WEIGHT, BMI = "LOINC/8302-2", "LOINC/29463-7", "LOINC/39156-5"
+SYSTOLIC, DIASTOLIC = "LOINC/8480-6", "LOINC/8462-4"
+CREATININE, EGFR = "LOINC/38483-4", "LOINC/33914-3"
+BMI_FROM_AGE = 2.0  # CDC BMI-for-age charts start at 2 years
+DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,)}  # computed from the values they depend on
+
+
+@cache
+def body_parameters() -> dict[str, float]:
+    """The body's parameters by name (`data/body.csv`)."""
+    return {r["parameter"]: float(r["value"]) for r in read_table(DATA.joinpath("body.csv"), ("parameter", "value"))}
+
+
+@dataclass(frozen=True)
+class ValueLimit:
+    """A value at or above `limit` of measurement `code` means one of `conditions` (keys of
+    conditions.csv) is present; `rule` names the violation of a record that has none."""
+
+    code: str
+    limit: float
+    conditions: frozenset[str]
+    rule: str
+
+    def condition_codes(self, knowledge: Knowledge) -> frozenset[str]:
+        """The SNOMED CT and ICD-10-CM codes of the conditions that explain the value."""
+        return frozenset(code for key in self.conditions
+                         for code in (knowledge.conditions[key].code, knowledge.conditions[key].icd10cm))
+
+
+@cache
+def value_limits() -> dict[str, ValueLimit]:
+    """The value limits by measurement code (`data/value_limits.csv`)."""
+    rows = read_table(DATA.joinpath("value_limits.csv"), ("code", "limit", "conditions", "rule"))
+    return {r["code"]: ValueLimit(r["code"], float(r["limit"]), frozenset(r["conditions"].split(";")), r["rule"])
+            for r in rows}
+
+
+def measured_at(knowledge: Knowledge, code: str, sex: str, age: float, active: set[str]) -> bool:
+    """Whether a measurement is taken at this age: height and weight always, BMI from 2, eGFR with
+    its creatinine, any other where the value tables cover the age (BP from 3)."""
+    if code in (HEIGHT, WEIGHT):
+        return True
+    if code == BMI:
+        return age >= BMI_FROM_AGE
+    return all(knowledge.value_distribution(c, sex, age, active) is not None for c in DERIVED.get(code, (code,)))
+
+
+def stature_curve(knowledge: Knowledge, sex: str) -> tuple[np.ndarray, np.ndarray]:
+    """Ages and median heights of a growth curve that never falls: the growth chart's medians to the
+    end of growth, then the height reached. (The lower adult means of NHANES mix birth cohorts; a
+    person keeps their adult height.)"""
+    table = knowledge.growth[sex]
+    growing = table[table[:, 0] <= body_parameters()["adult_height_age"]]
+    return growing[:, 0], np.maximum.accumulate(growing[:, 1])
+
+
+def ckd_epi_2021(creatinine: np.ndarray | float, age: np.ndarray | float, female: np.ndarray | bool) -> np.ndarray:
+    """eGFR in mL/min/1.73 m2 from serum creatinine in mg/dL by the race-free CKD-EPI 2021 equation
+    (Inker et al., N Engl J Med 2021;385:1737-49): 142 x min(Scr/k, 1)^a x max(Scr/k, 1)^-1.200 x
+    0.9938^age (x 1.012 if female), k = 0.7 (female) or 0.9 (male), a = -0.241 (female) or -0.302 (male)."""
+    female = np.asarray(female, dtype=bool)
+    ratio = np.asarray(creatinine, dtype=float) / np.where(female, 0.7, 0.9)
+    alpha = np.where(female, -0.241, -0.302)
+    return (142.0 * np.minimum(ratio, 1.0) ** alpha * np.maximum(ratio, 1.0) ** -1.200
+            * 0.9938 ** np.asarray(age, dtype=float) * np.where(female, 1.012, 1.0))

@@ -1,0 +1,139 @@
+"""Rules about measured values that contradict each other or the chart, read as a clinician reads
+a record: an adult's height that changes, a child who shrinks, a BMI that is not weight/height^2,
+a diastolic pressure not below the systolic, an eGFR that is not the creatinine's by CKD-EPI 2021,
+a value that implies a diagnosis the chart does not have (`data/value_limits.csv`: a fever, an
+HbA1c in the diabetic range) and one measurement recorded twice at once.
+
+Pairs of values (BMI with weight and height, diastolic with systolic, eGFR with creatinine) are
+judged within one encounter, as a panel is read together.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from trajsim.clock import DAYS_PER_YEAR
+from trajsim.events import BIRTH, SEX_FEMALE, VISIT_END, VISIT_START_PREFIX
+from trajsim.knowledge import Knowledge
+from trajsim.knowledge.physiology import (
+    BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SYSTOLIC, WEIGHT, body_parameters, ckd_epi_2021, value_limits,
+)
+from trajsim.rules.base import violation
+from trajsim.rules.record import _condition_spells
+
+RULES: dict[str, str] = {
+    "adult_height_change": "an adult's height more than 5 cm from their first adult height (from age 20)",
+    "child_height_drop": "a child's height more than 3 cm below their tallest earlier height (before age 20)",
+    "bmi_mismatch": "a BMI more than 1 kg/m2 from weight/height^2 of the same encounter",
+    "diastolic_not_below_systolic": "a diastolic pressure at or above the systolic of the same encounter",
+    "egfr_mismatch": "an adult's eGFR more than 10% (+1) from CKD-EPI 2021 of the creatinine of the same encounter",
+    "hba1c_diabetic_range_without_diabetes": "an HbA1c of 6.5% or more with no diabetes active or diagnosed "
+                                             "in the same encounter",
+    "fever_without_diagnosis": "a temperature of 38.0 C or more with no febrile condition active or diagnosed "
+                               "in the same encounter",
+    "duplicate_measurement": "one measurement recorded twice at the same time in one encounter (a BP panel "
+                             "with two systolic values)",
+}
+ADULT_HEIGHT_CHANGE_CM, CHILD_HEIGHT_DROP_CM, BMI_TOLERANCE = 5.0, 3.0, 1.0
+EGFR_RELATIVE_TOLERANCE, EGFR_ABSOLUTE_TOLERANCE = 0.10, 1.0
+_SECONDS_PER_YEAR = DAYS_PER_YEAR * 86_400
+
+
+def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
+    """The violations of this family's rules."""
+    people = facts.group_by("subject_id").agg(
+        birth=pl.col("time").filter(pl.col("code") == BIRTH).min(),
+        female=(pl.col("code") == SEX_FEMALE).any())
+    return [_heights(facts, people), _panels(facts, people), *_limits(facts, knowledge), _duplicates(facts, knowledge)]
+
+
+def _aged(frame: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
+    return frame.join(people, on="subject_id").with_columns(
+        age=(pl.col("time") - pl.col("birth")).dt.total_seconds() / _SECONDS_PER_YEAR)
+
+
+def _heights(facts: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
+    """Adult heights against the first adult one; children's heights against the tallest so far."""
+    heights = (_aged(facts.filter((pl.col("code") == HEIGHT) & pl.col("numeric_value").is_not_null()), people)
+               .with_columns(adult=pl.col("age") >= body_parameters()["adult_height_age"])
+               .sort("subject_id", "time"))
+    value = pl.col("numeric_value")
+    adults = heights.filter("adult").with_columns(first=value.first().over("subject_id"))
+    children = heights.filter(~pl.col("adult")).with_columns(
+        tallest=value.cum_max().shift(1).over("subject_id"))
+    return pl.concat([
+        violation(adults.filter((value - pl.col("first")).abs() > ADULT_HEIGHT_CHANGE_CM), "adult_height_change",
+                  pl.format("{} cm; first adult height {} cm", value, "first")),
+        violation(children.filter(pl.col("tallest") - value > CHILD_HEIGHT_DROP_CM), "child_height_drop",
+                  pl.format("{} cm after {} cm", value, "tallest")),
+    ])
+
+
+def _panel(facts: pl.LazyFrame, codes: tuple[str, ...]) -> pl.LazyFrame:
+    """One row per encounter with any of `codes`: the first value of each (null if not measured)
+    and the time of the last of the first readings, which a violation is dated at."""
+    readings = facts.filter(pl.col("code").is_in(codes) & pl.col("encounter_id").is_not_null()
+                            & pl.col("numeric_value").is_not_null())
+    return (readings.sort("time").group_by("subject_id", "encounter_id")
+            .agg(*(pl.col("numeric_value").filter(pl.col("code") == c).first().alias(c) for c in codes),
+                 *(pl.col("time").filter(pl.col("code") == c).first().alias(f"{c} time") for c in codes))
+            .with_columns(time=pl.max_horizontal(*(f"{c} time" for c in codes))))
+
+
+def _panels(facts: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
+    bmi = _panel(facts, (HEIGHT, WEIGHT, BMI)).with_columns(
+        expected=pl.col(WEIGHT) / (pl.col(HEIGHT) / 100) ** 2, code=pl.lit(BMI))
+    pressure = _panel(facts, (SYSTOLIC, DIASTOLIC)).with_columns(code=pl.lit(DIASTOLIC))
+    kidney = (_aged(_panel(facts, (CREATININE, EGFR)).drop_nulls([CREATININE, EGFR]), people)
+              .filter(pl.col("age") >= 18)
+              .with_columns(expected=pl.struct(CREATININE, "age", "female").map_batches(
+                  lambda s: pl.Series(ckd_epi_2021(s.struct.field(CREATININE).to_numpy(),
+                                                   s.struct.field("age").to_numpy(),
+                                                   s.struct.field("female").to_numpy())),
+                  return_dtype=pl.Float64), code=pl.lit(EGFR)))
+    egfr_off = (pl.col(EGFR) - pl.col("expected")).abs() > (
+        EGFR_RELATIVE_TOLERANCE * pl.col("expected") + EGFR_ABSOLUTE_TOLERANCE)
+    return pl.concat([
+        violation(bmi.filter((pl.col(BMI) - pl.col("expected")).abs() > BMI_TOLERANCE), "bmi_mismatch",
+                  pl.format("BMI {}; weight/height^2 is {}", pl.col(BMI), pl.col("expected").round(1))),
+        violation(pressure.filter(pl.col(DIASTOLIC) >= pl.col(SYSTOLIC)), "diastolic_not_below_systolic",
+                  pl.format("{}/{} mm Hg", pl.col(SYSTOLIC), pl.col(DIASTOLIC))),
+        violation(kidney.filter(egfr_off), "egfr_mismatch",
+                  pl.format("eGFR {} at creatinine {}; CKD-EPI 2021 gives {}", pl.col(EGFR), pl.col(CREATININE),
+                            pl.col("expected").round(0))),
+    ])
+
+
+def _limits(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
+    """Values at or above a limit with none of the conditions that explain them active at the time
+    or diagnosed in the same encounter. An encounter not yet ended (a live feed cut off mid-visit)
+    is not judged: its diagnosis may be still to come."""
+    found = []
+    spells = _condition_spells(facts, knowledge)
+    visit = ["subject_id", "encounter_id"]
+    ended = facts.filter(pl.col("code") == VISIT_END).select(visit)
+    unfinished = (facts.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX) & pl.col("encounter_id").is_not_null())
+                  .select(visit).join(ended, on=visit, how="anti"))
+    for limit in value_limits().values():
+        codes = sorted(limit.condition_codes(knowledge))
+        high = (facts.filter((pl.col("code") == limit.code) & (pl.col("numeric_value") >= limit.limit))
+                .join(unfinished, on=visit, how="anti")
+                .with_row_index("reading"))
+        active = (high.join(spells.filter(pl.col("condition").is_in(codes)), on="subject_id")
+                  .filter((pl.col("start") <= pl.col("time")) & (pl.col("end").is_null() | (pl.col("end") > pl.col("time")))))
+        diagnosed = high.join(facts.filter(pl.col("code").is_in(codes) & pl.col("encounter_id").is_not_null())
+                              .select("subject_id", "encounter_id"), on=["subject_id", "encounter_id"])
+        explained = pl.concat([active.select("reading"), diagnosed.select("reading")])
+        found.append(violation(high.join(explained, on="reading", how="anti"), limit.rule,
+                               pl.format("{} with none of {} active", pl.col("numeric_value"),
+                                         pl.lit(", ".join(sorted(limit.conditions))))))
+    return found
+
+
+def _duplicates(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
+    measured = facts.filter(pl.col("code").is_in(list(knowledge.measurements)) & pl.col("encounter_id").is_not_null())
+    again = measured.with_columns(
+        order=pl.int_range(pl.len()).over("subject_id", "encounter_id", "time", "code"),
+        first=pl.col("numeric_value").first().over("subject_id", "encounter_id", "time", "code"),
+    ).filter(pl.col("order") > 0)
+    return violation(again, "duplicate_measurement", pl.format("{} again; first {}", "numeric_value", "first"))
