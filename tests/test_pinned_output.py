@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "493fed73eb6361376d0074fec304efd48d45f6005815a63c80ef3354e31571cc",
-    "default": "de9b2f970a69892eeb7551852c21f57a959da4b1999f40076700894c9839f903",
+    "reference": "177fa1726f0dd7aa06db101e847fb38b8855bd843f69b4fb38c8ca23a2427214",
+    "default": "66f65962a1727132e73fdc7d99f780122960870e6f5b75d8f7455c486093e6bd",
 }
 
 
