@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from tests.browser import CHROMIUM, NO_BROWSER, drawn_widths
 from tests.conftest import small_scenario
 from trajsim.cli import app
 from trajsim.engine import ReferenceSource, simulate
 from trajsim.events import events_frame
 
 runner = CliRunner()
-CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
 
 
 def write_cohort(path: Path, size: int, seed: int) -> Path:
@@ -71,16 +68,9 @@ def test_same_inputs_give_byte_identical_outputs(tables: dict[str, Path], report
         assert (tmp_path / name).read_bytes() == (report / name).read_bytes()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian: apt-get install -y chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_BROWSER)
 def test_report_plots_render_in_headless_chromium(report: Path, tmp_path: Path) -> None:
-    """Load the page in a real browser and read back each image's decoded width from the DOM."""
-    probe = tmp_path / "probe.html"
-    probe.write_text((report / "report.html").read_text().replace(
-        "</body>", "<script>window.addEventListener('load', () => document.body.setAttribute('data-widths', "
-                   "Array.from(document.images).map(image => image.naturalWidth).join(',')));</script></body>"))
-    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout
-    widths = [int(width) for width in re.search(r'data-widths="([\d,]*)"', dom).group(1).split(",")]
+    widths = drawn_widths(report / "report.html", tmp_path)
     assert len(widths) == len(re.findall(r"<img ", (report / "report.html").read_text())) >= 8
     assert all(width > 300 for width in widths), widths
 

@@ -18,6 +18,7 @@ import simpy
 from rich.console import Console
 from typer.testing import CliRunner
 
+from tests.browser import CHROMIUM, drawn_widths
 from tests.fhir_server import free_port, sekmet_server
 from tests.test_stream_resilience import valid_answer
 from trajsim.cli import app
@@ -266,6 +267,9 @@ def test_the_summary_has_per_second_rates_and_latencies_and_plots_them(tmp_path)
                   "simulated hour", "ED arrivals"):
         assert f">{label}</text>" in page, label
     assert page.count("<svg") == 3
+    if CHROMIUM is not None:  # and a browser lays the three charts out at full width
+        (tmp_path / "summary.html").write_text(page)
+        assert [w > 300 for w in drawn_widths(tmp_path / "summary.html", tmp_path, "svg")] == [True] * 3
 
 
 def test_the_dashboard_rate_is_the_last_ten_seconds_not_the_mean():

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fhir_export.validate import validate_directory
+from tests.browser import CHROMIUM, NO_BROWSER, drawn_widths
 from trajsim.cli import app
 from trajsim.scenario import ScenarioError, load_scenario
 from trajsim.trial.synthetic import conditioned, synthetic_arm
@@ -175,3 +176,11 @@ def test_shipped_control_arm_scenario_loads():
     trial = load_scenario(REPO / "scenarios" / "t2d_control_arm.toml").trial
     assert trial is not None and trial.target_size == 1000
     assert trial.resolve(("mace",)) == ["SNOMED/22298006", "SNOMED/230690007", "TRAJSIM/death"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_BROWSER)
+def test_the_report_renders_in_a_browser(tmp_path):
+    out = tmp_path / "out"
+    assert _run("--scenario", _write(tmp_path, HYPERTENSION_SCENARIO), "--out", out).exit_code == 0
+    widths = drawn_widths(out / "report.html", tmp_path)
+    assert len(widths) == 2 and all(width > 300 for width in widths), widths  # KM curves and lab change
