@@ -178,7 +178,8 @@ def render_html(report: TrialReport) -> str:
     if lab is not None:
         parts.append(_figure(lab, "Change of each lab endpoint from baseline."))
     if not report.rates.is_empty():
-        parts += ["<h2>Event rates per 100 person-years</h2>", _html_table(report.rates.rename(RATE_COLUMNS, strict=False)),
+        titles = {e.name: e.title for e in trial.endpoints}
+        parts += ["<h2>Event rates per 100 person-years</h2>", _html_table(report.rates.with_columns(pl.col("endpoint").replace(titles)).rename(RATE_COLUMNS, strict=False)),
                   "<p>Exact Poisson 95% intervals.</p>"]
     if report.power:
         parts.append("<h2>Power</h2>")
