@@ -28,5 +28,6 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState) -> list[ChartKeep
     """The keepers of one patient's chart, in the order they vet a visit."""
     from trajsim.engine.episodes import EpisodeKeeper  # the keepers subclass ChartKeeper, defined above
     from trajsim.engine.immunization import ImmunizationKeeper
+    from trajsim.engine.prescriptions import Prescriber
 
-    return [EpisodeKeeper(knowledge), ImmunizationKeeper(knowledge)]
+    return [EpisodeKeeper(knowledge), Prescriber(knowledge), ImmunizationKeeper(knowledge)]
