@@ -9,6 +9,7 @@ references) and bulk NDJSON (`Type/id` references) by flipping those dicts, not 
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -488,7 +489,7 @@ class _PatientBuild:
         """A long-term order covers the pharmacy's refills until it must be renewed at a visit."""
         return {"validityPeriod": {"start": fhir_datetime(authored),
                                    "end": fhir_datetime(authored + timedelta(days=RENEWAL_DAYS))},
-                "numberOfRepeatsAllowed": max(int(RENEWAL_DAYS // days) - 1, 0),
+                "numberOfRepeatsAllowed": max(math.ceil(RENEWAL_DAYS / days) - 1, 0),
                 "expectedSupplyDuration": {"value": days, "unit": "days", "system": "http://unitsofmeasure.org",
                                            "code": "d"}}
 

@@ -64,13 +64,17 @@ class Prescriber(ChartKeeper):
                           for ms in knowledge.medications.values() for m in ms}
         self.therapies = guideline_therapies(knowledge)
         self.supply = supply_days(knowledge)
+        self.course = {m.code: m.course_days for ms in knowledge.medications.values() for m in ms if m.course_days}
         self.last_order: dict[str, float] = {}  # drug ordered -> day of its last order
         self.indication: dict[str, str] = {}  # drug ordered -> the condition code it is taken for
         self.carried: dict[str, str | None] = {}  # drug taken from before an encounter -> its indication
+        self.pending: set[str] = set()  # drugs ordered at the visit being vetted, not recorded yet
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
+        self.pending.clear()
         if visit.encounter_class is None:
-            visit.facts[:] = [fact for fact in visit.facts if self._outside_encounter(patient, visit, fact)]
+            kept = (self._outside_encounter(patient, visit, fact) for fact in visit.facts)
+            visit.facts[:] = [fact for fact in kept if fact is not None]
             return
         day, age = visit.day, patient.age_at(visit.day)
         ordered: dict[str, str] = {}  # drug proposed at this visit -> the product ordered
@@ -78,7 +82,7 @@ class Prescriber(ChartKeeper):
         for fact in visit.facts:
             if domain_of(fact.code) == "medication":
                 product = product_for_age(fact.code, age)
-                if product is None or product in ordered.values() or not self._may_order(patient, product, fact.text, day):
+                if product is None or not self._may_order(patient, product, fact.text, day):
                     continue
                 ordered[fact.code] = product
                 fact = replace(fact, code=product, offset_days=min(fact.offset_days, visit.duration_days))
@@ -90,37 +94,40 @@ class Prescriber(ChartKeeper):
                     continue
                 fact = replace(fact, text=ended)
             kept.append(fact)
-        visit.facts[:] = kept + self._due(patient, visit, set(ordered.values()))
+        ending = {fact.text for fact in kept if fact.code == MEDICATION_END}
+        kept += [Fact(MEDICATION_END, offset_days=self.course[adult_product(code)], text=code)
+                 for code in ordered.values() if adult_product(code) in self.course and code not in ending]
+        visit.facts[:] = kept + self._due(patient, visit)
 
-    def _outside_encounter(self, patient: PatientState, visit: Visit, fact: Fact) -> bool:
-        """Whether a fact outside any encounter is kept: a drug not taken yet is carried to the next
-        encounter instead (a refill of one taken is the pharmacy's), and the stop of a drug taken is kept."""
+    def _outside_encounter(self, patient: PatientState, visit: Visit, fact: Fact) -> Fact | None:
+        """A fact outside any encounter as kept (None: dropped): a drug not taken yet is carried to the
+        next encounter instead (a refill of one taken is the pharmacy's), and the stop of a drug taken
+        is kept, naming the product taken."""
         day = visit.day + fact.offset_days
         if domain_of(fact.code) == "medication":
             if self._taken(patient, fact.code, day) is None:
                 self.carried[fact.code] = fact.text
-            return False
+            return None
         if fact.code == MEDICATION_END and fact.text in self.carried:
             del self.carried[fact.text]
-            return False
+            return None
         if fact.code == MEDICATION_END:
-            return self._taken(patient, fact.text, day) is not None
-        return True
+            taken = self._taken(patient, fact.text, day)
+            return None if taken is None else replace(fact, text=taken)
+        return fact
 
     # --- what an encounter adds ----------------------------------------------------------------
-    def _due(self, patient: PatientState, visit: Visit, ordered: set[str]) -> list[Fact]:
+    def _due(self, patient: PatientState, visit: Visit) -> list[Fact]:
         """Renewals falling due, drugs carried from before the encounter, and missing guideline therapy."""
         day, age, facts = visit.day, patient.age_at(visit.day), []
         active = self._active_conditions(patient, visit)
 
         def add(code: str, indication: str) -> None:
             facts.append(Fact(code, text=indication))
-            ordered.add(code)
             self._ordered(code, indication, day)
 
         for code in sorted(self.last_order):
-            chronic = code in self.supply
-            if chronic and code not in ordered and self._may_order(patient, code, None, day) and self._taken(patient, code, day):
+            if code in self.supply and self._taken(patient, code, day) and self._may_order(patient, code, None, day):
                 indication = self._indication(code, active)
                 if indication is not None:
                     add(code, indication)
@@ -131,7 +138,7 @@ class Prescriber(ChartKeeper):
         self.carried.clear()
         for therapy in self.therapies:
             condition = self.k.conditions[therapy.condition]
-            if condition.code not in active or any(c in ordered or self._taken(patient, c, day) for c in therapy.codes):
+            if condition.code not in active or any(self._taken(patient, c, day) for c in therapy.codes):
                 continue
             medication = choose(self.k, [m for m in self.k.medications[therapy.condition] if m.group == therapy.group],
                                 patient)
@@ -169,10 +176,11 @@ class Prescriber(ChartKeeper):
         if code is None:
             return None
         candidates = (code, *(c for c in self.last_order if c != code and adult_product(c) == code))
-        return next((c for c in candidates if patient.medications.get(c, -1.0) > day), None)
+        return next((c for c in candidates if c in self.pending or patient.medications.get(c, -1.0) > day), None)
 
     def _ordered(self, code: str, indication: str | None, day: float) -> None:
         self.last_order[code] = day
+        self.pending.add(code)
         if indication is not None:
             self.indication[code] = indication
 
