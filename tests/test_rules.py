@@ -41,9 +41,9 @@ def valid_record(subject: int = 1, sex: str = SEX_MALE) -> list[Event]:
         Event(subject, at(55), 2, PENICILLIN, text=STREP),
         Event(subject, at(55) + timedelta(minutes=20), 2, VISIT_END),
         Event(subject, at(55) + timedelta(days=10), None, CONDITION_END, text=STREP),
-        Event(subject, at(56.5), 5, visit_start_code("AMB")),
-        Event(subject, at(56.5), 5, LISINOPRIL, text=HYPERTENSION),  # renewed at a visit
-        Event(subject, at(56.5) + timedelta(minutes=20), 5, VISIT_END),
+        Event(subject, at(56) - timedelta(minutes=20), 5, visit_start_code("AMB")),
+        Event(subject, at(56) - timedelta(minutes=20), 5, LISINOPRIL, text=HYPERTENSION),  # renewed at a visit
+        Event(subject, at(56), 5, VISIT_END),
     ]
 
 
@@ -91,13 +91,13 @@ def test_drug_after_its_indication_resolved_is_found():
 
 def test_drug_without_recorded_indication_needs_one_of_its_known_indications():
     """Ingested records rarely say why a drug was given: any condition it treats must then be active."""
-    record = valid_record() + [Event(1, at(56), 4, LISINOPRIL), Event(1, at(56), 4, METFORMIN)]
+    record = valid_record() + [Event(1, at(56.1), 4, LISINOPRIL), Event(1, at(56.1), 4, METFORMIN)]
     violations = find_violations(events_frame(record))
     assert violations["code"].to_list() == [METFORMIN]
 
 
 def test_an_indication_may_be_named_by_its_icd10cm_code():
-    assert rules_found(valid_record() + [Event(1, at(56), 4, LISINOPRIL, text="ICD10CM/I10")]) == {}
+    assert rules_found(valid_record() + [Event(1, at(56.1), 4, LISINOPRIL, text="ICD10CM/I10")]) == {}
 
 
 def test_drug_ruled_out_by_an_earlier_allergy_is_found():
