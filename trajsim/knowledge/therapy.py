@@ -4,7 +4,8 @@
 
 A therapy is named by a `group` of `medications.csv`: every drug listed in that group for any
 indication counts (a statin ordered for hyperlipidemia covers coronary disease), and so do the
-children's products of those drugs. The engine's `Prescriber` and the `prescribing` rules read
+children's products of those drugs and the `also_codes`, other products of the class that real
+records use (Synthea's simvastatin 10 mg, penicillin V 500 mg). The engine's `Prescriber` and the `prescribing` rules read
 these tables, so what the engine prescribes and what the checker demands are the same.
 """
 
@@ -89,11 +90,14 @@ def drug_groups(knowledge: Knowledge) -> dict[str, frozenset[str]]:
 def guideline_therapies(knowledge: Knowledge) -> tuple[GuidelineTherapy, ...]:
     """The expected therapies, each with every drug code of its group."""
     groups = drug_groups(knowledge)
-    rows = read_table(DATA.joinpath("guideline_therapy.csv"), ("rule", "condition", "group"))
+    rows = read_table(DATA.joinpath("guideline_therapy.csv"), ("rule", "condition", "group", "also_codes"))
     therapies = tuple(GuidelineTherapy(r["rule"], r["condition"], r["group"],
-                                       frozenset(code for code, named in groups.items() if r["group"] in named))
+                                       frozenset(code for code, named in groups.items() if r["group"] in named)
+                                       | frozenset(filter(None, r["also_codes"].split(";"))))
                       for r in rows)
-    stray = sorted(t.rule for t in therapies if t.condition not in knowledge.conditions or not t.codes)
+    vocabulary = load_vocabulary()
+    stray = sorted(t.rule for t in therapies if t.condition not in knowledge.conditions or t.group not in
+                   {g for named in groups.values() for g in named} or any(c not in vocabulary for c in t.codes))
     if stray:
-        raise ValueError(f"guideline_therapy.csv: unknown condition or a group with no drugs in {', '.join(stray)}")
+        raise ValueError(f"guideline_therapy.csv: unknown condition, group or code in {', '.join(stray)}")
     return therapies
