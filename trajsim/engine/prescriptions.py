@@ -124,6 +124,8 @@ class Prescriber(ChartKeeper):
 
         def add(code: str, indication: str) -> None:
             facts.append(Fact(code, text=indication))
+            if adult_product(code) in self.course:
+                facts.append(Fact(MEDICATION_END, offset_days=self.course[adult_product(code)], text=code))
             self._ordered(code, indication, day)
 
         for code in sorted(self.last_order):
@@ -145,7 +147,6 @@ class Prescriber(ChartKeeper):
             product = None if medication is None else product_for_age(medication.code, age)
             if product is not None:
                 add(product, condition.code)
-                facts += [replace(f, text=product) for f in order(medication, condition)[1:]]
         return facts
 
     def _active_conditions(self, patient: PatientState, visit: Visit) -> set[str]:
