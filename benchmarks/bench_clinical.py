@@ -70,6 +70,10 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
               .filter(pl.col("visit").is_between(pl.col("death") - pl.duration(days=30), pl.col("death")))
               ["subject_id"].n_unique())
     orders = inside.filter(in_domain(code, "medication"))
+    first_visit = (events.filter(code.str.starts_with(VISIT_START_PREFIX)).group_by("subject_id")
+                   .agg(first_visit=time.min()))
+    early = (events.filter(in_domain(code, "medication")).join(first_visit, on="subject_id", how="left")
+             .filter(pl.col("first_visit").is_null() | (time < pl.col("first_visit"))))
     same_day = orders.group_by("subject_id", "code", time.dt.date()).len().filter(pl.col("len") > 1)["len"].sum()
     decedents = deaths.height
     certified = inside.filter(code == CAUSE_OF_DEATH)["subject_id"].unique()
@@ -78,6 +82,8 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
         "medication orders per person-year": orders.height / years,
         "orders repeated on the same day (share of orders)": (same_day or 0) / max(orders.height, 1),
         "orders outside any encounter (share)": orders["encounter_id"].null_count() / max(orders.height, 1),
+        "orders dated before the record's first encounter (share of all)": early.height / max(
+            events.filter(in_domain(code, "medication")).height, 1),
         "ED visits per person-year": visits.filter(code == VISIT_START_PREFIX + "EMER").height / years,
         "inpatient stays per person-year": stays.height / years,
         "deaths per 1,000 person-years": 1000 * decedents / years,
