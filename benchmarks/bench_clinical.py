@@ -22,6 +22,8 @@ import polars as pl
 from trajsim.events import DEATH, VISIT_END, VISIT_START_PREFIX
 from trajsim.generate import generate
 from trajsim.ingest import read_events
+from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.therapy import guideline_therapies
 from trajsim.rules import RULES, find_violations
 from trajsim.scenario import Scenario, with_overrides
 from trajsim.vocab import in_domain
@@ -95,6 +97,20 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
     }
 
 
+def untreated(events: pl.DataFrame) -> dict[str, float]:
+    """Share of the patients ever diagnosed with each guideline therapy's condition who are never
+    ordered a drug of its group (the issue's reading; the rules judge only spells seen at a visit)."""
+    knowledge, code = load_knowledge(), pl.col("code")
+    shares = {}
+    for therapy in guideline_therapies(knowledge):
+        condition = knowledge.conditions[therapy.condition]
+        patients = events.filter(code.is_in([condition.code, condition.icd10cm]))["subject_id"].unique()
+        treated = events.filter(code.is_in(list(therapy.codes)) & pl.col("subject_id").is_in(patients.implode()))
+        label = f"{therapy.condition.replace('_', ' ')} with no {therapy.group.replace('_', ' ')} ever ordered"
+        shares[label] = 1 - treated["subject_id"].n_unique() / patients.len() if patients.len() else 0.0
+    return shares
+
+
 def main(patients: int) -> None:
     scenario = Scenario()
     start = datetime.combine(scenario.period.start, datetime.min.time())
@@ -111,7 +127,7 @@ def main(patients: int) -> None:
     print(f"window {start:%Y-%m-%d} to {end:%Y-%m-%d}; patients: "
           + ", ".join(f"{name} {table['subject_id'].n_unique():,}" for name, table in tables.items()))
     rates = {name: rule_rates(table, start, end) for name, table in tables.items()}
-    profiles = {name: chart_profile(table, start, end) for name, table in tables.items()}
+    profiles = {name: chart_profile(table, start, end) | untreated(table) for name, table in tables.items()}
     width = max(map(len, [*RULES, *profiles[names[0]]])) + 2
     print("\nrule (share of patients with a violation)".ljust(width + 1) + "".join(f"{name:>20}" for name in names))
     for rule in RULES:
