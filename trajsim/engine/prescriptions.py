@@ -13,6 +13,7 @@ drug stops when its indication ends, unless another of its indications is active
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from trajsim.engine.chart import ChartKeeper
@@ -20,7 +21,7 @@ from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
 from trajsim.knowledge.therapy import (
-    RENEWAL_DAYS, adult_product, drug_groups, guideline_therapies, product_for_age, supply_days,
+    RENEWAL_DAYS, adult_product, drug_groups, guideline_therapies, product_for_age, supply_days, therapy_ages,
 )
 from trajsim.vocab import domain_of
 
@@ -45,11 +46,14 @@ def order(medication: Medication, condition: Condition) -> list[Fact]:
 
 def prescribe(knowledge: Knowledge, condition: Condition, patient: PatientState) -> list[Fact]:
     """One drug from each group of first-line alternatives for this indication, leaving out drugs
-    the patient's allergies rule out (a group with none left is skipped); a drug with a fixed course
-    ends after it."""
+    the patient's allergies rule out (a group with none left is skipped) and groups a guideline
+    limits to other ages (statins for diabetics 40-75); a drug with a fixed course ends after it."""
     groups: dict[str, list[Medication]] = {}
+    age, ages = patient.age_at(patient.now), therapy_ages()
     for medication in knowledge.medications.get(condition.key, ()):
-        groups.setdefault(medication.group, []).append(medication)
+        low, high = ages.get((condition.key, medication.group), (0.0, math.inf))
+        if low <= age < high:
+            groups.setdefault(medication.group, []).append(medication)
     chosen = (choose(knowledge, options, patient) for options in groups.values())
     return [fact for medication in chosen if medication is not None for fact in order(medication, condition)]
 
@@ -140,7 +144,8 @@ class Prescriber(ChartKeeper):
         self.carried.clear()
         for therapy in self.therapies:
             condition = self.k.conditions[therapy.condition]
-            if condition.code not in active or any(self._taken(patient, c, day) for c in therapy.codes):
+            if (condition.code not in active or not therapy.applies(age)
+                    or any(self._taken(patient, c, day) for c in therapy.codes)):
                 continue
             medication = choose(self.k, [m for m in self.k.medications[therapy.condition] if m.group == therapy.group],
                                 patient)

@@ -11,6 +11,7 @@ these tables, so what the engine prescribes and what the checker demands are the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 
@@ -33,13 +34,18 @@ class Formulation:
 
 @dataclass(frozen=True)
 class GuidelineTherapy:
-    """A group of drugs expected while `condition` (a knowledge key) is active; `rule` names the
-    violation when a patient seen with the condition has none of `codes`."""
+    """A group of drugs expected while `condition` (a knowledge key) is active at ages [age_min,
+    age_max); `rule` names the violation when a patient seen with the condition has none of `codes`."""
 
     rule: str
     condition: str
     group: str
     codes: frozenset[str]
+    age_min: float = 0.0
+    age_max: float = math.inf
+
+    def applies(self, age: float) -> bool:
+        return self.age_min <= age < self.age_max
 
 
 @cache
@@ -87,14 +93,27 @@ def drug_groups(knowledge: Knowledge) -> dict[str, frozenset[str]]:
     return {code: frozenset(groups) for code, groups in found.items()}
 
 
+@cache
+def _guideline_rows() -> tuple[dict[str, str], ...]:
+    return tuple(read_table(DATA.joinpath("guideline_therapy.csv"),
+                            ("rule", "condition", "group", "also_codes", "age_min", "age_max")))
+
+
+def therapy_ages() -> dict[tuple[str, str], tuple[float, float]]:
+    """(condition key, group) -> the ages [min, max) a guideline limits that therapy to."""
+    return {(r["condition"], r["group"]): (float(r["age_min"] or 0), float(r["age_max"] or math.inf))
+            for r in _guideline_rows()}
+
+
 def guideline_therapies(knowledge: Knowledge) -> tuple[GuidelineTherapy, ...]:
     """The expected therapies, each with every drug code of its group."""
     groups = drug_groups(knowledge)
-    rows = read_table(DATA.joinpath("guideline_therapy.csv"), ("rule", "condition", "group", "also_codes"))
+    ages = therapy_ages()
     therapies = tuple(GuidelineTherapy(r["rule"], r["condition"], r["group"],
                                        frozenset(code for code, named in groups.items() if r["group"] in named)
-                                       | frozenset(filter(None, r["also_codes"].split(";"))))
-                      for r in rows)
+                                       | frozenset(filter(None, r["also_codes"].split(";"))),
+                                       *ages[r["condition"], r["group"]])
+                      for r in _guideline_rows())
     vocabulary = load_vocabulary()
     stray = sorted(t.rule for t in therapies if t.condition not in knowledge.conditions or t.group not in
                    {g for named in groups.values() for g in named} or any(c not in vocabulary for c in t.codes))

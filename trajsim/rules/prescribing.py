@@ -10,6 +10,8 @@ encounter while active is not judged (no one had the chance to prescribe).
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from trajsim.clock import DAYS_PER_YEAR
@@ -27,8 +29,10 @@ RULES: dict[str, str] = {
     "order_outside_encounter": "a drug ordered outside any encounter (a refill or a history written as a new order)",
     "adult_formulation_in_child": "an adult product ordered below the age it is for, when a children's product "
                                   "exists (amlodipine 5 mg or acetaminophen 325 mg tablets for an infant)",
-    **{r["rule"]: f"a patient seen while {r['condition'].replace('_', ' ')} is active who neither takes nor is "
-                  f"ordered a drug of the group {r['group']} (guideline_therapy.csv)" for r in _GUIDELINES},
+    **{r["rule"]: f"a patient seen while {r['condition'].replace('_', ' ')} is active"
+                  + (f" at ages {r['age_min']}-{r['age_max']}" if r["age_min"] else "")
+                  + f" who neither takes nor is ordered a drug of the group {r['group']} (guideline_therapy.csv)"
+       for r in _GUIDELINES},
 }
 
 
@@ -52,11 +56,14 @@ def _outside_encounters(orders: pl.LazyFrame) -> pl.LazyFrame:
                      pl.lit("no encounter"))
 
 
+def _births(facts: pl.LazyFrame) -> pl.LazyFrame:
+    return facts.filter(pl.col("code") == BIRTH).group_by("subject_id").agg(pl.col("time").min().alias("birth"))
+
+
 def _adult_products(facts: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFrame:
-    births = facts.filter(pl.col("code") == BIRTH).group_by("subject_id").agg(pl.col("time").min().alias("birth"))
     adult = pl.LazyFrame([(f.adult_code, f.child_code, f.adult_age_min) for f in formulations().values()],
                          schema={"code": pl.String, "child_code": pl.String, "adult_age_min": pl.Float64}, orient="row")
-    aged = (orders.join(adult, on="code").join(births, on="subject_id")
+    aged = (orders.join(adult, on="code").join(_births(facts), on="subject_id")
             .with_columns(age=(pl.col("time") - pl.col("birth")).dt.total_seconds() / (DAYS_PER_YEAR * 86_400)))
     return violation(aged.filter(pl.col("age") < pl.col("adult_age_min")), "adult_formulation_in_child",
                      pl.format("ordered at age {}; for ages {} and over; children get {}", pl.col("age").round(1),
@@ -65,18 +72,24 @@ def _adult_products(facts: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFrame:
 
 def _missing_therapy(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
     """Spells of a condition seen at an encounter with no drug of its therapy taken at any time in them."""
-    therapies = pl.LazyFrame([(knowledge.conditions[t.condition].code, t.rule, t.group, code)
+    therapies = pl.LazyFrame([(knowledge.conditions[t.condition].code, t.rule, t.group, t.age_min,
+                               None if math.isinf(t.age_max) else t.age_max, code)
                               for t in guideline_therapies(knowledge) for code in sorted(t.codes)], orient="row",
-                             schema={"condition": pl.String, "rule": pl.String, "group": pl.String, "drug": pl.String})
+                             schema={"condition": pl.String, "rule": pl.String, "group": pl.String,
+                                     "age_min": pl.Float64, "age_max": pl.Float64, "drug": pl.String})
     last = facts.group_by("subject_id").agg(pl.col("time").max().alias("last"))
     spells = (_condition_spells(facts, knowledge)
-              .join(therapies.select("condition", "rule", "group").unique(), on="condition")
+              .join(therapies.select("condition", "rule", "group", "age_min", "age_max").unique(), on="condition")
               .join(last, on="subject_id")
               .with_columns(until=pl.coalesce("end", "last"))
               .with_row_index("spell"))
     visits = facts.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX) & pl.col("encounter_id").is_not_null())
+    age = (pl.col("seen") - pl.col("birth")).dt.total_seconds() / (DAYS_PER_YEAR * 86_400)
     seen = (spells.join(visits.select("subject_id", seen=pl.col("time")), on="subject_id")
-            .filter(pl.col("seen").is_between(pl.col("start"), pl.col("until"))).select("spell").unique())
+            .join(_births(facts), on="subject_id")
+            .filter(pl.col("seen").is_between(pl.col("start"), pl.col("until")) & (age >= pl.col("age_min"))
+                    & (age < pl.col("age_max")).fill_null(True))
+            .select("spell").unique())
     stops = (facts.filter(pl.col("code") == MEDICATION_END)
              .select("subject_id", drug=pl.col("text"), stopped=pl.col("time")).sort("stopped"))
     taken = (orders.select("subject_id", drug=pl.col("code"), ordered=pl.col("time")).sort("ordered")
