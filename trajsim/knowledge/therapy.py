@@ -94,7 +94,8 @@ def drug_groups(knowledge: Knowledge) -> dict[str, frozenset[str]]:
 
 
 @cache
-def _guideline_rows() -> tuple[dict[str, str], ...]:
+def guideline_rows() -> tuple[dict[str, str], ...]:
+    """The rows of `guideline_therapy.csv` as read."""
     return tuple(read_table(DATA.joinpath("guideline_therapy.csv"),
                             ("rule", "condition", "group", "also_codes", "age_min", "age_max")))
 
@@ -102,7 +103,7 @@ def _guideline_rows() -> tuple[dict[str, str], ...]:
 def therapy_ages() -> dict[tuple[str, str], tuple[float, float]]:
     """(condition key, group) -> the ages [min, max) a guideline limits that therapy to."""
     return {(r["condition"], r["group"]): (float(r["age_min"] or 0), float(r["age_max"] or math.inf))
-            for r in _guideline_rows()}
+            for r in guideline_rows()}
 
 
 def guideline_therapies(knowledge: Knowledge) -> tuple[GuidelineTherapy, ...]:
@@ -113,7 +114,7 @@ def guideline_therapies(knowledge: Knowledge) -> tuple[GuidelineTherapy, ...]:
                                        frozenset(code for code, named in groups.items() if r["group"] in named)
                                        | frozenset(filter(None, r["also_codes"].split(";"))),
                                        *ages[r["condition"], r["group"]])
-                      for r in _guideline_rows())
+                      for r in guideline_rows())
     vocabulary = load_vocabulary()
     stray = sorted(t.rule for t in therapies if t.condition not in knowledge.conditions or t.group not in
                    {g for named in groups.values() for g in named} or any(c not in vocabulary for c in t.codes))

@@ -17,13 +17,11 @@ import polars as pl
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.tables import DATA, read_table
-from trajsim.knowledge.therapy import formulations, guideline_therapies
+from trajsim.knowledge.therapy import formulations, guideline_rows, guideline_therapies
 from trajsim.rules.base import VIOLATION_SCHEMA, violation
 from trajsim.rules.record import _condition_spells
 from trajsim.vocab import in_domain
 
-_GUIDELINES = read_table(DATA.joinpath("guideline_therapy.csv"), ("rule", "condition", "group"))
 RULES: dict[str, str] = {
     "duplicate_order_same_day": "the same drug ordered more than once on one day",
     "order_outside_encounter": "a drug ordered outside any encounter (a refill or a history written as a new order)",
@@ -32,7 +30,7 @@ RULES: dict[str, str] = {
     **{r["rule"]: f"a patient seen while {r['condition'].replace('_', ' ')} is active"
                   + (f" at ages {r['age_min']}-{r['age_max']}" if r["age_min"] else "")
                   + f" who neither takes nor is ordered a drug of the group {r['group']} (guideline_therapy.csv)"
-       for r in _GUIDELINES},
+       for r in guideline_rows()},
 }
 
 
