@@ -22,6 +22,8 @@ import polars as pl
 from trajsim.events import DEATH, VISIT_END, VISIT_START_PREFIX
 from trajsim.generate import generate
 from trajsim.ingest import read_events
+from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.therapy import guideline_therapies
 from trajsim.rules import RULES, find_violations
 from trajsim.scenario import Scenario, with_overrides
 from trajsim.vocab import in_domain
@@ -70,6 +72,10 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
               .filter(pl.col("visit").is_between(pl.col("death") - pl.duration(days=30), pl.col("death")))
               ["subject_id"].n_unique())
     orders = inside.filter(in_domain(code, "medication"))
+    first_visit = (events.filter(code.str.starts_with(VISIT_START_PREFIX)).group_by("subject_id")
+                   .agg(first_visit=time.min()))
+    early = (events.filter(in_domain(code, "medication")).join(first_visit, on="subject_id", how="left")
+             .filter(pl.col("first_visit").is_null() | (time < pl.col("first_visit"))))
     same_day = orders.group_by("subject_id", "code", time.dt.date()).len().filter(pl.col("len") > 1)["len"].sum()
     decedents = deaths.height
     certified = inside.filter(code == CAUSE_OF_DEATH)["subject_id"].unique()
@@ -78,6 +84,8 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
         "medication orders per person-year": orders.height / years,
         "orders repeated on the same day (share of orders)": (same_day or 0) / max(orders.height, 1),
         "orders outside any encounter (share)": orders["encounter_id"].null_count() / max(orders.height, 1),
+        "orders dated before the record's first encounter (share of all)": early.height / max(
+            events.filter(in_domain(code, "medication")).height, 1),
         "ED visits per person-year": visits.filter(code == VISIT_START_PREFIX + "EMER").height / years,
         "inpatient stays per person-year": stays.height / years,
         "deaths per 1,000 person-years": 1000 * decedents / years,
@@ -87,6 +95,20 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
         "distinct measured codes (a LOINC code with a value)": float(
             inside.filter(code.str.starts_with("LOINC/") & pl.col("numeric_value").is_not_null())["code"].n_unique()),
     }
+
+
+def untreated(events: pl.DataFrame) -> dict[str, float]:
+    """Share of the patients ever diagnosed with each guideline therapy's condition who are never
+    ordered a drug of its group (the issue's reading; the rules judge only spells seen at a visit)."""
+    knowledge, code = load_knowledge(), pl.col("code")
+    shares = {}
+    for therapy in guideline_therapies(knowledge):
+        condition = knowledge.conditions[therapy.condition]
+        patients = events.filter(code.is_in([condition.code, condition.icd10cm]))["subject_id"].unique()
+        treated = events.filter(code.is_in(list(therapy.codes)) & pl.col("subject_id").is_in(patients.implode()))
+        label = f"{therapy.condition.replace('_', ' ')} with no {therapy.group.replace('_', ' ')} ever ordered"
+        shares[label] = 1 - treated["subject_id"].n_unique() / patients.len() if patients.len() else 0.0
+    return shares
 
 
 def main(patients: int) -> None:
@@ -105,7 +127,7 @@ def main(patients: int) -> None:
     print(f"window {start:%Y-%m-%d} to {end:%Y-%m-%d}; patients: "
           + ", ".join(f"{name} {table['subject_id'].n_unique():,}" for name, table in tables.items()))
     rates = {name: rule_rates(table, start, end) for name, table in tables.items()}
-    profiles = {name: chart_profile(table, start, end) for name, table in tables.items()}
+    profiles = {name: chart_profile(table, start, end) | untreated(table) for name, table in tables.items()}
     width = max(map(len, [*RULES, *profiles[names[0]]])) + 2
     print("\nrule (share of patients with a violation)".ljust(width + 1) + "".join(f"{name:>20}" for name in names))
     for rule in RULES:

@@ -9,9 +9,10 @@ references) and bulk NDJSON (`Type/id` references) by flipping those dicts, not 
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any
 
@@ -29,6 +30,8 @@ from fhir_export.terminology import (
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX, Event,
 )
+from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.therapy import RENEWAL_DAYS, supply_days
 from trajsim.vocab import Vocabulary, domain_of
 from trajsim.vocab.local import system_and_code
 
@@ -81,6 +84,12 @@ def dosages() -> dict[str, dict[str, Any]]:
             "doseAndRate": [{"doseQuantity": _quantity(float(row["dose"]), row["dose_unit"])}],
         }
     return out
+
+
+@cache
+def long_term_supply() -> dict[str, float]:
+    """RxNorm code of a long-term drug -> days one dispense lasts (medications.csv refill_days)."""
+    return supply_days(load_knowledge())
 
 
 @dataclass
@@ -467,6 +476,8 @@ class _PatientBuild:
         })
         if code in dosages():
             order["dosageInstruction"] = [dosages()[code]]
+        if code in long_term_supply():
+            order["dispenseRequest"] = self._dispense(event.time, long_term_supply()[code])
         indication = self.conditions.get(event.text or "")
         if indication is not None:
             order["reasonReference"] = [self.out.reference(indication)]
@@ -475,6 +486,15 @@ class _PatientBuild:
         self.orders[code] = order
         if visit is not None:
             visit.record.prescriptions.append((self.b.display(code), self.b.display(event.text) if event.text else None))
+
+    @staticmethod
+    def _dispense(authored: datetime, days: float) -> dict[str, Any]:
+        """A long-term order covers the pharmacy's refills until it must be renewed at a visit."""
+        return {"validityPeriod": {"start": fhir_datetime(authored),
+                                   "end": fhir_datetime(authored + timedelta(days=RENEWAL_DAYS))},
+                "numberOfRepeatsAllowed": max(math.ceil(RENEWAL_DAYS / days) - 1, 0),
+                "expectedSupplyDuration": {"value": days, "unit": "days", "system": "http://unitsofmeasure.org",
+                                           "code": "d"}}
 
     def _allergy(self, event: Event) -> None:
         category, criticality = self.b.allergy_kinds.get(event.code, (None, None))

@@ -311,7 +311,7 @@ US_CORE_MUST_SUPPORT = {
                          "performer", "result"),
     "DocumentReference": ("status", "type", "category", "subject", "date", "author", "custodian", "content", "context"),
     "MedicationRequest": ("status", "intent", "reportedBoolean", "medicationCodeableConcept", "subject", "authoredOn",
-                          "requester"),  # refills between visits have no encounter
+                          "requester", "encounter"),  # every order is written at an encounter
     "Immunization": ("status", "vaccineCode", "patient", "occurrenceDateTime", "primarySource"),
     "Practitioner": ("identifier", "name"),
     "Organization": ("identifier", "active", "name", "telecom", "address"),

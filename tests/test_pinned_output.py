@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "177fa1726f0dd7aa06db101e847fb38b8855bd843f69b4fb38c8ca23a2427214",
-    "default": "66f65962a1727132e73fdc7d99f780122960870e6f5b75d8f7455c486093e6bd",
+    "reference": "17ae81984a0d3ded6b59cc333e69ec9123db86dac7e2e7132ccca140d37bff5e",
+    "default": "c6503fda9aad73e3725f02644d97e15d7ed3e0a3baf7a05d8f32df555ac1e40d",
 }
 
 

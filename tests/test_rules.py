@@ -41,7 +41,9 @@ def valid_record(subject: int = 1, sex: str = SEX_MALE) -> list[Event]:
         Event(subject, at(55), 2, PENICILLIN, text=STREP),
         Event(subject, at(55) + timedelta(minutes=20), 2, VISIT_END),
         Event(subject, at(55) + timedelta(days=10), None, CONDITION_END, text=STREP),
-        Event(subject, at(56), None, LISINOPRIL, text=HYPERTENSION),
+        Event(subject, at(56) - timedelta(minutes=20), 5, visit_start_code("AMB")),
+        Event(subject, at(56) - timedelta(minutes=20), 5, LISINOPRIL, text=HYPERTENSION),  # renewed at a visit
+        Event(subject, at(56), 5, VISIT_END),
     ]
 
 
@@ -68,7 +70,7 @@ def test_fact_before_birth_is_found():
 
 
 def test_fact_after_death_is_found():
-    record = valid_record() + [Event(1, at(57), None, DEATH), Event(1, at(58), None, LISINOPRIL, text=HYPERTENSION)]
+    record = valid_record() + [Event(1, at(57), None, DEATH), Event(1, at(58), 4, LISINOPRIL, text=HYPERTENSION)]
     assert rules_found(record) == {"after_death": 1}
 
 
@@ -78,24 +80,24 @@ def test_second_death_is_found():
 
 
 def test_drug_for_an_indication_never_diagnosed_is_found():
-    assert rules_found(valid_record() + [Event(1, at(56), None, METFORMIN, text=DIABETES)]) == {
+    assert rules_found(valid_record() + [Event(1, at(56), 4, METFORMIN, text=DIABETES)]) == {
         "medication_without_indication": 1}
 
 
 def test_drug_after_its_indication_resolved_is_found():
-    assert rules_found(valid_record() + [Event(1, at(56), None, PENICILLIN, text=STREP)]) == {
+    assert rules_found(valid_record() + [Event(1, at(56), 4, PENICILLIN, text=STREP)]) == {
         "medication_without_indication": 1}
 
 
 def test_drug_without_recorded_indication_needs_one_of_its_known_indications():
     """Ingested records rarely say why a drug was given: any condition it treats must then be active."""
-    record = valid_record() + [Event(1, at(56), None, LISINOPRIL), Event(1, at(56), None, METFORMIN)]
+    record = valid_record() + [Event(1, at(56.1), 4, LISINOPRIL), Event(1, at(56.1), 4, METFORMIN)]
     violations = find_violations(events_frame(record))
     assert violations["code"].to_list() == [METFORMIN]
 
 
 def test_an_indication_may_be_named_by_its_icd10cm_code():
-    assert rules_found(valid_record() + [Event(1, at(56), None, LISINOPRIL, text="ICD10CM/I10")]) == {}
+    assert rules_found(valid_record() + [Event(1, at(56.1), 4, LISINOPRIL, text="ICD10CM/I10")]) == {}
 
 
 def test_drug_ruled_out_by_an_earlier_allergy_is_found():
@@ -131,7 +133,7 @@ def test_overlapping_visits_are_found():
 
 
 def test_violations_name_subject_time_and_code():
-    record = valid_record(subject=5) + [Event(5, at(56), None, METFORMIN, text=DIABETES)]
+    record = valid_record(subject=5) + [Event(5, at(56), 4, METFORMIN, text=DIABETES)]
     row = find_violations(events_frame(record)).row(0, named=True)
     assert (row["subject_id"], row["time"], row["code"]) == (5, at(56), METFORMIN)
     assert DIABETES in row["detail"]

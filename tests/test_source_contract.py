@@ -79,8 +79,9 @@ def authors_by_kind(source: TrajectorySource, size: int, seed: int) -> dict[Fact
         handed = counted.codes[record.subject_id]
         for code, count in Counter(e.code for e in record.events).items():
             if (kind := fact_kind(code)) is not None and count > handed[code]:
-                # the end of an episode a source left open is the chart keeper's (engine/episodes.py)
-                writers[kind].add("keeper" if code == CONDITION_END else "engine")
+                # the end of an episode a source left open (engine/episodes.py) and renewals, stops and
+                # missing guideline therapy (engine/prescriptions.py) are the chart keepers'
+                writers[kind].add("keeper" if code == CONDITION_END or kind == FactKind.PRESCRIPTIONS else "engine")
         for code in handed:
             if (kind := fact_kind(code)) is not None:
                 writers[kind].add("source")

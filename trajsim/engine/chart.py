@@ -29,5 +29,6 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState) -> list[ChartKeep
     from trajsim.engine.body import BodyKeeper  # the keepers subclass ChartKeeper, defined above
     from trajsim.engine.episodes import EpisodeKeeper
     from trajsim.engine.immunization import ImmunizationKeeper
+    from trajsim.engine.prescriptions import Prescriber
 
-    return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), ImmunizationKeeper(knowledge)]
+    return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), Prescriber(knowledge), ImmunizationKeeper(knowledge)]

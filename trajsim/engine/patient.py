@@ -82,7 +82,7 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
     record.add(patient.birth_day, BIRTH)
     record.add(patient.birth_day, SEX_FEMALE if patient.sex == "F" else SEX_MALE)
     for history in [*care.allergy_history(), *source.admit(patient)]:
-        record_visit(record, history, source, care, keepers)
+        record_visit(record, history, source, keepers)
     care.update_death(record.last_day)
     proposal, source_done = None, False
     while True:
@@ -95,34 +95,32 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
             break
         visit.day = max(visit.day, env.now)  # a source may not schedule into the past
         yield env.timeout(visit.day - env.now)
-        record_between_visits(record, source, care, keepers, until=visit.day)
+        record_between_visits(record, source, keepers, until=visit.day)
         if visit.encounter_class is not None:
             visit.facts += source.complete_visit(patient, visit)
             visit.facts += care.due_at(visit)
-        record_visit(record, visit, source, care, keepers)
+        record_visit(record, visit, source, keepers)
         care.update_death(record.last_day)
         yield env.timeout(min(visit.day + visit.duration_days, patient.exit_day) - env.now)
-    record_between_visits(record, source, care, keepers, until=patient.exit_day)
+    record_between_visits(record, source, keepers, until=patient.exit_day)
     if patient.death_day is not None and patient.death_day <= patient.end_day:
         record.add(patient.death_day, DEATH)
     record.finish()
 
 
-def record_visit(record: PatientRecord, visit: Visit, source: TrajectorySource, care: Schedule,
-                 keepers: list[ChartKeeper]) -> None:
-    """Vet a visit, record it and tell both authors what was recorded."""
+def record_visit(record: PatientRecord, visit: Visit, source: TrajectorySource, keepers: list[ChartKeeper]) -> None:
+    """Vet a visit, record it and tell the source what was recorded."""
     for keeper in keepers:
         keeper.vet(record.patient, visit)
     record.add_visit(visit)
     source.recorded(record.patient, visit)
-    care.recorded(visit)
 
 
-def record_between_visits(record: PatientRecord, source: TrajectorySource, care: Schedule,
-                          keepers: list[ChartKeeper], until: float) -> None:
-    """Record what the source, the engine's care and the chart's keepers date before `until` outside
-    any visit (refills, stops, ends of episodes), in time order."""
-    due = [*source.between_visits(record.patient, until), *care.refills(until=until)]
+def record_between_visits(record: PatientRecord, source: TrajectorySource, keepers: list[ChartKeeper],
+                          until: float) -> None:
+    """Record what the source and the chart's keepers date before `until` outside any visit (stops
+    of drugs, ends of episodes), in time order."""
+    due = list(source.between_visits(record.patient, until))
     for keeper in keepers:
         due += keeper.between_visits(record.patient, until)
     for day, fact in sorted(due, key=lambda item: item[0]):

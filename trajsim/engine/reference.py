@@ -5,7 +5,7 @@ Each next visit is the earlier of the next follow-up of an active chronic condit
 acute episode (a Poisson process at the age/sex-specific episode rate, redrawn at every visit
 because it is memoryless). Chronic conditions start at visits with the baseline onset hazard
 implied by the rise in prevalence since the last check, and resolve where prevalence falls.
-Well visits, vaccines, monitoring labs, screenings, refills and complications come from the
+Well visits, vaccines, monitoring labs, screenings and complications come from the
 source's own `Schedule` (`schedules.py`), so it authors every kind of fact except allergies and
 deaths, which the engine draws.
 """
@@ -21,7 +21,8 @@ import numpy as np
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine import pregnancy
 from trajsim.engine.pregnancy import Pregnancy
-from trajsim.engine.schedules import Schedule, active_keys, office_hours, prescribe, vitals
+from trajsim.engine.prescriptions import prescribe
+from trajsim.engine.schedules import Schedule, active_keys, office_hours, vitals
 from trajsim.engine.source import ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Condition, Knowledge, load_knowledge
@@ -144,13 +145,6 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         the last visit, then the complications, labs, vaccines and screenings now due."""
         found = self._check_chronic(p, visit.day)
         return found + p.source_state.schedule.due_at(replace(visit, facts=visit.facts + found))
-
-    def between_visits(self, p: PatientState[ReferenceState], until: float) -> list[tuple[float, Fact]]:
-        """Refills of long-term drugs, and their stops when the indication ends."""
-        return p.source_state.schedule.refills(until)
-
-    def recorded(self, p: PatientState[ReferenceState], visit: Visit) -> None:
-        p.source_state.schedule.recorded(visit)
 
     def _follow_up_visit(self, p: PatientState[ReferenceState], day: float, condition: Condition) -> Visit:
         day = office_hours(p, day)

@@ -1,6 +1,6 @@
 """Scheduled care: well visits on the periodicity schedule, what is due at any visit (complications,
-monitoring labs, vaccines (`immunization.py`), screenings), refills and stops of chronic
-prescriptions between visits, allergies and the day of death.
+monitoring labs, vaccines (`immunization.py`), screenings), allergies and the day of death. Orders,
+renewals and stops of drugs are the `Prescriber`'s (`prescriptions.py`), for every source.
 
 A `Schedule` writes only the fact kinds it is given. The engine runs one per patient for the kinds
 its trajectory source does not author (`engine_kinds`); the reference source, which authors them,
@@ -15,12 +15,11 @@ import math
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY, is_weekend, office_slot
 from trajsim.engine.immunization import Immunizer
 from trajsim.engine.population import draw_death_day
-from trajsim.engine.source import ACTIVE, WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
-from trajsim.events import MEDICATION_END
-from trajsim.knowledge import Condition, Knowledge, Medication
+from trajsim.engine.prescriptions import prescribe
+from trajsim.engine.source import WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
+from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import BMI, HEIGHT, WEIGHT, measured_at
 
-ONE_MINUTE = 1 / MINUTES_PER_DAY  # in days
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
 
@@ -50,26 +49,6 @@ def vitals(knowledge: Knowledge, patient: PatientState, day: float, active: set[
             if measured_at(knowledge, code, patient.sex, age, active)]
 
 
-def prescribe(knowledge: Knowledge, condition: Condition, patient: PatientState) -> list[Fact]:
-    """One drug from each group of first-line alternatives for this indication, leaving out drugs
-    the patient's allergies rule out (a group with none left is skipped); a drug with a fixed course
-    ends after it."""
-    groups: dict[str, list[Medication]] = {}
-    ruled_out = knowledge.contraindications
-    for med in knowledge.medications.get(condition.key, ()):
-        groups.setdefault(med.group, [])
-        if not ruled_out.get(med.code, frozenset()) & patient.allergies:
-            groups[med.group].append(med)
-    facts = []
-    for options in filter(None, groups.values()):
-        weights = [m.weight for m in options]
-        med = options[int(patient.rng.choice(len(options), p=[w / sum(weights) for w in weights]))]
-        facts.append(Fact(med.code, text=condition.code))
-        if med.course_days:
-            facts.append(Fact(MEDICATION_END, offset_days=med.course_days, text=med.code))
-    return facts
-
-
 class Schedule:
     """One patient's scheduled care, writing the fact kinds in `kinds` and no others."""
 
@@ -78,7 +57,6 @@ class Schedule:
         self.well_index, self.next_well = 0, None
         self.immunizer = Immunizer(knowledge, patient) if FactKind.IMMUNIZATIONS in kinds else None
         self.last_lab: dict[str, float] = {}
-        self.fills: dict[str, tuple[float, str, float]] = {}  # drug -> (last fill day, indication, refill days)
         self.last_check_age = patient.age_at(patient.entry_day)
         self.death_conditions: frozenset[str] = frozenset()
         self.last_screening: dict[str, float] = {}
@@ -197,33 +175,6 @@ class Schedule:
                         facts.append(Fact(lab.code))
                     self.last_lab[lab.code] = day
         return facts
-
-    # --- between visits ------------------------------------------------------------------------
-    def recorded(self, visit: Visit) -> None:
-        """Start refill clocks for this visit's new long-term prescriptions whose indication is active."""
-        if FactKind.PRESCRIPTIONS not in self.kinds:
-            return
-        active = self.patient.active_conditions(visit.day)
-        for fact in visit.facts:
-            every = self.k.refill_days.get(fact.code)
-            if every and fact.text in active and fact.code not in self.fills:
-                self.fills[fact.code] = (visit.day + fact.offset_days, fact.text, every)
-
-    def refills(self, until: float) -> list[tuple[float, Fact]]:
-        """Refills of long-term drugs falling before `until`, outside any visit. A drug stops when its
-        indication ends (a MEDICATION_END on that day) and may be prescribed afresh later."""
-        due = []
-        for code, (last, indication, every) in sorted(self.fills.items()):
-            ends = self.patient.conditions.get(indication, ACTIVE)
-            day = last + every
-            while day < min(until, ends - ONE_MINUTE):  # times are recorded to the minute
-                due.append((day, Fact(code, text=indication)))
-                last, day = day, day + every
-            self.fills[code] = (last, indication, every)
-            if ends <= until:
-                due.append((ends, Fact(MEDICATION_END, text=code)))
-                del self.fills[code]
-        return due
 
     def update_death(self, day: float) -> None:
         """Redraw the day of death from `day` when the active conditions change the death hazard."""

@@ -39,7 +39,7 @@ class FactKind(Enum):
     VISITS = "visits"  # the source's own sick, follow-up and acute visits: encounters and their types
     WELL_VISITS = "well visits"  # preventive visits on the periodicity schedule (well child, well adult)
     DIAGNOSES = "diagnoses"  # condition onsets (complications included) and ends
-    PRESCRIPTIONS = "prescriptions"  # first orders, refills and stops
+    PRESCRIPTIONS = "prescriptions"  # orders and stops (renewals and guideline therapy are the Prescriber's)
     MEASUREMENTS = "measurements"  # vital signs and labs with their values
     IMMUNIZATIONS = "immunizations"  # scheduled doses and seasonal shots
     PROCEDURES = "procedures"  # screenings

@@ -1,0 +1,115 @@
+"""Prescriptions a physician can read: orders at encounters, renewals instead of refill spam, the
+children's product for a child, and the guideline therapy of the chart's active conditions, for
+both shipped sources; and the prescribing rules catch a chart that breaks them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+import pytest
+
+from tests.conftest import small_scenario
+from trajsim.clock import to_datetime
+from trajsim.engine import ReferenceSource, simulate
+from trajsim.events import BIRTH, MEDICATION_END, SEX_MALE, VISIT_END, Event, events_frame, visit_start_code
+from trajsim.model import DEFAULT_MODEL
+from trajsim.output import default_builder
+from trajsim.rules import find_violations, prescribing
+from trajsim.vocab import in_domain
+
+CHILDREN_AND_ADULTS = ({"min": 0, "max": 12, "weight": 1.0}, {"min": 40, "max": 90, "weight": 1.0})
+CHILD_PRODUCTS = {"RXNORM/308189", "RXNORM/313820", "RXNORM/197803"}  # amoxicillin, acetaminophen, ibuprofen
+
+
+def sources():
+    from trajsim.model.source import ModelSource
+
+    return {"reference": ReferenceSource(), "default model": ModelSource(DEFAULT_MODEL)}
+
+
+@pytest.fixture(scope="module", params=["reference", "default model"])
+def cohort(request):
+    """200 patients, half children, half adults, of one shipped source."""
+    scenario = small_scenario(200, seed=3, **{"population.age_mix": CHILDREN_AND_ADULTS})
+    records = list(simulate(scenario, sources()[request.param]))
+    return request.param, records, events_frame(e for r in records for e in r.events)
+
+
+def test_no_prescribing_rule_is_broken(cohort):
+    name, _, events = cohort
+    found = find_violations(events).filter(pl.col("rule").is_in([*prescribing.RULES, "medication_without_indication"]))
+    assert found.is_empty(), (name, found.head(10))
+
+
+def test_orders_are_prescribing_decisions_not_refills(cohort):
+    """Synthea writes about 0.5 MedicationRequests per person-year; refills were 5 per person-year."""
+    name, records, events = cohort
+    years = sum(r.patient.exit_day - r.patient.entry_day for r in records) / 365.25
+    orders = events.filter(in_domain(pl.col("code"), "medication"))
+    assert orders.height / years < 2.0, name
+    entry = {r.subject_id: to_datetime(r.patient.entry_day) for r in records}
+    early = orders.filter(pl.col("time") < pl.col("subject_id").replace_strict(entry, return_dtype=pl.Datetime("us")))
+    assert early.is_empty(), name  # nothing ordered before the record starts
+
+
+def test_children_get_childrens_products(cohort):
+    name, _, events = cohort
+    assert set(events.filter(pl.col("code").is_in(CHILD_PRODUCTS))["code"]), name
+
+
+def test_every_medication_request_references_an_encounter_and_long_term_ones_carry_repeats(cohort):
+    name, records, _ = cohort
+    builder, requests = default_builder("test"), []
+    for record in records[:60]:
+        requests += [r for r in builder.build(record.events).resources if r["resourceType"] == "MedicationRequest"]
+    assert requests and all("encounter" in r for r in requests), name
+    long_term = [r for r in requests if "dispenseRequest" in r]
+    for request in long_term:  # the first fill and its repeats last until the order must be renewed
+        dispense = request["dispenseRequest"]
+        assert (dispense["numberOfRepeatsAllowed"] + 1) * dispense["expectedSupplyDuration"]["value"] >= 365, name
+    assert long_term, name
+
+
+def _chart(*facts: tuple[float, str, int | None, str | None]) -> pl.DataFrame:
+    """One man born in 1960, with facts (days after 2015-01-01, code, encounter, text)."""
+    start = datetime(2015, 1, 1)
+    events = [Event(1, datetime(1960, 1, 1), None, BIRTH), Event(1, datetime(1960, 1, 1), None, SEX_MALE)]
+    events += [Event(1, start + timedelta(days=day), encounter, code, None, None, text) for day, code, encounter, text in facts]
+    return events_frame(sorted(events, key=lambda e: e.time))
+
+
+def _visit(day: float, encounter: int, *facts: tuple[str, str | None]) -> list[tuple[float, str, int | None, str | None]]:
+    return [(day, visit_start_code("AMB"), encounter, None), *((day, code, encounter, text) for code, text in facts),
+            (day + 0.02, VISIT_END, encounter, None)]
+
+
+def _rules(events: pl.DataFrame) -> set[str]:
+    return set(find_violations(events).filter(pl.col("rule").is_in(list(prescribing.RULES)))["rule"])
+
+
+CAD, GERD, STREP = "SNOMED/53741008", "SNOMED/235595009", "SNOMED/43878008"
+
+
+def test_the_rules_catch_a_chart_that_breaks_them():
+    chart = _chart(
+        *_visit(0, 1, (CAD, None), (GERD, None), ("RXNORM/243670", CAD), ("RXNORM/243670", CAD)),
+        (30, "RXNORM/243670", None, CAD),  # a refill written as a new order
+        *_visit(60, 2, (STREP, None)),
+    )
+    assert _rules(chart) == {"duplicate_order_same_day", "order_outside_encounter", "statin_missing_in_coronary_disease",
+                             "ppi_missing_in_gerd", "antibiotic_missing_in_strep"}
+    diabetic = _chart(*_visit(0, 1, ("SNOMED/44054006", None), ("RXNORM/860975", "SNOMED/44054006")))  # aged 55
+    assert _rules(diabetic) == {"statin_missing_in_diabetes"}
+    child = _chart(*_visit(20000, 1, ("SNOMED/59621000", None), ("RXNORM/197361", "SNOMED/59621000")))  # amlodipine 5 mg
+    child = child.with_columns(time=pl.when(pl.col("code") == BIRTH).then(datetime(2064, 1, 1)).otherwise("time"))
+    assert "adult_formulation_in_child" in _rules(child.sort("time"))
+
+
+def test_therapy_taken_from_before_the_diagnosis_counts_and_a_stop_ends_it():
+    statin = [("RXNORM/312961", "SNOMED/55822004")]
+    taken = _chart(*_visit(0, 1, ("SNOMED/55822004", None), *statin), *_visit(200, 2, (CAD, None)))
+    assert "statin_missing_in_coronary_disease" not in _rules(taken)
+    stopped = _chart(*_visit(0, 1, ("SNOMED/55822004", None), *statin), (100, MEDICATION_END, None, "RXNORM/312961"),
+                     *_visit(200, 2, (CAD, None)))
+    assert "statin_missing_in_coronary_disease" in _rules(stopped)

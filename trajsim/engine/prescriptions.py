@@ -1,0 +1,212 @@
+"""Prescriptions that follow the chart, whichever source proposes them.
+
+A prescription is a decision taken at an encounter, so the `Prescriber` keeps orders inside
+encounters: a drug proposed outside one (history before the record, a refill between visits) is not
+an order; a chronic drug the patient already takes is ordered at the next encounter instead, and
+nothing is dated before the record starts. A drug already active is not ordered again (nor twice in
+one visit, nor a second drug of a group already covered) until its renewal falls due at a visit, at
+most once every `RENEWAL_DAYS`; refills between visits are the pharmacy's, carried by the order's
+repeats. Children get the children's product of a drug, or none below its age. At every encounter
+an active condition that lacks its guideline therapy (`guideline_therapy.csv`) gets it. A chronic
+drug stops when its indication ends, unless another of its indications is active.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
+from trajsim.events import CONDITION_END, MEDICATION_END
+from trajsim.knowledge import Condition, Knowledge, Medication
+from trajsim.knowledge.therapy import (
+    RENEWAL_DAYS, adult_product, drug_groups, guideline_therapies, product_for_age, supply_days, therapy_ages,
+)
+from trajsim.vocab import domain_of
+
+
+def choose(knowledge: Knowledge, options: list[Medication], patient: PatientState) -> Medication | None:
+    """One of the alternatives `options` by weight, leaving out drugs the patient's allergies rule out."""
+    ruled_out = knowledge.contraindications
+    allowed = [m for m in options if not ruled_out.get(m.code, frozenset()) & patient.allergies]
+    if not allowed:
+        return None
+    weights = [m.weight for m in allowed]
+    return allowed[int(patient.rng.choice(len(allowed), p=[w / sum(weights) for w in weights]))]
+
+
+def order(medication: Medication, condition: Condition) -> list[Fact]:
+    """The facts of one order: the drug for its indication, and its end after a fixed course."""
+    facts = [Fact(medication.code, text=condition.code)]
+    if medication.course_days:
+        facts.append(Fact(MEDICATION_END, offset_days=medication.course_days, text=medication.code))
+    return facts
+
+
+def prescribe(knowledge: Knowledge, condition: Condition, patient: PatientState) -> list[Fact]:
+    """One drug from each group of first-line alternatives for this indication, leaving out drugs
+    the patient's allergies rule out (a group with none left is skipped) and groups a guideline
+    limits to other ages (statins for diabetics 40-75); a drug with a fixed course ends after it."""
+    groups: dict[str, list[Medication]] = {}
+    age, ages = patient.age_at(patient.now), therapy_ages()
+    for medication in knowledge.medications.get(condition.key, ()):
+        low, high = ages.get((condition.key, medication.group), (0.0, math.inf))
+        if low <= age < high:
+            groups.setdefault(medication.group, []).append(medication)
+    chosen = (choose(knowledge, options, patient) for options in groups.values())
+    return [fact for medication in chosen if medication is not None for fact in order(medication, condition)]
+
+
+class Prescriber(ChartKeeper):
+    """Holds every source's prescriptions to encounters, renewals, the guidelines and the patient's age."""
+
+    def __init__(self, knowledge: Knowledge) -> None:
+        self.k = knowledge
+        self.groups = drug_groups(knowledge)
+        self.group_for = {(m.code, knowledge.conditions[m.condition].code): m.group
+                          for ms in knowledge.medications.values() for m in ms}
+        self.therapies = guideline_therapies(knowledge)
+        self.supply = supply_days(knowledge)
+        self.course = {m.code: m.course_days for ms in knowledge.medications.values() for m in ms if m.course_days}
+        self.last_order: dict[str, float] = {}  # drug ordered -> day of its last order
+        self.indication: dict[str, str] = {}  # drug ordered -> the condition code it is taken for
+        self.carried: dict[str, str | None] = {}  # drug taken from before an encounter -> its indication
+        self.pending: set[str] = set()  # drugs ordered at the visit being vetted, not recorded yet
+
+    def vet(self, patient: PatientState, visit: Visit) -> None:
+        self.pending.clear()
+        if visit.encounter_class is None:
+            kept = (self._outside_encounter(patient, visit, fact) for fact in visit.facts)
+            visit.facts[:] = [fact for fact in kept if fact is not None]
+            return
+        day, age = visit.day, patient.age_at(visit.day)
+        ordered: dict[str, str] = {}  # drug proposed at this visit -> the product ordered
+        kept = []
+        for fact in visit.facts:
+            if domain_of(fact.code) == "medication":
+                product = product_for_age(fact.code, age)
+                if product is None or not self._may_order(patient, product, fact.text, day):
+                    continue
+                ordered[fact.code] = product
+                fact = replace(fact, code=product, offset_days=min(fact.offset_days, visit.duration_days))
+                self._ordered(product, fact.text, day)
+            elif fact.code == MEDICATION_END:
+                ended = ordered.get(fact.text) or self._taken(patient, fact.text, day)
+                self.carried.pop(fact.text, None)
+                if ended is None:
+                    continue
+                fact = replace(fact, text=ended)
+            kept.append(fact)
+        ending = {fact.text for fact in kept if fact.code == MEDICATION_END}
+        kept += [Fact(MEDICATION_END, offset_days=self.course[adult_product(code)], text=code)
+                 for code in ordered.values() if adult_product(code) in self.course and code not in ending]
+        visit.facts[:] = kept + self._due(patient, visit)
+
+    def _outside_encounter(self, patient: PatientState, visit: Visit, fact: Fact) -> Fact | None:
+        """A fact outside any encounter as kept (None: dropped): a drug not taken yet is carried to the
+        next encounter instead (a refill of one taken is the pharmacy's), and the stop of a drug taken
+        is kept, naming the product taken."""
+        day = visit.day + fact.offset_days
+        if domain_of(fact.code) == "medication":
+            if self._taken(patient, fact.code, day) is None:
+                self.carried[fact.code] = fact.text
+            return None
+        if fact.code == MEDICATION_END and fact.text in self.carried:
+            del self.carried[fact.text]
+            return None
+        if fact.code == MEDICATION_END:
+            taken = self._taken(patient, fact.text, day)
+            return None if taken is None else replace(fact, text=taken)
+        return fact
+
+    # --- what an encounter adds ----------------------------------------------------------------
+    def _due(self, patient: PatientState, visit: Visit) -> list[Fact]:
+        """Renewals falling due, drugs carried from before the encounter, and missing guideline therapy."""
+        day, age, facts = visit.day, patient.age_at(visit.day), []
+        active = self._active_conditions(patient, visit)
+
+        def add(code: str, indication: str) -> None:
+            facts.append(Fact(code, text=indication))
+            if adult_product(code) in self.course:
+                facts.append(Fact(MEDICATION_END, offset_days=self.course[adult_product(code)], text=code))
+            self._ordered(code, indication, day)
+
+        for code in sorted(self.last_order):
+            if code in self.supply and self._taken(patient, code, day) and self._may_order(patient, code, None, day):
+                indication = self._indication(code, active)
+                if indication is not None:
+                    add(code, indication)
+        for code, proposed in sorted(self.carried.items()):
+            product, indication = product_for_age(code, age), self._indication(code, active, proposed)
+            if product is not None and indication is not None and self._may_order(patient, product, indication, day):
+                add(product, indication)
+        self.carried.clear()
+        for therapy in self.therapies:
+            condition = self.k.conditions[therapy.condition]
+            if (condition.code not in active or not therapy.applies(age)
+                    or any(self._taken(patient, c, day) for c in therapy.codes)):
+                continue
+            medication = choose(self.k, [m for m in self.k.medications[therapy.condition] if m.group == therapy.group],
+                                patient)
+            product = None if medication is None else product_for_age(medication.code, age)
+            if product is not None:
+                add(product, condition.code)
+        return facts
+
+    def _active_conditions(self, patient: PatientState, visit: Visit) -> set[str]:
+        """SNOMED CT codes of the conditions active at the visit's start, counting its own diagnoses."""
+        codes = patient.active_conditions(visit.day) | {f.code for f in visit.facts if domain_of(f.code) == "condition"}
+        codes -= {f.text for f in visit.facts if f.code == CONDITION_END and f.offset_days <= 0}
+        return {self._snomed(c) for c in codes}
+
+    def _indication(self, code: str, active: set[str], preferred: str | None = None) -> str | None:
+        """The active condition a drug is taken for: `preferred` or its last one, else another of its indications."""
+        for candidate in (preferred, self.indication.get(code)):
+            if candidate is not None and self._snomed(candidate) in active:
+                return candidate
+        return next((c for c in sorted(self.k.indications.get(adult_product(code), ())) if c in active), None)
+
+    # --- the drugs a patient takes -------------------------------------------------------------
+    def _may_order(self, patient: PatientState, code: str, indication: str | None, day: float) -> bool:
+        """A drug taken may be renewed once its last order is `RENEWAL_DAYS` old; a new one may be
+        ordered unless a drug taken already covers its group for this indication."""
+        if self._taken(patient, code, day) is not None:
+            return day - self.last_order.get(code, day - RENEWAL_DAYS) >= RENEWAL_DAYS
+        group = self.group_for.get((adult_product(code), self._snomed(indication))) if indication else None
+        return group is None or not any(group in self.groups.get(other, ()) for other in self.last_order
+                                        if self._taken(patient, other, day) is not None)
+
+    def _taken(self, patient: PatientState, code: str | None, day: float) -> str | None:
+        """The drug `code`, or its children's product, if the patient takes it on `day`."""
+        if code is None:
+            return None
+        candidates = (code, *(c for c in self.last_order if c != code and adult_product(c) == code))
+        return next((c for c in candidates if c in self.pending or patient.medications.get(c, -1.0) > day), None)
+
+    def _ordered(self, code: str, indication: str | None, day: float) -> None:
+        self.last_order[code] = day
+        self.pending.add(code)
+        if indication is not None:
+            self.indication[code] = indication
+
+    def _snomed(self, code: str) -> str:
+        condition = self.k.conditions_by_code.get(code)
+        return condition.code if condition else code
+
+    # --- between visits ------------------------------------------------------------------------
+    def between_visits(self, patient: PatientState, until: float) -> list[tuple[float, Fact]]:
+        """Stops of chronic drugs whose indication ended, unless another indication is active then."""
+        due = []
+        for code in sorted(self.last_order):
+            indication = self.indication.get(code)
+            end = patient.conditions.get(indication, ACTIVE) if indication else ACTIVE
+            if end >= until or patient.medications.get(code, -1.0) != ACTIVE:
+                continue
+            other = self._indication(code, {self._snomed(c) for c in patient.active_conditions(end)})
+            if other is not None:
+                self.indication[code] = other
+                continue
+            due.append((end, Fact(MEDICATION_END, text=code)))
+            del self.last_order[code], self.indication[code]
+        return due

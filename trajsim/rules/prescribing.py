@@ -1,0 +1,103 @@
+"""Rules of prescribing, read from `guideline_therapy.csv` and `pediatric_formulations.csv`: an order
+is written once a day at an encounter, a child gets a children's product, and a patient seen while a
+condition is active gets the therapy its guideline expects (statin in coronary disease, PPI in GERD,
+heart-failure GDMT, an antibiotic in strep throat).
+
+A drug counts as taken from its order until the first medication_end naming it, so a statin ordered
+for hyperlipidemia before coronary disease was diagnosed covers it; a condition never seen at an
+encounter while active is not judged (no one had the chance to prescribe).
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from trajsim.clock import DAYS_PER_YEAR
+from trajsim.events import BIRTH, MEDICATION_END, VISIT_START_PREFIX
+from trajsim.knowledge import Knowledge
+from trajsim.knowledge.therapy import formulations, guideline_rows, guideline_therapies
+from trajsim.rules.base import VIOLATION_SCHEMA, violation
+from trajsim.rules.record import _condition_spells
+from trajsim.vocab import in_domain
+
+RULES: dict[str, str] = {
+    "duplicate_order_same_day": "the same drug ordered more than once on one day",
+    "order_outside_encounter": "a drug ordered outside any encounter (a refill or a history written as a new order)",
+    "adult_formulation_in_child": "an adult product ordered below the age it is for, when a children's product "
+                                  "exists (amlodipine 5 mg or acetaminophen 325 mg tablets for an infant)",
+    **{r["rule"]: f"a patient seen while {r['condition'].replace('_', ' ')} is active"
+                  + (f" at ages {r['age_min']}-{r['age_max']}" if r["age_min"] else "")
+                  + f" who neither takes nor is ordered a drug of the group {r['group']} (guideline_therapy.csv)"
+       for r in guideline_rows()},
+}
+
+
+def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
+    """The violations of this family's rules."""
+    orders = facts.filter(in_domain(pl.col("code"), "medication"))
+    return [_same_day(orders), _outside_encounters(orders), _adult_products(facts, orders),
+            _missing_therapy(facts, orders, knowledge)]
+
+
+def _same_day(orders: pl.LazyFrame) -> pl.LazyFrame:
+    day = pl.col("time").dt.date()
+    again = (orders.sort("subject_id", "time")
+             .with_columns(order=pl.int_range(pl.len()).over("subject_id", "code", day), day=day)
+             .filter(pl.col("order") > 0))
+    return violation(again, "duplicate_order_same_day", pl.format("order number {} on {}", pl.col("order") + 1, "day"))
+
+
+def _outside_encounters(orders: pl.LazyFrame) -> pl.LazyFrame:
+    return violation(orders.filter(pl.col("encounter_id").is_null()), "order_outside_encounter",
+                     pl.lit("no encounter"))
+
+
+def _births(facts: pl.LazyFrame) -> pl.LazyFrame:
+    return facts.filter(pl.col("code") == BIRTH).group_by("subject_id").agg(pl.col("time").min().alias("birth"))
+
+
+def _adult_products(facts: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFrame:
+    adult = pl.LazyFrame([(f.adult_code, f.child_code, f.adult_age_min) for f in formulations().values()],
+                         schema={"code": pl.String, "child_code": pl.String, "adult_age_min": pl.Float64}, orient="row")
+    aged = (orders.join(adult, on="code").join(_births(facts), on="subject_id")
+            .with_columns(age=(pl.col("time") - pl.col("birth")).dt.total_seconds() / (DAYS_PER_YEAR * 86_400)))
+    return violation(aged.filter(pl.col("age") < pl.col("adult_age_min")), "adult_formulation_in_child",
+                     pl.format("ordered at age {}; for ages {} and over; children get {}", pl.col("age").round(1),
+                               "adult_age_min", "child_code"))
+
+
+def _missing_therapy(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
+    """Spells of a condition seen at an encounter with no drug of its therapy taken at any time in them."""
+    therapies = pl.LazyFrame([(knowledge.conditions[t.condition].code, t.rule, t.group, t.age_min,
+                               None if math.isinf(t.age_max) else t.age_max, code)
+                              for t in guideline_therapies(knowledge) for code in sorted(t.codes)], orient="row",
+                             schema={"condition": pl.String, "rule": pl.String, "group": pl.String,
+                                     "age_min": pl.Float64, "age_max": pl.Float64, "drug": pl.String})
+    last = facts.group_by("subject_id").agg(pl.col("time").max().alias("last"))
+    spells = (_condition_spells(facts, knowledge)
+              .join(therapies.select("condition", "rule", "group", "age_min", "age_max").unique(), on="condition")
+              .join(last, on="subject_id")
+              .with_columns(until=pl.coalesce("end", "last"))
+              .with_row_index("spell"))
+    visits = facts.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX) & pl.col("encounter_id").is_not_null())
+    age = (pl.col("seen") - pl.col("birth")).dt.total_seconds() / (DAYS_PER_YEAR * 86_400)
+    seen = (spells.join(visits.select("subject_id", seen=pl.col("time")), on="subject_id")
+            .join(_births(facts), on="subject_id")
+            .filter(pl.col("seen").is_between(pl.col("start"), pl.col("until")) & (age >= pl.col("age_min"))
+                    & (age < pl.col("age_max")).fill_null(True))
+            .select("spell").unique())
+    stops = (facts.filter(pl.col("code") == MEDICATION_END)
+             .select("subject_id", drug=pl.col("text"), stopped=pl.col("time")).sort("stopped"))
+    taken = (orders.select("subject_id", drug=pl.col("code"), ordered=pl.col("time")).sort("ordered")
+             .join_asof(stops, left_on="ordered", right_on="stopped", by=["subject_id", "drug"], strategy="forward",
+                        check_sortedness=False))
+    covered = (spells.join(therapies, on=["condition", "rule", "group"]).join(taken, on=["subject_id", "drug"])
+               .filter((pl.col("ordered") <= pl.col("until"))
+                       & (pl.col("stopped").is_null() | (pl.col("stopped") > pl.col("start"))))
+               .select("spell").unique())
+    missing = spells.join(seen, on="spell", how="semi").join(covered, on="spell", how="anti")
+    return missing.select(pl.col("rule"), "subject_id", pl.col("start").alias("time"), pl.col("recorded").alias("code"),
+                          pl.format("no {} taken or ordered while active", "group").alias("detail")
+                          ).cast(VIOLATION_SCHEMA)
