@@ -68,6 +68,10 @@ def find_bundles(directory: Path) -> list[Path]:
         raise PushError(f"{directory}: {'not a folder' if directory.exists() else 'no such folder'}")
     folder = next((directory / sub for sub in BUNDLE_FOLDERS if (directory / sub).is_dir()), directory)
     bundles = sorted(p for p in folder.glob("*.json") if p.name != "manifest.json" and not p.name.startswith("."))
+    if not bundles and any(folder.glob("*.ndjson")):
+        raise PushError(f"{directory}: holds bulk NDJSON, which push does not post (a server loads it with its own "
+                        "bulk $import); push the transaction bundles instead: `trajsim generate --format bundle` "
+                        "writes them to fhir/bundles")
     if not bundles:
         raise PushError(f"{directory}: no FHIR bundles (*.json) found in it or in its "
                         f"{' or '.join(BUNDLE_FOLDERS)} folder; generate some with `trajsim generate`")

@@ -108,6 +108,7 @@ def test_an_unreachable_server_exits_2_naming_the_url(tmp_path):
 @pytest.mark.parametrize("make_folder, expected", [
     (lambda tmp: tmp / "missing", "no such folder"),
     (lambda tmp: tmp, "no FHIR bundles (*.json) found"),
+    (lambda tmp: (tmp / "Patient.ndjson").write_text("{}") and tmp, "holds bulk NDJSON, which push does not post"),
 ])
 def test_a_folder_without_bundles_exits_2(tmp_path, make_folder, expected):
     result = runner.invoke(app, ["push", str(make_folder(tmp_path)), "--server", "http://127.0.0.1:9/fhir"])
