@@ -25,6 +25,7 @@ from trajsim.engine.schedules import Schedule, active_keys, office_hours, prescr
 from trajsim.engine.source import ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Condition, Knowledge, load_knowledge
+from trajsim.knowledge.acute import sudden_onsets
 from trajsim.knowledge.lifecycles import PREGNANCY, lifecycles
 
 
@@ -48,6 +49,8 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
     def __init__(self, knowledge: Knowledge | None = None) -> None:
         self.k = knowledge or load_knowledge()
         self.chronic = self.k.chronic
+        # chronic conditions that start at a visit; the engine dates the sudden ones (myocardial infarction)
+        self.starts_at_visits = np.array([c.key not in sudden_onsets() for c in self.chronic])
         self.acute = [c for c in self.k.conditions.values() if c.course == "acute"]
         self.lifecycles = lifecycles(self.k)
 
@@ -185,7 +188,8 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         draws = p.rng.random(len(self.chronic))
         active = p.active_conditions(day)
         present = np.array([c.code in active for c in self.chronic])
-        for i in np.flatnonzero(np.where(present, draws < remission, draws < -np.expm1(-hazard))):
+        starts = (draws < -np.expm1(-hazard)) & self.starts_at_visits
+        for i in np.flatnonzero(np.where(present, draws < remission, starts)):
             condition = self.chronic[i]
             if present[i]:
                 facts.append(Fact(CONDITION_END, text=condition.code))  # its drugs stop in the schedule

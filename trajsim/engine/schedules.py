@@ -18,6 +18,7 @@ from trajsim.engine.population import draw_death_day
 from trajsim.engine.source import ACTIVE, WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
 from trajsim.events import MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
+from trajsim.knowledge.acute import sudden_onsets
 
 ONE_MINUTE = 1 / MINUTES_PER_DAY  # in days
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
@@ -191,7 +192,8 @@ class Schedule:
         p, k = self.patient, self.k
         age, facts = p.age_at(visit.day), []
         active = active_keys(k, p, visit.day, visit.facts)
-        targets = {t for key in active if key in k.complications for t in k.complications.successors(key)} - active
+        targets = {t for key in active if key in k.complications for t in k.complications.successors(key)}
+        targets -= active | sudden_onsets()  # the chart's EmergencyKeeper dates those on their own day
         if targets:
             baseline, _ = k.chronic_changes(p.sex, self.last_check_age, age)
             for i, condition in enumerate(k.chronic):
