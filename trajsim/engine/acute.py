@@ -28,6 +28,7 @@ from trajsim.scenario import Presentation, presentations
 from trajsim.vocab import domain_of
 
 ED_STAY = (150.0, 0.4)  # minutes, lognormal (median, spread): CMS measure OP-18b, median ED stay 2.5 h
+ED_LONGEST = 1.0  # days: a longer ED visit is a source's slip, cut to a drawn ED stay
 STAY_SPREAD = 0.5
 # Where people die: about 30% in hospital (inpatient, ED or outpatient), 31% at home, 21% in nursing
 # facilities (Cross and Warraich, N Engl J Med 2019;381:2369-70, US death certificates 2017).
@@ -74,7 +75,7 @@ class EmergencyKeeper(ChartKeeper):
             return
         condition = self.k.conditions_by_code[onset.code]
         treatment = self.treatments[condition.key]
-        if visit.encounter_class != "EMER":
+        if visit.encounter_class != "EMER" or visit.duration_days > ED_LONGEST:
             visit.encounter_class = "EMER"
             visit.duration_days = _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1])
             visit.facts = [Fact(ED_VISIT)] + [f for f in visit.facts if domain_of(f.code) != "encounter_type"]
@@ -104,7 +105,7 @@ class EmergencyKeeper(ChartKeeper):
                     terminal.visit.day = max(terminal.visit.day, patient.now)  # an office visit to a slot)
                     terminal.visit.duration_days = terminal.death_day - terminal.visit.day
                 return terminal.visit
-            until = terminal.visit.day
+            until = min(until, terminal.visit.day)
         return self._acute_event(patient, min(until, patient.exit_day))
 
     def _acute_event(self, patient: PatientState, until: float) -> Visit | None:

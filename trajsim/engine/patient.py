@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import simpy
 
-from trajsim.clock import encounter_id, to_datetime
+from trajsim.clock import encounter_id, next_office_slot, to_datetime
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code,
 )
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.mortality import cause_of_death
 from trajsim.engine.sampler import VisitSampler
-from trajsim.engine.schedules import Schedule, office_hours
+from trajsim.engine.schedules import Schedule
 from trajsim.engine.source import ACTIVE, Fact, PatientState, TrajectorySource, Visit
 from trajsim.vocab import domain_of
 
@@ -105,8 +105,11 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
             visit, waiting = waiting, None
         if visit is None or visit.day >= patient.exit_day:
             break
-        if visit.day < env.now:  # a source may not schedule into the past; a clinic gives its next slot
-            visit.day = office_hours(patient, env.now) if visit.encounter_class == "AMB" else env.now
+        if visit.day < env.now and visit.encounter_class is None:  # facts outside visits (a refill) keep their day
+            record_visit(record, visit, source, care, keepers)
+            continue
+        if visit.day < env.now:  # a source may not schedule a visit into the past; a clinic gives its next slot
+            visit.day = next_office_slot(env.now) if visit.encounter_class == "AMB" else env.now
             if visit.day >= patient.exit_day:
                 break
         yield env.timeout(visit.day - env.now)
