@@ -26,6 +26,7 @@ from trajsim.engine.source import ENGINE_KINDS, Fact, FactKind, PatientState, Tr
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Condition, Knowledge, load_knowledge
 from trajsim.knowledge.acute import sudden_onsets
+from trajsim.knowledge.comorbidity import prevalence_given
 from trajsim.knowledge.lifecycles import PREGNANCY, lifecycles
 
 
@@ -63,9 +64,9 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         """Chronic conditions already present when the record starts, with their current drugs."""
         rng = patient.rng
         age = patient.age_at(patient.entry_day)
-        history = []
-        for condition in self.chronic:
-            if rng.random() >= self.k.prevalence_at(condition.key, patient.sex, age):
+        history, present = [], set()
+        for condition in self.chronic:  # in table order: hypertension before the conditions clustering with it
+            if rng.random() >= prevalence_given(self.k, condition.key, patient.sex, age, present):
                 continue
             first_age = self.k.prevalence[condition.key][0].age_min
             years_back = rng.uniform(0, min(10.0, max(age - first_age, 0.0)))
@@ -76,6 +77,7 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
                 if low >= high:
                     continue
                 years_back = age - rng.uniform(low, high)
+            present.add(condition.key)
             onset = max(patient.entry_day - years_back * DAYS_PER_YEAR - 1, patient.birth_day)
             history.append(Visit(onset, None, 0.0, [Fact(condition.code), *prescribe(self.k, condition, patient)]))
         return history
