@@ -56,6 +56,7 @@ class EmergencyKeeper(ChartKeeper):
     def __init__(self, knowledge: Knowledge) -> None:
         self.k = knowledge
         self.treatments = treatments()
+        self.treated_codes = {knowledge.conditions[key].code for key in self.treatments}
         self.sudden = sorted(sudden_onsets())
         admitted = {key for key, t in self.treatments.items() if t.admitted}
         self.cases: list[Presentation] = [c for c in presentations().values() if c.condition not in admitted
@@ -69,7 +70,7 @@ class EmergencyKeeper(ChartKeeper):
         procedure in it or in the admission that follows."""
         if visit.encounter_class is None:
             return
-        onset = next((f for f in visit.facts if f.code in self._treated_codes()
+        onset = next((f for f in visit.facts if f.code in self.treated_codes
                       and patient.conditions.get(f.code, -1.0) <= visit.day + f.offset_days), None)
         if onset is None:
             return
@@ -84,9 +85,6 @@ class EmergencyKeeper(ChartKeeper):
             self.waiting.append(self._admission(patient, visit, condition.stay_days, [procedure]))
         else:
             visit.facts.append(procedure)
-
-    def _treated_codes(self) -> set[str]:
-        return {self.k.conditions[key].code for key in self.treatments}
 
     def _admission(self, patient: PatientState, ed: Visit, stay_days: float | None, facts: list[Fact]) -> Visit:
         """The admission that follows an ED visit, for a stay around `stay_days`."""
