@@ -115,3 +115,14 @@ def test_appendicitis_treated_through_the_ed_breaks_no_rule():
         Event(1, at(59), None, DEATH, text=APPENDICITIS),
     ]
     assert rules_found(record) == {}
+
+
+def test_every_treatment_is_a_procedure_for_a_known_condition():
+    from trajsim.knowledge import load_knowledge
+    from trajsim.knowledge.acute import event_rates, treatments
+    from trajsim.vocab import domain_of
+
+    knowledge = load_knowledge()
+    for treatment in treatments().values():
+        assert treatment.condition in knowledge.conditions and domain_of(treatment.procedure) == "procedure"
+    assert set(event_rates()) - {"emergency_visit"} <= set(knowledge.conditions)
