@@ -13,7 +13,10 @@ from tests.test_rules import at, rules_found, valid_record
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine import Fact, ReferenceSource, TrajectorySource, Visit, simulate
 from trajsim.events import DEATH, VISIT_END, Event, events_frame, visit_start_code
+from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.acute import EMERGENCY_VISIT, event_rates, treatments
 from trajsim.rules import acute, find_violations
+from trajsim.vocab import domain_of
 
 APPENDICITIS, APPENDECTOMY, OFFICE_VISIT = "SNOMED/74400008", "SNOMED/80146002", "SNOMED/185345009"
 ELDERLY = ({"min": 80, "max": 95, "weight": 1.0},)
@@ -118,11 +121,7 @@ def test_appendicitis_treated_through_the_ed_breaks_no_rule():
 
 
 def test_every_treatment_is_a_procedure_for_a_known_condition():
-    from trajsim.knowledge import load_knowledge
-    from trajsim.knowledge.acute import event_rates, treatments
-    from trajsim.vocab import domain_of
-
     knowledge = load_knowledge()
     for treatment in treatments().values():
         assert treatment.condition in knowledge.conditions and domain_of(treatment.procedure) == "procedure"
-    assert set(event_rates()) - {"emergency_visit"} <= set(knowledge.conditions)
+    assert set(event_rates()) - {EMERGENCY_VISIT} <= set(knowledge.conditions)
