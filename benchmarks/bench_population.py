@@ -81,7 +81,7 @@ def main(large: int = 10_000, small: int = 1_000) -> int:
         verdict=pl.when(~decidable).then(pl.lit("too few to judge"))
         .when(pl.col("relative_error").abs() <= TOLERANCE).then(pl.lit("ok")).otherwise(pl.lit("OUT")))
     with pl.Config(tbl_rows=100, tbl_width_chars=160, tbl_hide_dataframe_shape=True, float_precision=3):
-        print(judged.select("condition", "sex", "age_min", "age_max", "patients", "cited", "simulated",
+        print(judged.select("condition", "sex", "age_min", "age_max", "patients", "cited", "expected", "simulated",
                             "relative_error", "relative_standard_error", "verdict"))
     out_of_tolerance = judged.filter(pl.col("verdict") == "OUT").height
     print(f"prevalence          {judged.filter(decidable).height} decidable bands of the 15 most common conditions, "

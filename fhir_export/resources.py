@@ -24,7 +24,8 @@ from fhir_export.tables import load_table
 from fhir_export.terminology import (
     ACT_CODE, BLOOD_PRESSURE_PANEL, BLOOD_PRESSURE_PARTS, CARE_PLAN_CATEGORY, CONDITION_ACTIVE, CONDITION_RESOLVED,
     ALLERGY_ACTIVE, ALLERGY_CONFIRMED, CONFIRMED, DISCHARGE_DISPOSITION, DOCUMENT_CATEGORY, ENCOUNTER_CLASSES, ENCOUNTER_DIAGNOSIS, IDENTIFIER_TYPE,
-    INTERPRETATIONS, LAB_REPORT_CATEGORY, LOINC, OBSERVATION_CATEGORIES, PARTICIPATION_TYPE, PROBLEM_LIST_ITEM,
+    INTERPRETATIONS, LAB_REPORT_CATEGORY, LOINC, OBSERVATION_CATEGORIES, OBSERVATION_CATEGORY, PARTICIPATION_TYPE,
+    PROBLEM_LIST_ITEM,
     PROVENANCE_AGENT, TRAJSIM_IDENTIFIERS, UCUM, concept, profile,
 )
 from trajsim.events import (
@@ -37,6 +38,8 @@ from trajsim.vocab.local import system_and_code
 
 Resource = dict[str, Any]
 
+CAUSE_OF_DEATH = ("69453-9", "Cause of death [US Standard Certificate of Death]")  # LOINC
+SURVEY_CATEGORY = [concept(OBSERVATION_CATEGORY, "survey", "Survey")]  # LOINC classes 69453-9 as a survey item
 VISIT_WITHOUT_TYPE = "SNOMED/308335008"  # "Patient encounter procedure", when the record names no visit type
 # An acute illness the record never ends is a current problem for this long after its diagnosis.
 ACUTE_PROBLEM_DAYS = 30
@@ -202,7 +205,8 @@ class _PatientBuild:
         self.sex = "F" if any(e.code == SEX_FEMALE for e in events[:4]) else "M"
         self.birth: datetime | None = None
         self.death = next((e.time for e in reversed(events) if e.code == DEATH), None)
-        self.visits: dict[int, _Visit] = {}
+        self.visits: dict[int, _Visit] = {}  # the open ones
+        self.encounters: dict[int, Resource] = {}  # every Encounter by encounter id
         self.conditions: dict[str, Resource] = {}
         self.diagnosed: dict[str, datetime] = {}  # when each condition in `conditions` was diagnosed
         self.care_plans: dict[str, Resource] = {}
@@ -253,6 +257,8 @@ class _PatientBuild:
             return
         elif code == DEATH:
             self.patient["deceasedDateTime"] = fhir_datetime(event.time)
+            if event.text:
+                self._cause_of_death(event)
         elif code.startswith(VISIT_START_PREFIX):
             self._open_visit(event)
         elif code == VISIT_END:
@@ -295,6 +301,14 @@ class _PatientBuild:
     def _context(self, visit: _Visit | None) -> dict[str, Any]:
         return {"encounter": self.out.reference(visit.resource)} if visit is not None else {}
 
+    def _cause_of_death(self, event: Event) -> None:
+        """The cause a death certificate states (LOINC 69453-9), in the encounter the patient died in."""
+        encounter = self.encounters.get(event.encounter_id)
+        self._add({"resourceType": "Observation", "id": self.ids.next(), "meta": profile("us-core-simple-observation"),
+                   "status": "final", "category": SURVEY_CATEGORY, "code": concept(LOINC, *CAUSE_OF_DEATH),
+                   "subject": self.subject, **({"encounter": self.out.reference(encounter)} if encounter else {}),
+                   "effectiveDateTime": fhir_datetime(event.time), "valueCodeableConcept": self.b.concept(event.text)})
+
     # --- visits ------------------------------------------------------------------------------
     def _open_visit(self, event: Event) -> None:
         encounter_class = event.code.removeprefix(VISIT_START_PREFIX)
@@ -318,6 +332,7 @@ class _PatientBuild:
                              history=self._current_problems(event.time), allergies=list(self.allergies),
                              medications=[self.b.display(code) for code in self.orders])
         self.visits[event.encounter_id] = _Visit(resource, record, organization, practitioner)
+        self.encounters[event.encounter_id] = resource
 
     def _current_problems(self, moment: datetime) -> list[str]:
         """The conditions active at `moment`: chronic ones until they end, acute ones until they

@@ -83,6 +83,18 @@ def test_death_is_recorded_and_open_orders_are_stopped():
     assert resources["MedicationRequest"][0]["status"] == "stopped"
 
 
+def test_a_death_in_hospital_states_its_cause_and_the_stay_ends_expired():
+    events = [*patient_events(), event(18, visit_start_code("IMP"), 2), event(20, VISIT_END, 2),
+              event(20, DEATH, 2, text=HYPERTENSION)]
+    resources = resources_by_type(events)
+    stay = next(e for e in resources["Encounter"] if e["class"]["code"] == "IMP")
+    assert stay["hospitalization"]["dischargeDisposition"]["coding"][0]["code"] == "exp"
+    cause = next(o for o in resources["Observation"] if o["code"]["coding"][0]["code"] == "69453-9")
+    assert cause["valueCodeableConcept"]["coding"][0]["display"] == "Essential hypertension"
+    assert cause["encounter"]["reference"].endswith(stay["id"]) and cause["meta"]["profile"]
+    assert resources["Patient"][0]["deceasedDateTime"].startswith("2020-01-20")
+
+
 def test_the_same_resources_serve_bundles_and_ndjson(tmp_path):
     patient = default_builder("test/1").build(patient_events())
     write_bundle(tmp_path / "bundles" / "patient.json", patient)
@@ -282,7 +294,7 @@ def test_a_note_states_only_what_the_structured_record_holds(cohort_dir):
         }
         observations = {}
         for r in resources:
-            if r["resourceType"] == "Observation":
+            if r["resourceType"] == "Observation" and "valueCodeableConcept" not in r:  # measured ones
                 for part in r.get("component", [r]):
                     observations.setdefault(r["encounter"]["reference"], set()).add(
                         f"{part['code']['text']}: {format_value(part['valueQuantity']['value'], part['valueQuantity'].get('unit'))}")
@@ -332,7 +344,8 @@ def test_every_resource_carries_its_us_core_must_support_elements(cohort_dir):
             assert resource["meta"]["profile"][0].startswith("http://hl7.org/fhir/us/core/StructureDefinition/")
             missing = [name for name in US_CORE_MUST_SUPPORT[kind] if name not in resource]
             if kind == "Observation":
-                missing += [] if "valueQuantity" in resource or "component" in resource else ["value[x] or component"]
+                valued = {"valueQuantity", "valueCodeableConcept", "component"} & set(resource)
+                missing += [] if valued else ["value[x] or component"]
             assert not missing, (kind, resource["id"], missing)
             seen.add(kind)
     assert len(seen) >= 14

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "17ae81984a0d3ded6b59cc333e69ec9123db86dac7e2e7132ccca140d37bff5e",
-    "default": "c6503fda9aad73e3725f02644d97e15d7ed3e0a3baf7a05d8f32df555ac1e40d",
+    "reference": "aa640ea9c6beb4041e978abe9be98269a48a66a4e66a0865c6ad1044a8d35031",
+    "default": "965352a2c5077f935bd16d45ce1fa43cf85baf7f088137ccd825986ea47edb3a",
 }
 
 

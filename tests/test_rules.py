@@ -70,12 +70,12 @@ def test_fact_before_birth_is_found():
 
 
 def test_fact_after_death_is_found():
-    record = valid_record() + [Event(1, at(57), None, DEATH), Event(1, at(58), 4, LISINOPRIL, text=HYPERTENSION)]
+    record = valid_record() + [Event(1, at(57), None, DEATH, text=HYPERTENSION), Event(1, at(58), 4, LISINOPRIL, text=HYPERTENSION)]
     assert rules_found(record) == {"after_death": 1}
 
 
 def test_second_death_is_found():
-    record = valid_record() + [Event(1, at(57), None, DEATH), Event(1, at(57), None, DEATH)]
+    record = valid_record() + [Event(1, at(57), None, DEATH, text=HYPERTENSION), Event(1, at(57), None, DEATH, text=HYPERTENSION)]
     assert rules_found(record) == {"multiple_deaths": 1}
 
 

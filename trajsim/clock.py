@@ -52,6 +52,19 @@ def office_slot(rng: np.random.Generator) -> float:
     return (OFFICE_OPEN_HOURS[0] + rng.integers(0, slots) / 4) / 24
 
 
+def next_office_slot(day: float) -> float:
+    """The first quarter-hour slot at or after `day` on a weekday within opening hours (a clinic's
+    next free slot for a visit that could not happen when planned)."""
+    opens, closes = (int(hour * 4) for hour in OFFICE_OPEN_HOURS)  # in quarter hours of the day
+    date, quarter = divmod(int(np.ceil(day * 96 - 1e-6)), 96)
+    if quarter >= closes:
+        date, quarter = date + 1, opens
+    quarter = max(quarter, opens)
+    while is_weekend(date):
+        date, quarter = date + 1, opens
+    return date + quarter / 96
+
+
 def encounter_id(subject_id: int, visit_number: int) -> int:
     """The id of a patient's `visit_number`-th encounter (1-based), unique across patients."""
     return (subject_id << VISIT_NUMBER_BITS) | visit_number

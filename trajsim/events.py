@@ -35,7 +35,8 @@ CODE_SYSTEMS = ("SNOMED", "ICD10CM", "LOINC", "RXNORM", "CVX", "ICD9CM", "ICD9PC
 # Structural codes. A visit opens with VISIT_START + class and closes with VISIT_END, both carrying
 # the encounter_id; CONDITION_END / MEDICATION_END carry the ended code in `text`.
 BIRTH = "TRAJSIM/birth"
-DEATH = "TRAJSIM/death"
+DEATH = "TRAJSIM/death"  # `text` names the cause (a condition code)
+CAUSE_OF_DEATH = "LOINC/69453-9"  # Cause of death [US Standard Certificate of Death], as records (FHIR) state it
 SEX_FEMALE = "TRAJSIM/sex/F"
 SEX_MALE = "TRAJSIM/sex/M"
 VISIT_START_PREFIX = "TRAJSIM/visit/"

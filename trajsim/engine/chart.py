@@ -2,7 +2,8 @@
 
 A source proposes; before a visit is recorded each `ChartKeeper` of the patient vets it (sets the
 values the patient's body gives, drops what the chart's rules forbid), and between visits the
-keepers date what follows from the chart itself (the end of an acute episode). Keepers are the
+keepers date what follows from the chart itself (the end of an acute episode) and the visits the
+chart itself calls for (an acute event, the terminal encounter). Keepers are the
 engine's, one set per patient (`chart_keepers`), so a learned model and the rule-based reference
 source get the same physiology and the same clinical rules.
 """
@@ -23,12 +24,18 @@ class ChartKeeper:
         """Facts dated before `until` that follow from the chart so far, outside any visit."""
         return []
 
+    def unplanned_visit(self, patient: PatientState, until: float) -> Visit | None:
+        """A visit the chart calls for before `until` (an acute event on its own day), or None."""
+        return None
+
 
 def chart_keepers(knowledge: Knowledge, patient: PatientState) -> list[ChartKeeper]:
     """The keepers of one patient's chart, in the order they vet a visit."""
-    from trajsim.engine.body import BodyKeeper  # the keepers subclass ChartKeeper, defined above
+    from trajsim.engine.acute import EmergencyKeeper  # the keepers subclass ChartKeeper, defined above
+    from trajsim.engine.body import BodyKeeper
     from trajsim.engine.episodes import EpisodeKeeper
     from trajsim.engine.immunization import ImmunizationKeeper
     from trajsim.engine.prescriptions import Prescriber
 
-    return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), Prescriber(knowledge), ImmunizationKeeper(knowledge)]
+    return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), Prescriber(knowledge), ImmunizationKeeper(knowledge),
+            EmergencyKeeper(knowledge)]

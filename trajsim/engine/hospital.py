@@ -47,6 +47,15 @@ ED_VISIT, EMERGENCY_ADMISSION = "SNOMED/50849002", "SNOMED/183452005"  # the vis
 HOSPITAL_STREAM = 0  # random stream of arrivals and the opening ward census; patients use 1, 2, ...
 
 
+def fits(knowledge: Knowledge, case: Presentation, patient: PatientState, day: float) -> bool:
+    """Whether a presentation is plausible for the patient at `day` (age, and the condition's own
+    age and sex restrictions)."""
+    age = patient.age_at(day)
+    restriction = knowledge.restrictions.get(knowledge.conditions[case.condition].code)
+    return age >= case.age_min and (restriction is None or (
+        restriction.age_min <= age < restriction.age_max and restriction.sex in (None, patient.sex)))
+
+
 @dataclass(frozen=True)
 class CareStep:
     """One step of a patient's hospital stay, reported in simulated-time order: its `kind`
@@ -240,15 +249,9 @@ class Hospital:
         surges = self.scenario.surges_at(self.hours_in(self.env.now))
         case_mix = next((s.case_mix for s in surges if s.case_mix), None)
         cases = [presentations()[c] for c in case_mix] if case_mix else list(presentations().values())
-        fitting = [c for c in cases if self._fits(c, patient)] or cases
+        fitting = [c for c in cases if fits(self.knowledge, c, patient, self.env.now)] or cases
         weights = np.array([c.weight for c in fitting])
         return fitting[int(patient.rng.choice(len(fitting), p=weights / weights.sum()))]
-
-    def _fits(self, case: Presentation, patient: PatientState) -> bool:
-        age = patient.age_at(self.env.now)
-        restriction = self.knowledge.restrictions.get(self.knowledge.conditions[case.condition].code)
-        return age >= case.age_min and (restriction is None or (
-            restriction.age_min <= age < restriction.age_max and restriction.sex in (None, patient.sex)))
 
     def _measurements(self, patient: PatientState, codes: tuple[str, ...], case: Presentation) -> list[Fact]:
         """The patient's body as measured now with this presentation (e.g. fever in pneumonia), as

@@ -1,18 +1,20 @@
-"""One patient's life as a SimPy process: enter, take the next visit (the source's proposal or a
-scheduled well visit, whichever comes first), live through it, repeat until death or the end of
-the period. The engine, not the source, enforces the timeline: visits are ordered and never
-overlap, and nothing is recorded after death. The engine's scheduled care (`schedules.py`) writes
-the kinds of fact the source does not author, so each kind has one author."""
+"""One patient's life as a SimPy process: enter, take the next visit (the source's proposal, a
+scheduled well visit or a visit the chart's keepers call for, whichever comes first), live through
+it, repeat until death, recorded with its cause, or the end of the period. The engine, not the
+source, enforces the timeline: visits are ordered and never overlap, and nothing is recorded after
+death. The engine's scheduled care (`schedules.py`) writes the kinds of fact the source does not
+author, so each kind has one author."""
 
 from __future__ import annotations
 
 import simpy
 
-from trajsim.clock import encounter_id, to_datetime
+from trajsim.clock import encounter_id, next_office_slot, to_datetime
 from trajsim.events import (
     BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code,
 )
 from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.mortality import cause_of_death
 from trajsim.engine.sampler import VisitSampler
 from trajsim.engine.schedules import Schedule
 from trajsim.engine.source import ACTIVE, Fact, PatientState, TrajectorySource, Visit
@@ -26,6 +28,7 @@ class PatientRecord:
         self.patient = patient
         self.events: list[Event] = []
         self.last_day = patient.entry_day  # the latest day anything was recorded for
+        self.last_encounter: tuple[int, float] | None = None  # the latest encounter and its end day
         self._visits = 0
 
     @property
@@ -68,6 +71,12 @@ class PatientRecord:
                 self.add_fact(day, fact, encounter if visit.day <= day <= visit_end else None)
         if encounter is not None:
             self.add(visit_end, VISIT_END, encounter)
+            self.last_encounter = (encounter, visit_end)
+
+    def add_death(self, day: float, cause: str) -> None:
+        """Record the death with its cause, under the encounter it ends if the patient dies in one."""
+        encounter = self.last_encounter
+        self.add(day, DEATH, encounter[0] if encounter and encounter[1] >= day else None, text=cause)
 
     def finish(self) -> None:
         self.events.sort(key=lambda event: event.time)
@@ -84,16 +93,26 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
     for history in [*care.allergy_history(), *source.admit(patient)]:
         record_visit(record, history, source, keepers)
     care.update_death(record.last_day)
-    proposal, source_done = None, False
+    proposal, source_done, waiting = None, False, None
     while True:
         patient.now = env.now
-        if proposal is None and not source_done:
-            proposal = yield sampler.next_visit(patient)
-            source_done = proposal is None
-        visit, proposal = care.next_visit(proposal)
+        if waiting is None:
+            if proposal is None and not source_done:
+                proposal = yield sampler.next_visit(patient)
+                source_done = proposal is None
+            waiting, proposal = care.next_visit(proposal)
+        visit = unplanned_visit(keepers, patient, patient.exit_day if waiting is None else waiting.day)
+        if visit is None:
+            visit, waiting = waiting, None
         if visit is None or visit.day >= patient.exit_day:
             break
-        visit.day = max(visit.day, env.now)  # a source may not schedule into the past
+        if visit.day < env.now and visit.encounter_class is None:  # facts outside visits (a refill) keep their day
+            record_visit(record, visit, source, keepers)
+            continue
+        if visit.day < env.now:  # a source may not schedule a visit into the past; a clinic gives its next slot
+            visit.day = next_office_slot(env.now) if visit.encounter_class == "AMB" else env.now
+            if visit.day >= patient.exit_day:
+                break
         yield env.timeout(visit.day - env.now)
         record_between_visits(record, source, keepers, until=visit.day)
         if visit.encounter_class is not None:
@@ -104,8 +123,17 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
         yield env.timeout(min(visit.day + visit.duration_days, patient.exit_day) - env.now)
     record_between_visits(record, source, keepers, until=patient.exit_day)
     if patient.death_day is not None and patient.death_day <= patient.end_day:
-        record.add(patient.death_day, DEATH)
+        record.add_death(patient.death_day, cause_of_death(care.k, patient, patient.death_day))
     record.finish()
+
+
+def unplanned_visit(keepers: list[ChartKeeper], patient: PatientState, until: float) -> Visit | None:
+    """The earliest visit a keeper calls for before `until` (an acute event, a terminal encounter)."""
+    for keeper in keepers:
+        visit = keeper.unplanned_visit(patient, until)
+        if visit is not None:
+            return visit
+    return None
 
 
 def record_visit(record: PatientRecord, visit: Visit, source: TrajectorySource, keepers: list[ChartKeeper]) -> None:

@@ -26,6 +26,8 @@ from trajsim.engine.schedules import Schedule, active_keys, office_hours, vitals
 from trajsim.engine.source import ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Condition, Knowledge, load_knowledge
+from trajsim.knowledge.acute import sudden_onsets
+from trajsim.knowledge.comorbidity import prevalence_given
 from trajsim.knowledge.lifecycles import PREGNANCY, lifecycles
 
 
@@ -49,6 +51,8 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
     def __init__(self, knowledge: Knowledge | None = None) -> None:
         self.k = knowledge or load_knowledge()
         self.chronic = self.k.chronic
+        # chronic conditions that start at a visit; the engine dates the sudden ones (myocardial infarction)
+        self.starts_at_visits = np.array([c.key not in sudden_onsets() for c in self.chronic])
         self.acute = [c for c in self.k.conditions.values() if c.course == "acute"]
         self.lifecycles = lifecycles(self.k)
 
@@ -61,9 +65,9 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         """Chronic conditions already present when the record starts, with their current drugs."""
         rng = patient.rng
         age = patient.age_at(patient.entry_day)
-        history = []
-        for condition in self.chronic:
-            if rng.random() >= self.k.prevalence_at(condition.key, patient.sex, age):
+        history, present = [], set()
+        for condition in self.chronic:  # in table order: hypertension before the conditions clustering with it
+            if rng.random() >= prevalence_given(self.k, condition.key, patient.sex, age, present):
                 continue
             first_age = self.k.prevalence[condition.key][0].age_min
             years_back = rng.uniform(0, min(10.0, max(age - first_age, 0.0)))
@@ -74,6 +78,7 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
                 if low >= high:
                     continue
                 years_back = age - rng.uniform(low, high)
+            present.add(condition.key)
             onset = max(patient.entry_day - years_back * DAYS_PER_YEAR - 1, patient.birth_day)
             history.append(Visit(onset, None, 0.0, [Fact(condition.code), *prescribe(self.k, condition, patient)]))
         return history
@@ -179,7 +184,8 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         draws = p.rng.random(len(self.chronic))
         active = p.active_conditions(day)
         present = np.array([c.code in active for c in self.chronic])
-        for i in np.flatnonzero(np.where(present, draws < remission, draws < -np.expm1(-hazard))):
+        starts = (draws < -np.expm1(-hazard)) & self.starts_at_visits
+        for i in np.flatnonzero(np.where(present, draws < remission, starts)):
             condition = self.chronic[i]
             if present[i]:
                 facts.append(Fact(CONDITION_END, text=condition.code))  # its drugs stop in the schedule

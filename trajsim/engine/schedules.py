@@ -19,6 +19,7 @@ from trajsim.engine.prescriptions import prescribe
 from trajsim.engine.source import WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import BMI, HEIGHT, WEIGHT, measured_at
+from trajsim.knowledge.acute import sudden_onsets
 
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
@@ -152,7 +153,8 @@ class Schedule:
         p, k = self.patient, self.k
         age, facts = p.age_at(visit.day), []
         active = active_keys(k, p, visit.day, visit.facts)
-        targets = {t for key in active if key in k.complications for t in k.complications.successors(key)} - active
+        targets = {t for key in active if key in k.complications for t in k.complications.successors(key)}
+        targets -= active | sudden_onsets()  # the chart's EmergencyKeeper dates those on their own day
         if targets:
             baseline, _ = k.chronic_changes(p.sex, self.last_check_age, age)
             for i, condition in enumerate(k.chronic):

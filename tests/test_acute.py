@@ -1,0 +1,127 @@
+"""Acute care and deaths as a user sees them: ED visits and hospital stays at US rates, acute events
+through the ED with their treatment, every death with a cause, some of them in hospital."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+from tests.conftest import small_scenario
+from tests.test_rules import at, rules_found, valid_record
+from trajsim.clock import DAYS_PER_YEAR
+from trajsim.engine import Fact, ReferenceSource, TrajectorySource, Visit, simulate
+from trajsim.events import DEATH, VISIT_END, Event, events_frame, visit_start_code
+from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.acute import EMERGENCY_VISIT, event_rates, treatments
+from trajsim.rules import acute, find_violations
+from trajsim.vocab import domain_of
+
+APPENDICITIS, APPENDECTOMY, OFFICE_VISIT = "SNOMED/74400008", "SNOMED/80146002", "SNOMED/185345009"
+ELDERLY = ({"min": 80, "max": 95, "weight": 1.0},)
+
+
+def cohort(size: int, seed: int, **changes: object) -> pl.DataFrame:
+    return events_frame(e for r in simulate(small_scenario(size, seed=seed, **changes), ReferenceSource())
+                        for e in r.events)
+
+
+@pytest.fixture(scope="module")
+def adults() -> pl.DataFrame:
+    return cohort(300, seed=21)
+
+
+@pytest.fixture(scope="module")
+def elderly() -> pl.DataFrame:
+    """Old enough that many die within the period."""
+    return cohort(200, seed=22, **{"population.age_mix": ELDERLY})
+
+
+def per_person_year(events: pl.DataFrame, encounter_class: str) -> float:
+    spans = events.group_by("subject_id").agg(span=pl.col("time").max() - pl.col("time").filter(
+        pl.col("code").str.starts_with("TRAJSIM/visit/")).min())
+    years = spans["span"].dt.total_seconds().sum() / (DAYS_PER_YEAR * 86_400)
+    return events.filter(pl.col("code") == visit_start_code(encounter_class)).height / years
+
+
+def test_ed_visits_and_hospital_stays_come_at_us_rates(adults):
+    # NHAMCS 2019: about 0.43 ED visits per person-year; HCUP 2019: about 0.10 stays (this case mix
+    # admits only from the ED, so fewer)
+    assert 0.25 < per_person_year(adults, "EMER") < 0.7
+    assert 0.02 < per_person_year(adults, "IMP") < 0.2
+
+
+def test_no_source_breaks_an_acute_care_rule(adults, elderly):
+    for events in (adults, elderly):
+        found = find_violations(events)
+        assert found.filter(pl.col("rule").is_in(list(acute.RULES))).is_empty()
+
+
+def test_every_death_has_a_cause_and_some_die_in_hospital(elderly):
+    deaths = elderly.filter(pl.col("code") == DEATH)
+    assert deaths.height > 30 and deaths["text"].null_count() == 0
+    assert deaths["text"].n_unique() > 2  # the conditions that drove the hazard, not one code for all
+    in_encounter = deaths["encounter_id"].is_not_null().mean()
+    assert 0.15 < in_encounter < 0.6  # US about 30% in hospital (Cross and Warraich 2019)
+    visits = elderly.filter(pl.col("code").str.starts_with("TRAJSIM/visit/")).select("subject_id", visit="time")
+    seen = (deaths.join(visits, on="subject_id")
+            .filter(pl.col("visit").is_between(pl.col("time") - timedelta(days=30), pl.col("time")))
+            ["subject_id"].n_unique())
+    assert seen / deaths.height > 0.6
+
+
+class OfficeAppendicitis(TrajectorySource):
+    """Proposes one office visit with appendicitis, as a learned model may."""
+
+    def __init__(self) -> None:
+        self.proposed: set[int] = set()
+
+    def next_visits(self, patients):
+        visits = [None if p.subject_id in self.proposed else Visit(p.now + 30, "AMB", 0.02, [
+            Fact(OFFICE_VISIT), Fact(APPENDICITIS)]) for p in patients]
+        self.proposed |= {p.subject_id for p in patients}
+        return visits
+
+
+def test_an_office_visit_with_appendicitis_becomes_an_ed_visit_and_an_appendectomy():
+    records = list(simulate(small_scenario(5, seed=3, **{"population.age_mix": ({"min": 12, "max": 18, "weight": 1.0},)}),
+                            OfficeAppendicitis()))
+    for record in records:
+        onset = next(e for e in record.events if e.code == APPENDICITIS)
+        start = next(e for e in record.events if e.encounter_id == onset.encounter_id)
+        assert start.code == visit_start_code("EMER")
+        surgery = next(e for e in record.events if e.code == APPENDECTOMY)
+        admission = next(e for e in record.events if e.encounter_id == surgery.encounter_id)
+        assert admission.code == visit_start_code("IMP") and surgery.time - onset.time < timedelta(days=1)
+
+
+def test_the_rules_catch_appendicitis_in_the_office_untreated_and_a_death_without_cause():
+    record = valid_record() + [
+        Event(1, at(58), 3, visit_start_code("AMB")),
+        Event(1, at(58), 3, APPENDICITIS),
+        Event(1, at(58), 3, VISIT_END),
+        Event(1, at(59), None, DEATH),
+    ]
+    assert rules_found(record) == {"acute_event_in_office_visit": 1, "acute_condition_untreated": 1,
+                                   "death_without_cause": 1}
+
+
+def test_appendicitis_treated_through_the_ed_breaks_no_rule():
+    record = valid_record() + [
+        Event(1, at(58), 3, visit_start_code("EMER")),
+        Event(1, at(58), 3, APPENDICITIS),
+        Event(1, at(58) + timedelta(hours=3), 3, VISIT_END),
+        Event(1, at(58) + timedelta(hours=3), 4, visit_start_code("IMP")),
+        Event(1, at(58) + timedelta(hours=3), 4, APPENDECTOMY),
+        Event(1, at(58) + timedelta(days=2), 4, VISIT_END),
+        Event(1, at(59), None, DEATH, text=APPENDICITIS),
+    ]
+    assert rules_found(record) == {}
+
+
+def test_every_treatment_is_a_procedure_for_a_known_condition():
+    knowledge = load_knowledge()
+    for treatment in treatments().values():
+        assert treatment.condition in knowledge.conditions and domain_of(treatment.procedure) == "procedure"
+    assert set(event_rates()) - {EMERGENCY_VISIT} <= set(knowledge.conditions)

@@ -1,0 +1,188 @@
+"""The chart keeper of acute care, whichever source proposes the visits.
+
+Acute events happen on their own day, not at the next scheduled visit: between visits the keeper
+dates first myocardial infarctions and strokes (age and sex rates raised by the patient's risk
+factors) and emergency visits for acute illness and injury (NHAMCS rates by age), each as an ED
+visit followed by an admission when the condition needs one. A visit a source proposes with the
+onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
+with the procedure that treats it. Before a death the keeper dates the terminal encounter: an
+admission or ED visit ending at death, or an office visit in the last month.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
+from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.hospital import ED_VISIT, EMERGENCY_ADMISSION, TYPICAL_STAY_DAYS, fits
+from trajsim.engine.schedules import active_keys, office_hours, prescribe
+from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.events import ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
+from trajsim.knowledge import Knowledge
+from trajsim.knowledge.acute import EMERGENCY_VISIT, event_rate, sudden_onsets, treatments
+from trajsim.scenario import Presentation, presentations
+from trajsim.vocab import domain_of
+
+ED_STAY = (150.0, 0.4)  # minutes, lognormal (median, spread): CMS measure OP-18b, median ED stay 2.5 h
+ED_LONGEST = 1.0  # days: a longer ED visit is a source's slip, cut to a drawn ED stay
+STAY_SPREAD = 0.5
+# Where people die: about 30% in hospital (inpatient, ED or outpatient), 31% at home, 21% in nursing
+# facilities (Cross and Warraich, N Engl J Med 2019;381:2369-70, US death certificates 2017).
+DIES_ADMITTED, DIES_IN_ED = 0.25, 0.05
+TERMINAL_STAY = (4.0, 0.8)  # days, lognormal: terminal admissions last a few days (approximate)
+# Most decedents see a clinician in their last month (Teno et al., JAMA 2018;320:264-71: Medicare
+# decedents, about half hospitalised in the last 30 days; approximate share of the rest seen).
+SEEN_LAST_MONTH = 0.6
+LAST_MONTH_DAYS = 30.0
+SICK_VISIT = "SNOMED/185345009"  # Encounter for symptom
+
+
+@dataclass(slots=True)
+class _Terminal:
+    """The terminal encounter planned for one drawn day of death (None: none is planned)."""
+
+    death_day: float
+    visit: Visit | None
+    taken: bool = False
+
+
+class EmergencyKeeper(ChartKeeper):
+    """Dates acute events and the terminal encounter; sends acute onsets through the ED."""
+
+    def __init__(self, knowledge: Knowledge) -> None:
+        self.k = knowledge
+        self.treatments = treatments()
+        self.treated_codes = {knowledge.conditions[key].code for key in self.treatments}
+        self.sudden = sorted(sudden_onsets())
+        admitted = {key for key, t in self.treatments.items() if t.admitted}
+        self.cases: list[Presentation] = [c for c in presentations().values() if c.condition not in admitted
+                                          and knowledge.conditions[c.condition].course == "acute"]
+        self.waiting: list[Visit] = []  # an admission from the ED, taken next
+        self.terminal: _Terminal | None = None
+
+    # --- visits a source proposes ----------------------------------------------------------------
+    def vet(self, patient: PatientState, visit: Visit) -> None:
+        """An onset of a condition treated through the ED makes the visit an ED visit, with the
+        procedure in it or in the admission that follows."""
+        if visit.encounter_class is None:
+            return
+        onset = next((f for f in visit.facts if f.code in self.treated_codes
+                      and patient.conditions.get(f.code, -1.0) <= visit.day + f.offset_days), None)
+        if onset is None:
+            return
+        condition = self.k.conditions_by_code[onset.code]
+        treatment = self.treatments[condition.key]
+        if visit.encounter_class != "EMER" or visit.duration_days > ED_LONGEST:
+            visit.encounter_class = "EMER"
+            visit.duration_days = _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1])
+            visit.facts = [Fact(ED_VISIT)] + [f for f in visit.facts if domain_of(f.code) != "encounter_type"]
+        procedure = Fact(treatment.procedure, offset_days=onset.offset_days)
+        if treatment.admitted:
+            self.waiting.append(self._admission(patient, visit, condition.stay_days, [procedure]))
+        else:
+            visit.facts.append(procedure)
+
+    def _admission(self, patient: PatientState, ed: Visit, stay_days: float | None, facts: list[Fact]) -> Visit:
+        """The admission that follows an ED visit, for a stay around `stay_days`."""
+        stay = _draw_days(patient.rng, stay_days or TYPICAL_STAY_DAYS, STAY_SPREAD)
+        return Visit(ed.day + ed.duration_days, "IMP", max(stay, 0.5), [Fact(EMERGENCY_ADMISSION), *facts])
+
+    # --- visits the keeper dates ---------------------------------------------------------------
+    def unplanned_visit(self, patient: PatientState, until: float) -> Visit | None:
+        if self.waiting:
+            return self.waiting.pop(0)
+        terminal = self._terminal(patient)
+        if terminal is not None and terminal.visit is not None and not terminal.taken:
+            if terminal.visit.day < until:
+                terminal.taken = True
+                if terminal.visit.encounter_class != "AMB":  # it lasts until death (the engine moves
+                    terminal.visit.day = max(terminal.visit.day, patient.now)  # an office visit to a slot)
+                    terminal.visit.duration_days = terminal.death_day - terminal.visit.day
+                return terminal.visit
+            until = min(until, terminal.visit.day)
+        return self._acute_event(patient, min(until, patient.exit_day))
+
+    def _acute_event(self, patient: PatientState, until: float) -> Visit | None:
+        """The next acute event if it comes before `until`: the rates are memoryless, so drawing
+        afresh at each decision is exact."""
+        now, rng = patient.now, patient.rng
+        active = active_keys(self.k, patient, now)
+        events = [(key, self._onset_rate(patient, key, active)) for key in self.sudden]
+        events.append((EMERGENCY_VISIT, event_rate(EMERGENCY_VISIT, patient.sex, patient.age_at(now))))
+        total = sum(rate for _, rate in events)
+        if total <= 0:
+            return None
+        day = now + rng.exponential(1 / total) * DAYS_PER_YEAR
+        if day >= until:
+            return None
+        event = events[int(rng.choice(len(events), p=[rate / total for _, rate in events]))][0]
+        ed = Visit(day, "EMER", _draw_days(rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]), [Fact(ED_VISIT)])
+        if event != EMERGENCY_VISIT:
+            ed.facts.append(Fact(self.k.conditions[event].code))  # `vet` adds its treatment
+            return ed
+        return self._emergency_visit(patient, ed, active)
+
+    def _onset_rate(self, patient: PatientState, key: str, active: set[str]) -> float:
+        """First events per person-year: the population rate raised by each active risk factor's
+        excess relative risk (complications.csv), as the schedule raises complications."""
+        if key in active:
+            return 0.0
+        excess = sum(ratio - 1.0 for parent, ratio in self.k.risk_ratios.get(key, {}).items() if parent in active)
+        return event_rate(key, patient.sex, patient.age_at(patient.now)) * (1.0 + excess)
+
+    def _emergency_visit(self, patient: PatientState, ed: Visit, active: set[str]) -> Visit:
+        """An ED visit for acute illness or injury from the ED case mix, admitted as often as it is."""
+        cases = [c for c in self.cases if c.condition not in active and fits(self.k, c, patient, ed.day)]
+        if not cases:
+            return ed
+        weights = np.array([c.weight for c in cases])
+        case = cases[int(patient.rng.choice(len(cases), p=weights / weights.sum()))]
+        condition = self.k.conditions[case.condition]
+        ed.facts += [Fact(condition.code), *prescribe(self.k, condition, patient)]
+        if patient.rng.random() < case.admit_probability:
+            self.waiting.append(self._admission(patient, ed, case.stay_days or condition.stay_days, []))
+        return ed
+
+    def _terminal(self, patient: PatientState) -> _Terminal | None:
+        """The terminal encounter of the current day of death, drawn once per drawn day."""
+        death = patient.death_day
+        if death is None or death > patient.end_day:
+            return None
+        if self.terminal is None or self.terminal.death_day != death:
+            self.terminal = _Terminal(death, self._draw_terminal(patient, death))
+        return self.terminal
+
+    def _draw_terminal(self, patient: PatientState, death: float) -> Visit | None:
+        rng, draw = patient.rng, patient.rng.random()
+        if draw < DIES_ADMITTED:
+            stay = _draw_days(rng, *TERMINAL_STAY)
+            return Visit(death - stay, "IMP", stay, [Fact(EMERGENCY_ADMISSION)])
+        if draw < DIES_ADMITTED + DIES_IN_ED:
+            stay = _draw_days(rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1])
+            return Visit(death - stay, "EMER", stay, [Fact(ED_VISIT)])
+        if draw < DIES_ADMITTED + DIES_IN_ED + (1 - DIES_ADMITTED - DIES_IN_ED) * SEEN_LAST_MONTH:
+            day = office_hours(patient, death - rng.uniform(1.0, LAST_MONTH_DAYS))
+            if day < death:
+                return Visit(day, "AMB", rng.uniform(15, 40) / MINUTES_PER_DAY, [Fact(SICK_VISIT)])
+        return None
+
+
+def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
+    """Every code the keeper may write whatever the source: its visits, the conditions it dates
+    with their drugs and treatments. They are the engine's acute care, beside the kinds a source
+    authors, as the end of an episode is the episode keeper's."""
+    keeper = EmergencyKeeper(knowledge)
+    conditions = {*keeper.sudden, *(c.condition for c in keeper.cases), *keeper.treatments}
+    drugs = {m.code for key in conditions for m in knowledge.medications.get(key, ())}
+    visits = {visit_start_code(c) for c in ENCOUNTER_CLASSES} | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT}
+    return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | {MEDICATION_END}
+                     | {t.procedure for t in keeper.treatments.values()})
+
+
+def _draw_days(rng: np.random.Generator, median: float, spread: float) -> float:
+    """A lognormal duration in days."""
+    return float(rng.lognormal(math.log(median), spread))

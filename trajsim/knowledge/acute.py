@@ -1,0 +1,50 @@
+"""Acute care as data: which conditions are treated through the emergency department with a
+procedure (and admitted), and the rates of the events the engine dates on their own day (first
+myocardial infarction and stroke, emergency visits for acute illness and injury), from
+`data/acute_care.csv` and `data/acute_rates.csv`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from trajsim.knowledge.tables import DATA, AgeBand, read_table
+
+EMERGENCY_VISIT = "emergency_visit"  # the rate of ED visits for acute illness and injury in acute_rates.csv
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """How an acute condition is cared for: the procedure that treats it, and whether the ED admits."""
+
+    condition: str  # key in conditions.csv
+    procedure: str
+    admitted: bool
+
+
+@cache
+def treatments() -> dict[str, Treatment]:
+    """Treatments by condition key."""
+    rows = read_table(DATA.joinpath("acute_care.csv"), ("condition", "procedure", "admitted"))
+    return {r["condition"]: Treatment(r["condition"], r["procedure"], r["admitted"] == "1") for r in rows}
+
+
+@cache
+def event_rates() -> dict[str, tuple[AgeBand, ...]]:
+    """Age and sex bands of events per person-year, by event (a condition key or EMERGENCY_VISIT)."""
+    rates: dict[str, list[AgeBand]] = {}
+    for r in read_table(DATA.joinpath("acute_rates.csv"), ("event", "sex", "age_min", "age_max", "per_1000py")):
+        band = AgeBand(r["sex"], float(r["age_min"]), float(r["age_max"]), float(r["per_1000py"]) / 1000)
+        rates.setdefault(r["event"], []).append(band)
+    return {event: tuple(bands) for event, bands in rates.items()}
+
+
+def event_rate(event: str, sex: str, age: float) -> float:
+    """Events per person-year at this age (0 outside the table's bands)."""
+    return next((band.value for band in event_rates().get(event, ()) if band.covers(sex, age)), 0.0)
+
+
+def sudden_onsets() -> frozenset[str]:
+    """Lasting conditions that start as a dated event (myocardial infarction, stroke): the engine
+    draws their onset between visits, so no source or schedule starts them at a visit."""
+    return frozenset(event_rates()) - {EMERGENCY_VISIT}

@@ -1,0 +1,73 @@
+"""Rules about acute care and death, read from `trajsim/knowledge/data/acute_care.csv`: an acute
+event is seen in the emergency department, not at an office visit; a condition with a treating
+procedure gets it; every death has a cause (on the death event, or as a cause-of-death observation).
+
+An onset is a condition's first recorded occurrence for the patient; one recorded outside any
+encounter (a history before the record starts) is not judged, nor one too close to the end of the
+record for its treatment to be seen.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from trajsim.events import CAUSE_OF_DEATH, DEATH, VISIT_START_PREFIX
+from trajsim.knowledge import Knowledge
+from trajsim.knowledge.acute import treatments
+from trajsim.rules.base import violation
+
+RULES: dict[str, str] = {
+    "acute_event_in_office_visit": "the onset of a condition that needs the emergency department and an admission "
+                                   "(appendicitis, hip fracture, myocardial infarction, stroke) recorded at an office visit",
+    "acute_condition_untreated": "the onset of a condition with a treating procedure recorded at a visit with no such "
+                                 "procedure within two days (appendicitis without appendectomy, myocardial infarction "
+                                 "without coronary intervention)",
+    "death_without_cause": "a death with no recorded cause",
+}
+TREATMENT_WINDOW = pl.duration(days=2)
+
+
+def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
+    """The violations of this family's rules."""
+    table = _treatment_table(knowledge)
+    onsets = _onsets(facts, table)
+    return [_in_office(facts, onsets), _untreated(facts, onsets), _deaths(facts)]
+
+
+def _treatment_table(knowledge: Knowledge) -> pl.LazyFrame:
+    """Condition codes (SNOMED and ICD-10-CM) with their treating procedure and whether they are admitted."""
+    rows = [(code, t.procedure, t.admitted) for t in treatments().values()
+            for code in (knowledge.conditions[t.condition].code, knowledge.conditions[t.condition].icd10cm)]
+    return pl.LazyFrame(rows, orient="row", schema={"code": pl.String, "procedure": pl.String, "admitted": pl.Boolean})
+
+
+def _onsets(facts: pl.LazyFrame, table: pl.LazyFrame) -> pl.LazyFrame:
+    """The first occurrence of each treated condition per patient, when it is recorded in an encounter."""
+    first = (facts.join(table.select("code"), on="code", how="semi")
+             .group_by("subject_id", "code")
+             .agg(pl.col("encounter_id").sort_by("time").first(), pl.col("time").min()))
+    return first.filter(pl.col("encounter_id").is_not_null()).join(table, on="code")
+
+
+def _in_office(facts: pl.LazyFrame, onsets: pl.LazyFrame) -> pl.LazyFrame:
+    office = facts.filter(pl.col("code") == VISIT_START_PREFIX + "AMB").select("subject_id", "encounter_id")
+    found = onsets.filter(pl.col("admitted")).join(office, on=["subject_id", "encounter_id"], how="semi")
+    return violation(found, "acute_event_in_office_visit", pl.lit("recorded at an office visit"))
+
+
+def _untreated(facts: pl.LazyFrame, onsets: pl.LazyFrame) -> pl.LazyFrame:
+    last = facts.group_by("subject_id").agg(pl.col("time").max().alias("last"))
+    judged = onsets.join(last, on="subject_id").filter(pl.col("last") >= pl.col("time") + TREATMENT_WINDOW)
+    done = facts.select("subject_id", pl.col("code").alias("procedure"), pl.col("time").alias("done"))
+    treated = (judged.join(done, on=["subject_id", "procedure"])
+               .filter(pl.col("done").is_between(pl.col("time"), pl.col("time") + TREATMENT_WINDOW))
+               .select("subject_id", "code"))
+    found = judged.join(treated, on=["subject_id", "code"], how="anti")
+    return violation(found, "acute_condition_untreated", pl.concat_str(pl.lit("no "), pl.col("procedure"),
+                                                                        pl.lit(" within two days")))
+
+
+def _deaths(facts: pl.LazyFrame) -> pl.LazyFrame:
+    certified = facts.filter(pl.col("code") == CAUSE_OF_DEATH).select("subject_id")
+    found = facts.filter((pl.col("code") == DEATH) & pl.col("text").is_null()).join(certified, on="subject_id", how="anti")
+    return violation(found, "death_without_cause", pl.lit("no cause of death"))
