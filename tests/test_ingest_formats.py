@@ -80,7 +80,9 @@ def test_synthea_csv_ingests_with_encounter_classes_and_indications(refdata: Pat
     treated = events.filter(pl.col("code").str.starts_with("RXNORM/") & pl.col("text").str.starts_with("SNOMED/"))
     assert treated.height == medications["REASONCODE"].is_not_null().sum() > 0
     observations = events.filter(pl.col("code").str.starts_with("LOINC/"))
-    assert observations.height == 990
+    assert observations.height == 988  # of 990 LOINC rows, the two causes of death are the deaths' texts
+    deaths = events.filter(pl.col("code") == "TRAJSIM/death")
+    assert deaths["text"].to_list() == ["Myocardial Infarction"] * 2  # Synthea CSV states the cause in words
     assert observations.filter(pl.col("numeric_value").is_null())["text"].is_not_null().all()
 
 

@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from trajsim.atomic import atomic_writer
-from trajsim.events import EVENT_SCHEMA, EventTableError, validate_events
+from trajsim.events import CAUSE_OF_DEATH, DEATH, EVENT_SCHEMA, EventTableError, validate_events
 from trajsim.ingest import fhir, meds, omop, synthea_csv
 from trajsim.ingest.common import (
     IngestError, IngestReport, Step, TableCounts, candidates, lookup, sort_events, source_files,
@@ -111,12 +111,21 @@ def code_prefix(code: pl.Expr) -> pl.Expr:
 
 def _finish(candidates: pl.LazyFrame) -> pl.LazyFrame:
     """Canonical events from candidates: a medication's `_reason_ref` names the condition it treats,
-    whose code becomes the medication event's text; then sorted."""
+    whose code becomes the medication event's text; a death takes as its text the cause a
+    cause-of-death record states, which then stands only where no death is recorded; sorted."""
     indications = (candidates.filter(pl.col("_rid").is_not_null())
                    .select(pl.col("_rid").alias("_reason_ref"), pl.col("code").alias("_indication"))
                    .unique("_reason_ref", keep="first"))
+    causes = (candidates.filter(pl.col("code") == CAUSE_OF_DEATH).group_by("subject_id")
+              .agg(pl.col("text").drop_nulls().first().alias("_cause")))
+    died = candidates.filter(pl.col("code") == DEATH).select("subject_id").unique().with_columns(_died=pl.lit(True))
+    is_death = pl.col("code") == DEATH
     events = (candidates.join(indications, on="_reason_ref", how="left", maintain_order="left")
-              .with_columns(pl.coalesce("text", "_indication").alias("text"))
+              .join(causes, on="subject_id", how="left", maintain_order="left")
+              .join(died, on="subject_id", how="left", maintain_order="left")
+              .filter((pl.col("code") != CAUSE_OF_DEATH) | pl.col("_died").is_null())
+              .with_columns(pl.when(is_death).then(pl.coalesce("text", "_cause"))
+                            .otherwise(pl.coalesce("text", "_indication")).alias("text"))
               .select(list(EVENT_SCHEMA)))
     return sort_events(events)
 
