@@ -22,7 +22,6 @@ import polars as pl
 from trajsim.evaluate import evaluate
 from trajsim.generate import generate
 from trajsim.ingest import load_events
-from trajsim.model.sample import one_thread
 from trajsim.model.train import TrainConfig, train
 from trajsim.scenario import Scenario, with_overrides
 
@@ -62,7 +61,10 @@ def headline_values(evaluation) -> dict[str, float | None]:
 
 
 def trained_cohort(train_events: pl.DataFrame, patients: int, steps: int, folder: Path) -> pl.DataFrame:
-    train(train_events, folder / "model", TrainConfig(max_steps=steps), "benchmark split (never kept)")
+    started = time.perf_counter()
+    result = train(train_events, folder / "model", TrainConfig(max_steps=steps), "benchmark split (never kept)")
+    print(f"  trained {result.steps} steps in {time.perf_counter() - started:.0f} s "
+          f"(validation loss {result.best_val_loss:.3f})", flush=True)
     scenario = with_overrides(Scenario(), "benchmark", **{
         "population.size": patients, "model": str(folder / "model"), "population.drawn_from": "model",
         "output.formats": ["events"]})
@@ -77,7 +79,8 @@ def run(name: str, source: Path, format: str, steps: int) -> None:
     started = time.perf_counter()
     events = load_events(source, format)
     train_events, held_back = halves(events)
-    with tempfile.TemporaryDirectory() as folder, one_thread():
+    print(f"{name}: training on {train_events['subject_id'].n_unique()} patients", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
         synthetic = trained_cohort(train_events, held_back["subject_id"].n_unique(), steps, Path(folder))
     floor = headline_values(evaluate(held_back, train_events))
     ours = headline_values(evaluate(held_back, synthetic, train_events))
@@ -86,7 +89,7 @@ def run(name: str, source: Path, format: str, steps: int) -> None:
     print(f"  {'':>24}" + "".join(f"{title:>16}" for title in SHOWN.values()))
     for label, values in (("real vs real (floor)", floor), ("trajsim vs real", ours)):
         cells = "".join(f"{'n/a' if values.get(t) is None else f'{values[t]:.3f}':>16}" for t in SHOWN.values())
-        print(f"  {label:>24}{cells}")
+        print(f"  {label:>24}{cells}", flush=True)
 
 
 def main() -> None:

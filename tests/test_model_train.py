@@ -149,4 +149,5 @@ def test_a_long_record_is_learned_whole_in_windows_led_by_its_header():
 def test_the_model_is_sized_for_its_data():
     short, long = [[1] * 100] * 50, [[1] * 3000] * 50
     assert sized_for(short, 200).block_size == 128 and sized_for(long, 200).block_size == 1024
-    assert sized_for(short, 8000).n_embd > sized_for(short, 200).n_embd
+    many = [[1] * 100] * 20_000  # two million tokens
+    assert sized_for(many, 8000).n_embd > sized_for(many, 200).n_embd == sized_for(short, 8000).n_embd
