@@ -29,8 +29,9 @@ from trajsim.engine.capacity import CareUnit
 from trajsim.engine.patient import PatientRecord
 from trajsim.engine.population import draw_sex_and_age, patient_rng
 from trajsim.engine.schedules import VITAL_SIGNS
-from trajsim.engine.source import Fact, PatientState
-from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code
+from trajsim.engine.prescriptions import Prescriber
+from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.events import BIRTH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code
 from trajsim.knowledge import Knowledge, load_knowledge
 from trajsim.scenario import Population, Presentation, StreamScenario, presentations
 
@@ -213,8 +214,9 @@ class Hospital:
                     yield physician
                     yield env.timeout(self._minutes(patient, EXAM))
                 self._step(record, "diagnosis", ed, None, [Fact(condition.code)])
-                if case.medication:
-                    self._step(record, "order", ed, None, [Fact(case.medication, text=condition.code)])
+                orders = self._orders(patient, case, condition.code)
+                if orders:
+                    self._step(record, "order", ed, None, orders)
                 if case.labs:
                     yield env.timeout(self._minutes(patient, LAB_TURNAROUND))
                     self._step(record, "result", ed, None, self._measurements(patient, case.labs, case))
@@ -264,6 +266,13 @@ class Hospital:
         """A lognormal duration given in minutes, in days."""
         median, spread = median_spread
         return patient.rng.lognormal(math.log(median), spread) / MINUTES_PER_DAY
+
+    def _orders(self, patient: PatientState, case: Presentation, condition: str) -> list[Fact]:
+        """What the ED physician orders now, vetted as every chart's orders are: the case's drug in the
+        product for the patient's age, and the guideline therapy an active condition lacks."""
+        visit = Visit(self.env.now, "EMER", 0.0, [Fact(case.medication, text=condition)] if case.medication else [])
+        Prescriber(self.knowledge).vet(patient, visit)
+        return [fact for fact in visit.facts if fact.offset_days == 0 and fact.code != MEDICATION_END]
 
     def _step(self, record: PatientRecord, kind: str, encounter: int | None, status: str | None,
               facts: Sequence[Fact] = ()) -> None:

@@ -177,7 +177,8 @@ class Tokenizer:
         for i, (code, encounter, day) in enumerate(zip(codes, encounters, days)):
             if code in (BIRTH, SEX_FEMALE, SEX_MALE):
                 continue
-            key = ("visit", encounter) if encounter is not None else ("day", day)
+            # death is the record's end, whichever encounter it falls in
+            key = ("visit", encounter) if encounter is not None and code != DEATH else ("day", day)
             groups.setdefault(key, []).append(i)
         segments = sorted(groups.values(), key=lambda rows_: rows_[0])
         start_year = calendar_date(days[segments[0][0]]).year if segments else (
