@@ -29,7 +29,7 @@ from fhir_export.terminology import (
     PROVENANCE_AGENT, TRAJSIM_IDENTIFIERS, UCUM, concept, profile,
 )
 from trajsim.events import (
-    BIRTH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX, Event,
+    BIRTH, CAUSE_OF_DEATH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX, Event,
 )
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.therapy import RENEWAL_DAYS, supply_days
@@ -38,7 +38,7 @@ from trajsim.vocab.local import system_and_code
 
 Resource = dict[str, Any]
 
-CAUSE_OF_DEATH = ("69453-9", "Cause of death [US Standard Certificate of Death]")  # LOINC
+CAUSE_OF_DEATH_CODE = concept(LOINC, CAUSE_OF_DEATH.removeprefix("LOINC/"), "Cause of death [US Standard Certificate of Death]")
 SURVEY_CATEGORY = [concept(OBSERVATION_CATEGORY, "survey", "Survey")]  # LOINC classes 69453-9 as a survey item
 VISIT_WITHOUT_TYPE = "SNOMED/308335008"  # "Patient encounter procedure", when the record names no visit type
 # An acute illness the record never ends is a current problem for this long after its diagnosis.
@@ -305,7 +305,7 @@ class _PatientBuild:
         """The cause a death certificate states (LOINC 69453-9), in the encounter the patient died in."""
         encounter = self.encounters.get(event.encounter_id)
         self._add({"resourceType": "Observation", "id": self.ids.next(), "meta": profile("us-core-simple-observation"),
-                   "status": "final", "category": SURVEY_CATEGORY, "code": concept(LOINC, *CAUSE_OF_DEATH),
+                   "status": "final", "category": SURVEY_CATEGORY, "code": CAUSE_OF_DEATH_CODE,
                    "subject": self.subject, **({"encounter": self.out.reference(encounter)} if encounter else {}),
                    "effectiveDateTime": fhir_datetime(event.time), "valueCodeableConcept": self.b.concept(event.text)})
 
