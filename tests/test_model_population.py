@@ -81,3 +81,10 @@ def test_patients_drawn_from_a_model_start_and_end_their_records_like_the_source
 def test_population_from_a_model_without_a_summary_is_refused() -> None:
     with pytest.raises(ScenarioError, match="population.json"):
         with_overrides(small_scenario(), "test", **{"model": "reference", "population.drawn_from": "model"})
+
+
+def test_records_drawn_from_a_summary_end_when_the_source_records_end(elderly_events: pl.DataFrame) -> None:
+    summary = summarize(elderly_events)  # every record is cut at 2010-01-01, or earlier by death
+    rng = np.random.default_rng(0)
+    ends = np.array([calendar_date(summary.draw(rng)[3] - 1).year for _ in range(300)])
+    assert (ends <= 2010).all() and (ends >= 2009).mean() > 0.6

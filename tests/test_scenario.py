@@ -36,6 +36,7 @@ def test_wrong_type_names_file_field_and_value(tmp_path):
 @pytest.mark.parametrize("toml, message", [
     ('[output]\nformats = ["bundle", "csv"]\n',
      r"output.formats\[1\]: Input should be 'bundle', 'collection', 'ndjson' or 'events' \(got 'csv'\)"),
+    ('care = "nurse"\n', r"care: Input should be 'engine' or 'source' \(got 'nurse'\)"),
     ("[population]\ncolour = 3\n", r"population.colour: unknown field; allowed here: size, female_fraction, age_mix"),
     ("[period]\nstart = 2020-01-01\nend = 2019-01-01\n", r"period: start \(2020-01-01\) must be before end \(2019-01-01\)"),
 ])

@@ -157,3 +157,32 @@ def test_scheduled_care_runs_for_a_source_that_proposes_nothing():
 def test_only_the_engine_writes_deaths_and_allergies():
     with pytest.raises(ValueError, match="only the engine writes"):
         engine_kinds(SymptomVisits(frozenset({FactKind.VISITS, FactKind.DEATHS})))
+
+
+def care_run(care: str) -> Counter[str]:
+    """Codes recorded for symptom visits of a source authoring only visits, with the scenario's `care`."""
+    scenario = small_scenario(30, seed=5, care=care, **{"population.age_mix": INFANTS_AND_ADULTS})
+    return Counter(e.code for record in simulate(scenario, SymptomVisits(frozenset({FactKind.VISITS})))
+                   for e in record.events)
+
+
+def test_a_source_keeping_its_own_care_gets_none_from_the_engine():
+    codes = care_run("source")
+    kinds = Counter(fact_kind(code) for code in codes.elements())
+    assert codes[visit_start_code("EMER")] == codes[visit_start_code("IMP")] == 0  # no emergencies of the engine's
+    for kind in (FactKind.WELL_VISITS, FactKind.MEASUREMENTS, FactKind.IMMUNIZATIONS, FactKind.PROCEDURES,
+                 FactKind.PRESCRIPTIONS):
+        assert kinds[kind] == 0, kind
+    assert codes[visit_start_code("AMB")] > 100  # the source's own visits are all recorded
+
+
+def test_the_engine_adds_its_care_when_the_scenario_asks():
+    codes = care_run("engine")
+    assert codes[visit_start_code("EMER")] > 0 and codes["SNOMED/410620009"] > 0  # emergencies, well-child visits
+
+
+def test_care_defaults_to_the_source_for_a_trained_model(tmp_path):
+    (tmp_path / "model.pt").touch()
+    assert small_scenario(care=None, model="reference").engine_adds_care
+    assert not small_scenario(care=None, model=str(tmp_path)).engine_adds_care
+    assert small_scenario(care="engine", model=str(tmp_path)).engine_adds_care

@@ -51,10 +51,12 @@ class _Terminal:
 
 
 class EmergencyKeeper(ChartKeeper):
-    """Dates acute events and the terminal encounter; sends acute onsets through the ED."""
+    """Sends acute onsets through the ED; with `dates_events`, also dates acute events and emergency
+    visits at published rates and a terminal encounter before death (a source that learned its
+    records' emergencies dates them itself)."""
 
-    def __init__(self, knowledge: Knowledge) -> None:
-        self.k = knowledge
+    def __init__(self, knowledge: Knowledge, dates_events: bool = True) -> None:
+        self.k, self.dates_events = knowledge, dates_events
         self.treatments = treatments()
         self.treated_codes = {knowledge.conditions[key].code for key in self.treatments}
         self.sudden = sorted(sudden_onsets())
@@ -95,6 +97,8 @@ class EmergencyKeeper(ChartKeeper):
     def unplanned_visit(self, patient: PatientState, until: float) -> Visit | None:
         if self.waiting:
             return self.waiting.pop(0)
+        if not self.dates_events:
+            return None
         terminal = self._terminal(patient)
         if terminal is not None and terminal.visit is not None and not terminal.taken:
             if terminal.visit.day < until:

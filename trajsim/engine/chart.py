@@ -5,7 +5,10 @@ values the patient's body gives, drops what the chart's rules forbid), and betwe
 keepers date what follows from the chart itself (the end of an acute episode) and the visits the
 chart itself calls for (an acute event, the terminal encounter). Keepers are the
 engine's, one set per patient (`chart_keepers`), so a learned model and the rule-based reference
-source get the same physiology and the same clinical rules.
+source get the same physiology and the same clinical rules. What a keeper adds of its own accord
+(an emergency, a renewal, a terminal encounter) it adds only when the engine adds care (the
+scenario's `care`); what the rules require (guideline therapy, an episode's end, an acute
+condition's procedure) it adds always.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ class ChartKeeper:
         return None
 
 
-def chart_keepers(knowledge: Knowledge, patient: PatientState) -> list[ChartKeeper]:
-    """The keepers of one patient's chart, in the order they vet a visit."""
+def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool = True) -> list[ChartKeeper]:
+    """The keepers of one patient's chart, in the order they vet a visit; `adds_care` lets them add
+    the engine's own care beside the source's."""
     from trajsim.engine.acute import EmergencyKeeper  # the keepers subclass ChartKeeper, defined above
     from trajsim.engine.body import BodyKeeper
     from trajsim.engine.episodes import EpisodeKeeper
     from trajsim.engine.immunization import ImmunizationKeeper
     from trajsim.engine.prescriptions import Prescriber
 
-    return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), Prescriber(knowledge), ImmunizationKeeper(knowledge),
-            EmergencyKeeper(knowledge)]
+    return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), Prescriber(knowledge, renews=adds_care),
+            ImmunizationKeeper(knowledge), EmergencyKeeper(knowledge, dates_events=adds_care)]

@@ -59,10 +59,12 @@ def prescribe(knowledge: Knowledge, condition: Condition, patient: PatientState)
 
 
 class Prescriber(ChartKeeper):
-    """Holds every source's prescriptions to encounters, renewals, the guidelines and the patient's age."""
+    """Holds every source's prescriptions to encounters, renewals, the guidelines and the patient's age.
+    With `renews`, it also renews drugs taken at the visits that fall due (a source that learned its
+    records' orders renews them itself)."""
 
-    def __init__(self, knowledge: Knowledge) -> None:
-        self.k = knowledge
+    def __init__(self, knowledge: Knowledge, renews: bool = True) -> None:
+        self.k, self.renews = knowledge, renews
         self.groups = drug_groups(knowledge)
         self.group_for = {(m.code, knowledge.conditions[m.condition].code): m.group
                           for ms in knowledge.medications.values() for m in ms}
@@ -132,7 +134,7 @@ class Prescriber(ChartKeeper):
                 facts.append(Fact(MEDICATION_END, offset_days=self.course[adult_product(code)], text=code))
             self._ordered(code, indication, day)
 
-        for code in sorted(self.last_order):
+        for code in sorted(self.last_order) if self.renews else ():
             if code in self.supply and self._taken(patient, code, day) and self._may_order(patient, code, None, day):
                 indication = self._indication(code, active)
                 if indication is not None:

@@ -14,7 +14,7 @@ from trajsim.engine.patient import PatientRecord, patient_life
 from trajsim.engine.population import draw_patient
 from trajsim.engine.sampler import VisitSampler
 from trajsim.engine.schedules import Schedule
-from trajsim.engine.source import TrajectorySource, engine_kinds
+from trajsim.engine.source import ENGINE_KINDS, TrajectorySource, engine_kinds
 from trajsim.knowledge import load_knowledge
 from trajsim.scenario import Scenario
 
@@ -25,6 +25,9 @@ def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count
              chunk_size: int = CHUNK_SIZE) -> Iterator[PatientRecord]:
     """Patients `first` .. `first + count - 1` of the scenario (all of them by default)."""
     knowledge, kinds = load_knowledge(), engine_kinds(source)
+    adds_care = scenario.engine_adds_care
+    if not adds_care:  # the engine keeps to what only it writes: allergies and the day of death
+        kinds &= ENGINE_KINDS
     stop = scenario.population.size if count is None else first + count
     for chunk_start in range(first, stop, chunk_size):
         records = [PatientRecord(draw_patient(scenario, i, knowledge))
@@ -37,6 +40,6 @@ def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count
         sampler = VisitSampler(env, source)
         for record, schedule in zip(records, care):
             env.process(patient_life(env, record, sampler, source, schedule,
-                                     chart_keepers(knowledge, record.patient)))
+                                     chart_keepers(knowledge, record.patient, adds_care)))
         env.run()
         yield from records

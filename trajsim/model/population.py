@@ -1,10 +1,12 @@
 """The shape of a model's training population, saved beside the model as aggregates, so a cohort
 generated with the model can look like its source: who (sex, age when the record starts), over which
-calendar years and for how long each record runs.
+calendar years each record runs, and whether records start at birth.
 
-Patients are counted in cells of (age at the record's start, its start year, its length); a cell of
-fewer than `MIN_CELL` patients is left out, and when that would drop many patients the cells are made
-coarser, so no training record can be read back from the summary.
+Patients are counted in cells of (starts at birth or the age at the record's start, its start year,
+its end year); a cell of fewer than `MIN_CELL` patients is left out, and when that would drop many
+patients the cells are made coarser, so no training record can be read back from the summary. The
+end year rather than the length is kept because sources end together (an export date, a study's
+close): records drawn from lengths would run past it.
 """
 
 from __future__ import annotations
@@ -23,24 +25,44 @@ from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE, VISIT_START_PREFIX
 
 POPULATION = "population.json"
 MIN_CELL = 5
-# Record lengths in years, as bins [edge, next edge).
-LENGTH_EDGES = (0, 1, 2, 5, 10, 20, 40, 70, 121)
-# (age width, start-year width) in years, from finest to coarsest; the first that keeps KEEP_SHARE of
-# the patients in cells of at least MIN_CELL is used.
-GRAINS = ((5, 1), (10, 2), (10, 5), (20, 5), (20, 10), (40, 20))
+AT_BIRTH_DAYS = 90  # a record whose first visit comes this soon after birth starts at birth
+# (age width, start-year width, end-year width) of the joint cells, from finest to coarsest; the first
+# that keeps KEEP_SHARE of the patients in cells of at least MIN_CELL is used (the last keeps what it can).
+GRAINS = ((5, 1, 1), (10, 2, 1), (10, 5, 2), (20, 5, 5), (20, 10, 10), (40, 20, 20), (130, 1000, 1000))
+MARGINAL_WIDTHS = (1, 2, 5, 10, 20, 50)
 KEEP_SHARE = 0.8
 
 
 @dataclass(frozen=True)
 class Cell:
-    """Patients aged [age, + age_width) when their record starts in [start_year, + start_width), whose
-    record runs [min_years, max_years) years; `weight` is their share of the kept patients."""
+    """Patients whose record starts at birth (`at_birth`, age 0) or aged [age, + age_width) when it
+    starts, in [start_year, + start_width), and ends in [end_year, + end_width); `weight` is their
+    share of the kept patients."""
 
+    at_birth: bool
     age: int
     start_year: int
-    min_years: int
-    max_years: int
+    end_year: int
     weight: float
+
+
+@dataclass(frozen=True)
+class Marginal:
+    """One variable on its own in bands of `width` from `bins` (band start, share), each of at least
+    MIN_CELL patients: inside a coarse cell, values are drawn from it, so a cell twenty years wide
+    still ends its records in the years the source's records end."""
+
+    width: int
+    bins: tuple[tuple[int, float], ...]
+
+    def draw(self, rng: np.random.Generator, low: float, high: float) -> float:
+        """A value in [low, high), from the bands that overlap it (uniform where none does)."""
+        inside = [(start, share) for start, share in self.bins if start < high and start + self.width > low]
+        if not inside:
+            return float(rng.uniform(low, high))
+        shares = np.array([share for _, share in inside])
+        start = inside[int(rng.choice(len(inside), p=shares / shares.sum()))][0]
+        return float(rng.uniform(max(start, low), min(start + self.width, high)))
 
 
 @dataclass(frozen=True)
@@ -49,7 +71,11 @@ class PopulationSummary:
     female_fraction: float
     age_width: int
     start_width: int
+    end_width: int
     cells: tuple[Cell, ...]
+    ages: Marginal  # of records that do not start at birth
+    start_years: Marginal
+    end_years: Marginal
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -57,17 +83,22 @@ class PopulationSummary:
     @classmethod
     def from_json(cls, data: bytes) -> PopulationSummary:
         raw = orjson.loads(data)
-        return cls(**{**raw, "cells": tuple(Cell(**cell) for cell in raw["cells"])})
+        marginals = {key: Marginal(raw[key]["width"], tuple(tuple(b) for b in raw[key]["bins"]))
+                     for key in ("ages", "start_years", "end_years")}
+        return cls(**{**raw, **marginals, "cells": tuple(Cell(**cell) for cell in raw["cells"])})
 
     def draw(self, rng: np.random.Generator) -> tuple[str, float, float, float]:
         """(sex, birth day, record start day, record end day) of one patient like the source's."""
         sex = "F" if rng.random() < self.female_fraction else "M"
         weights = np.array([cell.weight for cell in self.cells])
         cell = self.cells[int(rng.choice(len(weights), p=weights / weights.sum()))]
-        start = year_start_day(cell.start_year) + rng.uniform(0, self.start_width) * DAYS_PER_YEAR
-        birth = start - rng.uniform(cell.age, cell.age + self.age_width) * DAYS_PER_YEAR
-        end = start + rng.uniform(cell.min_years, cell.max_years) * DAYS_PER_YEAR
-        return sex, float(math.floor(birth)), float(math.floor(start)), float(math.floor(end)) + 1.0
+        start_year = self.start_years.draw(rng, cell.start_year, cell.start_year + self.start_width)
+        end_year = self.end_years.draw(rng, max(cell.end_year, start_year), max(cell.end_year + self.end_width, start_year))
+        start = year_start_day(int(start_year)) + (start_year % 1) * DAYS_PER_YEAR
+        end = max(year_start_day(int(end_year)) + (end_year % 1) * DAYS_PER_YEAR, start)
+        age_days = (rng.uniform(0, AT_BIRTH_DAYS) if cell.at_birth
+                    else self.ages.draw(rng, cell.age, cell.age + self.age_width) * DAYS_PER_YEAR)
+        return sex, float(math.floor(start - age_days)), float(math.floor(start)), float(math.floor(end)) + 1.0
 
 
 def summarize(events: pl.DataFrame) -> PopulationSummary:
@@ -84,49 +115,44 @@ def summarize(events: pl.DataFrame) -> PopulationSummary:
         .filter((pl.col("time") > pl.col("birth")) | (pl.col("first") == pl.col("end")))
         .group_by("subject_id", "female", "male", "birth", "end", "visit").agg(after_birth=pl.col("time").min())
         .with_columns(start=pl.coalesce("visit", "after_birth"))
-        .with_columns(age=(pl.col("start") - pl.col("birth")).dt.total_days() / DAYS_PER_YEAR,
-                      start_year=pl.col("start").dt.year(),
-                      years=(pl.col("end") - pl.col("start")).dt.total_days() / DAYS_PER_YEAR))
+        .with_columns(age=((pl.col("start") - pl.col("birth")).dt.total_days() / DAYS_PER_YEAR).clip(0),
+                      start_year=_fractional_year("start"), end_year=_fractional_year("end")))
     if people.height < MIN_CELL:
         raise ValueError(f"the training data has {people.height} patients; a population summary needs at least {MIN_CELL}")
     sexed = people.filter(pl.col("female") | pl.col("male"))
     female = sexed["female"].mean() if sexed.height else 0.5
-    lengths = np.digitize(people["years"].to_numpy(), LENGTH_EDGES[1:-1])
-    people = people.with_columns(length=pl.Series(lengths))
-    for age_width, start_width in GRAINS:
-        counts = (people.group_by(_banded("age", age_width), _banded("start_year", start_width), "length")
-                  .len().filter(pl.col("len") >= MIN_CELL).sort("age", "start_year", "length"))
+    people = people.with_columns(at_birth=pl.col("age") * DAYS_PER_YEAR <= AT_BIRTH_DAYS)
+    people = people.with_columns(age=pl.when("at_birth").then(0.0).otherwise("age"))
+    marginals = (_marginal(people.filter(~pl.col("at_birth")), "age"), _marginal(people, "start_year"),
+                 _marginal(people, "end_year"))
+    for age_width, start_width, end_width in GRAINS:
+        counts = (people.group_by("at_birth", _banded("age", age_width), _banded("start_year", start_width),
+                                  _banded("end_year", end_width))
+                  .len().filter(pl.col("len") >= MIN_CELL).sort("at_birth", "age", "start_year", "end_year"))
         kept = int(counts["len"].sum() or 0)
-        if kept >= KEEP_SHARE * people.height:
-            cells = tuple(Cell(a, s, LENGTH_EDGES[n], LENGTH_EDGES[n + 1], round(c / kept, 6))
-                          for a, s, n, c in counts.iter_rows())
-            return PopulationSummary(people.height, round(float(female), 4), age_width, start_width, cells)
-    return _independent(people, round(float(female), 4))
+        if kept >= KEEP_SHARE * people.height or (age_width, start_width, end_width) == GRAINS[-1] and kept:
+            cells = tuple(Cell(b, a, s, e, round(c / kept, 6)) for b, a, s, e, c in counts.iter_rows())
+            return PopulationSummary(people.height, round(float(female), 4), age_width, start_width, end_width,
+                                     cells, *marginals)
+    raise ValueError("the training patients are too few to summarise without revealing any of them")
+
+
+def _fractional_year(column: str) -> pl.Expr:
+    return pl.col(column).dt.year() + (pl.col(column).dt.ordinal_day() - 1) / 366
 
 
 def _banded(column: str, width: int) -> pl.Expr:
     return (pl.col(column) // width * width).cast(pl.Int64).alias(column)
 
 
-def _independent(people: pl.DataFrame, female: float) -> PopulationSummary:
-    """Too few patients for joint cells: age, start year and length each summarised on its own (at
-    the finest width that keeps KEEP_SHARE of the patients), and combined as if independent."""
-    def shares(column: str, widths: tuple[int, ...]) -> tuple[int, list[tuple[int, float]]]:
-        for width in widths:
-            counts = people.group_by(_banded(column, width) if width else column).len().filter(pl.col("len") >= MIN_CELL)
-            kept = int(counts["len"].sum() or 0)
-            if kept >= KEEP_SHARE * people.height or width == widths[-1]:
-                if kept == 0:
-                    raise ValueError("the training patients are too few to summarise without revealing any of them")
-                return width, [(int(v), c / kept) for v, c in counts.sort(column).iter_rows()]
-        raise AssertionError("unreachable")
-
-    age_width, ages = shares("age", (5, 10, 20, 40, 130))
-    start_width, starts = shares("start_year", (1, 2, 5, 10, 20, 50))
-    _, lengths = shares("length", (0,))
-    cells = tuple(Cell(a, s, LENGTH_EDGES[n], LENGTH_EDGES[n + 1], round(wa * ws * wn, 6))
-                  for a, wa in ages for s, ws in starts for n, wn in lengths)
-    return PopulationSummary(people.height, female, age_width, start_width, cells)
+def _marginal(people: pl.DataFrame, column: str) -> Marginal:
+    """`column` in the finest bands that keep KEEP_SHARE of the patients in bands of MIN_CELL or more."""
+    for width in MARGINAL_WIDTHS:
+        counts = people.group_by(_banded(column, width)).len().filter(pl.col("len") >= MIN_CELL).sort(column)
+        kept = int(counts["len"].sum() or 0)
+        if kept >= KEEP_SHARE * people.height or width == MARGINAL_WIDTHS[-1]:
+            return Marginal(width, tuple((int(v), round(c / max(kept, 1), 6)) for v, c in counts.iter_rows()))
+    raise AssertionError("unreachable")
 
 
 def write_summary(folder: Path, summary: PopulationSummary) -> None:

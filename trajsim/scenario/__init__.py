@@ -5,6 +5,7 @@ composed here, so the cohort sections need not know the features that extend the
 """
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import StrictStr, model_validator
 
@@ -29,6 +30,16 @@ class Scenario(StrictModel):
     output: Output = Output()
     trial: Trial | None = None  # a control arm to build with `trajsim trial`
     model: SourceName = "default"
+    # Whose care fills the charts: "engine" adds the engine's own (well visits, emergencies and acute
+    # events at published rates, renewals, a terminal encounter) beside what the source proposes;
+    # "source" keeps to the source's proposals. Both are vetted by every rule. Unset: "engine" for the
+    # shipped sources, "source" for a model trained on a user's records, so that it reproduces them.
+    care: Literal["engine", "source"] | None = None
+
+    @property
+    def engine_adds_care(self) -> bool:
+        """Whether the engine adds its own care beside the source's (see `care`)."""
+        return (self.care or ("engine" if self.model in ("default", "reference") else "source")) == "engine"
 
     @model_validator(mode="after")
     def _population_source(self) -> "Scenario":
