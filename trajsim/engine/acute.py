@@ -12,7 +12,7 @@ admission or ED visit ending at death, or an office visit in the last month.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -81,8 +81,9 @@ class EmergencyKeeper(ChartKeeper):
         if visit.encounter_class != "EMER" or visit.duration_days > ED_LONGEST:
             visit.encounter_class = "EMER"
             visit.duration_days = _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1])
-            visit.facts = [Fact(ED_VISIT)] + [f for f in visit.facts if domain_of(f.code) != "encounter_type"]
-        procedure = Fact(treatment.procedure, offset_days=onset.offset_days)
+            visit.facts = [Fact(ED_VISIT)] + [replace(f, offset_days=min(f.offset_days, visit.duration_days))
+                                              for f in visit.facts if domain_of(f.code) != "encounter_type"]
+        procedure = Fact(treatment.procedure, offset_days=min(onset.offset_days, visit.duration_days))
         if treatment.admitted:
             self.waiting.append(self._admission(patient, visit, condition.stay_days, [procedure]))
         else:

@@ -12,6 +12,7 @@ once a season at the age-specific uptake of CDC FluVaxView.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 
@@ -20,6 +21,7 @@ from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Dose, Knowledge
 from trajsim.knowledge.tables import DATA, read_table
+from trajsim.rules.immunization import FLOOR_DAYS, VACCINE_SYSTEM
 
 INFLUENZA = "influenza"  # the seasonal series: offered once a season, at the uptake for the patient's age
 FLU_SEASON_MONTHS = (9, 10, 11, 12, 1, 2, 3)
@@ -167,21 +169,25 @@ class Immunizer:
 
 class ImmunizationKeeper(ChartKeeper):
     """Drops a proposed dose the schedule forbids: before its minimum age, within its minimum
-    interval after the previous dose, or beyond a series that does not repeat. Vaccines outside
-    the schedule's table pass unchecked."""
+    interval after the previous dose, or beyond a series that does not repeat. A vaccine outside
+    the schedule's table is held to the rules' floor: not the same vaccine twice within 21 days."""
 
     def __init__(self, knowledge: Knowledge) -> None:
         self.by_code = series_by_code(knowledge)
         self.record = DoseRecord()
+        self.last_unscheduled: dict[str, float] = {}  # vaccine outside the table -> day of its last dose
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         kept = []
         for fact in visit.facts:
-            series = self.by_code.get(fact.code)
+            series, day = self.by_code.get(fact.code), visit.day + fact.offset_days
             if series is not None:
-                day = visit.day + fact.offset_days
                 if self.record.fault(series, patient.birth_day, day):
                     continue
                 self.record.add(series, day)
+            elif fact.code.startswith(VACCINE_SYSTEM):
+                if day - self.last_unscheduled.get(fact.code, -math.inf) < FLOOR_DAYS:
+                    continue
+                self.last_unscheduled[fact.code] = day
             kept.append(fact)
         visit.facts[:] = kept

@@ -83,15 +83,20 @@ class Prescriber(ChartKeeper):
             visit.facts[:] = [fact for fact in kept if fact is not None]
             return
         day, age = visit.day, patient.age_at(visit.day)
+        active = self._active_conditions(patient, visit)
         ordered: dict[str, str] = {}  # drug proposed at this visit -> the product ordered
         kept = []
         for fact in visit.facts:
             if domain_of(fact.code) == "medication":
                 product = product_for_age(fact.code, age)
-                if product is None or not self._may_order(patient, product, fact.text, day):
+                # a drug with known indications needs one of them active now, whatever the
+                # source believed when it wrote the visit
+                indication = (self._indication(fact.code, active, fact.text)
+                              if adult_product(fact.code) in self.k.indications else fact.text)
+                if product is None or indication is None or not self._may_order(patient, product, indication, day):
                     continue
                 ordered[fact.code] = product
-                fact = replace(fact, code=product, offset_days=min(fact.offset_days, visit.duration_days))
+                fact = replace(fact, code=product, text=indication, offset_days=min(fact.offset_days, visit.duration_days))
                 self._ordered(product, fact.text, day)
             elif fact.code == MEDICATION_END:
                 ended = ordered.get(fact.text) or self._taken(patient, fact.text, day)

@@ -25,7 +25,7 @@ import torch
 
 from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
 from trajsim.engine.source import ACTIVE, ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit, fact_kind
-from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, visit_start_code
+from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
 from trajsim.model.sample import generate, one_thread
 from trajsim.model.tokenizer import (
@@ -35,6 +35,10 @@ from trajsim.model.train import load_model
 from trajsim.rules import RuleMask
 from trajsim.vocab import domain_of
 
+# The longest an emergency visit (boarding included) and a hospital stay may run as a model writes
+# them: sources hold slips of years (Synthea's ingested ED encounters run up to 55 years) that a
+# model would otherwise learn; MIMIC-IV's ED stays reach 3 days and its longest stays in the demo 45.
+LONGEST_VISIT_DAYS = {"EMER": 3.0, "IMP": 180.0}
 MAX_RECORD_CONTEXTS = 8  # a written record may run to eight contexts' worth of tokens before it is cut
 
 
@@ -71,7 +75,9 @@ class TokenGrammar:
         conditions = {code for c in knowledge.conditions.values() for code in (c.code, c.icd10cm)}
         self.is_condition = np.isin(self.base_codes, sorted(conditions))
         self.chronic = knowledge.chronic_codes
-        self.multi_day = np.isin(vocab, [visit_start_code("EMER"), visit_start_code("IMP")])
+        # how long a visit opened by each head may run (0: within its day)
+        self.longest = np.array([LONGEST_VISIT_DAYS.get(token.removeprefix(VISIT_START_PREFIX), 0.0)
+                                 if token.startswith(VISIT_START_PREFIX) else 0.0 for token in vocab])
         self.between_visits = self.is_gap | self.is_head
         self.in_visit = self.is_gap | self.is_ended | (np.arange(self.size) == self.end)
         # Outside visits only diagnoses, prescriptions and their ends are recorded: measurements and
@@ -97,7 +103,7 @@ class RecordWriter:
         self.offset = np.zeros(rows, dtype=np.int64)
         self.started = np.zeros(rows, dtype=bool)  # start year drawn
         self.in_visit = np.zeros(rows, dtype=bool)
-        self.multi_day = np.zeros(rows, dtype=bool)  # in a visit that may run past midnight
+        self.longest = np.zeros(rows)  # days the open visit may run
         self.outside = np.zeros(rows, dtype=bool)  # in a segment of facts outside any visit
         self.ending = np.full(rows, -1)  # the condition_end / medication_end token awaiting its code
         self.done = np.zeros(rows, dtype=bool)
@@ -114,7 +120,8 @@ class RecordWriter:
             self._advance(tokens[:, -1].numpy())
         g = self.g
         allowed = np.where(self.in_visit[:, None], self.visit_codes | g.in_visit, g.between_visits)
-        allowed[self.in_visit & ~self.multi_day] &= ~g.is_gap
+        visiting = np.flatnonzero(self.in_visit)
+        allowed[visiting] &= ~g.is_gap | (self.offset[visiting, None] + g.gap <= self.longest[visiting, None])
         allowed[self.in_visit & self.outside] &= g.outside_visit
         # a condition ends between visits, never in the visit that may treat it
         allowed[self.in_visit & ~self.outside, g.condition_end] = False
@@ -150,7 +157,7 @@ class RecordWriter:
         self.in_visit |= opening
         for row in np.flatnonzero(opening):
             self.touched[row].clear()
-        self.multi_day = np.where(opening, g.multi_day[last], self.multi_day)
+        self.longest = np.where(opening, g.longest[last], self.longest)
         self.outside = np.where(opening, last == g.no_visit, self.outside)
         # Rules are checked again whenever the day or the patient's conditions change in a visit.
         stale = opening | (self.in_visit & (gap > 0))
