@@ -44,7 +44,8 @@ def _smd(a: pl.Series, b: pl.Series) -> float | None:
 def _rows(trial: Trial) -> list[tuple[str, str, str]]:
     """(label, column, kind) of each Table 1 line; kind is `mean` or `share`."""
     rows = [("Age at index, years, mean (SD)", "age_at_index", "mean"), ("Female, n (%)", "female", "share")]
-    rows += [(f"History of {name}, n (%)", f"history_{name}", "share") for name in trial.baseline]
+    rows += [(f"History of {trial.baseline_label(name)}, n (%)", trial.baseline_column(name), "share")
+             for name in trial.baseline]
     rows += [(f"{e.title} at baseline, mean (SD)", f"{e.name}_baseline", "mean")
              for e in trial.endpoints if e.kind == "lab_change"]
     rows += [("Follow-up, years, mean (SD)", "follow_up_years", "mean")]
