@@ -185,3 +185,25 @@ def test_the_report_renders_in_a_browser(tmp_path):
     assert _run("--scenario", _write(tmp_path, HYPERTENSION_SCENARIO), "--out", out).exit_code == 0
     widths = drawn_widths(out / "report.html", tmp_path)
     assert len(widths) == 2 and all(width > 300 for width in widths), widths  # KM curves and lab change
+
+
+def test_adjusting_against_the_real_arm_writes_balance_and_hazard_ratios(tmp_path, refdata):
+    out = tmp_path / "out"
+    result = _run("--scenario", _write(tmp_path, HYPERTENSION_SCENARIO), "--out", out, "--adjust", "match",
+                  "--real", refdata / "synthea_csv_dbt27" / "csv", "--real-format", "synthea-csv")
+    assert result.exit_code == 0, result.output
+    balance = pl.read_csv(out / "balance.csv")
+    assert balance.columns == ["characteristic", "SMD before", "SMD after"]
+    assert balance["characteristic"].to_list()[:2] == ["Age at index, years, mean (SD)", "Female, n (%)"]
+    scores = pl.read_csv(out / "propensity.csv")
+    assert scores.height == 12 + pl.read_parquet(out / "real_arm.parquet").height
+    assert ((scores["propensity"] > 0) & (scores["propensity"] < 1)).all()
+    ratios = pl.read_csv(out / "hazard_ratios.csv")
+    assert ratios["sample"].to_list() == ["as built", "matched"]
+    assert "Propensity-score matching" in (out / "report.html").read_text()
+
+
+def test_an_unknown_adjustment_on_the_command_line_lists_the_allowed_values(tmp_path):
+    result = _run("--scenario", _write(tmp_path, HYPERTENSION_SCENARIO), "--adjust", "mach")
+    assert result.exit_code == 2
+    assert "trial.adjustment: Input should be 'none', 'match' or 'weight'" in " ".join(result.output.split())

@@ -134,6 +134,8 @@ class Trial(StrictModel):
     baseline: tuple[StrictStr, ...] = ()  # code set names reported as history at index in Table 1
     endpoints: tuple[Endpoint, ...] = Field(min_length=1)
     power: PowerTarget | None = None
+    # With a real arm: compare it with the synthetic one as built, matched or weighted on propensity.
+    adjustment: Literal["none", "match", "weight"] = "none"
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Trial:

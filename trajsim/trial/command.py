@@ -23,6 +23,8 @@ def trial_command(
     vocabulary: Path | None = typer.Option(None, "--vocabulary", help="OMOP vocabulary folder or zip (CONCEPT, "
                                                                      "CONCEPT_ANCESTOR): code sets include descendants."),
     target: int | None = typer.Option(None, "--target", "-n", help="Arm size (overrides trial.target_size)."),
+    adjust: str | None = typer.Option(None, "--adjust", help="With --real: none, match (1:1 on the propensity score) "
+                                                             "or weight (stabilised IPTW); overrides trial.adjustment."),
     seed: int | None = typer.Option(None, "--seed", "-s", help="Random seed (overrides seed)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (overrides output.dir)."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes (local) or Ray CPUs simulating batches "
@@ -46,7 +48,7 @@ def trial_command(
         scenario = load_scenario(scenario_file)
         require_trial(scenario)
         scenario = with_overrides(scenario, "command line", **{
-            "trial.target_size": target, "seed": seed, "output.dir": out})
+            "trial.target_size": target, "trial.adjustment": adjust, "seed": seed, "output.dir": out})
         trial = require_trial(scenario)
         descendants = omop_descendants(vocabulary) if vocabulary else None
         real_events = load_events(real, real_format) if real else None
