@@ -201,6 +201,7 @@ def test_adjusting_against_the_real_arm_writes_balance_and_hazard_ratios(tmp_pat
     ratios = pl.read_csv(out / "hazard_ratios.csv")
     assert ratios["sample"].to_list() == ["as built", "matched"]
     assert "Propensity-score matching" in (out / "report.html").read_text()
+    assert "hazard ratio real vs synthetic, death, matched" in " ".join(result.output.split())
 
 
 def test_an_unknown_adjustment_on_the_command_line_lists_the_allowed_values(tmp_path):

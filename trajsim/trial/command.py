@@ -88,7 +88,8 @@ def trial_command(
 
 
 def _print_summary(console: Console, report: TrialReport) -> None:
-    """Event rates per arm and endpoint, then the sample size each arm implies."""
+    """Event rates per arm and endpoint, the hazard ratios of a propensity adjustment, then the
+    sample size each arm implies."""
     table = Table(title=report.notes[0])
     table.add_column("arm")
     table.add_column("patients", justify="right")
@@ -98,6 +99,13 @@ def _print_summary(console: Console, report: TrialReport) -> None:
         table.add_row(row["arm"], f"{report.arms[row['arm']].height:,}", row["endpoint"], f"{row['events']:,}",
                       f"{row['person_years']:,.1f}", f"{row['rate_per_100py']:.2f} ({row['lower']:.2f}-{row['upper']:.2f})")
     console.print(table)
+    if report.adjustment is not None:
+        titles = {e.name: e.title for e in report.trial.endpoints}
+        for row in report.adjustment.hazard_ratios.iter_rows(named=True):
+            ratio = ("no estimate (no events)" if row["hazard_ratio"] is None
+                     else f"{row['hazard_ratio']:.2f} ({row['lower']:.2f}-{row['upper']:.2f})")
+            console.print(f"hazard ratio real vs synthetic, {titles[row['endpoint']]}, {row['sample']}: {ratio}",
+                          highlight=False)
     for arm, p in report.power.items():
         console.print(f"{arm}: detecting HR {p.hazard_ratio:g} on {p.endpoint} needs {p.events_needed:,} events"
                       + (f", about {p.patients_needed:,} patients (1:1)" if p.patients_needed else ""), highlight=False)
