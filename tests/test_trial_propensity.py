@@ -92,3 +92,9 @@ def test_an_arm_too_small_to_model_is_said_not_hidden(arms):
 def test_an_unknown_adjustment_is_refused_with_the_allowed_values():
     with pytest.raises(ValidationError, match="adjustment\n  Input should be 'none', 'match' or 'weight'"):
         Trial.model_validate({**TRIAL.model_dump(), "adjustment": "mach"})
+
+
+def test_adjustment_without_a_real_arm_is_said_not_ignored(arms):
+    trial = TRIAL.model_copy(update={"adjustment": "match"})
+    report = summarise("synthetic only", trial, {"synthetic": arms["synthetic"]}, [])
+    assert report.adjustment is None and any("without real records (--real)" in w for w in report.warnings)

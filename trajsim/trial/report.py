@@ -63,6 +63,9 @@ def summarise(title: str, trial: Trial, arms: dict[str, pl.DataFrame], notes: li
         if isinstance(adjusted, str):
             warnings.append(adjusted)
             adjusted = None
+    elif trial.adjustment != "none":
+        warnings.append(f"trial.adjustment = {trial.adjustment!r} compares a real arm with the synthetic one; "
+                        "without real records (--real) the arm is reported as built.")
     return TrialReport(title, trial, arms, notes, table_one(arms, trial),
                        pl.concat(km).select(*first, pl.exclude(first)) if km else pl.DataFrame(),
                        pl.concat(rates).select(*first, pl.exclude(first)) if rates else pl.DataFrame(), power,
@@ -173,8 +176,8 @@ def _adjustment_html(report: TrialReport) -> list[str]:
         {"hazard_ratio": "hazard ratio (real vs synthetic)", "lower": "95% CI lower", "upper": "95% CI upper"})
     parts = [f"<h2>Propensity-score {'matching' if a.method == 'match' else 'weighting'}</h2>",
              f"<p>{escape(a.summary)}</p>", _html_table(a.balance, "Balance: SMD before and after"),
-             _html_table(ratios, "Cox hazard ratios, robust 95% intervals"
-                         + (" clustered on the matched pair" if a.method == "match" else ""))]
+             _html_table(ratios, "Cox hazard ratios with 95% intervals (robust on the adjusted sample"
+                         + (", clustered on the matched pair)" if a.method == "match" else ")"))]
     km = km_plot(report.trial, a.km, a.arms)
     if km is not None:
         sample = "matched patients" if a.method == "match" else "weighted patients (bands approximate)"
