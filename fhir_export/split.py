@@ -42,10 +42,10 @@ def split_bundle(bundle: dict[str, Any], max_entries: int | None) -> list[dict[s
 
 
 def batch_parts(bundle: dict[str, Any], max_entries: int | None) -> list[dict[str, Any]]:
-    """The bundle as batches of at most `max_entries` entries (one batch when None), independent of
-    each other and of their order inside a batch once sent in order: references as `Type/id`, each
-    entry after what it references, the members of a reference cycle first without their references
-    to each other and then whole."""
+    """The bundle as batches of at most `max_entries` entries (one batch when None), to be sent in
+    order, whose entries need nothing from each other: references as `Type/id`, each entry after what
+    it references, the members of a reference cycle first without their references to each other and
+    then whole."""
     entries = bundle.get("entry", [])
     targets = _targets(entries)
     ordered: list[dict[str, Any]] = []
@@ -70,14 +70,14 @@ def _targets(entries: list[dict[str, Any]]) -> dict[str, str]:
 def _without_references(node: Any, urls: set[str]) -> Any:
     """`node` without its references to `urls`: a Reference held by a key goes with the key (a
     Condition's encounter), one inside a list item takes the whole item (an Encounter's diagnosis
-    with its condition), and a list left empty goes too."""
+    with its condition), and a list or object left empty goes too."""
     if isinstance(node, dict):
         kept = {}
         for key, value in node.items():
             if isinstance(value, dict) and value.get("reference") in urls:
                 continue
             value = _without_references(value, urls)
-            if value != []:
+            if value not in ([], {}):
                 kept[key] = value
         return kept
     if isinstance(node, list):
@@ -96,6 +96,7 @@ def _dependency_units(entries: list[dict[str, Any]], targets: dict[str, str]) ->
     units = nx.condensation(graph)
     order = nx.lexicographical_topological_sort(units, key=lambda u: min(units.nodes[u]["members"]))
     return [[entries[i] for i in sorted(units.nodes[u]["members"])] for u in order]
+
 
 def _references(node: Any) -> list[str]:
     """Every `reference` string in a resource, however deep."""
