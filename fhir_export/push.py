@@ -1,7 +1,9 @@
 """Load generated FHIR into a server: every transaction bundle POSTed to the server's base URL, a few
 at a time, with bounded retries for the failures that are the network's or the server's fault
 (5xx, 429, timeouts, dropped connections) and none for a 4xx, where the server has judged the
-bundle and sending it again would only be judged the same way.
+bundle and sending it again would only be judged the same way. With `batch`, each patient goes as
+batch bundles instead (`split.batch_parts`): the server takes or refuses each entry on its own, so
+one refused entry costs only itself, and every part is sent whatever became of the others.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import httpx
 import orjson
 
 from fhir_export.server import FhirServer, ServerAddressError, fhir_server
-from fhir_export.split import split_bundle
+from fhir_export.split import batch_parts, split_bundle
 
 BUNDLE_FOLDERS = ("fhir/bundles", "bundles")  # `trajsim generate`'s layout, from its root or its fhir/ folder
 LOADABLE_TYPES = ("transaction", "batch")
@@ -36,7 +38,7 @@ class BundleOutcome:
     path: Path
     accepted: bool
     status: int | None = None  # HTTP status of the last attempt; None when no answer came
-    resources: int = 0  # entries the server reported on (accepted bundles)
+    resources: int = 0  # entries the server accepted
     attempts: int = 0
     diagnostics: str = ""  # why it was not accepted, in the server's words where it gave any
 
@@ -111,7 +113,7 @@ def _issues(outcome: dict) -> str:
 def judge_response(body: bytes, bundle_type: str, entries: int) -> tuple[bool, int, str]:
     """Whether a 2xx answer to a bundle of `entries` entries accepts every entry: it must be the
     matching transaction-response or batch-response with one entry per request, each with a 2xx
-    status. Returns (accepted, entries reported on, what is wrong in the server's words)."""
+    status. Returns (accepted, entries answered 2xx, what is wrong in the server's words)."""
     expected = f"{bundle_type}-response"
     try:
         answer = orjson.loads(body)
@@ -131,7 +133,7 @@ def judge_response(body: bytes, bundle_type: str, entries: int) -> tuple[bool, i
             outcome = response.get("outcome") if isinstance(response, dict) else None
             said = f" ({_issues(outcome)})" if isinstance(outcome, dict) else ""
             refused.append(f"entry {index}: {status or 'no response status'}{said}")
-    return not refused, len(listed), "; ".join(refused)
+    return not refused, len(listed) - len(refused), "; ".join(refused)
 
 
 def _loadable(data: bytes) -> dict | str:
@@ -157,10 +159,11 @@ def retry_delay(response: httpx.Response | None, attempt: int, backoff: float) -
     return min(delay, MAX_BACKOFF_S)
 
 
-async def _post(client: httpx.AsyncClient, server: str, path: Path, max_entries: int | None, retries: int,
-                backoff: float) -> BundleOutcome:
-    """Post one bundle file, as ordered parts of at most `max_entries` entries when given; it is
-    accepted when every part is, and a refused part stops the rest (they may reference it)."""
+async def _post(client: httpx.AsyncClient, server: str, path: Path, max_entries: int | None, batch: bool,
+                retries: int, backoff: float) -> BundleOutcome:
+    """Post one bundle file, as ordered parts of at most `max_entries` entries when given, as batches
+    when `batch`; it is accepted when every part is. A refused transaction stops the rest (they may
+    reference it); batch parts are all sent, and the refusals of each are listed."""
     outcome = BundleOutcome(path, accepted=False)
     try:
         data = path.read_bytes()
@@ -171,16 +174,19 @@ async def _post(client: httpx.AsyncClient, server: str, path: Path, max_entries:
     if isinstance(bundle, str):
         outcome.diagnostics = bundle
         return outcome
-    pieces = split_bundle(bundle, max_entries)
+    pieces = batch_parts(bundle, max_entries) if batch else split_bundle(bundle, max_entries)
+    refusals = []
     for number, piece in enumerate(pieces, 1):
         body = data if piece is bundle else orjson.dumps(piece)
         accepted, reported = await _post_part(client, server, body, piece, retries, backoff, outcome)
         outcome.resources += reported
         if not accepted:
-            if len(pieces) > 1:
-                outcome.diagnostics = f"part {number} of {len(pieces)}: {outcome.diagnostics}"
-            return outcome
-    outcome.accepted = True
+            refusals.append(f"part {number} of {len(pieces)}: {outcome.diagnostics}" if len(pieces) > 1
+                            else outcome.diagnostics)
+            if not batch:
+                break
+    outcome.diagnostics = "; ".join(refusals)
+    outcome.accepted = not refusals
     return outcome
 
 
@@ -250,7 +256,8 @@ async def _bounded_exchange(client: httpx.AsyncClient, method: str, url: str, da
     return httpx.Response(response.status_code, headers=decoded, content=bytes(body))
 
 
-async def _push(paths: list[Path], server: FhirServer, max_entries: int | None, concurrency: int, retries: int,
+async def _push(paths: list[Path], server: FhirServer, max_entries: int | None, batch: bool, concurrency: int,
+                retries: int,
                 timeout: float, backoff: float, on_bundle: Callable[[BundleOutcome], None] | None,
                 transport: httpx.AsyncBaseTransport | None) -> list[BundleOutcome]:
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, "Prefer": "return=minimal", **server.headers}
@@ -262,7 +269,7 @@ async def _push(paths: list[Path], server: FhirServer, max_entries: int | None, 
 
         async def one(path: Path) -> BundleOutcome:
             async with slots:
-                outcome = await _post(client, server.base, path, max_entries, retries, backoff)
+                outcome = await _post(client, server.base, path, max_entries, batch, retries, backoff)
             if on_bundle is not None:
                 on_bundle(outcome)
             return outcome
@@ -284,11 +291,11 @@ async def check_server(client: httpx.AsyncClient, server: str) -> None:
 
 
 def push_bundles(paths: list[Path], server: str, *, token: str | None = None, max_entries: int | None = None,
-                 concurrency: int = 4, retries: int = 3,
+                 batch: bool = False, concurrency: int = 4, retries: int = 3,
                  timeout: float = 60.0, backoff: float = 0.5, on_bundle: Callable[[BundleOutcome], None] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> PushSummary:
     """POST each bundle file to `server` (a FHIR base URL, user-info in it sent as basic auth, a
-    `token` as bearer auth); returns every bundle's outcome, in the order of `paths`. Raises
+    `token` as bearer auth), as batches when `batch`; returns every bundle's outcome, in the order of `paths`. Raises
     PushError when the server cannot be reached at all."""
     if concurrency < 1 or retries < 0 or timeout <= 0:
         raise PushError("--concurrency must be at least 1, --retries at least 0 and --timeout above 0")
@@ -299,5 +306,6 @@ def push_bundles(paths: list[Path], server: str, *, token: str | None = None, ma
     except ServerAddressError as exc:
         raise PushError(str(exc)) from None
     started = time.perf_counter()
-    outcomes = asyncio.run(_push(paths, address, max_entries, concurrency, retries, timeout, backoff, on_bundle, transport))
+    outcomes = asyncio.run(_push(paths, address, max_entries, batch, concurrency, retries, timeout, backoff, on_bundle,
+                                 transport))
     return PushSummary(address.base, outcomes, time.perf_counter() - started)

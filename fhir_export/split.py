@@ -5,6 +5,12 @@ Parts are posted in order. Entries are ordered so that each comes after what it 
 reference to an entry of an earlier part is rewritten from its `urn:uuid:` full URL to the
 `Type/id` that part created (the exporter PUTs every resource at `Type/id`), while references within
 a part keep their full URLs, which the server resolves inside the transaction.
+
+`batch_parts` turns the same bundle into batches, whose entries a server handles one by one, each on
+its own: every reference is then the `Type/id` of its target and entries come after what they
+reference. Resources that reference each other are sent twice, first without the references inside
+their cycle and then whole, so a server that checks each reference as the entry arrives finds every
+target already stored.
 """
 
 from __future__ import annotations
@@ -21,8 +27,7 @@ def split_bundle(bundle: dict[str, Any], max_entries: int | None) -> list[dict[s
     entries = bundle.get("entry", [])
     if max_entries is None or len(entries) <= max_entries:
         return [bundle]
-    targets = {e["fullUrl"]: e["request"]["url"] for e in entries
-               if isinstance(e.get("fullUrl"), str) and e.get("request", {}).get("method") == "PUT"}
+    targets = _targets(entries)
     chunks: list[list[dict[str, Any]]] = [[]]
     for unit in _dependency_units(entries, targets):
         if chunks[-1] and len(chunks[-1]) + len(unit) > max_entries:
@@ -36,6 +41,50 @@ def split_bundle(bundle: dict[str, Any], max_entries: int | None) -> list[dict[s
     return parts
 
 
+def batch_parts(bundle: dict[str, Any], max_entries: int | None) -> list[dict[str, Any]]:
+    """The bundle as batches of at most `max_entries` entries (one batch when None), to be sent in
+    order, whose entries need nothing from each other: references as `Type/id`, each entry after what
+    it references, the members of a reference cycle first without their references to each other and
+    then whole."""
+    entries = bundle.get("entry", [])
+    targets = _targets(entries)
+    ordered: list[dict[str, Any]] = []
+    for unit in _dependency_units(entries, targets):
+        if len(unit) > 1:
+            inside = {e.get("fullUrl") for e in unit}
+            ordered += [{**e, "resource": _without_references(e.get("resource"), inside)} for e in unit]
+        ordered += unit
+    every = set(targets)
+    batch = [{key: value for key, value in _rewritten(e, targets, every).items() if key != "fullUrl"} for e in ordered]
+    size = max_entries or max(len(batch), 1)
+    return [{"resourceType": "Bundle", "type": "batch", "entry": batch[start:start + size]}
+            for start in range(0, max(len(batch), 1), size)]
+
+
+def _targets(entries: list[dict[str, Any]]) -> dict[str, str]:
+    """Full URL -> the `Type/id` an entry is PUT at."""
+    return {e["fullUrl"]: e["request"]["url"] for e in entries
+            if isinstance(e.get("fullUrl"), str) and e.get("request", {}).get("method") == "PUT"}
+
+
+def _without_references(node: Any, urls: set[str]) -> Any:
+    """`node` without its references to `urls`: a Reference held by a key goes with the key (a
+    Condition's encounter), one inside a list item takes the whole item (an Encounter's diagnosis
+    with its condition), and a list or object left empty goes too."""
+    if isinstance(node, dict):
+        kept = {}
+        for key, value in node.items():
+            if isinstance(value, dict) and value.get("reference") in urls:
+                continue
+            value = _without_references(value, urls)
+            if value not in ([], {}):
+                kept[key] = value
+        return kept
+    if isinstance(node, list):
+        return [_without_references(item, urls) for item in node if not set(_references(item)) & urls]
+    return node
+
+
 def _dependency_units(entries: list[dict[str, Any]], targets: dict[str, str]) -> list[list[dict[str, Any]]]:
     """Entries grouped into units that must travel together (references in a cycle), each unit after
     every unit it references, otherwise in bundle order."""
@@ -47,6 +96,7 @@ def _dependency_units(entries: list[dict[str, Any]], targets: dict[str, str]) ->
     units = nx.condensation(graph)
     order = nx.lexicographical_topological_sort(units, key=lambda u: min(units.nodes[u]["members"]))
     return [[entries[i] for i in sorted(units.nodes[u]["members"])] for u in order]
+
 
 def _references(node: Any) -> list[str]:
     """Every `reference` string in a resource, however deep."""

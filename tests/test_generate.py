@@ -42,6 +42,16 @@ def test_every_resource_is_valid_r4_and_matches_the_manifest(cohort_dir):
     assert shared <= manifest["resources"].keys()
 
 
+
+def test_shared_providers_are_counted_once_however_many_bundles_carry_them(cohort_dir):
+    manifest = orjson.loads((cohort_dir / "manifest.json").read_bytes())
+    bundles = [orjson.loads(p.read_bytes()) for p in (cohort_dir / "fhir" / "bundles").glob("patient-*.json")]
+    for resource_type in ("Organization", "Location", "Practitioner"):
+        lines = (cohort_dir / "fhir" / "ndjson" / f"{resource_type}.ndjson").read_bytes().splitlines()
+        in_bundles = sum(e["resource"]["resourceType"] == resource_type for b in bundles for e in b["entry"])
+        assert manifest["resources"][resource_type] == len(lines) < in_bundles, resource_type
+
+
 def test_events_parquet_holds_the_canonical_table(cohort_dir):
     events = pl.read_parquet(cohort_dir / "events" / "*.parquet")
     validate_events(events)

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "aa640ea9c6beb4041e978abe9be98269a48a66a4e66a0865c6ad1044a8d35031",
-    "default": "965352a2c5077f935bd16d45ce1fa43cf85baf7f088137ccd825986ea47edb3a",
+    "reference": "401c576f171bc25bb6dcc92d2a691718655af7ddb0504685a18b3e7021ff78a9",
+    "default": "0c6aae70ad723966cfe9d82c02c05455f6291421899b3bafc61cdce1af964184",
 }
 
 

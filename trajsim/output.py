@@ -77,7 +77,8 @@ class OutputSummary:
     deaths: int = 0
     encounters: int = 0
     events: int = 0
-    resources: Counter = field(default_factory=Counter)
+    patient_resources: Counter = field(default_factory=Counter)  # by type, resources of one patient each
+    providers: set[str] = field(default_factory=set)  # Type/id of the shared providers the patients use
     bytes_written: int = 0
     seconds: float = 0.0
     violations: Counter = field(default_factory=Counter)  # rule -> count (trajsim.rules)
@@ -85,16 +86,23 @@ class OutputSummary:
     def add(self, other: OutputSummary) -> None:
         for name in ("patients", "deaths", "encounters", "events", "bytes_written"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.resources.update(other.resources)
+        self.patient_resources.update(other.patient_resources)
+        self.providers |= other.providers
         self.violations.update(other.violations)
 
+    @property
+    def resources(self) -> Counter:
+        """Resources by type as the NDJSON holds them: a provider every bundle carries counts once."""
+        return self.patient_resources + Counter(provider.split("/", 1)[0] for provider in self.providers)
+
     def to_json(self) -> bytes:
-        return orjson.dumps(vars(self))
+        return orjson.dumps(vars(self) | {"providers": sorted(self.providers)})
 
     @classmethod
     def from_json(cls, data: bytes) -> OutputSummary:
         fields = orjson.loads(data)
-        return cls(**fields | {"resources": Counter(fields["resources"]), "violations": Counter(fields["violations"])})
+        return cls(**fields | {"patient_resources": Counter(fields["patient_resources"]),
+                               "providers": set(fields["providers"]), "violations": Counter(fields["violations"])})
 
 
 class CohortOutput:
@@ -233,7 +241,11 @@ class ShardWriter:
         summary.deaths += any(e.code == DEATH for e in events)
         summary.encounters += sum(e.code.startswith(VISIT_START_PREFIX) for e in events)
         patient = self.builder.build(events)
-        summary.resources.update(r["resourceType"] for r in patient.resources)
+        for resource in patient.resources:
+            if resource["resourceType"] in SHARED_TYPES:
+                summary.providers.add(f"{resource['resourceType']}/{resource['id']}")
+            else:
+                summary.patient_resources[resource["resourceType"]] += 1
         for output_format, (folder, bundle_type) in BUNDLE_FOLDERS.items():
             if output_format in self.output.formats:
                 path = self.output.out_dir / "fhir" / folder / f"patient-{events[0].subject_id:07d}.json"

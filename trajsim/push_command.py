@@ -27,6 +27,7 @@ def push_command(
     token: str = typer.Option(None, "--token", envvar=TOKEN_VARIABLE, show_envvar=True,
                               help="Bearer token for the server (user:password in the URL is sent as basic auth)."),
     max_entries: int = typer.Option(None, "--max-entries", help="Split each patient into ordered transactions of at most N entries, for servers that cap them (Medplum: 50)."),
+    batch: bool = typer.Option(False, "--batch", help="Post batch bundles instead of transactions: entries independent, references as Type/id, a refused entry costs only itself."),
     rejected_file: Path = typer.Option(None, "--rejected", help=f"Where to list the bundles the server did not accept, one JSON line each [default: DIR/{REJECTED_FILE}]."),
 ) -> None:
     """Post every patient's transaction bundle to a FHIR server; exit 1 if the server rejects any."""
@@ -37,7 +38,8 @@ def push_command(
         shown = fhir_server(server).base
         with progress_bar() as bar:
             task = bar.add_task(f"Posting to {shown}", total=len(bundles))
-            summary = push_bundles(bundles, server, token=token, max_entries=max_entries, concurrency=concurrency, retries=retries,
+            summary = push_bundles(bundles, server, token=token, max_entries=max_entries, batch=batch,
+                                   concurrency=concurrency, retries=retries,
                                    timeout=timeout, on_bundle=lambda _: bar.advance(task))
     except (PushError, ServerAddressError) as exc:
         raise fail(str(exc)) from None

@@ -2,8 +2,8 @@
 outcome and how large the arm should be. Validated with the rest of the scenario, so a mistake names
 its field (`trial.index.min_value`, `trial.endpoints[1].codes`, ...).
 
-Wherever a list of codes is asked for, an entry is either a code (`SYSTEM/CODE`) or the name of a set
-in `trial.code_sets`.
+Wherever a list of codes is asked for, an entry is a code (`SYSTEM/CODE`), the name of a set in
+`trial.code_sets`, or `@name`, a set shipped with trajsim (`trajsim/knowledge/data/code_sets.csv`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
+from trajsim.knowledge.code_sets import PREFIX, named_code_set
 from trajsim.scenario.base import StrictModel
 
 CodeList = tuple[StrictStr, ...]
@@ -133,24 +134,36 @@ class Trial(StrictModel):
     baseline: tuple[StrictStr, ...] = ()  # code set names reported as history at index in Table 1
     endpoints: tuple[Endpoint, ...] = Field(min_length=1)
     power: PowerTarget | None = None
+    # With a real arm: compare it with the synthetic one as built, matched or weighted on propensity.
+    adjustment: Literal["none", "match", "weight"] = "none"
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Trial:
         for name, codes in self.code_sets.items():
-            if "/" in name:
-                raise ValueError(f"code_sets.{name}: a set name may not contain '/'")
-            if not codes or any("/" not in code for code in codes):
-                raise ValueError(f"code_sets.{name}: list one or more codes written SYSTEM/CODE")
-        places = [("index.codes", self.index.codes)]
+            if "/" in name or name.startswith(PREFIX):
+                raise ValueError(f"code_sets.{name}: a set name may not contain '/' or start with '{PREFIX}'")
+            if not codes or any("/" not in code and not code.startswith(PREFIX) for code in codes):
+                raise ValueError(f"code_sets.{name}: list one or more codes written SYSTEM/CODE or {PREFIX}name")
+        places = [(f"code_sets.{name}", codes) for name, codes in self.code_sets.items()]
+        places += [("index.codes", self.index.codes)]
         places += [(f"require[{i}].codes", c.codes) for i, c in enumerate(self.require)]
         places += [(f"exclude[{i}].codes", c.codes) for i, c in enumerate(self.exclude)]
         places += [(f"endpoints[{i}].codes", e.codes) for i, e in enumerate(self.endpoints)]
         places += [("baseline", self.baseline)]
         for field, entries in places:
-            unknown = [e for e in entries if "/" not in e and e not in self.code_sets]
-            if unknown:
-                raise ValueError(f"{field}: {unknown[0]!r} is neither a SYSTEM/CODE code nor a name in code_sets "
-                                 f"({', '.join(self.code_sets) or 'none defined'})")
+            for entry in entries:
+                if entry.startswith(PREFIX):
+                    try:
+                        named_code_set(entry)
+                    except ValueError as exc:
+                        raise ValueError(f"{field}: {exc}") from None
+                elif "/" not in entry and entry not in self.code_sets:
+                    raise ValueError(f"{field}: {entry!r} is neither a SYSTEM/CODE code nor a name in code_sets "
+                                     f"({', '.join(self.code_sets) or 'none defined'}); shipped sets are "
+                                     f"written {PREFIX}name")
+        columns = [self.baseline_column(name) for name in self.baseline]
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"baseline: each set may appear once (got {', '.join(self.baseline)})")
         names = [e.name for e in self.endpoints]
         if len(set(names)) != len(names):
             raise ValueError(f"endpoints: names must be unique (got {', '.join(names)})")
@@ -160,9 +173,30 @@ class Trial(StrictModel):
         return self
 
     def resolve(self, entries: CodeList, descendants: dict[str, frozenset[str]] | None = None) -> list[str]:
-        """The codes `entries` stand for: set names expanded, then each code's descendants added (from
-        the vocabulary passed, if any), sorted."""
-        codes = {code for entry in entries for code in self.code_sets.get(entry, (entry,))}
+        """The codes `entries` stand for: set names (the scenario's and the shipped @names) expanded,
+        then each code's descendants added (from the vocabulary passed, if any), sorted."""
+        codes = {code for entry in entries for code in self._expand(entry)}
         if descendants:
             codes |= {child for code in list(codes) for child in descendants.get(code, ())}
         return sorted(codes)
+
+    def _expand(self, entry: str) -> tuple[str, ...]:
+        if entry.startswith(PREFIX):
+            return named_code_set(entry).codes
+        if entry in self.code_sets:
+            return tuple(code for member in self.code_sets[entry] for code in self._expand(member))
+        return (entry,)
+
+    @staticmethod
+    def baseline_column(name: str) -> str:
+        """The arm table's column for a `baseline` set: `history_<name>`, without the @ of a shipped set."""
+        return f"history_{name.removeprefix(PREFIX)}"
+
+    @staticmethod
+    def baseline_label(name: str) -> str:
+        """What Table 1 calls a `baseline` set ("History of <label>"): a shipped set's label, in lower
+        case unless it starts with an acronym, or the scenario's own name."""
+        if not name.startswith(PREFIX):
+            return name
+        label = named_code_set(name).label
+        return label if label[1:2].isupper() else label[0].lower() + label[1:]

@@ -70,24 +70,24 @@ def lab_change(arm: pl.LazyFrame, events: pl.LazyFrame, endpoint: Endpoint, code
             .with_columns((pl.col(f"{name}_value") - pl.col(f"{name}_baseline")).alias(f"{name}_change")))
 
 
-def history(arm: pl.LazyFrame, events: pl.LazyFrame, name: str, codes: list[str]) -> pl.LazyFrame:
-    """`arm` with `history_<name>`: any event with one of `codes` at or before the index date."""
+def history(arm: pl.LazyFrame, events: pl.LazyFrame, column: str, codes: list[str]) -> pl.LazyFrame:
+    """`arm` with the boolean `column`: any event with one of `codes` at or before the index date."""
     seen = (matching(events, codes).join(arm.select("subject_id", "index_time"), on="subject_id")
             .filter(pl.col("time") <= pl.col("index_time")).select("subject_id").unique()
-            .with_columns(pl.lit(True).alias(f"history_{name}")))
-    return arm.join(seen, on="subject_id", how="left").with_columns(pl.col(f"history_{name}").fill_null(False))
+            .with_columns(pl.lit(True).alias(column)))
+    return arm.join(seen, on="subject_id", how="left").with_columns(pl.col(column).fill_null(False))
 
 
 def build_arm(events: pl.DataFrame, trial: Trial, data_end: datetime, descendants: Descendants = None) -> pl.DataFrame:
     """The arm table of the patients in `events` who meet the criteria, one row each by subject_id:
-    index_time, age_at_index, sex, history_<set> per baseline set, end_time, end_reason,
+    index_time, age_at_index, sex, history_<set> per baseline set (without a shipped set's @), end_time, end_reason,
     follow_up_years, and the columns of each endpoint."""
     # Each step reads the arm twice (to join onto and to join with), so the arm is collected between
     # steps: one lazy plan would repeat the earlier steps twice over for every later one.
     lazy = events.lazy()
     arm = follow_up(eligible(lazy, trial, descendants).lazy(), lazy, trial, data_end).collect()
     for name in trial.baseline:
-        arm = history(arm.lazy(), lazy, name, trial.resolve((name,), descendants)).collect()
+        arm = history(arm.lazy(), lazy, trial.baseline_column(name), trial.resolve((name,), descendants)).collect()
     for endpoint in trial.endpoints:
         codes = trial.resolve(endpoint.codes, descendants)
         arm = (time_to_event(arm.lazy(), lazy, endpoint, codes) if endpoint.kind == "time_to_event"

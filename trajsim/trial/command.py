@@ -23,6 +23,8 @@ def trial_command(
     vocabulary: Path | None = typer.Option(None, "--vocabulary", help="OMOP vocabulary folder or zip (CONCEPT, "
                                                                      "CONCEPT_ANCESTOR): code sets include descendants."),
     target: int | None = typer.Option(None, "--target", "-n", help="Arm size (overrides trial.target_size)."),
+    adjust: str | None = typer.Option(None, "--adjust", help="With --real: none, match (1:1 on the propensity score) "
+                                                             "or weight (stabilised IPTW); overrides trial.adjustment."),
     seed: int | None = typer.Option(None, "--seed", "-s", help="Random seed (overrides seed)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (overrides output.dir)."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes (local) or Ray CPUs simulating batches "
@@ -46,7 +48,7 @@ def trial_command(
         scenario = load_scenario(scenario_file)
         require_trial(scenario)
         scenario = with_overrides(scenario, "command line", **{
-            "trial.target_size": target, "seed": seed, "output.dir": out})
+            "trial.target_size": target, "trial.adjustment": adjust, "seed": seed, "output.dir": out})
         trial = require_trial(scenario)
         descendants = omop_descendants(vocabulary) if vocabulary else None
         real_events = load_events(real, real_format) if real else None
@@ -86,7 +88,8 @@ def trial_command(
 
 
 def _print_summary(console: Console, report: TrialReport) -> None:
-    """Event rates per arm and endpoint, then the sample size each arm implies."""
+    """Event rates per arm and endpoint, the hazard ratios of a propensity adjustment, then the
+    sample size each arm implies."""
     table = Table(title=report.notes[0])
     table.add_column("arm")
     table.add_column("patients", justify="right")
@@ -96,6 +99,13 @@ def _print_summary(console: Console, report: TrialReport) -> None:
         table.add_row(row["arm"], f"{report.arms[row['arm']].height:,}", row["endpoint"], f"{row['events']:,}",
                       f"{row['person_years']:,.1f}", f"{row['rate_per_100py']:.2f} ({row['lower']:.2f}-{row['upper']:.2f})")
     console.print(table)
+    if report.adjustment is not None:
+        titles = {e.name: e.title for e in report.trial.endpoints}
+        for row in report.adjustment.hazard_ratios.iter_rows(named=True):
+            ratio = ("no estimate (no events)" if row["hazard_ratio"] is None
+                     else f"{row['hazard_ratio']:.2f} ({row['lower']:.2f}-{row['upper']:.2f})")
+            console.print(f"hazard ratio real vs synthetic, {titles[row['endpoint']]}, {row['sample']}: {ratio}",
+                          highlight=False)
     for arm, p in report.power.items():
         console.print(f"{arm}: detecting HR {p.hazard_ratio:g} on {p.endpoint} needs {p.events_needed:,} events"
                       + (f", about {p.patients_needed:,} patients (1:1)" if p.patients_needed else ""), highlight=False)

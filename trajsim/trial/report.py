@@ -16,6 +16,7 @@ from trajsim.clock import DAYS_PER_YEAR
 from trajsim.atomic import atomic_writer, write_bytes_atomic
 from trajsim.evaluate.plots import REAL, SYNTHETIC, overlaid_histograms, panels, png
 from trajsim.evaluate.report import STYLE
+from trajsim.trial.propensity import CONTROL, TREATED, Adjustment, adjust
 from trajsim.trial.stats import PowerEstimate, event_rates, kaplan_meier, power_estimate, table_one
 from trajsim.scenario import Trial
 
@@ -39,6 +40,7 @@ class TrialReport:
     power: dict[str, PowerEstimate]  # by arm
     attrition: dict[str, dict[str, int]]  # by arm: patients left after each eligibility step
     warnings: list[str]
+    adjustment: Adjustment | None = None  # the propensity-adjusted comparison, when asked for and possible
 
 
 def summarise(title: str, trial: Trial, arms: dict[str, pl.DataFrame], notes: list[str],
@@ -55,17 +57,32 @@ def summarise(title: str, trial: Trial, arms: dict[str, pl.DataFrame], notes: li
     warnings = [f"The {name} arm has only {arm.height} patient{'s' * (arm.height != 1)}: its curves, rates and "
                 f"Table 1 are too uncertain to compare (at least {SMALL_ARM} are needed to read them)."
                 for name, arm in arms.items() if arm.height < SMALL_ARM]
+    adjusted = None
+    if trial.adjustment != "none" and {TREATED, CONTROL} <= set(arms):
+        adjusted = adjust(arms, trial, trial.adjustment, horizon)
+        if isinstance(adjusted, str):
+            warnings.append(adjusted)
+            adjusted = None
+    elif trial.adjustment != "none":
+        warnings.append(f"trial.adjustment = {trial.adjustment!r} compares a real arm with the synthetic one; "
+                        "without real records (--real) the arm is reported as built.")
     return TrialReport(title, trial, arms, notes, table_one(arms, trial),
                        pl.concat(km).select(*first, pl.exclude(first)) if km else pl.DataFrame(),
                        pl.concat(rates).select(*first, pl.exclude(first)) if rates else pl.DataFrame(), power,
-                       attrition or {}, warnings)
+                       attrition or {}, warnings, adjusted)
 
 
 def write_report(report: TrialReport, out_dir: Path) -> list[Path]:
-    """table1.csv, km.csv, rates.csv, power.json and report.html in `out_dir`; returns their paths."""
+    """table1.csv, km.csv, rates.csv, power.json and report.html in `out_dir` (with an adjustment also
+    propensity.csv, balance.csv, hazard_ratios.csv and km_adjusted.csv); returns their paths."""
     out_dir = Path(out_dir)
     written = []
-    for name, frame in (("table1", report.table_one), ("km", report.km), ("rates", report.rates)):
+    tables = [("table1", report.table_one), ("km", report.km), ("rates", report.rates)]
+    if report.adjustment is not None:
+        a = report.adjustment
+        tables += [("propensity", a.scores), ("balance", a.balance), ("hazard_ratios", a.hazard_ratios),
+                   ("km_adjusted", a.km)]
+    for name, frame in tables:
         path = out_dir / f"{name}.csv"
         with atomic_writer(path) as handle:
             frame.write_csv(handle)
@@ -89,23 +106,23 @@ def _figure(data: bytes, caption: str) -> str:
     return f'<figure><img alt="{escape(caption)}" src="data:image/png;base64,{encoded}"><figcaption>{escape(caption)}</figcaption></figure>'
 
 
-def km_plot(report: TrialReport) -> bytes | None:
-    """One panel per time-to-event endpoint on one probability scale, every arm's curve with its
-    shaded 95% band and a tick where a patient was censored."""
-    endpoints = [e for e in report.trial.endpoints if e.kind == "time_to_event"]
-    if report.km.is_empty() or not endpoints:
+def km_plot(trial: Trial, km: pl.DataFrame, arms: dict[str, pl.DataFrame]) -> bytes | None:
+    """One panel per time-to-event endpoint on one probability scale, every arm's curve (from `km`)
+    with its shaded 95% band and a tick where a patient of `arms` was censored."""
+    endpoints = [e for e in trial.endpoints if e.kind == "time_to_event"]
+    if km.is_empty() or not endpoints:
         return None
-    lowest = max(0.0, float(report.km["lower"].min()) - 0.05)  # zoomed: control-arm curves sit near 1
+    lowest = max(0.0, float(km["lower"].min()) - 0.05)  # zoomed: control-arm curves sit near 1
     figure, axes = panels(len(endpoints), columns=2, size=(5.0, 3.6))
     for ax, endpoint in zip(axes, endpoints):
         for arm, color in COLORS.items():
-            curve = report.km.filter((pl.col("arm") == arm) & (pl.col("endpoint") == endpoint.name))
+            curve = km.filter((pl.col("arm") == arm) & (pl.col("endpoint") == endpoint.name))
             if curve.is_empty():
                 continue
             years, survival = curve["years"].to_numpy(), curve["survival"].to_numpy()
-            ax.step(years, survival, where="post", color=color, label=f"{arm} (n={report.arms[arm].height})")
+            ax.step(years, survival, where="post", color=color, label=f"{arm} (n={arms[arm].height})")
             ax.fill_between(years, curve["lower"], curve["upper"], step="post", color=color, alpha=0.2)
-            table = report.arms[arm]
+            table = arms[arm]
             censored = np.unique(table.filter(~pl.col(f"{endpoint.name}_event"))[f"{endpoint.name}_years"].to_numpy())
             censored = censored[censored <= years[-1]]
             at = np.clip(np.searchsorted(years, censored, side="right") - 1, 0, None)
@@ -150,6 +167,24 @@ def lab_plot(report: TrialReport) -> bytes | None:
     return png(figure)
 
 
+def _adjustment_html(report: TrialReport) -> list[str]:
+    """The propensity section: the model and what was done, balance before and after, hazard ratios
+    as built and adjusted, and the adjusted Kaplan-Meier curves."""
+    a = report.adjustment
+    titles = {e.name: e.title for e in report.trial.endpoints}
+    ratios = a.hazard_ratios.with_columns(pl.col("endpoint").replace(titles)).rename(
+        {"hazard_ratio": "hazard ratio (real vs synthetic)", "lower": "95% CI lower", "upper": "95% CI upper"})
+    parts = [f"<h2>Propensity-score {'matching' if a.method == 'match' else 'weighting'}</h2>",
+             f"<p>{escape(a.summary)}</p>", _html_table(a.balance, "Balance: SMD before and after"),
+             _html_table(ratios, "Cox hazard ratios with 95% intervals (robust on the adjusted sample"
+                         + (", clustered on the matched pair)" if a.method == "match" else ")"))]
+    km = km_plot(report.trial, a.km, a.arms)
+    if km is not None:
+        sample = "matched patients" if a.method == "match" else "weighted patients (bands approximate)"
+        parts.append(_figure(km, f"Kaplan-Meier curves of the {sample}."))
+    return parts
+
+
 def render_html(report: TrialReport) -> str:
     """The report page: inputs, Table 1, Kaplan-Meier curves, event rates, lab changes, power."""
     trial = report.trial
@@ -169,8 +204,10 @@ def render_html(report: TrialReport) -> str:
               "<h2>Baseline characteristics (Table 1)</h2>", _html_table(report.table_one)]
     if len(report.arms) > 1:
         parts.append("<p>SMD: standardised mean difference between the two arms; |SMD| below 0.1 is usually read as balanced.</p>")
+    if report.adjustment is not None:
+        parts += _adjustment_html(report)
     parts.append("<h2>Time to event</h2>")
-    km = km_plot(report)
+    km = km_plot(trial, report.km, report.arms)
     if km is not None:
         parts += [_figure(km, "Kaplan-Meier curves with 95% confidence bands (exponential Greenwood); ticks mark "
                               "censored patients."), _html_table(at_risk(report), "Number at risk")]

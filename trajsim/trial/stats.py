@@ -10,11 +10,13 @@ this arm's Kaplan-Meier curve (control) and its proportional-hazards image S^HR 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import polars as pl
 from lifelines import KaplanMeierFitter
+from lifelines.exceptions import StatisticalWarning
 from scipy.stats import chi2, norm
 
 from trajsim.scenario import PowerTarget, Trial
@@ -31,52 +33,78 @@ def _count_share(flags: pl.Series) -> str:
     return "n/a" if flags.is_empty() else f"{int(flags.sum())} ({100 * flags.mean():.1f}%)"
 
 
-def _smd(a: pl.Series, b: pl.Series) -> float | None:
-    """Standardised mean difference (synthetic minus real over the pooled SD); |SMD| < 0.1 is the usual
-    mark of balance (Austin, Stat Med 2009;28:3083-107)."""
-    a, b = a.drop_nulls().cast(pl.Float64), b.drop_nulls().cast(pl.Float64)
-    if a.len() < 2 or b.len() < 2:
-        return None
-    pooled = math.sqrt(((a.var() or 0) + (b.var() or 0)) / 2)
-    return None if pooled == 0 else round((a.mean() - b.mean()) / pooled, 3)
+def weighted_smd(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None,
+                 weights_b: np.ndarray | None = None) -> float | None:
+    """Standardised mean difference (a minus b over the pooled SD), with each group's mean and
+    variance weighted when weights are given (Austin and Stuart, Stat Med 2015;34:3661-79); |SMD| < 0.1
+    is the usual mark of balance (Austin, Stat Med 2009;28:3083-107). NaN values are left out."""
+    moments = []
+    for values, weights in ((a, weights_a), (b, weights_b)):
+        values = np.asarray(values, dtype=np.float64)
+        weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64)
+        kept = ~np.isnan(values) & (weights > 0)
+        values, weights = values[kept], weights[kept]
+        total, squares = weights.sum(), (weights**2).sum()
+        if len(values) < 2 or total**2 <= squares:
+            return None
+        mean = float(np.average(values, weights=weights))
+        # Unbiased for frequency-like weights: the sample variance when every weight is 1.
+        moments.append((mean, total / (total**2 - squares) * float((weights * (values - mean) ** 2).sum())))
+    (mean_a, var_a), (mean_b, var_b) = moments
+    pooled = math.sqrt((var_a + var_b) / 2)
+    return None if pooled == 0 else round((mean_a - mean_b) / pooled, 3)
 
 
-def _rows(trial: Trial) -> list[tuple[str, str, str]]:
-    """(label, column, kind) of each Table 1 line; kind is `mean` or `share`."""
+def column_values(arm: pl.DataFrame, column: str) -> np.ndarray:
+    """A Table 1 column as floats, NaN where missing."""
+    return arm[column].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+
+
+def with_female(arm: pl.DataFrame) -> pl.DataFrame:
+    """`arm` with the boolean `female` column Table 1 counts."""
+    return arm.with_columns((pl.col("sex") == "F").fill_null(False).alias("female"))
+
+
+def baseline_rows(trial: Trial) -> list[tuple[str, str, str]]:
+    """(label, column, kind) of each Table 1 line known at the index date; kind is `mean` or `share`."""
     rows = [("Age at index, years, mean (SD)", "age_at_index", "mean"), ("Female, n (%)", "female", "share")]
-    rows += [(f"History of {name}, n (%)", f"history_{name}", "share") for name in trial.baseline]
+    rows += [(f"History of {trial.baseline_label(name)}, n (%)", trial.baseline_column(name), "share")
+             for name in trial.baseline]
     rows += [(f"{e.title} at baseline, mean (SD)", f"{e.name}_baseline", "mean")
              for e in trial.endpoints if e.kind == "lab_change"]
-    rows += [("Follow-up, years, mean (SD)", "follow_up_years", "mean")]
     return rows
 
 
 def table_one(arms: dict[str, pl.DataFrame], trial: Trial) -> pl.DataFrame:
     """One row per characteristic, one column per arm (plus `SMD` when exactly two arms are given)."""
-    arms = {name: arm.with_columns((pl.col("sex") == "F").fill_null(False).alias("female")) for name, arm in arms.items()}
+    arms = {name: with_female(arm) for name, arm in arms.items()}
     columns: dict[str, list] = {"characteristic": ["Patients, n"]}
     for name, arm in arms.items():
         columns[name] = [str(arm.height)]
     pair = list(arms.values()) if len(arms) == 2 else None
     if pair:
         columns["SMD"] = [None]
-    for label, column, kind in _rows(trial):
+    for label, column, kind in [*baseline_rows(trial), ("Follow-up, years, mean (SD)", "follow_up_years", "mean")]:
         columns["characteristic"].append(label)
         for name, arm in arms.items():
             columns[name].append(_mean_sd(arm[column]) if kind == "mean" else _count_share(arm[column]))
         if pair:
-            columns["SMD"].append(_smd(pair[0][column], pair[1][column]))
+            columns["SMD"].append(weighted_smd(column_values(pair[0], column), column_values(pair[1], column)))
     return pl.DataFrame(columns)
 
 
-def kaplan_meier(arm: pl.DataFrame, endpoint: str, horizon_years: float) -> pl.DataFrame:
+def kaplan_meier(arm: pl.DataFrame, endpoint: str, horizon_years: float, weights: np.ndarray | None = None
+                 ) -> pl.DataFrame:
     """Survival free of `endpoint` with its 95% confidence band (lifelines' exponential Greenwood),
     on an even grid of `TIME_GRID_POINTS` times from 0 to `horizon_years`, cut at the longest
-    follow-up (the curve says nothing beyond it)."""
+    follow-up (the curve says nothing beyond it). With `weights` (one per patient) the curve is the
+    weighted one; its band then treats the weights as counts, so it is only approximate."""
     durations = arm[f"{endpoint}_years"].to_numpy()
     grid = np.linspace(0.0, horizon_years, TIME_GRID_POINTS)
     grid = grid[grid <= durations.max(initial=0.0) + 1e-9]
-    fitter = KaplanMeierFitter(alpha=0.05).fit(durations, arm[f"{endpoint}_event"].to_numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StatisticalWarning)  # non-integer weights: see the docstring
+        fitter = KaplanMeierFitter(alpha=0.05).fit(durations, arm[f"{endpoint}_event"].to_numpy(), weights=weights)
     survival = fitter.survival_function_at_times(grid).to_numpy()
     band = fitter.confidence_interval_survival_function_
     # The band is a step function like the curve: carry the value of the last step at or before t.
