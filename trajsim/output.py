@@ -31,6 +31,7 @@ import orjson
 import polars as pl
 
 from fhir_export import NdjsonWriter, ResourceBuilder, write_bundle
+from fhir_export.claims import add_insurance
 from fhir_export.providers import SHARED_TYPES
 from trajsim.atomic import atomic_writer, folder_problem, temporary_path, write_bytes_atomic
 from trajsim.rules import RULES, find_violations, violation_counts
@@ -233,6 +234,7 @@ class ShardWriter:
         summary.deaths += any(e.code == DEATH for e in events)
         summary.encounters += sum(e.code.startswith(VISIT_START_PREFIX) for e in events)
         patient = self.builder.build(events)
+        add_insurance(patient, f"{self.builder.namespace}/{events[0].subject_id}", self.output.scenario.output.insurance)
         summary.resources.update(r["resourceType"] for r in patient.resources)
         for output_format, (folder, bundle_type) in BUNDLE_FOLDERS.items():
             if output_format in self.output.formats:

@@ -1,0 +1,302 @@
+"""The financial side of a chart, as Synthea users expect it: the patient's insurance over time
+(Coverage, with the payer as an Organization) and, for every encounter, a Claim and the payer's
+ExplanationOfBenefit, whose lines bill the visit, its procedures, labs, immunizations and
+prescriptions and say what the payer and the patient paid.
+
+It reads the resources a patient's build made (never the events), so it works for any source, and
+draws the plan from the patient's identity, like a name or an address. Plans and prices are data:
+`trajsim.knowledge.insurance` and `trajsim.knowledge.costs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cache
+from typing import Any, Literal
+
+from fhir_export.identity import IdMinter, stable_random, stable_uuid
+from fhir_export.resources import PatientResources, Resource
+from fhir_export.tables import load_table
+from fhir_export.terminology import IDENTIFIER_TYPE, ORGANIZATION_TYPE, TRAJSIM_IDENTIFIERS, concept, profile
+from trajsim.knowledge.costs import fee, patient_shares
+from trajsim.knowledge.insurance import CoverageSpan, birthday, coverage_history, entitling_conditions, span_at
+from trajsim.vocab import SYSTEM_URIS
+from trajsim.vocab.local import system_and_code
+
+Insurance = Literal["claims", "coverage", "none"]
+INSURANCE_CHOICES: tuple[Insurance, ...] = ("claims", "coverage", "none")
+
+PAYMENT_TYPOLOGY = "urn:oid:2.16.840.1.113883.3.221.5"  # PHDSC Source of Payment Typology
+CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
+ADJUDICATION = "http://terminology.hl7.org/CodeSystem/adjudication"
+CARIN_ADJUDICATION = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBAdjudication"
+INFORMATION_CATEGORY = concept("http://terminology.hl7.org/CodeSystem/claiminformationcategory", "info", "Information")
+NORMAL_PRIORITY = concept("http://terminology.hl7.org/CodeSystem/processpriority", "normal", "Normal")
+COMPLETE_PAYMENT = concept("http://terminology.hl7.org/CodeSystem/ex-paymenttype", "complete", "Complete")
+RELATIONSHIP = "http://terminology.hl7.org/CodeSystem/subscriber-relationship"
+PLAN_CLASS = concept("http://terminology.hl7.org/CodeSystem/coverage-class", "plan", "Plan")
+MEMBER_NUMBER = concept(IDENTIFIER_TYPE, "MB", "Member Number")
+SUBMITTED = concept(ADJUDICATION, "submitted", "Submitted Amount")
+BENEFIT = concept(ADJUDICATION, "benefit", "Benefit Amount")
+PAID_BY_PATIENT = concept(CARIN_ADJUDICATION, "paidbypatient", "Paid by patient")
+ORGANIZATION_TYPES = {"govt": "Government", "pay": "Payer"}
+CHILD_AGE = 19  # a child on a private plan is a dependent on a parent's policy
+PREFIX_OF_SYSTEM = {uri: prefix for prefix, uri in SYSTEM_URIS.items()}
+
+
+@dataclass(frozen=True)
+class Payer:
+    plan: str
+    name: str
+    type_code: str
+    type_display: str
+    organization_type: str
+    weight: float
+
+
+@cache
+def payers() -> dict[str, tuple[Payer, ...]]:
+    """Plan -> the payers that offer it (fhir_export/data/payers.csv)."""
+    columns = ("plan", "name", "type_code", "type_display", "organization_type", "weight")
+    out: dict[str, list[Payer]] = {}
+    for row in load_table("payers", columns):
+        out.setdefault(row["plan"], []).append(Payer(*(row[c] for c in columns[:-1]), float(row["weight"])))
+    return {plan: tuple(rows) for plan, rows in out.items()}
+
+
+@cache
+def payer_organization(payer: Payer) -> Resource:
+    """The payer's Organization, one id per name, shared by every patient (do not modify)."""
+    key = f"trajsim/payer/{payer.name}"
+    kind = payer.organization_type
+    return {"resourceType": "Organization", "id": stable_uuid(key), "meta": profile("us-core-organization"),
+            "identifier": [{"system": TRAJSIM_IDENTIFIERS + "payer-id", "value": payer.name.lower().replace(" ", "-")}],
+            "active": True, **({"type": [concept(ORGANIZATION_TYPE, kind, ORGANIZATION_TYPES[kind])]} if kind else {}),
+            "name": payer.name}
+
+
+def _money(cents: int) -> dict[str, Any]:
+    return {"value": cents / 100, "currency": "USD"}
+
+
+def _day(text: str) -> date:
+    return datetime.fromisoformat(text.removesuffix("Z")).date()
+
+
+def _code_of(concept_: dict[str, Any]) -> str:
+    """SYSTEM/CODE of a CodeableConcept's first coding (the form the fee table uses)."""
+    coding = concept_["coding"][0]
+    return f"{PREFIX_OF_SYSTEM.get(coding['system'], coding['system'])}/{coding['code']}"
+
+
+@dataclass
+class _Line:
+    """One billed service of a visit: what it is, when, its amount and the resource it bills."""
+
+    product: dict[str, Any]
+    when: dict[str, Any]  # servicedDate or servicedPeriod
+    quantity: int
+    unit_cents: int
+    billed: Resource | None = None  # None for the visit line
+    slot: str | None = None  # "procedure" or "supportingInfo": where the Claim lists `billed`
+
+    @property
+    def cents(self) -> int:
+        return self.quantity * self.unit_cents
+
+
+@dataclass
+class _Visit:
+    encounter: Resource
+    diagnoses: list[Resource] = field(default_factory=list)
+    lines: list[_Line] = field(default_factory=list)
+
+
+class _Finances:
+    """One pass adding a patient's Coverage, payers, Claims and ExplanationOfBenefits."""
+
+    def __init__(self, patient: PatientResources, key: str) -> None:
+        self.patient = patient
+        self.key = key
+        self.ids = IdMinter(f"{key}/insurance")
+        self.person = next(r for r in patient.resources if r["resourceType"] == "Patient")
+        self.subject = patient.reference(self.person)
+        self.birth = date.fromisoformat(self.person["birthDate"])
+        self.history = coverage_history(stable_random(f"{key}/insurance"), self.birth, self._entitlement())
+        self.record_end = self._record_end()
+        self.coverages: dict[int, tuple[Resource, Resource]] = {}  # span index -> (Coverage, payer Organization)
+
+    def _entitlement(self) -> tuple[date, str] | None:
+        """The first diagnosis of a condition that entitles the patient to a plan at any age."""
+        entitling = {system_and_code(code): plan for code, plan in entitling_conditions().items()}
+        found = [(_day(r["onsetDateTime"]), entitling[(c["system"], c["code"])])
+                 for r in self.patient.resources if r["resourceType"] == "Condition" and "onsetDateTime" in r
+                 for c in r["code"]["coding"] if (c["system"], c["code"]) in entitling]
+        return min(found) if found else None
+
+    def coverage_on(self, day: date) -> tuple[Resource, Resource]:
+        """(Coverage, payer) of the plan in effect on `day`, built the first time it is needed."""
+        span = span_at(self.history, day)
+        index = self.history.index(span)
+        if index not in self.coverages:
+            self.coverages[index] = self._coverage(index, span)
+        return self.coverages[index]
+
+    def _coverage(self, index: int, span: CoverageSpan) -> tuple[Resource, Resource]:
+        rng = stable_random(f"{self.key}/payer/{index}")
+        options = payers()[span.plan]
+        payer = rng.choices(options, [p.weight for p in options])[0]
+        organization = dict(payer_organization(payer))
+        member = f"{self.key}/{index + 1}"
+        period = {"start": span.start.isoformat()}
+        death = self.person.get("deceasedDateTime")
+        if span.end is not None and span.end <= self.record_end:
+            period["end"] = date.fromordinal(span.end.toordinal() - 1).isoformat()
+        elif death is not None:
+            period["end"] = _day(death).isoformat()
+        dependent = span.plan in ("employer", "direct") and span.start < birthday(self.birth, CHILD_AGE)
+        coverage = {
+            "resourceType": "Coverage", "id": self.ids.next(), "meta": profile("us-core-coverage"),
+            "identifier": [{"type": MEMBER_NUMBER, "system": TRAJSIM_IDENTIFIERS + "member-id", "value": member}],
+            "status": "active", "type": concept(PAYMENT_TYPOLOGY, payer.type_code, payer.type_display),
+            "subscriberId": member, "beneficiary": self.subject,
+            "relationship": concept(RELATIONSHIP, "child", "Child") if dependent else concept(RELATIONSHIP, "self", "Self"),
+            "period": period, "payor": [self.patient.reference(organization)],
+            "class": [{"type": PLAN_CLASS, "value": span.plan, "name": payer.name}],
+        }
+        return coverage, organization
+
+    # --- visits --------------------------------------------------------------------------------
+    def visits(self) -> Iterator[_Visit]:
+        """Each encounter with the conditions it diagnosed and its billable lines, in order."""
+        by_reference: dict[int, _Visit] = {}
+        ordered = []
+        for resource in self.patient.resources:
+            kind = resource["resourceType"]
+            if kind == "Encounter":
+                visit = _Visit(resource, lines=[self._visit_line(resource)])
+                by_reference[id(self.patient.reference(resource))] = visit
+                ordered.append(visit)
+                continue
+            visit = by_reference.get(id(resource.get("encounter")))
+            if visit is None:
+                continue
+            if kind == "Condition":
+                visit.diagnoses.append(resource)
+            elif line := self._line(resource):
+                visit.lines.append(line)
+        return iter(ordered)
+
+    @staticmethod
+    def _visit_line(encounter: Resource) -> _Line:
+        encounter_class = encounter["class"]["code"]
+        price = fee("encounter", encounter_class)
+        period = encounter["period"]
+        days = (_day(period.get("end", period["start"])) - _day(period["start"])).days
+        quantity = max(days, 1) if price.per == "day" else 1
+        return _Line(encounter["type"][0], {"servicedPeriod": dict(period)}, quantity, price.cents)
+
+    @staticmethod
+    def _line(resource: Resource) -> _Line | None:
+        kind = resource["resourceType"]
+        if kind == "Procedure":
+            product, when, fee_kind, slot = resource["code"], resource["performedDateTime"], "procedure", "procedure"
+        elif kind == "Observation" and any(c.get("code") == "laboratory" for category in resource.get("category", [])
+                                            for c in category.get("coding", [])):
+            product, when, fee_kind, slot = resource["code"], resource["effectiveDateTime"], "lab", "supportingInfo"
+        elif kind == "Immunization":
+            product, when, fee_kind, slot = resource["vaccineCode"], resource["occurrenceDateTime"], "immunization", "supportingInfo"
+        elif kind == "MedicationRequest":
+            product, when = resource["medicationCodeableConcept"], resource["authoredOn"]
+            fee_kind, slot = "medication", "supportingInfo"
+        else:
+            return None
+        return _Line(product, {"servicedDate": when[:10]}, 1, fee(fee_kind, _code_of(product)).cents, resource, slot)
+
+    def claim_and_benefit(self, visit: _Visit) -> tuple[Resource, Resource]:
+        encounter = visit.encounter
+        coverage, payer = self.coverage_on(_day(encounter["period"]["start"]))
+        plan = coverage["class"][0]["value"]
+        encounter_class = encounter["class"]["code"]
+        reference = self.patient.reference
+        institutional = encounter_class in ("EMER", "IMP")
+        claim_type = concept(CLAIM_TYPE, "institutional", "Institutional") if institutional \
+            else concept(CLAIM_TYPE, "professional", "Professional")
+        period = encounter["period"]
+        diagnoses = [{"sequence": n, "diagnosisReference": reference(c)} for n, c in enumerate(visit.diagnoses, 1)]
+        listed: dict[str, list[dict[str, Any]]] = {"procedure": [], "supportingInfo": []}
+        items = []
+        for sequence, line in enumerate(visit.lines, 1):
+            item = {"sequence": sequence, "productOrService": line.product, **line.when,
+                    "encounter": [reference(encounter)], "quantity": {"value": line.quantity},
+                    "unitPrice": _money(line.unit_cents), "net": _money(line.cents)}
+            if line.billed is None and diagnoses:
+                item["diagnosisSequence"] = [d["sequence"] for d in diagnoses]
+            elif line.slot == "procedure":
+                entry = {"sequence": len(listed["procedure"]) + 1, "date": line.billed["performedDateTime"],
+                         "procedureReference": reference(line.billed)}
+                listed["procedure"].append(entry)
+                item["procedureSequence"] = [entry["sequence"]]
+            elif line.slot == "supportingInfo":
+                entry = {"sequence": len(listed["supportingInfo"]) + 1, "category": INFORMATION_CATEGORY,
+                         "valueReference": reference(line.billed)}
+                listed["supportingInfo"].append(entry)
+                item["informationSequence"] = [entry["sequence"]]
+            items.append(item)
+        billed = [line.cents for line in visit.lines]
+        common = {"status": "active", "type": claim_type, "use": "claim", "patient": self.subject,
+                  "billablePeriod": dict(period), "created": period.get("end", period["start"]),
+                  "provider": encounter["serviceProvider"], "facility": encounter["location"][0]["location"],
+                  **({"diagnosis": diagnoses} if diagnoses else {}),
+                  **{slot: entries for slot, entries in listed.items() if entries}}
+        claim = {"resourceType": "Claim", "id": self.ids.next(), **common, "priority": NORMAL_PRIORITY,
+                 "insurance": [{"sequence": 1, "focal": True, "coverage": reference(coverage)}],
+                 "item": items, "total": _money(sum(billed))}
+        by_patient = patient_shares(plan, encounter_class, billed)
+        benefit_items = [
+            item | {"adjudication": [{"category": SUBMITTED, "amount": _money(cents)},
+                                {"category": PAID_BY_PATIENT, "amount": _money(paid)},
+                                {"category": BENEFIT, "amount": _money(cents - paid)}]}
+            for item, cents, paid in zip(items, billed, by_patient)]
+        payer_paid = sum(billed) - sum(by_patient)
+        benefit = {"resourceType": "ExplanationOfBenefit", "id": self.ids.next(), **common,
+                   "insurer": reference(payer), "claim": reference(claim), "outcome": "complete",
+                   "insurance": [{"focal": True, "coverage": reference(coverage)}], "item": benefit_items,
+                   "total": [{"category": SUBMITTED, "amount": _money(sum(billed))},
+                             {"category": PAID_BY_PATIENT, "amount": _money(sum(by_patient))},
+                             {"category": BENEFIT, "amount": _money(payer_paid)}],
+                   "payment": {"type": COMPLETE_PAYMENT, "amount": _money(payer_paid)}}
+        return claim, benefit
+
+    def run(self, insurance: Insurance) -> None:
+        bills = [resource for visit in self.visits() for resource in self.claim_and_benefit(visit)] \
+            if insurance == "claims" else []
+        self.coverage_on(self.record_end)  # the plan the patient has when the record ends
+        built = [self.coverages[index] for index in sorted(self.coverages)]
+        organizations = {organization["id"]: organization for _, organization in built}
+        self._insert([*organizations.values(), *(coverage for coverage, _ in built), *bills])
+
+    def _record_end(self) -> date:
+        death = self.person.get("deceasedDateTime")
+        last = self.patient.resources[-1]
+        recorded = last.get("recorded") if last["resourceType"] == "Provenance" else None
+        return _day(death or recorded or self.person["birthDate"])
+
+    def _insert(self, added: list[Resource]) -> None:
+        """Place the new resources before the record's closing Provenance, which then covers them."""
+        resources = self.patient.resources
+        at = len(resources) - 1 if resources and resources[-1]["resourceType"] == "Provenance" else len(resources)
+        resources[at:at] = added
+        if at < len(resources) - len(added):
+            provenance = resources[-1]
+            provenance["target"] += [self.patient.reference(r) for r in added if r["resourceType"] != "Organization"]
+
+
+def add_insurance(patient: PatientResources, key: str, insurance: Insurance = "claims") -> None:
+    """Add to a built patient (whose resources were minted under `key`) the payers and Coverage of
+    the plans in effect during the record and, with `insurance="claims"`, a Claim and an
+    ExplanationOfBenefit per encounter; "none", or a patient without a birth date, adds nothing."""
+    if insurance != "none" and "birthDate" in next(r for r in patient.resources if r["resourceType"] == "Patient"):
+        _Finances(patient, key).run(insurance)
