@@ -16,6 +16,7 @@ from datetime import date, datetime
 from functools import cache
 from typing import Any, Literal
 
+from fhir_export.demographics import address, draw_place, phone
 from fhir_export.identity import IdMinter, stable_random, stable_uuid
 from fhir_export.resources import PatientResources, Resource
 from fhir_export.tables import load_table
@@ -68,17 +69,31 @@ def payers() -> dict[str, tuple[Payer, ...]]:
 
 @cache
 def payer_organization(payer: Payer) -> Resource:
-    """The payer's Organization, one id per name, shared by every patient (do not modify)."""
+    """The payer's Organization, one id per name, shared by every patient (do not modify); its
+    office is a fictional address and a 555-01xx phone, like a provider's."""
     key = f"trajsim/payer/{payer.name}"
     kind = payer.organization_type
+    rng = stable_random(key)
+    office = draw_place(rng)
     return {"resourceType": "Organization", "id": stable_uuid(key), "meta": profile("us-core-organization"),
             "identifier": [{"system": TRAJSIM_IDENTIFIERS + "payer-id", "value": payer.name.lower().replace(" ", "-")}],
             "active": True, **({"type": [concept(ORGANIZATION_TYPE, kind, ORGANIZATION_TYPES[kind])]} if kind else {}),
-            "name": payer.name}
+            "name": payer.name, "telecom": [{"system": "phone", "value": phone(rng, office), "use": "work"}],
+            "address": [address(rng, office) | {"use": "work"}]}
 
 
-def _money(cents: int) -> dict[str, Any]:
-    return {"value": cents / 100, "currency": "USD"}
+def _money(amount: int) -> dict[str, Any]:
+    return {"value": amount / 100, "currency": "USD"}
+
+
+def cents(money: dict[str, Any]) -> int:
+    """A Money amount in whole cents."""
+    return round(money["value"] * 100)
+
+
+def plan_of(coverage: Resource) -> str:
+    """The plan (trajsim.knowledge.insurance.PLANS) a Coverage stands for."""
+    return coverage["class"][0]["value"]
 
 
 def _day(text: str) -> date:
@@ -218,7 +233,7 @@ class _Finances:
     def claim_and_benefit(self, visit: _Visit) -> tuple[Resource, Resource]:
         encounter = visit.encounter
         coverage, payer = self.coverage_on(_day(encounter["period"]["start"]))
-        plan = coverage["class"][0]["value"]
+        plan = plan_of(coverage)
         encounter_class = encounter["class"]["code"]
         reference = self.patient.reference
         institutional = encounter_class in ("EMER", "IMP")
@@ -270,13 +285,16 @@ class _Finances:
                    "payment": {"type": COMPLETE_PAYMENT, "amount": _money(payer_paid)}}
         return claim, benefit
 
-    def run(self, insurance: Insurance) -> None:
+    def run(self, insurance: Insurance) -> Finances:
         bills = [resource for visit in self.visits() for resource in self.claim_and_benefit(visit)] \
             if insurance == "claims" else []
-        self.coverage_on(self.record_end)  # the plan the patient has when the record ends
+        final, _ = self.coverage_on(self.record_end)  # the plan the patient has when the record ends
         built = [self.coverages[index] for index in sorted(self.coverages)]
         organizations = {organization["id"]: organization for _, organization in built}
         self._insert([*organizations.values(), *(coverage for coverage, _ in built), *bills])
+        totals = [{t["category"]["coding"][0]["code"]: cents(t["amount"]) for t in benefit["total"]}
+                  for benefit in bills if benefit["resourceType"] == "ExplanationOfBenefit"]
+        return Finances(plan_of(final), sum(t["submitted"] for t in totals), sum(t["benefit"] for t in totals))
 
     def _record_end(self) -> date:
         death = self.person.get("deceasedDateTime")
@@ -294,9 +312,20 @@ class _Finances:
             provenance["target"] += [self.patient.reference(r) for r in added if r["resourceType"] != "Organization"]
 
 
-def add_insurance(patient: PatientResources, key: str, insurance: Insurance = "claims") -> None:
+@dataclass(frozen=True)
+class Finances:
+    """A patient's plan when the record ends and what the claims billed and the payers paid, in cents."""
+
+    plan: str
+    billed: int
+    payer_paid: int
+
+
+def add_insurance(patient: PatientResources, key: str, insurance: Insurance = "claims") -> Finances | None:
     """Add to a built patient (whose resources were minted under `key`) the payers and Coverage of
     the plans in effect during the record and, with `insurance="claims"`, a Claim and an
-    ExplanationOfBenefit per encounter; "none", or a patient without a birth date, adds nothing."""
-    if insurance != "none" and "birthDate" in next(r for r in patient.resources if r["resourceType"] == "Patient"):
-        _Finances(patient, key).run(insurance)
+    ExplanationOfBenefit per encounter; returns their totals. "none", or a patient without a birth
+    date, adds nothing and returns None."""
+    if insurance == "none" or "birthDate" not in next(r for r in patient.resources if r["resourceType"] == "Patient"):
+        return None
+    return _Finances(patient, key).run(insurance)

@@ -6,7 +6,7 @@ from datetime import date, datetime
 import orjson
 import pytest
 
-from fhir_export.claims import add_insurance
+from fhir_export.claims import add_insurance, cents, plan_of
 from fhir_export.identity import stable_random
 from fhir_export.validate import R4_SCHEMA, validate_directory
 from tests.conftest import small_scenario
@@ -19,10 +19,6 @@ from trajsim.scenario import ScenarioError
 
 NAMESPACE = "test/1"
 ESRD = "SNOMED/46177005"
-
-
-def cents(money: dict) -> int:
-    return round(money["value"] * 100)
 
 
 def chart(subject: int, born: date, visits: list[tuple[datetime, list[tuple[str, float | None, str | None]]]],
@@ -40,10 +36,6 @@ def chart(subject: int, born: date, visits: list[tuple[datetime, list[tuple[str,
     for resource in patient.resources:
         out.setdefault(resource["resourceType"], []).append(resource)
     return out
-
-
-def plan_of(coverage: dict) -> str:
-    return coverage["class"][0]["value"]
 
 
 def subject_with_plan(plan: str, age: int, born: date) -> int:

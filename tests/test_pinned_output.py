@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "aa640ea9c6beb4041e978abe9be98269a48a66a4e66a0865c6ad1044a8d35031",
-    "default": "965352a2c5077f935bd16d45ce1fa43cf85baf7f088137ccd825986ea47edb3a",
+    "reference": "95b24edc02b76f4a50b075f05be04779e7568044a562c2cda59fd322eca13c78",
+    "default": "e415c21952c21590e97152c2a7e5c46a5c0413df7d224e71a7724aa87dde68a6",
 }
 
 

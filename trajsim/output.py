@@ -82,12 +82,14 @@ class OutputSummary:
     bytes_written: int = 0
     seconds: float = 0.0
     violations: Counter = field(default_factory=Counter)  # rule -> count (trajsim.rules)
+    plans: Counter = field(default_factory=Counter)  # plan at the record's end -> patients
+    costs: Counter = field(default_factory=Counter)  # "billed", "payer_paid", "patient_paid" -> cents
 
     def add(self, other: OutputSummary) -> None:
         for name in ("patients", "deaths", "encounters", "events", "bytes_written"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.resources.update(other.resources)
-        self.violations.update(other.violations)
+        for name in ("resources", "violations", "plans", "costs"):
+            getattr(self, name).update(getattr(other, name))
 
     def to_json(self) -> bytes:
         return orjson.dumps(vars(self))
@@ -95,7 +97,7 @@ class OutputSummary:
     @classmethod
     def from_json(cls, data: bytes) -> OutputSummary:
         fields = orjson.loads(data)
-        return cls(**fields | {"resources": Counter(fields["resources"]), "violations": Counter(fields["violations"])})
+        return cls(**fields | {name: Counter(fields[name]) for name in ("resources", "violations", "plans", "costs")})
 
 
 class CohortOutput:
@@ -204,6 +206,8 @@ class CohortOutput:
             "encounters": summary.encounters,
             "events": summary.events,
             "resources": dict(sorted(summary.resources.items())),
+            "plans": dict(sorted(summary.plans.items())),
+            "costs": {name: summary.costs[name] / 100 for name in ("billed", "payer_paid", "patient_paid")},
             "violations": {rule: summary.violations[rule] for rule in RULES if summary.violations[rule]},
         }
         write_bytes_atomic(self.out_dir / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -234,7 +238,12 @@ class ShardWriter:
         summary.deaths += any(e.code == DEATH for e in events)
         summary.encounters += sum(e.code.startswith(VISIT_START_PREFIX) for e in events)
         patient = self.builder.build(events)
-        add_insurance(patient, f"{self.builder.namespace}/{events[0].subject_id}", self.output.scenario.output.insurance)
+        finances = add_insurance(patient, f"{self.builder.namespace}/{events[0].subject_id}",
+                                 self.output.scenario.output.insurance)
+        if finances is not None:
+            summary.plans[finances.plan] += 1
+            summary.costs.update(billed=finances.billed, payer_paid=finances.payer_paid,
+                                 patient_paid=finances.billed - finances.payer_paid)
         summary.resources.update(r["resourceType"] for r in patient.resources)
         for output_format, (folder, bundle_type) in BUNDLE_FOLDERS.items():
             if output_format in self.output.formats:
