@@ -26,8 +26,7 @@ from trajsim.knowledge.insurance import CoverageSpan, birthday, coverage_history
 from trajsim.vocab import SYSTEM_URIS
 from trajsim.vocab.local import system_and_code
 
-Insurance = Literal["claims", "coverage", "none"]
-INSURANCE_CHOICES: tuple[Insurance, ...] = ("claims", "coverage", "none")
+Insurance = Literal["claims", "coverage", "none"]  # what `add_insurance` writes (the scenario's output.insurance)
 
 PAYMENT_TYPOLOGY = "urn:oid:2.16.840.1.113883.3.221.5"  # PHDSC Source of Payment Typology
 CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
@@ -96,6 +95,13 @@ def plan_of(coverage: Resource) -> str:
     return coverage["class"][0]["value"]
 
 
+def _adjudication(submitted: int, by_patient: int) -> list[dict[str, Any]]:
+    """An amount billed, split into what the patient and the payer paid (cents)."""
+    return [{"category": SUBMITTED, "amount": _money(submitted)},
+            {"category": PAID_BY_PATIENT, "amount": _money(by_patient)},
+            {"category": BENEFIT, "amount": _money(submitted - by_patient)}]
+
+
 def _day(text: str) -> date:
     return datetime.fromisoformat(text.removesuffix("Z")).date()
 
@@ -142,6 +148,7 @@ class _Finances:
         self.history = coverage_history(stable_random(f"{key}/insurance"), self.birth, self._entitlement())
         self.record_end = self._record_end()
         self.coverages: dict[int, tuple[Resource, Resource]] = {}  # span index -> (Coverage, payer Organization)
+        self.billed = self.payer_paid = 0  # cents, over the claims built so far
 
     def _entitlement(self) -> tuple[date, str] | None:
         """The first diagnosis of a condition that entitles the patient to a plan at any age."""
@@ -230,59 +237,59 @@ class _Finances:
             return None
         return _Line(product, {"servicedDate": when[:10]}, 1, fee(fee_kind, _code_of(product)).cents, resource, slot)
 
-    def claim_and_benefit(self, visit: _Visit) -> tuple[Resource, Resource]:
-        encounter = visit.encounter
-        coverage, payer = self.coverage_on(_day(encounter["period"]["start"]))
-        plan = plan_of(coverage)
-        encounter_class = encounter["class"]["code"]
+    def _lines(self, visit: _Visit) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """The Claim's items, and its `diagnosis`, `procedure` and `supportingInfo` lists the items
+        point into by sequence number."""
         reference = self.patient.reference
-        institutional = encounter_class in ("EMER", "IMP")
-        claim_type = concept(CLAIM_TYPE, "institutional", "Institutional") if institutional \
-            else concept(CLAIM_TYPE, "professional", "Professional")
-        period = encounter["period"]
-        diagnoses = [{"sequence": n, "diagnosisReference": reference(c)} for n, c in enumerate(visit.diagnoses, 1)]
-        listed: dict[str, list[dict[str, Any]]] = {"procedure": [], "supportingInfo": []}
+        listed: dict[str, list[dict[str, Any]]] = {
+            "diagnosis": [{"sequence": n, "diagnosisReference": reference(c)} for n, c in enumerate(visit.diagnoses, 1)],
+            "procedure": [], "supportingInfo": []}
         items = []
         for sequence, line in enumerate(visit.lines, 1):
             item = {"sequence": sequence, "productOrService": line.product, **line.when,
-                    "encounter": [reference(encounter)], "quantity": {"value": line.quantity},
+                    "encounter": [reference(visit.encounter)], "quantity": {"value": line.quantity},
                     "unitPrice": _money(line.unit_cents), "net": _money(line.cents)}
-            if line.billed is None and diagnoses:
-                item["diagnosisSequence"] = [d["sequence"] for d in diagnoses]
-            elif line.slot == "procedure":
-                entry = {"sequence": len(listed["procedure"]) + 1, "date": line.billed["performedDateTime"],
-                         "procedureReference": reference(line.billed)}
-                listed["procedure"].append(entry)
-                item["procedureSequence"] = [entry["sequence"]]
-            elif line.slot == "supportingInfo":
-                entry = {"sequence": len(listed["supportingInfo"]) + 1, "category": INFORMATION_CATEGORY,
-                         "valueReference": reference(line.billed)}
-                listed["supportingInfo"].append(entry)
-                item["informationSequence"] = [entry["sequence"]]
+            if line.billed is None:
+                if listed["diagnosis"]:
+                    item["diagnosisSequence"] = [d["sequence"] for d in listed["diagnosis"]]
+            else:
+                entries = listed[line.slot]
+                entry = {"sequence": len(entries) + 1}
+                if line.slot == "procedure":
+                    entry |= {"date": line.billed["performedDateTime"], "procedureReference": reference(line.billed)}
+                    item["procedureSequence"] = [entry["sequence"]]
+                else:
+                    entry |= {"category": INFORMATION_CATEGORY, "valueReference": reference(line.billed)}
+                    item["informationSequence"] = [entry["sequence"]]
+                entries.append(entry)
             items.append(item)
-        billed = [line.cents for line in visit.lines]
-        common = {"status": "active", "type": claim_type, "use": "claim", "patient": self.subject,
+        return items, {slot: entries for slot, entries in listed.items() if entries}
+
+    def claim_and_benefit(self, visit: _Visit) -> tuple[Resource, Resource]:
+        """The visit's Claim and the payer's ExplanationOfBenefit of it."""
+        encounter, reference = visit.encounter, self.patient.reference
+        coverage, payer = self.coverage_on(_day(encounter["period"]["start"]))
+        encounter_class = encounter["class"]["code"]
+        kind = ("institutional", "Institutional") if encounter_class in ("EMER", "IMP") else ("professional", "Professional")
+        period = encounter["period"]
+        items, listed = self._lines(visit)
+        common = {"status": "active", "type": concept(CLAIM_TYPE, *kind), "use": "claim", "patient": self.subject,
                   "billablePeriod": dict(period), "created": period.get("end", period["start"]),
-                  "provider": encounter["serviceProvider"], "facility": encounter["location"][0]["location"],
-                  **({"diagnosis": diagnoses} if diagnoses else {}),
-                  **{slot: entries for slot, entries in listed.items() if entries}}
+                  "provider": encounter["serviceProvider"], "facility": encounter["location"][0]["location"], **listed}
+        billed = [line.cents for line in visit.lines]
         claim = {"resourceType": "Claim", "id": self.ids.next(), **common, "priority": NORMAL_PRIORITY,
                  "insurance": [{"sequence": 1, "focal": True, "coverage": reference(coverage)}],
                  "item": items, "total": _money(sum(billed))}
-        by_patient = patient_shares(plan, encounter_class, billed)
-        benefit_items = [
-            item | {"adjudication": [{"category": SUBMITTED, "amount": _money(cents)},
-                                {"category": PAID_BY_PATIENT, "amount": _money(paid)},
-                                {"category": BENEFIT, "amount": _money(cents - paid)}]}
-            for item, cents, paid in zip(items, billed, by_patient)]
-        payer_paid = sum(billed) - sum(by_patient)
+        by_patient = patient_shares(plan_of(coverage), encounter_class, billed)
+        self.billed += sum(billed)
+        self.payer_paid += sum(billed) - sum(by_patient)
         benefit = {"resourceType": "ExplanationOfBenefit", "id": self.ids.next(), **common,
                    "insurer": reference(payer), "claim": reference(claim), "outcome": "complete",
-                   "insurance": [{"focal": True, "coverage": reference(coverage)}], "item": benefit_items,
-                   "total": [{"category": SUBMITTED, "amount": _money(sum(billed))},
-                             {"category": PAID_BY_PATIENT, "amount": _money(sum(by_patient))},
-                             {"category": BENEFIT, "amount": _money(payer_paid)}],
-                   "payment": {"type": COMPLETE_PAYMENT, "amount": _money(payer_paid)}}
+                   "insurance": [{"focal": True, "coverage": reference(coverage)}],
+                   "item": [item | {"adjudication": _adjudication(amount, paid)}
+                            for item, amount, paid in zip(items, billed, by_patient)],
+                   "total": _adjudication(sum(billed), sum(by_patient)),
+                   "payment": {"type": COMPLETE_PAYMENT, "amount": _money(sum(billed) - sum(by_patient))}}
         return claim, benefit
 
     def run(self, insurance: Insurance) -> Finances:
@@ -292,9 +299,7 @@ class _Finances:
         built = [self.coverages[index] for index in sorted(self.coverages)]
         organizations = {organization["id"]: organization for _, organization in built}
         self._insert([*organizations.values(), *(coverage for coverage, _ in built), *bills])
-        totals = [{t["category"]["coding"][0]["code"]: cents(t["amount"]) for t in benefit["total"]}
-                  for benefit in bills if benefit["resourceType"] == "ExplanationOfBenefit"]
-        return Finances(plan_of(final), sum(t["submitted"] for t in totals), sum(t["benefit"] for t in totals))
+        return Finances(plan_of(final), self.billed, self.payer_paid)
 
     def _record_end(self) -> date:
         death = self.person.get("deceasedDateTime")
@@ -305,11 +310,12 @@ class _Finances:
     def _insert(self, added: list[Resource]) -> None:
         """Place the new resources before the record's closing Provenance, which then covers them."""
         resources = self.patient.resources
-        at = len(resources) - 1 if resources and resources[-1]["resourceType"] == "Provenance" else len(resources)
-        resources[at:at] = added
-        if at < len(resources) - len(added):
-            provenance = resources[-1]
-            provenance["target"] += [self.patient.reference(r) for r in added if r["resourceType"] != "Organization"]
+        provenance = resources[-1] if resources[-1]["resourceType"] == "Provenance" else None
+        if provenance is None:
+            resources.extend(added)
+            return
+        resources[-1:-1] = added
+        provenance["target"] += [self.patient.reference(r) for r in added if r["resourceType"] != "Organization"]
 
 
 @dataclass(frozen=True)
