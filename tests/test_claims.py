@@ -5,12 +5,14 @@ from datetime import date, datetime
 
 import orjson
 import pytest
+from typer.testing import CliRunner
 
 from fhir_export.claims import add_insurance, cents, plan_of
 from fhir_export.identity import stable_random
 from fhir_export.validate import R4_SCHEMA, validate_directory
 from tests.conftest import small_scenario
 from tests.test_validate import r4_schema  # noqa: F401  (the session's FHIR R4 JSON schema)
+from trajsim.cli import app
 from trajsim.events import BIRTH, SEX_MALE, VISIT_END, Event, visit_start_code
 from trajsim.generate import generate
 from trajsim.knowledge.insurance import birthday, coverage_history, insurance_stages, span_at
@@ -174,3 +176,15 @@ def test_the_scenario_chooses_what_insurance_is_written(tmp_path, insurance, exp
 def test_a_malformed_insurance_choice_names_the_field_and_the_choices():
     with pytest.raises(ScenarioError, match=r"output\.insurance: Input should be 'claims', 'coverage' or 'none'"):
         small_scenario(4, **{"output.insurance": "yes"})
+
+
+def test_generate_reports_the_plans_and_what_was_billed_and_paid(tmp_path):
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(
+        app, ["generate", "-n", "6", "--seed", "2", "--model", "reference", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    manifest = orjson.loads((tmp_path / "manifest.json").read_bytes())
+    assert sum(manifest["plans"].values()) == 6
+    costs = manifest["costs"]
+    assert costs["billed"] == pytest.approx(costs["payer_paid"] + costs["patient_paid"]) and costs["billed"] > 0
+    assert "plan at record end: " in result.output
+    assert f"${costs['billed']:,.0f} (${costs['payer_paid']:,.0f} / ${costs['patient_paid']:,.0f})" in result.output

@@ -116,7 +116,7 @@ def generate(
     for resource_type, count in sorted(summary.resources.items()):
         table.add_row(f"{resource_type} resources", f"{count:,}")
     for plan, count in sorted(summary.plans.items()):
-        table.add_row(f"patients whose plan at the record's end is {plan}", f"{count:,}")
+        table.add_row(f"plan at record end: {plan}", f"{count:,}")
     if summary.costs["billed"]:
         table.add_row("billed (payer paid / patients paid)", f"${summary.costs['billed'] / 100:,.0f} "
                       f"(${summary.costs['payer_paid'] / 100:,.0f} / ${summary.costs['patient_paid'] / 100:,.0f})")
