@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fhir_export.claims import add_insurance, cents, plan_of  # noqa: E402
 from tests.conftest import REFDATA  # noqa: E402
 from trajsim.engine import ReferenceSource, simulate  # noqa: E402
+from trajsim.knowledge.insurance import programs  # noqa: E402
 from trajsim.output import default_builder, fhir_namespace  # noqa: E402
 from trajsim.scenario import Scenario, with_overrides  # noqa: E402
 
@@ -40,11 +41,11 @@ def main(patients: int = 200) -> None:
     finances = [add_insurance(patient, f"{namespace}/{events[0].subject_id}") for patient, events in zip(built, records)]
     claims_s = time.perf_counter() - started
 
-    plans = Counter(f.plan for f in finances if f is not None)
+    plans = Counter(program for f in finances if f is not None for program in programs(f.plan))
     print(f"{patients:,} patients (reference source, {scenario.period.start} to {scenario.period.end})")
     print(f"build {build_s:.2f} s; payers, Coverage, Claims and EOBs {claims_s:.2f} s "
           f"(+{100 * claims_s / build_s:.0f}% export time)")
-    print(f"\n{'plan at the record end':<24}{'trajsim %':>10}{'Census 2022 %':>15}")
+    print(f"\n{'plan at the record end':<24}{'trajsim %':>10}{'Census 2022 %':>15}  (dual-eligible in both)")
     for plan, census in CENSUS_2022.items():
         print(f"{plan:<24}{100 * plans[plan] / patients:>10.1f}{census:>15.1f}")
 
@@ -62,7 +63,7 @@ def main(patients: int = 200) -> None:
             kind = resource["type"]["coding"][0]["code"]
             billed[kind].append(totals["submitted"])
             payer[kind] += totals["benefit"]
-            plan = coverage_of[resource["insurance"][0]["coverage"]["reference"].rsplit(":", 1)[-1]]
+            plan = "+".join(coverage_of[i["coverage"]["reference"].rsplit(":", 1)[-1]] for i in resource["insurance"])
             by_plan[plan][0] += totals["submitted"]
             by_plan[plan][1] += totals["benefit"]
     print(f"\n{'claims':<24}{'count':>8}{'mean billed $':>15}{'payer paid %':>14}")

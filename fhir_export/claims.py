@@ -22,7 +22,9 @@ from fhir_export.resources import PatientResources, Resource
 from fhir_export.tables import load_table
 from fhir_export.terminology import IDENTIFIER_TYPE, ORGANIZATION_TYPE, TRAJSIM_IDENTIFIERS, concept, profile
 from trajsim.knowledge.costs import fee, patient_shares
-from trajsim.knowledge.insurance import CoverageSpan, birthday, coverage_history, entitling_conditions, span_at
+from trajsim.knowledge.insurance import (
+    CoverageSpan, birthday, coverage_history, entitling_conditions, programs, span_at,
+)
 from trajsim.vocab import SYSTEM_URIS
 from trajsim.vocab.local import system_and_code
 
@@ -91,7 +93,8 @@ def cents(money: dict[str, Any]) -> int:
 
 
 def plan_of(coverage: Resource) -> str:
-    """The plan (trajsim.knowledge.insurance.PLANS) a Coverage stands for."""
+    """The program a Coverage stands for (a plan of trajsim.knowledge.insurance.PLANS; a
+    dual-eligible person has one Coverage for Medicare and one for Medicaid)."""
     return coverage["class"][0]["value"]
 
 
@@ -128,6 +131,14 @@ class _Line:
         return self.quantity * self.unit_cents
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A plan (trajsim.knowledge.insurance.PLANS) as written: (Coverage, payer) per program, first payer first."""
+
+    plan: str
+    parts: list[tuple[Resource, Resource]]
+
+
 @dataclass
 class _Visit:
     encounter: Resource
@@ -147,7 +158,7 @@ class _Finances:
         self.birth = date.fromisoformat(self.person["birthDate"])
         self.history = coverage_history(stable_random(f"{key}/insurance"), self.birth, self._entitlement())
         self.record_end = self._record_end()
-        self.coverages: dict[int, tuple[Resource, Resource]] = {}  # span index -> (Coverage, payer Organization)
+        self.coverages: dict[int, _Plan] = {}  # by the index of its span in `history`
         self.billed = self.payer_paid = 0  # cents, over the claims built so far
 
     def _entitlement(self) -> tuple[date, str] | None:
@@ -158,27 +169,31 @@ class _Finances:
                  for c in r["code"]["coding"] if (c["system"], c["code"]) in entitling]
         return min(found) if found else None
 
-    def coverage_on(self, day: date) -> tuple[Resource, Resource]:
-        """(Coverage, payer) of the plan in effect on `day`, built the first time it is needed."""
+    def coverage_on(self, day: date) -> _Plan:
+        """The plan in effect on `day` with its Coverage and payer per program, built the first time
+        it is needed."""
         span = span_at(self.history, day)
         index = self.history.index(span)
         if index not in self.coverages:
-            self.coverages[index] = self._coverage(index, span)
+            parts = programs(span.plan)
+            self.coverages[index] = _Plan(span.plan, [self._coverage(index, span, program, order if len(parts) > 1 else None)
+                                                      for order, program in enumerate(parts, 1)])
         return self.coverages[index]
 
-    def _coverage(self, index: int, span: CoverageSpan) -> tuple[Resource, Resource]:
-        rng = stable_random(f"{self.key}/payer/{index}")
-        options = payers()[span.plan]
-        payer = rng.choices(options, [p.weight for p in options])[0]
+    def _coverage(self, index: int, span: CoverageSpan, program: str, order: int | None) -> tuple[Resource, Resource]:
+        """The Coverage of one program of the plan of span `index` (`order` among several) and its payer."""
+        suffix = f"-{order}" if order else ""
+        options = payers()[program]
+        payer = stable_random(f"{self.key}/payer/{index}{suffix}").choices(options, [p.weight for p in options])[0]
         organization = dict(payer_organization(payer))
-        member = f"{self.key}/{index + 1}"
+        member = f"{self.key}/{index + 1}{suffix}"
         period = {"start": span.start.isoformat()}
         death = self.person.get("deceasedDateTime")
         if span.end is not None and span.end <= self.record_end:
             period["end"] = date.fromordinal(span.end.toordinal() - 1).isoformat()
         elif death is not None:
             period["end"] = _day(death).isoformat()
-        dependent = span.plan in ("employer", "direct") and span.start < birthday(self.birth, CHILD_AGE)
+        dependent = program in ("employer", "direct") and span.start < birthday(self.birth, CHILD_AGE)
         coverage = {
             "resourceType": "Coverage", "id": self.ids.next(), "meta": profile("us-core-coverage"),
             "identifier": [{"type": MEMBER_NUMBER, "system": TRAJSIM_IDENTIFIERS + "member-id", "value": member}],
@@ -186,7 +201,8 @@ class _Finances:
             "subscriberId": member, "beneficiary": self.subject,
             "relationship": concept(RELATIONSHIP, "child", "Child") if dependent else concept(RELATIONSHIP, "self", "Self"),
             "period": period, "payor": [self.patient.reference(organization)],
-            "class": [{"type": PLAN_CLASS, "value": span.plan, "name": payer.name}],
+            "class": [{"type": PLAN_CLASS, "value": program, "name": payer.name}],
+            **({"order": order} if order else {}),
         }
         return coverage, organization
 
@@ -268,7 +284,8 @@ class _Finances:
     def claim_and_benefit(self, visit: _Visit) -> tuple[Resource, Resource]:
         """The visit's Claim and the payer's ExplanationOfBenefit of it."""
         encounter, reference = visit.encounter, self.patient.reference
-        coverage, payer = self.coverage_on(_day(encounter["period"]["start"]))
+        plan = self.coverage_on(_day(encounter["period"]["start"]))
+        (first, payer), *_ = plan.parts
         encounter_class = encounter["class"]["code"]
         kind = ("institutional", "Institutional") if encounter_class in ("EMER", "IMP") else ("professional", "Professional")
         period = encounter["period"]
@@ -278,14 +295,15 @@ class _Finances:
                   "provider": encounter["serviceProvider"], "facility": encounter["location"][0]["location"], **listed}
         billed = [line.cents for line in visit.lines]
         claim = {"resourceType": "Claim", "id": self.ids.next(), **common, "priority": NORMAL_PRIORITY,
-                 "insurance": [{"sequence": 1, "focal": True, "coverage": reference(coverage)}],
+                 "insurance": [{"sequence": n, "focal": n == 1, "coverage": reference(coverage)}
+                               for n, (coverage, _) in enumerate(plan.parts, 1)],
                  "item": items, "total": _money(sum(billed))}
-        by_patient = patient_shares(plan_of(coverage), encounter_class, billed)
+        by_patient = patient_shares(plan.plan, encounter_class, billed)
         self.billed += sum(billed)
         self.payer_paid += sum(billed) - sum(by_patient)
         benefit = {"resourceType": "ExplanationOfBenefit", "id": self.ids.next(), **common,
                    "insurer": reference(payer), "claim": reference(claim), "outcome": "complete",
-                   "insurance": [{"focal": True, "coverage": reference(coverage)}],
+                   "insurance": [{"focal": coverage is first, "coverage": reference(coverage)} for coverage, _ in plan.parts],
                    "item": [item | {"adjudication": _adjudication(amount, paid)}
                             for item, amount, paid in zip(items, billed, by_patient)],
                    "total": _adjudication(sum(billed), sum(by_patient)),
@@ -295,11 +313,11 @@ class _Finances:
     def run(self, insurance: Insurance) -> Finances:
         bills = [resource for visit in self.visits() for resource in self.claim_and_benefit(visit)] \
             if insurance == "claims" else []
-        final, _ = self.coverage_on(self.record_end)  # the plan the patient has when the record ends
-        built = [self.coverages[index] for index in sorted(self.coverages)]
+        final = self.coverage_on(self.record_end)  # the plan the patient has when the record ends
+        built = [part for index in sorted(self.coverages) for part in self.coverages[index].parts]
         organizations = {organization["id"]: organization for _, organization in built}
         self._insert([*organizations.values(), *(coverage for coverage, _ in built), *bills])
-        return Finances(plan_of(final), self.billed, self.payer_paid)
+        return Finances(final.plan, self.billed, self.payer_paid)
 
     def _record_end(self) -> date:
         death = self.person.get("deceasedDateTime")

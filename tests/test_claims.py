@@ -40,11 +40,11 @@ def chart(subject: int, born: date, visits: list[tuple[datetime, list[tuple[str,
     return out
 
 
-def subject_with_plan(plan: str, age: int, born: date) -> int:
-    """The first subject number whose drawn plan at `age` is `plan`."""
+def subject_with_plan(plan: str, age: int, born: date, later: str | None = None) -> int:
+    """The first subject number whose drawn plan at `age` is `plan` (and from 65, `later`)."""
     for subject in range(1, 2000):
         spans = coverage_history(stable_random(f"{NAMESPACE}/{subject}/insurance"), born)
-        if span_at(spans, birthday(born, age)).plan == plan:
+        if span_at(spans, birthday(born, age)).plan == plan and later in (None, spans[-1].plan):
             return subject
     raise AssertionError(f"no subject with {plan} at {age}")
 
@@ -77,18 +77,30 @@ def test_claim_totals_equal_the_sum_of_their_lines_and_payer_plus_patient_is_the
                 assert cents(resource["payment"]["amount"]) == totals["benefit"]
 
 
-def test_a_70_year_old_is_covered_by_medicare():
-    resources = chart(1, date(1950, 3, 10), [(datetime(2020, 6, 1, 9), [])])
-    (coverage,) = resources["Coverage"]
-    assert coverage["type"]["coding"][0]["code"] == "1"  # Source of Payment Typology: MEDICARE
-    payer = next(o for o in resources["Organization"] if o["name"] == "Medicare")
-    assert coverage["payor"][0]["reference"] == f"urn:uuid:{payer['id']}"
-    assert resources["Claim"][0]["insurance"][0]["coverage"]["reference"] == f"urn:uuid:{coverage['id']}"
+def test_every_70_year_old_is_covered_by_medicare_first():
+    for subject in range(1, 21):
+        resources = chart(subject, date(1950, 3, 10), [(datetime(2020, 6, 1, 9), [])])
+        medicare = next(c for c in resources["Coverage"] if c["type"]["coding"][0]["code"] == "1")  # SOPT: MEDICARE
+        payer = next(o for o in resources["Organization"] if o["name"] == "Medicare")
+        assert medicare["payor"][0]["reference"] == f"urn:uuid:{payer['id']}"
+        focal = next(i for i in resources["Claim"][0]["insurance"] if i["focal"])
+        assert focal["coverage"]["reference"] == f"urn:uuid:{medicare['id']}"
+
+
+def test_a_poor_70_year_old_is_dual_eligible_and_medicaid_pays_what_medicare_leaves():
+    born = date(1950, 3, 10)
+    resources = chart(subject_with_plan("dual", 70, born), born, [(datetime(2020, 6, 1, 9), [])])
+    medicare, medicaid = resources["Coverage"]
+    assert [(plan_of(c), c["order"]) for c in (medicare, medicaid)] == [("medicare", 1), ("medicaid", 2)]
+    assert [(i["sequence"], i["focal"]) for i in resources["Claim"][0]["insurance"]] == [(1, True), (2, False)]
+    (benefit,) = resources["ExplanationOfBenefit"]
+    totals = {t["category"]["coding"][0]["code"]: cents(t["amount"]) for t in benefit["total"]}
+    assert totals["paidbypatient"] == 0 and totals["benefit"] == totals["submitted"]
 
 
 def test_medicare_starts_on_the_65th_birthday():
     born = date(1955, 8, 20)
-    subject = subject_with_plan("employer", 60, born)
+    subject = subject_with_plan("employer", 60, born, later="medicare")
     resources = chart(subject, born, [(datetime(2019, 5, 1, 9), []), (datetime(2021, 5, 1, 9), [])])
     before, medicare = resources["Coverage"]
     assert (plan_of(before), plan_of(medicare)) == ("employer", "medicare")
@@ -141,7 +153,7 @@ def test_insurance_is_the_same_for_the_same_patient_and_differs_between_patients
 
 def test_drawn_plans_match_the_cited_national_shares():
     """Census P60-281 (2022): 5.4% of children and 10.8% of adults 19-64 uninsured; about 35% of
-    children with Medicaid/CHIP; everyone 65 and over on Medicare."""
+    children with Medicaid/CHIP; everyone 65 and over on Medicare, the poor (about 10%) with Medicaid too."""
     born = date(1960, 1, 1)
     histories = [coverage_history(stable_random(f"share/{n}"), born) for n in range(20_000)]
     stages = {stage.age_min: index for index, stage in enumerate(insurance_stages())}
@@ -152,7 +164,8 @@ def test_drawn_plans_match_the_cited_national_shares():
     assert share(0, "uninsured") == pytest.approx(0.054, abs=0.01)
     assert share(19, "uninsured") == pytest.approx(0.108, abs=0.01)
     assert share(0, "medicaid") == pytest.approx(0.35, abs=0.02)
-    assert share(65, "medicare") == 1.0
+    assert share(65, "dual") == pytest.approx(0.10, abs=0.01)
+    assert share(65, "medicare") + share(65, "dual") == 1.0
 
 
 def test_claims_coverage_and_payers_are_valid_fhir(cohort_dir, r4_schema, tmp_path):  # noqa: F811

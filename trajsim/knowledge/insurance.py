@@ -1,5 +1,5 @@
 """Who pays for a person's care over a life, as data: Medicare from 65 (or from end-stage renal
-disease at any age), Medicaid/CHIP for most poor children and many poor adults, private plans through
+disease at any age; with Medicaid too for the poor), Medicaid/CHIP for most poor children and many poor adults, private plans through
 an employer or bought directly, or none, drawn from the cited shares by age and household income
 (`data/income.csv`, `data/insurance.csv`, `data/entitlements.csv`).
 
@@ -18,8 +18,11 @@ from functools import cache
 
 from trajsim.knowledge.tables import DATA, TableError, read_table
 
-PLANS = ("medicare", "medicaid", "employer", "direct", "uninsured")
+PLANS = ("medicare", "medicaid", "dual", "employer", "direct", "uninsured")
 ANY_INCOME = "any"  # a stage whose plan shares do not depend on income
+# A plan made of several programs, in the order they pay: a dual-eligible person's Medicare pays
+# first and Medicaid the rest (CMS, Medicare-Medicaid coordination: Medicaid is the payer of last resort).
+PROGRAMS = {"dual": ("medicare", "medicaid")}
 
 
 @dataclass(frozen=True)
@@ -107,16 +110,29 @@ def coverage_history(rng: random.Random, birth: date, entitled: tuple[date, str]
     return spans
 
 
+def programs(plan: str) -> tuple[str, ...]:
+    """The programs that pay under `plan`, first payer first (one, except for dual eligibility)."""
+    return PROGRAMS.get(plan, (plan,))
+
+
 def _entitle(spans: list[CoverageSpan], start: date, plan: str) -> list[CoverageSpan]:
-    """The spans with `plan` from `start` on, as one span (Medicare for end-stage renal disease lasts
-    for life here; the end of entitlement 36 months after a kidney transplant is left out)."""
-    before = [span for span in spans if span.end is not None and span.end <= start]
-    current = span_at(spans, start)
-    if current.start < start:
-        before.append(replace(current, end=start))
-    if before and before[-1].plan == plan:
-        return [*before[:-1], replace(before[-1], end=None)]
-    return [*before, CoverageSpan(plan, max(start, spans[0].start), None, current.income)]
+    """The spans with `plan` from `start` on, where they do not include it already (Medicare for
+    end-stage renal disease lasts for life here; its end 36 months after a kidney transplant is left out)."""
+    out: list[CoverageSpan] = []
+    for span in spans:
+        if span.end is not None and span.end <= start or plan in programs(span.plan):
+            out.append(span)
+        elif span.start < start:
+            out += [replace(span, end=start), replace(span, plan=plan, start=start)]
+        else:
+            out.append(replace(span, plan=plan))
+    merged: list[CoverageSpan] = []
+    for span in out:
+        if merged and merged[-1].plan == span.plan == plan:
+            merged[-1] = replace(merged[-1], end=span.end)
+        else:
+            merged.append(span)
+    return merged
 
 
 def span_at(spans: list[CoverageSpan], day: date) -> CoverageSpan:
