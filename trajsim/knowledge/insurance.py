@@ -1,7 +1,7 @@
-"""Who pays for a person's care over a life, as data: Medicare from 65 (or from end-stage renal
-disease at any age; with Medicaid too for the poor), Medicaid/CHIP for most poor children and many poor adults, private plans through
-an employer or bought directly, or none, drawn from the cited shares by age and household income
-(`data/income.csv`, `data/insurance.csv`, `data/entitlements.csv`).
+"""Who pays for a person's care over a life, as data: Medicare from 65 (with Medicaid too for the
+poor) or from end-stage renal disease at any age, Medicaid/CHIP for most poor children and many poor
+adults, private plans through an employer or bought directly, or none, drawn from the cited shares
+by age and household income (`data/income.csv`, `data/insurance.csv`, `data/entitlements.csv`).
 
 A person keeps one plan per life stage (childhood under 19, working age, 65 and over), each drawn
 with a household income of its own; the draws are made for every stage in a fixed order, so the plan
@@ -104,7 +104,7 @@ def coverage_history(rng: random.Random, birth: date, entitled: tuple[date, str]
         income = _draw(rng, stage.incomes) if stage.incomes else ANY_INCOME
         plan = _draw(rng, stage.plans[income])
         end = birthday(birth, stages[index + 1].age_min) if index + 1 < len(stages) else None
-        spans.append(CoverageSpan(plan, birthday(birth, stage.age_min) if index else birth, end, income))
+        spans.append(CoverageSpan(plan, birthday(birth, stage.age_min), end, income))
     if entitled is not None:
         spans = _entitle(spans, *entitled)
     return spans
