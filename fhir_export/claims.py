@@ -311,9 +311,12 @@ class _Finances:
         return claim, benefit
 
     def run(self, insurance: Insurance) -> Finances:
+        for resource in self.patient.resources:  # every plan of the record, with or without claims
+            if resource["resourceType"] == "Encounter":
+                self.coverage_on(_day(resource["period"]["start"]))
+        final = self.coverage_on(self.record_end)  # the plan the patient has when the record ends
         bills = [resource for visit in self.visits() for resource in self.claim_and_benefit(visit)] \
             if insurance == "claims" else []
-        final = self.coverage_on(self.record_end)  # the plan the patient has when the record ends
         built = [part for index in sorted(self.coverages) for part in self.coverages[index].parts]
         organizations = {organization["id"]: organization for _, organization in built}
         self._insert([*organizations.values(), *(coverage for coverage, _ in built), *bills])

@@ -177,6 +177,15 @@ def test_claims_coverage_and_payers_are_valid_fhir(cohort_dir, r4_schema, tmp_pa
     assert all(report.resources[kind] > 0 for kind in ("Claim", "ExplanationOfBenefit", "Coverage"))
 
 
+def test_coverage_alone_has_the_same_plans_over_time_as_with_claims():
+    born = date(1955, 8, 20)
+    subject = subject_with_plan("employer", 60, born, later="medicare")
+    visits = [(datetime(2019, 5, 1, 9), []), (datetime(2021, 5, 1, 9), [])]
+    alone, with_claims = chart(subject, born, visits, "coverage"), chart(subject, born, visits)
+    assert alone["Coverage"] == with_claims["Coverage"] and len(alone["Coverage"]) == 2
+    assert "Claim" not in alone and "Claim" not in chart(subject, born, visits, "none")
+
+
 @pytest.mark.parametrize(("insurance", "expected"), [("none", set()), ("coverage", {"Coverage"}),
                                                      ("claims", {"Coverage", "Claim", "ExplanationOfBenefit"})])
 def test_the_scenario_chooses_what_insurance_is_written(tmp_path, insurance, expected):

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "95b24edc02b76f4a50b075f05be04779e7568044a562c2cda59fd322eca13c78",
-    "default": "e415c21952c21590e97152c2a7e5c46a5c0413df7d224e71a7724aa87dde68a6",
+    "reference": "9803af09c41e6bc439435fd3a849774bf1fef1ec212a0950c5d599dcf72614ed",
+    "default": "c9e18633f01132366eac1c38834845eb61f297eac69f518691d0d5b363a3edaa",
 }
 
 
