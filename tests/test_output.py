@@ -6,7 +6,7 @@ import polars as pl
 
 from tests.conftest import small_scenario
 from tests.test_generate import file_hashes
-from trajsim.engine import Fact, ReferenceSource, Visit, simulate
+from trajsim.engine import ReferenceSource, simulate
 from trajsim.rules import find_violations, violation_counts
 from trajsim.events import events_frame
 from trajsim.generate import generate
@@ -17,12 +17,12 @@ METFORMIN, DIABETES = "RXNORM/860975", "SNOMED/44054006"
 FORMATS = {"output.formats": ["bundle", "collection", "ndjson", "events"]}
 
 
-class Unindicated(ReferenceSource):
-    """Prescribes metformin to everyone at their first visit, diabetic or not."""
-
-    def next_visits(self, patients):
-        return [Visit(p.now + 1, "AMB", 0.01, [Fact(METFORMIN, text=DIABETES)]) if p.now <= p.entry_day else visit
-                for p, visit in zip(patients, super().next_visits(patients))]
+def with_unindicated_metformin(events: pl.DataFrame) -> pl.DataFrame:
+    """Records as another tool might hand them over: metformin for everyone at their last visit,
+    diabetic or not (the engine itself would not order it)."""
+    visits = events.filter(pl.col("code").str.starts_with("TRAJSIM/visit/")).group_by("subject_id").agg(pl.all().last())
+    drugs = visits.with_columns(code=pl.lit(METFORMIN), text=pl.lit(DIABETES)).select(events.columns)
+    return pl.concat([events, drugs]).sort("subject_id", "time", maintain_order=True)
 
 
 def test_a_frame_written_as_one_shard_matches_generate_byte_for_byte(tmp_path):
@@ -39,7 +39,8 @@ def test_a_frame_written_as_one_shard_matches_generate_byte_for_byte(tmp_path):
 
 def test_written_records_are_rule_checked_and_counted_in_the_manifest(tmp_path):
     scenario = small_scenario(4, **FORMATS)
-    events = events_frame(e for record in simulate(scenario, Unindicated()) for e in record.events)
+    events = with_unindicated_metformin(
+        events_frame(e for record in simulate(scenario, ReferenceSource()) for e in record.events))
     summary = write_records(events, scenario, tmp_path)
     assert summary.patients == 4 and summary.violations["medication_without_indication"] > 0
     assert summary.violations == violation_counts(find_violations(events))

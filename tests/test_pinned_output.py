@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "401c576f171bc25bb6dcc92d2a691718655af7ddb0504685a18b3e7021ff78a9",
-    "default": "0c6aae70ad723966cfe9d82c02c05455f6291421899b3bafc61cdce1af964184",
+    "reference": "535a2fb7eb0bc47dfd4c62d9ba65657a6e1b8bacda4bda7f12434db1921e6a6b",
+    "default": "60c8d143c83a0b6ed23a5124ee02bc6ab6a4b2184ce053b45d9d0a8bae1b8fb8",
 }
 
 

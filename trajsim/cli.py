@@ -115,6 +115,11 @@ def generate(
         table.add_row(label, f"{value:,}")
     for resource_type, count in sorted(summary.resources.items()):
         table.add_row(f"{resource_type} resources", f"{count:,}")
+    for plan, count in sorted(summary.plans.items()):
+        table.add_row(f"plan at record end: {plan}", f"{count:,}")
+    if summary.costs["billed"]:
+        table.add_row("billed (payer paid / patients paid)", f"${summary.costs['billed'] / 100:,.0f} "
+                      f"(${summary.costs['payer_paid'] / 100:,.0f} / ${summary.costs['patient_paid'] / 100:,.0f})")
     for rule, count in sorted(summary.violations.items()):
         table.add_row(f"[red]rule violations: {rule}[/]", f"{count:,}")
     table.add_row("written", f"{summary.bytes_written / 1e6:,.1f} MB to {escape(str(scenario.output.dir))}")

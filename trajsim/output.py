@@ -31,6 +31,7 @@ import orjson
 import polars as pl
 
 from fhir_export import NdjsonWriter, ResourceBuilder, write_bundle
+from fhir_export.claims import add_insurance
 from fhir_export.providers import SHARED_TYPES
 from trajsim.atomic import atomic_writer, folder_problem, temporary_path, write_bytes_atomic
 from trajsim.rules import RULES, find_violations, violation_counts
@@ -82,13 +83,15 @@ class OutputSummary:
     bytes_written: int = 0
     seconds: float = 0.0
     violations: Counter = field(default_factory=Counter)  # rule -> count (trajsim.rules)
+    plans: Counter = field(default_factory=Counter)  # plan at the record's end -> patients
+    costs: Counter = field(default_factory=Counter)  # "billed", "payer_paid", "patient_paid" -> cents
 
     def add(self, other: OutputSummary) -> None:
         for name in ("patients", "deaths", "encounters", "events", "bytes_written"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.patient_resources.update(other.patient_resources)
+        for name in ("patient_resources", "violations", "plans", "costs"):
+            getattr(self, name).update(getattr(other, name))
         self.providers |= other.providers
-        self.violations.update(other.violations)
 
     @property
     def resources(self) -> Counter:
@@ -101,8 +104,8 @@ class OutputSummary:
     @classmethod
     def from_json(cls, data: bytes) -> OutputSummary:
         fields = orjson.loads(data)
-        return cls(**fields | {"patient_resources": Counter(fields["patient_resources"]),
-                               "providers": set(fields["providers"]), "violations": Counter(fields["violations"])})
+        return cls(**fields | {name: Counter(fields[name]) for name in ("patient_resources", "violations", "plans", "costs")}
+                   | {"providers": set(fields["providers"])})
 
 
 class CohortOutput:
@@ -211,6 +214,8 @@ class CohortOutput:
             "encounters": summary.encounters,
             "events": summary.events,
             "resources": dict(sorted(summary.resources.items())),
+            "plans": dict(sorted(summary.plans.items())),
+            "costs": {name: summary.costs[name] / 100 for name in ("billed", "payer_paid", "patient_paid")},
             "violations": {rule: summary.violations[rule] for rule in RULES if summary.violations[rule]},
         }
         write_bytes_atomic(self.out_dir / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -241,6 +246,12 @@ class ShardWriter:
         summary.deaths += any(e.code == DEATH for e in events)
         summary.encounters += sum(e.code.startswith(VISIT_START_PREFIX) for e in events)
         patient = self.builder.build(events)
+        finances = add_insurance(patient, f"{self.builder.namespace}/{events[0].subject_id}",
+                                 self.output.scenario.output.insurance)
+        if finances is not None:
+            summary.plans[finances.plan] += 1
+            summary.costs.update(billed=finances.billed, payer_paid=finances.payer_paid,
+                                 patient_paid=finances.billed - finances.payer_paid)
         for resource in patient.resources:
             if resource["resourceType"] in SHARED_TYPES:
                 summary.providers.add(f"{resource['resourceType']}/{resource['id']}")

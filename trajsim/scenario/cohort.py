@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
+from fhir_export.claims import Insurance
 from trajsim.scenario.base import StrictModel
 
 OutputFormat = Literal["bundle", "collection", "ndjson", "events"]
@@ -78,8 +79,12 @@ class Period(StrictModel):
 
 
 class Output(StrictModel):
+    """Where and what to write. `insurance`: "claims" adds each patient's Coverage and payers and a
+    Claim and ExplanationOfBenefit per encounter, "coverage" only the Coverage and payers, "none" neither."""
+
     dir: Path = Path("out")
     formats: tuple[OutputFormat, ...] = Field(("bundle", "ndjson", "events"), min_length=1)
+    insurance: Insurance = "claims"
 
 
 def _known_source(value: str) -> str:
