@@ -127,12 +127,15 @@ class EmergencyKeeper(ChartKeeper):
         return self._emergency_visit(patient, ed, active)
 
     def _onset_rate(self, patient: PatientState, key: str, active: set[str]) -> float:
-        """First events per person-year: the population rate raised by each active risk factor's
-        excess relative risk (complications.csv), as the schedule raises complications."""
+        """First events per person-year: a baseline raised by each active risk factor's excess
+        relative risk (complications.csv), as the schedule raises complications. The baseline is the
+        population rate over the mean of that factor at this age, so the published rate stays the
+        population's while a hypertensive diabetic's rate is raised as the pooled cohort equations'."""
         if key in active:
             return 0.0
         excess = sum(ratio - 1.0 for parent, ratio in self.k.risk_ratios.get(key, {}).items() if parent in active)
-        return event_rate(key, patient.sex, patient.age_at(patient.now)) * (1.0 + excess)
+        age = patient.age_at(patient.now)
+        return event_rate(key, patient.sex, age) * (1.0 + excess) / self.k.risk_normaliser(key, patient.sex, age)
 
     def _emergency_visit(self, patient: PatientState, ed: Visit, active: set[str]) -> Visit:
         """An ED visit for acute illness or injury from the ED case mix, admitted as often as it is."""
