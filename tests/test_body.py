@@ -20,7 +20,7 @@ from trajsim.engine.chart import chart_keepers
 from trajsim.events import BIRTH, SEX_FEMALE, Event, events_frame, visit_start_code
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.physiology import (
-    BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SYSTOLIC, WEIGHT, ckd_epi_2021, value_limits,
+    BMI, CREATININE, DIASTOLIC, EGFR, EGFR_MDRD, HEIGHT, SYSTOLIC, WEIGHT, ckd_epi_2021, value_limits,
 )
 from trajsim.rules import find_violations
 from trajsim.rules.values import RULES
@@ -105,6 +105,20 @@ def test_the_keeper_overwrites_what_a_source_proposes_and_drops_repeats():
     assert by_code[BMI] == pytest.approx(by_code[WEIGHT] / (by_code[HEIGHT] / 100) ** 2, abs=0.1)
 
 
+def test_an_egfr_proposed_with_the_mdrd_code_is_recorded_as_ckd_epi_2021_from_the_creatinine():
+    patient, knowledge = adult(60.0), load_knowledge()
+    visit = Visit(patient.now, "AMB", 0.02, [Fact(CREATININE), Fact(EGFR_MDRD, value=15.0)])
+    BodyKeeper(knowledge, patient).vet(patient, visit)
+    by_code = {f.code: f.value for f in visit.facts}
+    assert EGFR == "LOINC/98979-8" and EGFR_MDRD not in by_code
+    assert by_code[EGFR] == pytest.approx(float(ckd_epi_2021(by_code[CREATININE], 60.0, True)), abs=0.5)
+
+
+def test_synthea_egfr_under_the_mdrd_code_is_judged_against_its_creatinine():
+    events = [Event(1, at(55), 2, CREATININE, 1.0, "mg/dL"), Event(1, at(55), 2, EGFR_MDRD, 30.0, "mL/min/{1.73_m2}")]
+    assert rules_found(valid_record() + events) == {"egfr_mismatch": 1}
+
+
 def test_a_fever_needs_a_febrile_condition_and_hba1c_stays_below_diabetes():
     patient, knowledge = adult(), load_knowledge()
     keeper = BodyKeeper(knowledge, patient)
@@ -127,7 +141,7 @@ def test_the_body_keeper_vets_first():
     ("child_height_drop", [("LOINC/8302-2", 10, None, 140.0), ("LOINC/8302-2", 12, None, 135.0)]),
     ("bmi_mismatch", [("LOINC/8302-2", 50, 1, 180.0), ("LOINC/29463-7", 50, 1, 80.0), ("LOINC/39156-5", 50, 1, 30.0)]),
     ("diastolic_not_below_systolic", [("LOINC/8462-4", 50, 1, 145.0)]),
-    ("egfr_mismatch", [("LOINC/38483-4", 55, 2, 1.0), ("LOINC/33914-3", 55, 2, 30.0)]),
+    ("egfr_mismatch", [("LOINC/38483-4", 55, 2, 1.0), ("LOINC/98979-8", 55, 2, 30.0)]),
     ("hba1c_diabetic_range_without_diabetes", [("LOINC/4548-4", 56, None, 7.2)]),
     ("fever_without_diagnosis", [("LOINC/8310-5", 52, None, 38.6)]),
     ("duplicate_measurement", [("LOINC/8480-6", 50, 1, 150.0)]),

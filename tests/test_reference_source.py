@@ -138,7 +138,7 @@ def test_labs_depend_on_the_condition(lifetime_cohort):
         return [e.numeric_value for r in records if (condition in r.patient.conditions) == present
                 for e in r.events if e.code == code]
     assert np.mean(values("LOINC/4548-4", "SNOMED/44054006", True)) > 6.5
-    assert np.mean(values("LOINC/33914-3", "SNOMED/709044004", True)) < 60 < np.mean(values("LOINC/33914-3", "SNOMED/709044004", False))
+    assert np.mean(values("LOINC/98979-8", "SNOMED/709044004", True)) < 60 < np.mean(values("LOINC/98979-8", "SNOMED/709044004", False))
 
 
 def test_long_term_drugs_are_renewed_at_visits_at_most_yearly_and_stop_with_their_indication(lifetime_cohort):

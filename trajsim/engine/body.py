@@ -24,8 +24,8 @@ from trajsim.engine.schedules import active_keys
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import (
-    BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SYSTOLIC, WEIGHT, body_parameters, ckd_epi_2021, measured_at,
-    stature_curve, value_limits,
+    BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SAME_MEASUREMENT, SYSTOLIC, WEIGHT, body_parameters, ckd_epi_2021,
+    measured_at, stature_curve, value_limits,
 )
 
 
@@ -124,12 +124,15 @@ class Examination:
 class BodyKeeper(ChartKeeper):
     """Sets the value of every measurement in a visit from the patient's body, whatever the source
     proposed, drops a measurement not taken at the patient's age and a second one of the same code
-    (in an encounter; for history outside any visit, on the same day)."""
+    (in an encounter; for history outside any visit, on the same day). A measurement proposed under
+    another code for it (eGFR with the MDRD name) is recorded under the body's code."""
 
     def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
         self.k, self.body = knowledge, Body(knowledge, patient)
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
+        visit.facts[:] = [replace(f, code=SAME_MEASUREMENT[f.code]) if f.code in SAME_MEASUREMENT else f
+                          for f in visit.facts]
         if not any(f.code in self.k.measurements for f in visit.facts):
             return
         active = active_keys(self.k, patient, visit.day, visit.facts)

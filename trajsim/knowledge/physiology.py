@@ -16,7 +16,11 @@ from trajsim.knowledge.tables import DATA, Knowledge, read_table
 
 HEIGHT, WEIGHT, BMI = "LOINC/8302-2", "LOINC/29463-7", "LOINC/39156-5"
 SYSTOLIC, DIASTOLIC = "LOINC/8480-6", "LOINC/8462-4"
-CREATININE, EGFR = "LOINC/38483-4", "LOINC/33914-3"
+CREATININE, EGFR = "LOINC/38483-4", "LOINC/98979-8"  # eGFR by CKD-EPI 2021, the equation the body uses
+# Codes other records give the same measurement under: eGFR coded with the MDRD name (Synthea, the
+# shipped model's vocabulary), read as the CKD-EPI 2021 eGFR.
+EGFR_MDRD = "LOINC/33914-3"
+SAME_MEASUREMENT = {EGFR_MDRD: EGFR}
 BMI_FROM_AGE = 2.0  # CDC BMI-for-age charts start at 2 years
 DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,)}  # computed from the values they depend on
 
