@@ -119,6 +119,22 @@ def test_synthea_egfr_under_the_mdrd_code_is_judged_against_its_creatinine():
     assert rules_found(valid_record() + events) == {"egfr_mismatch": 1}
 
 
+def test_a_diabetics_hba1c_moves_slowly_between_quarterly_visits_while_patients_differ():
+    knowledge, steps, levels = load_knowledge(), [], []
+    for seed in range(40):
+        patient = adult(55.0)
+        patient.rng = np.random.default_rng(seed)
+        keeper, readings = BodyKeeper(knowledge, patient), []
+        for quarter in range(8):
+            visit = Visit(patient.now + 91 * quarter, "AMB", 0.02, [Fact("SNOMED/44054006"), Fact(HBA1C)])
+            keeper.vet(patient, visit)
+            readings.append(next(f.value for f in visit.facts if f.code == HBA1C))
+        steps += list(np.abs(np.diff(readings)))
+        levels.append(readings[0])
+    assert np.median(steps) < 0.4  # Gorst et al. 2015: visit-to-visit SD about 0.5 points
+    assert np.std(levels) > 0.8  # patients keep the table's spread (SD 1.3)
+
+
 def test_a_fever_needs_a_febrile_condition_and_hba1c_stays_below_diabetes():
     patient, knowledge = adult(), load_knowledge()
     keeper = BodyKeeper(knowledge, patient)

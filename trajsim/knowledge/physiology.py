@@ -20,6 +20,7 @@ CREATININE, EGFR = "LOINC/38483-4", "LOINC/98979-8"  # eGFR by CKD-EPI 2021, the
 # Codes other records give the same measurement under: eGFR coded with the MDRD name (Synthea, the
 # shipped model's vocabulary), read as the CKD-EPI 2021 eGFR.
 EGFR_MDRD = "LOINC/33914-3"
+HBA1C = "LOINC/4548-4"
 SAME_MEASUREMENT = {EGFR_MDRD: EGFR}
 BMI_FROM_AGE = 2.0  # CDC BMI-for-age charts start at 2 years
 DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,)}  # computed from the values they depend on
