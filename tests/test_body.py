@@ -20,7 +20,8 @@ from trajsim.engine.chart import chart_keepers
 from trajsim.events import BIRTH, SEX_FEMALE, Event, events_frame, visit_start_code
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.physiology import (
-    BMI, CREATININE, DIASTOLIC, EGFR, EGFR_MDRD, HEIGHT, SYSTOLIC, WEIGHT, ckd_epi_2021, value_limits,
+    BMI, CREATININE, DIASTOLIC, EGFR, EGFR_MDRD, HDL, HEIGHT, LDL, SYSTOLIC, TOTAL_CHOLESTEROL, TRIGLYCERIDES, WEIGHT,
+    ckd_epi_2021, value_limits,
 )
 from trajsim.rules import find_violations
 from trajsim.rules.values import RULES
@@ -133,6 +134,20 @@ def test_a_diabetics_hba1c_moves_slowly_between_quarterly_visits_while_patients_
         levels.append(readings[0])
     assert np.median(steps) < 0.4  # Gorst et al. 2015: visit-to-visit SD about 0.5 points
     assert np.std(levels) > 0.8  # patients keep the table's spread (SD 1.3)
+
+
+def test_a_lipid_panel_adds_up_and_a_diabetics_triglycerides_run_higher():
+    knowledge, panels = load_knowledge(), {False: [], True: []}
+    for seed in range(60):
+        patient, diabetic = adult(55.0, "M"), seed % 2 == 1
+        patient.rng = np.random.default_rng(seed)
+        facts = [Fact(TOTAL_CHOLESTEROL), Fact(LDL), Fact(HDL), Fact(TRIGLYCERIDES)]
+        visit = Visit(patient.now, "AMB", 0.02, facts + ([Fact("SNOMED/44054006")] if diabetic else []))
+        BodyKeeper(knowledge, patient).vet(patient, visit)
+        v = {f.code: f.value for f in visit.facts}
+        assert v[TOTAL_CHOLESTEROL] == pytest.approx(v[LDL] + v[HDL] + v[TRIGLYCERIDES] / 5, abs=1.0)
+        panels[diabetic].append(v[TRIGLYCERIDES])
+    assert np.mean(panels[True]) > np.mean(panels[False]) + 20
 
 
 def test_a_fever_needs_a_febrile_condition_and_hba1c_stays_below_diabetes():

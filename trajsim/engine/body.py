@@ -7,8 +7,9 @@ reached once growth ends; weight follows the chart's median scaled by the patien
 over the recorded height squared. Every other vital and lab is the knowledge table's distribution
 for the patient's sex, age and conditions at a patient-level centile plus visit noise; the
 diastolic pressure stays a pulse pressure below the systolic; HbA1c moves slowly around the
-patient's level (it reflects months of glycaemia); eGFR is the creatinine's by CKD-EPI 2021; a value that implies a diagnosis (a fever, an HbA1c in the diabetic range) stays below its
-limit unless one of its conditions is active or diagnosed at the visit. Figures: `data/body.csv`.
+patient's level (it reflects months of glycaemia); eGFR is the creatinine's by CKD-EPI 2021; total
+cholesterol is the panel's LDL + HDL + triglycerides/5; a value that implies a diagnosis (a fever,
+an HbA1c in the diabetic range) stays below its limit unless one of its conditions is active or diagnosed at the visit. Figures: `data/body.csv`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from trajsim.engine.schedules import active_keys
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import (
-    BMI, CREATININE, DIASTOLIC, EGFR, HBA1C, HEIGHT, SAME_MEASUREMENT, SYSTOLIC, WEIGHT, body_parameters, ckd_epi_2021,
-    measured_at, stature_curve, value_limits,
+    BMI, CREATININE, DIASTOLIC, EGFR, HBA1C, HDL, HEIGHT, LDL, SAME_MEASUREMENT, SYSTOLIC, TOTAL_CHOLESTEROL,
+    TRIGLYCERIDES, WEIGHT, body_parameters, ckd_epi_2021, measured_at, stature_curve, value_limits,
 )
 
 
@@ -134,6 +135,8 @@ class Examination:
             value = self._value(WEIGHT) / (self._value(HEIGHT) / 100) ** 2
         elif code == EGFR:
             value = float(ckd_epi_2021(self._value(CREATININE), self.age, body.patient.sex == "F"))
+        elif code == TOTAL_CHOLESTEROL:  # Friedewald et al., Clin Chem 1972;18:499-502: TC = LDL + HDL + TG/5
+            value = self._value(LDL) + self._value(HDL) + self._value(TRIGLYCERIDES) / 5
         else:
             value = body.reading(code, self.day, self.age, self.active)
             if code == DIASTOLIC and (systolic := self._value(SYSTOLIC)) is not None:

@@ -21,9 +21,10 @@ CREATININE, EGFR = "LOINC/38483-4", "LOINC/98979-8"  # eGFR by CKD-EPI 2021, the
 # shipped model's vocabulary), read as the CKD-EPI 2021 eGFR.
 EGFR_MDRD = "LOINC/33914-3"
 HBA1C = "LOINC/4548-4"
+LDL, HDL, TRIGLYCERIDES, TOTAL_CHOLESTEROL = "LOINC/18262-6", "LOINC/2085-9", "LOINC/2571-8", "LOINC/2093-3"
 SAME_MEASUREMENT = {EGFR_MDRD: EGFR}
 BMI_FROM_AGE = 2.0  # CDC BMI-for-age charts start at 2 years
-DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,)}  # computed from the values they depend on
+DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,), TOTAL_CHOLESTEROL: (LDL, HDL, TRIGLYCERIDES)}  # computed from the values they depend on
 
 
 @cache
