@@ -150,6 +150,21 @@ def test_a_lipid_panel_adds_up_and_a_diabetics_triglycerides_run_higher():
     assert np.mean(panels[True]) > np.mean(panels[False]) + 20
 
 
+def test_kidney_disease_lowers_hemoglobin_and_raises_urea_nitrogen():
+    knowledge, by_ckd = load_knowledge(), {False: [], True: []}
+    for seed in range(80):
+        patient, ckd = adult(65.0, "M"), seed % 2 == 1
+        patient.rng = np.random.default_rng(seed)
+        extra = [Fact("SNOMED/709044004")] if ckd else []
+        visit = Visit(patient.now, "AMB", 0.02, [Fact("LOINC/718-7"), Fact("LOINC/6299-2"), *extra])
+        BodyKeeper(knowledge, patient).vet(patient, visit)
+        by_ckd[ckd].append({f.code: f.value for f in visit.facts})
+    mean = {ckd: {code: np.mean([v[code] for v in rows]) for code in ("LOINC/718-7", "LOINC/6299-2")}
+            for ckd, rows in by_ckd.items()}
+    assert mean[True]["LOINC/718-7"] < mean[False]["LOINC/718-7"] - 1.0  # anaemia of CKD
+    assert mean[True]["LOINC/6299-2"] > mean[False]["LOINC/6299-2"] + 8
+
+
 def test_a_fever_needs_a_febrile_condition_and_hba1c_stays_below_diabetes():
     patient, knowledge = adult(), load_knowledge()
     keeper = BodyKeeper(knowledge, patient)
@@ -175,6 +190,7 @@ def test_the_body_keeper_vets_first():
     ("egfr_mismatch", [("LOINC/38483-4", 55, 2, 1.0), ("LOINC/98979-8", 55, 2, 30.0)]),
     ("hba1c_diabetic_range_without_diabetes", [("LOINC/4548-4", 56, None, 7.2)]),
     ("fever_without_diagnosis", [("LOINC/8310-5", 52, None, 38.6)]),
+    ("albuminuria_without_kidney_disease", [("LOINC/14959-1", 56, None, 120.0)]),
     ("duplicate_measurement", [("LOINC/8480-6", 50, 1, 150.0)]),
 ])
 def test_each_rule_catches_a_record_breaking_it(rule, extra):

@@ -142,6 +142,9 @@ def test_labs_depend_on_the_condition(lifetime_cohort):
                 for e in r.events if e.code == code]
     assert np.mean(values("LOINC/4548-4", "SNOMED/44054006", True)) > 6.5
     assert np.mean(values("LOINC/98979-8", "SNOMED/709044004", True)) < 60 < np.mean(values("LOINC/98979-8", "SNOMED/709044004", False))
+    # kidney disease: albuminuria and a raised urea nitrogen (KDIGO 2012)
+    assert np.mean(values("LOINC/14959-1", "SNOMED/709044004", True)) > 30 > max(values("LOINC/14959-1", "SNOMED/709044004", False))
+    assert np.mean(values("LOINC/6299-2", "SNOMED/709044004", True)) > np.mean(values("LOINC/6299-2", "SNOMED/709044004", False)) + 5
 
 
 def test_long_term_drugs_are_renewed_at_visits_at_most_yearly_and_stop_with_their_indication(lifetime_cohort):

@@ -32,6 +32,8 @@ RULES: dict[str, str] = {
                                              "in the same encounter",
     "fever_without_diagnosis": "a temperature of 38.0 C or more with no febrile condition active or diagnosed "
                                "in the same encounter",
+    "albuminuria_without_kidney_disease": "a urine albumin/creatinine ratio of 30 mg/g or more with no chronic "
+                                          "kidney disease active or diagnosed in the same encounter",
     "duplicate_measurement": "one measurement recorded twice at the same time in one encounter (a BP panel "
                              "with two systolic values)",
 }
