@@ -5,6 +5,7 @@ creatinine's by CKD-EPI 2021, and a fever or a diabetic HbA1c comes with its dia
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -148,6 +149,19 @@ def test_a_lipid_panel_adds_up_and_a_diabetics_triglycerides_run_higher():
         assert v[TOTAL_CHOLESTEROL] == pytest.approx(v[LDL] + v[HDL] + v[TRIGLYCERIDES] / 5, abs=1.0)
         panels[diabetic].append(v[TRIGLYCERIDES])
     assert np.mean(panels[True]) > np.mean(panels[False]) + 20
+
+
+def test_a_statin_lowers_the_ldl_of_hyperlipidemia_by_about_a_third():
+    knowledge, ldl = load_knowledge(), {False: [], True: []}
+    for seed in range(80):
+        patient, on_statin = adult(60.0), seed % 2 == 1
+        patient.rng = np.random.default_rng(seed)
+        if on_statin:
+            patient.medications["RXNORM/312961"] = math.inf  # simvastatin, ordered at an earlier visit
+        visit = Visit(patient.now, "AMB", 0.02, [Fact("SNOMED/55822004"), Fact(LDL)])
+        BodyKeeper(knowledge, patient).vet(patient, visit)
+        ldl[on_statin].append(next(f.value for f in visit.facts if f.code == LDL))
+    assert np.mean(ldl[False]) > 150 and 0.55 < np.mean(ldl[True]) / np.mean(ldl[False]) < 0.75
 
 
 def test_kidney_disease_lowers_hemoglobin_and_raises_urea_nitrogen():

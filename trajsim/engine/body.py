@@ -7,7 +7,8 @@ reached once growth ends; weight follows the chart's median scaled by the patien
 over the recorded height squared. Every other vital and lab is the knowledge table's distribution
 for the patient's sex, age and conditions at a patient-level centile plus visit noise; the
 diastolic pressure stays a pulse pressure below the systolic; HbA1c moves slowly around the
-patient's level (it reflects months of glycaemia); eGFR is the creatinine's by CKD-EPI 2021; total
+patient's level (it reflects months of glycaemia); a drug scales the values it lowers (a statin
+LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
 cholesterol is the panel's LDL + HDL + triglycerides/5; a value that implies a diagnosis (a fever,
 an HbA1c in the diabetic range) stays below its limit unless one of its conditions is active or diagnosed at the visit. Figures: `data/body.csv`.
 """
@@ -26,8 +27,9 @@ from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import (
     BMI, CREATININE, DIASTOLIC, EGFR, HBA1C, HDL, HEIGHT, LDL, SAME_MEASUREMENT, SYSTOLIC, TOTAL_CHOLESTEROL,
-    TRIGLYCERIDES, WEIGHT, body_parameters, ckd_epi_2021, measured_at, stature_curve, value_limits,
+    TRIGLYCERIDES, WEIGHT, body_parameters, ckd_epi_2021, measured_at, stature_curve, treatment_effects, value_limits,
 )
+from trajsim.knowledge.therapy import drug_groups
 
 
 def measure(knowledge: Knowledge, code: str, value: float) -> Fact:
@@ -46,6 +48,7 @@ class Body:
         self.centiles: dict[str, float] = {}  # measurement code -> the patient's z-score
         self.weight_state: tuple[float, float] | None = None  # (day, log weight relative to the median)
         self.hba1c_state: tuple[float, float] | None = None  # (day, the patient's HbA1c z-score that day)
+        self.groups = drug_groups(knowledge)
 
     def examine(self, day: float, active: set[str]) -> Examination:
         """The body as measured on `day` with the condition keys in `active`."""
@@ -83,11 +86,19 @@ class Body:
         else:
             z = self.centiles.setdefault(code, float(rng.normal()))
             value = dist.mean + dist.sd * (r * z + math.sqrt(1 - r**2) * rng.normal())
+        taken = self.drug_groups_taken(day)
+        for group, factor in treatment_effects().get(code, ()):
+            if group in taken:
+                value *= factor
         limit = value_limits().get(code)
         if limit is not None and not limit.conditions & active:
             value = min(value, limit.limit - 10 ** -self.k.measurements[code].decimals)
         return value
 
+
+    def drug_groups_taken(self, day: float) -> set[str]:
+        """The `medications.csv` groups of the drugs the patient takes on `day` (ordered before it)."""
+        return {g for code, end in self.patient.medications.items() if end > day for g in self.groups.get(code, ())}
 
     def hba1c_level(self, day: float) -> float:
         """The patient's HbA1c z-score on `day`: an Ornstein-Uhlenbeck process reverting over

@@ -57,6 +57,16 @@ def value_limits() -> dict[str, ValueLimit]:
             for r in rows}
 
 
+@cache
+def treatment_effects() -> dict[str, tuple[tuple[str, float], ...]]:
+    """Measurement code -> (drug group of medications.csv, factor its value is multiplied by while a
+    drug of the group is taken) (`data/treatment_effects.csv`)."""
+    found: dict[str, list[tuple[str, float]]] = {}
+    for r in read_table(DATA.joinpath("treatment_effects.csv"), ("group", "code", "factor")):
+        found.setdefault(r["code"], []).append((r["group"], float(r["factor"])))
+    return {code: tuple(effects) for code, effects in found.items()}
+
+
 def measured_at(knowledge: Knowledge, code: str, sex: str, age: float, active: set[str]) -> bool:
     """Whether a measurement is taken at this age: height and weight always, BMI from 2, eGFR with
     its creatinine, any other where the value tables cover the age (BP from 3)."""
