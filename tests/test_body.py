@@ -164,6 +164,19 @@ def test_a_statin_lowers_the_ldl_of_hyperlipidemia_by_about_a_third():
     assert np.mean(ldl[False]) > 150 and 0.55 < np.mean(ldl[True]) / np.mean(ldl[False]) < 0.75
 
 
+def test_metformin_brings_a_diabetics_hba1c_down_by_about_a_point():
+    knowledge, hba1c = load_knowledge(), {False: [], True: []}
+    for seed in range(80):
+        patient, treated = adult(60.0), seed % 2 == 1
+        patient.rng = np.random.default_rng(seed)
+        if treated:
+            patient.medications["RXNORM/860975"] = math.inf
+        visit = Visit(patient.now, "AMB", 0.02, [Fact("SNOMED/44054006"), Fact(HBA1C)])
+        BodyKeeper(knowledge, patient).vet(patient, visit)
+        hba1c[treated].append(next(f.value for f in visit.facts if f.code == HBA1C))
+    assert 0.7 < np.mean(hba1c[False]) - np.mean(hba1c[True]) < 1.6  # Hirst et al. 2012: 1.12 points
+
+
 def test_kidney_disease_lowers_hemoglobin_and_raises_urea_nitrogen():
     knowledge, by_ckd = load_knowledge(), {False: [], True: []}
     for seed in range(80):
