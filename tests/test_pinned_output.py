@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "aa640ea9c6beb4041e978abe9be98269a48a66a4e66a0865c6ad1044a8d35031",
-    "default": "965352a2c5077f935bd16d45ce1fa43cf85baf7f088137ccd825986ea47edb3a",
+    "reference": "b7ac8fcc9ae0cda11e410920916256a9b908be952f9081122ffd32fbfcbe8a57",
+    "default": "7d957f3b5a10f66c48cdb1813ff821c584602149d57fbf18b388632392e4c326",
 }
 
 

@@ -10,7 +10,8 @@ diastolic pressure stays a pulse pressure below the systolic; HbA1c moves slowly
 patient's level (it reflects months of glycaemia); a drug scales the values it lowers (a statin
 LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
 cholesterol is the panel's LDL + HDL + triglycerides/5; a value that implies a diagnosis (a fever,
-an HbA1c in the diabetic range) stays below its limit unless one of its conditions is active or diagnosed at the visit. Figures: `data/body.csv`.
+an HbA1c in the diabetic range) stays below its limit unless one of its conditions is active or
+diagnosed at the visit. Figures: `data/body.csv`.
 """
 
 from __future__ import annotations
@@ -94,7 +95,6 @@ class Body:
         if limit is not None and not limit.conditions & active:
             value = min(value, limit.limit - 10 ** -self.k.measurements[code].decimals)
         return value
-
 
     def drug_groups_taken(self, day: float) -> set[str]:
         """The `medications.csv` groups of the drugs the patient takes on `day` (ordered before it)."""
