@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "b7ac8fcc9ae0cda11e410920916256a9b908be952f9081122ffd32fbfcbe8a57",
-    "default": "7d957f3b5a10f66c48cdb1813ff821c584602149d57fbf18b388632392e4c326",
+    "reference": "c2c102cf3db23f8f8efa5ddb0c70525b3cc7ed96e25196843eb958777e1a300b",
+    "default": "387a8a9b920543ef82d5396f434edbe6df0d139ca2df183a4de668a90f87b016",
 }
 
 
