@@ -14,9 +14,9 @@ from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine import Fact, ReferenceSource, TrajectorySource, Visit, simulate
 from trajsim.events import DEATH, VISIT_END, Event, events_frame, visit_start_code
 from trajsim.knowledge import load_knowledge
-from trajsim.knowledge.acute import EMERGENCY_VISIT, event_rates, treatments
+from trajsim.knowledge.acute import EMERGENCY_VISIT, admissions, event_rates, treatments
 from trajsim.rules import acute, find_violations
-from trajsim.vocab import domain_of
+from trajsim.vocab import domain_of, load_vocabulary
 
 APPENDICITIS, APPENDECTOMY, OFFICE_VISIT = "SNOMED/74400008", "SNOMED/80146002", "SNOMED/185345009"
 ELDERLY = ({"min": 80, "max": 95, "weight": 1.0},)
@@ -47,7 +47,7 @@ def per_person_year(events: pl.DataFrame, encounter_class: str) -> float:
 
 def test_ed_visits_and_hospital_stays_come_at_us_rates(adults):
     # NHAMCS 2019: about 0.43 ED visits per person-year; HCUP 2019: about 0.10 stays (this case mix
-    # admits only from the ED, so fewer)
+    # has no sepsis, psychiatric or newborn stays, so fewer)
     assert 0.25 < per_person_year(adults, "EMER") < 0.7
     assert 0.02 < per_person_year(adults, "IMP") < 0.2
 
@@ -125,3 +125,39 @@ def test_every_treatment_is_a_procedure_for_a_known_condition():
     for treatment in treatments().values():
         assert treatment.condition in knowledge.conditions and domain_of(treatment.procedure) == "procedure"
     assert set(event_rates()) - {EMERGENCY_VISIT} <= set(knowledge.conditions)
+
+
+KNEE_OA, KNEE_REPLACEMENT, HEART_FAILURE = "SNOMED/239873007", "SNOMED/609588000", "SNOMED/84114007"
+
+
+def test_knee_replacements_are_planned_stays_at_most_one_per_knee(elderly):
+    surgery = elderly.filter(pl.col("code") == KNEE_REPLACEMENT)
+    assert surgery.height > 0
+    stays = elderly.filter(pl.col("encounter_id").is_in(surgery["encounter_id"].implode()))
+    starts = stays.filter(pl.col("code").str.starts_with("TRAJSIM/visit/"))
+    assert (starts["code"] == visit_start_code("IMP")).all() and (starts["time"].dt.weekday() <= 5).all()
+    assert stays.filter(pl.col("code") == "SNOMED/183495009").height == surgery.height  # non-urgent orthopedic
+    with_oa = elderly.filter(pl.col("code") == KNEE_OA)["subject_id"].unique()
+    assert surgery["subject_id"].is_in(with_oa.implode()).all()
+    assert surgery.group_by("subject_id").len()["len"].max() <= 2
+
+
+def test_heart_failure_brings_admissions_through_the_ed_with_a_natriuretic_peptide(elderly):
+    failing = elderly.filter(pl.col("code") == HEART_FAILURE)["subject_id"].unique()
+    with_hf = elderly.filter(pl.col("subject_id").is_in(failing.implode()))
+    without = elderly.filter(~pl.col("subject_id").is_in(failing.implode()))
+    assert failing.len() >= 5
+    assert per_person_year(with_hf, "IMP") > per_person_year(without, "IMP") + 0.1  # HCUP: about 0.17 a year
+    ed_labs = with_hf.filter(pl.col("code") == "LOINC/33762-6").join(
+        with_hf.filter(pl.col("code") == visit_start_code("EMER")).select("encounter_id"), on="encounter_id")
+    assert ed_labs.height > 0 and ed_labs["numeric_value"].null_count() == 0
+
+
+def test_every_admission_is_for_a_known_condition_with_known_codes():
+    knowledge, vocabulary = load_knowledge(), load_vocabulary()
+    for admission in admissions():
+        assert admission.condition in knowledge.conditions and knowledge.conditions[admission.condition].course == "chronic"
+        assert domain_of(admission.admission) == "encounter_type"
+        assert admission.procedure is None or domain_of(admission.procedure) == "procedure"
+        assert admission.lab is None or admission.lab in knowledge.measurements
+        assert all(code in vocabulary for code in (admission.admission, admission.procedure, admission.lab) if code)

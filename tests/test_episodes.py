@@ -190,3 +190,20 @@ def test_200_reference_patients_have_no_violations(reference_events):
     for events in (reference_events, events_frame([event for record in records for event in record.events])):
         found = find_violations(events)
         assert found.is_empty(), found.head(10)
+
+
+def test_a_diagnosis_at_a_visit_redraws_the_day_of_death_before_the_visit_is_recorded():
+    """The engine cuts a visit's facts at the day of death; a diagnosis that changes the death hazard
+    redraws that day first, so an episode's end days later is not lost to a death drawn again."""
+    from trajsim.engine.schedules import Schedule
+    from trajsim.engine.source import FactKind
+
+    knowledge, redrawn = load_knowledge(), 0
+    for seed in range(20):
+        birth = day_number(datetime(1950, 1, 1).date())
+        now = birth + 70 * DAYS_PER_YEAR
+        patient = PatientState(1, "M", birth, now, now + 10 * DAYS_PER_YEAR, now + 3.0, np.random.default_rng(seed), now=now)
+        schedule = Schedule(knowledge, patient, frozenset({FactKind.DEATHS}))
+        schedule.update_death(now, [Fact("SNOMED/53741008")])  # coronary disease diagnosed at this visit
+        redrawn += patient.death_day != now + 3.0
+    assert redrawn == 20

@@ -101,6 +101,8 @@ def test_the_rules_catch_a_chart_that_breaks_them():
                              "ppi_missing_in_gerd", "antibiotic_missing_in_strep"}
     diabetic = _chart(*_visit(0, 1, ("SNOMED/44054006", None), ("RXNORM/860975", "SNOMED/44054006")))  # aged 55
     assert _rules(diabetic) == {"statin_missing_in_diabetes"}
+    on_statin_only = _chart(*_visit(0, 1, ("SNOMED/44054006", None), ("RXNORM/312961", "SNOMED/44054006")))
+    assert _rules(on_statin_only) == {"metformin_missing_in_diabetes"}
     child = _chart(*_visit(20000, 1, ("SNOMED/59621000", None), ("RXNORM/197361", "SNOMED/59621000")))  # amlodipine 5 mg
     child = child.with_columns(time=pl.when(pl.col("code") == BIRTH).then(datetime(2064, 1, 1)).otherwise("time"))
     assert "adult_formulation_in_child" in _rules(child.sort("time"))

@@ -22,6 +22,7 @@ from trajsim.engine.acute import keeper_codes
 from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
 from trajsim.events import CONDITION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.physiology import SAME_MEASUREMENT
 from trajsim.model import DEFAULT_MODEL
 
 INFANTS_AND_ADULTS = ({"min": 0, "max": 2, "weight": 1.0}, {"min": 50, "max": 90, "weight": 1.0})
@@ -41,7 +42,8 @@ class Counted(TrajectorySource):
         for visit in visits:
             if visit.encounter_class is not None:
                 self.codes[patient.subject_id].update([visit_start_code(visit.encounter_class), VISIT_END])
-            self.codes[patient.subject_id].update(fact.code for fact in visit.facts)
+            # a measurement proposed under another code for it is recorded under the body's (eGFR)
+            self.codes[patient.subject_id].update(SAME_MEASUREMENT.get(fact.code, fact.code) for fact in visit.facts)
 
     def new_state(self, patient):
         return self.source.new_state(patient)

@@ -3,7 +3,9 @@
 Acute events happen on their own day, not at the next scheduled visit: between visits the keeper
 dates first myocardial infarctions and strokes (age and sex rates raised by the patient's risk
 factors) and emergency visits for acute illness and injury (NHAMCS rates by age), each as an ED
-visit followed by an admission when the condition needs one. A visit a source proposes with the
+visit followed by an admission when the condition needs one, and the stays chronic conditions
+lead to (`admissions.csv`: a planned knee replacement admitted directly, a heart-failure or COPD
+exacerbation through the ED). A visit a source proposes with the
 onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
 with the procedure that treats it. Before a death the keeper dates the terminal encounter: an
 admission or ED visit ending at death, or an office visit in the last month.
@@ -12,6 +14,7 @@ admission or ED visit ending at death, or an office visit in the last month.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,7 +26,7 @@ from trajsim.engine.schedules import active_keys, office_hours, prescribe
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.acute import EMERGENCY_VISIT, event_rate, sudden_onsets, treatments
+from trajsim.knowledge.acute import EMERGENCY_VISIT, Admission, admissions, event_rate, sudden_onsets, treatments
 from trajsim.scenario import Presentation, presentations
 from trajsim.vocab import domain_of
 
@@ -65,6 +68,7 @@ class EmergencyKeeper(ChartKeeper):
                                           and knowledge.conditions[c.condition].course == "acute"]
         self.waiting: list[Visit] = []  # an admission from the ED, taken next
         self.terminal: _Terminal | None = None
+        self.admitted: Counter[Admission] = Counter()  # stays so far, for those a patient has a few of at most
 
     # --- visits a source proposes ----------------------------------------------------------------
     def vet(self, patient: PatientState, visit: Visit) -> None:
@@ -116,8 +120,11 @@ class EmergencyKeeper(ChartKeeper):
         afresh at each decision is exact."""
         now, rng = patient.now, patient.rng
         active = active_keys(self.k, patient, now)
-        events = [(key, self._onset_rate(patient, key, active)) for key in self.sudden]
-        events.append((EMERGENCY_VISIT, event_rate(EMERGENCY_VISIT, patient.sex, patient.age_at(now))))
+        age = patient.age_at(now)
+        events: list[tuple[str | Admission, float]] = [(key, self._onset_rate(patient, key, active)) for key in self.sudden]
+        events.append((EMERGENCY_VISIT, event_rate(EMERGENCY_VISIT, patient.sex, age)))
+        events += [(a, a.rate) for a in admissions() if a.condition in active and a.applies(age)
+                   and (a.max_per_patient is None or self.admitted[a] < a.max_per_patient)]
         total = sum(rate for _, rate in events)
         if total <= 0:
             return None
@@ -125,19 +132,40 @@ class EmergencyKeeper(ChartKeeper):
         if day >= until:
             return None
         event = events[int(rng.choice(len(events), p=[rate / total for _, rate in events]))][0]
+        if isinstance(event, Admission):
+            return self._admission_for(patient, event, day, until)
         ed = Visit(day, "EMER", _draw_days(rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]), [Fact(ED_VISIT)])
         if event != EMERGENCY_VISIT:
             ed.facts.append(Fact(self.k.conditions[event].code))  # `vet` adds its treatment
             return ed
         return self._emergency_visit(patient, ed, active)
 
+    def _admission_for(self, patient: PatientState, admission: Admission, day: float, until: float) -> Visit | None:
+        """A stay a chronic condition leads to: planned ones start on a weekday morning with their
+        procedure; emergencies come through the ED, with the lab that confirms them, and are admitted."""
+        extra = [Fact(code) for code in (admission.procedure, admission.lab) if code]
+        if admission.elective:
+            day = office_hours(patient, day)
+            if day >= until:  # drawn again from the next decision on (the rate is memoryless)
+                return None
+            self.admitted[admission] += 1
+            stay = _draw_days(patient.rng, admission.stay_days, STAY_SPREAD)
+            return Visit(day, "IMP", max(stay, 0.5), [Fact(admission.admission), *extra])
+        self.admitted[admission] += 1
+        ed = Visit(day, "EMER", _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]), [Fact(ED_VISIT), *extra])
+        self.waiting.append(self._admission(patient, ed, admission.stay_days, []))
+        return ed
+
     def _onset_rate(self, patient: PatientState, key: str, active: set[str]) -> float:
-        """First events per person-year: the population rate raised by each active risk factor's
-        excess relative risk (complications.csv), as the schedule raises complications."""
+        """First events per person-year: a baseline raised by each active risk factor's excess
+        relative risk (complications.csv), as the schedule raises complications. The baseline is the
+        population rate over the mean of that factor at this age, so the published rate stays the
+        population's while a hypertensive diabetic's rate is raised as the pooled cohort equations'."""
         if key in active:
             return 0.0
         excess = sum(ratio - 1.0 for parent, ratio in self.k.risk_ratios.get(key, {}).items() if parent in active)
-        return event_rate(key, patient.sex, patient.age_at(patient.now)) * (1.0 + excess)
+        age = patient.age_at(patient.now)
+        return event_rate(key, patient.sex, age) * (1.0 + excess) / self.k.risk_normaliser(key, patient.sex, age)
 
     def _emergency_visit(self, patient: PatientState, ed: Visit, active: set[str]) -> Visit:
         """An ED visit for acute illness or injury from the ED case mix, admitted as often as it is."""
@@ -184,7 +212,8 @@ def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
     conditions = {*keeper.sudden, *(c.condition for c in keeper.cases), *keeper.treatments}
     drugs = {m.code for key in conditions for m in knowledge.medications.get(key, ())}
     visits = {visit_start_code(c) for c in ENCOUNTER_CLASSES} | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT}
-    return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | {MEDICATION_END}
+    stays = {code for a in admissions() for code in (a.admission, a.procedure, a.lab) if code}
+    return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | stays | {MEDICATION_END}
                      | {t.procedure for t in keeper.treatments.values()})
 
 

@@ -6,9 +6,12 @@ reached once growth ends; weight follows the chart's median scaled by the patien
 (`weight_factor`, more with obesity) and drifts slowly around it; BMI is always the recorded weight
 over the recorded height squared. Every other vital and lab is the knowledge table's distribution
 for the patient's sex, age and conditions at a patient-level centile plus visit noise; the
-diastolic pressure stays a pulse pressure below the systolic; eGFR is the creatinine's by CKD-EPI
-2021; a value that implies a diagnosis (a fever, an HbA1c in the diabetic range) stays below its
-limit unless one of its conditions is active or diagnosed at the visit. Figures: `data/body.csv`.
+diastolic pressure stays a pulse pressure below the systolic; HbA1c moves slowly around the
+patient's level (it reflects months of glycaemia); a drug scales the values it lowers (a statin
+LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
+cholesterol is the panel's LDL + HDL + triglycerides/5; a value that implies a diagnosis (a fever,
+an HbA1c in the diabetic range) stays below its limit unless one of its conditions is active or
+diagnosed at the visit. Figures: `data/body.csv`.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from trajsim.engine.schedules import active_keys
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import (
-    BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SYSTOLIC, WEIGHT, body_parameters, ckd_epi_2021, measured_at,
-    stature_curve, value_limits,
+    BMI, CREATININE, DIASTOLIC, EGFR, HBA1C, HDL, HEIGHT, LDL, SAME_MEASUREMENT, SYSTOLIC, TOTAL_CHOLESTEROL,
+    TRIGLYCERIDES, WEIGHT, body_parameters, ckd_epi_2021, measured_at, stature_curve, treatment_effects, value_limits,
 )
+from trajsim.knowledge.therapy import drug_groups
 
 
 def measure(knowledge: Knowledge, code: str, value: float) -> Fact:
@@ -44,6 +48,8 @@ class Body:
         self.stature = stature_curve(knowledge, patient.sex)
         self.centiles: dict[str, float] = {}  # measurement code -> the patient's z-score
         self.weight_state: tuple[float, float] | None = None  # (day, log weight relative to the median)
+        self.hba1c_state: tuple[float, float] | None = None  # (day, the patient's HbA1c z-score that day)
+        self.groups = drug_groups(knowledge)
 
     def examine(self, day: float, active: set[str]) -> Examination:
         """The body as measured on `day` with the condition keys in `active`."""
@@ -68,19 +74,45 @@ class Body:
         self.weight_state = (day, deviation)
         return self.k.growth_at(self.patient.sex, age)[1] * math.exp(deviation)
 
-    def reading(self, code: str, age: float, active: set[str]) -> float | None:
+    def reading(self, code: str, day: float, age: float, active: set[str]) -> float | None:
         """A vital or lab from its table distribution at the patient's own centile plus visit noise,
-        held below a diagnostic limit the chart does not explain; None if not taken at this age."""
+        held below a diagnostic limit the chart does not explain; None if not taken at this age.
+        HbA1c follows a slowly moving level instead (`hba1c_level`), plus the assay's noise."""
         dist = self.k.value_distribution(code, self.patient.sex, age, active)
         if dist is None:
             return None
         rng, r = self.patient.rng, self.figures["within_person_correlation"]
-        z = self.centiles.setdefault(code, float(rng.normal()))
-        value = dist.mean + dist.sd * (r * z + math.sqrt(1 - r**2) * rng.normal())
+        if code == HBA1C:
+            value = dist.mean + dist.sd * self.hba1c_level(day) + rng.normal(0, self.figures["hba1c_visit_sd"])
+        else:
+            z = self.centiles.setdefault(code, float(rng.normal()))
+            value = dist.mean + dist.sd * (r * z + math.sqrt(1 - r**2) * rng.normal())
+        taken = self.drug_groups_taken(day)
+        for group, factor in treatment_effects().get(code, ()):
+            if group in taken:
+                value *= factor
         limit = value_limits().get(code)
         if limit is not None and not limit.conditions & active:
             value = min(value, limit.limit - 10 ** -self.k.measurements[code].decimals)
         return value
+
+    def drug_groups_taken(self, day: float) -> set[str]:
+        """The `medications.csv` groups of the drugs the patient takes on `day` (ordered before it)."""
+        return {g for code, end in self.patient.medications.items() if end > day for g in self.groups.get(code, ())}
+
+    def hba1c_level(self, day: float) -> float:
+        """The patient's HbA1c z-score on `day`: an Ornstein-Uhlenbeck process reverting over
+        `hba1c_drift_years`, so readings months apart differ by a few tenths of a percent while the
+        population keeps its table distribution (the process is stationary at N(0, 1))."""
+        rng = self.patient.rng
+        if self.hba1c_state is None:
+            level = float(rng.normal())
+        else:
+            last_day, last = self.hba1c_state
+            keep = math.exp(-abs(day - last_day) / (self.figures["hba1c_drift_years"] * DAYS_PER_YEAR))
+            level = last * keep + float(rng.normal()) * math.sqrt(1 - keep**2)
+        self.hba1c_state = (day, level)
+        return level
 
 
 class Examination:
@@ -114,8 +146,10 @@ class Examination:
             value = self._value(WEIGHT) / (self._value(HEIGHT) / 100) ** 2
         elif code == EGFR:
             value = float(ckd_epi_2021(self._value(CREATININE), self.age, body.patient.sex == "F"))
+        elif code == TOTAL_CHOLESTEROL:  # Friedewald et al., Clin Chem 1972;18:499-502: TC = LDL + HDL + TG/5
+            value = self._value(LDL) + self._value(HDL) + self._value(TRIGLYCERIDES) / 5
         else:
-            value = body.reading(code, self.age, self.active)
+            value = body.reading(code, self.day, self.age, self.active)
             if code == DIASTOLIC and (systolic := self._value(SYSTOLIC)) is not None:
                 value = min(value, systolic - body.figures["min_pulse_pressure"])
         return measure(k, code, value)
@@ -124,12 +158,15 @@ class Examination:
 class BodyKeeper(ChartKeeper):
     """Sets the value of every measurement in a visit from the patient's body, whatever the source
     proposed, drops a measurement not taken at the patient's age and a second one of the same code
-    (in an encounter; for history outside any visit, on the same day)."""
+    (in an encounter; for history outside any visit, on the same day). A measurement proposed under
+    another code for it (eGFR with the MDRD name) is recorded under the body's code."""
 
     def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
         self.k, self.body = knowledge, Body(knowledge, patient)
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
+        visit.facts[:] = [replace(f, code=SAME_MEASUREMENT[f.code]) if f.code in SAME_MEASUREMENT else f
+                          for f in visit.facts]
         if not any(f.code in self.k.measurements for f in visit.facts):
             return
         active = active_keys(self.k, patient, visit.day, visit.facts)

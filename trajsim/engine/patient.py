@@ -118,6 +118,9 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
         if visit.encounter_class is not None:
             visit.facts += source.complete_visit(patient, visit)
             visit.facts += care.due_at(visit)
+        # a diagnosis at this visit redraws the day of death before the visit is cut at it, so an
+        # episode's end dated after a death that is then drawn again is not lost
+        care.update_death(visit.day, visit.facts)
         record_visit(record, visit, source, keepers)
         care.update_death(record.last_day)
         yield env.timeout(min(visit.day + visit.duration_days, patient.exit_day) - env.now)

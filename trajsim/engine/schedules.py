@@ -178,12 +178,13 @@ class Schedule:
                     self.last_lab[lab.code] = day
         return facts
 
-    def update_death(self, day: float) -> None:
-        """Redraw the day of death from `day` when the active conditions change the death hazard."""
+    def update_death(self, day: float, facts: list[Fact] = ()) -> None:
+        """Redraw the day of death from `day` when the active conditions, with those diagnosed among
+        `facts`, change the death hazard."""
         p = self.patient
         if FactKind.DEATHS not in self.kinds or p.death_day is not None and p.death_day <= day:
             return
-        conditions = frozenset(active_keys(self.k, p, day) & set(self.k.mortality_hazard_ratios))
+        conditions = frozenset(active_keys(self.k, p, day, facts) & set(self.k.mortality_hazard_ratios))
         if conditions != self.death_conditions:
             self.death_conditions = conditions
             p.death_day = draw_death_day(self.k, p.rng, p.sex, p.birth_day, day, p.end_day, set(conditions))

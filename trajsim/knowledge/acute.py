@@ -1,7 +1,8 @@
 """Acute care as data: which conditions are treated through the emergency department with a
-procedure (and admitted), and the rates of the events the engine dates on their own day (first
-myocardial infarction and stroke, emergency visits for acute illness and injury), from
-`data/acute_care.csv` and `data/acute_rates.csv`."""
+procedure (and admitted), the rates of the events the engine dates on their own day (first
+myocardial infarction and stroke, emergency visits for acute illness and injury), and the hospital
+admissions a chronic condition leads to (an elective joint replacement, a heart-failure or COPD
+exacerbation), from `data/acute_care.csv`, `data/acute_rates.csv` and `data/admissions.csv`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,45 @@ def treatments() -> dict[str, Treatment]:
     """Treatments by condition key."""
     rows = read_table(DATA.joinpath("acute_care.csv"), ("condition", "procedure", "admitted"))
     return {r["condition"]: Treatment(r["condition"], r["procedure"], r["admitted"] == "1") for r in rows}
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A hospital stay that patients with `condition` have at `rate` a year at ages [age_min,
+    age_max): planned (`elective`, admitted directly on a weekday) or through the ED (`emergency`),
+    with the procedure or the lab done in it, at most `max_per_patient` times (None: no limit)."""
+
+    condition: str  # key in conditions.csv
+    elective: bool
+    admission: str  # the stay's encounter type
+    procedure: str | None
+    lab: str | None
+    rate: float  # stays per person-year with the condition
+    age_min: float
+    age_max: float
+    stay_days: float
+    max_per_patient: int | None
+
+    def applies(self, age: float) -> bool:
+        return self.age_min <= age < self.age_max
+
+
+ROUTES = ("elective", "emergency")
+
+
+@cache
+def admissions() -> tuple[Admission, ...]:
+    """The admissions chronic conditions lead to (`data/admissions.csv`)."""
+    rows = read_table(DATA.joinpath("admissions.csv"), ("condition", "route", "admission", "procedure", "lab",
+                                                         "per_1000py", "age_min", "age_max", "stay_days",
+                                                         "max_per_patient"))
+    bad = sorted({r["route"] for r in rows} - set(ROUTES))
+    if bad:
+        raise ValueError(f"admissions.csv: route {bad[0]!r} is not one of {', '.join(ROUTES)}")
+    return tuple(Admission(r["condition"], r["route"] == "elective", r["admission"], r["procedure"] or None,
+                           r["lab"] or None, float(r["per_1000py"]) / 1000, float(r["age_min"]), float(r["age_max"]),
+                           float(r["stay_days"]), int(r["max_per_patient"]) if r["max_per_patient"] else None)
+                 for r in rows)
 
 
 @cache

@@ -42,6 +42,19 @@ class Epidemiology:
         return 1.0 + sum(self.prevalence_at(key, sex, age) * (ratio - 1.0) for key, ratio in ratios.items()
                          if key in self.prevalence)
 
+    def risk_normaliser(self, condition: str, sex: str, age: float) -> float:
+        """`prevalence_factor` of the risk factors of `condition` (complications.csv) at this age,
+        rounded to a whole year (prevalences change little within one): what a population rate is
+        divided by to give the rate of someone with none of them."""
+        key = (condition, sex, round(age))
+        if key not in self._risk_normalisers:
+            self._risk_normalisers[key] = self.prevalence_factor(sex, float(key[2]), self.risk_ratios.get(condition, {}))
+        return self._risk_normalisers[key]
+
+    @cached_property
+    def _risk_normalisers(self) -> dict[tuple[str, str, int], float]:
+        return {}
+
     @cached_property
     def chronic(self) -> list[Condition]:
         """The chronic conditions, in the order of the arrays `chronic_changes` returns."""

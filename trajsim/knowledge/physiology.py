@@ -16,9 +16,15 @@ from trajsim.knowledge.tables import DATA, Knowledge, read_table
 
 HEIGHT, WEIGHT, BMI = "LOINC/8302-2", "LOINC/29463-7", "LOINC/39156-5"
 SYSTOLIC, DIASTOLIC = "LOINC/8480-6", "LOINC/8462-4"
-CREATININE, EGFR = "LOINC/38483-4", "LOINC/33914-3"
+CREATININE, EGFR = "LOINC/38483-4", "LOINC/98979-8"  # eGFR by CKD-EPI 2021, the equation the body uses
+# Codes other records give the same measurement under: eGFR coded with the MDRD name (Synthea, the
+# shipped model's vocabulary), read as the CKD-EPI 2021 eGFR.
+EGFR_MDRD = "LOINC/33914-3"
+HBA1C = "LOINC/4548-4"
+LDL, HDL, TRIGLYCERIDES, TOTAL_CHOLESTEROL = "LOINC/18262-6", "LOINC/2085-9", "LOINC/2571-8", "LOINC/2093-3"
+SAME_MEASUREMENT = {EGFR_MDRD: EGFR}
 BMI_FROM_AGE = 2.0  # CDC BMI-for-age charts start at 2 years
-DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,)}  # computed from the values they depend on
+DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,), TOTAL_CHOLESTEROL: (LDL, HDL, TRIGLYCERIDES)}  # computed from the values they depend on
 
 
 @cache
@@ -49,6 +55,16 @@ def value_limits() -> dict[str, ValueLimit]:
     rows = read_table(DATA.joinpath("value_limits.csv"), ("code", "limit", "conditions", "rule"))
     return {r["code"]: ValueLimit(r["code"], float(r["limit"]), frozenset(r["conditions"].split(";")), r["rule"])
             for r in rows}
+
+
+@cache
+def treatment_effects() -> dict[str, tuple[tuple[str, float], ...]]:
+    """Measurement code -> (drug group of medications.csv, factor its value is multiplied by while a
+    drug of the group is taken) (`data/treatment_effects.csv`)."""
+    found: dict[str, list[tuple[str, float]]] = {}
+    for r in read_table(DATA.joinpath("treatment_effects.csv"), ("group", "code", "factor")):
+        found.setdefault(r["code"], []).append((r["group"], float(r["factor"])))
+    return {code: tuple(effects) for code, effects in found.items()}
 
 
 def measured_at(knowledge: Knowledge, code: str, sex: str, age: float, active: set[str]) -> bool:

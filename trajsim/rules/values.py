@@ -16,7 +16,8 @@ from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, SEX_FEMALE, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import (
-    BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SYSTOLIC, WEIGHT, body_parameters, ckd_epi_2021, value_limits,
+    BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SAME_MEASUREMENT, SYSTOLIC, WEIGHT, body_parameters, ckd_epi_2021,
+    value_limits,
 )
 from trajsim.rules.base import violation
 from trajsim.rules.record import _condition_spells
@@ -31,6 +32,8 @@ RULES: dict[str, str] = {
                                              "in the same encounter",
     "fever_without_diagnosis": "a temperature of 38.0 C or more with no febrile condition active or diagnosed "
                                "in the same encounter",
+    "albuminuria_without_kidney_disease": "a urine albumin/creatinine ratio of 30 mg/g or more with no chronic "
+                                          "kidney disease active or diagnosed in the same encounter",
     "duplicate_measurement": "one measurement recorded twice at the same time in one encounter (a BP panel "
                              "with two systolic values)",
 }
@@ -84,7 +87,8 @@ def _panels(facts: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
     bmi = _panel(facts, (HEIGHT, WEIGHT, BMI)).with_columns(
         expected=pl.col(WEIGHT) / (pl.col(HEIGHT) / 100) ** 2, code=pl.lit(BMI))
     pressure = _panel(facts, (SYSTOLIC, DIASTOLIC)).with_columns(code=pl.lit(DIASTOLIC))
-    kidney = (_aged(_panel(facts, (CREATININE, EGFR)).drop_nulls([CREATININE, EGFR]), people)
+    as_measured = facts.with_columns(pl.col("code").replace(SAME_MEASUREMENT))  # Synthea's eGFR has the MDRD code
+    kidney = (_aged(_panel(as_measured, (CREATININE, EGFR)).drop_nulls([CREATININE, EGFR]), people)
               .filter(pl.col("age") >= 18)
               .with_columns(expected=pl.struct(CREATININE, "age", "female").map_batches(
                   lambda s: pl.Series(ckd_epi_2021(s.struct.field(CREATININE).to_numpy(),
