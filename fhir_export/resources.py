@@ -23,8 +23,9 @@ from fhir_export.providers import SHARED_TYPES, CareTeam, care_team
 from fhir_export.tables import load_table
 from fhir_export.terminology import (
     ACT_CODE, BLOOD_PRESSURE_PANEL, BLOOD_PRESSURE_PARTS, CARE_PLAN_CATEGORY, CONDITION_ACTIVE, CONDITION_RESOLVED,
-    ALLERGY_ACTIVE, ALLERGY_CONFIRMED, CONFIRMED, DISCHARGE_DISPOSITION, DOCUMENT_CATEGORY, ENCOUNTER_CLASSES, ENCOUNTER_DIAGNOSIS, IDENTIFIER_TYPE,
-    INTERPRETATIONS, LAB_REPORT_CATEGORY, LOINC, OBSERVATION_CATEGORIES, OBSERVATION_CATEGORY, PARTICIPATION_TYPE,
+    ALLERGY_ACTIVE, ALLERGY_CONFIRMED, CONDITION_ASSERTED_DATE, CONFIRMED, DISCHARGE_DISPOSITION, DOCUMENT_CATEGORY, ENCOUNTER_CLASSES, ENCOUNTER_DIAGNOSIS, IDENTIFIER_TYPE,
+    INTERPRETATIONS, LAB_REPORT_CATEGORY, LOINC, MEDICATION_CATEGORIES, MIME_TYPE_SUFFICIENT, NOT_PERFORMED,
+    OBSERVATION_CATEGORIES, OBSERVATION_CATEGORY, PARTICIPATION_TYPE,
     PROBLEM_LIST_ITEM,
     PROVENANCE_AGENT, TRAJSIM_IDENTIFIERS, UCUM, concept, profile,
 )
@@ -188,6 +189,7 @@ class _Visit:
     resource: Resource
     record: VisitRecord
     organization: Resource
+    location: Resource
     practitioner: Resource
     labs: list[tuple[str, Resource]] = field(default_factory=list)
 
@@ -313,6 +315,7 @@ class _PatientBuild:
     def _open_visit(self, event: Event) -> None:
         encounter_class = event.code.removeprefix(VISIT_START_PREFIX)
         organization, location, practitioner = self.team.for_class(encounter_class)
+        period = {"start": fhir_datetime(event.time)}  # the attending's too: ends with the visit
         resource = self._add({
             "resourceType": "Encounter", "id": self.ids.next(), "meta": profile("us-core-encounter"),
             "identifier": [{"system": TRAJSIM_IDENTIFIERS + "encounter-id", "value": f"{self.key}/{event.encounter_id}"}],
@@ -320,9 +323,9 @@ class _PatientBuild:
             "class": {"system": ACT_CODE, "code": encounter_class,
                       "display": ENCOUNTER_CLASSES.get(encounter_class, encounter_class)},
             "subject": self.subject,
-            "participant": [{"type": [concept(PARTICIPATION_TYPE, "ATND", "attender")],
+            "participant": [{"type": [concept(PARTICIPATION_TYPE, "ATND", "attender")], "period": period,
                              "individual": self.out.reference(practitioner)}],
-            "period": {"start": fhir_datetime(event.time)},
+            "period": period,
             "location": [{"location": self.out.reference(location)}],
             "serviceProvider": self.out.reference(organization),
         })
@@ -331,7 +334,7 @@ class _PatientBuild:
         record = VisitRecord(encounter_class, None, event.time, None, age, PERSON_WORDS[self.sex, child], age_years,
                              history=self._current_problems(event.time), allergies=list(self.allergies),
                              medications=[self.b.display(code) for code in self.orders])
-        self.visits[event.encounter_id] = _Visit(resource, record, organization, practitioner)
+        self.visits[event.encounter_id] = _Visit(resource, record, organization, location, practitioner)
         self.encounters[event.encounter_id] = resource
 
     def _current_problems(self, moment: datetime) -> list[str]:
@@ -378,12 +381,15 @@ class _PatientBuild:
         period = visit.resource["period"]
         self._add({
             "resourceType": "DocumentReference", "id": self.ids.next(), "meta": profile("us-core-documentreference"),
+            "identifier": [{"system": TRAJSIM_IDENTIFIERS + "note-id",
+                            "value": visit.resource["identifier"][0]["value"] + "/note"}],
             "status": "current", "docStatus": "final", "type": concept(LOINC, note_code, note_display),
             "category": [concept(DOCUMENT_CATEGORY, "clinical-note", "Clinical Note")],
             "subject": self.subject, "date": period.get("end", period["start"]),
             "author": [self.out.reference(visit.practitioner)], "custodian": self.out.reference(visit.organization),
             "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
-                                        "data": base64.b64encode(text.encode()).decode("ascii")}}],
+                                        "data": base64.b64encode(text.encode()).decode("ascii")},
+                         "format": MIME_TYPE_SUFFICIENT}],
             "context": {"encounter": [self.out.reference(visit.resource)], "period": dict(period)},
         })
 
@@ -394,6 +400,7 @@ class _PatientBuild:
         condition = self._add({
             "resourceType": "Condition", "id": self.ids.next(),
             "meta": profile("us-core-condition-problems-health-concerns" if chronic else "us-core-condition-encounter-diagnosis"),
+            "extension": [{"url": CONDITION_ASSERTED_DATE, "valueDateTime": when}],
             "clinicalStatus": CONDITION_ACTIVE, "verificationStatus": CONFIRMED,
             "category": PROBLEM_LIST_ITEM if chronic else ENCOUNTER_DIAGNOSIS, "code": self.b.concept(code),
             "subject": self.subject, **self._context(visit), "onsetDateTime": when, "recordedDate": when,
@@ -401,7 +408,7 @@ class _PatientBuild:
         self.conditions[code] = condition
         self.diagnosed[code] = event.time
         if visit is not None:
-            visit.resource.setdefault("reasonReference", []).append(self.out.reference(condition))
+            self._give_reason(visit, condition)
             visit.record.diagnoses.append(self.b.display(code))
         if chronic:
             display = self.b.display(code)
@@ -415,6 +422,14 @@ class _PatientBuild:
                 "title": f"{display} care plan", "subject": self.subject, **self._context(visit),
                 "period": {"start": when}, "created": when, "addresses": [self.out.reference(condition)],
             })
+
+    def _give_reason(self, visit: _Visit, condition: Resource) -> None:
+        """A condition diagnosed or treated at a visit is a reason for it (once)."""
+        reasons = visit.resource.setdefault("reasonReference", [])
+        reference = self.out.reference(condition)
+        if reference not in reasons:
+            reasons.append(reference)
+            visit.resource.setdefault("reasonCode", []).append(condition["code"])
 
     def _end_condition(self, event: Event) -> None:
         condition = self.conditions.pop(event.text or "", None)
@@ -431,10 +446,11 @@ class _PatientBuild:
         if visit is not None:
             visit.record.measurements.append(Reading(code, self.b.display(code), value, unit, self._flag(event)))
         component = {"code": self.b.concept(code), "valueQuantity": _quantity(value, unit)}
+        part = code
         if code in BLOOD_PRESSURE_PARTS:
             panel = self.blood_pressure.get((event.encounter_id, event.time))
             if panel is not None:
-                panel["component"].append(component)
+                panel["component"][BLOOD_PRESSURE_PARTS.index(code)] = component
                 return
             code = BLOOD_PRESSURE_PANEL[0]
         observation = self._add({
@@ -447,7 +463,10 @@ class _PatientBuild:
             "subject": self.subject, **self._context(visit), "effectiveDateTime": fhir_datetime(event.time),
         })
         if code == BLOOD_PRESSURE_PANEL[0]:
-            observation["component"] = [component]
+            # A pressure is systolic over diastolic: a half the record lacks is stated as not performed.
+            observation["component"] = [component if other == part else
+                                        {"code": self.b.concept(other), "dataAbsentReason": NOT_PERFORMED}
+                                        for other in BLOOD_PRESSURE_PARTS]
             self.blood_pressure[(event.encounter_id, event.time)] = observation
             return
         observation["valueQuantity"] = component["valueQuantity"]
@@ -485,8 +504,9 @@ class _PatientBuild:
         requester = visit.practitioner if visit is not None else self.team.primary_physician
         order = self._add({
             "resourceType": "MedicationRequest", "id": self.ids.next(), "meta": profile("us-core-medicationrequest"),
-            "status": "active", "intent": "order", "reportedBoolean": False,
-            "medicationCodeableConcept": self.b.concept(code), "subject": self.subject, **self._context(visit),
+            "status": "active", "intent": "order",
+            "category": MEDICATION_CATEGORIES.get(visit.record.encounter_class if visit else None, MEDICATION_CATEGORIES[None]),
+            "reportedBoolean": False, "medicationCodeableConcept": self.b.concept(code), "subject": self.subject, **self._context(visit),
             "authoredOn": fhir_datetime(event.time), "requester": self.out.reference(requester),
         })
         if code in dosages():
@@ -496,6 +516,8 @@ class _PatientBuild:
         indication = self.conditions.get(event.text or "")
         if indication is not None:
             order["reasonReference"] = [self.out.reference(indication)]
+            if visit is not None:
+                self._give_reason(visit, indication)
         elif event.text:
             order["reasonCode"] = [self.b.concept(event.text)]
         self.orders[code] = order
@@ -524,7 +546,8 @@ class _PatientBuild:
     def _immunization(self, event: Event, visit: _Visit | None) -> None:
         self._add({"resourceType": "Immunization", "id": self.ids.next(), "meta": profile("us-core-immunization"), "status": "completed",
                    "vaccineCode": self.b.concept(event.code), "patient": self.subject, **self._context(visit),
-                   "occurrenceDateTime": fhir_datetime(event.time), "primarySource": True})
+                   "occurrenceDateTime": fhir_datetime(event.time), "primarySource": True,
+                   **({"location": self.out.reference(visit.location)} if visit is not None else {})})
         if visit is not None:
             visit.record.immunizations.append(self.b.display(event.code))
 
@@ -537,8 +560,12 @@ class _PatientBuild:
             for plan in self.care_plans.values():
                 plan["status"] = "completed"
                 plan["period"]["end"] = death
-        targets = [self.out.reference(r) for r in self.out.resources if r["resourceType"] not in SHARED_TYPES]
-        self._add({"resourceType": "Provenance", "id": self.ids.next(), "meta": profile("us-core-provenance"), "target": targets,
-                   "recorded": fhir_datetime(self.events[-1].time),
+        recorded = fhir_datetime(self.events[-1].time)
+        own = [r for r in self.out.resources if r["resourceType"] not in SHARED_TYPES]
+        for resource in own:  # the simulated chart last changed with the record's last fact
+            resource["meta"] = {"lastUpdated": recorded, **resource["meta"]}
+        self._add({"resourceType": "Provenance", "id": self.ids.next(),
+                   "meta": {"lastUpdated": recorded, **profile("us-core-provenance")},
+                   "target": [self.out.reference(r) for r in own], "recorded": recorded,
                    "agent": [{"type": concept(PROVENANCE_AGENT, "author", "Author"),
                               "who": self.out.reference(self.team.clinic)}]})
