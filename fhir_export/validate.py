@@ -225,8 +225,8 @@ def validate_ndjson_file(path: Path, report: ValidationReport, known: set[str], 
                 continue
             where = f"{path}: line {number}"
             resource = _parse(line, where, report)
-            if resource is None or not _check_resource(resource, where, report, checkers):
-                continue
+            if resource is None or not (_check_resource(resource, where, report, checkers) or "id" in resource):
+                continue  # an invalid resource that has an id still resolves the references to it
             known.add(f"{resource['resourceType']}/{resource.get('id')}")
             wanted.extend((reference, where) for reference in _references(resource) if "/" in reference)
 
