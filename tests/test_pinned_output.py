@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "aa640ea9c6beb4041e978abe9be98269a48a66a4e66a0865c6ad1044a8d35031",
-    "default": "965352a2c5077f935bd16d45ce1fa43cf85baf7f088137ccd825986ea47edb3a",
+    "reference": "8581a5b3a6d304766d7ae7f33933ae5f12c4fe6ebe50987fadcda418d74f5a87",
+    "default": "e2dbb8aa5b65ef40fde00284777453bf66aeba24275744f1a09d74b387e9bd8c",
 }
 
 
