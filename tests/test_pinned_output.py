@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "8581a5b3a6d304766d7ae7f33933ae5f12c4fe6ebe50987fadcda418d74f5a87",
-    "default": "e2dbb8aa5b65ef40fde00284777453bf66aeba24275744f1a09d74b387e9bd8c",
+    "reference": "6050f412b1336ca9ca74cf9cd5962ffd08abae94fd3eaea946444bfbd86b2a76",
+    "default": "624afceee1932d4c659bb4aea7db816e40aa8ab71c9baa8fecdc829cc33eeacd",
 }
 
 
