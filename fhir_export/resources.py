@@ -42,6 +42,8 @@ Resource = dict[str, Any]
 CAUSE_OF_DEATH_CODE = concept(LOINC, CAUSE_OF_DEATH.removeprefix("LOINC/"), "Cause of death [US Standard Certificate of Death]")
 SURVEY_CATEGORY = [concept(OBSERVATION_CATEGORY, "survey", "Survey")]  # LOINC classes 69453-9 as a survey item
 VISIT_WITHOUT_TYPE = "SNOMED/308335008"  # "Patient encounter procedure", when the record names no visit type
+COUNTED_UNITS = frozenset({"{tbl}", "{cap}"})  # doses a pharmacy dispenses by count
+PERIODS_PER_DAY = {"d": 1.0, "h": 24.0, "min": 24.0 * 60}
 # An acute illness the record never ends is a current problem for this long after its diagnosis.
 ACUTE_PROBLEM_DAYS = 30
 PERSON_WORDS = {("F", False): "woman", ("F", True): "girl", ("M", False): "man", ("M", True): "boy"}
@@ -512,7 +514,7 @@ class _PatientBuild:
         if code in dosages():
             order["dosageInstruction"] = [dosages()[code]]
         if code in long_term_supply():
-            order["dispenseRequest"] = self._dispense(event.time, long_term_supply()[code])
+            order["dispenseRequest"] = self._dispense(event.time, long_term_supply()[code], dosages().get(code))
         indication = self.conditions.get(event.text or "")
         if indication is not None:
             order["reasonReference"] = [self.out.reference(indication)]
@@ -525,13 +527,19 @@ class _PatientBuild:
             visit.record.prescriptions.append((self.b.display(code), self.b.display(event.text) if event.text else None))
 
     @staticmethod
-    def _dispense(authored: datetime, days: float) -> dict[str, Any]:
-        """A long-term order covers the pharmacy's refills until it must be renewed at a visit."""
-        return {"validityPeriod": {"start": fhir_datetime(authored),
-                                   "end": fhir_datetime(authored + timedelta(days=RENEWAL_DAYS))},
-                "numberOfRepeatsAllowed": max(math.ceil(RENEWAL_DAYS / days) - 1, 0),
-                "expectedSupplyDuration": {"value": days, "unit": "days", "system": "http://unitsofmeasure.org",
-                                           "code": "d"}}
+    def _dispense(authored: datetime, days: float, dosage: dict[str, Any] | None) -> dict[str, Any]:
+        """A long-term order covers the pharmacy's refills until it must be renewed at a visit; with
+        a scheduled dose counted in tablets or capsules, each fill is what that supply takes."""
+        request = {"validityPeriod": {"start": fhir_datetime(authored),
+                                      "end": fhir_datetime(authored + timedelta(days=RENEWAL_DAYS))},
+                   "numberOfRepeatsAllowed": max(math.ceil(RENEWAL_DAYS / days) - 1, 0)}
+        dose = dosage["doseAndRate"][0]["doseQuantity"] if dosage is not None else None
+        if dose is not None and dose.get("code") in COUNTED_UNITS and not dosage["asNeededBoolean"]:
+            repeat = dosage["timing"]["repeat"]
+            per_day = dose["value"] * repeat["frequency"] / (repeat["period"] / PERIODS_PER_DAY[repeat["periodUnit"]])
+            request["quantity"] = _quantity(math.ceil(per_day * days), dose["code"])
+        request["expectedSupplyDuration"] = {"value": days, "unit": "days", "system": UCUM, "code": "d"}
+        return request
 
     def _allergy(self, event: Event) -> None:
         category, criticality = self.b.allergy_kinds.get(event.code, (None, None))

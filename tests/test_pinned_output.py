@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "6050f412b1336ca9ca74cf9cd5962ffd08abae94fd3eaea946444bfbd86b2a76",
-    "default": "624afceee1932d4c659bb4aea7db816e40aa8ab71c9baa8fecdc829cc33eeacd",
+    "reference": "96d1ded024e963c17a53796f10969ea29e93f4a6d62742d04798d5ad20a8a79f",
+    "default": "0b1a40c48645efbb47f059b4c996cfb69b0b2659b512a3132f2b972217a0e198",
 }
 
 

@@ -4,6 +4,7 @@ element and resource of each problem, and tallies how often each must-support el
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import orjson
@@ -139,3 +140,17 @@ def test_the_command_prints_must_support_coverage_and_refuses_an_unknown_release
     refused = runner.invoke(app, ["validate", str(tmp_path), "--profile", "us-core-5"])
     assert refused.exit_code == 2
     assert "--profile 'us-core-5': choose one of us-core-6.1, us-core-7.0" in refused.output
+
+
+def test_a_long_term_tablet_order_dispenses_what_one_supply_takes(cohort_dir):
+    orders = [orjson.loads(line) for line in
+              (cohort_dir / "fhir" / "ndjson" / "MedicationRequest.ndjson").read_bytes().splitlines()]
+    counted = [o for o in orders if "quantity" in o.get("dispenseRequest", {})]
+    assert counted
+    for order in counted:
+        dosage, dispense = order["dosageInstruction"][0], order["dispenseRequest"]
+        repeat, dose = dosage["timing"]["repeat"], dosage["doseAndRate"][0]["doseQuantity"]
+        assert repeat["periodUnit"] == "d" and not dosage["asNeededBoolean"]
+        per_day = dose["value"] * repeat["frequency"] / repeat["period"]
+        assert dispense["quantity"]["value"] == math.ceil(per_day * dispense["expectedSupplyDuration"]["value"])
+        assert dispense["quantity"]["code"] == dose["code"]
