@@ -296,6 +296,8 @@ class _PatientBuild:
                     visit.record.procedures.append(self.b.display(code))
             elif domain == "allergy":
                 self._allergy(event)
+            elif domain == "social" and event.text:
+                self._smoking_status(event, visit)
 
     def _add(self, resource: Resource) -> Resource:
         """Append a resource built as `{"resourceType": ..., "id": self.ids.next(), ...}`."""
@@ -550,6 +552,15 @@ class _PatientBuild:
                    "code": self.b.concept(event.code), "patient": self.subject, "onsetDateTime": when,
                    "recordedDate": when})
         self.allergies.append(self.b.display(event.code))
+
+    def _smoking_status(self, event: Event, visit: _Visit | None) -> None:
+        """The tobacco smoking status asked at a visit (LOINC 72166-2), answered in SNOMED CT."""
+        self._add({"resourceType": "Observation", "id": self.ids.next(), "meta": profile("us-core-smokingstatus"),
+                   "status": "final", "category": OBSERVATION_CATEGORIES["social"], "code": self.b.concept(event.code),
+                   "subject": self.subject, **self._context(visit), "effectiveDateTime": fhir_datetime(event.time),
+                   "valueCodeableConcept": self.b.concept(event.text)})
+        if visit is not None:
+            visit.record.social_history.append(self.b.display(event.text))
 
     def _immunization(self, event: Event, visit: _Visit | None) -> None:
         self._add({"resourceType": "Immunization", "id": self.ids.next(), "meta": profile("us-core-immunization"), "status": "completed",

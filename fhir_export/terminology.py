@@ -56,6 +56,7 @@ PROBLEM_LIST_ITEM = [concept(CONDITION_CATEGORY, "problem-list-item", "Problem L
 OBSERVATION_CATEGORIES = {
     "vital": [concept(OBSERVATION_CATEGORY, "vital-signs", "Vital Signs")],
     "lab": [concept(OBSERVATION_CATEGORY, "laboratory", "Laboratory")],
+    "social": [concept(OBSERVATION_CATEGORY, "social-history", "Social History")],
 }
 INTERPRETATIONS = {flag: [concept(INTERPRETATION, flag, display)]
                    for flag, display in (("H", "High"), ("L", "Low"), ("N", "Normal"))}

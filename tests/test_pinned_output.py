@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "96d1ded024e963c17a53796f10969ea29e93f4a6d62742d04798d5ad20a8a79f",
-    "default": "0b1a40c48645efbb47f059b4c996cfb69b0b2659b512a3132f2b972217a0e198",
+    "reference": "ed1ec50c722432ae4f33d3f8248a77d76fc18831a040e2c7aa6e76dc17ed65fa",
+    "default": "947647318658a751f47b4e8c43ab244c55a479fe7c46fafe7133ea12f3270f9d",
 }
 
 
