@@ -17,10 +17,11 @@ from trajsim.engine.immunization import Immunizer
 from trajsim.engine.population import draw_death_day
 from trajsim.engine.prescriptions import prescribe
 from trajsim.engine.source import WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
+from trajsim.events import SMOKING_STATUS
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import BMI, HEIGHT, WEIGHT, measured_at
 from trajsim.knowledge.acute import sudden_onsets
-from trajsim.knowledge.smoking import RECORDED_FROM_AGE, SMOKING_STATUS, smoking_curve
+from trajsim.knowledge.smoking import RECORDED_FROM_AGE, smoking_curve
 
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")

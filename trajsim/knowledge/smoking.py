@@ -19,7 +19,6 @@ import numpy as np
 
 from trajsim.knowledge.tables import read_table
 
-SMOKING_STATUS = "LOINC/72166-2"
 NEVER, FORMER, CURRENT = "SNOMED/266919005", "SNOMED/8517006", "SNOMED/77176002"
 RECORDED_FROM_AGE = 13.0  # US Core asks for a smoking status from age 13
 
