@@ -44,7 +44,6 @@ class Rule:
 @dataclass(frozen=True)
 class Profile:
     name: str
-    title: str
     resource_type: str
     root: Rule
 
@@ -131,7 +130,7 @@ class ProfileSet:
 
     def __init__(self, data: dict[str, Any], label: str) -> None:
         self.label = label
-        self.profiles = {url: Profile(p["name"], p["title"], p["type"], _tree(p["elements"]))
+        self.profiles = {url: Profile(p["name"], p["type"], _tree(p["elements"]))
                          for url, p in data["profiles"].items()}
         self.value_sets = {url: (None if vs.get("unavailable") else
                                  ({(s, c) for s, c in vs["codes"]}, {c for _, c in vs["codes"]}, set(vs["systems"])))
