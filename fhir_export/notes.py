@@ -106,6 +106,7 @@ class VisitRecord:
     prescriptions: list[tuple[str, str | None]] = field(default_factory=list)  # (medication, indication)
     measurements: list[Reading] = field(default_factory=list)
     immunizations: list[str] = field(default_factory=list)
+    social_history: list[str] = field(default_factory=list)  # e.g. the smoking status asked at the visit
     died: bool = False
 
 
@@ -249,6 +250,7 @@ def progress_note(visit: VisitRecord, rng: random.Random) -> str:
         f"{_introduction(visit, rng)}",
         f"Current medications:\n{_listing(visit.medications, 'None.')}",
         f"Allergies: {_allergies(visit)}",
+        *([f"Social history: {_sentence_list(visit.social_history)}."] if visit.social_history else []),
         f"OBJECTIVE\n{_measurements(visit)}",
         f"ASSESSMENT\n{_listing(assessment, '')}",
         f"PLAN\n{_listing(_plan(visit, rng), rng.choice(('Routine follow-up.', 'Return as scheduled.')))}",

@@ -14,7 +14,7 @@ from typing import Any
 
 from fhir_export.demographics import Place, address, draw_name, phone
 from fhir_export.identity import stable_random, stable_uuid
-from fhir_export.terminology import LOCATION_TYPE, NPI, ORGANIZATION_TYPE, concept, profile
+from fhir_export.terminology import LOCATION_TYPE, NPI, ORGANIZATION_TYPE, TRAJSIM_IDENTIFIERS, concept, profile
 
 Resource = dict[str, Any]
 PRIMARY_CARE_PHYSICIANS_PER_CLINIC = 4
@@ -70,7 +70,7 @@ def _location(organization: Resource, type_code: str, type_display: str) -> Reso
     """The organization's site; the patient's bundle links `managingOrganization` (see care_team)."""
     key = f"{organization['id']}/location"
     return {"resourceType": "Location", "id": stable_uuid(key), "meta": profile("us-core-location"),
-            "status": "active", "name": organization["name"], "type": [concept(LOCATION_TYPE, type_code, type_display)],
+            "identifier": [{"system": TRAJSIM_IDENTIFIERS + "location-id", "value": key}], "status": "active", "name": organization["name"], "type": [concept(LOCATION_TYPE, type_code, type_display)],
             "telecom": organization["telecom"], "address": organization["address"][0]}
 
 
@@ -79,7 +79,9 @@ def _practitioner(organization: Resource, role: str) -> Resource:
     rng = stable_random(key)
     return {"resourceType": "Practitioner", "id": stable_uuid(key), "meta": profile("us-core-practitioner"),
             "identifier": [{"system": NPI, "value": npi(key)}], "active": True,
-            "name": [draw_name(rng, rng.choice("FM"), prefix="Dr.")]}
+            "name": [draw_name(rng, rng.choice("FM"), prefix="Dr.")],
+            # reached at the practice they work for
+            "telecom": organization["telecom"], "address": organization["address"]}
 
 
 @cache

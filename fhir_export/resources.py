@@ -23,8 +23,9 @@ from fhir_export.providers import SHARED_TYPES, CareTeam, care_team
 from fhir_export.tables import load_table
 from fhir_export.terminology import (
     ACT_CODE, BLOOD_PRESSURE_PANEL, BLOOD_PRESSURE_PARTS, CARE_PLAN_CATEGORY, CONDITION_ACTIVE, CONDITION_RESOLVED,
-    ALLERGY_ACTIVE, ALLERGY_CONFIRMED, CONFIRMED, DISCHARGE_DISPOSITION, DOCUMENT_CATEGORY, ENCOUNTER_CLASSES, ENCOUNTER_DIAGNOSIS, IDENTIFIER_TYPE,
-    INTERPRETATIONS, LAB_REPORT_CATEGORY, LOINC, OBSERVATION_CATEGORIES, OBSERVATION_CATEGORY, PARTICIPATION_TYPE,
+    ALLERGY_ACTIVE, ALLERGY_CONFIRMED, CONDITION_ASSERTED_DATE, CONFIRMED, DISCHARGE_DISPOSITION, DOCUMENT_CATEGORY, ENCOUNTER_CLASSES, ENCOUNTER_DIAGNOSIS, IDENTIFIER_TYPE,
+    INTERPRETATIONS, LAB_REPORT_CATEGORY, LOINC, MEDICATION_CATEGORIES, MIME_TYPE_SUFFICIENT, NOT_PERFORMED,
+    OBSERVATION_CATEGORIES, OBSERVATION_CATEGORY, PARTICIPATION_TYPE,
     PROBLEM_LIST_ITEM,
     PROVENANCE_AGENT, TRAJSIM_IDENTIFIERS, UCUM, concept, profile,
 )
@@ -41,6 +42,8 @@ Resource = dict[str, Any]
 CAUSE_OF_DEATH_CODE = concept(LOINC, CAUSE_OF_DEATH.removeprefix("LOINC/"), "Cause of death [US Standard Certificate of Death]")
 SURVEY_CATEGORY = [concept(OBSERVATION_CATEGORY, "survey", "Survey")]  # LOINC classes 69453-9 as a survey item
 VISIT_WITHOUT_TYPE = "SNOMED/308335008"  # "Patient encounter procedure", when the record names no visit type
+COUNTED_UNITS = frozenset({"{tbl}", "{cap}"})  # doses a pharmacy dispenses by count
+PERIODS_PER_DAY = {"d": 1.0, "h": 24.0, "min": 24.0 * 60}
 # An acute illness the record never ends is a current problem for this long after its diagnosis.
 ACUTE_PROBLEM_DAYS = 30
 PERSON_WORDS = {("F", False): "woman", ("F", True): "girl", ("M", False): "man", ("M", True): "boy"}
@@ -188,6 +191,7 @@ class _Visit:
     resource: Resource
     record: VisitRecord
     organization: Resource
+    location: Resource
     practitioner: Resource
     labs: list[tuple[str, Resource]] = field(default_factory=list)
 
@@ -292,6 +296,8 @@ class _PatientBuild:
                     visit.record.procedures.append(self.b.display(code))
             elif domain == "allergy":
                 self._allergy(event)
+            elif domain == "social" and event.text:
+                self._smoking_status(event, visit)
 
     def _add(self, resource: Resource) -> Resource:
         """Append a resource built as `{"resourceType": ..., "id": self.ids.next(), ...}`."""
@@ -313,6 +319,7 @@ class _PatientBuild:
     def _open_visit(self, event: Event) -> None:
         encounter_class = event.code.removeprefix(VISIT_START_PREFIX)
         organization, location, practitioner = self.team.for_class(encounter_class)
+        period = {"start": fhir_datetime(event.time)}  # the attending's too: ends with the visit
         resource = self._add({
             "resourceType": "Encounter", "id": self.ids.next(), "meta": profile("us-core-encounter"),
             "identifier": [{"system": TRAJSIM_IDENTIFIERS + "encounter-id", "value": f"{self.key}/{event.encounter_id}"}],
@@ -320,9 +327,9 @@ class _PatientBuild:
             "class": {"system": ACT_CODE, "code": encounter_class,
                       "display": ENCOUNTER_CLASSES.get(encounter_class, encounter_class)},
             "subject": self.subject,
-            "participant": [{"type": [concept(PARTICIPATION_TYPE, "ATND", "attender")],
+            "participant": [{"type": [concept(PARTICIPATION_TYPE, "ATND", "attender")], "period": period,
                              "individual": self.out.reference(practitioner)}],
-            "period": {"start": fhir_datetime(event.time)},
+            "period": period,
             "location": [{"location": self.out.reference(location)}],
             "serviceProvider": self.out.reference(organization),
         })
@@ -331,7 +338,7 @@ class _PatientBuild:
         record = VisitRecord(encounter_class, None, event.time, None, age, PERSON_WORDS[self.sex, child], age_years,
                              history=self._current_problems(event.time), allergies=list(self.allergies),
                              medications=[self.b.display(code) for code in self.orders])
-        self.visits[event.encounter_id] = _Visit(resource, record, organization, practitioner)
+        self.visits[event.encounter_id] = _Visit(resource, record, organization, location, practitioner)
         self.encounters[event.encounter_id] = resource
 
     def _current_problems(self, moment: datetime) -> list[str]:
@@ -378,12 +385,15 @@ class _PatientBuild:
         period = visit.resource["period"]
         self._add({
             "resourceType": "DocumentReference", "id": self.ids.next(), "meta": profile("us-core-documentreference"),
+            "identifier": [{"system": TRAJSIM_IDENTIFIERS + "note-id",
+                            "value": visit.resource["identifier"][0]["value"] + "/note"}],
             "status": "current", "docStatus": "final", "type": concept(LOINC, note_code, note_display),
             "category": [concept(DOCUMENT_CATEGORY, "clinical-note", "Clinical Note")],
             "subject": self.subject, "date": period.get("end", period["start"]),
             "author": [self.out.reference(visit.practitioner)], "custodian": self.out.reference(visit.organization),
             "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
-                                        "data": base64.b64encode(text.encode()).decode("ascii")}}],
+                                        "data": base64.b64encode(text.encode()).decode("ascii")},
+                         "format": MIME_TYPE_SUFFICIENT}],
             "context": {"encounter": [self.out.reference(visit.resource)], "period": dict(period)},
         })
 
@@ -394,6 +404,7 @@ class _PatientBuild:
         condition = self._add({
             "resourceType": "Condition", "id": self.ids.next(),
             "meta": profile("us-core-condition-problems-health-concerns" if chronic else "us-core-condition-encounter-diagnosis"),
+            "extension": [{"url": CONDITION_ASSERTED_DATE, "valueDateTime": when}],
             "clinicalStatus": CONDITION_ACTIVE, "verificationStatus": CONFIRMED,
             "category": PROBLEM_LIST_ITEM if chronic else ENCOUNTER_DIAGNOSIS, "code": self.b.concept(code),
             "subject": self.subject, **self._context(visit), "onsetDateTime": when, "recordedDate": when,
@@ -401,7 +412,7 @@ class _PatientBuild:
         self.conditions[code] = condition
         self.diagnosed[code] = event.time
         if visit is not None:
-            visit.resource.setdefault("reasonReference", []).append(self.out.reference(condition))
+            self._give_reason(visit, condition)
             visit.record.diagnoses.append(self.b.display(code))
         if chronic:
             display = self.b.display(code)
@@ -415,6 +426,14 @@ class _PatientBuild:
                 "title": f"{display} care plan", "subject": self.subject, **self._context(visit),
                 "period": {"start": when}, "created": when, "addresses": [self.out.reference(condition)],
             })
+
+    def _give_reason(self, visit: _Visit, condition: Resource) -> None:
+        """A condition diagnosed or treated at a visit is a reason for it (once)."""
+        reasons = visit.resource.setdefault("reasonReference", [])
+        reference = self.out.reference(condition)
+        if reference not in reasons:
+            reasons.append(reference)
+            visit.resource.setdefault("reasonCode", []).append(condition["code"])
 
     def _end_condition(self, event: Event) -> None:
         condition = self.conditions.pop(event.text or "", None)
@@ -431,10 +450,11 @@ class _PatientBuild:
         if visit is not None:
             visit.record.measurements.append(Reading(code, self.b.display(code), value, unit, self._flag(event)))
         component = {"code": self.b.concept(code), "valueQuantity": _quantity(value, unit)}
+        part = code
         if code in BLOOD_PRESSURE_PARTS:
             panel = self.blood_pressure.get((event.encounter_id, event.time))
             if panel is not None:
-                panel["component"].append(component)
+                panel["component"][BLOOD_PRESSURE_PARTS.index(code)] = component
                 return
             code = BLOOD_PRESSURE_PANEL[0]
         observation = self._add({
@@ -447,7 +467,10 @@ class _PatientBuild:
             "subject": self.subject, **self._context(visit), "effectiveDateTime": fhir_datetime(event.time),
         })
         if code == BLOOD_PRESSURE_PANEL[0]:
-            observation["component"] = [component]
+            # A pressure is systolic over diastolic: a half the record lacks is stated as not performed.
+            observation["component"] = [component if other == part else
+                                        {"code": self.b.concept(other), "dataAbsentReason": NOT_PERFORMED}
+                                        for other in BLOOD_PRESSURE_PARTS]
             self.blood_pressure[(event.encounter_id, event.time)] = observation
             return
         observation["valueQuantity"] = component["valueQuantity"]
@@ -485,17 +508,20 @@ class _PatientBuild:
         requester = visit.practitioner if visit is not None else self.team.primary_physician
         order = self._add({
             "resourceType": "MedicationRequest", "id": self.ids.next(), "meta": profile("us-core-medicationrequest"),
-            "status": "active", "intent": "order", "reportedBoolean": False,
-            "medicationCodeableConcept": self.b.concept(code), "subject": self.subject, **self._context(visit),
+            "status": "active", "intent": "order",
+            "category": MEDICATION_CATEGORIES.get(visit.record.encounter_class if visit else None, MEDICATION_CATEGORIES[None]),
+            "reportedBoolean": False, "medicationCodeableConcept": self.b.concept(code), "subject": self.subject, **self._context(visit),
             "authoredOn": fhir_datetime(event.time), "requester": self.out.reference(requester),
         })
         if code in dosages():
             order["dosageInstruction"] = [dosages()[code]]
         if code in long_term_supply():
-            order["dispenseRequest"] = self._dispense(event.time, long_term_supply()[code])
+            order["dispenseRequest"] = self._dispense(event.time, long_term_supply()[code], dosages().get(code))
         indication = self.conditions.get(event.text or "")
         if indication is not None:
             order["reasonReference"] = [self.out.reference(indication)]
+            if visit is not None:
+                self._give_reason(visit, indication)
         elif event.text:
             order["reasonCode"] = [self.b.concept(event.text)]
         self.orders[code] = order
@@ -503,13 +529,19 @@ class _PatientBuild:
             visit.record.prescriptions.append((self.b.display(code), self.b.display(event.text) if event.text else None))
 
     @staticmethod
-    def _dispense(authored: datetime, days: float) -> dict[str, Any]:
-        """A long-term order covers the pharmacy's refills until it must be renewed at a visit."""
-        return {"validityPeriod": {"start": fhir_datetime(authored),
-                                   "end": fhir_datetime(authored + timedelta(days=RENEWAL_DAYS))},
-                "numberOfRepeatsAllowed": max(math.ceil(RENEWAL_DAYS / days) - 1, 0),
-                "expectedSupplyDuration": {"value": days, "unit": "days", "system": "http://unitsofmeasure.org",
-                                           "code": "d"}}
+    def _dispense(authored: datetime, days: float, dosage: dict[str, Any] | None) -> dict[str, Any]:
+        """A long-term order covers the pharmacy's refills until it must be renewed at a visit; with
+        a scheduled dose counted in tablets or capsules, each fill is what that supply takes."""
+        request = {"validityPeriod": {"start": fhir_datetime(authored),
+                                      "end": fhir_datetime(authored + timedelta(days=RENEWAL_DAYS))},
+                   "numberOfRepeatsAllowed": max(math.ceil(RENEWAL_DAYS / days) - 1, 0)}
+        dose = dosage["doseAndRate"][0]["doseQuantity"] if dosage is not None else None
+        if dose is not None and dose.get("code") in COUNTED_UNITS and not dosage["asNeededBoolean"]:
+            repeat = dosage["timing"]["repeat"]
+            per_day = dose["value"] * repeat["frequency"] / (repeat["period"] / PERIODS_PER_DAY[repeat["periodUnit"]])
+            request["quantity"] = _quantity(math.ceil(per_day * days), dose["code"])
+        request["expectedSupplyDuration"] = {"value": days, "unit": "days", "system": UCUM, "code": "d"}
+        return request
 
     def _allergy(self, event: Event) -> None:
         category, criticality = self.b.allergy_kinds.get(event.code, (None, None))
@@ -521,10 +553,20 @@ class _PatientBuild:
                    "recordedDate": when})
         self.allergies.append(self.b.display(event.code))
 
+    def _smoking_status(self, event: Event, visit: _Visit | None) -> None:
+        """The tobacco smoking status asked at a visit (LOINC 72166-2), answered in SNOMED CT."""
+        self._add({"resourceType": "Observation", "id": self.ids.next(), "meta": profile("us-core-smokingstatus"),
+                   "status": "final", "category": OBSERVATION_CATEGORIES["social"], "code": self.b.concept(event.code),
+                   "subject": self.subject, **self._context(visit), "effectiveDateTime": fhir_datetime(event.time),
+                   "valueCodeableConcept": self.b.concept(event.text)})
+        if visit is not None:
+            visit.record.social_history.append(self.b.display(event.text))
+
     def _immunization(self, event: Event, visit: _Visit | None) -> None:
         self._add({"resourceType": "Immunization", "id": self.ids.next(), "meta": profile("us-core-immunization"), "status": "completed",
                    "vaccineCode": self.b.concept(event.code), "patient": self.subject, **self._context(visit),
-                   "occurrenceDateTime": fhir_datetime(event.time), "primarySource": True})
+                   "occurrenceDateTime": fhir_datetime(event.time), "primarySource": True,
+                   **({"location": self.out.reference(visit.location)} if visit is not None else {})})
         if visit is not None:
             visit.record.immunizations.append(self.b.display(event.code))
 
@@ -537,8 +579,12 @@ class _PatientBuild:
             for plan in self.care_plans.values():
                 plan["status"] = "completed"
                 plan["period"]["end"] = death
-        targets = [self.out.reference(r) for r in self.out.resources if r["resourceType"] not in SHARED_TYPES]
-        self._add({"resourceType": "Provenance", "id": self.ids.next(), "meta": profile("us-core-provenance"), "target": targets,
-                   "recorded": fhir_datetime(self.events[-1].time),
+        recorded = fhir_datetime(self.events[-1].time)
+        own = [r for r in self.out.resources if r["resourceType"] not in SHARED_TYPES]
+        for resource in own:  # the simulated chart last changed with the record's last fact
+            resource["meta"] = {"lastUpdated": recorded, **resource["meta"]}
+        self._add({"resourceType": "Provenance", "id": self.ids.next(),
+                   "meta": {"lastUpdated": recorded, **profile("us-core-provenance")},
+                   "target": [self.out.reference(r) for r in own], "recorded": recorded,
                    "agent": [{"type": concept(PROVENANCE_AGENT, "author", "Author"),
                               "who": self.out.reference(self.team.clinic)}]})

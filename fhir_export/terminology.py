@@ -56,6 +56,7 @@ PROBLEM_LIST_ITEM = [concept(CONDITION_CATEGORY, "problem-list-item", "Problem L
 OBSERVATION_CATEGORIES = {
     "vital": [concept(OBSERVATION_CATEGORY, "vital-signs", "Vital Signs")],
     "lab": [concept(OBSERVATION_CATEGORY, "laboratory", "Laboratory")],
+    "social": [concept(OBSERVATION_CATEGORY, "social-history", "Social History")],
 }
 INTERPRETATIONS = {flag: [concept(INTERPRETATION, flag, display)]
                    for flag, display in (("H", "High"), ("L", "Low"), ("N", "Normal"))}
@@ -63,3 +64,13 @@ LAB_REPORT_CATEGORY = [concept(DIAGNOSTIC_SERVICE, "LAB", "Laboratory")]
 ENCOUNTER_CLASSES = {"AMB": "ambulatory", "EMER": "emergency", "IMP": "inpatient encounter"}
 BLOOD_PRESSURE_PANEL = ("LOINC/85354-9", "Blood pressure panel with all children optional")
 BLOOD_PRESSURE_PARTS = ("LOINC/8480-6", "LOINC/8462-4")
+MEDICATION_REQUEST_CATEGORY = "http://terminology.hl7.org/CodeSystem/medicationrequest-category"
+# Where the ordered drug is taken: in hospital during a stay, else at home (a retail prescription).
+MEDICATION_CATEGORIES = {"IMP": [concept(MEDICATION_REQUEST_CATEGORY, "inpatient", "Inpatient")],
+                         None: [concept(MEDICATION_REQUEST_CATEGORY, "community", "Community")]}
+DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+NOT_PERFORMED = concept(DATA_ABSENT_REASON, "not-performed", "Not Performed")
+CONDITION_ASSERTED_DATE = "http://hl7.org/fhir/StructureDefinition/condition-assertedDate"
+# IHE format code for a document whose MIME type says all a reader needs (our plain-text notes).
+MIME_TYPE_SUFFICIENT = coding("http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode",
+                              "urn:ihe:iti:xds:2017:mimeTypeSufficient", "mimeType Sufficient")

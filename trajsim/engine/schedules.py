@@ -1,5 +1,5 @@
 """Scheduled care: well visits on the periodicity schedule, what is due at any visit (complications,
-monitoring labs, vaccines (`immunization.py`), screenings), allergies and the day of death. Orders,
+monitoring labs, vaccines (`immunization.py`), screenings, smoking status), allergies and the day of death. Orders,
 renewals and stops of drugs are the `Prescriber`'s (`prescriptions.py`), for every source.
 
 A `Schedule` writes only the fact kinds it is given. The engine runs one per patient for the kinds
@@ -17,9 +17,11 @@ from trajsim.engine.immunization import Immunizer
 from trajsim.engine.population import draw_death_day
 from trajsim.engine.prescriptions import prescribe
 from trajsim.engine.source import WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
+from trajsim.events import SMOKING_STATUS
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import BMI, HEIGHT, WEIGHT, measured_at
 from trajsim.knowledge.acute import sudden_onsets
+from trajsim.knowledge.smoking import RECORDED_FROM_AGE, smoking_curve
 
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
@@ -124,8 +126,13 @@ class Schedule:
             facts += self._monitoring(visit.day, active_keys(self.k, self.patient, visit.day, visit.facts + facts))
         if FactKind.IMMUNIZATIONS in kinds and visit.encounter_class == "AMB":
             facts += self.immunizer.due(visit.day)
-        if FactKind.PROCEDURES in kinds and any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts):
+        well = any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts)
+        if FactKind.PROCEDURES in kinds and well:
             facts += self._screenings(visit.day)
+        p = self.patient
+        if FactKind.SOCIAL_HISTORY in kinds and well and p.age_at(visit.day) >= RECORDED_FROM_AGE:
+            status = smoking_curve().status(p.sex, p.age_at(visit.day), p.smoking_draws)
+            facts.append(Fact(SMOKING_STATUS, text=status))  # asked at every well visit from adolescence
         return facts
 
     def _screenings(self, day: float) -> list[Fact]:

@@ -44,14 +44,16 @@ class FactKind(Enum):
     IMMUNIZATIONS = "immunizations"  # scheduled doses and seasonal shots
     PROCEDURES = "procedures"  # screenings
     ALLERGIES = "allergies"
+    SOCIAL_HISTORY = "social history"  # smoking status, from the patient's smoking history
     DEATHS = "deaths"
 
 
 # Who the patient is, drawn when the patient is created, and the death draw: always the engine's.
-ENGINE_KINDS = frozenset({FactKind.ALLERGIES, FactKind.DEATHS})
+ENGINE_KINDS = frozenset({FactKind.ALLERGIES, FactKind.SOCIAL_HISTORY, FactKind.DEATHS})
 _DOMAIN_KINDS = {"condition": FactKind.DIAGNOSES, "medication": FactKind.PRESCRIPTIONS, "vital": FactKind.MEASUREMENTS,
                  "lab": FactKind.MEASUREMENTS, "immunization": FactKind.IMMUNIZATIONS,
-                 "procedure": FactKind.PROCEDURES, "allergy": FactKind.ALLERGIES, "encounter_type": FactKind.VISITS}
+                 "procedure": FactKind.PROCEDURES, "allergy": FactKind.ALLERGIES, "encounter_type": FactKind.VISITS,
+                 "social": FactKind.SOCIAL_HISTORY}
 _STRUCTURAL_KINDS = {CONDITION_END: FactKind.DIAGNOSES, MEDICATION_END: FactKind.PRESCRIPTIONS,
                      DEATH: FactKind.DEATHS, VISIT_END: FactKind.VISITS}
 
@@ -122,6 +124,7 @@ class PatientState(Generic[StateT]):
     source_state: StateT | None = None
     height_z: float = 0.0  # height in standard deviations from the growth-chart median
     weight_factor: float = 1.0  # weight relative to the growth-chart median for height
+    smoking_draws: tuple[float, float] = (1.0, 1.0)  # fixed draws of the smoking history (knowledge/smoking.py)
 
     @property
     def exit_day(self) -> float:

@@ -22,7 +22,8 @@ SYSTEM_URIS: dict[str, str] = {
     "RXNORM": "http://www.nlm.nih.gov/research/umls/rxnorm",
     "CVX": "http://hl7.org/fhir/sid/cvx",
 }
-DOMAINS = ("condition", "encounter_type", "vital", "lab", "medication", "immunization", "procedure", "allergy")
+DOMAINS = ("condition", "encounter_type", "vital", "lab", "medication", "immunization", "procedure", "allergy",
+           "social")
 # The domain of a code the vocabulary does not know (e.g. learned from a user's data), by its system.
 DOMAIN_BY_SYSTEM = {"LOINC": "lab", "RXNORM": "medication", "CVX": "immunization", "SNOMED": "condition",
                     "ICD10CM": "condition"}
