@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "535a2fb7eb0bc47dfd4c62d9ba65657a6e1b8bacda4bda7f12434db1921e6a6b",
-    "default": "60c8d143c83a0b6ed23a5124ee02bc6ab6a4b2184ce053b45d9d0a8bae1b8fb8",
+    "reference": "2e73c3f3aa799eeae48e256bc267b2b160e2f9df36ea5bbeba4c952df3959c1b",
+    "default": "954afff91897a8bd6ce30a50d0d5f71c7e256cd50422bd2c63915aa044068431",
 }
 
 
