@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from trajsim.cli import app
 from trajsim.engine import ReferenceSource, simulate
+from trajsim.engine.population import draw_patient
+from trajsim.knowledge import load_knowledge
 from trajsim.events import VISIT_START_PREFIX, events_frame
 from trajsim.model import DEFAULT_MODEL
 from trajsim.model.sample import one_thread
@@ -20,6 +22,7 @@ from trajsim.model.train import WEIGHTS, train
 from trajsim.rules import find_violations
 
 from tests.conftest import small_scenario
+from tests.test_model_tokenizer import visit_years_and_marks
 from tests.test_model_train import one_torch_thread, tiny_training  # noqa: F401 - autouse fixture
 
 
@@ -79,3 +82,14 @@ def test_train_command_names_a_missing_events_file(tmp_path):
     result = CliRunner().invoke(app, ["train", "--events", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "m")])
     assert result.exit_code == 2
     assert "nope.parquet" in result.output and "Traceback" not in result.output
+
+
+def test_a_written_record_marks_each_new_year_it_passes(tiny_model):
+    source = ModelSource(tiny_model)
+    assert source.tokenizer.year_marks
+    scenario = small_scenario(12, seed=5)
+    patients = [draw_patient(scenario, i, load_knowledge()) for i in range(12)]
+    for row in source.write_tokens(patients):
+        marks, marked_at_visit, visit_years = visit_years_and_marks(source.tokenizer, row.tolist())
+        assert marks == list(range(marks[0], marks[-1] + 1))
+        assert marked_at_visit == visit_years[:len(marked_at_visit)]

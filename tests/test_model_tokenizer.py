@@ -9,7 +9,8 @@ import pytest
 
 from trajsim.engine import ReferenceSource, simulate
 from trajsim.events import BIRTH, DEATH, SEX_FEMALE, SEX_MALE, VISIT_START_PREFIX, events_frame
-from trajsim.model.tokenizer import ENDED, Tokenizer, gap_days, gap_tokens
+from trajsim.clock import calendar_date
+from trajsim.model.tokenizer import ENDED, HEADS, Tokenizer, gap_days, gap_tokens
 
 from tests.conftest import small_scenario
 
@@ -94,3 +95,24 @@ def test_saved_tokenizer_encodes_the_same(reference_events, tmp_path):
     tokenizer = Tokenizer.fit(reference_events)
     tokenizer.save(tmp_path / "tokenizer.json")
     assert Tokenizer.load(tmp_path / "tokenizer.json").encode(reference_events) == tokenizer.encode(reference_events)
+
+
+def visit_years_and_marks(tokenizer: Tokenizer, ids: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """(years marked, the last mark before each visit, each visit's calendar year) of one token row."""
+    tokens = [tokenizer.vocab[i] for i in ids]
+    marks, marked_at_visit = [], []
+    for token in tokens[3:]:
+        if token.startswith("YEAR/"):
+            marks.append(int(token[5:]))
+        elif token in HEADS:
+            marked_at_visit.append(marks[-1])
+    segments = tokenizer.segments(ids, np.random.default_rng(0))[2]
+    return marks, marked_at_visit, [calendar_date(segment.day).year for segment in segments]
+
+
+def test_the_clock_is_marked_each_new_year_between_visits(reference_events):
+    tokenizer = Tokenizer.fit(reference_events, min_count=1)
+    for _, ids in tokenizer.encode(reference_events):
+        marks, marked_at_visit, visit_years = visit_years_and_marks(tokenizer, ids)
+        assert marks == list(range(marks[0], marks[-1] + 1))  # every year the record passes, in order
+        assert marked_at_visit == visit_years[:len(marked_at_visit)]  # a visit lies in the year last marked

@@ -69,6 +69,11 @@ class TokenGrammar:
         self.endable = {tokenizer.index[CONDITION_END]: plain & np.isin(systems, ["SNOMED", "ICD10CM"]),
                         tokenizer.index[MEDICATION_END]: plain & (systems == "RXNORM")}
         self.year = np.array([int(t[5:]) if t.startswith("YEAR/") else -1 for t in vocab])
+        self.year_marks = tokenizer.year_marks
+        marks = sorted((int(self.year[i]), i) for i in np.flatnonzero(self.year >= 0))
+        self.mark_years = np.array([year for year, _ in marks])
+        self.mark_starts = np.array([year_start_day(year) for year, _ in marks])
+        self.mark_tokens = np.array([token for _, token in marks])
         self.end, self.eos = tokenizer.index[END], tokenizer.index[EOS]
         self.condition_end = tokenizer.index[CONDITION_END]
         self.token_of = tokenizer.index
@@ -102,6 +107,7 @@ class RecordWriter:
         self.day = np.zeros(rows, dtype=np.int64)
         self.offset = np.zeros(rows, dtype=np.int64)
         self.started = np.zeros(rows, dtype=bool)  # start year drawn
+        self.marked = np.full(rows, -1)  # the last year marked (tokenizers with year marks)
         self.in_visit = np.zeros(rows, dtype=bool)
         self.longest = np.zeros(rows)  # days the open visit may run
         self.outside = np.zeros(rows, dtype=bool)  # in a segment of facts outside any visit
@@ -131,6 +137,12 @@ class RecordWriter:
         for row in np.flatnonzero(self.ending == g.condition_end):
             allowed[row] &= self._endable_conditions(row)
         allowed[~self.started] = self.years[~self.started]
+        if g.year_marks:  # between visits, the clock passing into a new year is marked before all else
+            index = np.searchsorted(g.mark_starts, self.day, side="right") - 1
+            due = self.started & ~self.in_visit & ~self.done & (index >= 0) & (g.mark_years[index.clip(0)] > self.marked)
+            rows = np.flatnonzero(due)
+            allowed[rows] = False
+            allowed[rows, g.mark_tokens[index[rows]]] = True
         # nothing left to name (e.g. condition_end with no condition to end): close the segment,
         # which drops the unfinished fact
         allowed[~allowed.any(axis=1), g.end] = True
@@ -141,9 +153,10 @@ class RecordWriter:
     def _advance(self, last: np.ndarray) -> None:
         g = self.g
         year = g.year[last]
-        starting = year >= 0
+        starting = (year >= 0) & ~self.started
         self.day[starting] = [year_start_day(int(y)) for y in year[starting]]
         self.started |= starting
+        self.marked = np.where(year >= 0, year, self.marked)
         gap = g.gap[last]
         self.day += np.where(self.in_visit, 0, gap)
         self.offset += np.where(self.in_visit, gap, 0)
@@ -253,15 +266,18 @@ class ModelSource(TrajectorySource[ModelPlan]):
 
     def write_records(self, patients: Sequence[PatientState]) -> list[list[Segment]]:
         """Each patient's record as the model writes it, one batched pass for all."""
+        return [self.tokenizer.segments(row.tolist(), p.rng)[2] for row, p in zip(self.write_tokens(patients), patients)]
+
+    def write_tokens(self, patients: Sequence[PatientState]) -> torch.Tensor:
+        """The token rows of `write_records` (EOS-padded)."""
         index = self.tokenizer.index
         prompts = torch.tensor([[index[BOS], index[SEXES.get(f"TRAJSIM/sex/{p.sex}", "SEX/U")],
                                  index[birth_band(calendar_date(p.birth_day).year)]] for p in patients])
         writer = RecordWriter(self.grammar, self.rules, patients)
         with one_thread():
-            tokens = generate(self.model, prompts, [p.rng for p in patients],
-                              MAX_RECORD_CONTEXTS * self.model.config.block_size, index[EOS], self.temperature,
-                              self.top_p, writer)
-        return [self.tokenizer.segments(row.tolist(), p.rng)[2] for row, p in zip(tokens, patients)]
+            return generate(self.model, prompts, [p.rng for p in patients],
+                            MAX_RECORD_CONTEXTS * self.model.config.block_size, index[EOS], self.temperature,
+                            self.top_p, writer)
 
     def plan_visits(self, patient: PatientState, segments: list[Segment]) -> list[Visit]:
         """Engine visits from written segments: history before entry becomes one out-of-visit entry

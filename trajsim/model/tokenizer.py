@@ -97,6 +97,10 @@ class Tokenizer:
     folded: dict[str, dict[str, int]]  # RARE/<system> -> {folded code: count}
     min_count: int
     n_bins: int
+    # A YEAR token where a record's clock passes into a new calendar year between visits: the model
+    # then knows the date all along (when records end, how dense care is that year), not only at the
+    # start. It moves no time (gaps do). Models fitted before it have none.
+    year_marks: bool = False
     index: dict[str, int] = field(init=False, repr=False)
     _category: dict[str, str] = field(init=False, repr=False)
 
@@ -141,7 +145,7 @@ class Tokenizer:
         vocab += [f"BIRTH/{y}" for y in range(first, last + 1, BIRTH_BAND_YEARS)]
         vocab += [f"YEAR/{y}" for y in range(first, last + 1)]
         vocab += GAP_TOKENS + HEADS + [DEATH, *ENDED] + code_tokens + sorted(folded)
-        return cls(vocab, value_edges, value_decimals, units, folded, min_count, n_bins)
+        return cls(vocab, value_edges, value_decimals, units, folded, min_count, n_bins, year_marks=True)
 
     # --- encoding ----------------------------------------------------------------------------
     def encode(self, events: pl.DataFrame) -> list[tuple[int, list[int]]]:
@@ -184,11 +188,16 @@ class Tokenizer:
         start_year = calendar_date(days[segments[0][0]]).year if segments else (
             calendar_date(birth_days[0]).year if birth_days else 2000)
         out = [BOS, sex, birth, f"YEAR/{start_year}"]
-        previous = year_start_day(start_year)
+        previous, marked = year_start_day(start_year), start_year
         for members in segments:
             start = days[members[0]]
-            out += gap_tokens(start - previous)
-            previous = start
+            for gap in gap_tokens(start - previous):
+                out.append(gap)
+                previous += gap_days(gap)
+                year = calendar_date(previous).year
+                if self.year_marks and year > marked and f"YEAR/{year}" in self.index:
+                    out.append(f"YEAR/{year}")
+                    marked = year
             head = next((codes[i] for i in members if codes[i].startswith(VISIT_START_PREFIX)), NO_VISIT)
             if codes[members[0]] == DEATH:
                 out.append(DEATH)
@@ -241,6 +250,8 @@ class Tokenizer:
                     day += gap
                 else:
                     offset += gap
+            elif token.startswith("YEAR/"):
+                pass  # a year mark: the date the gaps have reached, no time of its own
             elif token == END:
                 if current is not None:
                     current.end_offset_days = offset
