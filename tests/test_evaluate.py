@@ -157,3 +157,25 @@ def test_fidelity_lists_the_codes_whose_rates_differ_most_by_name(real: pl.DataF
     top = metrics["most_divergent_codes"][0]
     assert top["code"] == "SNOMED/59621000" and top["display"] == "Essential hypertension"
     assert top["real"] > 0 and top["synthetic"] == 0
+
+
+def test_divergent_codes_are_named_as_their_source_names_them(real: pl.DataFrame, tmp_path: Path) -> None:
+    """A code only the source knows (here a local lab) is listed with the description from the codes
+    table `trajsim ingest` writes beside its events."""
+    from trajsim.ingest import load_records
+    from trajsim.vocab.local import CODES_SCHEMA, codes_path
+
+    local = "LOCAL/hospital-lab/4711"
+    first_visits = real.filter(pl.col("code").str.starts_with("TRAJSIM/visit/")).group_by("subject_id").agg(pl.all().first())
+    with_local = pl.concat([real, first_visits.with_columns(code=pl.lit(local)).select(real.columns)])
+    (tmp_path / "real").mkdir()
+    with_local.write_parquet(tmp_path / "real" / "events.parquet")
+    pl.DataFrame({"code": [local], "description": ["Serum widget level"], "domain": ["lab"], "system_uri": [None],
+                  "source_codes": [["4711"]], "events": [first_visits.height]}, schema=CODES_SCHEMA
+                 ).write_parquet(codes_path(tmp_path / "real" / "events.parquet"))
+    events, codes = load_records(tmp_path / "real")  # the codes table is not read as events
+    assert events.height == with_local.height
+    names = dict(codes.select("code", "description").iter_rows())
+    listed = {row["code"]: row["display"] for row in
+              evaluate(events, real, names=names).metrics()["fidelity"]["most_divergent_codes"]}
+    assert listed[local] == "Serum widget level"

@@ -4,7 +4,7 @@ clinical validity, as metrics.json and a self-contained report.html (see docs/ev
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +39,13 @@ class Evaluation:
 
 def evaluate(real: pl.DataFrame, synthetic: pl.DataFrame, train: pl.DataFrame | None = None,
              sources: dict[str, str] | None = None,
-             on_family: Callable[[str, float], None] | None = None) -> Evaluation:
+             on_family: Callable[[str, float], None] | None = None,
+             names: Mapping[str, str] | None = None) -> Evaluation:
     """Compare canonical event tables; `train` (the generator's training records) enables privacy.
 
     `sources` names each table in the report (e.g. its path); `on_family(name, seconds)` is called
-    after each step (view building, then each metric family)."""
+    after each step (view building, then each metric family); `names` are the sources' own names of
+    codes the shipped vocabulary lacks (ingested codes tables)."""
     # Imported here so the package attributes `fidelity`, `privacy`, ... stay the modules.
     from trajsim.evaluate.comparability import comparability
     from trajsim.evaluate.fidelity import fidelity
@@ -62,7 +64,7 @@ def evaluate(real: pl.DataFrame, synthetic: pl.DataFrame, train: pl.DataFrame | 
     real_views, synthetic_views, train_views = views["real"], views["synthetic"], views.get("train")
     steps: dict[str, Callable[[], Section]] = {
         "comparability": lambda: comparability(real_views, synthetic_views),
-        "fidelity": lambda: fidelity(real_views, synthetic_views),
+        "fidelity": lambda: fidelity(real_views, synthetic_views, names),
         "privacy": lambda: privacy(real_views, synthetic_views, train_views),
         "utility": lambda: utility(real_views, synthetic_views, train_views),
         "validity": lambda: validity(real_views, synthetic_views),

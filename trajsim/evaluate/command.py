@@ -23,7 +23,7 @@ def evaluate_command(
     from trajsim.evaluate import FAMILIES, EvaluationError, evaluate
     from trajsim.evaluate.report import write_report
     from trajsim.atomic import folder_problem
-    from trajsim.ingest import IngestError, load_events
+    from trajsim.ingest import IngestError, load_records
 
     if problem := folder_problem(out):
         raise fail(problem)
@@ -31,13 +31,15 @@ def evaluate_command(
     with progress_bar() as bar:
         task = bar.add_task("Evaluating", total=len(paths) + 1 + len(FAMILIES))
         try:
-            tables = {}
+            tables, names = {}, {}
             for name, path in paths.items():
                 bar.update(task, description=f"Reading {name} records")
-                tables[name] = load_events(path)
+                tables[name], codes = load_records(path)
+                names |= {code: text for code, text in codes.select("code", "description").iter_rows() if text}
                 bar.advance(task)
             evaluation = evaluate(**tables, sources={name: str(path) for name, path in paths.items()},
-                                  on_family=lambda name, _: bar.update(task, advance=1, description=f"Measured {name}"))
+                                  on_family=lambda name, _: bar.update(task, advance=1, description=f"Measured {name}"),
+                                  names=names)
         except (IngestError, EvaluationError) as exc:
             raise fail(str(exc)) from None
         json_path, html_path = write_report(evaluation, out)

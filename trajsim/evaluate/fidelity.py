@@ -9,6 +9,8 @@ Wasserstein distance (how far, in the variable's own unit, mass has to move to t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import polars as pl
 from scipy import stats
@@ -46,7 +48,10 @@ def distribution_gap(real: np.ndarray, synthetic: np.ndarray) -> dict[str, float
             "real_mean": rounded(real.mean()), "synthetic_mean": rounded(synthetic.mean())}
 
 
-def display(code: str) -> str:
+def display(code: str, names: Mapping[str, str] | None = None) -> str:
+    """A code's name: the source's own (`names`, from its codes table), else the shipped vocabulary's."""
+    if names and code in names:
+        return names[code]
     concept = load_vocabulary().get(code)
     return concept.display if concept else code
 
@@ -60,12 +65,13 @@ def prevalence(views: Views) -> pl.DataFrame:
             .select("code", prevalence=pl.col("len") / patients))
 
 
-def most_divergent(real: pl.DataFrame, synthetic: pl.DataFrame, limit: int = MOST_DIVERGENT) -> list[dict]:
+def most_divergent(real: pl.DataFrame, synthetic: pl.DataFrame, limit: int = MOST_DIVERGENT,
+                   names: Mapping[str, str] | None = None) -> list[dict]:
     """The codes whose prevalence differs most between the tables, with names and both rates."""
     joined = (real.join(synthetic, on="code", how="full", coalesce=True, suffix="_synthetic").fill_null(0)
               .with_columns(gap=(pl.col("prevalence_synthetic") - pl.col("prevalence")))
               .sort([pl.col("gap").abs(), "code"], descending=[True, False]).head(limit))
-    return [{"code": row["code"], "display": display(row["code"]), "real": rounded(row["prevalence"]),
+    return [{"code": row["code"], "display": display(row["code"], names), "real": rounded(row["prevalence"]),
              "synthetic": rounded(row["prevalence_synthetic"])} for row in joined.iter_rows(named=True)]
 
 
@@ -185,7 +191,7 @@ def subgroups(real: Views, synthetic: Views) -> list[dict]:
 
 # --- the section ----------------------------------------------------------------------------------
 
-def fidelity(real: Views, synthetic: Views) -> Section:
+def fidelity(real: Views, synthetic: Views, names: Mapping[str, str] | None = None) -> Section:
     """Every fidelity metric of `synthetic` against `real`, with plots."""
     real_rates, synthetic_rates = prevalence(real), prevalence(synthetic)
     prevalence_real, prevalence_synthetic = aligned(real_rates, synthetic_rates, "code", "prevalence")
@@ -201,7 +207,7 @@ def fidelity(real: Views, synthetic: Views) -> Section:
         ("visits_per_patient", visits_per_patient), ("codes_per_visit", codes_per_visit),
         ("inter_visit_gap_days", visit_gaps_days))}
     labs = {code: (lab_values(real, code), lab_values(synthetic, code)) for code in top_labs(real)}
-    lab_gaps = {code: {"display": display(code), **distribution_gap(*values)} for code, values in labs.items()}
+    lab_gaps = {code: {"display": display(code, names), **distribution_gap(*values)} for code, values in labs.items()}
     lab_ks = [gap["ks"] for gap in lab_gaps.values() if gap["ks"] is not None]
     pyramid_real, pyramid_synthetic = aligned(pyramid(real), pyramid(synthetic), "cell", "share")
     pyramid_tvd = 0.5 * float(np.abs(pyramid_real - pyramid_synthetic).sum())
@@ -221,7 +227,7 @@ def fidelity(real: Views, synthetic: Views) -> Section:
         "mortality": {"real": rounded(mortality(real)), "synthetic": rounded(mortality(synthetic)),
                       "age_at_death": distribution_gap(*deaths)},
         "subgroups": groups,
-        "most_divergent_codes": most_divergent(real_rates, synthetic_rates),
+        "most_divergent_codes": most_divergent(real_rates, synthetic_rates, names=names),
     }
     headlines = [
         Headline("Code prevalence R²", metrics["code_prevalence_r2"], "1 = identical"),

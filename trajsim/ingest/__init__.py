@@ -26,9 +26,10 @@ from trajsim.ingest.common import (
     IngestError, IngestReport, Step, TableCounts, candidates, lookup, sort_events, source_files,
 )
 from trajsim.ingest.meds import write_meds
-from trajsim.vocab.local import ALL_SYSTEM_URIS, CODES_SCHEMA, LOCAL, LOCAL_URI_PREFIX, codes_path
+from trajsim.vocab.local import ALL_SYSTEM_URIS, CODES_SCHEMA, CODES_SUFFIX, LOCAL, LOCAL_URI_PREFIX, codes_path
+from trajsim.vocab.local import read_codes as read_codes_file
 
-__all__ = ["FORMATS", "IngestError", "IngestReport", "TableCounts", "detect_format", "ingest", "load_events",
+__all__ = ["FORMATS", "IngestError", "IngestReport", "TableCounts", "detect_format", "ingest", "load_events", "load_records",
            "read_codes", "read_events", "write_meds"]
 
 READERS: dict[str, Callable[[Path, Path], list[Step]]] = {
@@ -132,11 +133,16 @@ def _finish(candidates: pl.LazyFrame) -> pl.LazyFrame:
 
 def read_events(format: str, source: Path) -> pl.DataFrame:
     """The canonical event table of `source` read as `format` (one of FORMATS)."""
+    return _read(format, source)[0]
+
+
+def _read(format: str, source: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The event table and codes table of `source` read as `format`, in one pass."""
     _check_format(format)
     report = IngestReport(format, Path(source))
     with tempfile.TemporaryDirectory(prefix="trajsim-ingest-") as workdir:
-        buckets, _ = _spill(format, Path(source), Path(workdir), report, None)
-        return pl.concat([bucket.collect() for bucket in buckets])
+        buckets, codes = _spill(format, Path(source), Path(workdir), report, None)
+        return pl.concat([bucket.collect() for bucket in buckets]), codes.collect()
 
 
 def read_codes(format: str, source: Path) -> pl.DataFrame:
@@ -201,7 +207,7 @@ def detect_format(source: Path) -> str:
     source = Path(source)
     if source.is_dir():
         names = {p.name.lower() for p in source.iterdir()}
-        parquet = sorted(source.rglob("*.parquet"))
+        parquet = sorted(p for p in source.rglob("*.parquet") if not p.name.endswith(CODES_SUFFIX))
         if parquet:
             first = parquet[0]
         elif "person.csv" in names or any(n.endswith(".zip") for n in names):
@@ -229,12 +235,20 @@ def detect_format(source: Path) -> str:
 def load_events(source: Path, format: str | None = None) -> pl.DataFrame:
     """The canonical event table from `source`: an events Parquet file or folder of parts (as
     `trajsim generate` writes to out/events/), or records in any of FORMATS (detected if not given)."""
+    return load_records(source, format)[0]
+
+
+def load_records(source: Path, format: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`load_events` and the codes table naming the source's codes (for events Parquet, the
+    `<stem>.codes.parquet` files `trajsim ingest` writes beside them; empty when there are none)."""
     source = Path(source)
     format = format or detect_format(source)
     if format != CANONICAL:
-        return read_events(format, source)
-    files = source_files(source, (".parquet",))
+        return _read(format, source)
+    parts = [p for p in source_files(source, (".parquet",)) if not p.name.endswith(CODES_SUFFIX)]
+    codes = [read_codes_file(codes_path(p)) for p in parts if codes_path(p).is_file()]
     try:
-        return validate_events(pl.concat([pl.read_parquet(p) for p in files], how="vertical_relaxed"), str(source))
+        events = validate_events(pl.concat([pl.read_parquet(p) for p in parts], how="vertical_relaxed"), str(source))
     except EventTableError as exc:
         raise IngestError(str(exc)) from None
+    return events, pl.concat([pl.DataFrame(schema=CODES_SCHEMA), *codes]).unique("code", keep="first", maintain_order=True)

@@ -65,10 +65,13 @@ def read_codes(path: Path) -> pl.DataFrame:
     return pl.read_parquet(path).select([pl.col(n).cast(t) for n, t in CODES_SCHEMA.items()])
 
 
+CODES_SUFFIX = ".codes.parquet"
+
+
 def codes_path(events: Path) -> Path:
     """Where the codes table of the events file `events` lives: `<stem>.codes.parquet` beside it."""
     events = Path(events)
-    return events.with_name(events.name.removesuffix(".parquet") + ".codes.parquet")
+    return events.with_name(events.name.removesuffix(".parquet") + CODES_SUFFIX)
 
 
 def with_codes(vocabulary: Vocabulary, codes: pl.DataFrame) -> Vocabulary:
