@@ -7,7 +7,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from fhir_export import NdjsonWriter, patient_bundle, write_bundle
+from fhir_export import NdjsonWriter, patient_bundle, write_bundle, write_bundles
 from fhir_export.notes import format_value
 from fhir_export.validate import validate_directory
 from trajsim.events import BIRTH, CONDITION_END, DEATH, SEX_FEMALE, VISIT_END, Event, visit_start_code
@@ -108,6 +108,17 @@ def test_the_same_resources_serve_bundles_and_ndjson(tmp_path):
     assert all(entry["fullUrl"].startswith("urn:uuid:") for entry in bundle["entry"])
     encounter = orjson.loads((tmp_path / "ndjson" / "Encounter.ndjson").read_bytes())
     assert encounter["subject"]["reference"].startswith("Patient/")
+
+
+def test_bundle_and_collection_written_together_match_each_written_alone(tmp_path):
+    patient = default_builder("test/1").build(patient_events())
+    together = {"transaction": tmp_path / "together" / "bundle.json", "collection": tmp_path / "together" / "collection.json"}
+    written = write_bundles(together, patient)
+    for bundle_type, path in together.items():
+        alone = tmp_path / "alone" / path.name
+        write_bundle(alone, patient, bundle_type)
+        assert path.read_bytes() == alone.read_bytes()
+    assert written == sum(path.stat().st_size for path in together.values())
 
 
 def write_one_bundle(tmp_path, change):

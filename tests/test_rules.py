@@ -197,6 +197,15 @@ def test_mask_forbids_everything_after_death_and_before_birth():
     assert not any(allowed(patient(), age=-1).values())
 
 
+def test_mask_through_a_visit_allows_only_what_both_of_its_ends_allow():
+    mask = RuleMask(CODES)
+    hypertensive = patient(conditions={HYPERTENSION: 50 * 365.25 + 0.5}, death_day=60 * 365.25)
+    start, end = 50 * 365.25, 50 * 365.25 + 1.0  # the hypertension ends within the visit's day
+    through = mask.allowed([hypertensive], start, until=end)
+    assert through.tolist() == (mask.allowed([hypertensive], start) & mask.allowed([hypertensive], end)).tolist()
+    assert mask.allowed([hypertensive], start)[0, CODES.index(LISINOPRIL)] and not through[0, CODES.index(LISINOPRIL)]
+
+
 def test_mask_takes_one_day_per_patient():
     patients = [patient(), patient()]
     mask = RuleMask(CODES).allowed(patients, [2 * 365.25, 50 * 365.25])

@@ -30,7 +30,7 @@ from typing import Self
 import orjson
 import polars as pl
 
-from fhir_export import NdjsonWriter, ResourceBuilder, write_bundle
+from fhir_export import NdjsonWriter, ResourceBuilder, write_bundles
 from fhir_export.claims import add_insurance
 from fhir_export.providers import SHARED_TYPES
 from trajsim.atomic import atomic_writer, folder_problem, temporary_path, write_bytes_atomic
@@ -186,11 +186,14 @@ class CohortOutput:
         written = 0
         for resource_type in sorted({path.stem for folder in parts for path in folder.glob("*.ndjson")}):
             final = final_dir / f"{resource_type}.ndjson"
+            present = [part for part in (folder / f"{resource_type}.ndjson" for folder in parts) if part.exists()]
+            if len(present) == 1 and resource_type not in SHARED_TYPES:  # nothing to merge: move, not copy
+                os.replace(present[0], final)
+                written += final.stat().st_size
+                continue
             seen: set[bytes] = set()
             with open(temporary_path(final), "wb") as merged:
-                for part in (folder / f"{resource_type}.ndjson" for folder in parts):
-                    if not part.exists():
-                        continue
+                for part in present:
                     with open(part, "rb") as lines:
                         if resource_type not in SHARED_TYPES:
                             shutil.copyfileobj(lines, merged)
@@ -257,10 +260,11 @@ class ShardWriter:
                 summary.providers.add(f"{resource['resourceType']}/{resource['id']}")
             else:
                 summary.patient_resources[resource["resourceType"]] += 1
-        for output_format, (folder, bundle_type) in BUNDLE_FOLDERS.items():
-            if output_format in self.output.formats:
-                path = self.output.out_dir / "fhir" / folder / f"patient-{events[0].subject_id:07d}.json"
-                summary.bytes_written += write_bundle(path, patient, bundle_type)
+        name = f"patient-{events[0].subject_id:07d}.json"
+        bundles = {bundle_type: self.output.out_dir / "fhir" / folder / name
+                   for output_format, (folder, bundle_type) in BUNDLE_FOLDERS.items() if output_format in self.output.formats}
+        if bundles:
+            summary.bytes_written += write_bundles(bundles, patient)
         if self._ndjson is not None:
             self._ndjson.write(patient)
         self._chunk.extend(events)

@@ -74,6 +74,12 @@ class Epidemiology:
                 for sex in ("F", "M")}
 
     @cached_property
+    def _prevalence_steps(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The grid by half-year (rows) and its rise to the next half-year, contiguous per age."""
+        return {sex: (np.ascontiguousarray(grid.T), np.ascontiguousarray(np.diff(grid, axis=1).T))
+                for sex, grid in self._prevalence_grid.items()}
+
+    @cached_property
     def _excess_risk(self) -> np.ndarray:
         """[k, j] = relative risk of chronic condition k given chronic condition j, minus 1."""
         index = {c.key: i for i, c in enumerate(self.chronic)}
@@ -84,10 +90,10 @@ class Epidemiology:
 
     def chronic_prevalence(self, sex: str, age: float) -> np.ndarray:
         """Prevalence of each chronic condition at this age (see `prevalence_at`)."""
-        grid = self._prevalence_grid[sex]
+        values, rises = self._prevalence_steps[sex]
         x = min(max(age, 0.0), 120.0) * 2
-        i = min(int(x), grid.shape[1] - 2)
-        return grid[:, i] + (grid[:, i + 1] - grid[:, i]) * (x - i)
+        i = min(int(x), len(values) - 2)
+        return values[i] + rises[i] * (x - i)
 
     def chronic_changes(self, sex: str, age_from: float, age_to: float) -> tuple[np.ndarray, np.ndarray]:
         """For each chronic condition between two ages: the cumulative onset hazard for someone with
@@ -113,15 +119,16 @@ class Epidemiology:
         # People with a condition that raises the death hazard die sooner, which would lower its
         # prevalence among the living; onset makes up for them: prevalence x excess death rate.
         band = min(int(np.searchsorted(self.mortality[:, 1], middle, side="right")), len(self.mortality) - 1)
-        excess_deaths = self.mortality[band, 2] / self._death_normalisers[sex][band] * (self._chronic_hazard_ratios - 1.0)
+        excess_deaths = self.mortality[band, 2] / self._death_normalisers[sex][band] * self._chronic_excess_hazards
         hazard = -np.log1p(-onset) + prevalence * excess_deaths * max(age_to - age_from, 0.0)
         factor = 1.0 + self._excess_risk @ prevalence
         remission = np.clip(1.0 - after / np.where(before > 0, before, 1.0), 0.0, 1.0)
         return hazard / factor, np.where(before > 0, remission, 0.0)
 
     @cached_property
-    def _chronic_hazard_ratios(self) -> np.ndarray:
-        return np.array([self.mortality_hazard_ratios.get(c.key, 1.0) for c in self.chronic])
+    def _chronic_excess_hazards(self) -> np.ndarray:
+        """Each chronic condition's death hazard ratio minus 1."""
+        return np.array([self.mortality_hazard_ratios.get(c.key, 1.0) for c in self.chronic]) - 1.0
 
     @cached_property
     def _death_normalisers(self) -> dict[str, np.ndarray]:
@@ -169,14 +176,26 @@ class Epidemiology:
         """The distribution for a measurement: a condition-specific one if the patient has that
         condition, else the baseline; None when the measurement is not taken at this age."""
         baseline = None
-        for dist in self.values.get(code, ()):
-            if not dist.band.covers(sex, age):
+        for age_min, age_max, dist in self._values_of(sex).get(code, ()):
+            if not age_min <= age < age_max:
                 continue
             if dist.condition is None:
                 baseline = baseline or dist
             elif dist.condition in active:
                 return dist
         return baseline
+
+    def _values_of(self, sex: str) -> dict[str, list[tuple[float, float, ValueDistribution]]]:
+        """The distributions `value_distribution` may pick for this sex, each with its age band, in
+        table order (tabulated once: it is asked at every measurement)."""
+        if sex not in self._values_by_sex:
+            self._values_by_sex[sex] = {code: [(d.band.age_min, d.band.age_max, d) for d in dists
+                                               if d.band.sex in ("any", sex)] for code, dists in self.values.items()}
+        return self._values_by_sex[sex]
+
+    @cached_property
+    def _values_by_sex(self) -> dict[str, dict[str, list[tuple[float, float, ValueDistribution]]]]:
+        return {}
 
     def growth_at(self, sex: str, age: float) -> tuple[float, float]:
         """Median height (cm) and weight (kg) at this age."""

@@ -44,7 +44,7 @@ def next_token(logits: torch.Tensor, uniforms: np.ndarray, temperature: float = 
         logits = logits.masked_fill(~torch.from_numpy(np.ascontiguousarray(allowed)), float("-inf"))
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
+    probs = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
     order = None
     if top_p < 1.0:
         # keep the smallest set whose mass reaches top_p (always at least the most likely token)
@@ -54,7 +54,7 @@ def next_token(logits: torch.Tensor, uniforms: np.ndarray, temperature: float = 
     targets = torch.from_numpy(uniforms).float().unsqueeze(1) * cumulative[:, -1:]
     picks = torch.searchsorted(cumulative, targets, right=True)
     # rounding at the top of the cumulative sum must not land past the last possible token
-    last_possible = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(dim=-1, keepdim=True)
+    last_possible = ((probs > 0) * torch.arange(probs.shape[-1])).amax(dim=-1, keepdim=True)
     picks = torch.minimum(picks, last_possible)
     return picks.squeeze(1) if order is None else order.gather(1, picks).squeeze(1)
 
@@ -67,7 +67,7 @@ def _slid(model: GPT, rows: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
     return cache, model(context, cache)[:, -1]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model: GPT, prompts: torch.Tensor, rngs: Sequence[np.random.Generator], max_new_tokens: int,
              stop_token: int, temperature: float = 1.0, top_p: float = 1.0,
              constraint: Constraint | None = None) -> torch.Tensor:

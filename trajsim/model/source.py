@@ -183,7 +183,7 @@ class RecordWriter:
             rows = np.flatnonzero(stale)
             states, days = [self.state[r] for r in rows], self.day[rows] + self.offset[rows]
             # a visit's facts fall somewhere within its day: the codes must be allowed all day long
-            allowed = self.rules.allowed(states, days) & self.rules.allowed(states, days + 1.0)
+            allowed = self.rules.allowed(states, days, until=days + 1.0)
             self.visit_codes[rows] = allowed & g.is_code
             for row in rows:  # a visit's type, or a condition begun or ended in it, does not recur
                 self.visit_codes[row, list(self.touched[row])] = False
@@ -252,15 +252,18 @@ class ModelSource(TrajectorySource[ModelPlan]):
             return visit
         state = dataclasses.replace(patient, conditions=dict(patient.conditions), source_state=None)
         day = max(visit.day, patient.now)
-        allowed, kept = self.rules.allowed([state], day)[0], []
+        allowed, kept = None, []  # the mask of the conditions so far, evaluated when a code needs it
         for fact in visit.facts:
             token = self.tokenizer.index.get(fact.code)
-            if token is not None and self.grammar.is_code[token] and not allowed[token]:
-                continue
+            if token is not None and self.grammar.is_code[token]:
+                if allowed is None:
+                    allowed = self.rules.allowed([state], day)[0]
+                if not allowed[token]:
+                    continue
             kept.append(fact)
             if token is not None and self.grammar.is_condition[token]:
                 state.conditions[fact.code] = ACTIVE
-                allowed = self.rules.allowed([state], day)[0]
+                allowed = None
         visit.facts = kept
         return visit
 

@@ -51,16 +51,21 @@ class RuleMask:
                                      for life in lives])
         self._onset_min = np.array([life.onset_age_min if life else -math.inf for life in lives])
         self._onset_max = np.array([life.onset_age_max if life else math.inf for life in lives])
+        self._first_age_min = np.maximum(self._age_min, self._onset_min)  # ages a first diagnosis may be made at
+        self._first_age_max = np.minimum(self._age_max, self._onset_max)
+        # the always-False column for episodic codes (every episode is an onset) and codes of no condition
         self._onset_column = np.where(episodic, -1, np.array([self._condition_column.get(code, -1) for code in self.codes]))
-        self._indication = np.zeros((len(conditions), len(self.codes)), dtype=np.float32)
+        # Which known conditions indicate each code, and which allergies contraindicate it; a patient's
+        # few conditions and allergies pick their rows, so a mask never multiplies whole matrices.
+        self._indicates = np.zeros((len(conditions) + 1, len(self.codes)), dtype=bool)  # + the all-False column
         for i, code in enumerate(self.codes):
             for condition in knowledge.indications.get(code, ()):
-                self._indication[self._condition_column[condition], i] = 1.0
-        self._needs_indication = self._indication.any(axis=0)
+                self._indicates[self._condition_column[condition], i] = True
+        self._needs_no_indication = ~self._indicates.any(axis=0)
         allergies = sorted({a.code for a in knowledge.allergies})
         self._allergy_column = {code: j for j, code in enumerate(allergies)}
         self._contraindicated = np.array([[allergy in knowledge.contraindications.get(code, ()) for code in self.codes]
-                                          for allergy in allergies], dtype=np.float32).reshape(len(allergies), len(self.codes))
+                                          for allergy in allergies], dtype=bool).reshape(len(allergies), len(self.codes))
 
     def active_conditions(self, patients: Sequence[PatientState], days: np.ndarray,
                           ever: bool = False) -> np.ndarray:
@@ -74,27 +79,32 @@ class RuleMask:
                     active[row, column] = True
         return active
 
-    def allowed(self, patients: Sequence[PatientState], day: float | Sequence[float]) -> np.ndarray:
+    def allowed(self, patients: Sequence[PatientState], day: float | Sequence[float],
+                until: float | Sequence[float] | None = None) -> np.ndarray:
         """Bool array patients x codes: True where the code may be recorded for that patient at `day`
-        (one day for all, or one per patient)."""
-        days = np.broadcast_to(np.asarray(day, dtype=float), (len(patients),))
-        births = np.array([p.birth_day for p in patients])
-        deaths = np.array([math.inf if p.death_day is None else p.death_day for p in patients])
-        ages = (days - births)[:, None] / DAYS_PER_YEAR
+        (one day for all, or one per patient), and at `until` too when given (a fact that may fall
+        anywhere in between)."""
         allowed = self._sex_allowed[[0 if p.sex == "F" else 1 for p in patients]]
-        allowed &= (ages >= self._age_min) & (ages < self._age_max)
-        active = self.active_conditions(patients, days)
-        allowed &= ~active[:, self._chronic_column]
-        allowed &= days[:, None] >= self._valid_from
-        unseen = ~self.active_conditions(patients, days, ever=True)[:, self._onset_column]
-        unseen[:, self._onset_column == -1] = True  # episodic codes (and codes of no condition): every onset
-        allowed &= ~(unseen & ((ages < self._onset_min) | (ages >= self._onset_max)))
-        indicated = (active[:, :-1].astype(np.float32) @ self._indication) > 0
-        allowed &= indicated | ~self._needs_indication
-        allergic = np.zeros((len(patients), len(self._allergy_column)), dtype=np.float32)
+        births = np.array([p.birth_day for p in patients])
+        alive_from, alive_to = births, np.array([math.inf if p.death_day is None else p.death_day for p in patients])
+        # a condition not yet diagnosed may start only within its onset ages
+        diagnosed = self.active_conditions(patients, births, ever=True)[:, self._onset_column]
+        youngest = np.where(diagnosed, self._age_min, self._first_age_min)
+        oldest = np.where(diagnosed, self._age_max, self._first_age_max)
         for row, patient in enumerate(patients):
-            for code in patient.allergies:
-                allergic[row, self._allergy_column[code]] = 1.0
-        allowed &= (allergic @ self._contraindicated) == 0
-        allowed &= ((days >= births) & (days <= deaths))[:, None]
+            if patient.allergies:
+                allowed[row] &= ~self._contraindicated[[self._allergy_column[a] for a in patient.allergies]].any(axis=0)
+        for moment in (day,) if until is None else (day, until):
+            days = np.asarray(moment, dtype=float)
+            days = np.full(len(patients), float(days)) if days.ndim == 0 else days
+            ages = (days - births)[:, None] / DAYS_PER_YEAR
+            allowed &= (ages >= youngest) & (ages < oldest)
+            allowed &= days[:, None] >= self._valid_from
+            allowed &= ((days >= alive_from) & (days <= alive_to))[:, None]
+            active = self.active_conditions(patients, days)
+            allowed &= ~active[:, self._chronic_column]
+            indicated = np.zeros_like(allowed)
+            for row in np.flatnonzero(active.any(axis=1)):
+                indicated[row] = self._indicates[active[row]].any(axis=0)
+            allowed &= indicated | self._needs_no_indication
         return allowed
