@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import orjson
+import polars as pl
 
 from tests.conftest import small_scenario
 from trajsim.engine import Fact, PatientState, ReferenceSource, TrajectorySource, Visit, simulate
@@ -12,13 +13,14 @@ from trajsim.clock import to_datetime
 from trajsim.rules import MASK_RULES, RULES, RuleMask, find_violations, violation_counts
 from trajsim.generate import generate
 from trajsim.events import (
-    BIRTH, CONDITION_END, DEATH, SEX_MALE, VISIT_END, Event, events_frame, visit_start_code,
+    BIRTH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE, VISIT_END, Event, events_frame, visit_start_code,
 )
 
 BORN = datetime(1960, 3, 1)
 HYPERTENSION, METFORMIN, LISINOPRIL = "SNOMED/59621000", "RXNORM/860975", "RXNORM/314076"
 DIABETES, STREP, PENICILLIN = "SNOMED/44054006", "SNOMED/43878008", "RXNORM/834061"
 PENICILLIN_ALLERGY, AZITHROMYCIN = "SNOMED/91936005", "RXNORM/308460"
+PROSTATE_CANCER = "SNOMED/126906006"
 
 
 def at(years: float) -> datetime:
@@ -235,19 +237,22 @@ def test_mask_agrees_with_the_checker_on_a_simulated_cohort():
 
 
 def test_generated_cohort_counts_violations_by_rule_in_the_manifest(tmp_path):
-    class Unindicated(TrajectorySource):
-        """Prescribes metformin to everyone, diabetic or not."""
+    class ProstateForAll(TrajectorySource):
+        """Diagnoses prostate cancer in everyone, women too (a rule no chart keeper repairs for a source)."""
 
         def admit(self, patient):
             return []
 
         def next_visits(self, patients):
             return [None if p.now > p.entry_day else
-                    Visit(p.now + 1, "AMB", 0.01, [Fact(METFORMIN, text=DIABETES)]) for p in patients]
+                    Visit(p.now + 1, "AMB", 0.01, [Fact(PROSTATE_CANCER)]) for p in patients]
 
-    summary = generate(small_scenario(5, **{"output.formats": ("events",)}), tmp_path, source=Unindicated())
-    assert summary.violations == {"medication_without_indication": 5}
-    assert orjson.loads((tmp_path / "manifest.json").read_bytes())["violations"] == {"medication_without_indication": 5}
+    summary = generate(small_scenario(6, **{"output.formats": ("events",)}), tmp_path, source=ProstateForAll())
+    events = pl.read_parquet(tmp_path / "events" / "*.parquet")
+    women = events.filter(pl.col("code") == SEX_FEMALE)["subject_id"]
+    wrong = events.filter((pl.col("code") == PROSTATE_CANCER) & pl.col("subject_id").is_in(women.implode())).height
+    assert wrong and summary.violations == {"sex_specific_code": wrong}
+    assert orjson.loads((tmp_path / "manifest.json").read_bytes())["violations"] == {"sex_specific_code": wrong}
 
 
 def test_checker_reads_ingested_real_records(refdata):
