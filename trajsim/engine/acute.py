@@ -24,7 +24,7 @@ from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.hospital import ED_VISIT, EMERGENCY_ADMISSION, TYPICAL_STAY_DAYS, fits
 from trajsim.engine.schedules import active_keys, office_hours, prescribe
 from trajsim.engine.source import Fact, PatientState, Visit
-from trajsim.events import ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
+from trajsim.events import CONDITION_END, ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import EMERGENCY_VISIT, Admission, admissions, event_rate, sudden_onsets, treatments
 from trajsim.scenario import Presentation, presentations
@@ -85,7 +85,9 @@ class EmergencyKeeper(ChartKeeper):
         if visit.encounter_class != "EMER" or visit.duration_days > ED_LONGEST:
             visit.encounter_class = "EMER"
             visit.duration_days = _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1])
-            visit.facts = [Fact(ED_VISIT)] + [replace(f, offset_days=min(f.offset_days, visit.duration_days))
+            # what was recorded at the visit stays in the shortened one; ends keep their own dates
+            visit.facts = [Fact(ED_VISIT)] + [f if f.code in (CONDITION_END, MEDICATION_END)
+                                              else replace(f, offset_days=min(f.offset_days, visit.duration_days))
                                               for f in visit.facts if domain_of(f.code) != "encounter_type"]
         procedure = Fact(treatment.procedure, offset_days=min(onset.offset_days, visit.duration_days))
         if treatment.admitted:
