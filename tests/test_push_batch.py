@@ -6,21 +6,15 @@ every resource, and one refused entry costs only itself."""
 from __future__ import annotations
 
 import re
-from collections import Counter
-from datetime import date
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-from typer.testing import CliRunner
 
-from fhir_export.providers import SHARED_TYPES as SHARED
 from fhir_export.push import find_bundles, push_bundles
 from fhir_export.split import batch_parts
 from tests.conftest import small_scenario
-from tests.fhir_server import sekmet_server
-from trajsim.cli import app
 from trajsim.generate import generate
 
 CAP = 50
@@ -111,19 +105,3 @@ def test_a_refused_entry_costs_only_itself(cohort):
     assert "resource type not allowed" in summary.rejected[0].diagnostics and "part " in summary.rejected[0].diagnostics
     sent = _sent(bundles)
     assert server.stored.keys() == {url for url, r in sent.items() if r["resourceType"] != "Provenance"}
-
-
-def test_a_real_server_takes_batches_and_holds_every_resource_once(tmp_path):
-    out = tmp_path / "cohort"
-    generate(small_scenario(5, seed=21, **{"period.start": date(2022, 1, 1), "output.formats": ["bundle"]}), out)
-    sent = Counter(e["resource"]["resourceType"] for b in find_bundles(out) for e in orjson.loads(b.read_bytes())["entry"]
-                   if e["resource"]["resourceType"] not in SHARED)
-    with sekmet_server(tmp_path / "server") as server:
-        result = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["push", str(out), "--server", server, "--batch",
-                                                                "--max-entries", "40"])
-        assert result.exit_code == 0, result.output
-        assert "accepted all 5 bundles" in result.output
-        with httpx.Client(base_url=server, timeout=30) as client:
-            for resource_type, count in sent.items():
-                stored = client.get(f"/{resource_type}", params={"_summary": "count"}).json()["total"]
-                assert stored == count, resource_type

@@ -92,14 +92,16 @@ def test_a_capped_server_refuses_whole_patients_and_takes_them_in_parts(cohort):
     assert server.stored.keys() == sent.keys()
 
 
-def test_a_real_server_takes_parts_and_holds_every_resource_once(tmp_path):
+@pytest.mark.parametrize("options", [["--max-entries", "20"], ["--batch", "--max-entries", "40"]],
+                         ids=["transactions", "batches"])
+def test_a_real_server_takes_parts_and_holds_every_resource_once(tmp_path, options):
     out = tmp_path / "cohort"
     generate(small_scenario(5, seed=21, **{"period.start": date(2022, 1, 1), "output.formats": ["bundle"]}), out)
     sent = Counter(e["resource"]["resourceType"] for b in find_bundles(out) for e in orjson.loads(b.read_bytes())["entry"]
                    if e["resource"]["resourceType"] not in SHARED)
     with sekmet_server(tmp_path / "server") as server:
-        result = runner.invoke(app, ["push", str(out), "--server", server, "--max-entries", "20"])
-        assert result.exit_code == 0, result.output
+        result = runner.invoke(app, ["push", str(out), "--server", server, *options])
+        assert result.exit_code == 0 and "accepted all 5 bundles" in result.output, result.output
         with httpx.Client(base_url=server, timeout=30) as client:
             for resource_type, count in sent.items():
                 stored = client.get(f"/{resource_type}", params={"_summary": "count"}).json()["total"]
