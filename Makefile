@@ -26,7 +26,7 @@ run: $(STAMP)
 	$(BIN)/trajsim validate $(OUT)/fhir
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
