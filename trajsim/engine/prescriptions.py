@@ -108,7 +108,7 @@ class Prescriber(ChartKeeper):
         ending = {fact.text for fact in kept if fact.code == MEDICATION_END}
         kept += [Fact(MEDICATION_END, offset_days=self.course[adult_product(code)], text=code)
                  for code in ordered.values() if adult_product(code) in self.course and code not in ending]
-        visit.facts[:] = kept + self._due(patient, visit)
+        visit.facts[:] = kept + self._due(patient, visit, active)
 
     def _outside_encounter(self, patient: PatientState, visit: Visit, fact: Fact) -> Fact | None:
         """A fact outside any encounter as kept (None: dropped): a drug not taken yet is carried to the
@@ -128,10 +128,9 @@ class Prescriber(ChartKeeper):
         return fact
 
     # --- what an encounter adds ----------------------------------------------------------------
-    def _due(self, patient: PatientState, visit: Visit) -> list[Fact]:
+    def _due(self, patient: PatientState, visit: Visit, active: set[str]) -> list[Fact]:
         """Renewals falling due, drugs carried from before the encounter, and missing guideline therapy."""
         day, age, facts = visit.day, patient.age_at(visit.day), []
-        active = self._active_conditions(patient, visit)
 
         def add(code: str, indication: str) -> None:
             facts.append(Fact(code, text=indication))

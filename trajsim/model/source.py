@@ -59,6 +59,7 @@ class TokenGrammar:
         self.base_codes = [t.partition("#")[0] for t in vocab]
         self.gap = np.array([gap_days(t) or 0 for t in vocab])
         self.is_gap = self.gap > 0
+        self.gaps = np.flatnonzero(self.is_gap)
         self.is_head = np.isin(vocab, HEADS)
         # Rare-code categories decode to a code drawn outside the rules, so the engine never gets them.
         self.is_code = np.array([tokenizer.is_code(t) and t not in tokenizer.folded for t in vocab])
@@ -127,7 +128,7 @@ class RecordWriter:
         g = self.g
         allowed = np.where(self.in_visit[:, None], self.visit_codes | g.in_visit, g.between_visits)
         visiting = np.flatnonzero(self.in_visit)
-        allowed[visiting] &= ~g.is_gap | (self.offset[visiting, None] + g.gap <= self.longest[visiting, None])
+        allowed[np.ix_(visiting, g.gaps)] &= self.offset[visiting, None] + g.gap[g.gaps] <= self.longest[visiting, None]
         allowed[self.in_visit & self.outside] &= g.outside_visit
         # a condition ends between visits, never in the visit that may treat it
         allowed[self.in_visit & ~self.outside, g.condition_end] = False
