@@ -30,7 +30,8 @@ from fhir_export.terminology import (
     PROVENANCE_AGENT, TRAJSIM_IDENTIFIERS, UCUM, concept, profile,
 )
 from trajsim.events import (
-    BIRTH, CAUSE_OF_DEATH, CONDITION_END, DEATH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX, Event,
+    BIRTH, CAUSE_OF_DEATH, CONDITION_END, DEATH, MEDICATION_END, PREGNANCY_STATUS, SEX_FEMALE, SEX_MALE, SMOKING_STATUS,
+    VISIT_END, VISIT_START_PREFIX, Event,
 )
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.therapy import RENEWAL_DAYS, supply_days
@@ -50,7 +51,16 @@ PERSON_WORDS = {("F", False): "woman", ("F", True): "girl", ("M", False): "man",
 VITAL_SIGN_PROFILES = {"LOINC/8302-2": "us-core-body-height", "LOINC/29463-7": "us-core-body-weight",
                        "LOINC/39156-5": "us-core-bmi", BLOOD_PRESSURE_PANEL[0]: "us-core-blood-pressure",
                        "LOINC/8867-4": "us-core-heart-rate", "LOINC/9279-1": "us-core-respiratory-rate",
-                       "LOINC/8310-5": "us-core-body-temperature"}
+                       "LOINC/8310-5": "us-core-body-temperature", "LOINC/59408-5": "us-core-pulse-oximetry",
+                       "LOINC/59576-9": "pediatric-bmi-for-age", "LOINC/77606-2": "pediatric-weight-for-height",
+                       "LOINC/9843-4": "us-core-head-circumference",
+                       "LOINC/8289-1": "head-occipital-frontal-circumference-percentile"}
+# A coding US Core asks for beside the one recorded: pulse oximetry is also oxygen saturation (2708-6).
+EXTRA_CODINGS = {"LOINC/59408-5": "LOINC/2708-6"}
+SOCIAL_PROFILES = {SMOKING_STATUS: "us-core-smokingstatus", PREGNANCY_STATUS: "us-core-observation-pregnancystatus"}
+# A questionnaire's total score -> the panel of its answers (LOINC), the screening-assessment Observation
+# that groups it with `hasMember`.
+QUESTIONNAIRE_PANELS = {"LOINC/55758-7": "LOINC/55757-9", "LOINC/44261-6": "LOINC/44249-1"}
 
 
 @lru_cache(maxsize=4096)
@@ -123,7 +133,8 @@ class PatientResources:
 class ResourceBuilder:
     """Turns a patient's events into FHIR R4 resources.
 
-    `crosswalk` maps a condition code to an extra coding (e.g. SNOMED -> ICD-10-CM) shown beside it;
+    `crosswalk` maps a condition code to an extra coding (e.g. SNOMED -> ICD-10-CM) shown beside it
+    (with `EXTRA_CODINGS`);
     `chronic` lists condition codes kept on the problem list, each with a care plan; `allergy_kinds`
     gives each allergy code its (category, criticality); `home` is the (state, city) patients live in,
     None for any.
@@ -134,7 +145,7 @@ class ResourceBuilder:
                  home: tuple[str | None, str | None] = (None, None)) -> None:
         self.namespace = namespace
         self.vocabulary = vocabulary
-        self.crosswalk = dict(crosswalk or {})
+        self.crosswalk = EXTRA_CODINGS | dict(crosswalk or {})
         self.chronic = chronic
         self.allergy_kinds = dict(allergy_kinds or {})
         self.home = home
@@ -297,7 +308,9 @@ class _PatientBuild:
             elif domain == "allergy":
                 self._allergy(event)
             elif domain == "social" and event.text:
-                self._smoking_status(event, visit)
+                self._social_status(event, visit)
+            elif domain == "survey" and event.numeric_value is not None:
+                self._questionnaire(event, visit)
 
     def _add(self, resource: Resource) -> Resource:
         """Append a resource built as `{"resourceType": ..., "id": self.ids.next(), ...}`."""
@@ -553,14 +566,32 @@ class _PatientBuild:
                    "recordedDate": when})
         self.allergies.append(self.b.display(event.code))
 
-    def _smoking_status(self, event: Event, visit: _Visit | None) -> None:
-        """The tobacco smoking status asked at a visit (LOINC 72166-2), answered in SNOMED CT."""
-        self._add({"resourceType": "Observation", "id": self.ids.next(), "meta": profile("us-core-smokingstatus"),
+    def _social_status(self, event: Event, visit: _Visit | None) -> None:
+        """A status asked at a visit (tobacco smoking 72166-2, pregnancy 82810-3), answered in SNOMED CT."""
+        self._add({"resourceType": "Observation", "id": self.ids.next(),
+                   "meta": profile(SOCIAL_PROFILES.get(event.code, "us-core-simple-observation")),
                    "status": "final", "category": OBSERVATION_CATEGORIES["social"], "code": self.b.concept(event.code),
                    "subject": self.subject, **self._context(visit), "effectiveDateTime": fhir_datetime(event.time),
                    "valueCodeableConcept": self.b.concept(event.text)})
         if visit is not None:
             visit.record.social_history.append(self.b.display(event.text))
+
+    def _questionnaire(self, event: Event, visit: _Visit | None) -> None:
+        """A questionnaire's total score and the panel that holds it, both US Core screening assessments
+        in the survey category."""
+        common = {"meta": profile("us-core-observation-screening-assessment"), "status": "final",
+                  "category": SURVEY_CATEGORY, "subject": self.subject, **self._context(visit),
+                  "effectiveDateTime": fhir_datetime(event.time)}
+        total = self._add({"resourceType": "Observation", "id": self.ids.next(), **common,
+                           "code": self.b.concept(event.code),
+                           "valueQuantity": _quantity(event.numeric_value, event.unit)})
+        panel = QUESTIONNAIRE_PANELS.get(event.code)
+        if panel is not None:
+            self._add({"resourceType": "Observation", "id": self.ids.next(), **common, "code": self.b.concept(panel),
+                       "hasMember": [self.out.reference(total)]})
+        if visit is not None:
+            visit.record.measurements.append(Reading(event.code, self.b.display(event.code), event.numeric_value,
+                                                     None, None))
 
     def _immunization(self, event: Event, visit: _Visit | None) -> None:
         self._add({"resourceType": "Immunization", "id": self.ids.next(), "meta": profile("us-core-immunization"), "status": "completed",

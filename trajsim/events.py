@@ -38,6 +38,7 @@ BIRTH = "TRAJSIM/birth"
 DEATH = "TRAJSIM/death"  # `text` names the cause (a condition code)
 CAUSE_OF_DEATH = "LOINC/69453-9"  # Cause of death [US Standard Certificate of Death], as records (FHIR) state it
 SMOKING_STATUS = "LOINC/72166-2"  # Tobacco smoking status: `text` is the SNOMED CT answer
+PREGNANCY_STATUS = "LOINC/82810-3"  # Pregnancy status: `text` is the SNOMED CT answer (pregnant, not pregnant)
 SEX_FEMALE = "TRAJSIM/sex/F"
 SEX_MALE = "TRAJSIM/sex/M"
 VISIT_START_PREFIX = "TRAJSIM/visit/"

@@ -11,7 +11,9 @@ patient's level (it reflects months of glycaemia); a drug scales the values it l
 LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
 cholesterol is the panel's LDL + HDL + triglycerides/5; a value that implies a diagnosis (a fever,
 an HbA1c in the diabetic range) stays below its limit unless one of its conditions is active or
-diagnosed at the visit. Figures: `data/body.csv`.
+diagnosed at the visit. A child's head circumference keeps the patient's own centile of the CDC
+chart, and a child's BMI, weight and head circumference come with their percentiles on the CDC
+charts (`knowledge/growth_charts.py`), read from the very values recorded. Figures: `data/body.csv`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.schedules import active_keys
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Knowledge
+from trajsim.knowledge.growth_charts import (
+    BMI_FOR_AGE, HEAD_FOR_AGE, MONTHS_PER_YEAR, WEIGHT_FOR_LENGTH, LmsChart, growth_chart,
+)
 from trajsim.knowledge.physiology import (
-    BMI, CREATININE, DIASTOLIC, EGFR, HBA1C, HDL, HEIGHT, LDL, SAME_MEASUREMENT, SYSTOLIC, TOTAL_CHOLESTEROL,
-    TRIGLYCERIDES, WEIGHT, body_parameters, ckd_epi_2021, measured_at, stature_curve, treatment_effects, value_limits,
+    BMI, BMI_PERCENTILE, CREATININE, DIASTOLIC, EGFR, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, LDL,
+    PERCENTILE_OF, SAME_MEASUREMENT, SYSTOLIC, TOTAL_CHOLESTEROL, TRIGLYCERIDES, WEIGHT, WEIGHT_FOR_LENGTH_PERCENTILE,
+    body_parameters, ckd_epi_2021, measured_at, stature_curve, treatment_effects, value_limits,
 )
 from trajsim.knowledge.therapy import drug_groups
 
@@ -96,6 +102,11 @@ class Body:
             value = min(value, limit.limit - 10 ** -self.k.measurements[code].decimals)
         return value
 
+    def head_z(self) -> float:
+        """The patient's own z-score of head circumference, drawn once and kept: a healthy child's
+        head grows along its centile, as its height does."""
+        return self.centiles.setdefault(HEAD_CIRCUMFERENCE, float(self.patient.rng.normal()))
+
     def drug_groups_taken(self, day: float) -> set[str]:
         """The `medications.csv` groups of the drugs the patient takes on `day` (ordered before it)."""
         return {g for code, end in self.patient.medications.items() if end > day for g in self.groups.get(code, ())}
@@ -130,6 +141,13 @@ class Examination:
             self.values[code] = self._measure(code)
         return self.values[code]
 
+    @property
+    def months(self) -> float:
+        return self.age * MONTHS_PER_YEAR
+
+    def _chart(self, chart: str) -> LmsChart:
+        return growth_chart(chart, self.body.patient.sex)
+
     def _value(self, code: str) -> float | None:
         fact = self.fact(code)
         return None if fact is None else fact.value
@@ -148,6 +166,14 @@ class Examination:
             value = float(ckd_epi_2021(self._value(CREATININE), self.age, body.patient.sex == "F"))
         elif code == TOTAL_CHOLESTEROL:  # Friedewald et al., Clin Chem 1972;18:499-502: TC = LDL + HDL + TG/5
             value = self._value(LDL) + self._value(HDL) + self._value(TRIGLYCERIDES) / 5
+        elif code == HEAD_CIRCUMFERENCE:
+            value = self._chart(HEAD_FOR_AGE).value(self.months, body.head_z())
+        elif code == BMI_PERCENTILE:
+            value = self._chart(BMI_FOR_AGE).percentile(self.months, self._value(BMI))
+        elif code == WEIGHT_FOR_LENGTH_PERCENTILE:
+            value = self._chart(WEIGHT_FOR_LENGTH).percentile(self._value(HEIGHT), self._value(WEIGHT))
+        elif code == HEAD_PERCENTILE:
+            value = self._chart(HEAD_FOR_AGE).percentile(self.months, self._value(HEAD_CIRCUMFERENCE))
         else:
             value = body.reading(code, self.day, self.age, self.active)
             if code == DIASTOLIC and (systolic := self._value(SYSTOLIC)) is not None:
@@ -158,7 +184,8 @@ class Examination:
 class BodyKeeper(ChartKeeper):
     """Sets the value of every measurement in a visit from the patient's body, whatever the source
     proposed, drops a measurement not taken at the patient's age and a second one of the same code
-    (in an encounter; for history outside any visit, on the same day). A measurement proposed under
+    (in an encounter; for history outside any visit, on the same day), and adds beside a child's BMI,
+    weight and head circumference its growth-chart percentile. A measurement proposed under
     another code for it (eGFR with the MDRD name) is recorded under the body's code."""
 
     def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
@@ -180,7 +207,13 @@ class BodyKeeper(ChartKeeper):
             if (day, fact.code) in seen:
                 continue
             seen.add((day, fact.code))
-            measured = exams.setdefault(day, self.body.examine(day, active)).fact(fact.code)
-            if measured is not None:
-                kept.append(replace(fact, value=measured.value, unit=measured.unit))
+            exam = exams.setdefault(day, self.body.examine(day, active))
+            measured = exam.fact(fact.code)
+            if measured is None:
+                continue
+            kept.append(replace(fact, value=measured.value, unit=measured.unit))
+            percentile = PERCENTILE_OF.get(fact.code)
+            if percentile is not None and (day, percentile) not in seen and (chart := exam.fact(percentile)) is not None:
+                seen.add((day, percentile))
+                kept.append(replace(fact, code=percentile, value=chart.value, unit=chart.unit))
         visit.facts[:] = kept

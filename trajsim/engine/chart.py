@@ -36,10 +36,11 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     """The keepers of one patient's chart, in the order they vet a visit; `adds_care` lets them add
     the engine's own care beside the source's."""
     from trajsim.engine.acute import EmergencyKeeper  # the keepers subclass ChartKeeper, defined above
+    from trajsim.engine.assessments import AssessmentKeeper
     from trajsim.engine.body import BodyKeeper
     from trajsim.engine.episodes import EpisodeKeeper
     from trajsim.engine.immunization import ImmunizationKeeper
     from trajsim.engine.prescriptions import Prescriber
 
     return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), Prescriber(knowledge, renews=adds_care),
-            ImmunizationKeeper(knowledge), EmergencyKeeper(knowledge, dates_events=adds_care)]
+            ImmunizationKeeper(knowledge), EmergencyKeeper(knowledge, dates_events=adds_care), AssessmentKeeper(knowledge)]

@@ -28,7 +28,7 @@ from trajsim.engine.body import Body
 from trajsim.engine.capacity import CareUnit
 from trajsim.engine.patient import PatientRecord
 from trajsim.engine.population import draw_sex_and_age, patient_rng
-from trajsim.engine.schedules import VITAL_SIGNS
+from trajsim.engine.schedules import TRIAGE_VITAL_SIGNS
 from trajsim.engine.prescriptions import Prescriber
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import BIRTH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code
@@ -203,7 +203,7 @@ class Hospital:
             yield nurse
             yield env.timeout(self._minutes(patient, TRIAGE))
         self._step(record, "triage", ed, "triaged")
-        self._step(record, "vitals", ed, None, self._measurements(patient, VITAL_SIGNS, case))
+        self._step(record, "vitals", ed, None, self._measurements(patient, TRIAGE_VITAL_SIGNS, case))
 
         with self.ed.request(priority=case.esi) as ed_bed:
             yield ed_bed

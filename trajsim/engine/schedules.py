@@ -19,12 +19,16 @@ from trajsim.engine.prescriptions import prescribe
 from trajsim.engine.source import WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
 from trajsim.events import SMOKING_STATUS
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.physiology import BMI, HEIGHT, WEIGHT, measured_at
+from trajsim.knowledge.physiology import BMI, HEAD_CIRCUMFERENCE, HEIGHT, SPO2, WEIGHT, measured_at
 from trajsim.knowledge.acute import sudden_onsets
 from trajsim.knowledge.smoking import RECORDED_FROM_AGE, smoking_curve
 
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
+# Emergency triage takes the oxygen saturation with the vital signs: SpO2 below 92% is a danger-zone
+# vital sign of the Emergency Severity Index (ESI Implementation Handbook v4, AHRQ 2012).
+TRIAGE_VITAL_SIGNS = (*VITAL_SIGNS, SPO2)
+ACUTE_CARE = ("EMER", "IMP")  # encounters that take triage vital signs
 
 
 def office_hours(patient: PatientState, day: float) -> float:
@@ -45,10 +49,10 @@ def active_keys(knowledge: Knowledge, patient: PatientState, day: float, facts: 
 
 
 def vitals(knowledge: Knowledge, patient: PatientState, day: float, active: set[str]) -> list[Fact]:
-    """Height, weight, BMI and the vital signs taken at this age; their values are the body's
-    (`body.py`), set when the visit is vetted."""
+    """Height, weight, BMI, a young child's head circumference and the vital signs taken at this age;
+    their values are the body's (`body.py`), set when the visit is vetted."""
     age = patient.age_at(day)
-    return [Fact(code) for code in (HEIGHT, WEIGHT, BMI, *VITAL_SIGNS)
+    return [Fact(code) for code in (HEIGHT, WEIGHT, BMI, HEAD_CIRCUMFERENCE, *VITAL_SIGNS)
             if measured_at(knowledge, code, patient.sex, age, active)]
 
 
@@ -118,12 +122,15 @@ class Schedule:
 
     # --- what is due at a visit ----------------------------------------------------------------
     def due_at(self, visit: Visit) -> list[Fact]:
-        """Complications, monitoring labs, vaccines and screenings due at this visit, of the kinds
-        this schedule writes."""
+        """Complications, monitoring labs and measurements (pulse oximetry in acute care and with a
+        respiratory condition), vaccines and screenings due at this visit, of the kinds this
+        schedule writes."""
         kinds = self.kinds
         facts = self._complications(visit) if FactKind.DIAGNOSES in kinds else []
         if FactKind.MEASUREMENTS in kinds:
             facts += self._monitoring(visit.day, active_keys(self.k, self.patient, visit.day, visit.facts + facts))
+            if visit.encounter_class in ACUTE_CARE:
+                facts.append(Fact(SPO2))  # a second reading of the visit is dropped by the body
         if FactKind.IMMUNIZATIONS in kinds and visit.encounter_class == "AMB":
             facts += self.immunizer.due(visit.day)
         well = any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts)

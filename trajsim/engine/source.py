@@ -44,7 +44,7 @@ class FactKind(Enum):
     IMMUNIZATIONS = "immunizations"  # scheduled doses and seasonal shots
     PROCEDURES = "procedures"  # screenings
     ALLERGIES = "allergies"
-    SOCIAL_HISTORY = "social history"  # smoking status, from the patient's smoking history
+    SOCIAL_HISTORY = "social history"  # smoking and pregnancy status, screening answers: what the patient reports
     DEATHS = "deaths"
 
 
@@ -53,7 +53,7 @@ ENGINE_KINDS = frozenset({FactKind.ALLERGIES, FactKind.SOCIAL_HISTORY, FactKind.
 _DOMAIN_KINDS = {"condition": FactKind.DIAGNOSES, "medication": FactKind.PRESCRIPTIONS, "vital": FactKind.MEASUREMENTS,
                  "lab": FactKind.MEASUREMENTS, "immunization": FactKind.IMMUNIZATIONS,
                  "procedure": FactKind.PROCEDURES, "allergy": FactKind.ALLERGIES, "encounter_type": FactKind.VISITS,
-                 "social": FactKind.SOCIAL_HISTORY}
+                 "social": FactKind.SOCIAL_HISTORY, "survey": FactKind.SOCIAL_HISTORY}
 _STRUCTURAL_KINDS = {CONDITION_END: FactKind.DIAGNOSES, MEDICATION_END: FactKind.PRESCRIPTIONS,
                      DEATH: FactKind.DEATHS, VISIT_END: FactKind.VISITS}
 

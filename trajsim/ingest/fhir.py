@@ -23,7 +23,8 @@ import orjson
 import polars as pl
 
 from trajsim.events import (
-    BIRTH, CAUSE_OF_DEATH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE, SMOKING_STATUS, VISIT_END, visit_start_code,
+    BIRTH, CAUSE_OF_DEATH, CONDITION_END, DEATH, PREGNANCY_STATUS, SEX_FEMALE, SEX_MALE, SMOKING_STATUS, VISIT_END,
+    visit_start_code,
 )
 from trajsim.ingest.common import (
     ENCOUNTER_CLASS, MISSING_CODE, MISSING_TIME, SYSTEM_BY_URI, UNKNOWN_CLASS, UNKNOWN_SYSTEM, IngestError,
@@ -323,9 +324,12 @@ def _observation(resource: Resource, subject: str, encounter: str | None, rows: 
         return reason or MISSING_TIME
     components = _objects(resource.get("component"), "component")
     value = _value(resource)
-    if code in (CAUSE_OF_DEATH, SMOKING_STATUS):  # a coded answer kept as its code (a death takes its cause: _finish)
+    if code in (CAUSE_OF_DEATH, SMOKING_STATUS, PREGNANCY_STATUS):  # a coded answer kept as its code (a death takes its cause: _finish)
         value = (None, None, concept_code(resource.get("valueCodeableConcept"))[0] or value[2])
-    # A panel (blood pressure) carries its values in components: one event per measured component.
+    # A panel (blood pressure) carries its values in components: one event per measured component;
+    # a panel of members (a questionnaire's) is no fact of its own: its members are.
+    if not components and value == (None, None, None) and resource.get("hasMember"):
+        return None
     if not components or value != (None, None, None):
         rows.add(subject, when, encounter, code, *value)
     for component in components:

@@ -24,7 +24,19 @@ HBA1C = "LOINC/4548-4"
 LDL, HDL, TRIGLYCERIDES, TOTAL_CHOLESTEROL = "LOINC/18262-6", "LOINC/2085-9", "LOINC/2571-8", "LOINC/2093-3"
 SAME_MEASUREMENT = {EGFR_MDRD: EGFR}
 BMI_FROM_AGE = 2.0  # CDC BMI-for-age charts start at 2 years
-DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,), TOTAL_CHOLESTEROL: (LDL, HDL, TRIGLYCERIDES)}  # computed from the values they depend on
+SPO2 = "LOINC/59408-5"  # oxygen saturation by pulse oximetry
+HEAD_CIRCUMFERENCE = "LOINC/9843-4"
+BMI_PERCENTILE, WEIGHT_FOR_LENGTH_PERCENTILE, HEAD_PERCENTILE = "LOINC/59576-9", "LOINC/77606-2", "LOINC/8289-1"
+# The ages (years, from and below) a child's growth chart reports: the CDC BMI-for-age chart from 2
+# to 20, weight-for-length under 2 (where the CDC recommends charting length rather than BMI), head
+# circumference to 36 months (CDC 2000 growth charts; the US Core pediatric profiles' ranges).
+GROWTH_AGES = {BMI_PERCENTILE: (BMI_FROM_AGE, 20.0), WEIGHT_FOR_LENGTH_PERCENTILE: (0.0, 2.0),
+               HEAD_CIRCUMFERENCE: (0.0, 3.0), HEAD_PERCENTILE: (0.0, 3.0)}
+# computed from the values they depend on
+DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,), TOTAL_CHOLESTEROL: (LDL, HDL, TRIGLYCERIDES),
+           BMI_PERCENTILE: (BMI,), WEIGHT_FOR_LENGTH_PERCENTILE: (WEIGHT, HEIGHT), HEAD_PERCENTILE: (HEAD_CIRCUMFERENCE,)}
+# A measurement a child's chart reports its percentile beside, and that percentile.
+PERCENTILE_OF = {BMI: BMI_PERCENTILE, WEIGHT: WEIGHT_FOR_LENGTH_PERCENTILE, HEAD_CIRCUMFERENCE: HEAD_PERCENTILE}
 
 
 @cache
@@ -68,12 +80,15 @@ def treatment_effects() -> dict[str, tuple[tuple[str, float], ...]]:
 
 
 def measured_at(knowledge: Knowledge, code: str, sex: str, age: float, active: set[str]) -> bool:
-    """Whether a measurement is taken at this age: height and weight always, BMI from 2, eGFR with
-    its creatinine, any other where the value tables cover the age (BP from 3)."""
+    """Whether a measurement is taken at this age: height and weight always, BMI from 2, a growth
+    chart's measurement and percentile in its ages (`GROWTH_AGES`), eGFR with its creatinine, any
+    other where the value tables cover the age (BP from 3)."""
     if code in (HEIGHT, WEIGHT):
         return True
     if code == BMI:
         return age >= BMI_FROM_AGE
+    if code in GROWTH_AGES:
+        return GROWTH_AGES[code][0] <= age < GROWTH_AGES[code][1]
     return all(knowledge.value_distribution(c, sex, age, active) is not None for c in DERIVED.get(code, (code,)))
 
 

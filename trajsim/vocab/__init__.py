@@ -23,7 +23,7 @@ SYSTEM_URIS: dict[str, str] = {
     "CVX": "http://hl7.org/fhir/sid/cvx",
 }
 DOMAINS = ("condition", "encounter_type", "vital", "lab", "medication", "immunization", "procedure", "allergy",
-           "social")
+           "social", "survey")
 # The domain of a code the vocabulary does not know (e.g. learned from a user's data), by its system.
 DOMAIN_BY_SYSTEM = {"LOINC": "lab", "RXNORM": "medication", "CVX": "immunization", "SNOMED": "condition",
                     "ICD10CM": "condition"}
