@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "2e73c3f3aa799eeae48e256bc267b2b160e2f9df36ea5bbeba4c952df3959c1b",
-    "default": "fc1d214361cc86f4491e423abaa10f2d1cf9e7cdc3811e5de0208030060a3bd9",
+    "reference": "77ffb1b3e1ad7fceb57f3ae696bbfc7fbefb1e673b5d758a9359710f1ccf720d",
+    "default": "6439207a5b56b5b30296c3c4a8533dcabb388f9f4860c7f15cc918a27915de9a",
 }
 
 
