@@ -8,6 +8,7 @@ real FHIR server on loopback (SEKMET) loads it through `push_bundles`.
 
 from __future__ import annotations
 
+import gzip
 import sys
 import tempfile
 import time
@@ -24,6 +25,13 @@ from tests.fhir_server import sekmet_server  # noqa: E402
 from trajsim.engine import ReferenceSource, simulate  # noqa: E402
 from trajsim.output import default_builder, fhir_namespace  # noqa: E402
 from trajsim.scenario import Scenario, with_overrides  # noqa: E402
+
+SYNTHEA_BUNDLES = Path(__file__).resolve().parents[2] / "shared" / "refdata" / "synthea_fhir_r4_smart615" / "bundles"
+# The USCDI observations by the LOINC code that names them (Synthea's pulse oximetry is coded 2708-6).
+USCDI_OBSERVATIONS = {"pulse oximetry": ("59408-5", "2708-6"), "BMI-for-age percentile": ("59576-9",),
+                      "weight-for-length percentile": ("77606-2",), "head circumference": ("9843-4",),
+                      "head circumference percentile": ("8289-1",), "PHQ-2 panel": ("55757-9",),
+                      "PHQ-9 panel": ("44249-1",), "pregnancy status": ("82810-3",), "smoking status": ("72166-2",)}
 
 
 def rate(count: float, seconds: float) -> str:
@@ -58,6 +66,7 @@ def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
 
         total_s = build_s + bundle_s + ndjson_s
         print(f"resources               {resources:,} ({resources / patients:,.0f} per patient)")
+        uscdi_observations([r for patient in built for r in patient.resources], patients)
         print(f"{'stage':<24}{'seconds':>8}{'resources/s':>14}{'MB/s':>8}")
         print(f"{'events -> FHIR dicts':<24}{build_s:>8.2f}{rate(resources, build_s):>14}")
         print(f"{'transaction bundles':<24}{bundle_s:>8.2f}{rate(resources, bundle_s):>14}"
@@ -76,6 +85,24 @@ def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
             path.rename(sample / path.name)
         validate_throughput(sample)
         push_throughput(sorted(sample.glob("*.json"))[:pushed], out / "server")
+
+
+def _observation_counts(resources: list[dict]) -> dict[str, int]:
+    codes = [c.get("code") for r in resources if r.get("resourceType") == "Observation"
+             for c in r.get("code", {}).get("coding", [])[:1]]
+    return {name: sum(code in loinc for code in codes) for name, loinc in USCDI_OBSERVATIONS.items()}
+
+
+def uscdi_observations(resources: list[dict], patients: int) -> None:
+    """The USCDI observations per patient, beside Synthea's SMART sample bundles where they are at hand."""
+    ours = _observation_counts(resources)
+    synthea_files = sorted(SYNTHEA_BUNDLES.glob("*.json.gz")) if SYNTHEA_BUNDLES.is_dir() else []
+    theirs = _observation_counts([entry["resource"] for path in synthea_files
+                                  for entry in orjson.loads(gzip.decompress(path.read_bytes()))["entry"]])
+    print(f"\n{'USCDI observation':<32}{'per patient':>12}{'Synthea':>10}")
+    for name, count in ours.items():
+        synthea = f"{theirs[name] / len(synthea_files):>10.2f}" if synthea_files else f"{'-':>10}"
+        print(f"{name:<32}{count / patients:>12.2f}{synthea}")
 
 
 def validate_throughput(folder: Path) -> None:
