@@ -584,7 +584,8 @@ class _PatientBuild:
                   "effectiveDateTime": fhir_datetime(event.time)}
         total = self._add({"resourceType": "Observation", "id": self.ids.next(), **common,
                            "code": self.b.concept(event.code),
-                           "valueQuantity": _quantity(event.numeric_value, event.unit)})
+                           # a score is a count of points: the UCUM annotation as its code, no unit to print
+                           "valueQuantity": {"value": event.numeric_value, "system": UCUM, "code": event.unit or "{score}"}})
         panel = QUESTIONNAIRE_PANELS.get(event.code)
         if panel is not None:
             self._add({"resourceType": "Observation", "id": self.ids.next(), **common, "code": self.b.concept(panel),

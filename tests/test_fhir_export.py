@@ -305,7 +305,7 @@ def test_a_note_states_only_what_the_structured_record_holds(cohort_dir):
         }
         observations = {}
         for r in resources:
-            if r["resourceType"] == "Observation" and "valueCodeableConcept" not in r:  # measured ones
+            if r["resourceType"] == "Observation" and not {"valueCodeableConcept", "hasMember"} & set(r):  # measured ones
                 for part in r.get("component", [r]):
                     observations.setdefault(r["encounter"]["reference"], set()).add(
                         f"{part['code']['text']}: {format_value(part['valueQuantity']['value'], part['valueQuantity'].get('unit'))}")
@@ -360,7 +360,7 @@ def test_every_resource_carries_its_us_core_must_support_elements(cohort_dir):
             assert resource["meta"]["profile"][0].startswith("http://hl7.org/fhir/us/core/StructureDefinition/")
             missing = [name for name in US_CORE_MUST_SUPPORT[kind] if name not in resource]
             if kind == "Observation":
-                valued = {"valueQuantity", "valueCodeableConcept", "component"} & set(resource)
+                valued = {"valueQuantity", "valueCodeableConcept", "component", "hasMember"} & set(resource)  # a panel: its members
                 missing += [] if valued else ["value[x] or component"]
             assert not missing, (kind, resource["id"], missing)
             seen.add(kind)

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "77ffb1b3e1ad7fceb57f3ae696bbfc7fbefb1e673b5d758a9359710f1ccf720d",
-    "default": "6439207a5b56b5b30296c3c4a8533dcabb388f9f4860c7f15cc918a27915de9a",
+    "reference": "740a60116dc2c7b6b84e751bc87ab2c62e4d39e3672c1ad60ad5fe39592a17cf",
+    "default": "ab4c945717b64e0dd8c5a686e79d809b8ed445306ad925f11cc1f9dfc8fc18c0",
 }
 
 
