@@ -8,6 +8,7 @@ real FHIR server on loopback (SEKMET) loads it through `push_bundles`.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import sys
 import tempfile
@@ -26,12 +27,15 @@ from trajsim.engine import ReferenceSource, simulate  # noqa: E402
 from trajsim.output import default_builder, fhir_namespace  # noqa: E402
 from trajsim.scenario import Scenario, with_overrides  # noqa: E402
 
-SYNTHEA_BUNDLES = Path(__file__).resolve().parents[2] / "shared" / "refdata" / "synthea_fhir_r4_smart615" / "bundles"
-# The USCDI observations by the LOINC code that names them (Synthea's pulse oximetry is coded 2708-6).
+REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
+SYNTHEA_BUNDLES = REFDATA / "synthea_fhir_r4_smart615" / "bundles"  # Synthea of 2017: no USCDI v3 classes
+SYNTHEA_CSV = REFDATA / "synthea_csv_dbt27" / "csv"  # a recent Synthea's CSV export, a small sample
+# The USCDI observations by the LOINC codes that name them (Synthea codes pulse oximetry 2708-6).
 USCDI_OBSERVATIONS = {"pulse oximetry": ("59408-5", "2708-6"), "BMI-for-age percentile": ("59576-9",),
                       "weight-for-length percentile": ("77606-2",), "head circumference": ("9843-4",),
-                      "head circumference percentile": ("8289-1",), "PHQ-2 panel": ("55757-9",),
-                      "PHQ-9 panel": ("44249-1",), "pregnancy status": ("82810-3",), "smoking status": ("72166-2",)}
+                      "head circumference percentile": ("8289-1",), "PHQ-2 total score": ("55758-7",),
+                      "PHQ-9 total score": ("44261-6",), "pregnancy status": ("82810-3",),
+                      "smoking status": ("72166-2",)}
 
 
 def rate(count: float, seconds: float) -> str:
@@ -87,22 +91,38 @@ def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
         push_throughput(sorted(sample.glob("*.json"))[:pushed], out / "server")
 
 
-def _observation_counts(resources: list[dict]) -> dict[str, int]:
-    codes = [c.get("code") for r in resources if r.get("resourceType") == "Observation"
-             for c in r.get("code", {}).get("coding", [])[:1]]
-    return {name: sum(code in loinc for code in codes) for name, loinc in USCDI_OBSERVATIONS.items()}
+def _per_patient(codes: list[str], patients: int) -> dict[str, float]:
+    return {name: sum(code in loinc for code in codes) / max(patients, 1) for name, loinc in USCDI_OBSERVATIONS.items()}
+
+
+def _bundle_codes(resources: list[dict]) -> list[str]:
+    """The first LOINC coding of every Observation."""
+    return [r["code"]["coding"][0]["code"] for r in resources if r.get("resourceType") == "Observation"]
+
+
+def _synthea_columns() -> dict[str, dict[str, float]]:
+    """Synthea's observations per patient, for each refdata sample at hand."""
+    columns = {}
+    if SYNTHEA_BUNDLES.is_dir():
+        paths = sorted(SYNTHEA_BUNDLES.glob("*.json.gz"))
+        codes = _bundle_codes([entry["resource"] for path in paths
+                               for entry in orjson.loads(gzip.decompress(path.read_bytes()))["entry"]])
+        columns[f"SMART ({len(paths)})"] = _per_patient(codes, len(paths))
+    if SYNTHEA_CSV.is_dir():
+        with (SYNTHEA_CSV / "patients.csv").open() as handle:
+            patients = sum(1 for _ in csv.DictReader(handle))
+        with (SYNTHEA_CSV / "observations.csv").open() as handle:
+            codes = [row["CODE"] for row in csv.DictReader(handle)]
+        columns[f"CSV ({patients})"] = _per_patient(codes, patients)
+    return columns
 
 
 def uscdi_observations(resources: list[dict], patients: int) -> None:
-    """The USCDI observations per patient, beside Synthea's SMART sample bundles where they are at hand."""
-    ours = _observation_counts(resources)
-    synthea_files = sorted(SYNTHEA_BUNDLES.glob("*.json.gz")) if SYNTHEA_BUNDLES.is_dir() else []
-    theirs = _observation_counts([entry["resource"] for path in synthea_files
-                                  for entry in orjson.loads(gzip.decompress(path.read_bytes()))["entry"]])
-    print(f"\n{'USCDI observation':<32}{'per patient':>12}{'Synthea':>10}")
+    """The USCDI observations per patient, beside Synthea's refdata samples where they are at hand."""
+    ours, theirs = _per_patient(_bundle_codes(resources), patients), _synthea_columns()
+    print(f"\n{'USCDI observation per patient':<32}{'trajsim':>9}" + "".join(f"{'Synthea ' + n:>20}" for n in theirs))
     for name, count in ours.items():
-        synthea = f"{theirs[name] / len(synthea_files):>10.2f}" if synthea_files else f"{'-':>10}"
-        print(f"{name:<32}{count / patients:>12.2f}{synthea}")
+        print(f"{name:<32}{count:>9.2f}" + "".join(f"{column[name]:>20.2f}" for column in theirs.values()))
 
 
 def validate_throughput(folder: Path) -> None:
