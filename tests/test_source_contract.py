@@ -22,13 +22,14 @@ from trajsim.engine.acute import keeper_codes
 from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
 from trajsim.events import CONDITION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import load_knowledge
-from trajsim.knowledge.physiology import SAME_MEASUREMENT
+from trajsim.knowledge.physiology import PERCENTILE_OF, SAME_MEASUREMENT
 from trajsim.model import DEFAULT_MODEL
 
 INFANTS_AND_ADULTS = ({"min": 0, "max": 2, "weight": 1.0}, {"min": 50, "max": 90, "weight": 1.0})
 SYMPTOM_VISIT = "SNOMED/185345009"
 # what the chart keepers write whatever the source: ends of episodes, acute care (engine/acute.py)
-KEEPER_CODES = keeper_codes(load_knowledge()) | {CONDITION_END}
+# with the growth percentiles the body adds beside a child's measurement (engine/body.py)
+KEEPER_CODES = keeper_codes(load_knowledge()) | {CONDITION_END} | set(PERCENTILE_OF.values())
 
 
 class Counted(TrajectorySource):
