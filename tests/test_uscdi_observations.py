@@ -16,8 +16,9 @@ import pytest
 
 from tests.conftest import small_scenario
 from tests.test_profiles import _profile_check
+from trajsim.engine.assessments import AssessmentKeeper
 from trajsim.engine.body import Body
-from trajsim.engine.source import PatientState
+from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import PREGNANCY_STATUS, VISIT_START_PREFIX
 from trajsim.generate import generate
 from trajsim.knowledge import load_knowledge
@@ -140,6 +141,21 @@ def test_every_depression_screening_carries_a_phq2_and_a_positive_one_a_phq9(eve
         assert (encounter in phq9) == (phq2[encounter] >= 3)
         if encounter in phq9:
             assert phq2[encounter] <= phq9[encounter] <= 27
+
+
+def test_a_screening_is_answered_from_the_depression_the_chart_holds():
+    keeper, positive = AssessmentKeeper(load_knowledge()), {True: 0, False: 0}
+    for i in range(600):
+        depressed = i % 2 == 0
+        patient = PatientState(i, "M", 0.0, 30 * 365.25, 60 * 365.25, None, np.random.default_rng(i))
+        if depressed:
+            patient.conditions[DEPRESSION] = ACTIVE
+        visit = Visit(40 * 365.25, "AMB", 0.02, [Fact(DEPRESSION_SCREENING)])
+        keeper.vet(patient, visit)
+        phq2 = next(f.value for f in visit.facts if f.code == PHQ2)
+        positive[depressed] += phq2 >= 3
+    assert positive[True] / 300 == pytest.approx(0.83, abs=0.06)  # Kroenke 2003: sensitivity 83%
+    assert positive[False] / 300 == pytest.approx(0.08, abs=0.04)  # specificity 92%
 
 
 def test_phq_scores_screen_depression_at_the_published_accuracy():
