@@ -24,7 +24,7 @@ REPRODUCTIVE_AGES = (15.0, 45.0)
 
 class AssessmentKeeper(ChartKeeper):
     """Adds to every encounter the answers its screenings call for and, for a woman of reproductive
-    age, her pregnancy status."""
+    age, her pregnancy status, in place of any a source proposed."""
 
     def __init__(self, knowledge: Knowledge) -> None:
         self.k = knowledge
@@ -32,6 +32,8 @@ class AssessmentKeeper(ChartKeeper):
     def vet(self, patient: PatientState, visit: Visit) -> None:
         if visit.encounter_class is None:
             return
+        answers = {q.code for q in questionnaires()} | {PREGNANCY_STATUS}
+        visit.facts[:] = [f for f in visit.facts if f.code not in answers]  # a source's own answers give way
         codes = {f.code for f in visit.facts}
         asked = {q.screening for q in questionnaires()} & codes
         if asked:
