@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "2e73c3f3aa799eeae48e256bc267b2b160e2f9df36ea5bbeba4c952df3959c1b",
-    "default": "fc1d214361cc86f4491e423abaa10f2d1cf9e7cdc3811e5de0208030060a3bd9",
+    "reference": "4baae501faad06120323abe1676e2dfa2b6a7d521ae75052e242cf11f08160ee",
+    "default": "27f282e57a85aa13d45603bfc31237d42f5e230bf6b0ffd0fbb2f59c71c2b921",
 }
 
 
