@@ -11,7 +11,7 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "4baae501faad06120323abe1676e2dfa2b6a7d521ae75052e242cf11f08160ee",
+    "reference": "32fef616447da6f77ac10559e571a78bdb0daa023be8aba0075767f3a2e7e72a",
     "default": "27f282e57a85aa13d45603bfc31237d42f5e230bf6b0ffd0fbb2f59c71c2b921",
 }
 
