@@ -1,7 +1,8 @@
 """FHIR export throughput without the simulation: a cohort is simulated once and kept in memory, then
 timed through events -> FHIR resources (`ResourceBuilder.build`) -> transaction bundles and bulk
-NDJSON on disk. Then the validators' throughput on part of that output, and the rate at which a
-real FHIR server on loopback (SEKMET) loads it through `push_bundles`.
+NDJSON on disk, with the resources per patient of each type beside Synthea's (its SMART sample of
+bundles in the reference data, when present). Then the validators' throughput on part of that
+output, and the rate at which a real FHIR server on loopback (SEKMET) loads it through `push_bundles`.
 
     python benchmarks/bench_export.py [PATIENTS] [VALIDATED_PATIENTS] [PUSHED_PATIENTS]
 """
@@ -13,6 +14,7 @@ import gzip
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -22,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fhir_s
 from fhir_export import NdjsonWriter, write_bundle  # noqa: E402
 from fhir_export.push import find_bundles, push_bundles  # noqa: E402
 from fhir_export.validate import R4Schema, model_problems, validate_directory  # noqa: E402
+from fhir_export.providers import SHARED_TYPES  # noqa: E402
+from tests.conftest import REFDATA  # noqa: E402
 from tests.fhir_server import sekmet_server  # noqa: E402
 from trajsim.engine import ReferenceSource, simulate  # noqa: E402
 from trajsim.output import default_builder, fhir_namespace  # noqa: E402
@@ -80,6 +84,7 @@ def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
         print(f"{'export, all three':<24}{total_s:>8.2f}{rate(resources, total_s):>14}"
               f"{(bundle_bytes + ndjson.bytes_written) / 1e6 / total_s:>8.1f}  "
               f"({patients / total_s:,.0f} patients/s)")
+        resources_by_type(built, patients)
         del built
 
         bundles = find_bundles(out)
@@ -123,6 +128,26 @@ def uscdi_observations(resources: list[dict], patients: int) -> None:
     print(f"\n{'USCDI observation per patient':<32}{'trajsim':>9}" + "".join(f"{'Synthea ' + n:>20}" for n in theirs))
     for name, count in ours.items():
         print(f"{name:<32}{count:>9.2f}" + "".join(f"{column[name]:>20.2f}" for column in theirs.values()))
+def synthea_per_patient(bundles: int = 100) -> tuple[Counter, int]:
+    """Resources by type in the first `bundles` patients of Synthea's SMART sample, and how many
+    patients that was (0 without the reference data)."""
+    counts: Counter = Counter()
+    paths = sorted((REFDATA / "synthea_fhir_r4_smart615" / "bundles").glob("*.json.gz"))[:bundles]
+    for path in paths:
+        counts.update(entry["resource"]["resourceType"] for entry in orjson.loads(gzip.decompress(path.read_bytes()))["entry"])
+    return counts, len(paths)
+
+
+def resources_by_type(built: list, patients: int) -> None:
+    """Resources per patient by type (shared providers as each bundle carries them), beside Synthea."""
+    ours = Counter(resource["resourceType"] for patient in built for resource in patient.resources)
+    synthea, synthea_patients = synthea_per_patient()
+    print(f"\n{'resources per patient':<24}{'trajsim':>8}{'Synthea':>9}"
+          + (f"  (Synthea: SMART sample, {synthea_patients} patients)" if synthea_patients else "  (no reference data)"))
+    for kind in sorted(ours.keys() | synthea.keys()):
+        theirs = f"{synthea[kind] / synthea_patients:>9.1f}" if synthea_patients else f"{'':>9}"
+        note = "  shared provider" if kind in SHARED_TYPES else ""
+        print(f"{kind:<24}{ours[kind] / patients:>8.1f}{theirs}{note}")
 
 
 def validate_throughput(folder: Path) -> None:

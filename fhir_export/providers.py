@@ -34,7 +34,8 @@ def npi(key: str) -> str:
 
 @dataclass(frozen=True)
 class CareTeam:
-    """The providers one patient sees: a clinic and its physician, a hospital and its physicians."""
+    """The providers one patient sees: a clinic and its physician, a hospital and its physicians, and
+    the pharmacy that fills the patient's prescriptions."""
 
     clinic: Resource
     clinic_location: Resource
@@ -43,10 +44,11 @@ class CareTeam:
     hospital_location: Resource
     emergency_physician: Resource
     hospitalist: Resource
+    pharmacy: Resource
 
     def resources(self) -> list[Resource]:
         return [self.clinic, self.clinic_location, self.primary_physician, self.hospital,
-                self.hospital_location, self.emergency_physician, self.hospitalist]
+                self.hospital_location, self.emergency_physician, self.hospitalist, self.pharmacy]
 
     def for_class(self, encounter_class: str) -> tuple[Resource, Resource, Resource]:
         """(organization, location, attending practitioner) of a visit of this encounter class."""
@@ -88,16 +90,17 @@ def _practitioner(organization: Resource, role: str) -> Resource:
 def _city_providers(place: Place) -> tuple[Resource, ...]:
     clinic = _organization(place, "clinic", f"{place.city} Family Medicine", "prov", "Healthcare Provider")
     hospital = _organization(place, "hospital", f"{place.city} General Hospital", "prov", "Healthcare Provider")
+    pharmacy = _organization(place, "pharmacy", f"{place.city} Community Pharmacy", "prov", "Healthcare Provider")
     physicians = tuple(_practitioner(clinic, f"physician-{n}") for n in range(PRIMARY_CARE_PHYSICIANS_PER_CLINIC))
     return (clinic, _location(clinic, "PC", "primary care clinic"), hospital,
             _location(hospital, "HOSP", "Hospital"), _practitioner(hospital, "emergency"),
-            _practitioner(hospital, "hospitalist"), *physicians)
+            _practitioner(hospital, "hospitalist"), pharmacy, *physicians)
 
 
 def care_team(place: Place, patient_key: str) -> CareTeam:
     """The patient's providers, as copies whose top-level fields the patient's bundle may set (the
     nested values stay shared and must not be modified)."""
-    clinic, clinic_location, hospital, hospital_location, emergency, hospitalist, *physicians = _city_providers(place)
+    clinic, clinic_location, hospital, hospital_location, emergency, hospitalist, pharmacy, *physicians = _city_providers(place)
     physician = physicians[stable_random(f"{patient_key}/physician").randrange(len(physicians))]
     return CareTeam(*(dict(r) for r in (clinic, clinic_location, physician, hospital, hospital_location, emergency,
-                                         hospitalist)))
+                                         hospitalist, pharmacy)))

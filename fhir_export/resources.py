@@ -16,8 +16,13 @@ from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any
 
+from fhir_export.chronic_care import care_team as chronic_care_team
+from fhir_export.chronic_care import end_care_team, goal, goal_targets
 from fhir_export.demographics import patient_details
+from fhir_export.dispenses import dispense, fill_times
+from fhir_export.guardian import adulthood, end_guardianship, guardian
 from fhir_export.identity import IdMinter, stable_random
+from fhir_export.lab_orders import LabOrder, order_lab
 from fhir_export.notes import NOTE_TYPES, Reading, VisitRecord, age_phrase, write_note
 from fhir_export.providers import SHARED_TYPES, CareTeam, care_team
 from fhir_export.tables import load_table
@@ -204,7 +209,7 @@ class _Visit:
     organization: Resource
     location: Resource
     practitioner: Resource
-    labs: list[tuple[str, Resource]] = field(default_factory=list)
+    labs: dict[str, LabOrder] = field(default_factory=dict)  # by panel (or single test) code
 
 
 class _PatientBuild:
@@ -225,6 +230,9 @@ class _PatientBuild:
         self.conditions: dict[str, Resource] = {}
         self.diagnosed: dict[str, datetime] = {}  # when each condition in `conditions` was diagnosed
         self.care_plans: dict[str, Resource] = {}
+        self.goals: dict[str, Resource] = {}  # the active ones, by the condition they serve
+        self.chronic_care: Resource | None = None  # the CareTeam, from the first chronic condition
+        self.guardian: Resource | None = None
         self.orders: dict[str, Resource] = {}
         self.allergies: list[str] = []  # displays of the allergies recorded so far
         self.blood_pressure: dict[tuple[int | None, datetime], Resource] = {}
@@ -284,6 +292,7 @@ class _PatientBuild:
             order = self.orders.pop(event.text or "", None)
             if order is not None:
                 order["status"] = "completed"
+                self._dispenses(order, event.time)
         else:
             visit = self.visits.get(event.encounter_id) if event.encounter_id is not None else None
             domain = self.b.domain(code)
@@ -348,6 +357,8 @@ class _PatientBuild:
         })
         age, child = age_phrase(self.birth, event.time)
         age_years = (event.time - self.birth).days / 365.25 if self.birth is not None else None
+        if self.guardian is None and self.birth is not None and event.time < adulthood(self.birth):
+            self.guardian = self._add(guardian(self.ids.next(), self.key, self.patient, self.subject, self.birth))
         record = VisitRecord(encounter_class, None, event.time, None, age, PERSON_WORDS[self.sex, child], age_years,
                              history=self._current_problems(event.time), allergies=list(self.allergies),
                              medications=[self.b.display(code) for code in self.orders])
@@ -377,19 +388,36 @@ class _PatientBuild:
         self._note(visit)
 
     def _lab_reports(self, visit: _Visit) -> None:
-        """One DiagnosticReport per panel (or single test) resulted in the visit."""
-        groups: dict[str, tuple[str | None, list[Resource]]] = {}
-        for code, observation in visit.labs:
-            panel, display = lab_panels().get(code, (code, None))
-            groups.setdefault(panel, (display, []))[1].append(observation)
-        for panel, (display, observations) in groups.items():
-            code = concept(LOINC, panel.split("/", 1)[1], display) if display else self.b.concept(panel)
-            when = observations[0]["effectiveDateTime"]
+        """One DiagnosticReport per panel (or single test) ordered and resulted in the visit."""
+        for order in visit.labs.values():
+            when = order.results[0]["effectiveDateTime"]
             self._add({"resourceType": "DiagnosticReport", "id": self.ids.next(), "meta": profile("us-core-diagnosticreport-lab"),
-                       "status": "final", "category": LAB_REPORT_CATEGORY, "code": code, "subject": self.subject,
+                       "basedOn": [self.out.reference(order.request)],
+                       "status": "final", "category": LAB_REPORT_CATEGORY, "code": order.request["code"], "subject": self.subject,
                        "encounter": self.out.reference(visit.resource), "effectiveDateTime": when, "issued": when,
                        "performer": [self.out.reference(visit.organization)],
-                       "result": [self.out.reference(o) for o in observations]})
+                       "specimen": [self.out.reference(order.specimen)],
+                       "result": [self.out.reference(o) for o in order.results]})
+
+    def _order_lab(self, observation: Resource, code: str, visit: _Visit | None) -> None:
+        """Link a lab result to its order and specimen: the visit's order of the result's panel
+        (or test), placed with the visit's first result of it; a result outside a visit has its own."""
+        orders = visit.labs if visit is not None else {}
+        panel, display = lab_panels().get(code, (code, None))
+        order = orders.get(panel)
+        if order is None:
+            when = observation["effectiveDateTime"]
+            requester = visit.practitioner if visit is not None else self.team.primary_physician
+            order_code = concept(LOINC, panel.split("/", 1)[1], display) if display else self.b.concept(panel)
+            accession = f"{self.key}/{observation['id'][:8]}"
+            order = orders[panel] = order_lab(
+                (self.ids.next(), self.ids.next()), order_code, self.b.display(code), accession, self.subject,
+                self._context(visit), visit.resource["period"]["start"] if visit is not None else when, when,
+                self.out.reference(requester), self.out.reference)
+            self.out.resources[-1:-1] = [order.request, order.specimen]  # before the result that refers to them
+        observation["basedOn"] = [self.out.reference(order.request)]
+        observation["specimen"] = self.out.reference(order.specimen)
+        order.results.append(observation)
 
     def _note(self, visit: _Visit) -> None:
         record = visit.record
@@ -428,17 +456,32 @@ class _PatientBuild:
             self._give_reason(visit, condition)
             visit.record.diagnoses.append(self.b.display(code))
         if chronic:
-            display = self.b.display(code)
-            self.care_plans[code] = self._add({
-                "resourceType": "CarePlan", "id": self.ids.next(), "meta": profile("us-core-careplan"),
-                "text": {"status": "generated",
-                         "div": f'<div xmlns="http://www.w3.org/1999/xhtml">Care plan for {display}: ongoing '
-                                f'management with scheduled follow-up.</div>'},
-                "status": "active", "intent": "plan",
-                "category": [concept(CARE_PLAN_CATEGORY, "assess-plan", "Assessment and Plan of Treatment")],
-                "title": f"{display} care plan", "subject": self.subject, **self._context(visit),
-                "period": {"start": when}, "created": when, "addresses": [self.out.reference(condition)],
-            })
+            self._chronic_care(code, condition, visit, when)
+
+    def _chronic_care(self, code: str, condition: Resource, visit: _Visit | None, when: str) -> None:
+        """The care plan of a chronic condition, with the care team (the patient's one, formed at the
+        first chronic condition) and the goal a guideline sets for it, if any."""
+        if self.chronic_care is None:
+            self.chronic_care = self._add(chronic_care_team(
+                self.ids.next(), self.subject, self.out.reference(self.team.primary_physician),
+                self.out.reference(self.team.clinic), when))
+        if code not in self.goals and code in goal_targets():
+            practitioner = visit.practitioner if visit is not None else self.team.primary_physician
+            self.goals[code] = self._add(goal(self.ids.next(), code, self.subject, self.out.reference(condition),
+                                              self.out.reference(practitioner), when, self.b.concept))
+        display = self.b.display(code)
+        self.care_plans[code] = self._add({
+            "resourceType": "CarePlan", "id": self.ids.next(), "meta": profile("us-core-careplan"),
+            "text": {"status": "generated",
+                     "div": f'<div xmlns="http://www.w3.org/1999/xhtml">Care plan for {display}: ongoing '
+                            f'management with scheduled follow-up.</div>'},
+            "status": "active", "intent": "plan",
+            "category": [concept(CARE_PLAN_CATEGORY, "assess-plan", "Assessment and Plan of Treatment")],
+            "title": f"{display} care plan", "subject": self.subject, **self._context(visit),
+            "period": {"start": when}, "created": when, "careTeam": [self.out.reference(self.chronic_care)],
+            "addresses": [self.out.reference(condition)],
+            **({"goal": [self.out.reference(self.goals[code])]} if code in self.goals else {}),
+        })
 
     def _give_reason(self, visit: _Visit, condition: Resource) -> None:
         """A condition diagnosed or treated at a visit is a reason for it (once)."""
@@ -457,6 +500,9 @@ class _PatientBuild:
         if plan is not None:
             plan["status"] = "completed"
             plan["period"]["end"] = fhir_datetime(event.time)
+        target = self.goals.pop(event.text or "", None)
+        if target is not None:
+            target["lifecycleStatus"] = "completed"
 
     def _observation(self, event: Event, visit: _Visit | None, domain: str) -> None:
         code, value, unit = event.code, event.numeric_value, event.unit
@@ -488,8 +534,8 @@ class _PatientBuild:
             return
         observation["valueQuantity"] = component["valueQuantity"]
         self._interpret(observation, event)
-        if domain == "lab" and visit is not None:
-            visit.labs.append((code, observation))
+        if domain == "lab":
+            self._order_lab(observation, code, visit)
 
     def _reference_range(self, code: str) -> tuple[float | None, float | None, str] | None:
         ranges = reference_ranges()
@@ -518,6 +564,7 @@ class _PatientBuild:
         previous = self.orders.get(code)
         if previous is not None:
             previous["status"] = "completed"  # superseded by this renewal
+            self._dispenses(previous, event.time)
         requester = visit.practitioner if visit is not None else self.team.primary_physician
         order = self._add({
             "resourceType": "MedicationRequest", "id": self.ids.next(), "meta": profile("us-core-medicationrequest"),
@@ -555,6 +602,12 @@ class _PatientBuild:
             request["quantity"] = _quantity(math.ceil(per_day * days), dose["code"])
         request["expectedSupplyDuration"] = {"value": days, "unit": "days", "system": UCUM, "code": "d"}
         return request
+
+    def _dispenses(self, order: Resource, until: datetime) -> None:
+        """The pharmacy's fills of an order that ends at `until`."""
+        reference, pharmacy = self.out.reference(order), self.out.reference(self.team.pharmacy)
+        for number, moment in enumerate(fill_times(order, until)):
+            self._add(dispense(self.ids.next(), order, reference, pharmacy, fhir_datetime(moment), number == 0))
 
     def _allergy(self, event: Event) -> None:
         category, criticality = self.b.allergy_kinds.get(event.code, (None, None))
@@ -605,13 +658,22 @@ class _PatientBuild:
     # --- end of record -----------------------------------------------------------------------
     def _finish(self) -> None:
         death = self.patient.get("deceasedDateTime")
+        record_end = self.events[-1].time
+        for order in self.orders.values():
+            self._dispenses(order, self.death or record_end)
         if death is not None:
             for order in self.orders.values():
                 order["status"] = "stopped"
             for plan in self.care_plans.values():
                 plan["status"] = "completed"
                 plan["period"]["end"] = death
-        recorded = fhir_datetime(self.events[-1].time)
+            for target in self.goals.values():
+                target["lifecycleStatus"] = "cancelled"
+            if self.chronic_care is not None:
+                end_care_team(self.chronic_care, death)
+        if self.guardian is not None:
+            end_guardianship(self.guardian, self.birth, record_end)
+        recorded = fhir_datetime(record_end)
         own = [r for r in self.out.resources if r["resourceType"] not in SHARED_TYPES]
         for resource in own:  # the simulated chart last changed with the record's last fact
             resource["meta"] = {"lastUpdated": recorded, **resource["meta"]}

@@ -345,6 +345,14 @@ US_CORE_MUST_SUPPORT = {
     "AllergyIntolerance": ("clinicalStatus", "verificationStatus", "code", "patient"),
     "Coverage": ("identifier", "status", "type", "subscriberId", "beneficiary", "relationship", "period", "payor",
                  "class"),
+    "Specimen": ("identifier", "accessionIdentifier", "type", "subject"),
+    "ServiceRequest": ("status", "intent", "category", "code", "subject", "encounter", "occurrenceDateTime",
+                       "authoredOn", "requester"),
+    "MedicationDispense": ("status", "medicationCodeableConcept", "subject", "performer", "authorizingPrescription",
+                           "type", "whenHandedOver"),
+    "CareTeam": ("status", "subject", "participant"),
+    "Goal": ("lifecycleStatus", "description", "subject", "startDate", "target"),
+    "RelatedPerson": ("active", "patient", "relationship", "name", "telecom", "address"),
 }
 NOT_US_CORE = frozenset({"Claim", "ExplanationOfBenefit"})  # financial resources US Core has no profile for
 

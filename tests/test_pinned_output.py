@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "740a60116dc2c7b6b84e751bc87ab2c62e4d39e3672c1ad60ad5fe39592a17cf",
-    "default": "ab4c945717b64e0dd8c5a686e79d809b8ed445306ad925f11cc1f9dfc8fc18c0",
+    "reference": "2705a6205cf81bdbde47bfd12a6908183aac002bf1a26ca05d13bdc957bdf94c",
+    "default": "8b28b1bb1b61c57a84201807fd6c6b909e2c328bc972a318e33b188f9247274b",
 }
 
 

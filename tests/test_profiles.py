@@ -63,6 +63,15 @@ def test_generated_cohorts_conform_to_us_core(release, source, cohort_dir, model
     ("us-core-location", "Location.identifier"),
     ("us-core-immunization", "Immunization.location"),
     ("us-core-encounter", "Encounter.meta.lastUpdated"),
+    ("us-core-observation-lab", "Observation.specimen"),
+    ("us-core-specimen", "Specimen.accessionIdentifier"),
+    ("us-core-servicerequest", "ServiceRequest.encounter"),
+    ("us-core-servicerequest", "ServiceRequest.requester"),
+    ("us-core-medicationdispense", "MedicationDispense.authorizingPrescription"),
+    ("us-core-medicationdispense", "MedicationDispense.performer.actor"),
+    ("us-core-careteam", "CareTeam.participant.role"),
+    ("us-core-goal", "Goal.target"),
+    ("us-core-relatedperson", "RelatedPerson.relationship"),
 ])
 def test_must_support_elements_that_follow_from_the_record_are_always_filled(reference_tally, profile, element):
     tally = reference_tally
