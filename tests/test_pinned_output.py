@@ -12,7 +12,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "2705a6205cf81bdbde47bfd12a6908183aac002bf1a26ca05d13bdc957bdf94c",
-    "default": "8b28b1bb1b61c57a84201807fd6c6b909e2c328bc972a318e33b188f9247274b",
+    "default": "53013cf3d87f955b9fdbaff499ee3834e8c17767cf8f29eae525334b6412fa29",
 }
 
 
