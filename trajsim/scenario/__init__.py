@@ -29,7 +29,7 @@ class Scenario(StrictModel):
     period: Period = Period()
     output: Output = Output()
     trial: Trial | None = None  # a control arm to build with `trajsim trial`
-    model: SourceName = "default"
+    model: SourceName = "reference"  # the more coherent source by benchmarks/bench_clinical.py (scenarios/default.toml)
     # Whose care fills the charts: "engine" adds the engine's own (well visits, emergencies and acute
     # events at published rates, renewals) beside what the source proposes; "source" keeps to the
     # source's proposals. Both are vetted by every rule, and both get a terminal encounter before the
