@@ -64,9 +64,9 @@ class AllowEverything:
         return np.ones((len(patients), len(self.codes)), dtype=bool)
 
 
-def test_shipped_model_breaks_no_rule_in_ten_thousand_sampled_visits():
-    events = model_events(DEFAULT_MODEL, 400, seed=8)  # every visit is the model's: the engine adds no well visits
-    assert events.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX)).height >= 10_000
+def test_shipped_model_breaks_no_rule_in_eight_thousand_sampled_visits():
+    events = model_events(DEFAULT_MODEL, 300, seed=8)  # every visit is the model's: the engine adds no well visits
+    assert events.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX)).height >= 8_000
     assert find_violations(events).is_empty()
 
 
