@@ -101,6 +101,20 @@ def test_the_keeper_shortens_an_episode_proposed_too_long_and_drops_an_end_of_no
     assert visit.facts == [Fact(PHARYNGITIS), Fact(CONDITION_END, offset_days=21, text=PHARYNGITIS)]
 
 
+def test_an_end_proposed_before_its_episode_begins_is_dropped_and_the_keeper_ends_it():
+    """An end a source writes outside visits on the morning of an afternoon diagnosis, or during a
+    stay whose diagnosis comes days later, is not that episode's end."""
+    p, keeper = patient(), EpisodeKeeper(load_knowledge())
+    stay = Visit(p.now, "IMP", 10.0, [Fact("SNOMED/183452005"), Fact(PHARYNGITIS, offset_days=8)])
+    keeper.vet(p, stay)
+    p.conditions[PHARYNGITIS] = ACTIVE  # recorded with the stay
+    early_end = Visit(p.now + 3, None, 0.0, [Fact(CONDITION_END, text=PHARYNGITIS)])
+    keeper.vet(p, early_end)
+    assert early_end.facts == []
+    (day, end), = keeper.between_visits(p, until=p.now + 365)
+    assert end.text == PHARYNGITIS and day > p.now + 8
+
+
 def test_the_keeper_drops_covid_before_2020_and_a_first_diagnosis_outside_its_ages():
     knowledge = load_knowledge()
     p, keeper = patient(age=45, now=day_number(datetime(2019, 6, 1).date())), EpisodeKeeper(knowledge)

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "2705a6205cf81bdbde47bfd12a6908183aac002bf1a26ca05d13bdc957bdf94c",
-    "default": "53013cf3d87f955b9fdbaff499ee3834e8c17767cf8f29eae525334b6412fa29",
+    "reference": "2e73c3f3aa799eeae48e256bc267b2b160e2f9df36ea5bbeba4c952df3959c1b",
+    "default": "106af91959fbfd003867bc356c2315d0594cf830b17358024c4f460cd271a904",
 }
 
 

@@ -115,3 +115,21 @@ def test_therapy_taken_from_before_the_diagnosis_counts_and_a_stop_ends_it():
     stopped = _chart(*_visit(0, 1, ("SNOMED/55822004", None), *statin), (100, MEDICATION_END, None, "RXNORM/312961"),
                      *_visit(200, 2, (CAD, None)))
     assert "statin_missing_in_coronary_disease" in _rules(stopped)
+
+
+def test_a_drug_in_a_stay_is_ordered_when_its_indication_is_diagnosed_and_runs_its_course():
+    """A source may write a stay's antibiotic days before the diagnosis it treats, and stop it at
+    once: the order follows the diagnosis and the course keeps its length."""
+    from tests.test_episodes import patient
+    from trajsim.engine import Fact, Visit
+    from trajsim.engine.prescriptions import Prescriber
+    from trajsim.knowledge import load_knowledge
+
+    strep, penicillin = "SNOMED/43878008", "RXNORM/834061"
+    p = patient(age=40.0)
+    stay = Visit(p.now, "IMP", 10.0, [Fact("SNOMED/183452005"), Fact(penicillin, text=strep),
+                                      Fact(MEDICATION_END, text=penicillin), Fact(strep, offset_days=6.0)])
+    Prescriber(load_knowledge()).vet(p, stay)
+    (order,) = [f for f in stay.facts if f.code == penicillin]
+    (stop,) = [f for f in stay.facts if f.code == MEDICATION_END]
+    assert order.offset_days == 6.0 and stop.text == penicillin and stop.offset_days > order.offset_days + 3

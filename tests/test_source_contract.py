@@ -20,7 +20,7 @@ from trajsim.engine import (
 )
 from trajsim.engine.acute import keeper_codes
 from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
-from trajsim.events import CONDITION_END, VISIT_END, visit_start_code
+from trajsim.events import CONDITION_END, DEATH, VISIT_END, visit_start_code
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.physiology import PERCENTILE_OF, SAME_MEASUREMENT
 from trajsim.model import DEFAULT_MODEL
@@ -114,8 +114,8 @@ def test_the_model_authors_what_it_learned_and_the_engine_what_it_did_not():
     from trajsim.model.source import ModelSource
 
     model = ModelSource(DEFAULT_MODEL)
-    assert model.authors == frozenset(FactKind) - ENGINE_KINDS - {FactKind.PROCEDURES}  # trained before screenings
-    assert engine_kinds(model) == ENGINE_KINDS | {FactKind.PROCEDURES}
+    assert model.authors == frozenset(FactKind) - ENGINE_KINDS  # its training charts hold every other kind
+    assert engine_kinds(model) == ENGINE_KINDS
 
 
 class SymptomVisits(TrajectorySource):
@@ -184,8 +184,26 @@ def test_the_engine_adds_its_care_when_the_scenario_asks():
     assert codes[visit_start_code("EMER")] > 0 and codes["SNOMED/410620009"] > 0  # emergencies, well-child visits
 
 
-def test_care_defaults_to_the_source_for_a_trained_model(tmp_path):
+def test_care_defaults_to_the_source_for_any_model(tmp_path):
     (tmp_path / "model.pt").touch()
     assert small_scenario(care=None, model="reference").engine_adds_care
+    assert not small_scenario(care=None, model="default").engine_adds_care  # it learned the engine's care
     assert not small_scenario(care=None, model=str(tmp_path)).engine_adds_care
     assert small_scenario(care="engine", model=str(tmp_path)).engine_adds_care
+
+
+def test_a_death_keeps_its_terminal_encounter_when_the_source_keeps_its_own_care():
+    """No source knows the engine's day of death, so the engine dates the stay or ED visit a death
+    ends whatever `care` says: about 30% of deaths are in hospital (NCHS)."""
+    oldest = ({"min": 85, "max": 100, "weight": 1.0},)
+    scenario = small_scenario(200, seed=5, care="source", **{"population.age_mix": oldest})
+    acute = (visit_start_code("EMER"), visit_start_code("IMP"))
+    decedents = in_hospital = 0
+    for record in simulate(scenario, SymptomVisits(frozenset({FactKind.VISITS}))):
+        death = next((e.time for e in record.events if e.code == DEATH), None)
+        stays = {e.encounter_id for e in record.events if e.code in acute}
+        ends = [e.time for e in record.events if e.code == VISIT_END and e.encounter_id in stays]
+        assert len(stays) <= 1 and all(end == death for end in ends)  # only the one a death ends
+        decedents += death is not None
+        in_hospital += bool(stays)
+    assert decedents >= 40 and 0.15 <= in_hospital / decedents <= 0.5

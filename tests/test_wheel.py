@@ -56,5 +56,5 @@ def test_wheel_install_generates_the_default_scenario_with_the_shipped_model(tmp
                      "print(trajsim.__file__); print(DEFAULT_MODEL)", cwd=workdir)
     for path in installed.split():
         assert Path(path).is_relative_to(venv), installed
-    _run(venv / "bin" / "trajsim", "generate", "-n", "5", "--out", workdir / "out", cwd=workdir)
+    _run(venv / "bin" / "trajsim", "generate", "-n", "5", "--model", "default", "--out", workdir / "out", cwd=workdir)
     assert len(list((workdir / "out" / "fhir" / "bundles").glob("patient-*.json"))) == 5

@@ -8,7 +8,8 @@ lead to (`admissions.csv`: a planned knee replacement admitted directly, a heart
 exacerbation through the ED). A visit a source proposes with the
 onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
 with the procedure that treats it. Before a death the keeper dates the terminal encounter: an
-admission or ED visit ending at death, or an office visit in the last month.
+admission or ED visit ending at death, or an office visit in the last month. It does so whatever the
+scenario's `care`, since the day of death is the engine's and no source can learn when it falls.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ class _Terminal:
 
 
 class EmergencyKeeper(ChartKeeper):
-    """Sends acute onsets through the ED; with `dates_events`, also dates acute events and emergency
-    visits at published rates and a terminal encounter before death (a source that learned its
-    records' emergencies dates them itself)."""
+    """Sends acute onsets through the ED and dates the terminal encounter before the engine's day of
+    death (no source knows that day); with `dates_events`, also dates acute events and emergency
+    visits at published rates (a source that learned its records' emergencies dates them itself)."""
 
     def __init__(self, knowledge: Knowledge, dates_events: bool = True) -> None:
         self.k, self.dates_events = knowledge, dates_events
@@ -104,8 +105,6 @@ class EmergencyKeeper(ChartKeeper):
     def unplanned_visit(self, patient: PatientState, until: float) -> Visit | None:
         if self.waiting:
             return self.waiting.pop(0)
-        if not self.dates_events:
-            return None
         terminal = self._terminal(patient)
         if terminal is not None and terminal.visit is not None and not terminal.taken:
             if terminal.visit.day < until:
@@ -115,7 +114,7 @@ class EmergencyKeeper(ChartKeeper):
                     terminal.visit.duration_days = terminal.death_day - terminal.visit.day
                 return terminal.visit
             until = min(until, terminal.visit.day)
-        return self._acute_event(patient, min(until, patient.exit_day))
+        return self._acute_event(patient, min(until, patient.exit_day)) if self.dates_events else None
 
     def _acute_event(self, patient: PatientState, until: float) -> Visit | None:
         """The next acute event if it comes before `until`: the rates are memoryless, so drawing

@@ -6,9 +6,9 @@ keepers date what follows from the chart itself (the end of an acute episode) an
 chart itself calls for (an acute event, the terminal encounter). Keepers are the
 engine's, one set per patient (`chart_keepers`), so a learned model and the rule-based reference
 source get the same physiology and the same clinical rules. What a keeper adds of its own accord
-(an emergency, a renewal, a terminal encounter) it adds only when the engine adds care (the
-scenario's `care`); what the rules require (guideline therapy, an episode's end, an acute
-condition's procedure) it adds always.
+(an emergency, a renewal) it adds only when the engine adds care (the scenario's `care`); what the
+rules require (guideline therapy, an episode's end, an acute condition's procedure) and what follows
+from the engine's own facts (the terminal encounter before its day of death) it adds always.
 """
 
 from __future__ import annotations

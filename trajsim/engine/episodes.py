@@ -5,7 +5,7 @@ It drops a diagnosis dated before its code exists (COVID-19 before 2020) or, for
 diagnosed again while its episode is still active (no two pregnancies at once); and the end of an
 episode that is not active. An episode the source leaves open ends after a duration drawn from the
 lifecycle table, dated between visits; an end proposed beyond the longest plausible episode is
-brought back to it. A drug prescribed for a dropped diagnosis or an ended episode is kept for
+brought back to it, and one dated at or before the episode's onset is dropped. A drug prescribed for a dropped diagnosis or an ended episode is kept for
 another active indication, or goes.
 """
 
@@ -51,7 +51,9 @@ class EpisodeKeeper(ChartKeeper):
                         ends[code] = end
             lifecycle = self.lifecycles.get(fact.text if fact.code == CONDITION_END else fact.code)
             if fact.code == CONDITION_END and lifecycle is not None and lifecycle.episodic:
-                if end_of(fact.text) <= day:
+                # not active, or dated at or before the onset of the open episode (an end proposed
+                # outside visits on a visit's day, or during a stay whose diagnosis comes later)
+                if end_of(fact.text) <= day or day <= self.open.get(fact.text, -1.0):
                     replaced[i] = None
                     continue
                 onset = self.open.pop(fact.text, None)

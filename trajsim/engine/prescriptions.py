@@ -84,7 +84,8 @@ class Prescriber(ChartKeeper):
             return
         day, age = visit.day, patient.age_at(visit.day)
         active = self._active_conditions(patient, visit)
-        ordered: dict[str, str] = {}  # drug proposed at this visit -> the product ordered
+        diagnosed = self._diagnosed_in(patient, visit)
+        ordered: dict[str, tuple[str, float]] = {}  # drug proposed at this visit -> the product ordered, when
         kept = []
         for fact in visit.facts:
             if domain_of(fact.code) == "medication":
@@ -95,20 +96,27 @@ class Prescriber(ChartKeeper):
                               if adult_product(fact.code) in self.k.indications else fact.text)
                 if product is None or indication is None or not self._may_order(patient, product, indication, day):
                     continue
-                ordered[fact.code] = product
-                fact = replace(fact, code=product, text=indication, offset_days=min(fact.offset_days, visit.duration_days))
+                # ordered once its indication is diagnosed, not before it in a stay of several days
+                offset = min(max(fact.offset_days, diagnosed.get(self._snomed(indication), 0.0)), visit.duration_days)
+                ordered[adult_product(fact.code)] = product, offset
+                fact = replace(fact, code=product, text=indication, offset_days=offset)
                 self._ordered(product, fact.text, day)
             elif fact.code == MEDICATION_END:
-                ended = ordered.get(fact.text) or self._taken(patient, fact.text, day)
+                # the stop may name the drug proposed, its adult product or the product ordered
+                order = ordered.get(adult_product(fact.text)) or next(
+                    (o for o in ordered.values() if o[0] == fact.text), None)
+                if order is not None and fact.offset_days <= order[1]:
+                    continue  # a stop at its own order is no course taken: the course's end is dated below
+                ended = order[0] if order else self._taken(patient, fact.text, day)
                 self.carried.pop(fact.text, None)
                 if ended is None:
                     continue
                 fact = replace(fact, text=ended)
             kept.append(fact)
         ending = {fact.text for fact in kept if fact.code == MEDICATION_END}
-        kept += [Fact(MEDICATION_END, offset_days=self.course[adult_product(code)], text=code)
-                 for code in ordered.values() if adult_product(code) in self.course and code not in ending]
-        visit.facts[:] = kept + self._due(patient, visit, active)
+        kept += [Fact(MEDICATION_END, offset_days=offset + self.course[adult_product(code)], text=code)
+                 for code, offset in ordered.values() if adult_product(code) in self.course and code not in ending]
+        visit.facts[:] = kept + self._due(patient, visit, active, diagnosed)
 
     def _outside_encounter(self, patient: PatientState, visit: Visit, fact: Fact) -> Fact | None:
         """A fact outside any encounter as kept (None: dropped): a drug not taken yet is carried to the
@@ -128,14 +136,16 @@ class Prescriber(ChartKeeper):
         return fact
 
     # --- what an encounter adds ----------------------------------------------------------------
-    def _due(self, patient: PatientState, visit: Visit, active: set[str]) -> list[Fact]:
-        """Renewals falling due, drugs carried from before the encounter, and missing guideline therapy."""
+    def _due(self, patient: PatientState, visit: Visit, active: set[str], diagnosed: dict[str, float]) -> list[Fact]:
+        """Renewals falling due, drugs carried from before the encounter, and missing guideline therapy,
+        each ordered once its indication is diagnosed (`diagnosed`: offsets of this visit's diagnoses)."""
         day, age, facts = visit.day, patient.age_at(visit.day), []
 
         def add(code: str, indication: str) -> None:
-            facts.append(Fact(code, text=indication))
+            offset = min(diagnosed.get(self._snomed(indication), 0.0), visit.duration_days)
+            facts.append(Fact(code, offset_days=offset, text=indication))
             if adult_product(code) in self.course:
-                facts.append(Fact(MEDICATION_END, offset_days=self.course[adult_product(code)], text=code))
+                facts.append(Fact(MEDICATION_END, offset_days=offset + self.course[adult_product(code)], text=code))
             self._ordered(code, indication, day)
 
         for code in sorted(self.last_order) if self.renews else ():
@@ -165,6 +175,15 @@ class Prescriber(ChartKeeper):
         codes = patient.active_conditions(visit.day) | {f.code for f in visit.facts if domain_of(f.code) == "condition"}
         codes -= {f.text for f in visit.facts if f.code == CONDITION_END and f.offset_days <= 0}
         return {self._snomed(c) for c in codes}
+
+    def _diagnosed_in(self, patient: PatientState, visit: Visit) -> dict[str, float]:
+        """SNOMED CT codes of the conditions first diagnosed at this visit -> the offset of the diagnosis."""
+        before = {self._snomed(c) for c in patient.active_conditions(visit.day)}
+        diagnosed: dict[str, float] = {}
+        for fact in visit.facts:
+            if domain_of(fact.code) == "condition" and (code := self._snomed(fact.code)) not in before:
+                diagnosed[code] = min(diagnosed.get(code, fact.offset_days), fact.offset_days)
+        return diagnosed
 
     def _indication(self, code: str, active: set[str], preferred: str | None = None) -> str | None:
         """The active condition a drug is taken for: `preferred` or its last one, else another of its indications."""

@@ -26,7 +26,7 @@ def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count
     """Patients `first` .. `first + count - 1` of the scenario (all of them by default)."""
     knowledge, kinds = load_knowledge(), engine_kinds(source)
     adds_care = scenario.engine_adds_care
-    if not adds_care:  # the engine keeps to what only it writes: allergies and the day of death
+    if not adds_care:  # the engine keeps to what only it writes: allergies, smoking status, death
         kinds &= ENGINE_KINDS
     stop = scenario.population.size if count is None else first + count
     for chunk_start in range(first, stop, chunk_size):

@@ -8,8 +8,9 @@ start of each visit against the patient's conditions so far, and within a visit 
 unlocks its first-line drugs and locks itself. The engine then receives the planned visits one by
 one. The model authors every kind of fact its vocabulary holds (it learned them from full charts:
 visits and well visits, diagnoses, prescriptions with their refills and stops, measurements,
-immunizations), so the engine adds none of those; it keeps the clock, allergies, deaths and any
-kind the model never learned (the shipped model has no screenings).
+immunizations, screenings), so the engine adds none of those; it keeps the clock, allergies, smoking
+status and deaths, and adds a kind the model never learned only when the scenario asks for the
+engine's care (`care = "engine"`).
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ class TokenGrammar:
         self.is_gap = self.gap > 0
         self.gaps = np.flatnonzero(self.is_gap)
         self.is_head = np.isin(vocab, HEADS)
-        # Rare-code categories decode to a code drawn outside the rules, so the engine never gets them.
-        self.is_code = np.array([tokenizer.is_code(t) and t not in tokenizer.folded for t in vocab])
+        # Rare-code categories decode to a code drawn outside the rules, so the engine never gets them;
+        # nor a code of a kind only the engine writes (the smoking status it asks at well visits).
+        self.is_code = np.array([tokenizer.is_code(t) and t not in tokenizer.folded
+                                 and fact_kind(t.partition("#")[0]) not in ENGINE_KINDS for t in vocab])
         self.is_ended = np.isin(vocab, ENDED)
         systems = np.array([t.split("/", 1)[0] for t in self.base_codes])
         plain = self.is_code & np.array(["#" not in t for t in vocab])

@@ -291,8 +291,10 @@ the weights kept are those of step {result.best_step:,}.
 ## Intended use
 Proposing visit-level trajectories inside the trajsim engine, to generate synthetic cohorts for
 software testing, teaching and method development. The engine's clinical rules mask what the
-model may propose; the model authors every kind of fact its vocabulary holds, and the engine adds
-only the kinds it lacks (always allergies and deaths).
+model may propose; the model authors every kind of fact its vocabulary holds. By default (scenario
+`care = "source"`) the engine adds only allergies, smoking status and deaths with their terminal
+encounters, and what a rule requires; with `care = "engine"` it also adds its own well visits,
+emergencies and renewals, and the kinds the model never learned.
 
 ## Limitations
 - It can only reproduce patterns present in its training data; a model trained on simulated
