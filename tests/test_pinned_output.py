@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "2e73c3f3aa799eeae48e256bc267b2b160e2f9df36ea5bbeba4c952df3959c1b",
-    "default": "106af91959fbfd003867bc356c2315d0594cf830b17358024c4f460cd271a904",
+    "reference": "2705a6205cf81bdbde47bfd12a6908183aac002bf1a26ca05d13bdc957bdf94c",
+    "default": "c0f5dabef5313d6c4fbf952f703250b215316ce3168a127f2e380f19e6f542fb",
 }
 
 
