@@ -12,7 +12,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "2e73c3f3aa799eeae48e256bc267b2b160e2f9df36ea5bbeba4c952df3959c1b",
-    "default": "fc1d214361cc86f4491e423abaa10f2d1cf9e7cdc3811e5de0208030060a3bd9",
+    "default": "9d06226835b56a4e65059b43e7fd16891c4849e9e9475dbe070c42afbfcd6067",
 }
 
 

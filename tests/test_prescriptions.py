@@ -79,8 +79,9 @@ def _chart(*facts: tuple[float, str, int | None, str | None]) -> pl.DataFrame:
     return events_frame(sorted(events, key=lambda e: e.time))
 
 
-def _visit(day: float, encounter: int, *facts: tuple[str, str | None]) -> list[tuple[float, str, int | None, str | None]]:
-    return [(day, visit_start_code("AMB"), encounter, None), *((day, code, encounter, text) for code, text in facts),
+def _visit(day: float, encounter: int, *facts: tuple[str, str | None],
+           encounter_class: str = "AMB") -> list[tuple[float, str, int | None, str | None]]:
+    return [(day, visit_start_code(encounter_class), encounter, None), *((day, code, encounter, text) for code, text in facts),
             (day + 0.02, VISIT_END, encounter, None)]
 
 
@@ -115,3 +116,15 @@ def test_therapy_taken_from_before_the_diagnosis_counts_and_a_stop_ends_it():
     stopped = _chart(*_visit(0, 1, ("SNOMED/55822004", None), *statin), (100, MEDICATION_END, None, "RXNORM/312961"),
                      *_visit(200, 2, (CAD, None)))
     assert "statin_missing_in_coronary_disease" in _rules(stopped)
+
+
+def test_a_statin_is_renewed_at_the_office_not_at_an_emergency_visit():
+    hyperlipidemia, statin, sprain = "SNOMED/55822004", ("RXNORM/312961", "SNOMED/55822004"), ("SNOMED/44465007", None)
+    started = _visit(0, 1, (hyperlipidemia, None), statin)
+    in_the_ed = _chart(*started, *_visit(400, 2, sprain, statin, encounter_class="EMER"))
+    assert _rules(in_the_ed) == {"renewal_at_emergency_visit"}
+    at_the_office = _chart(*started, *_visit(400, 2, statin))
+    assert "renewal_at_emergency_visit" not in _rules(at_the_office)
+    restarted = _chart(*started, (200, MEDICATION_END, None, "RXNORM/312961"),
+                       *_visit(400, 2, sprain, statin, encounter_class="EMER"))  # a new start, not a renewal
+    assert "renewal_at_emergency_visit" not in _rules(restarted)

@@ -6,9 +6,12 @@ an order; a chronic drug the patient already takes is ordered at the next encoun
 nothing is dated before the record starts. A drug already active is not ordered again (nor twice in
 one visit, nor a second drug of a group already covered) until its renewal falls due at a visit, at
 most once every `RENEWAL_DAYS`; refills between visits are the pharmacy's, carried by the order's
-repeats. Children get the children's product of a drug, or none below its age. At every encounter
-an active condition that lacks its guideline therapy (`guideline_therapy.csv`) gets it. A chronic
-drug stops when its indication ends, unless another of its indications is active.
+repeats. Renewals, and long-term drugs carried from before the record, wait for an office visit
+(`RENEWING_CLASSES`): an emergency department treats the acute problem and may start a drug for it,
+it does not renew a statin. Children get the children's product of a drug, or none below its age.
+At every encounter an active condition that lacks its guideline therapy (`guideline_therapy.csv`)
+gets it, a chronic condition's long-term therapy not in the ED. A chronic drug stops when its
+indication ends, unless another of its indications is active.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from trajsim.knowledge.therapy import (
     RENEWAL_DAYS, adult_product, drug_groups, guideline_therapies, product_for_age, supply_days, therapy_ages,
 )
 from trajsim.vocab import domain_of
+
+# Where a long-term drug is renewed or continued: office visits, whose clinician keeps the patient's
+# medication list (an ED visit treats the acute problem; renewals are left to the usual source of care).
+RENEWING_CLASSES = frozenset({"AMB"})
 
 
 def choose(knowledge: Knowledge, options: list[Medication], patient: PatientState) -> Medication | None:
@@ -93,7 +100,8 @@ class Prescriber(ChartKeeper):
                 # source believed when it wrote the visit
                 indication = (self._indication(fact.code, active, fact.text)
                               if adult_product(fact.code) in self.k.indications else fact.text)
-                if product is None or indication is None or not self._may_order(patient, product, indication, day):
+                if (product is None or indication is None
+                        or not self._may_order(patient, product, indication, day, visit.encounter_class)):
                     continue
                 ordered[fact.code] = product
                 fact = replace(fact, code=product, text=indication, offset_days=min(fact.offset_days, visit.duration_days))
@@ -129,8 +137,10 @@ class Prescriber(ChartKeeper):
 
     # --- what an encounter adds ----------------------------------------------------------------
     def _due(self, patient: PatientState, visit: Visit, active: set[str]) -> list[Fact]:
-        """Renewals falling due, drugs carried from before the encounter, and missing guideline therapy."""
+        """Renewals falling due and long-term drugs carried from before the encounter (at an office
+        visit), course drugs carried, and missing guideline therapy (a long-term drug not at an ED visit)."""
         day, age, facts = visit.day, patient.age_at(visit.day), []
+        renewing = visit.encounter_class in RENEWING_CLASSES
 
         def add(code: str, indication: str) -> None:
             facts.append(Fact(code, text=indication))
@@ -138,19 +148,22 @@ class Prescriber(ChartKeeper):
                 facts.append(Fact(MEDICATION_END, offset_days=self.course[adult_product(code)], text=code))
             self._ordered(code, indication, day)
 
-        for code in sorted(self.last_order) if self.renews else ():
+        for code in sorted(self.last_order) if self.renews and renewing else ():
             if code in self.supply and self._taken(patient, code, day) and self._may_order(patient, code, None, day):
                 indication = self._indication(code, active)
                 if indication is not None:
                     add(code, indication)
         for code, proposed in sorted(self.carried.items()):
+            if not renewing and adult_product(code) in self.supply:
+                continue  # a long-term drug taken from before waits for the office visit
             product, indication = product_for_age(code, age), self._indication(code, active, proposed)
             if product is not None and indication is not None and self._may_order(patient, product, indication, day):
                 add(product, indication)
-        self.carried.clear()
+            del self.carried[code]
         for therapy in self.therapies:
             condition = self.k.conditions[therapy.condition]
             if (condition.code not in active or not therapy.applies(age)
+                    or (visit.encounter_class == "EMER" and condition.course == "chronic")
                     or any(self._taken(patient, c, day) for c in therapy.codes)):
                 continue
             medication = choose(self.k, [m for m in self.k.medications[therapy.condition] if m.group == therapy.group],
@@ -174,11 +187,13 @@ class Prescriber(ChartKeeper):
         return next((c for c in sorted(self.k.indications.get(adult_product(code), ())) if c in active), None)
 
     # --- the drugs a patient takes -------------------------------------------------------------
-    def _may_order(self, patient: PatientState, code: str, indication: str | None, day: float) -> bool:
-        """A drug taken may be renewed once its last order is `RENEWAL_DAYS` old; a new one may be
-        ordered unless a drug taken already covers its group for this indication."""
+    def _may_order(self, patient: PatientState, code: str, indication: str | None, day: float,
+                   encounter_class: str | None = "AMB") -> bool:
+        """A drug taken may be renewed at an office visit once its last order is `RENEWAL_DAYS` old;
+        a new one may be ordered unless a drug taken already covers its group for this indication."""
         if self._taken(patient, code, day) is not None:
-            return day - self.last_order.get(code, day - RENEWAL_DAYS) >= RENEWAL_DAYS
+            return (encounter_class in RENEWING_CLASSES
+                    and day - self.last_order.get(code, day - RENEWAL_DAYS) >= RENEWAL_DAYS)
         group = self.group_for.get((adult_product(code), self._snomed(indication))) if indication else None
         return group is None or not any(group in self.groups.get(other, ()) for other in self.last_order
                                         if self._taken(patient, other, day) is not None)

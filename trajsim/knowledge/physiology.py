@@ -24,6 +24,11 @@ HBA1C = "LOINC/4548-4"
 LDL, HDL, TRIGLYCERIDES, TOTAL_CHOLESTEROL = "LOINC/18262-6", "LOINC/2085-9", "LOINC/2571-8", "LOINC/2093-3"
 SAME_MEASUREMENT = {EGFR_MDRD: EGFR}
 BMI_FROM_AGE = 2.0  # CDC BMI-for-age charts start at 2 years
+# US laboratories report a creatinine eGFR from 18 only: CKD-EPI 2021 is validated in adults, and the
+# children's (bedside Schwartz, CKiD U25) equations need the height the laboratory does not have, so
+# a child's creatinine is reported alone (Miller et al., NKF Laboratory Engagement Working Group,
+# Clin Chem 2022;68:511-20; Delgado et al., NKF-ASN Task Force, Am J Kidney Dis 2022;79:268-88).
+EGFR_FROM_AGE = 18.0
 DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,), TOTAL_CHOLESTEROL: (LDL, HDL, TRIGLYCERIDES)}  # computed from the values they depend on
 
 
@@ -69,11 +74,13 @@ def treatment_effects() -> dict[str, tuple[tuple[str, float], ...]]:
 
 def measured_at(knowledge: Knowledge, code: str, sex: str, age: float, active: set[str]) -> bool:
     """Whether a measurement is taken at this age: height and weight always, BMI from 2, eGFR with
-    its creatinine, any other where the value tables cover the age (BP from 3)."""
+    its creatinine from 18, any other where the value tables cover the age (BP from 3)."""
     if code in (HEIGHT, WEIGHT):
         return True
     if code == BMI:
         return age >= BMI_FROM_AGE
+    if code == EGFR and age < EGFR_FROM_AGE:
+        return False
     return all(knowledge.value_distribution(c, sex, age, active) is not None for c in DERIVED.get(code, (code,)))
 
 

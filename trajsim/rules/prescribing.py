@@ -1,5 +1,6 @@
 """Rules of prescribing, read from `guideline_therapy.csv` and `pediatric_formulations.csv`: an order
-is written once a day at an encounter, a child gets a children's product, and a patient seen while a
+is written once a day at an encounter, a long-term drug the patient takes is renewed at an office visit,
+not in the emergency department, a child gets a children's product, and a patient seen while a
 condition is active gets the therapy its guideline expects (statin in coronary disease, PPI in GERD,
 heart-failure GDMT, an antibiotic in strep throat).
 
@@ -17,7 +18,7 @@ import polars as pl
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.therapy import formulations, guideline_rows, guideline_therapies
+from trajsim.knowledge.therapy import formulations, guideline_rows, guideline_therapies, supply_days
 from trajsim.rules.base import VIOLATION_SCHEMA, violation
 from trajsim.rules.record import _condition_spells
 from trajsim.vocab import in_domain
@@ -25,6 +26,9 @@ from trajsim.vocab import in_domain
 RULES: dict[str, str] = {
     "duplicate_order_same_day": "the same drug ordered more than once on one day",
     "order_outside_encounter": "a drug ordered outside any encounter (a refill or a history written as a new order)",
+    "renewal_at_emergency_visit": "a long-term drug (refill_days in medications.csv) ordered again at an emergency "
+                                  "visit while an earlier order of it is still taken (a statin renewed at an ankle-sprain "
+                                  "ED visit); renewals belong to the office",
     "adult_formulation_in_child": "an adult product ordered below the age it is for, when a children's product "
                                   "exists (amlodipine 5 mg or acetaminophen 325 mg tablets for an infant)",
     **{r["rule"]: f"a patient seen while {r['condition'].replace('_', ' ')} is active"
@@ -37,8 +41,8 @@ RULES: dict[str, str] = {
 def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     """The violations of this family's rules."""
     orders = facts.filter(in_domain(pl.col("code"), "medication"))
-    return [_same_day(orders), _outside_encounters(orders), _adult_products(facts, orders),
-            _missing_therapy(facts, orders, knowledge)]
+    return [_same_day(orders), _outside_encounters(orders), _emergency_renewals(facts, orders, knowledge),
+            _adult_products(facts, orders), _missing_therapy(facts, orders, knowledge)]
 
 
 def _same_day(orders: pl.LazyFrame) -> pl.LazyFrame:
@@ -52,6 +56,23 @@ def _same_day(orders: pl.LazyFrame) -> pl.LazyFrame:
 def _outside_encounters(orders: pl.LazyFrame) -> pl.LazyFrame:
     return violation(orders.filter(pl.col("encounter_id").is_null()), "order_outside_encounter",
                      pl.lit("no encounter"))
+
+
+def _emergency_renewals(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
+    """Orders of a long-term drug at an ED visit with an earlier order of it not stopped since."""
+    emergency = facts.filter(pl.col("code") == VISIT_START_PREFIX + "EMER").select("subject_id", "encounter_id")
+    stops = (facts.filter(pl.col("code") == MEDICATION_END)
+             .select("subject_id", code=pl.col("text"), stopped=pl.col("time")).sort("stopped"))
+    long_term = (orders.filter(pl.col("code").is_in(list(supply_days(knowledge))))
+                 .sort("subject_id", "time")
+                 .with_columns(previous=pl.col("time").shift(1).over("subject_id", "code"))
+                 .join(emergency, on=["subject_id", "encounter_id"], how="semi")
+                 .sort("time")
+                 .join_asof(stops, left_on="time", right_on="stopped", by=["subject_id", "code"], strategy="backward",
+                            check_sortedness=False))
+    renewed = long_term.filter(pl.col("previous").is_not_null()
+                               & (pl.col("stopped").is_null() | (pl.col("stopped") < pl.col("previous"))))
+    return violation(renewed, "renewal_at_emergency_visit", pl.format("ordered before on {}", pl.col("previous").dt.date()))
 
 
 def _births(facts: pl.LazyFrame) -> pl.LazyFrame:
