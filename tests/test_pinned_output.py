@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "2e73c3f3aa799eeae48e256bc267b2b160e2f9df36ea5bbeba4c952df3959c1b",
-    "default": "9d06226835b56a4e65059b43e7fd16891c4849e9e9475dbe070c42afbfcd6067",
+    "reference": "707bfb74f514c018370680fed43be28f678691ba847aacc1472d66331610b141",
+    "default": "1570a6186700b553b0e16b6ca514e405525153af5ee0e687a340d1637704000a",
 }
 
 

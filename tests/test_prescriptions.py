@@ -128,3 +128,9 @@ def test_a_statin_is_renewed_at_the_office_not_at_an_emergency_visit():
     restarted = _chart(*started, (200, MEDICATION_END, None, "RXNORM/312961"),
                        *_visit(400, 2, sprain, statin, encounter_class="EMER"))  # a new start, not a renewal
     assert "renewal_at_emergency_visit" not in _rules(restarted)
+
+
+def test_a_chronic_condition_seen_only_in_the_ed_is_left_to_the_office_but_strep_is_not():
+    diabetes = ("SNOMED/44054006", None)
+    assert not _rules(_chart(*_visit(0, 1, diabetes, encounter_class="EMER")))
+    assert _rules(_chart(*_visit(0, 1, (STREP, None), encounter_class="EMER"))) == {"antibiotic_missing_in_strep"}

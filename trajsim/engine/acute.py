@@ -2,8 +2,10 @@
 
 Acute events happen on their own day, not at the next scheduled visit: between visits the keeper
 dates first myocardial infarctions and strokes (age and sex rates raised by the patient's risk
-factors) and emergency visits for acute illness and injury (NHAMCS rates by age), each as an ED
-visit followed by an admission when the condition needs one, and the stays chronic conditions
+factors) and emergency visits for acute illness (the NHAMCS rate of all ED visits by age times
+each reason's share of them, `emergency_reasons.csv`: a sore throat or a UTI is mostly an office
+visit, so only its ED share comes through here), each as an ED visit followed by an admission when
+the condition needs one, and the stays chronic conditions
 lead to (`admissions.csv`: a planned knee replacement admitted directly, a heart-failure or COPD
 exacerbation through the ED). A visit a source proposes with the
 onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
@@ -26,7 +28,9 @@ from trajsim.engine.schedules import active_keys, office_hours, prescribe
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.acute import EMERGENCY_VISIT, Admission, admissions, event_rate, sudden_onsets, treatments
+from trajsim.knowledge.acute import (
+    EMERGENCY_VISIT, Admission, admissions, emergency_shares, event_rate, sudden_onsets, treatments,
+)
 from trajsim.scenario import Presentation, presentations
 from trajsim.vocab import domain_of
 
@@ -63,8 +67,8 @@ class EmergencyKeeper(ChartKeeper):
         self.treatments = treatments()
         self.treated_codes = {knowledge.conditions[key].code for key in self.treatments}
         self.sudden = sorted(sudden_onsets())
-        admitted = {key for key, t in self.treatments.items() if t.admitted}
-        self.cases: list[Presentation] = [c for c in presentations().values() if c.condition not in admitted
+        self.shares = emergency_shares()
+        self.cases: list[Presentation] = [c for c in presentations().values() if c.condition in self.shares
                                           and knowledge.conditions[c.condition].course == "acute"]
         self.waiting: list[Visit] = []  # an admission from the ED, taken next
         self.terminal: _Terminal | None = None
@@ -124,7 +128,7 @@ class EmergencyKeeper(ChartKeeper):
         active = active_keys(self.k, patient, now)
         age = patient.age_at(now)
         events: list[tuple[str | Admission, float]] = [(key, self._onset_rate(patient, key, active)) for key in self.sudden]
-        events.append((EMERGENCY_VISIT, event_rate(EMERGENCY_VISIT, patient.sex, age)))
+        events.append((EMERGENCY_VISIT, event_rate(EMERGENCY_VISIT, patient.sex, age) * sum(self.shares.values())))
         events += [(a, a.rate) for a in admissions() if a.condition in active and a.applies(age)
                    and (a.max_per_patient is None or self.admitted[a] < a.max_per_patient)]
         total = sum(rate for _, rate in events)
@@ -170,11 +174,11 @@ class EmergencyKeeper(ChartKeeper):
         return event_rate(key, patient.sex, age) * (1.0 + excess) / self.k.risk_normaliser(key, patient.sex, age)
 
     def _emergency_visit(self, patient: PatientState, ed: Visit, active: set[str]) -> Visit:
-        """An ED visit for acute illness or injury from the ED case mix, admitted as often as it is."""
+        """An ED visit for one of the reasons by its share of ED visits, admitted as often as it is."""
         cases = [c for c in self.cases if c.condition not in active and fits(self.k, c, patient, ed.day)]
         if not cases:
             return ed
-        weights = np.array([c.weight for c in cases])
+        weights = np.array([self.shares[c.condition] for c in cases])
         case = cases[int(patient.rng.choice(len(cases), p=weights / weights.sum()))]
         condition = self.k.conditions[case.condition]
         ed.facts += [Fact(condition.code), *prescribe(self.k, condition, patient)]

@@ -101,3 +101,14 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
         resolved = lifecycles(knowledge)[MISCARRIAGE].draw_duration(rng)
         facts += [Fact(MISCARRIAGE), Fact(CONDITION_END, offset_days=resolved, text=MISCARRIAGE)]
     return Visit(day, "AMB", rng.uniform(15, 30) / MINUTES_PER_DAY, facts)
+
+
+HOSPITAL_ADMISSION = "SNOMED/32485007"  # Hospital admission: the newborn's birth stay
+
+
+def newborn_stay(knowledge: Knowledge, patient: PatientState) -> Visit:
+    """The stay of a baby born in hospital, from birth, as long as a healthy term newborn's
+    (`newborn_stay_days`), with the first measurements."""
+    day, rng = patient.birth_day, patient.rng
+    stay = max(1.0, rng.lognormal(math.log(figures()["newborn_stay_days"]), 0.3))
+    return Visit(day, "IMP", stay, [Fact(HOSPITAL_ADMISSION), *vitals(knowledge, patient, day, set())])
