@@ -11,7 +11,7 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "707bfb74f514c018370680fed43be28f678691ba847aacc1472d66331610b141",
+    "reference": "ae34e7ab6e5bfee697541867beed391d8fc18fcfd5dd6b1ae5aa89c23a06c1df",
     "default": "1570a6186700b553b0e16b6ca514e405525153af5ee0e687a340d1637704000a",
 }
 

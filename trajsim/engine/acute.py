@@ -28,6 +28,7 @@ from trajsim.engine.schedules import active_keys, office_hours, prescribe
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import Knowledge
+from trajsim.knowledge.smoking import CURRENT, smoking_curve, smoking_risks
 from trajsim.knowledge.acute import (
     EMERGENCY_VISIT, Admission, admissions, emergency_shares, event_rate, sudden_onsets, treatments,
 )
@@ -164,14 +165,18 @@ class EmergencyKeeper(ChartKeeper):
 
     def _onset_rate(self, patient: PatientState, key: str, active: set[str]) -> float:
         """First events per person-year: a baseline raised by each active risk factor's excess
-        relative risk (complications.csv), as the schedule raises complications. The baseline is the
+        relative risk (complications.csv; current smoking, smoking_risks.csv), as the schedule raises complications. The baseline is the
         population rate over the mean of that factor at this age, so the published rate stays the
         population's while a hypertensive diabetic's rate is raised as the pooled cohort equations'."""
         if key in active:
             return 0.0
         excess = sum(ratio - 1.0 for parent, ratio in self.k.risk_ratios.get(key, {}).items() if parent in active)
-        age = patient.age_at(patient.now)
-        return event_rate(key, patient.sex, age) * (1.0 + excess) / self.k.risk_normaliser(key, patient.sex, age)
+        age, curve = patient.age_at(patient.now), smoking_curve()
+        smoking = smoking_risks().get(key, 1.0) - 1.0  # current smokers' excess, over its mean at this age
+        if curve.status(patient.sex, age, patient.smoking_draws) == CURRENT:
+            excess += smoking
+        normaliser = self.k.risk_normaliser(key, patient.sex, age) + smoking * curve.current_share(patient.sex, age)
+        return event_rate(key, patient.sex, age) * (1.0 + excess) / normaliser
 
     def _emergency_visit(self, patient: PatientState, ed: Visit, active: set[str]) -> Visit:
         """An ED visit for one of the reasons by its share of ED visits, admitted as often as it is."""
