@@ -1,8 +1,8 @@
 """Acute care as data: which conditions are treated through the emergency department with a
 procedure (and admitted), the rates of the events the engine dates on their own day (first
 myocardial infarction and stroke, emergency visits for acute illness and injury), and the hospital
-admissions a chronic condition leads to (an elective joint replacement, a heart-failure or COPD
-exacerbation), from `data/acute_care.csv`, `data/acute_rates.csv` and `data/admissions.csv`; and the
+admissions a chronic condition or a lasting episode leads to (an elective joint replacement, a
+heart-failure or COPD exacerbation, a depressive episode), from `data/acute_care.csv`, `data/acute_rates.csv` and `data/admissions.csv`; and the
 share of all ED visits made for each reason the engine adds ED visits for (`data/emergency_reasons.csv`)."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ ROUTES = ("elective", "emergency")
 
 @cache
 def admissions() -> tuple[Admission, ...]:
-    """The admissions chronic conditions lead to (`data/admissions.csv`)."""
+    """The admissions chronic conditions and lasting episodes lead to (`data/admissions.csv`)."""
     rows = read_table(DATA.joinpath("admissions.csv"), ("condition", "route", "admission", "procedure", "lab",
                                                          "per_1000py", "age_min", "age_max", "stay_days",
                                                          "max_per_patient"))
