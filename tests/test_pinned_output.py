@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "ae34e7ab6e5bfee697541867beed391d8fc18fcfd5dd6b1ae5aa89c23a06c1df",
-    "default": "1570a6186700b553b0e16b6ca514e405525153af5ee0e687a340d1637704000a",
+    "reference": "003a5ef3f7d08284009e63aef62762d60f65579565dc458f0e6aa6ad094da47f",
+    "default": "ac1ce3915c4ab750c4d9aeec1805fb4adef3971deb558034cc019566bb380f5d",
 }
 
 

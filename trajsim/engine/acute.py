@@ -7,7 +7,7 @@ each reason's share of them, `emergency_reasons.csv`: a sore throat or a UTI is 
 visit, so only its ED share comes through here), each as an ED visit followed by an admission when
 the condition needs one, and the stays chronic conditions
 lead to (`admissions.csv`: a planned knee replacement admitted directly, a heart-failure or COPD
-exacerbation through the ED). A visit a source proposes with the
+exacerbation through the ED); a record that starts at birth starts with the newborn's stay. A visit a source proposes with the
 onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
 with the procedure that treats it. Before a death the keeper dates the terminal encounter: an
 admission or ED visit ending at death, or an office visit in the last month.
@@ -24,6 +24,7 @@ import numpy as np
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.hospital import ED_VISIT, EMERGENCY_ADMISSION, TYPICAL_STAY_DAYS, fits
+from trajsim.engine.pregnancy import HOSPITAL_ADMISSION, newborn_stay
 from trajsim.engine.schedules import active_keys, office_hours, prescribe
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
@@ -74,6 +75,7 @@ class EmergencyKeeper(ChartKeeper):
         self.waiting: list[Visit] = []  # an admission from the ED, taken next
         self.terminal: _Terminal | None = None
         self.admitted: Counter[Admission] = Counter()  # stays so far, for those a patient has a few of at most
+        self.birth_dated = False  # whether a record from birth has had its newborn stay
 
     # --- visits a source proposes ----------------------------------------------------------------
     def vet(self, patient: PatientState, visit: Visit) -> None:
@@ -111,6 +113,10 @@ class EmergencyKeeper(ChartKeeper):
             return self.waiting.pop(0)
         if not self.dates_events:
             return None
+        if not self.birth_dated:
+            self.birth_dated = True
+            if patient.entry_day == patient.birth_day:  # about 98% of US births are in hospital
+                return newborn_stay(patient)
         terminal = self._terminal(patient)
         if terminal is not None and terminal.visit is not None and not terminal.taken:
             if terminal.visit.day < until:
@@ -222,7 +228,8 @@ def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
     keeper = EmergencyKeeper(knowledge)
     conditions = {*keeper.sudden, *(c.condition for c in keeper.cases), *keeper.treatments}
     drugs = {m.code for key in conditions for m in knowledge.medications.get(key, ())}
-    visits = {visit_start_code(c) for c in ENCOUNTER_CLASSES} | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT}
+    visits = ({visit_start_code(c) for c in ENCOUNTER_CLASSES}
+              | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, HOSPITAL_ADMISSION})
     stays = {code for a in admissions() for code in (a.admission, a.procedure, a.lab) if code}
     return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | stays | {MEDICATION_END}
                      | {t.procedure for t in keeper.treatments.values()})

@@ -106,9 +106,8 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
 HOSPITAL_ADMISSION = "SNOMED/32485007"  # Hospital admission: the newborn's birth stay
 
 
-def newborn_stay(knowledge: Knowledge, patient: PatientState) -> Visit:
+def newborn_stay(patient: PatientState) -> Visit:
     """The stay of a baby born in hospital, from birth, as long as a healthy term newborn's
-    (`newborn_stay_days`), with the first measurements."""
-    day, rng = patient.birth_day, patient.rng
-    stay = max(1.0, rng.lognormal(math.log(figures()["newborn_stay_days"]), 0.3))
-    return Visit(day, "IMP", stay, [Fact(HOSPITAL_ADMISSION), *vitals(knowledge, patient, day, set())])
+    (`newborn_stay_days`); what is measured in it is the source's, like any visit's content."""
+    stay = max(1.0, patient.rng.lognormal(math.log(figures()["newborn_stay_days"]), 0.3))
+    return Visit(patient.birth_day, "IMP", stay, [Fact(HOSPITAL_ADMISSION)])

@@ -1,8 +1,8 @@
 """The rule-based reference simulator: a trajectory source built from the knowledge tables alone.
 
 It drives the engine before any model is trained and produces the default model's training cohort.
-A record that starts at birth starts with the newborn's stay. Each next visit is the earlier of the
-next follow-up of an active chronic condition and the next acute episode (a Poisson process at the age/sex-specific episode rate, redrawn at every visit
+Each next visit is the earlier of the next follow-up of an active chronic condition and the next
+acute episode (a Poisson process at the age/sex-specific episode rate, redrawn at every visit
 because it is memoryless). Chronic conditions start at visits with the baseline onset hazard
 implied by the rise in prevalence since the last check, and resolve where prevalence falls.
 Well visits, vaccines, monitoring labs, screenings and complications come from the
@@ -40,7 +40,6 @@ class ReferenceState:
     last_review: dict[str, float] = field(default_factory=dict)  # condition code -> day of its last follow-up
     proposal: Visit | None = None  # the next sick or follow-up visit, waiting while well visits come first
     proposals_done: bool = False  # no sick or follow-up visit will come again
-    born_in_record: bool = False  # the record starts at birth, with the newborn's stay still to come
     pregnancy: Pregnancy | None = None  # the current pregnancy's plan, while it has visits to come
 
 
@@ -60,8 +59,7 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
     # --- entry -------------------------------------------------------------------------------
     def new_state(self, patient: PatientState[ReferenceState]) -> ReferenceState:
         schedule = Schedule(self.k, patient, self.authors - {FactKind.VISITS})
-        return ReferenceState(schedule, last_check_age=patient.age_at(patient.entry_day),
-                              born_in_record=patient.entry_day == patient.birth_day)
+        return ReferenceState(schedule, last_check_age=patient.age_at(patient.entry_day))
 
     def admit(self, patient: PatientState[ReferenceState]) -> list[Visit]:
         """Chronic conditions already present when the record starts, with their current drugs."""
@@ -92,9 +90,6 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
 
     def _next_visit_or_well_visit(self, p: PatientState[ReferenceState]) -> Visit | None:
         state = p.source_state
-        if state.born_in_record:  # a record from birth starts with the birth stay
-            state.born_in_record = False
-            return pregnancy.newborn_stay(self.k, p)
         if state.proposal is None and not state.proposals_done:
             state.proposal = self._next_visit(p)
             state.proposals_done = state.proposal is None
