@@ -134,3 +134,19 @@ def test_a_chronic_condition_seen_only_in_the_ed_is_left_to_the_office_but_strep
     diabetes = ("SNOMED/44054006", None)
     assert not _rules(_chart(*_visit(0, 1, diabetes, encounter_class="EMER")))
     assert _rules(_chart(*_visit(0, 1, (STREP, None), encounter_class="EMER"))) == {"antibiotic_missing_in_strep"}
+
+
+def test_metformin_is_not_ordered_once_the_egfr_is_below_30_and_is_then_not_expected():
+    """FDA label: metformin is contraindicated with an eGFR below 30."""
+    diabetes, egfr, metformin = "SNOMED/44054006", "LOINC/98979-8", ("RXNORM/860975", "SNOMED/44054006")
+    statin = ("RXNORM/312961", "SNOMED/44054006")  # aged 55: the diabetic's statin, so only metformin is judged
+
+    def chart(value: float, *drugs: tuple[str, str]) -> pl.DataFrame:
+        events = _chart(*_visit(0, 1, (diabetes, None), *drugs))
+        low = events_frame([Event(1, datetime(2015, 1, 1), 1, egfr, value, "mL/min/{1.73_m2}")])
+        return pl.concat([events, low]).sort("time")
+
+    assert _rules(chart(25.0, metformin, statin)) == {"drug_ruled_out_by_lab"}
+    assert not _rules(chart(25.0, statin))  # no metformin expected at an eGFR of 25
+    assert _rules(chart(60.0, statin)) == {"metformin_missing_in_diabetes"}
+    assert not _rules(chart(60.0, metformin, statin))

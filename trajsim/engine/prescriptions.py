@@ -11,7 +11,8 @@ repeats. Renewals, and long-term drugs carried from before the record, wait for 
 it does not renew a statin. Children get the children's product of a drug, or none below its age.
 At every encounter an active condition that lacks its guideline therapy (`guideline_therapy.csv`)
 gets it, a chronic condition's long-term therapy not in the ED. A chronic drug stops when its
-indication ends, unless another of its indications is active.
+indication ends, unless another of its indications is active, and when a lab value rules it out
+(`drug_lab_limits.csv`: metformin once the eGFR is below 30), which also keeps it from being started.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
 from trajsim.knowledge.therapy import (
-    RENEWAL_DAYS, adult_product, drug_groups, guideline_therapies, product_for_age, supply_days, therapy_ages,
+    RENEWAL_DAYS, adult_product, drug_groups, drug_lab_limits, guideline_therapies, product_for_age, supply_days,
+    therapy_ages,
 )
 from trajsim.vocab import domain_of
 
@@ -82,6 +84,8 @@ class Prescriber(ChartKeeper):
         self.indication: dict[str, str] = {}  # drug ordered -> the condition code it is taken for
         self.carried: dict[str, str | None] = {}  # drug taken from before an encounter -> its indication
         self.pending: set[str] = set()  # drugs ordered at the visit being vetted, not recorded yet
+        self.lab_limits = drug_lab_limits(knowledge)
+        self.latest: dict[str, float] = {}  # lab code -> its latest value, for the limits
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         self.pending.clear()
@@ -91,11 +95,15 @@ class Prescriber(ChartKeeper):
             return
         day, age = visit.day, patient.age_at(visit.day)
         active = self._active_conditions(patient, visit)
+        self.latest.update((f.code, f.value) for f in visit.facts if f.value is not None
+                           and any(f.code == limit.lab for limit in self.lab_limits))
         ordered: dict[str, str] = {}  # drug proposed at this visit -> the product ordered
         kept = []
         for fact in visit.facts:
             if domain_of(fact.code) == "medication":
                 product = product_for_age(fact.code, age)
+                if product is not None and self._ruled_out(product):
+                    continue
                 # a drug with known indications needs one of them active now, whatever the
                 # source believed when it wrote the visit
                 indication = (self._indication(fact.code, active, fact.text)
@@ -116,6 +124,11 @@ class Prescriber(ChartKeeper):
         ending = {fact.text for fact in kept if fact.code == MEDICATION_END}
         kept += [Fact(MEDICATION_END, offset_days=self.course[adult_product(code)], text=code)
                  for code in ordered.values() if adult_product(code) in self.course and code not in ending]
+        for code in sorted(self.last_order):  # a lab value now rules out a drug taken: it stops today
+            if self._ruled_out(code) and self._taken(patient, code, day) == code and code not in ending:
+                kept.append(Fact(MEDICATION_END, text=code))
+                del self.last_order[code]
+                self.indication.pop(code, None)
         visit.facts[:] = kept + self._due(patient, visit, active)
 
     def _outside_encounter(self, patient: PatientState, visit: Visit, fact: Fact) -> Fact | None:
@@ -157,7 +170,8 @@ class Prescriber(ChartKeeper):
             if not renewing and adult_product(code) in self.supply:
                 continue  # a long-term drug taken from before waits for the office visit
             product, indication = product_for_age(code, age), self._indication(code, active, proposed)
-            if product is not None and indication is not None and self._may_order(patient, product, indication, day):
+            if (product is not None and indication is not None and not self._ruled_out(product)
+                    and self._may_order(patient, product, indication, day)):
                 add(product, indication)
             del self.carried[code]
         for therapy in self.therapies:
@@ -169,7 +183,7 @@ class Prescriber(ChartKeeper):
             medication = choose(self.k, [m for m in self.k.medications[therapy.condition] if m.group == therapy.group],
                                 patient)
             product = None if medication is None else product_for_age(medication.code, age)
-            if product is not None:
+            if product is not None and not self._ruled_out(product):
                 add(product, condition.code)
         return facts
 
@@ -197,6 +211,11 @@ class Prescriber(ChartKeeper):
         group = self.group_for.get((adult_product(code), self._snomed(indication))) if indication else None
         return group is None or not any(group in self.groups.get(other, ()) for other in self.last_order
                                         if self._taken(patient, other, day) is not None)
+
+    def _ruled_out(self, code: str) -> bool:
+        """Whether the latest value of a lab is below a limit of this drug's group (metformin, eGFR < 30)."""
+        return any(code in limit.codes and self.latest.get(limit.lab, math.inf) < limit.below
+                   for limit in self.lab_limits)
 
     def _taken(self, patient: PatientState, code: str | None, day: float) -> str | None:
         """The drug `code`, or its children's product, if the patient takes it on `day`."""

@@ -7,7 +7,8 @@ heart-failure GDMT, an antibiotic in strep throat).
 A drug counts as taken from its order until the first medication_end naming it, so a statin ordered
 for hyperlipidemia before coronary disease was diagnosed covers it; a condition never seen at an
 encounter while active is not judged (no one had the chance to prescribe), and a chronic condition
-seen only in the emergency department is not either (its long-term therapy is the office's).
+seen only in the emergency department is not either (its long-term therapy is the office's), nor a
+spell in which a lab value ruled the therapy out (metformin once the eGFR is below 30).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import polars as pl
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.therapy import formulations, guideline_rows, guideline_therapies, supply_days
+from trajsim.knowledge.therapy import drug_lab_limits, formulations, guideline_rows, guideline_therapies, supply_days
 from trajsim.rules.base import VIOLATION_SCHEMA, violation
 from trajsim.rules.record import _condition_spells
 from trajsim.vocab import in_domain
@@ -30,6 +31,8 @@ RULES: dict[str, str] = {
     "renewal_at_emergency_visit": "a long-term drug (refill_days in medications.csv) ordered again at an emergency "
                                   "visit while an earlier order of it is still taken (a statin renewed at an ankle-sprain "
                                   "ED visit); renewals belong to the office",
+    "drug_ruled_out_by_lab": "a drug ordered while the latest value of a lab is below its limit "
+                             "(drug_lab_limits.csv: metformin at an eGFR below 30, FDA label)",
     "adult_formulation_in_child": "an adult product ordered below the age it is for, when a children's product "
                                   "exists (amlodipine 5 mg or acetaminophen 325 mg tablets for an infant)",
     **{r["rule"]: f"a patient seen while {r['condition'].replace('_', ' ')} is active"
@@ -43,7 +46,8 @@ def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     """The violations of this family's rules."""
     orders = facts.filter(in_domain(pl.col("code"), "medication"))
     return [_same_day(orders), _outside_encounters(orders), _emergency_renewals(facts, orders, knowledge),
-            _adult_products(facts, orders), _missing_therapy(facts, orders, knowledge)]
+            _ruled_out_by_labs(facts, orders, knowledge), _adult_products(facts, orders),
+            _missing_therapy(facts, orders, knowledge)]
 
 
 def _same_day(orders: pl.LazyFrame) -> pl.LazyFrame:
@@ -74,6 +78,32 @@ def _emergency_renewals(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Kn
     renewed = long_term.filter(pl.col("previous").is_not_null()
                                & (pl.col("stopped").is_null() | (pl.col("stopped") < pl.col("previous"))))
     return violation(renewed, "renewal_at_emergency_visit", pl.format("ordered before on {}", pl.col("previous").dt.date()))
+
+
+def _limits(knowledge: Knowledge) -> pl.LazyFrame:
+    """One row per drug of a group with a lab limit: drug code, group, lab code, limit."""
+    return pl.LazyFrame([(code, limit.group, limit.lab, limit.below) for limit in drug_lab_limits(knowledge)
+                         for code in sorted(limit.codes)], orient="row",
+                        schema={"code": pl.String, "group": pl.String, "lab": pl.String, "below": pl.Float64})
+
+
+def _low_values(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
+    """Lab values below a drug group's limit: subject, group, time."""
+    limits = _limits(knowledge).select("group", "lab", "below").unique()
+    return (facts.join(limits, left_on="code", right_on="lab")
+            .filter(pl.col("numeric_value") < pl.col("below")).select("subject_id", "group", low=pl.col("time")))
+
+
+def _ruled_out_by_labs(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
+    """Orders of a drug whose group's lab was last measured below its limit."""
+    limits = _limits(knowledge)
+    labs = (facts.join(limits.select("lab").unique(), left_on="code", right_on="lab", how="semi")
+            .select("subject_id", lab="code", measured=pl.col("time"), value="numeric_value").sort("measured"))
+    latest = (orders.join(limits, on="code").sort("time")
+              .join_asof(labs, left_on="time", right_on="measured", by=["subject_id", "lab"], strategy="backward",
+                         check_sortedness=False))
+    return violation(latest.filter(pl.col("value") < pl.col("below")), "drug_ruled_out_by_lab",
+                     pl.format("latest {} was {} (below {})", "lab", "value", "below"))
 
 
 def _births(facts: pl.LazyFrame) -> pl.LazyFrame:
@@ -123,7 +153,10 @@ def _missing_therapy(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Knowl
                .filter((pl.col("ordered") <= pl.col("until"))
                        & (pl.col("stopped").is_null() | (pl.col("stopped") > pl.col("start"))))
                .select("spell").unique())
-    missing = spells.join(seen, on="spell", how="semi").join(covered, on="spell", how="anti")
+    ruled_out = (spells.join(_low_values(facts, knowledge), on=["subject_id", "group"])
+                 .filter(pl.col("low").is_between(pl.col("start"), pl.col("until"))).select("spell").unique())
+    missing = (spells.join(seen, on="spell", how="semi").join(covered, on="spell", how="anti")
+               .join(ruled_out, on="spell", how="anti"))
     return missing.select(pl.col("rule"), "subject_id", pl.col("start").alias("time"), pl.col("recorded").alias("code"),
                           pl.format("no {} taken or ordered while active", "group").alias("detail")
                           ).cast(VIOLATION_SCHEMA)
