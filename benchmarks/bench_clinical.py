@@ -32,7 +32,8 @@ from trajsim.vocab import in_domain
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "refdata" / "synthea_fhir_r4_smart615" / "bundles"
 CAUSE_OF_DEATH = "LOINC/69453-9"  # Synthea records the cause as an Observation after death; trajsim on the death event
 HOSPITAL_DEATH_WINDOW = pl.duration(hours=25)  # Synthea discharges a patient who dies in hospital a day before death
-US_RATES = "US: ~0.43 ED visits (NHAMCS 2019) and ~0.10 stays (HCUP 2019) per person-year; ~30% of deaths in hospital (NCHS)"
+US_RATES = ("US: ~0.43 ED visits (NHAMCS 2019) and ~0.10 stays (HCUP 2019) per person-year for all reasons, of which "
+            "trajsim models a part (docs/knowledge.md, 'Where care happens'); ~30% of deaths in hospital (NCHS)")
 
 
 def generated_events(patients: int, model: str, out: Path) -> pl.DataFrame:

@@ -80,7 +80,8 @@ def test_bmi_is_weight_over_height_squared(cohort):
 def test_pressures_and_kidney_function_agree(cohort):
     pressure = values_of(cohort, SYSTOLIC, DIASTOLIC)
     assert pressure.height > 100 and (pressure[SYSTOLIC] - pressure[DIASTOLIC] >= 20).all()
-    kidney = values_of(cohort, CREATININE, EGFR).filter(pl.col("age") >= 18)
+    kidney = values_of(cohort, CREATININE, EGFR)
+    assert kidney["age"].min() >= 18  # no eGFR is reported for a child
     sex = cohort.filter(pl.col("code") == SEX_FEMALE).select("subject_id", female=pl.lit(True))
     kidney = kidney.join(sex, on="subject_id", how="left").with_columns(pl.col("female").fill_null(False))
     expected = ckd_epi_2021(kidney[CREATININE].to_numpy(), kidney["age"].to_numpy(), kidney["female"].to_numpy())
@@ -91,6 +92,25 @@ def adult(age: float = 45.0, sex: str = "F") -> PatientState:
     birth = day_number(datetime(2015, 1, 1).date()) - age * DAYS_PER_YEAR
     return PatientState(1, sex, birth, birth, birth + 100 * DAYS_PER_YEAR, None, np.random.default_rng(1),
                         now=birth + age * DAYS_PER_YEAR, height_z=1.0)
+
+
+def test_a_childs_creatinine_is_a_childs_and_no_egfr_is_reported_before_18():
+    """CALIPER: about 0.2-0.4 mg/dL at 2-4 years, adult values through adolescence; US laboratories
+    report a creatinine eGFR from 18 (a toddler read 1.18 mg/dL with an adult eGFR before)."""
+    knowledge = load_knowledge()
+
+    def kidney_panel(age: float, seed: int) -> dict[str, float]:
+        patient = adult(age, "M")
+        patient.rng = np.random.default_rng(seed)
+        visit = Visit(patient.now, "AMB", 0.02, [Fact(CREATININE), Fact(EGFR), Fact(LDL)])
+        BodyKeeper(knowledge, patient).vet(patient, visit)
+        return {f.code: f.value for f in visit.facts}
+
+    toddlers, adolescents, adults = ([kidney_panel(age, seed) for seed in range(60)] for age in (3.0, 16.0, 45.0))
+    assert max(p[CREATININE] for p in toddlers) < 0.5 and EGFR not in set().union(*toddlers, *adolescents)
+    assert 0.7 < np.mean([p[CREATININE] for p in adolescents]) < np.mean([p[CREATININE] for p in adults])
+    assert all(EGFR in p for p in adults)
+    assert np.mean([p[LDL] for p in toddlers]) < 100 < np.mean([p[LDL] for p in adults])  # NHLBI 2011: acceptable < 110
 
 
 def test_the_keeper_overwrites_what_a_source_proposes_and_drops_repeats():

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "2705a6205cf81bdbde47bfd12a6908183aac002bf1a26ca05d13bdc957bdf94c",
-    "default": "c0f5dabef5313d6c4fbf952f703250b215316ce3168a127f2e380f19e6f542fb",
+    "reference": "003a5ef3f7d08284009e63aef62762d60f65579565dc458f0e6aa6ad094da47f",
+    "default": "ac1ce3915c4ab750c4d9aeec1805fb4adef3971deb558034cc019566bb380f5d",
 }
 
 

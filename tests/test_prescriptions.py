@@ -79,8 +79,9 @@ def _chart(*facts: tuple[float, str, int | None, str | None]) -> pl.DataFrame:
     return events_frame(sorted(events, key=lambda e: e.time))
 
 
-def _visit(day: float, encounter: int, *facts: tuple[str, str | None]) -> list[tuple[float, str, int | None, str | None]]:
-    return [(day, visit_start_code("AMB"), encounter, None), *((day, code, encounter, text) for code, text in facts),
+def _visit(day: float, encounter: int, *facts: tuple[str, str | None],
+           encounter_class: str = "AMB") -> list[tuple[float, str, int | None, str | None]]:
+    return [(day, visit_start_code(encounter_class), encounter, None), *((day, code, encounter, text) for code, text in facts),
             (day + 0.02, VISIT_END, encounter, None)]
 
 
@@ -133,3 +134,37 @@ def test_a_drug_in_a_stay_is_ordered_when_its_indication_is_diagnosed_and_runs_i
     (order,) = [f for f in stay.facts if f.code == penicillin]
     (stop,) = [f for f in stay.facts if f.code == MEDICATION_END]
     assert order.offset_days == 6.0 and stop.text == penicillin and stop.offset_days > order.offset_days + 3
+
+
+def test_a_statin_is_renewed_at_the_office_not_at_an_emergency_visit():
+    hyperlipidemia, statin, sprain = "SNOMED/55822004", ("RXNORM/312961", "SNOMED/55822004"), ("SNOMED/44465007", None)
+    started = _visit(0, 1, (hyperlipidemia, None), statin)
+    in_the_ed = _chart(*started, *_visit(400, 2, sprain, statin, encounter_class="EMER"))
+    assert _rules(in_the_ed) == {"renewal_at_emergency_visit"}
+    at_the_office = _chart(*started, *_visit(400, 2, statin))
+    assert "renewal_at_emergency_visit" not in _rules(at_the_office)
+    restarted = _chart(*started, (200, MEDICATION_END, None, "RXNORM/312961"),
+                       *_visit(400, 2, sprain, statin, encounter_class="EMER"))  # a new start, not a renewal
+    assert "renewal_at_emergency_visit" not in _rules(restarted)
+
+
+def test_a_chronic_condition_seen_only_in_the_ed_is_left_to_the_office_but_strep_is_not():
+    diabetes = ("SNOMED/44054006", None)
+    assert not _rules(_chart(*_visit(0, 1, diabetes, encounter_class="EMER")))
+    assert _rules(_chart(*_visit(0, 1, (STREP, None), encounter_class="EMER"))) == {"antibiotic_missing_in_strep"}
+
+
+def test_metformin_is_not_ordered_once_the_egfr_is_below_30_and_is_then_not_expected():
+    """FDA label: metformin is contraindicated with an eGFR below 30."""
+    diabetes, egfr, metformin = "SNOMED/44054006", "LOINC/98979-8", ("RXNORM/860975", "SNOMED/44054006")
+    statin = ("RXNORM/312961", "SNOMED/44054006")  # aged 55: the diabetic's statin, so only metformin is judged
+
+    def chart(value: float, *drugs: tuple[str, str]) -> pl.DataFrame:
+        events = _chart(*_visit(0, 1, (diabetes, None), *drugs))
+        low = events_frame([Event(1, datetime(2015, 1, 1), 1, egfr, value, "mL/min/{1.73_m2}")])
+        return pl.concat([events, low]).sort("time")
+
+    assert _rules(chart(25.0, metformin, statin)) == {"drug_ruled_out_by_lab"}
+    assert not _rules(chart(25.0, statin))  # no metformin expected at an eGFR of 25
+    assert _rules(chart(60.0, statin)) == {"metformin_missing_in_diabetes"}
+    assert not _rules(chart(60.0, metformin, statin))

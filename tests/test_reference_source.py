@@ -142,7 +142,11 @@ def test_labs_depend_on_the_condition(lifetime_cohort):
         return [e.numeric_value for r in records if (condition in r.patient.conditions) == present
                 for e in r.events if e.code == code]
     assert np.mean(values("LOINC/4548-4", "SNOMED/44054006", True)) > 6.5
-    assert np.mean(values("LOINC/98979-8", "SNOMED/709044004", True)) < 60 < np.mean(values("LOINC/98979-8", "SNOMED/709044004", False))
+    def since_diagnosis(code, condition):  # readings once the condition is on the chart
+        return [e.numeric_value for r in records for e in r.events if e.code == code
+                and any(d.code == condition and d.time <= e.time for d in r.events)]
+    ckd = "SNOMED/709044004"
+    assert np.mean(since_diagnosis("LOINC/98979-8", ckd)) < 60 < np.mean(values("LOINC/98979-8", ckd, False))
     # kidney disease: albuminuria and a raised urea nitrogen (KDIGO 2012)
     assert np.mean(values("LOINC/14959-1", "SNOMED/709044004", True)) > 30 > max(values("LOINC/14959-1", "SNOMED/709044004", False))
     assert np.mean(values("LOINC/6299-2", "SNOMED/709044004", True)) > np.mean(values("LOINC/6299-2", "SNOMED/709044004", False)) + 5

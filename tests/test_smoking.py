@@ -66,3 +66,30 @@ def test_a_smoking_status_is_a_us_core_observation_with_a_snomed_answer(cohort_d
     assert answer["system"] == "http://snomed.info/sct"
     assert (answer["code"], answer["display"]) in {("266919005", "Never smoked tobacco"), ("8517006", "Ex-smoker"),
                                                    ("77176002", "Smoker")}
+
+
+def test_smoking_doubles_the_rate_of_a_first_infarction_while_the_population_keeps_its_rate():
+    from datetime import datetime
+
+    from trajsim.clock import DAYS_PER_YEAR, day_number
+    from trajsim.engine import PatientState
+    from trajsim.engine.acute import EmergencyKeeper
+    from trajsim.knowledge import load_knowledge
+    from trajsim.knowledge.acute import event_rate
+
+    knowledge, age = load_knowledge(), 60.0
+    keeper, now = EmergencyKeeper(knowledge), day_number(datetime(2015, 1, 1).date())
+
+    def rate(draws: tuple[float, float]) -> float:
+        patient = PatientState(1, "M", now - age * DAYS_PER_YEAR, now, now + 10 * DAYS_PER_YEAR, None,
+                               np.random.default_rng(1), now=now, smoking_draws=draws)
+        return keeper._onset_rate(patient, "myocardial_infarction", set())
+
+    smoker, never = rate((0.0, 0.9999)), rate((0.9999, 0.0))
+    assert smoker == pytest.approx(2.0 * never)  # Mons et al. 2015: hazard ratio about 2
+    share = smoking_curve().current_share("M", age)
+    assert 0.1 < share < 0.3  # NHIS 2021: about 15-20% of men around 60 smoke
+    # the baseline (a never smoker with no risk condition) is the published rate over the population's
+    # mean excess, smoking's included, so the cohort keeps the published rate
+    mean_factor = knowledge.risk_normaliser("myocardial_infarction", "M", age) + (2.0 - 1.0) * share
+    assert never * mean_factor == pytest.approx(event_rate("myocardial_infarction", "M", age), rel=1e-6)

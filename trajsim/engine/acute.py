@@ -2,10 +2,12 @@
 
 Acute events happen on their own day, not at the next scheduled visit: between visits the keeper
 dates first myocardial infarctions and strokes (age and sex rates raised by the patient's risk
-factors) and emergency visits for acute illness and injury (NHAMCS rates by age), each as an ED
-visit followed by an admission when the condition needs one, and the stays chronic conditions
+factors) and emergency visits for acute illness (the NHAMCS rate of all ED visits by age times
+each reason's share of them, `emergency_reasons.csv`: a sore throat or a UTI is mostly an office
+visit, so only its ED share comes through here), each as an ED visit followed by an admission when
+the condition needs one, and the stays chronic conditions
 lead to (`admissions.csv`: a planned knee replacement admitted directly, a heart-failure or COPD
-exacerbation through the ED). A visit a source proposes with the
+exacerbation through the ED); a record that starts at birth starts with the newborn's stay. A visit a source proposes with the
 onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
 with the procedure that treats it. Before a death the keeper dates the terminal encounter: an
 admission or ED visit ending at death, or an office visit in the last month. It does so whatever the
@@ -23,11 +25,15 @@ import numpy as np
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.hospital import ED_VISIT, EMERGENCY_ADMISSION, TYPICAL_STAY_DAYS, fits
+from trajsim.engine.pregnancy import HOSPITAL_ADMISSION, newborn_stay
 from trajsim.engine.schedules import active_keys, office_hours, prescribe
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.acute import EMERGENCY_VISIT, Admission, admissions, event_rate, sudden_onsets, treatments
+from trajsim.knowledge.smoking import CURRENT, smoking_curve, smoking_risks
+from trajsim.knowledge.acute import (
+    EMERGENCY_VISIT, Admission, admissions, emergency_shares, event_rate, sudden_onsets, treatments,
+)
 from trajsim.scenario import Presentation, presentations
 from trajsim.vocab import domain_of
 
@@ -64,12 +70,13 @@ class EmergencyKeeper(ChartKeeper):
         self.treatments = treatments()
         self.treated_codes = {knowledge.conditions[key].code for key in self.treatments}
         self.sudden = sorted(sudden_onsets())
-        admitted = {key for key, t in self.treatments.items() if t.admitted}
-        self.cases: list[Presentation] = [c for c in presentations().values() if c.condition not in admitted
+        self.shares = emergency_shares()
+        self.cases: list[Presentation] = [c for c in presentations().values() if c.condition in self.shares
                                           and knowledge.conditions[c.condition].course == "acute"]
         self.waiting: list[Visit] = []  # an admission from the ED, taken next
         self.terminal: _Terminal | None = None
         self.admitted: Counter[Admission] = Counter()  # stays so far, for those a patient has a few of at most
+        self.birth_dated = False  # whether a record from birth has had its newborn stay
 
     # --- visits a source proposes ----------------------------------------------------------------
     def vet(self, patient: PatientState, visit: Visit) -> None:
@@ -105,6 +112,10 @@ class EmergencyKeeper(ChartKeeper):
     def unplanned_visit(self, patient: PatientState, until: float) -> Visit | None:
         if self.waiting:
             return self.waiting.pop(0)
+        if self.dates_events and not self.birth_dated:  # a model keeping its own care learned the stay
+            self.birth_dated = True
+            if patient.entry_day == patient.birth_day:  # about 98% of US births are in hospital
+                return newborn_stay(patient)
         terminal = self._terminal(patient)
         if terminal is not None and terminal.visit is not None and not terminal.taken:
             if terminal.visit.day < until:
@@ -123,7 +134,7 @@ class EmergencyKeeper(ChartKeeper):
         active = active_keys(self.k, patient, now)
         age = patient.age_at(now)
         events: list[tuple[str | Admission, float]] = [(key, self._onset_rate(patient, key, active)) for key in self.sudden]
-        events.append((EMERGENCY_VISIT, event_rate(EMERGENCY_VISIT, patient.sex, age)))
+        events.append((EMERGENCY_VISIT, event_rate(EMERGENCY_VISIT, patient.sex, age) * sum(self.shares.values())))
         events += [(a, a.rate) for a in admissions() if a.condition in active and a.applies(age)
                    and (a.max_per_patient is None or self.admitted[a] < a.max_per_patient)]
         total = sum(rate for _, rate in events)
@@ -159,21 +170,25 @@ class EmergencyKeeper(ChartKeeper):
 
     def _onset_rate(self, patient: PatientState, key: str, active: set[str]) -> float:
         """First events per person-year: a baseline raised by each active risk factor's excess
-        relative risk (complications.csv), as the schedule raises complications. The baseline is the
+        relative risk (complications.csv; current smoking, smoking_risks.csv), as the schedule raises complications. The baseline is the
         population rate over the mean of that factor at this age, so the published rate stays the
         population's while a hypertensive diabetic's rate is raised as the pooled cohort equations'."""
         if key in active:
             return 0.0
         excess = sum(ratio - 1.0 for parent, ratio in self.k.risk_ratios.get(key, {}).items() if parent in active)
-        age = patient.age_at(patient.now)
-        return event_rate(key, patient.sex, age) * (1.0 + excess) / self.k.risk_normaliser(key, patient.sex, age)
+        age, curve = patient.age_at(patient.now), smoking_curve()
+        smoking = smoking_risks().get(key, 1.0) - 1.0  # current smokers' excess, over its mean at this age
+        if curve.status(patient.sex, age, patient.smoking_draws) == CURRENT:
+            excess += smoking
+        normaliser = self.k.risk_normaliser(key, patient.sex, age) + smoking * curve.current_share(patient.sex, age)
+        return event_rate(key, patient.sex, age) * (1.0 + excess) / normaliser
 
     def _emergency_visit(self, patient: PatientState, ed: Visit, active: set[str]) -> Visit:
-        """An ED visit for acute illness or injury from the ED case mix, admitted as often as it is."""
+        """An ED visit for one of the reasons by its share of ED visits, admitted as often as it is."""
         cases = [c for c in self.cases if c.condition not in active and fits(self.k, c, patient, ed.day)]
         if not cases:
             return ed
-        weights = np.array([c.weight for c in cases])
+        weights = np.array([self.shares[c.condition] for c in cases])
         case = cases[int(patient.rng.choice(len(cases), p=weights / weights.sum()))]
         condition = self.k.conditions[case.condition]
         ed.facts += [Fact(condition.code), *prescribe(self.k, condition, patient)]
@@ -212,7 +227,8 @@ def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
     keeper = EmergencyKeeper(knowledge)
     conditions = {*keeper.sudden, *(c.condition for c in keeper.cases), *keeper.treatments}
     drugs = {m.code for key in conditions for m in knowledge.medications.get(key, ())}
-    visits = {visit_start_code(c) for c in ENCOUNTER_CLASSES} | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT}
+    visits = ({visit_start_code(c) for c in ENCOUNTER_CLASSES}
+              | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, HOSPITAL_ADMISSION})
     stays = {code for a in admissions() for code in (a.admission, a.procedure, a.lab) if code}
     return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | stays | {MEDICATION_END}
                      | {t.procedure for t in keeper.treatments.values()})

@@ -42,5 +42,7 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     from trajsim.engine.immunization import ImmunizationKeeper
     from trajsim.engine.prescriptions import Prescriber
 
-    return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), Prescriber(knowledge, renews=adds_care),
-            ImmunizationKeeper(knowledge), EmergencyKeeper(knowledge, dates_events=adds_care), AssessmentKeeper(knowledge)]
+    # the EmergencyKeeper turns an office visit with an acute onset into an ED visit before the
+    # Prescriber judges what may be ordered there
+    return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), EmergencyKeeper(knowledge, dates_events=adds_care),
+            Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge), AssessmentKeeper(knowledge)]

@@ -214,7 +214,8 @@ class Hospital:
                     yield physician
                     yield env.timeout(self._minutes(patient, EXAM))
                 self._step(record, "diagnosis", ed, None, [Fact(condition.code)])
-                orders = self._orders(patient, case, condition.code)
+                orders = self._orders(patient, "EMER",
+                                      [Fact(case.medication, text=condition.code)] if case.medication else [])
                 if orders:
                     self._step(record, "order", ed, None, orders)
                 if case.labs:
@@ -235,6 +236,8 @@ class Hospital:
             ward = encounter_id(patient.subject_id, 2)
             self._step(record, "admit", ward, "in-progress",
                        [Fact(visit_start_code("IMP")), Fact(EMERGENCY_ADMISSION)])
+            if orders := self._orders(patient, "IMP", []):  # the stay starts a chronic condition's therapy
+                self._step(record, "order", ward, None, orders)
             stay = case.stay_days or condition.stay_days or TYPICAL_STAY_DAYS
             yield env.timeout(self._minutes(patient, (stay * MINUTES_PER_DAY, WARD_STAY_SPREAD)))
             self._discharge(record, ward)  # from the ward bed, before it is freed
@@ -267,10 +270,11 @@ class Hospital:
         median, spread = median_spread
         return patient.rng.lognormal(math.log(median), spread) / MINUTES_PER_DAY
 
-    def _orders(self, patient: PatientState, case: Presentation, condition: str) -> list[Fact]:
-        """What the ED physician orders now, vetted as every chart's orders are: the case's drug in the
-        product for the patient's age, and the guideline therapy an active condition lacks."""
-        visit = Visit(self.env.now, "EMER", 0.0, [Fact(case.medication, text=condition)] if case.medication else [])
+    def _orders(self, patient: PatientState, encounter_class: str, proposed: list[Fact]) -> list[Fact]:
+        """What the physician orders now, vetted as every chart's orders are: the proposed drugs in the
+        product for the patient's age, and the guideline therapy an active condition lacks (a chronic
+        condition's in a stay, not in the ED)."""
+        visit = Visit(self.env.now, encounter_class, 0.0, proposed)
         Prescriber(self.knowledge).vet(patient, visit)
         return [fact for fact in visit.facts if fact.offset_days == 0 and fact.code != MEDICATION_END]
 

@@ -101,3 +101,13 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
         resolved = lifecycles(knowledge)[MISCARRIAGE].draw_duration(rng)
         facts += [Fact(MISCARRIAGE), Fact(CONDITION_END, offset_days=resolved, text=MISCARRIAGE)]
     return Visit(day, "AMB", rng.uniform(15, 30) / MINUTES_PER_DAY, facts)
+
+
+HOSPITAL_ADMISSION = "SNOMED/32485007"  # Hospital admission: the newborn's birth stay
+
+
+def newborn_stay(patient: PatientState) -> Visit:
+    """The stay of a baby born in hospital, from birth, as long as a healthy term newborn's
+    (`newborn_stay_days`); what is measured in it is the source's, like any visit's content."""
+    stay = max(1.0, patient.rng.lognormal(math.log(figures()["newborn_stay_days"]), 0.3))
+    return Visit(patient.birth_day, "IMP", stay, [Fact(HOSPITAL_ADMISSION)])

@@ -6,9 +6,13 @@ an order; a chronic drug the patient already takes is ordered at the next encoun
 nothing is dated before the record starts. A drug already active is not ordered again (nor twice in
 one visit, nor a second drug of a group already covered) until its renewal falls due at a visit, at
 most once every `RENEWAL_DAYS`; refills between visits are the pharmacy's, carried by the order's
-repeats. Children get the children's product of a drug, or none below its age. At every encounter
-an active condition that lacks its guideline therapy (`guideline_therapy.csv`) gets it. A chronic
-drug stops when its indication ends, unless another of its indications is active.
+repeats. Renewals, and long-term drugs carried from before the record, wait for an office visit
+(`RENEWING_CLASSES`): an emergency department treats the acute problem and may start a drug for it,
+it does not renew a statin. Children get the children's product of a drug, or none below its age.
+At every encounter an active condition that lacks its guideline therapy (`guideline_therapy.csv`)
+gets it, a chronic condition's long-term therapy not in the ED. A chronic drug stops when its
+indication ends, unless another of its indications is active, and when a lab value rules it out
+(`drug_lab_limits.csv`: metformin once the eGFR is below 30), which also keeps it from being started.
 """
 
 from __future__ import annotations
@@ -21,9 +25,14 @@ from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
 from trajsim.knowledge.therapy import (
-    RENEWAL_DAYS, adult_product, drug_groups, guideline_therapies, product_for_age, supply_days, therapy_ages,
+    RENEWAL_DAYS, adult_product, drug_groups, drug_lab_limits, guideline_therapies, product_for_age, supply_days,
+    therapy_ages,
 )
 from trajsim.vocab import domain_of
+
+# Where a long-term drug is renewed or continued: office visits, whose clinician keeps the patient's
+# medication list (an ED visit treats the acute problem; renewals are left to the usual source of care).
+RENEWING_CLASSES = frozenset({"AMB"})
 
 
 def choose(knowledge: Knowledge, options: list[Medication], patient: PatientState) -> Medication | None:
@@ -75,6 +84,8 @@ class Prescriber(ChartKeeper):
         self.indication: dict[str, str] = {}  # drug ordered -> the condition code it is taken for
         self.carried: dict[str, str | None] = {}  # drug taken from before an encounter -> its indication
         self.pending: set[str] = set()  # drugs ordered at the visit being vetted, not recorded yet
+        self.lab_limits = drug_lab_limits(knowledge)
+        self.latest: dict[str, float] = {}  # lab code -> its latest value, for the limits
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         self.pending.clear()
@@ -85,16 +96,21 @@ class Prescriber(ChartKeeper):
         day, age = visit.day, patient.age_at(visit.day)
         active = self._active_conditions(patient, visit)
         diagnosed = self._diagnosed_in(patient, visit)
+        self.latest.update((f.code, f.value) for f in visit.facts if f.value is not None
+                           and any(f.code == limit.lab for limit in self.lab_limits))
         ordered: dict[str, tuple[str, float]] = {}  # drug proposed at this visit -> the product ordered, when
         kept = []
         for fact in visit.facts:
             if domain_of(fact.code) == "medication":
                 product = product_for_age(fact.code, age)
+                if product is not None and self._ruled_out(product):
+                    continue
                 # a drug with known indications needs one of them active now, whatever the
                 # source believed when it wrote the visit
                 indication = (self._indication(fact.code, active, fact.text)
                               if adult_product(fact.code) in self.k.indications else fact.text)
-                if product is None or indication is None or not self._may_order(patient, product, indication, day):
+                if (product is None or indication is None
+                        or not self._may_order(patient, product, indication, day, visit.encounter_class)):
                     continue
                 # ordered once its indication is diagnosed, not before it in a stay of several days
                 offset = min(max(fact.offset_days, diagnosed.get(self._snomed(indication), 0.0)), visit.duration_days)
@@ -116,6 +132,11 @@ class Prescriber(ChartKeeper):
         ending = {fact.text for fact in kept if fact.code == MEDICATION_END}
         kept += [Fact(MEDICATION_END, offset_days=offset + self.course[adult_product(code)], text=code)
                  for code, offset in ordered.values() if adult_product(code) in self.course and code not in ending]
+        for code in sorted(self.last_order):  # a lab value now rules out a drug taken: it stops today
+            if self._ruled_out(code) and self._taken(patient, code, day) == code and code not in ending:
+                kept.append(Fact(MEDICATION_END, text=code))
+                del self.last_order[code]
+                self.indication.pop(code, None)
         visit.facts[:] = kept + self._due(patient, visit, active, diagnosed)
 
     def _outside_encounter(self, patient: PatientState, visit: Visit, fact: Fact) -> Fact | None:
@@ -137,9 +158,11 @@ class Prescriber(ChartKeeper):
 
     # --- what an encounter adds ----------------------------------------------------------------
     def _due(self, patient: PatientState, visit: Visit, active: set[str], diagnosed: dict[str, float]) -> list[Fact]:
-        """Renewals falling due, drugs carried from before the encounter, and missing guideline therapy,
+        """Renewals falling due and long-term drugs carried from before the encounter (at an office
+        visit), course drugs carried, and missing guideline therapy (a long-term drug not at an ED visit),
         each ordered once its indication is diagnosed (`diagnosed`: offsets of this visit's diagnoses)."""
         day, age, facts = visit.day, patient.age_at(visit.day), []
+        renewing = visit.encounter_class in RENEWING_CLASSES
 
         def add(code: str, indication: str) -> None:
             offset = min(diagnosed.get(self._snomed(indication), 0.0), visit.duration_days)
@@ -148,25 +171,29 @@ class Prescriber(ChartKeeper):
                 facts.append(Fact(MEDICATION_END, offset_days=offset + self.course[adult_product(code)], text=code))
             self._ordered(code, indication, day)
 
-        for code in sorted(self.last_order) if self.renews else ():
+        for code in sorted(self.last_order) if self.renews and renewing else ():
             if code in self.supply and self._taken(patient, code, day) and self._may_order(patient, code, None, day):
                 indication = self._indication(code, active)
                 if indication is not None:
                     add(code, indication)
         for code, proposed in sorted(self.carried.items()):
+            if not renewing and adult_product(code) in self.supply:
+                continue  # a long-term drug taken from before waits for the office visit
             product, indication = product_for_age(code, age), self._indication(code, active, proposed)
-            if product is not None and indication is not None and self._may_order(patient, product, indication, day):
+            if (product is not None and indication is not None and not self._ruled_out(product)
+                    and self._may_order(patient, product, indication, day)):
                 add(product, indication)
-        self.carried.clear()
+            del self.carried[code]
         for therapy in self.therapies:
             condition = self.k.conditions[therapy.condition]
             if (condition.code not in active or not therapy.applies(age)
+                    or (visit.encounter_class == "EMER" and condition.course == "chronic")
                     or any(self._taken(patient, c, day) for c in therapy.codes)):
                 continue
             medication = choose(self.k, [m for m in self.k.medications[therapy.condition] if m.group == therapy.group],
                                 patient)
             product = None if medication is None else product_for_age(medication.code, age)
-            if product is not None:
+            if product is not None and not self._ruled_out(product):
                 add(product, condition.code)
         return facts
 
@@ -193,14 +220,21 @@ class Prescriber(ChartKeeper):
         return next((c for c in sorted(self.k.indications.get(adult_product(code), ())) if c in active), None)
 
     # --- the drugs a patient takes -------------------------------------------------------------
-    def _may_order(self, patient: PatientState, code: str, indication: str | None, day: float) -> bool:
-        """A drug taken may be renewed once its last order is `RENEWAL_DAYS` old; a new one may be
-        ordered unless a drug taken already covers its group for this indication."""
+    def _may_order(self, patient: PatientState, code: str, indication: str | None, day: float,
+                   encounter_class: str | None = "AMB") -> bool:
+        """A drug taken may be renewed at an office visit once its last order is `RENEWAL_DAYS` old;
+        a new one may be ordered unless a drug taken already covers its group for this indication."""
         if self._taken(patient, code, day) is not None:
-            return day - self.last_order.get(code, day - RENEWAL_DAYS) >= RENEWAL_DAYS
+            return (encounter_class in RENEWING_CLASSES
+                    and day - self.last_order.get(code, day - RENEWAL_DAYS) >= RENEWAL_DAYS)
         group = self.group_for.get((adult_product(code), self._snomed(indication))) if indication else None
         return group is None or not any(group in self.groups.get(other, ()) for other in self.last_order
                                         if self._taken(patient, other, day) is not None)
+
+    def _ruled_out(self, code: str) -> bool:
+        """Whether the latest value of a lab is below a limit of this drug's group (metformin, eGFR < 30)."""
+        return any(code in limit.codes and self.latest.get(limit.lab, math.inf) < limit.below
+                   for limit in self.lab_limits)
 
     def _taken(self, patient: PatientState, code: str | None, day: float) -> str | None:
         """The drug `code`, or its children's product, if the patient takes it on `day`."""

@@ -1,8 +1,9 @@
 """Acute care as data: which conditions are treated through the emergency department with a
 procedure (and admitted), the rates of the events the engine dates on their own day (first
 myocardial infarction and stroke, emergency visits for acute illness and injury), and the hospital
-admissions a chronic condition leads to (an elective joint replacement, a heart-failure or COPD
-exacerbation), from `data/acute_care.csv`, `data/acute_rates.csv` and `data/admissions.csv`."""
+admissions a chronic condition or a lasting episode leads to (an elective joint replacement, a
+heart-failure or COPD exacerbation, a depressive episode), from `data/acute_care.csv`, `data/acute_rates.csv` and `data/admissions.csv`; and the
+share of all ED visits made for each reason the engine adds ED visits for (`data/emergency_reasons.csv`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from functools import cache
 
 from trajsim.knowledge.tables import DATA, AgeBand, read_table
 
-EMERGENCY_VISIT = "emergency_visit"  # the rate of ED visits for acute illness and injury in acute_rates.csv
+EMERGENCY_VISIT = "emergency_visit"  # the rate of all ED visits in acute_rates.csv
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ ROUTES = ("elective", "emergency")
 
 @cache
 def admissions() -> tuple[Admission, ...]:
-    """The admissions chronic conditions lead to (`data/admissions.csv`)."""
+    """The admissions chronic conditions and lasting episodes lead to (`data/admissions.csv`)."""
     rows = read_table(DATA.joinpath("admissions.csv"), ("condition", "route", "admission", "procedure", "lab",
                                                          "per_1000py", "age_min", "age_max", "stay_days",
                                                          "max_per_patient"))
@@ -88,3 +89,15 @@ def sudden_onsets() -> frozenset[str]:
     """Lasting conditions that start as a dated event (myocardial infarction, stroke): the engine
     draws their onset between visits, so no source or schedule starts them at a visit."""
     return frozenset(event_rates()) - {EMERGENCY_VISIT}
+
+
+@cache
+def emergency_shares() -> dict[str, float]:
+    """Condition key -> the share of all US ED visits made for it, for the reasons the engine adds ED
+    visits for (`data/emergency_reasons.csv`); injuries and the other conditions a source dates at
+    their own rates are not among them, so they are not counted twice."""
+    rows = read_table(DATA.joinpath("emergency_reasons.csv"), ("condition", "share"))
+    shares = {r["condition"]: float(r["share"]) for r in rows}
+    if not 0 < sum(shares.values()) <= 1:
+        raise ValueError("emergency_reasons.csv: shares must be positive and add up to at most 1")
+    return shares

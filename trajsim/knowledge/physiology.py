@@ -32,6 +32,11 @@ BMI_PERCENTILE, WEIGHT_FOR_LENGTH_PERCENTILE, HEAD_PERCENTILE = "LOINC/59576-9",
 # circumference to 36 months (CDC 2000 growth charts; the US Core pediatric profiles' ranges).
 GROWTH_AGES = {BMI_PERCENTILE: (BMI_FROM_AGE, 20.0), WEIGHT_FOR_LENGTH_PERCENTILE: (0.0, 2.0),
                HEAD_CIRCUMFERENCE: (0.0, 3.0), HEAD_PERCENTILE: (0.0, 3.0)}
+# US laboratories report a creatinine eGFR from 18 only: CKD-EPI 2021 is validated in adults, and the
+# children's (bedside Schwartz, CKiD U25) equations need the height the laboratory does not have, so
+# a child's creatinine is reported alone (Miller et al., NKF Laboratory Engagement Working Group,
+# Clin Chem 2022;68:511-20; Delgado et al., NKF-ASN Task Force, Am J Kidney Dis 2022;79:268-88).
+EGFR_FROM_AGE = 18.0
 # computed from the values they depend on
 DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,), TOTAL_CHOLESTEROL: (LDL, HDL, TRIGLYCERIDES),
            BMI_PERCENTILE: (BMI,), WEIGHT_FOR_LENGTH_PERCENTILE: (WEIGHT, HEIGHT), HEAD_PERCENTILE: (HEAD_CIRCUMFERENCE,)}
@@ -81,14 +86,16 @@ def treatment_effects() -> dict[str, tuple[tuple[str, float], ...]]:
 
 def measured_at(knowledge: Knowledge, code: str, sex: str, age: float, active: set[str]) -> bool:
     """Whether a measurement is taken at this age: height and weight always, BMI from 2, a growth
-    chart's measurement and percentile in its ages (`GROWTH_AGES`), eGFR with its creatinine, any
-    other where the value tables cover the age (BP from 3)."""
+    chart's measurement and percentile in its ages (`GROWTH_AGES`), eGFR with its creatinine from 18,
+    any other where the value tables cover the age (BP from 3)."""
     if code in (HEIGHT, WEIGHT):
         return True
     if code == BMI:
         return age >= BMI_FROM_AGE
     if code in GROWTH_AGES:
         return GROWTH_AGES[code][0] <= age < GROWTH_AGES[code][1]
+    if code == EGFR and age < EGFR_FROM_AGE:
+        return False
     return all(knowledge.value_distribution(c, sex, age, active) is not None for c in DERIVED.get(code, (code,)))
 
 

@@ -7,6 +7,7 @@ have quit once the second is below the quit ratio. As both shares only rise, a p
 moves forward (never -> smoker -> ex-smoker) while the cohort matches the survey at every age.
 Shares are read at the middle of each band and interpolated between; the sex gap is the survey's
 ratio of each sex's ever-smoked share to all adults', applied at every age (so it cannot undo a status).
+Current smoking raises the rate of first myocardial infarctions and strokes (`data/smoking_risks.csv`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class SmokingCurve:
     quit: tuple[float, ...]
     sex_factor: dict[str, float]
 
+    def current_share(self, sex: str, age: float) -> float:
+        """The share of people of this sex and age who smoke now."""
+        ever = min(1.0, float(np.interp(age, self.ages, self.ever)) * self.sex_factor[sex])
+        return ever * (1.0 - float(np.interp(age, self.ages, self.quit)))
+
     def status(self, sex: str, age: float, draws: tuple[float, float]) -> str:
         """The SNOMED CT code of the status at `age` of a patient with these two fixed draws."""
         ever = min(1.0, float(np.interp(age, self.ages, self.ever)) * self.sex_factor[sex])
@@ -54,3 +60,10 @@ def smoking_curve() -> SmokingCurve:
     sexes = {r["group"].removeprefix("sex "): _ever(r) / everyone for r in rows if r["group"].startswith("sex ")}
     return SmokingCurve(tuple(middle), tuple(_ever(r) for r in bands),
                         tuple(float(r["quit_ratio_pct"]) / 100 for r in bands), sexes)
+
+
+@cache
+def smoking_risks() -> dict[str, float]:
+    """Event (a sudden-onset condition key) -> the relative risk of a current smoker (`data/smoking_risks.csv`)."""
+    rows = read_table(resources.files(__package__).joinpath("data/smoking_risks.csv"), ("event", "relative_risk"))
+    return {r["event"]: float(r["relative_risk"]) for r in rows}

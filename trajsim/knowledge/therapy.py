@@ -1,6 +1,7 @@
 """Prescribing knowledge as data: the therapy a guideline expects for an active condition
 (`data/guideline_therapy.csv`) and the products children get instead of adult tablets
-(`data/pediatric_formulations.csv`).
+(`data/pediatric_formulations.csv`), and the lab values below which a drug must not be taken
+(`data/drug_lab_limits.csv`: metformin at an eGFR below 30).
 
 A therapy is named by a `group` of `medications.csv`: every drug listed in that group for any
 indication counts (a statin ordered for hyperlipidemia covers coronary disease), and so do the
@@ -121,3 +122,31 @@ def guideline_therapies(knowledge: Knowledge) -> tuple[GuidelineTherapy, ...]:
     if stray:
         raise ValueError(f"guideline_therapy.csv: unknown condition, group or code in {', '.join(stray)}")
     return therapies
+
+
+@dataclass(frozen=True)
+class DrugLabLimit:
+    """Drugs of `group` are not started, and are stopped, once the latest `lab` value is below `below`."""
+
+    group: str
+    lab: str
+    below: float
+    codes: frozenset[str]  # the group's drugs, children's products included
+
+
+@cache
+def _lab_limit_rows() -> tuple[dict[str, str], ...]:
+    return tuple(read_table(DATA.joinpath("drug_lab_limits.csv"), ("group", "code", "below")))
+
+
+def drug_lab_limits(knowledge: Knowledge) -> tuple[DrugLabLimit, ...]:
+    """The lab limits of `drug_lab_limits.csv`, each with its group's drug codes."""
+    groups = drug_groups(knowledge)
+    limits = tuple(DrugLabLimit(r["group"], r["code"], float(r["below"]),
+                                frozenset(code for code, named in groups.items() if r["group"] in named))
+                   for r in _lab_limit_rows())
+    stray = sorted(f"{limit.group}/{limit.lab}" for limit in limits
+                   if not limit.codes or limit.lab not in knowledge.measurements)
+    if stray:
+        raise ValueError(f"drug_lab_limits.csv: unknown group or measurement in {', '.join(stray)}")
+    return limits
