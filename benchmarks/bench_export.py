@@ -31,7 +31,6 @@ from trajsim.engine import ReferenceSource, simulate  # noqa: E402
 from trajsim.output import default_builder, fhir_namespace  # noqa: E402
 from trajsim.scenario import Scenario, with_overrides  # noqa: E402
 
-REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
 SYNTHEA_BUNDLES = REFDATA / "synthea_fhir_r4_smart615" / "bundles"  # Synthea of 2017: no USCDI v3 classes
 SYNTHEA_CSV = REFDATA / "synthea_csv_dbt27" / "csv"  # a recent Synthea's CSV export, a small sample
 # The USCDI observations by the LOINC codes that name them (Synthea codes pulse oximetry 2708-6).
@@ -132,7 +131,7 @@ def synthea_per_patient(bundles: int = 100) -> tuple[Counter, int]:
     """Resources by type in the first `bundles` patients of Synthea's SMART sample, and how many
     patients that was (0 without the reference data)."""
     counts: Counter = Counter()
-    paths = sorted((REFDATA / "synthea_fhir_r4_smart615" / "bundles").glob("*.json.gz"))[:bundles]
+    paths = sorted(SYNTHEA_BUNDLES.glob("*.json.gz"))[:bundles]
     for path in paths:
         counts.update(entry["resource"]["resourceType"] for entry in orjson.loads(gzip.decompress(path.read_bytes()))["entry"])
     return counts, len(paths)
