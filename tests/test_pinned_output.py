@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "003a5ef3f7d08284009e63aef62762d60f65579565dc458f0e6aa6ad094da47f",
-    "default": "ac1ce3915c4ab750c4d9aeec1805fb4adef3971deb558034cc019566bb380f5d",
+    "reference": "43fa38748e577f93cee471191f63b73a8cd2db39429ddc578facc08a3f99521a",
+    "default": "6787c72f1612ca0dcbfc5ee0522faca677948a0e7faa925aff922495f0cebb59",
 }
 
 
