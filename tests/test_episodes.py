@@ -221,3 +221,18 @@ def test_a_diagnosis_at_a_visit_redraws_the_day_of_death_before_the_visit_is_rec
         schedule.update_death(now, [Fact("SNOMED/53741008")])  # coronary disease diagnosed at this visit
         redrawn += patient.death_day != now + 3.0
     assert redrawn == 20
+
+
+def test_a_prenatal_visit_with_no_slot_before_the_delivery_gives_way_to_it():
+    """A weekly visit falling on the weekend before the delivery admission is not pushed past it."""
+    from collections import deque
+
+    from trajsim.clock import is_weekend
+    from trajsim.engine.pregnancy import Pregnancy, next_visit
+
+    p = patient()
+    saturday = next(d for d in range(int(p.now), int(p.now) + 7) if is_weekend(d) and not is_weekend(d - 1)) + 0.4
+    plan = Pregnancy(saturday - 260, saturday + 1.8, NORMAL_DELIVERY,
+                     deque([(saturday, PRENATAL), (saturday + 1.5, OBSTETRIC_ADMISSION)]))
+    visit = next_visit(load_knowledge(), p, plan)
+    assert visit.encounter_class == "IMP" and visit.day == saturday + 1.5 and not plan.visits

@@ -82,7 +82,9 @@ def conceive(rng: np.random.Generator, day: float) -> Pregnancy:
 
 def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy) -> Visit:
     """The pregnancy's next visit (taken off its plan): the first records the pregnancy from
-    conception to its planned end; the last is the delivery admission or the visit of the loss."""
+    conception to its planned end; the last is the delivery admission or the visit of the loss. A
+    prenatal visit with no office slot before the next planned visit (a weekend before the
+    delivery) is skipped rather than pushing the delivery past the pregnancy's recorded end."""
     day, kind = pregnancy.visits.popleft()
     rng = patient.rng
     if kind == OBSTETRIC_ADMISSION:
@@ -92,6 +94,8 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
                  Fact(pregnancy.outcome, offset_days=birth)]
         return Visit(day, "IMP", birth + max(1.0, rng.lognormal(math.log(stay), 0.3)), facts)
     day = office_hours(patient, day)
+    if kind == PRENATAL and pregnancy.visits and day >= pregnancy.visits[0][0]:
+        return next_visit(knowledge, patient, pregnancy)  # no slot left before the next: it is skipped
     facts = [Fact(SYMPTOM_VISIT if kind == MISCARRIAGE else kind),
              *vitals(knowledge, patient, day, active_keys(knowledge, patient, day) | {"pregnancy"})]
     if kind == PRENATAL_INITIAL:
