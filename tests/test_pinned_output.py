@@ -12,7 +12,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "43fa38748e577f93cee471191f63b73a8cd2db39429ddc578facc08a3f99521a",
-    "default": "6787c72f1612ca0dcbfc5ee0522faca677948a0e7faa925aff922495f0cebb59",
+    "default": "d075bd7b30fd492de23b7afc4d412c4be8e614d11dda0a607d771944e16ff31d",
 }
 
 
