@@ -60,9 +60,14 @@ def next_token(logits: torch.Tensor, uniforms: np.ndarray, temperature: float = 
 
 
 def _slid(model: GPT, rows: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
-    """A fresh cache holding each row's header and its latest half context, and the next logits."""
+    """A fresh cache holding each row's header (with the year it has reached, for a model with a
+    calendar) and its latest half context, and the next logits."""
     keep = model.config.block_size // 2 - HEADER
-    context = torch.cat([rows[:, :HEADER], rows[:, -keep:]], dim=1)
+    header = rows[:, :HEADER].clone()
+    year = model.latest_year_tokens(rows)
+    if year is not None:
+        header[:, HEADER - 1] = year
+    context = torch.cat([header, rows[:, -keep:]], dim=1)
     cache = KVCache(model.config, len(rows))
     return cache, model(context, cache)[:, -1]
 

@@ -37,7 +37,7 @@ from trajsim.events import (
 )
 
 PAD, BOS, EOS, END = "PAD", "BOS", "EOS", "END"
-HEADER = 4  # every record opens BOS, sex, birth band, first year: the context a continuation keeps
+HEADER = 4  # every record opens BOS, sex, birth band, first year; a continued context, with the year it has reached
 NO_VISIT = "VISIT/NONE"  # head of a segment of facts recorded outside any visit
 SEXES = {SEX_FEMALE: "SEX/F", SEX_MALE: "SEX/M"}
 UNKNOWN_SEX = "SEX/U"
@@ -228,6 +228,13 @@ class Tokenizer:
             return token
         category = f"RARE/{code.split('/', 1)[0]}"
         return category if category in self.index else None
+
+    def calendar(self) -> dict[str, int]:
+        """Where the vocabulary spells calendar years and birth bands (`GPTConfig`'s calendar fields)."""
+        years = [i for i, token in enumerate(self.vocab) if token.startswith("YEAR/")]
+        births = [i for i, token in enumerate(self.vocab) if token.startswith("BIRTH/") and token != "BIRTH/U"]
+        return {"first_year": int(self.vocab[years[0]][5:]), "n_years": len(years), "year_token": years[0],
+                "birth_token": births[0]}
 
     def is_code(self, token: str) -> bool:
         """Whether a token stands for a clinical code (not structure, time or demographics)."""
