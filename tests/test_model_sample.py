@@ -54,7 +54,7 @@ def test_a_continued_context_leads_with_the_year_the_record_has_reached():
     model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_head=2, n_embd=16, first_year=1980,
                           n_years=40, year_token=20, birth_token=8)).eval()
     row = torch.tensor([[1, 4, 9, 21] + [2] * 10 + [25] + [3] * 30])  # started in 1981, reached 1985 long ago
-    _, logits = _slid(model, row)
+    _, logits = _slid(model, row, HEADER)
     header = torch.tensor([[1, 4, 9, 25]])
     with torch.no_grad():
         expected = model(torch.cat([header, row[:, -(32 // 2 - HEADER):]], dim=1))[:, -1]

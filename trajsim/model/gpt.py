@@ -2,8 +2,8 @@
 
 Readable in one sitting on purpose (after nanoGPT): a config dataclass, attention, MLP, block,
 model. The KV cache lets the sampler feed one new token per step instead of the whole history.
-Models fitted with a calendar (`n_years > 0`) also add, at every position, the calendar year and
-the age the record has reached, read from its year and birth-band tokens.
+Models fitted with a calendar (`n_years > 0`) also add, at every position, the calendar year, the
+age and the years left until the record ends, read from its year, birth-band and end-year tokens.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ class GPTConfig:
     n_embd: int = 64
     dropout: float = 0.0
     # The calendar as the tokens spell it: ids year_token + k are YEAR/<first_year + k> (k < n_years),
-    # ids birth_token + j up to year_token are BIRTH/<first_year + 5j>. n_years 0: no calendar
-    # embedding (models fitted before it).
+    # ids birth_token + j up to year_token are BIRTH/<first_year + 5j>, ids until_token + k (if not
+    # 0) are UNTIL/<first_year + k>. n_years 0: no calendar embedding (models fitted before it).
     first_year: int = 0
     n_years: int = 0
     year_token: int = 0
     birth_token: int = 0
+    until_token: int = 0
 
 
 YEARS_PER_ANCHOR = 10  # calendar years and ages are interpolated between learned anchors a decade apart
@@ -40,13 +41,14 @@ AGE_ANCHORS = 14  # ages 0 to 130
 
 
 class CalendarEmbedding(nn.Module):
-    """The year a record has reached and the patient's age then, at every position, as vectors
-    interpolated between learned anchors a decade apart.
+    """The year a record has reached, the patient's age then and the years left until the record
+    ends, at every position, as vectors interpolated between learned anchors a decade apart.
 
     The model could read the year from the latest year token, but on its own records it reads how
     dense care was from its own recent visits instead, and once it writes a dense stretch it stays
     dense (a Synthea record of 1960 then looks like one of 2015). Anchors shared by neighbouring
-    years make the date a cue at every position that a year seen in few records still carries.
+    years make the date a cue at every position that a year seen in few records still carries; the
+    years left say how near the end of the data it is (data extracts hold their last years in full).
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -56,21 +58,31 @@ class CalendarEmbedding(nn.Module):
         birth_of = torch.full((config.vocab_size,), -1.0)
         bands = torch.arange(config.year_token - config.birth_token)
         birth_of[config.birth_token:config.year_token] = config.first_year + BIRTH_BAND_YEARS * bands + BIRTH_BAND_YEARS / 2
+        until_of = torch.full((config.vocab_size,), -1.0)
+        if config.until_token:
+            until_of[config.until_token:config.until_token + config.n_years] = year_of[config.year_token:config.year_token + config.n_years]
         self.register_buffer("year_of", year_of, persistent=False)
         self.register_buffer("birth_of", birth_of, persistent=False)
+        self.register_buffer("until_of", until_of, persistent=False)
         self.first_year = config.first_year
         self.years = nn.Embedding(config.n_years // YEARS_PER_ANCHOR + 2, config.n_embd)
         self.ages = nn.Embedding(AGE_ANCHORS + 1, config.n_embd)
+        self.left = nn.Embedding(AGE_ANCHORS + 1, config.n_embd) if config.until_token else None
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
-        """(B, T, n_embd) for token ids (B, T); a cache carries each row's year and birth so far."""
+        """(B, T, n_embd) for token ids (B, T); a cache carries each row's year, birth and end so far."""
         year = self._so_far(self.year_of[idx], None if cache is None else cache.year)
         birth = self._so_far(self.birth_of[idx], None if cache is None else cache.birth)
+        until = self._so_far(self.until_of[idx], None if cache is None else cache.until)
         if cache is not None:
-            cache.year, cache.birth = year[:, -1], birth[:, -1]
+            cache.year, cache.birth, cache.until = year[:, -1], birth[:, -1], until[:, -1]
         age = torch.where((year >= 0) & (birth >= 0), (year + 0.5 - birth).clamp(min=0), -1.0)
-        return (_between(self.years, torch.where(year >= 0, (year - self.first_year) / YEARS_PER_ANCHOR, -1.0))
-                + _between(self.ages, torch.where(age >= 0, age / YEARS_PER_ANCHOR, -1.0)))
+        out = (_between(self.years, torch.where(year >= 0, (year - self.first_year) / YEARS_PER_ANCHOR, -1.0))
+               + _between(self.ages, torch.where(age >= 0, age / YEARS_PER_ANCHOR, -1.0)))
+        if self.left is not None:
+            left = torch.where((year >= 0) & (until >= 0), (until - year).clamp(min=0), -1.0)
+            out = out + _between(self.left, torch.where(left >= 0, left / YEARS_PER_ANCHOR, -1.0))
+        return out
 
     @staticmethod
     def _so_far(values: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
@@ -100,8 +112,8 @@ class KVCache:
         self.keys = [torch.empty(shape) for _ in range(config.n_layer)]
         self.values = [torch.empty(shape) for _ in range(config.n_layer)]
         self.length = 0  # positions filled
-        # each row's calendar year and birth so far (the calendar embedding's state), -1 before any
-        self.year, self.birth = torch.full((batch_size,), -1.0), torch.full((batch_size,), -1.0)
+        # each row's calendar year, birth and record end so far (the calendar embedding's state), -1 before any
+        self.year, self.birth, self.until = (torch.full((batch_size,), -1.0) for _ in range(3))
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the new positions' keys and values; returns all keys and values so far."""
@@ -120,7 +132,7 @@ class KVCache:
         """Keep only these rows (a bool mask or indices), in that order."""
         self.keys = [k[rows] for k in self.keys]
         self.values = [v[rows] for v in self.values]
-        self.year, self.birth = self.year[rows], self.birth[rows]
+        self.year, self.birth, self.until = self.year[rows], self.birth[rows], self.until[rows]
 
 
 class CausalSelfAttention(nn.Module):

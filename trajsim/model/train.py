@@ -24,7 +24,7 @@ import torch
 from trajsim.atomic import write_bytes_atomic
 from trajsim.model.population import MIN_CELL, summarize, write_summary
 from trajsim.model.gpt import GPT, GPTConfig
-from trajsim.model.tokenizer import HEADER, PAD, Tokenizer
+from trajsim.model.tokenizer import HEADER, PAD, YEAR_AT, Tokenizer
 
 WEIGHTS, TOKENIZER, CARD, CHECKPOINT = "model.pt", "tokenizer.json", "MODEL_CARD.md", "checkpoint.pt"
 
@@ -85,21 +85,21 @@ def sized_for(sequences: list[list[int]], vocab_size: int) -> GPTConfig:
     return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_embd=n_embd)
 
 
-def windows(ids: list[int], length: int, year_tokens: Collection[int] = ()) -> list[list[int]]:
+def windows(ids: list[int], length: int, year_tokens: Collection[int] = (), header: int = HEADER) -> list[list[int]]:
     """A record as training rows of at most `length` tokens: the record itself when it fits, else
-    its start and then overlapping continuations, each led by the record's header (BOS, sex, birth
-    band) and the latest of `year_tokens` before it, as the sampler continues a long record: a
-    continuation knows the year it has reached even where no year mark falls inside it."""
+    its start and then overlapping continuations, each led by the record's `header` tokens with, in
+    place of the start year, the latest of `year_tokens` before it, as the sampler continues a long
+    record: a continuation knows the year it has reached even where no year mark falls inside it."""
     if len(ids) <= length:
         return [ids]
-    body = ids[HEADER:]
-    span = length - HEADER
+    body = ids[header:]
+    span = length - header
     stride = max(1, span // 2)
     rows = []
     for start in range(0, max(len(body) - span, 0) + stride, stride):
         if start < len(body):
-            year = next((t for t in reversed(ids[:HEADER + start]) if t in year_tokens), ids[HEADER - 1])
-            rows.append(ids[:HEADER - 1] + [year] + body[start:start + span])
+            year = next((t for t in reversed(ids[:header + start]) if t in year_tokens), ids[YEAR_AT])
+            rows.append(ids[:YEAR_AT] + [year] + ids[YEAR_AT + 1:header] + body[start:start + span])
     return rows
 
 
@@ -155,7 +155,7 @@ def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None
     model_config = replace(model_config, **tokenizer.calendar())
     length = model_config.block_size + 1  # inputs and shifted targets
     years = {i for i, token in enumerate(tokenizer.vocab) if token.startswith("YEAR/")}
-    train_data, val_data = (padded([w for ids in seqs for w in windows(ids, length, years)], length, pad)
+    train_data, val_data = (padded([w for ids in seqs for w in windows(ids, length, years, tokenizer.header_length)], length, pad)
                             for seqs in (train_seqs, val_seqs))
     train_lengths = (train_data != pad).sum(dim=1)
     by_length = torch.argsort(train_lengths, stable=True)
