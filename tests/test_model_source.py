@@ -105,3 +105,12 @@ def test_a_written_record_is_told_the_year_it_ends(tiny_model):
         end_year = calendar_date(patient.exit_day - 1e-6).year
         assert tokens[3].startswith("YEAR/") and tokens[4] == f"UNTIL/{end_year}"
         assert sum(t.startswith("UNTIL/") for t in tokens) == 1
+
+
+def test_a_record_that_starts_at_entry_starts_in_the_entry_year(tiny_model):
+    source = ModelSource(tiny_model)
+    patients = [draw_patient(small_scenario(12, seed=7), i, load_knowledge()) for i in range(12)]
+    for patient in patients:
+        patient.record_starts_at_entry = True
+    for patient, row in zip(patients, source.write_tokens(patients)):
+        assert source.tokenizer.vocab[int(row[3])] == f"YEAR/{calendar_date(patient.entry_day).year}"

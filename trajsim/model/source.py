@@ -125,9 +125,12 @@ class RecordWriter:
                                for p in patients]) if grammar.until else np.full(rows, -1)
         self.until_due = np.zeros(rows, dtype=bool)
         self.birth_day = np.array([p.birth_day for p in patients])
-        births = [calendar_date(p.birth_day).year for p in patients]
-        entries = [calendar_date(p.entry_day).year for p in patients]
-        self.years = (grammar.year[None, :] >= np.array(births)[:, None]) & (grammar.year[None, :] <= np.array(entries)[:, None])
+        # the year a record starts: any from birth to entry, when the patient enters with a history;
+        # the entry year, when the record starts there (as the records of the model's source did)
+        births = np.array([calendar_date(p.birth_day).year for p in patients])
+        entries = np.array([calendar_date(p.entry_day).year for p in patients])
+        births = np.where([p.record_starts_at_entry for p in patients], entries, births)
+        self.years = (grammar.year[None, :] >= births[:, None]) & (grammar.year[None, :] <= entries[:, None])
 
     def __call__(self, tokens: torch.Tensor) -> np.ndarray:
         if tokens.shape[1] > 3:
