@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from trajsim.engine import ReferenceSource, simulate
-from trajsim.events import BIRTH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE, VISIT_START_PREFIX, events_frame
+from trajsim.events import BIRTH, DEATH, SEX_FEMALE, SEX_MALE, VISIT_START_PREFIX, events_frame
 from trajsim.clock import calendar_date
 from trajsim.model.tokenizer import ENDED, HEADS, Tokenizer, gap_days, gap_tokens
 
@@ -25,13 +25,11 @@ def reference_events() -> pl.DataFrame:
 def _facts(frame: pl.DataFrame) -> pl.DataFrame:
     """Every fact except birth and sex, as (subject, day, code, ended code, in a visit?), sorted.
     (A drug's indication in `text` is not tokenized: the engine source names it from the rules; nor
-    is the encounter a death falls in: the engine, not the model, dates and places death; nor the
-    encounter a condition's end is dated in: ends are recorded on their day outside visits.)"""
+    is the encounter a death falls in: the engine, not the model, dates and places death.)"""
     ended = pl.when(pl.col("code").is_in(ENDED)).then(pl.col("text"))
-    in_visit = pl.col("encounter_id").is_not_null() & ~pl.col("code").is_in([DEATH, CONDITION_END])
     return (frame.filter(~pl.col("code").is_in([BIRTH, SEX_FEMALE, SEX_MALE]))
             .select("subject_id", pl.col("time").dt.date().alias("day"), "code", ended.alias("ended"),
-                    in_visit.alias("in_visit"))
+                    (pl.col("encounter_id").is_not_null() & (pl.col("code") != DEATH)).alias("in_visit"))
             .sort(pl.all()))
 
 

@@ -186,16 +186,13 @@ class Tokenizer:
         sex = next((SEXES[c] for c in codes if c in SEXES), UNKNOWN_SEX)
         birth_days = [d for c, d in zip(codes, days) if c == BIRTH]
         birth = birth_band(calendar_date(birth_days[0]).year) if birth_days else "BIRTH/U"
-        # Segments: all rows of one encounter, or the rows of one day outside encounters. Death is the
-        # record's end, whichever encounter it falls in; a condition's end is recorded on its day
-        # outside visits, as the sampler writes ends (never in a visit that may treat the condition),
-        # though a source may date it in the encounter that diagnosed it (Synthea: weeks later).
+        # Segments: all rows of one encounter, or the rows of one day outside encounters.
         groups: dict[tuple, list[int]] = {}
         for i, (code, encounter, day) in enumerate(zip(codes, encounters, days)):
             if code in (BIRTH, SEX_FEMALE, SEX_MALE):
                 continue
-            outside = encounter is None or code in (DEATH, CONDITION_END)
-            key = ("day", day) if outside else ("visit", encounter)
+            # death is the record's end, whichever encounter it falls in
+            key = ("visit", encounter) if encounter is not None and code != DEATH else ("day", day)
             groups.setdefault(key, []).append(i)
         segments = sorted(groups.values(), key=lambda rows_: rows_[0])
         start_year = calendar_date(days[segments[0][0]]).year if segments else (
