@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from trajsim.events import BIRTH, SEX_FEMALE, SEX_MALE, VISIT_START_PREFIX
 from trajsim.evaluate import evaluate
 from trajsim.generate import generate
 from trajsim.ingest import load_events
@@ -48,6 +49,13 @@ def halves(events: pl.DataFrame, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFr
     train_ids = set(subjects[: len(subjects) // 2].tolist())
     chosen = pl.col("subject_id").is_in(list(train_ids))
     return events.filter(chosen), events.filter(~chosen)
+
+
+def visits_per_record_year(events: pl.DataFrame) -> float:
+    """Visits per year of record (first to last fact): how densely a generator writes care."""
+    facts = events.filter(~pl.col("code").is_in([BIRTH, SEX_FEMALE, SEX_MALE]))
+    years = facts.group_by("subject_id").agg((pl.col("time").max() - pl.col("time").min()).dt.total_days())["time"].sum() / 365.25
+    return facts.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX)).height / max(years, 1e-9)
 
 
 def headline_values(evaluation) -> dict[str, float | None]:
@@ -82,13 +90,14 @@ def run(name: str, source: Path, format: str, steps: int) -> None:
     print(f"{name}: training on {train_events['subject_id'].n_unique()} patients", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         synthetic = trained_cohort(train_events, held_back["subject_id"].n_unique(), steps, Path(folder))
-    floor = headline_values(evaluate(held_back, train_events))
-    ours = headline_values(evaluate(held_back, synthetic, train_events))
+    floor = headline_values(evaluate(held_back, train_events)) | {"visits/record-yr": visits_per_record_year(train_events)}
+    ours = headline_values(evaluate(held_back, synthetic, train_events)) | {"visits/record-yr": visits_per_record_year(synthetic)}
     print(f"\n{name}: {events['subject_id'].n_unique()} patients, {events.height:,} events; "
-          f"{time.perf_counter() - started:.0f} s")
-    print(f"  {'':>24}" + "".join(f"{title:>16}" for title in SHOWN.values()))
+          f"{time.perf_counter() - started:.0f} s; held back: {visits_per_record_year(held_back):.2f} visits/record-yr")
+    titles = [*SHOWN.values(), "visits/record-yr"]
+    print(f"  {'':>24}" + "".join(f"{title:>17}" for title in titles))
     for label, values in (("real vs real (floor)", floor), ("trajsim vs real", ours)):
-        cells = "".join(f"{'n/a' if values.get(t) is None else f'{values[t]:.3f}':>16}" for t in SHOWN.values())
+        cells = "".join(f"{'n/a' if values.get(t) is None else f'{values[t]:.3f}':>17}" for t in titles)
         print(f"  {label:>24}{cells}", flush=True)
 
 

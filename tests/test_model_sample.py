@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from trajsim.model.gpt import GPT, GPTConfig
-from trajsim.model.sample import generate, next_token
+from trajsim.model.sample import _slid, generate, next_token
+from trajsim.model.tokenizer import HEADER
 
 from tests.test_model_train import one_torch_thread  # noqa: F401 - autouse fixture
 
@@ -46,3 +47,15 @@ def test_a_record_longer_than_the_context_is_written_on_from_its_header():
     assert rows.shape == (2, 154)  # five contexts' worth, where the context alone would stop at 32
     again = generate(model, prompts, [np.random.default_rng(s) for s in range(2)], 150, stop_token=-1)
     assert torch.equal(rows, again)
+
+
+def test_a_continued_context_leads_with_the_year_the_record_has_reached():
+    torch.manual_seed(5)
+    model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_head=2, n_embd=16, first_year=1980,
+                          n_years=40, year_token=20, birth_token=8)).eval()
+    row = torch.tensor([[1, 4, 9, 21] + [2] * 10 + [25] + [3] * 30])  # started in 1981, reached 1985 long ago
+    _, logits = _slid(model, row, HEADER)
+    header = torch.tensor([[1, 4, 9, 25]])
+    with torch.no_grad():
+        expected = model(torch.cat([header, row[:, -(32 // 2 - HEADER):]], dim=1))[:, -1]
+    assert torch.allclose(logits, expected, atol=1e-5)

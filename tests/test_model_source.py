@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trajsim.cli import app
-from trajsim.clock import DAYS_PER_YEAR
+from trajsim.clock import DAYS_PER_YEAR, calendar_date
 from trajsim.engine import ReferenceSource, TrajectorySource, simulate
 from trajsim.engine.population import draw_patient
 from trajsim.knowledge import load_knowledge
@@ -114,3 +114,23 @@ def test_a_written_record_marks_each_new_year_it_passes(tiny_model):
         marks, marked_at_visit, visit_years = visit_years_and_marks(source.tokenizer, row.tolist())
         assert marks == list(range(marks[0], marks[-1] + 1))
         assert marked_at_visit == visit_years[:len(marked_at_visit)]
+
+
+def test_a_written_record_is_told_the_year_it_ends(tiny_model):
+    source = ModelSource(tiny_model)
+    scenario = small_scenario(12, seed=6)
+    patients = [draw_patient(scenario, i, load_knowledge()) for i in range(12)]
+    for patient, row in zip(patients, source.write_tokens(patients)):
+        tokens = [source.tokenizer.vocab[i] for i in row.tolist()]
+        end_year = calendar_date(patient.exit_day - 1e-6).year
+        assert tokens[3].startswith("YEAR/") and tokens[4] == f"UNTIL/{end_year}"
+        assert sum(t.startswith("UNTIL/") for t in tokens) == 1
+
+
+def test_a_record_that_starts_at_entry_starts_in_the_entry_year(tiny_model):
+    source = ModelSource(tiny_model)
+    patients = [draw_patient(small_scenario(12, seed=7), i, load_knowledge()) for i in range(12)]
+    for patient in patients:
+        patient.record_starts_at_entry = True
+    for patient, row in zip(patients, source.write_tokens(patients)):
+        assert source.tokenizer.vocab[int(row[3])] == f"YEAR/{calendar_date(patient.entry_day).year}"

@@ -3,6 +3,8 @@ their bins, and rare codes are folded into their system's category."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -116,3 +118,30 @@ def test_the_clock_is_marked_each_new_year_between_visits(reference_events):
         marks, marked_at_visit, visit_years = visit_years_and_marks(tokenizer, ids)
         assert marks == list(range(marks[0], marks[-1] + 1))  # every year the record passes, in order
         assert marked_at_visit == visit_years[:len(marked_at_visit)]  # a visit lies in the year last marked
+
+
+def test_a_record_names_the_year_it_ends_after_the_year_it_starts(reference_events):
+    tokenizer = Tokenizer.fit(reference_events, min_count=1)
+    last_years = dict(reference_events.group_by("subject_id").agg(pl.col("time").max().dt.year()).iter_rows())
+    for subject_id, ids in tokenizer.encode(reference_events):
+        header = [tokenizer.vocab[i] for i in ids[:tokenizer.header_length]]
+        assert header[3].startswith("YEAR/") and header[4] == f"UNTIL/{last_years[subject_id]}"
+        segments = tokenizer.segments(ids, np.random.default_rng(0))[2]
+        assert calendar_date(segments[-1].day).year <= last_years[subject_id]
+
+
+def test_a_tokenizer_fitted_before_record_ends_reads_and_writes_records_without_them(reference_events, tmp_path):
+    fitted = Tokenizer.fit(reference_events, min_count=1)
+    older = Tokenizer(**{**{k: getattr(fitted, k) for k in ("value_edges", "value_decimals", "units", "folded",
+                                                            "min_count", "n_bins", "year_marks")},
+                         "vocab": [t for t in fitted.vocab if not t.startswith("UNTIL/")]})
+    older.save(tmp_path / "tokenizer.json")
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    del saved["record_end"]  # as files written before it are
+    (tmp_path / "tokenizer.json").write_text(json.dumps(saved))
+    loaded = Tokenizer.load(tmp_path / "tokenizer.json")
+    assert loaded.header_length == 4 and not loaded.record_end
+    rng = np.random.default_rng(0)
+    for (_, old_ids), (_, new_ids) in zip(loaded.encode(reference_events), fitted.encode(reference_events)):
+        assert [loaded.vocab[i] for i in old_ids] == [t for t in (fitted.vocab[i] for i in new_ids) if not t.startswith("UNTIL/")]
+        assert [s.day for s in loaded.segments(old_ids, rng)[2]] == [s.day for s in fitted.segments(new_ids, rng)[2]]

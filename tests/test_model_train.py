@@ -63,6 +63,43 @@ def test_cached_sampling_gives_the_logits_of_a_full_pass():
     assert torch.allclose(full, stepwise, atol=1e-5)
 
 
+def test_a_model_with_a_calendar_gives_cached_logits_of_a_full_pass():
+    torch.manual_seed(4)
+    # births 8-19, YEAR/1980-2019 20-59, UNTIL/1980-2019 60-99
+    config = GPTConfig(vocab_size=112, block_size=64, n_layer=1, n_head=2, n_embd=16, first_year=1980, n_years=40,
+                       year_token=20, birth_token=8, until_token=60)
+    model = GPT(config).eval()
+    years = torch.sort(torch.randint(20, 50, (3, 4)), dim=1).values
+    tokens = torch.cat([torch.tensor([[1, 4, 9]] * 3), years[:, :1], years[:, -1:] + 50, torch.randint(0, 8, (3, 8)),
+                        years[:, 1:], torch.randint(0, 8, (3, 5))], dim=1)
+    with torch.no_grad():
+        full = model(tokens)
+        cache = KVCache(model.config, 3, capacity=4)
+        stepwise = torch.cat([model(tokens[:, :2], cache)] + [model(tokens[:, i:i + 1], cache) for i in range(2, 19)], 1)
+        cache.keep(torch.tensor([2, 0]))  # dropping rows keeps each row's calendar
+        kept = model(tokens[[2, 0], 19:20], cache)
+        assert torch.allclose(full[:, :19], stepwise, atol=1e-5)
+        assert torch.allclose(full[[2, 0], 19:20], kept, atol=1e-5)
+        for column in (3, 4):  # the same record five years later, or ending five years later
+            changed = tokens.clone()
+            changed[:, column] += 5
+            logits = model(changed)
+            assert torch.allclose(logits[:, :column], full[:, :column])
+            assert not torch.allclose(logits[:, column:], full[:, column:])
+
+
+def test_a_model_fitted_now_reads_the_year_and_age_from_its_tokens(reference_events, tmp_path):
+    train(reference_events, tmp_path, tiny_training(max_steps=2))
+    model, tokenizer = load_model(tmp_path)
+    calendar = model.calendar
+    assert calendar is not None
+    assert calendar.year_of[tokenizer.index["YEAR/2015"]] == 2015 and calendar.year_of[tokenizer.index["GAP/1d"]] == -1
+    assert calendar.birth_of[tokenizer.index["BIRTH/1980"]] == 1982.5  # mid-band
+    assert calendar.birth_of[tokenizer.index["BIRTH/U"]] == -1
+    assert calendar.until_of[tokenizer.index["UNTIL/2015"]] == 2015 and calendar.left is not None
+    assert model.config.n_years == sum(token.startswith("YEAR/") for token in tokenizer.vocab)
+
+
 def test_training_writes_weights_tokenizer_population_and_model_card(reference_events, tmp_path):
     result = train(reference_events, tmp_path, tiny_training(), "sixteen reference patients")
     assert {p.name for p in tmp_path.iterdir()} == {WEIGHTS, TOKENIZER, CARD, POPULATION}
@@ -144,6 +181,16 @@ def test_a_long_record_is_learned_whole_in_windows_led_by_its_header():
     covered = {token for row in rows for token in row}
     assert covered == set(record)
     assert windows(record[:50], 64) == [record[:50]]
+
+
+def test_a_continued_window_leads_with_the_year_the_record_has_reached():
+    years = {1000, 1001, 1002}  # token ids of year marks
+    record = [1, 2, 3, 1000] + [10 + i % 7 for i in range(60)] + [1001] + [20] * 70 + [1002] + [30] * 40
+    rows = windows(record, 64, years)
+    assert [row[HEADER - 1] for row in rows[:1]] == [1000]
+    for row in rows[1:]:
+        start = next(i for i in range(len(record)) if record[i:i + len(row) - HEADER] == row[HEADER:])
+        assert row[:HEADER] == record[:HEADER - 1] + [max(t for t in record[:start] if t in years)]
 
 
 def test_the_model_is_sized_for_its_data():

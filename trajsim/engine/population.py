@@ -48,7 +48,8 @@ def draw_patient(scenario: Scenario, index: int, knowledge: Knowledge) -> Patien
     smoking = np.random.default_rng(np.random.SeedSequence([scenario.seed, index, SMOKING_STREAM])).random(2)
     smoking_draws = (float(smoking[0]), float(smoking[1]))
     return PatientState(index + 1, sex, float(birth_day), float(entry_day), end_day, death_day, rng,
-                        height_z=height_z, weight_factor=weight_factor, smoking_draws=smoking_draws)
+                        height_z=height_z, weight_factor=weight_factor, smoking_draws=smoking_draws,
+                        record_starts_at_entry=scenario.population.drawn_from == "model")
 
 
 def _draw_from_age_mix(scenario: Scenario, rng: np.random.Generator) -> tuple[str, float, float, float]:

@@ -125,6 +125,9 @@ class PatientState(Generic[StateT]):
     height_z: float = 0.0  # height in standard deviations from the growth-chart median
     weight_factor: float = 1.0  # weight relative to the growth-chart median for height
     smoking_draws: tuple[float, float] = (1.0, 1.0)  # fixed draws of the smoking history (knowledge/smoking.py)
+    # The record starts at entry (a patient drawn from a model's population summary, whose records
+    # start there), rather than entering a period with a history a source may write before it.
+    record_starts_at_entry: bool = False
 
     @property
     def exit_day(self) -> float:

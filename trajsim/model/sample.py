@@ -16,7 +16,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from trajsim.model.gpt import GPT, KVCache
-from trajsim.model.tokenizer import HEADER
+from trajsim.model.tokenizer import HEADER, YEAR_AT
 
 # Called after every step with the tokens drawn so far (rows x length); returns the allowed tokens
 # of the next step (rows x vocabulary) or None for no constraint.
@@ -59,10 +59,15 @@ def next_token(logits: torch.Tensor, uniforms: np.ndarray, temperature: float = 
     return picks.squeeze(1) if order is None else order.gather(1, picks).squeeze(1)
 
 
-def _slid(model: GPT, rows: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
-    """A fresh cache holding each row's header and its latest half context, and the next logits."""
-    keep = model.config.block_size // 2 - HEADER
-    context = torch.cat([rows[:, :HEADER], rows[:, -keep:]], dim=1)
+def _slid(model: GPT, rows: torch.Tensor, header_length: int) -> tuple[KVCache, torch.Tensor]:
+    """A fresh cache holding each row's header (with the year it has reached, for a model with a
+    calendar) and its latest half context, and the next logits."""
+    keep = model.config.block_size // 2 - header_length
+    header = rows[:, :header_length].clone()
+    year = model.latest_year_tokens(rows)
+    if year is not None:
+        header[:, YEAR_AT] = year
+    context = torch.cat([header, rows[:, -keep:]], dim=1)
     cache = KVCache(model.config, len(rows))
     return cache, model(context, cache)[:, -1]
 
@@ -70,10 +75,11 @@ def _slid(model: GPT, rows: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
 @torch.inference_mode()
 def generate(model: GPT, prompts: torch.Tensor, rngs: Sequence[np.random.Generator], max_new_tokens: int,
              stop_token: int, temperature: float = 1.0, top_p: float = 1.0,
-             constraint: Constraint | None = None) -> torch.Tensor:
+             constraint: Constraint | None = None, header_length: int = HEADER) -> torch.Tensor:
     """Continue each prompt row (all the same length) until it emits `stop_token` or has
     `max_new_tokens` more; rows that stopped are padded with `stop_token`. A row longer than the
-    model's context goes on from its header and the latest half context, as the model was trained."""
+    model's context goes on from its header (its first `header_length` tokens) and the latest half
+    context, as the model was trained."""
     model.eval()
     rows, prompt_length = prompts.shape
     budget = max_new_tokens
@@ -100,7 +106,7 @@ def generate(model: GPT, prompts: torch.Tensor, rngs: Sequence[np.random.Generat
             cache.keep(~finished)
             in_cache, drawn = in_cache[~finished], drawn[~finished]
         if cache.length >= model.config.block_size:
-            cache, logits = _slid(model, tokens[in_cache, :length])
+            cache, logits = _slid(model, tokens[in_cache, :length], header_length)
         else:
             logits = model(drawn[:, None], cache)[:, -1]
     return tokens[:, :length]

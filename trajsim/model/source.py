@@ -78,6 +78,8 @@ class TokenGrammar:
         self.mark_years = np.array([year for year, _ in marks])
         self.mark_starts = np.array([year_start_day(year) for year, _ in marks])
         self.mark_tokens = np.array([token for _, token in marks])
+        # the record's end year, written after its start year (tokenizers with `record_end`)
+        self.until = {int(t[6:]): i for i, t in enumerate(vocab) if t.startswith("UNTIL/")}
         self.end, self.eos = tokenizer.index[END], tokenizer.index[EOS]
         self.condition_end = tokenizer.index[CONDITION_END]
         self.token_of = tokenizer.index
@@ -120,10 +122,18 @@ class RecordWriter:
         self.visit_codes = np.zeros((rows, grammar.size), dtype=bool)
         self.touched: list[set[int]] = [set() for _ in range(rows)]  # codes that may not recur this visit
         self.exit_day = np.array([p.exit_day for p in patients])
+        # the token naming the year each record ends in (the engine's end: death or the period's end)
+        last_year = max(grammar.until, default=0)
+        self.until = np.array([grammar.until.get(min(calendar_date(p.exit_day - 1e-6).year, last_year), -1)
+                               for p in patients]) if grammar.until else np.full(rows, -1)
+        self.until_due = np.zeros(rows, dtype=bool)
         self.birth_day = np.array([p.birth_day for p in patients])
-        births = [calendar_date(p.birth_day).year for p in patients]
-        entries = [calendar_date(p.entry_day).year for p in patients]
-        self.years = (grammar.year[None, :] >= np.array(births)[:, None]) & (grammar.year[None, :] <= np.array(entries)[:, None])
+        # the year a record starts: any from birth to entry, when the patient enters with a history;
+        # the entry year, when the record starts there (as the records of the model's source did)
+        births = np.array([calendar_date(p.birth_day).year for p in patients])
+        entries = np.array([calendar_date(p.entry_day).year for p in patients])
+        births = np.where([p.record_starts_at_entry for p in patients], entries, births)
+        self.years = (grammar.year[None, :] >= births[:, None]) & (grammar.year[None, :] <= entries[:, None])
 
     def __call__(self, tokens: torch.Tensor) -> np.ndarray:
         if tokens.shape[1] > 3:
@@ -147,6 +157,9 @@ class RecordWriter:
             rows = np.flatnonzero(due)
             allowed[rows] = False
             allowed[rows, g.mark_tokens[index[rows]]] = True
+        rows = np.flatnonzero(self.until_due)  # right after the start year: the year the record ends
+        allowed[rows] = False
+        allowed[rows, self.until[rows]] = True
         # nothing left to name (e.g. condition_end with no condition to end): close the segment,
         # which drops the unfinished fact
         allowed[~allowed.any(axis=1), g.end] = True
@@ -160,6 +173,7 @@ class RecordWriter:
         starting = (year >= 0) & ~self.started
         self.day[starting] = [year_start_day(int(y)) for y in year[starting]]
         self.started |= starting
+        self.until_due = starting & (self.until >= 0)
         self.marked = np.where(year >= 0, year, self.marked)
         gap = g.gap[last]
         self.day += np.where(self.in_visit, 0, gap)
@@ -284,7 +298,7 @@ class ModelSource(TrajectorySource[ModelPlan]):
         with one_thread():
             return generate(self.model, prompts, [p.rng for p in patients],
                             MAX_RECORD_CONTEXTS * self.model.config.block_size, index[EOS], self.temperature,
-                            self.top_p, writer)
+                            self.top_p, writer, self.tokenizer.header_length)
 
     def plan_visits(self, patient: PatientState, segments: list[Segment]) -> list[Visit]:
         """Engine visits from written segments: history before entry becomes one out-of-visit entry

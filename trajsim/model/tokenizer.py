@@ -2,10 +2,11 @@
 
 A patient becomes one sequence:
 
-    BOS SEX/F BIRTH/1980 YEAR/2014   segment segment ...   EOS
+    BOS SEX/F BIRTH/1980 YEAR/2014 UNTIL/2020   segment segment ...   EOS
 
-The prompt holds sex, the five-year birth band (never the exact birth date) and the calendar year
-the record starts in. Each segment is one visit, or the facts of one day recorded outside any
+The prompt holds sex, the five-year birth band (never the exact birth date), the calendar year
+the record starts in and the year it ends in (death or the end of the data; models fitted before
+it have none). Each segment is one visit, or the facts of one day recorded outside any
 visit, and opens with the days since the previous segment (or since 1 January of the start year):
 
     GAP/365d GAP/60d GAP/4d   VISIT/AMB  SNOMED/162673000  LOINC/8480-6#7  ...  GAP/2d END
@@ -37,7 +38,8 @@ from trajsim.events import (
 )
 
 PAD, BOS, EOS, END = "PAD", "BOS", "EOS", "END"
-HEADER = 4  # every record opens BOS, sex, birth band, first year: the context a continuation keeps
+HEADER = 4  # a record opens BOS, sex, birth band, start year (with `record_end`, then its end year)
+YEAR_AT = 3  # where the header holds its year: a continued context holds the year it has reached
 NO_VISIT = "VISIT/NONE"  # head of a segment of facts recorded outside any visit
 SEXES = {SEX_FEMALE: "SEX/F", SEX_MALE: "SEX/M"}
 UNKNOWN_SEX = "SEX/U"
@@ -101,6 +103,12 @@ class Tokenizer:
     # then knows the date all along (when records end, how dense care is that year), not only at the
     # start. It moves no time (gaps do). Models fitted before it have none.
     year_marks: bool = False
+    # An UNTIL token after the start year names the year the record ends. Without it a model cannot
+    # tell when its record stops, so it spreads the chance of ending over every visit; held to the
+    # end the engine draws, it then writes on past the point it expected to stop, and what it
+    # writes there is the dense recent care that precedes a record's end (Synthea: twice the
+    # source's visits per year, even in the 1960s).
+    record_end: bool = False
     index: dict[str, int] = field(init=False, repr=False)
     _category: dict[str, str] = field(init=False, repr=False)
 
@@ -144,8 +152,10 @@ class Tokenizer:
         vocab = [PAD, BOS, EOS, END, *SEXES.values(), UNKNOWN_SEX, "BIRTH/U"]
         vocab += [f"BIRTH/{y}" for y in range(first, last + 1, BIRTH_BAND_YEARS)]
         vocab += [f"YEAR/{y}" for y in range(first, last + 1)]
+        vocab += [f"UNTIL/{y}" for y in range(first, last + 1)]
         vocab += GAP_TOKENS + HEADS + [DEATH, *ENDED] + code_tokens + sorted(folded)
-        return cls(vocab, value_edges, value_decimals, units, folded, min_count, n_bins, year_marks=True)
+        return cls(vocab, value_edges, value_decimals, units, folded, min_count, n_bins, year_marks=True,
+                   record_end=True)
 
     # --- encoding ----------------------------------------------------------------------------
     def encode(self, events: pl.DataFrame) -> list[tuple[int, list[int]]]:
@@ -188,6 +198,9 @@ class Tokenizer:
         start_year = calendar_date(days[segments[0][0]]).year if segments else (
             calendar_date(birth_days[0]).year if birth_days else 2000)
         out = [BOS, sex, birth, f"YEAR/{start_year}"]
+        if self.record_end:
+            out.append(f"UNTIL/{max(calendar_date(days[i]).year for rows_ in segments for i in rows_)}"
+                       if segments else f"UNTIL/{start_year}")
         previous, marked = year_start_day(start_year), start_year
         for members in segments:
             start = days[members[0]]
@@ -229,9 +242,23 @@ class Tokenizer:
         category = f"RARE/{code.split('/', 1)[0]}"
         return category if category in self.index else None
 
+    @property
+    def header_length(self) -> int:
+        """Tokens of a record's header: BOS, sex, birth band, start year (and end year)."""
+        return HEADER + self.record_end
+
+    def calendar(self) -> dict[str, int]:
+        """Where the vocabulary spells calendar years, record ends and birth bands (`GPTConfig`'s
+        calendar fields)."""
+        years = [i for i, token in enumerate(self.vocab) if token.startswith("YEAR/")]
+        births = [i for i, token in enumerate(self.vocab) if token.startswith("BIRTH/") and token != "BIRTH/U"]
+        until = self.index.get(self.vocab[years[0]].replace("YEAR/", "UNTIL/"), 0)
+        return {"first_year": int(self.vocab[years[0]][5:]), "n_years": len(years), "year_token": years[0],
+                "birth_token": births[0], "until_token": until}
+
     def is_code(self, token: str) -> bool:
         """Whether a token stands for a clinical code (not structure, time or demographics)."""
-        return "/" in token and not token.startswith(("GAP/", "YEAR/", "BIRTH/", "SEX/", "TRAJSIM/", "VISIT/"))
+        return "/" in token and not token.startswith(("GAP/", "YEAR/", "UNTIL/", "BIRTH/", "SEX/", "TRAJSIM/", "VISIT/"))
 
     # --- decoding ----------------------------------------------------------------------------
     def segments(self, ids: list[int], rng: np.random.Generator) -> tuple[str, str, list[Segment]]:
@@ -241,7 +268,7 @@ class Tokenizer:
         day = year_start_day(int(tokens[3][5:])) if len(tokens) > 3 and tokens[3].startswith("YEAR/") else 0
         found: list[Segment] = []
         current: Segment | None = None
-        offset, i = 0, 4
+        offset, i = 0, self.header_length
         while i < len(tokens) and tokens[i] not in (EOS, PAD):
             token = tokens[i]
             gap = gap_days(token)

@@ -12,8 +12,8 @@ import copy
 import hashlib
 import io
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ import torch
 from trajsim.atomic import write_bytes_atomic
 from trajsim.model.population import MIN_CELL, summarize, write_summary
 from trajsim.model.gpt import GPT, GPTConfig
-from trajsim.model.tokenizer import HEADER, PAD, Tokenizer
+from trajsim.model.tokenizer import HEADER, PAD, YEAR_AT, Tokenizer
 
 WEIGHTS, TOKENIZER, CARD, CHECKPOINT = "model.pt", "tokenizer.json", "MODEL_CARD.md", "checkpoint.pt"
 
@@ -85,17 +85,22 @@ def sized_for(sequences: list[list[int]], vocab_size: int) -> GPTConfig:
     return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_embd=n_embd)
 
 
-def windows(ids: list[int], length: int) -> list[list[int]]:
+def windows(ids: list[int], length: int, year_tokens: Collection[int] = (), header: int = HEADER) -> list[list[int]]:
     """A record as training rows of at most `length` tokens: the record itself when it fits, else
-    its start and then overlapping continuations, each led by the record's header (BOS, sex, birth
-    band, first year) as the sampler continues a long record."""
+    its start and then overlapping continuations, each led by the record's `header` tokens with, in
+    place of the start year, the latest of `year_tokens` before it, as the sampler continues a long
+    record: a continuation knows the year it has reached even where no year mark falls inside it."""
     if len(ids) <= length:
         return [ids]
-    header, body = ids[:HEADER], ids[HEADER:]
-    span = length - HEADER
+    body = ids[header:]
+    span = length - header
     stride = max(1, span // 2)
-    starts = range(0, max(len(body) - span, 0) + stride, stride)
-    return [header + body[start:start + span] for start in starts if start < len(body)]
+    rows = []
+    for start in range(0, max(len(body) - span, 0) + stride, stride):
+        if start < len(body):
+            year = next((t for t in reversed(ids[:header + start]) if t in year_tokens), ids[YEAR_AT])
+            rows.append(ids[:YEAR_AT] + [year] + ids[YEAR_AT + 1:header] + body[start:start + span])
+    return rows
 
 
 def padded(sequences: list[list[int]], length: int, pad: int) -> torch.Tensor:
@@ -147,8 +152,10 @@ def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None
     val_seqs = [ids for _, ids in tokenizer.encode(events.filter(pl.col("subject_id").is_in(list(val_ids))))]
     model_config = (GPTConfig(**{**asdict(config.model), "vocab_size": len(tokenizer.vocab)}) if config.model
                     else sized_for(train_seqs, len(tokenizer.vocab)))
+    model_config = replace(model_config, **tokenizer.calendar())
     length = model_config.block_size + 1  # inputs and shifted targets
-    train_data, val_data = (padded([w for ids in seqs for w in windows(ids, length)], length, pad)
+    years = {i for i, token in enumerate(tokenizer.vocab) if token.startswith("YEAR/")}
+    train_data, val_data = (padded([w for ids in seqs for w in windows(ids, length, years, tokenizer.header_length)], length, pad)
                             for seqs in (train_seqs, val_seqs))
     train_lengths = (train_data != pad).sum(dim=1)
     by_length = torch.argsort(train_lengths, stable=True)
@@ -302,7 +309,8 @@ emergencies and renewals, and the kinds the model never learned.
 - Birth dates are kept as five-year bands and times at day resolution; values are decoded to a
   random value inside their quantile bin, so within-bin detail and correlations are not kept.
 - The context holds {model.config.block_size} tokens ({"chosen for the data: nine records in ten fit whole" if config.model is None else "as set"});
-  longer records are learned in overlapping windows led by the record's header and written by
-  sliding the context, so what lies more than half a context back is not seen when writing.
+  longer records are learned in overlapping windows led by the record's header (with the year it
+  has reached) and written by sliding the context, so what lies more than half a context back is
+  not seen when writing; the calendar year and age reached are added at every position.
 - Not for clinical decisions or for inferences about real patients.
 """
