@@ -1,8 +1,9 @@
 """FHIR export throughput without the simulation: a cohort is simulated once and kept in memory, then
 timed through events -> FHIR resources (`ResourceBuilder.build`) -> transaction bundles and bulk
-NDJSON on disk, with the resources per patient of each type beside Synthea's (its SMART sample of
-bundles in the reference data, when present). Then the validators' throughput on part of that
-output, and the rate at which a real FHIR server on loopback (SEKMET) loads it through `push_bundles`.
+NDJSON on disk, with the resources per patient of each type, imaging studies by modality and implants
+by type beside Synthea's (its SMART sample of bundles in the reference data, when present). Then the
+validators' throughput on part of that output, and the rate at which a real FHIR server on loopback
+(SEKMET) loads it through `push_bundles`.
 
     python benchmarks/bench_export.py [PATIENTS] [VALIDATED_PATIENTS] [PUSHED_PATIENTS]
 """
@@ -84,6 +85,7 @@ def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
               f"{(bundle_bytes + ndjson.bytes_written) / 1e6 / total_s:>8.1f}  "
               f"({patients / total_s:,.0f} patients/s)")
         resources_by_type(built, patients)
+        images_and_implants(built, patients)
         del built
 
         bundles = find_bundles(out)
@@ -147,6 +149,26 @@ def resources_by_type(built: list, patients: int) -> None:
         theirs = f"{synthea[kind] / synthea_patients:>9.1f}" if synthea_patients else f"{'':>9}"
         note = "  shared provider" if kind in SHARED_TYPES else ""
         print(f"{kind:<24}{ours[kind] / patients:>8.1f}{theirs}{note}")
+
+
+def _images_and_implants(resources) -> Counter:
+    """ImagingStudy by its first series' modality and Device by its type's text."""
+    return Counter(f"ImagingStudy {r['series'][0]['modality']['code']}" if r["resourceType"] == "ImagingStudy"
+                   else f"Device {r['type'].get('text', r['type']['coding'][0].get('display'))}"
+                   for r in resources if r["resourceType"] in ("ImagingStudy", "Device"))
+
+
+def images_and_implants(built: list, patients: int) -> None:
+    """Imaging studies by modality and implanted devices by type, per 100 patients, beside Synthea."""
+    ours = _images_and_implants(r for patient in built for r in patient.resources)
+    paths = sorted(SYNTHEA_BUNDLES.glob("*.json.gz"))
+    synthea = _images_and_implants(entry["resource"] for path in paths
+                                   for entry in orjson.loads(gzip.decompress(path.read_bytes()))["entry"])
+    print(f"\n{'per 100 patients':<48}{'trajsim':>8}{'Synthea':>9}"
+          + (f"  (Synthea: SMART sample, {len(paths)} patients)" if paths else "  (no reference data)"))
+    for kind in sorted(ours.keys() | synthea.keys()):
+        theirs = f"{100 * synthea[kind] / len(paths):>9.1f}" if paths else f"{'':>9}"
+        print(f"{kind:<48}{100 * ours[kind] / patients:>8.1f}{theirs}")
 
 
 def validate_throughput(folder: Path) -> None:

@@ -22,6 +22,8 @@ from fhir_export.demographics import patient_details
 from fhir_export.dispenses import dispense, fill_times
 from fhir_export.guardian import adulthood, end_guardianship, guardian
 from fhir_export.identity import IdMinter, stable_random
+from fhir_export.imaging import imaging_exams, imaging_study
+from fhir_export.implants import implant, implanted_devices
 from fhir_export.lab_orders import LabOrder, order_lab
 from fhir_export.notes import NOTE_TYPES, Reading, VisitRecord, age_phrase, write_note
 from fhir_export.providers import SHARED_TYPES, CareTeam, care_team
@@ -309,11 +311,7 @@ class _PatientBuild:
             elif domain == "immunization":
                 self._immunization(event, visit)
             elif domain == "procedure":
-                self._add({"resourceType": "Procedure", "id": self.ids.next(), "meta": profile("us-core-procedure"),
-                           "status": "completed", "code": self.b.concept(code), "subject": self.subject,
-                           **self._context(visit), "performedDateTime": fhir_datetime(event.time)})
-                if visit is not None:
-                    visit.record.procedures.append(self.b.display(code))
+                self._procedure(event, visit)
             elif domain == "allergy":
                 self._allergy(event)
             elif domain == "social" and event.text:
@@ -609,6 +607,30 @@ class _PatientBuild:
         for number, moment in enumerate(fill_times(order, until)):
             self._add(dispense(self.ids.next(), order, reference, pharmacy, fhir_datetime(moment), number == 0))
 
+    def _procedure(self, event: Event, visit: _Visit | None) -> None:
+        """A performed procedure, with the device it implants (before it) or the images it takes and
+        their report (after it)."""
+        code = event.code
+        device_type = implanted_devices().get(code)
+        device = None if device_type is None else self._add(implant(self.ids.next(), device_type, self.subject, event.time))
+        procedure = self._add({"resourceType": "Procedure", "id": self.ids.next(), "meta": profile("us-core-procedure"),
+                               "status": "completed", "code": self.b.concept(code), "subject": self.subject,
+                               **self._context(visit), "performedDateTime": fhir_datetime(event.time)})
+        if device is not None:
+            procedure["focalDevice"] = [{"manipulated": self.out.reference(device)}]
+        exam = imaging_exams().get(code)
+        if exam is not None:
+            practitioner, organization = ((visit.practitioner, visit.organization) if visit is not None
+                                          else (self.team.primary_physician, self.team.clinic))
+            location = self.out.reference(visit.location) if visit is not None else None
+            reasons = list(visit.resource.get("reasonReference", ())) if visit is not None else []
+            for resource in imaging_study((self.ids.next(), self.ids.next()), exam, procedure,
+                                          self.out.reference(practitioner), self.out.reference(organization),
+                                          location, reasons, self.out.reference):
+                self._add(resource)
+        if visit is not None:
+            visit.record.procedures.append(self.b.display(code))
+
     def _allergy(self, event: Event) -> None:
         category, criticality = self.b.allergy_kinds.get(event.code, (None, None))
         when = fhir_datetime(event.time)
@@ -676,7 +698,7 @@ class _PatientBuild:
         recorded = fhir_datetime(record_end)
         own = [r for r in self.out.resources if r["resourceType"] not in SHARED_TYPES]
         for resource in own:  # the simulated chart last changed with the record's last fact
-            resource["meta"] = {"lastUpdated": recorded, **resource["meta"]}
+            resource["meta"] = {"lastUpdated": recorded, **resource.get("meta", {})}  # ImagingStudy claims no profile
         self._add({"resourceType": "Provenance", "id": self.ids.next(),
                    "meta": {"lastUpdated": recorded, **profile("us-core-provenance")},
                    "target": [self.out.reference(r) for r in own], "recorded": recorded,

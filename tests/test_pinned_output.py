@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "43fa38748e577f93cee471191f63b73a8cd2db39429ddc578facc08a3f99521a",
-    "default": "d075bd7b30fd492de23b7afc4d412c4be8e614d11dda0a607d771944e16ff31d",
+    "reference": "444dc5f3368c15b9cc6037127b9493abb737e287cfd503cb219960db87665a11",
+    "default": "943cde7e6b37018fd5b63e1644ec61829bc727b0736819a76fc88a46ee5aacad",
 }
 
 
