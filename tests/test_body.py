@@ -225,8 +225,9 @@ def test_a_fever_needs_a_febrile_condition_and_hba1c_stays_below_diabetes():
     assert max(plain) < 38.0 and np.mean(febrile) > 38.0
 
 
-def test_the_body_keeper_vets_first():
-    assert isinstance(chart_keepers(load_knowledge(), adult())[0], BodyKeeper)
+def test_the_body_is_measured_once_the_episodes_are_settled_and_before_any_keeper_reads_values():
+    kinds = [type(keeper).__name__ for keeper in chart_keepers(load_knowledge(), adult())]
+    assert kinds[:2] == ["EpisodeKeeper", BodyKeeper.__name__]
 
 
 @pytest.mark.parametrize("rule, extra", [

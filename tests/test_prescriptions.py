@@ -31,7 +31,8 @@ def sources():
 @pytest.fixture(scope="module", params=["reference", "default model"])
 def cohort(request):
     """200 patients, half children, half adults, of one shipped source."""
-    scenario = small_scenario(200, seed=3, **{"population.age_mix": CHILDREN_AND_ADULTS})
+    model = "default" if request.param == "default model" else "reference"  # the source's own care, as generate runs it
+    scenario = small_scenario(200, seed=3, model=model, **{"population.age_mix": CHILDREN_AND_ADULTS})
     records = list(simulate(scenario, sources()[request.param]))
     return request.param, records, events_frame(e for r in records for e in r.events)
 

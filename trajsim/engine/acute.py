@@ -31,6 +31,7 @@ from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.smoking import CURRENT, smoking_curve, smoking_risks
+from trajsim.knowledge.therapy import formulations
 from trajsim.knowledge.acute import (
     EMERGENCY_VISIT, Admission, admissions, emergency_shares, event_rate, sudden_onsets, treatments,
 )
@@ -80,16 +81,14 @@ class EmergencyKeeper(ChartKeeper):
 
     # --- visits a source proposes ----------------------------------------------------------------
     def vet(self, patient: PatientState, visit: Visit) -> None:
-        """An onset of a condition treated through the ED makes the visit an ED visit, with the
-        procedure in it or in the admission that follows."""
+        """An onset of a condition treated through the ED makes the visit an ED visit, with each such
+        onset's procedure in it or in the one admission that follows."""
         if visit.encounter_class is None:
             return
-        onset = next((f for f in visit.facts if f.code in self.treated_codes
-                      and patient.conditions.get(f.code, -1.0) <= visit.day + f.offset_days), None)
-        if onset is None:
+        onsets = [f for f in visit.facts if f.code in self.treated_codes
+                  and patient.conditions.get(f.code, -1.0) <= visit.day + f.offset_days]
+        if not onsets:
             return
-        condition = self.k.conditions_by_code[onset.code]
-        treatment = self.treatments[condition.key]
         if visit.encounter_class != "EMER" or visit.duration_days > ED_LONGEST:
             visit.encounter_class = "EMER"
             visit.duration_days = _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1])
@@ -97,11 +96,18 @@ class EmergencyKeeper(ChartKeeper):
             visit.facts = [Fact(ED_VISIT)] + [f if f.code in (CONDITION_END, MEDICATION_END)
                                               else replace(f, offset_days=min(f.offset_days, visit.duration_days))
                                               for f in visit.facts if domain_of(f.code) != "encounter_type"]
-        procedure = Fact(treatment.procedure, offset_days=min(onset.offset_days, visit.duration_days))
-        if treatment.admitted:
-            self.waiting.append(self._admission(patient, visit, condition.stay_days, [procedure]))
-        else:
-            visit.facts.append(procedure)
+        admitted, stay_days = [], None
+        for onset in onsets:
+            condition = self.k.conditions_by_code[onset.code]
+            treatment = self.treatments[condition.key]
+            procedure = Fact(treatment.procedure, offset_days=min(onset.offset_days, visit.duration_days))
+            if treatment.admitted:
+                admitted.append(procedure)
+                stay_days = max(stay_days or 0.0, condition.stay_days or 0.0) or None
+            else:
+                visit.facts.append(procedure)
+        if admitted:
+            self.waiting.append(self._admission(patient, visit, stay_days, admitted))
 
     def _admission(self, patient: PatientState, ed: Visit, stay_days: float | None, facts: list[Fact]) -> Visit:
         """The admission that follows an ED visit, for a stay around `stay_days`."""
@@ -227,6 +233,7 @@ def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
     keeper = EmergencyKeeper(knowledge)
     conditions = {*keeper.sudden, *(c.condition for c in keeper.cases), *keeper.treatments}
     drugs = {m.code for key in conditions for m in knowledge.medications.get(key, ())}
+    drugs |= {formulations()[code].child_code for code in drugs if code in formulations()}  # children's products
     visits = ({visit_start_code(c) for c in ENCOUNTER_CLASSES}
               | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, HOSPITAL_ADMISSION})
     stays = {code for a in admissions() for code in (a.admission, a.procedure, a.lab) if code}
