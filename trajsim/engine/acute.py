@@ -96,18 +96,18 @@ class EmergencyKeeper(ChartKeeper):
             visit.facts = [Fact(ED_VISIT)] + [f if f.code in (CONDITION_END, MEDICATION_END)
                                               else replace(f, offset_days=min(f.offset_days, visit.duration_days))
                                               for f in visit.facts if domain_of(f.code) != "encounter_type"]
-        admitted, stay_days = [], None
+        admitted, stays = [], []
         for onset in onsets:
             condition = self.k.conditions_by_code[onset.code]
             treatment = self.treatments[condition.key]
             procedure = Fact(treatment.procedure, offset_days=min(onset.offset_days, visit.duration_days))
             if treatment.admitted:
                 admitted.append(procedure)
-                stay_days = max(stay_days or 0.0, condition.stay_days or 0.0) or None
+                stays += [condition.stay_days] if condition.stay_days else []
             else:
                 visit.facts.append(procedure)
-        if admitted:
-            self.waiting.append(self._admission(patient, visit, stay_days, admitted))
+        if admitted:  # one stay, as long as the longest of its reasons
+            self.waiting.append(self._admission(patient, visit, max(stays, default=None), admitted))
 
     def _admission(self, patient: PatientState, ed: Visit, stay_days: float | None, facts: list[Fact]) -> Visit:
         """The admission that follows an ED visit, for a stay around `stay_days`."""
