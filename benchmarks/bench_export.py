@@ -6,6 +6,11 @@ validators' throughput on part of that output, and the rate at which a real FHIR
 (SEKMET) loads it through `push_bundles`.
 
     python benchmarks/bench_export.py [PATIENTS] [VALIDATED_PATIENTS] [PUSHED_PATIENTS]
+    python benchmarks/bench_export.py --write-path [PATIENTS]
+
+`--write-path` measures only the exporter as `generate` runs it: the same cohort's events through
+`ShardWriter.write` (resources, notes, insurance and claims, transaction bundles, NDJSON) per CPU
+second of this process, with the share of each stage; the simulation is not timed.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from fhir_export.providers import SHARED_TYPES  # noqa: E402
 from tests.conftest import REFDATA  # noqa: E402
 from tests.fhir_server import sekmet_server  # noqa: E402
 from trajsim.engine import ReferenceSource, simulate  # noqa: E402
-from trajsim.output import default_builder, fhir_namespace  # noqa: E402
+from fhir_export.claims import add_insurance  # noqa: E402
+from trajsim.output import CohortOutput, default_builder, fhir_namespace  # noqa: E402
 from trajsim.scenario import Scenario, with_overrides  # noqa: E402
 
 SYNTHEA_BUNDLES = REFDATA / "synthea_fhir_r4_smart615" / "bundles"  # Synthea of 2017: no USCDI v3 classes
@@ -46,11 +52,57 @@ def rate(count: float, seconds: float) -> str:
     return f"{count / max(seconds, 1e-9):>12,.0f}"
 
 
-def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
+def simulated(patients: int) -> tuple[Scenario, list[list]]:
+    """The default scenario's first `patients` records (reference source), simulated once, untimed."""
     scenario = with_overrides(Scenario(), "benchmark", **{"population.size": patients})
     started = time.perf_counter()
     records = [record.events for record in simulate(scenario, ReferenceSource())]
     print(f"patients                {patients:,} simulated once in {time.perf_counter() - started:.1f} s (not timed below)")
+    return scenario, records
+
+
+def write_path(patients: int = 300) -> None:
+    """Resources/s per CPU second of `generate`'s write path alone, then the same steps one by one."""
+    scenario, records = simulated(patients)
+    scenario = scenario.model_copy(update={"output": scenario.output.model_copy(update={"formats": ("bundle", "ndjson")})})
+    with tempfile.TemporaryDirectory() as scratch:
+        output = CohortOutput(Path(scratch), scenario)
+        output.clear()
+        started = time.process_time()
+        with output.shard(0, 0) as writer:
+            for events in records:
+                writer.write(events)
+        seconds = time.process_time() - started
+    resources = sum(writer.summary.patient_resources.values())
+    print(f"write path              {resources:,} resources ({resources / patients:,.0f} per patient, shared providers "
+          f"not counted) in {seconds:.2f} CPU s:{rate(resources, seconds)} resources/s per core, "
+          f"{patients / seconds:,.0f} patients/s")
+    builder = default_builder(output.namespace)
+    stages = Counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        ndjson = NdjsonWriter(Path(scratch) / "ndjson")
+        for events in records:
+            started = time.process_time()
+            patient = builder.build(events)
+            built = time.process_time()
+            add_insurance(patient, f"{output.namespace}/{events[0].subject_id}", scenario.output.insurance)
+            insured = time.process_time()
+            write_bundle(Path(scratch) / f"patient-{events[0].subject_id:07d}.json", patient)
+            bundled = time.process_time()
+            ndjson.write(patient)
+            stages.update({"resources and notes": built - started, "insurance and claims": insured - built,
+                           "transaction bundles": bundled - insured, "bulk NDJSON": time.process_time() - bundled})
+        started = time.process_time()
+        ndjson.close()
+        stages["bulk NDJSON"] += time.process_time() - started
+    total = sum(stages.values())
+    print(f"{'stage, alone':<24}{'CPU s':>8}{'share':>8}")
+    for stage, seconds in stages.items():
+        print(f"{stage:<24}{seconds:>8.2f}{seconds / total:>8.0%}")
+
+
+def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
+    scenario, records = simulated(patients)
     builder = default_builder(fhir_namespace(scenario.name, scenario.seed))
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -201,4 +253,7 @@ def push_throughput(bundles: list[Path], workdir: Path, concurrency: int = 4) ->
           f"{sum(o.resources for o in accepted) / summary.seconds:,.0f} resources/s")
 
 if __name__ == "__main__":
-    main(*(int(arg) for arg in sys.argv[1:4]))
+    if sys.argv[1:2] == ["--write-path"]:
+        write_path(*(int(arg) for arg in sys.argv[2:3]))
+    else:
+        main(*(int(arg) for arg in sys.argv[1:4]))
