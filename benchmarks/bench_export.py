@@ -35,7 +35,7 @@ from tests.conftest import REFDATA  # noqa: E402
 from tests.fhir_server import sekmet_server  # noqa: E402
 from trajsim.engine import ReferenceSource, simulate  # noqa: E402
 from fhir_export.claims import add_insurance  # noqa: E402
-from trajsim.output import CohortOutput, default_builder, fhir_namespace  # noqa: E402
+from trajsim.output import CohortOutput, collection_paused, default_builder, fhir_namespace  # noqa: E402
 from trajsim.scenario import Scenario, with_overrides  # noqa: E402
 
 SYNTHEA_BUNDLES = REFDATA / "synthea_fhir_r4_smart615" / "bundles"  # Synthea of 2017: no USCDI v3 classes
@@ -83,13 +83,17 @@ def write_path(patients: int = 300) -> None:
         ndjson = NdjsonWriter(Path(scratch) / "ndjson")
         for events in records:
             started = time.process_time()
-            patient = builder.build(events)
+            with collection_paused():
+                patient = builder.build(events)
             built = time.process_time()
-            add_insurance(patient, f"{output.namespace}/{events[0].subject_id}", scenario.output.insurance)
+            with collection_paused():
+                add_insurance(patient, f"{output.namespace}/{events[0].subject_id}", scenario.output.insurance)
             insured = time.process_time()
-            write_bundle(Path(scratch) / f"patient-{events[0].subject_id:07d}.json", patient)
+            with collection_paused():
+                write_bundle(Path(scratch) / f"patient-{events[0].subject_id:07d}.json", patient)
             bundled = time.process_time()
-            ndjson.write(patient)
+            with collection_paused():
+                ndjson.write(patient)
             stages.update({"resources and notes": built - started, "insurance and claims": insured - built,
                            "transaction bundles": bundled - insured, "bulk NDJSON": time.process_time() - bundled})
         started = time.process_time()

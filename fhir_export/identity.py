@@ -19,7 +19,8 @@ def stable_random(key: str) -> random.Random:
 
 
 _GOLDEN = 0x9E3779B97F4A7C15F39CC0605CEDC835  # odd 128-bit step: successive ids differ in every field
-_VERSION_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & (2**128 - 1)
+_MASK = 2**128 - 1
+_VERSION_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & _MASK
 _VERSION_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
@@ -31,6 +32,6 @@ class IdMinter:
         self._state = int.from_bytes(hashlib.blake2b(patient_key.encode(), digest_size=16).digest(), "big")
 
     def next(self) -> str:
-        self._state = (self._state + _GOLDEN) & (2**128 - 1)
-        text = f"{(self._state & _VERSION_CLEAR) | _VERSION_SET:032x}"
+        self._state = state = (self._state + _GOLDEN) & _MASK
+        text = "%032x" % ((state & _VERSION_CLEAR) | _VERSION_SET)
         return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

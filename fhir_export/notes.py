@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 
 from fhir_export.tables import load_table
 
@@ -68,6 +68,7 @@ def vital_ranges() -> dict[str, tuple[VitalRange, ...]]:
     return {code: tuple(sorted(bands, key=lambda band: band.age_min)) for code, bands in ranges.items()}
 
 
+@lru_cache(maxsize=4096)  # a note asks for each vital sign of its visit several times
 def vital_range(code: str, age_years: float | None) -> VitalRange | None:
     """The range a vital sign is judged by at this age (None: not judged, e.g. a child's breathing rate)."""
     if age_years is None:
@@ -110,6 +111,7 @@ class VisitRecord:
     died: bool = False
 
 
+@lru_cache(maxsize=1024)  # a cohort has few distinct ages
 def article(phrase: str) -> str:
     """The indefinite article of a phrase: "an" before a number said with a vowel sound (8, 11, 18,
     80-89: "an 88-year-old", "an 18-month-old") or a vowel, else "a"."""
@@ -210,8 +212,9 @@ def _assessment(visit: VisitRecord) -> list[str]:
     """New diagnoses, abnormal findings and the other active problems; "stable" only when the
     chart shows nothing abnormal."""
     ongoing = [f"{problem}, ongoing" for problem in visit.history if problem not in visit.diagnoses]
-    items = visit.diagnoses + findings(visit) + ongoing
-    if not visit.diagnoses and not findings(visit):
+    found = findings(visit)
+    items = visit.diagnoses + found + ongoing
+    if not visit.diagnoses and not found:
         items.insert(0, "No new problems identified." if ongoing or _critical(visit) else "Stable; no new problems identified.")
     return items
 

@@ -68,6 +68,7 @@ SOCIAL_PROFILES = {SMOKING_STATUS: "us-core-smokingstatus", PREGNANCY_STATUS: "u
 # A questionnaire's total score -> the panel of its answers (LOINC), the screening-assessment Observation
 # that groups it with `hasMember`.
 QUESTIONNAIRE_PANELS = {"LOINC/55758-7": "LOINC/55757-9", "LOINC/44261-6": "LOINC/44249-1"}
+NO_META: dict[str, Any] = {}
 
 
 @lru_cache(maxsize=4096)
@@ -120,21 +121,24 @@ class PatientResources:
     """One patient's resources plus the shared reference dicts that point between them."""
 
     resources: list[Resource] = field(default_factory=list)
-    _references: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    # id -> (the shared reference dict, its bundle form, its Type/id form)
+    _references: dict[str, tuple[dict[str, str], str, str]] = field(default_factory=dict)
 
     def reference(self, resource: Resource) -> dict[str, str]:
         rid = resource["id"]
-        if rid not in self._references:
-            self._references[rid] = (resource["resourceType"], {"reference": f"urn:uuid:{rid}"})
-        return self._references[rid][1]
+        known = self._references.get(rid)
+        if known is None:
+            bundle_form = f"urn:uuid:{rid}"
+            known = self._references[rid] = ({"reference": bundle_form}, bundle_form, f"{resource['resourceType']}/{rid}")
+        return known[0]
 
     def use_bundle_references(self) -> None:
-        for rid, (_, ref) in self._references.items():
-            ref["reference"] = f"urn:uuid:{rid}"
+        for ref, bundle_form, _ in self._references.values():
+            ref["reference"] = bundle_form
 
     def use_relative_references(self) -> None:
-        for rid, (rtype, ref) in self._references.items():
-            ref["reference"] = f"{rtype}/{rid}"
+        for ref, _, relative_form in self._references.values():
+            ref["reference"] = relative_form
 
 
 class ResourceBuilder:
@@ -697,8 +701,10 @@ class _PatientBuild:
             end_guardianship(self.guardian, self.birth, record_end)
         recorded = fhir_datetime(record_end)
         own = [r for r in self.out.resources if r["resourceType"] not in SHARED_TYPES]
+        stamped: dict[int, dict[str, Any]] = {}  # by the id of the meta it stamps: most resources share a profile's
         for resource in own:  # the simulated chart last changed with the record's last fact
-            resource["meta"] = {"lastUpdated": recorded, **resource.get("meta", {})}  # ImagingStudy claims no profile
+            meta = resource.get("meta", NO_META)  # ImagingStudy claims no profile
+            resource["meta"] = stamped.get(id(meta)) or stamped.setdefault(id(meta), {"lastUpdated": recorded, **meta})
         self._add({"resourceType": "Provenance", "id": self.ids.next(),
                    "meta": {"lastUpdated": recorded, **profile("us-core-provenance")},
                    "target": [self.out.reference(r) for r in own], "recorded": recorded,
