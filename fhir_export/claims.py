@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 from fhir_export.demographics import address, draw_place, phone
@@ -83,6 +83,7 @@ def payer_organization(payer: Payer) -> Resource:
             "address": [address(rng, office) | {"use": "work"}]}
 
 
+@lru_cache(maxsize=4096)  # fees repeat; the dict is shared, never modified
 def _money(amount: int) -> dict[str, Any]:
     return {"value": amount / 100, "currency": "USD"}
 
@@ -105,6 +106,7 @@ def _adjudication(submitted: int, by_patient: int) -> list[dict[str, Any]]:
             {"category": BENEFIT, "amount": _money(submitted - by_patient)}]
 
 
+@lru_cache(maxsize=4096)
 def _day(text: str) -> date:
     return datetime.fromisoformat(text.removesuffix("Z")).date()
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, lru_cache
+from typing import NamedTuple
 
 from fhir_export.tables import load_table
 
@@ -76,8 +77,7 @@ def vital_range(code: str, age_years: float | None) -> VitalRange | None:
     return next((band for band in reversed(vital_ranges().get(code, ())) if age_years >= band.age_min), None)
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):  # a tuple: one is made for every measurement exported
     """One measurement of the visit; `flag` is a lab's "L", "H" or "N" against its reference range
     (None: it has none)."""
 
