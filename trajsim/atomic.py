@@ -14,17 +14,27 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _open_partial(partial: Path) -> BinaryIO:
+    """`partial` opened for writing, its folder made first if missing (asked only when the open
+    fails: an export writes thousands of files into folders that exist)."""
+    try:
+        return open(partial, "wb")
+    except FileNotFoundError:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        return open(partial, "wb")
+
+
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """A binary file that appears at `path` only if the block completes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = temporary_path(path)
     try:
-        with open(partial, "wb") as handle:
+        with _open_partial(partial) as handle:
             yield handle
         os.replace(partial, path)
-    finally:
+    except BaseException:
         partial.unlink(missing_ok=True)
+        raise
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
