@@ -69,6 +69,7 @@ SOCIAL_PROFILES = {SMOKING_STATUS: "us-core-smokingstatus", PREGNANCY_STATUS: "u
 # that groups it with `hasMember`.
 QUESTIONNAIRE_PANELS = {"LOINC/55758-7": "LOINC/55757-9", "LOINC/44261-6": "LOINC/44249-1"}
 NO_META: dict[str, Any] = {}
+NO_CONTEXT: dict[str, Any] = {}  # a fact outside any visit
 
 
 @lru_cache(maxsize=4096)
@@ -215,6 +216,7 @@ class _Visit:
     organization: Resource
     location: Resource
     practitioner: Resource
+    context: dict[str, Any]  # {"encounter": its reference}, for every resource recorded in the visit
     labs: dict[str, LabOrder] = field(default_factory=dict)  # by panel (or single test) code
 
 
@@ -328,8 +330,9 @@ class _PatientBuild:
         self.out.resources.append(resource)
         return resource
 
-    def _context(self, visit: _Visit | None) -> dict[str, Any]:
-        return {"encounter": self.out.reference(visit.resource)} if visit is not None else {}
+    @staticmethod
+    def _context(visit: _Visit | None) -> dict[str, Any]:
+        return visit.context if visit is not None else NO_CONTEXT
 
     def _cause_of_death(self, event: Event) -> None:
         """The cause a death certificate states (LOINC 69453-9), in the encounter the patient died in."""
@@ -364,7 +367,8 @@ class _PatientBuild:
         record = VisitRecord(encounter_class, None, event.time, None, age, PERSON_WORDS[self.sex, child], age_years,
                              history=self._current_problems(event.time), allergies=list(self.allergies),
                              medications=[self.b.display(code) for code in self.orders])
-        self.visits[event.encounter_id] = _Visit(resource, record, organization, location, practitioner)
+        self.visits[event.encounter_id] = _Visit(resource, record, organization, location, practitioner,
+                                                 {"encounter": self.out.reference(resource)})
         self.encounters[event.encounter_id] = resource
 
     def _current_problems(self, moment: datetime) -> list[str]:
