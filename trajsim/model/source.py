@@ -28,6 +28,7 @@ from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
 from trajsim.engine.source import ACTIVE, ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit, fact_kind
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
+from trajsim.model.draws import row_seeds
 from trajsim.model.sample import generate, one_thread
 from trajsim.model.tokenizer import (
     BOS, END, ENDED, EOS, HEADS, NO_VISIT, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
@@ -296,7 +297,7 @@ class ModelSource(TrajectorySource[ModelPlan]):
                                  index[birth_band(calendar_date(p.birth_day).year)]] for p in patients])
         writer = RecordWriter(self.grammar, self.rules, patients)
         with one_thread():
-            return generate(self.model, prompts, [p.rng for p in patients],
+            return generate(self.model, prompts, row_seeds([p.rng for p in patients]),
                             MAX_RECORD_CONTEXTS * self.model.config.block_size, index[EOS], self.temperature,
                             self.top_p, writer, self.tokenizer.header_length)
 
