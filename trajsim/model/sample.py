@@ -47,17 +47,14 @@ def next_token(logits: torch.Tensor, uniforms: np.ndarray, temperature: float = 
         logits = logits.masked_fill(~torch.from_numpy(np.ascontiguousarray(allowed)), float("-inf"))
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    if temperature != 1.0:
-        logits = logits / temperature
-    # unnormalised weights: the target below is scaled by each row's total instead
-    weights = (logits - logits.amax(dim=-1, keepdim=True)).exp_()
+    weights = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
     order = None
     if top_p < 1.0:
         # keep the smallest set whose mass reaches top_p (always at least the most likely token)
-        weights, order = (weights / weights.sum(dim=-1, keepdim=True)).sort(dim=-1, descending=True)
+        weights, order = weights.sort(dim=-1, descending=True)
         weights = weights.masked_fill(weights.cumsum(dim=-1) - weights >= top_p, 0.0)
     cumulative = weights.cumsum(dim=-1)
-    targets = torch.from_numpy(uniforms).float().unsqueeze(1) * cumulative[:, -1:]
+    targets = torch.from_numpy(uniforms).float().unsqueeze(1) * cumulative[:, -1:]  # the total, rounding included
     # The first token whose cumulative weight reaches a target above 0 has a weight above 0, and a
     # target never exceeds the total: no forbidden token, however rounding falls.
     picks = torch.searchsorted(cumulative, targets)
@@ -107,7 +104,7 @@ def generate(model: GPT, prompts: torch.Tensor, seeds: np.ndarray, max_new_token
         if done.all():
             break
         finished = torch.from_numpy(done[members])
-        if int(finished.sum()) * 4 >= len(members):  # drop finished rows once they are a quarter
+        if int(finished.sum()) * 8 >= len(members):  # drop finished rows once they are an eighth
             cache.keep(~finished)
             in_cache, drawn = in_cache[~finished], drawn[~finished]
         if cache.length >= model.config.block_size:
