@@ -144,19 +144,11 @@ class KVCache:
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only these rows (a bool mask or indices), in that order."""
-        self.keys = [self._kept(k, rows) for k in self.keys]
-        self.values = [self._kept(v, rows) for v in self.values]
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
         self.year, self.birth, self.until = self.year[rows], self.birth[rows], self.until[rows]
         if self.calendar is not None:
             self.calendar = self.calendar[rows]
-
-
-    def _kept(self, store: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """These rows of one layer's store, same capacity, copying only the positions filled."""
-        count = int(rows.sum()) if rows.dtype == torch.bool else len(rows)
-        kept = torch.empty(count, *store.shape[1:])
-        kept[:, :, :self.length] = store[rows, :, :self.length]
-        return kept
 
 
 class CausalSelfAttention(nn.Module):
