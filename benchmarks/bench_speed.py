@@ -2,7 +2,8 @@
 default scenario with the shipped model and with the reference source, each generated in a fresh
 interpreter on one worker, against the project's goal and against orjson serialising the same
 resources (the ceiling no FHIR writer in Python can pass). Also: patient-years/s, MB written per
-patient, peak memory, and sampled tokens/s against the batch width.
+patient, peak memory, sampled tokens/s against the batch width, and the rate at which one chunk's
+whole records are sampled with the rules.
 
     python benchmarks/bench_speed.py [--patients 1000] [--lifetime 100] [--ten-thousand]
 
@@ -21,10 +22,17 @@ import time
 import numpy as np
 import torch
 
+from trajsim.engine.population import draw_patient
+from trajsim.engine.schedules import Schedule
+from trajsim.engine.simulate import CHUNK_SIZE
+from trajsim.engine.source import ENGINE_KINDS, engine_kinds
+from trajsim.knowledge import load_knowledge
 from trajsim.model import DEFAULT_MODEL
 from trajsim.model.sample import generate, one_thread
-from trajsim.model.tokenizer import BOS, SEXES, birth_band
+from trajsim.model.source import ModelSource
+from trajsim.model.tokenizer import BOS, EOS, SEXES, birth_band
 from trajsim.model.train import load_model
+from trajsim.scenario import Scenario, with_overrides
 
 GOAL_RESOURCES_PER_S = 100_000  # per core, full records with notes (issue 20)
 GOAL_TOKENS_PER_S = 250_000  # per core
@@ -100,9 +108,26 @@ def sampling_rates() -> None:
         for width in SAMPLING_WIDTHS:
             prompts = torch.tensor([prompt] * width)
             started = time.process_time()
-            out = generate(model, prompts, [np.random.default_rng(i) for i in range(width)], 200, stop_token=-1)
+            out = generate(model, prompts, np.arange(width, dtype=np.uint64), 200, stop_token=-1)
             rate = width * (out.shape[1] - len(prompt)) / (time.process_time() - started)
             print(f"  batch {width:4d}  {rate:10,.0f} tokens/s  (goal {GOAL_TOKENS_PER_S:,}: {rate / GOAL_TOKENS_PER_S:.2f}x)")
+
+
+def record_sampling_rate(patients: int = CHUNK_SIZE) -> None:
+    """Sampling as the model source does it: one chunk's whole records of the default scenario, one
+    row a patient, the grammar and the rules' masks included, contexts up to the model's 1,024."""
+    scenario = with_overrides(Scenario(), "benchmark", **{"population.size": patients, "model": "default"})
+    knowledge, source = load_knowledge(), ModelSource(DEFAULT_MODEL)
+    states = [draw_patient(scenario, i, knowledge) for i in range(patients)]
+    for state in states:  # as the engine prepares a chunk: allergies drawn, the source's state set
+        Schedule(knowledge, state, engine_kinds(source) & ENGINE_KINDS)
+        state.source_state = source.new_state(state)
+    started = time.process_time()
+    rows = source.write_tokens(states)
+    elapsed = time.process_time() - started
+    tokens = int((rows != source.tokenizer.index[EOS]).sum()) - 3 * patients  # drawn, not the prompts
+    print(f"whole records of {patients} patients, rules included: {tokens:,} tokens in {rows.shape[1]:,} steps, "
+          f"{tokens / elapsed:,.0f} tokens/s per core, {patients / elapsed:.1f} records/s")
 
 
 def main() -> None:
@@ -121,6 +146,7 @@ def main() -> None:
         print(f"peak memory, reference source: 1,000 patients {small['peak_mb']:,.0f} MB, 10,000 patients "
               f"{large['peak_mb']:,.0f} MB (ratio {large['peak_mb'] / small['peak_mb']:.2f})")
     sampling_rates()
+    record_sampling_rate()
 
 
 if __name__ == "__main__":

@@ -92,6 +92,13 @@ def test_same_seed_same_records(tiny_model):
     assert model_events(tiny_model, 20, seed=4).equals(model_events(tiny_model, 20, seed=4))
 
 
+def test_a_patient_gets_the_same_record_whatever_chunk_it_is_sampled_in(tiny_model):
+    scenario, source = small_scenario(8, seed=4, model=str(tiny_model)), ModelSource(tiny_model)
+    whole, chunked = (events_frame(e for r in simulate(scenario, source, chunk_size=size) for e in r.events)
+                      for size in (8, 3))
+    assert whole.equals(chunked)
+
+
 def test_train_command_writes_a_model_folder(tmp_path):
     reference_events(12, seed=2).write_parquet(tmp_path / "events.parquet")
     result = CliRunner().invoke(app, ["train", "--events", str(tmp_path / "events.parquet"), "--out",

@@ -12,7 +12,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "e4ab278238d310324caff7083d541ad5ae3d4857701cd54c698c0f6fef0cc47b",
-    "default": "57cd05781d330a186b03b366e871fcc3b5dd62f6e9031f72b0df645dce053731",
+    "default": "a9f2d6c1b3580178e88ccbe37f52ec9371096a823fbffc28d27efbdf22ecba99",
 }
 
 

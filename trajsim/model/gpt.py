@@ -74,8 +74,22 @@ class CalendarEmbedding(nn.Module):
         year = self._so_far(self.year_of[idx], None if cache is None else cache.year)
         birth = self._so_far(self.birth_of[idx], None if cache is None else cache.birth)
         until = self._so_far(self.until_of[idx], None if cache is None else cache.until)
-        if cache is not None:
-            cache.year, cache.birth, cache.until = year[:, -1], birth[:, -1], until[:, -1]
+        if cache is None:
+            return self._vectors(year, birth, until)
+        if idx.shape[1] == 1 and cache.calendar is not None:
+            # One step: a row's vector changes only when it draws a year, birth or end token.
+            changed = ((year[:, 0] != cache.year) | (birth[:, 0] != cache.birth) | (until[:, 0] != cache.until)).nonzero()[:, 0]
+            if len(changed):
+                cache.calendar[changed] = self._vectors(year[changed], birth[changed], until[changed])[:, 0]
+            out = cache.calendar[:, None]
+        else:
+            out = self._vectors(year, birth, until)
+            cache.calendar = out[:, -1].clone()
+        cache.year, cache.birth, cache.until = year[:, -1], birth[:, -1], until[:, -1]
+        return out
+
+    def _vectors(self, year: torch.Tensor, birth: torch.Tensor, until: torch.Tensor) -> torch.Tensor:
+        """The calendar vectors at positions with these years, births and record ends (-1: unknown)."""
         age = torch.where((year >= 0) & (birth >= 0), (year + 0.5 - birth).clamp(min=0), -1.0)
         out = (_between(self.years, torch.where(year >= 0, (year - self.first_year) / YEARS_PER_ANCHOR, -1.0))
                + _between(self.ages, torch.where(age >= 0, age / YEARS_PER_ANCHOR, -1.0)))
@@ -88,9 +102,8 @@ class CalendarEmbedding(nn.Module):
     def _so_far(values: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
         """The latest value at each position (years only grow along a record; -1 before any)."""
         if before is not None:
-            values = torch.cat([before[:, None], values], dim=1)
-        values = torch.cummax(values, dim=1).values
-        return values if before is None else values[:, 1:]
+            values = torch.maximum(values, before[:, None])
+        return values if values.shape[1] == 1 else torch.cummax(values, dim=1).values
 
 
 def _between(anchors: nn.Embedding, position: torch.Tensor) -> torch.Tensor:
@@ -114,6 +127,7 @@ class KVCache:
         self.length = 0  # positions filled
         # each row's calendar year, birth and record end so far (the calendar embedding's state), -1 before any
         self.year, self.birth, self.until = (torch.full((batch_size,), -1.0) for _ in range(3))
+        self.calendar: torch.Tensor | None = None  # each row's calendar vector at its latest position
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the new positions' keys and values; returns all keys and values so far."""
@@ -133,6 +147,8 @@ class KVCache:
         self.keys = [k[rows] for k in self.keys]
         self.values = [v[rows] for v in self.values]
         self.year, self.birth, self.until = self.year[rows], self.birth[rows], self.until[rows]
+        if self.calendar is not None:
+            self.calendar = self.calendar[rows]
 
 
 class CausalSelfAttention(nn.Module):

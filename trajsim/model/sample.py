@@ -1,20 +1,22 @@
 """Batched sampling with a KV cache, temperature, nucleus (top-p) truncation and rule masks.
 
-Each row draws its tokens from its own numpy generator (inverse-CDF on one uniform per step), so a
-patient's sequence depends on its own random stream, not on which other patients share the batch.
+Each row draws its tokens by inverse CDF on one uniform per step, a hash of its seed and the step
+(`trajsim.model.draws`), so a patient's sequence depends on its own seed, not on which other patients
+share the batch, and the draws of a whole batch take a few array operations.
 Masks arrive as boolean arrays (rows x vocabulary); forbidden tokens get -inf logits, so they can
 never be drawn however confident the model is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from trajsim.model.draws import uniforms
 from trajsim.model.gpt import GPT, KVCache
 from trajsim.model.tokenizer import HEADER, YEAR_AT
 
@@ -38,24 +40,24 @@ def one_thread() -> Iterator[None]:
 
 def next_token(logits: torch.Tensor, uniforms: np.ndarray, temperature: float = 1.0, top_p: float = 1.0,
                allowed: np.ndarray | None = None) -> torch.Tensor:
-    """One token per row from the last-position logits (rows x vocabulary)."""
+    """One token per row from the last-position logits (rows x vocabulary), by inverse CDF on each
+    row's uniform in (0, 1)."""
     logits = logits.float()
     if allowed is not None:
         logits = logits.masked_fill(~torch.from_numpy(np.ascontiguousarray(allowed)), float("-inf"))
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
+    weights = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
     order = None
     if top_p < 1.0:
         # keep the smallest set whose mass reaches top_p (always at least the most likely token)
-        probs, order = probs.sort(dim=-1, descending=True)
-        probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, 0.0)
-    cumulative = probs.cumsum(dim=-1)
-    targets = torch.from_numpy(uniforms).float().unsqueeze(1) * cumulative[:, -1:]
-    picks = torch.searchsorted(cumulative, targets, right=True)
-    # rounding at the top of the cumulative sum must not land past the last possible token
-    last_possible = ((probs > 0) * torch.arange(probs.shape[-1])).amax(dim=-1, keepdim=True)
-    picks = torch.minimum(picks, last_possible)
+        weights, order = weights.sort(dim=-1, descending=True)
+        weights = weights.masked_fill(weights.cumsum(dim=-1) - weights >= top_p, 0.0)
+    cumulative = weights.cumsum(dim=-1)
+    targets = torch.from_numpy(uniforms).float().unsqueeze(1) * cumulative[:, -1:]  # the total, rounding included
+    # The first token whose cumulative weight reaches a target above 0 has a weight above 0, and a
+    # target never exceeds the total: no forbidden token, however rounding falls.
+    picks = torch.searchsorted(cumulative, targets)
     return picks.squeeze(1) if order is None else order.gather(1, picks).squeeze(1)
 
 
@@ -73,11 +75,12 @@ def _slid(model: GPT, rows: torch.Tensor, header_length: int) -> tuple[KVCache, 
 
 
 @torch.inference_mode()
-def generate(model: GPT, prompts: torch.Tensor, rngs: Sequence[np.random.Generator], max_new_tokens: int,
+def generate(model: GPT, prompts: torch.Tensor, seeds: np.ndarray, max_new_tokens: int,
              stop_token: int, temperature: float = 1.0, top_p: float = 1.0,
              constraint: Constraint | None = None, header_length: int = HEADER) -> torch.Tensor:
-    """Continue each prompt row (all the same length) until it emits `stop_token` or has
-    `max_new_tokens` more; rows that stopped are padded with `stop_token`. A row longer than the
+    """Continue each prompt row (all the same length, one uint64 seed a row: `draws.row_seeds`)
+    until it emits `stop_token` or has `max_new_tokens` more; rows that stopped are padded with
+    `stop_token`. A row longer than the
     model's context goes on from its header (its first `header_length` tokens) and the latest half
     context, as the model was trained."""
     model.eval()
@@ -93,8 +96,7 @@ def generate(model: GPT, prompts: torch.Tensor, rngs: Sequence[np.random.Generat
     for _ in range(budget):
         allowed = constraint(tokens[:, :length]) if constraint is not None else None
         members = in_cache.numpy()
-        uniforms = np.array([0.0 if done[r] else rngs[r].random() for r in members])
-        drawn = next_token(logits, uniforms, temperature, top_p, None if allowed is None else allowed[members])
+        drawn = next_token(logits, uniforms(seeds[members], length), temperature, top_p, None if allowed is None else allowed[members])
         drawn[torch.from_numpy(done[members])] = stop_token
         tokens[in_cache, length] = drawn
         length += 1
@@ -102,7 +104,7 @@ def generate(model: GPT, prompts: torch.Tensor, rngs: Sequence[np.random.Generat
         if done.all():
             break
         finished = torch.from_numpy(done[members])
-        if int(finished.sum()) * 4 >= len(members):  # drop finished rows once they are a quarter
+        if int(finished.sum()) * 8 >= len(members):  # drop finished rows once they are an eighth
             cache.keep(~finished)
             in_cache, drawn = in_cache[~finished], drawn[~finished]
         if cache.length >= model.config.block_size:

@@ -28,6 +28,7 @@ from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
 from trajsim.engine.source import ACTIVE, ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit, fact_kind
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
+from trajsim.model.draws import row_seeds
 from trajsim.model.sample import generate, one_thread
 from trajsim.model.tokenizer import (
     BOS, END, ENDED, EOS, HEADS, NO_VISIT, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
@@ -120,7 +121,7 @@ class RecordWriter:
         self.ending = np.full(rows, -1)  # the condition_end / medication_end token awaiting its code
         self.done = np.zeros(rows, dtype=bool)
         self.visit_codes = np.zeros((rows, grammar.size), dtype=bool)
-        self.touched: list[set[int]] = [set() for _ in range(rows)]  # codes that may not recur this visit
+        self.touched = np.zeros((rows, grammar.size), dtype=bool)  # codes that may not recur this visit
         self.exit_day = np.array([p.exit_day for p in patients])
         # the token naming the year each record ends in (the engine's end: death or the period's end)
         last_year = max(grammar.until, default=0)
@@ -186,15 +187,14 @@ class RecordWriter:
         opening = g.is_head[last] & ~self.done
         self.offset[opening] = 0
         self.in_visit |= opening
-        for row in np.flatnonzero(opening):
-            self.touched[row].clear()
+        self.touched[opening] = False
         self.longest = np.where(opening, g.longest[last], self.longest)
         self.outside = np.where(opening, last == g.no_visit, self.outside)
         # Rules are checked again whenever the day or the patient's conditions change in a visit.
         stale = opening | (self.in_visit & (gap > 0))
-        for row in np.flatnonzero(self.in_visit & g.is_encounter_type[last]):  # a visit has one type
-            self.touched[row].update(g.encounter_types.tolist())
-            self.visit_codes[row, g.encounter_types] = False
+        typed = np.flatnonzero(self.in_visit & g.is_encounter_type[last])  # a visit has one type
+        self.touched[np.ix_(typed, g.encounter_types)] = True
+        self.visit_codes[np.ix_(typed, g.encounter_types)] = False
         for row in np.flatnonzero(self.in_visit & g.is_condition[last]):
             stale[row] |= self._record(row, int(last[row]), bool(ended_code[row]))
         if stale.any():
@@ -202,9 +202,8 @@ class RecordWriter:
             states, days = [self.state[r] for r in rows], self.day[rows] + self.offset[rows]
             # a visit's facts fall somewhere within its day: the codes must be allowed all day long
             allowed = self.rules.allowed(states, days, until=days + 1.0)
-            self.visit_codes[rows] = allowed & g.is_code
-            for row in rows:  # a visit's type, or a condition begun or ended in it, does not recur
-                self.visit_codes[row, list(self.touched[row])] = False
+            # a visit's type, or a condition begun or ended in it, does not recur
+            self.visit_codes[rows] = allowed & g.is_code & ~self.touched[rows]
 
     def _endable_conditions(self, row: int) -> np.ndarray:
         """Codes condition_end may name: a known acute condition active since before this visit
@@ -213,14 +212,14 @@ class RecordWriter:
         day = self.day[row] + self.offset[row]
         for code, end in self.state[row].conditions.items():
             token = self.g.token_of.get(code)
-            if token is not None and end > day and token not in self.touched[row] and code not in self.g.chronic:
+            if token is not None and end > day and not self.touched[row, token] and code not in self.g.chronic:
                 endable[token] = True
         return endable
 
     def _record(self, row: int, token: int, ended: bool) -> bool:
         """Keep the row's conditions current; True when they changed."""
         conditions, code = self.state[row].conditions, self.g.base_codes[token]
-        self.touched[row].add(token)
+        self.touched[row, token] = True
         if ended:
             if code not in conditions:
                 return False
@@ -296,7 +295,7 @@ class ModelSource(TrajectorySource[ModelPlan]):
                                  index[birth_band(calendar_date(p.birth_day).year)]] for p in patients])
         writer = RecordWriter(self.grammar, self.rules, patients)
         with one_thread():
-            return generate(self.model, prompts, [p.rng for p in patients],
+            return generate(self.model, prompts, row_seeds([p.rng for p in patients]),
                             MAX_RECORD_CONTEXTS * self.model.config.block_size, index[EOS], self.temperature,
                             self.top_p, writer, self.tokenizer.header_length)
 
