@@ -405,7 +405,7 @@ class _PatientBuild:
             order_code = self.b.concept(panel)
             accession = f"{self.key}/{observation['id'][:8]}"
             order = orders[panel] = order_lab(
-                (self.ids.next(), self.ids.next()), order_code, self.b.display(code), accession, self.subject,
+                (self.ids.next(), self.ids.next()), order_code, self.b.display(panel), accession, self.subject,
                 self._context(visit), visit.resource["period"]["start"] if visit is not None else when, when,
                 self.out.reference(requester), self.out.reference)
             self.out.resources[-1:-1] = [order.request, order.specimen]  # before the result that refers to them

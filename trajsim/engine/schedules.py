@@ -149,8 +149,8 @@ class Schedule:
 
     def _screenings(self, day: float, screenings: Iterable[Screening], active: set[str] = frozenset()) -> list[Fact]:
         """Screening procedures (or laboratory panels, `labs.py`) due at a well visit. A patient
-        entering mid-life was last screened at a random point of the interval; one who declines is
-        offered it again a year later."""
+        entering within the screening ages was last screened at a random point of the interval, one
+        followed since before them not yet; one who declines is offered it again a year later."""
         p, facts = self.patient, []
         age = p.age_at(day)
         for screening in screenings:
@@ -159,7 +159,12 @@ class Schedule:
             if screening.condition is not None and screening.condition not in active:
                 continue
             interval = screening.interval_years * DAYS_PER_YEAR
-            last = self.last_screening.setdefault(screening.code, day - p.rng.uniform(0, interval))
+            if screening.code not in self.last_screening:
+                # one followed since before the ages has not been screened yet; one entering within
+                # them was last screened at a random point of the interval
+                entered_within = p.age_at(p.entry_day) >= screening.age_min
+                self.last_screening[screening.code] = day - p.rng.uniform(0, interval) if entered_within else -math.inf
+            last = self.last_screening[screening.code]
             if day - last < interval:
                 continue
             if p.rng.random() < screening.uptake:
