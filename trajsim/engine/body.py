@@ -9,7 +9,12 @@ for the patient's sex, age and conditions at a patient-level centile plus visit 
 diastolic pressure stays a pulse pressure below the systolic; HbA1c moves slowly around the
 patient's level (it reflects months of glycaemia); a drug scales the values it lowers (a statin
 LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
-cholesterol is the panel's LDL + HDL + triglycerides/5; a value that implies a diagnosis (a fever,
+cholesterol is the panel's LDL + HDL + triglycerides/5; the analyser's computed results agree with
+the rest of their panel (chloride is sodium - bicarbonate - the anion gap, total protein albumin +
+globulin, hematocrit hemoglobin / MCHC, the erythrocytes and MCH the red cell indices', the
+neutrophils what the differential leaves of 100%); a urine test strip reads positive by the visit's
+own values (glucose above the renal threshold) or a condition's chance (`urine_findings.csv`); an
+abnormal TSH brings its free T4 (`lab_reflexes.csv`); a value that implies a diagnosis (a fever,
 an HbA1c in the diabetic range) stays below its limit unless one of its conditions is active or
 diagnosed at the visit. A child's head circumference keeps the patient's own centile of the CDC
 chart, and a child's BMI, weight and head circumference come with their percentiles on the CDC

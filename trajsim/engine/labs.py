@@ -1,8 +1,8 @@
 """The laboratory's side of an order: a panel is reported whole. Whoever proposed it (a monitoring
 schedule naming the panel, a learned model naming one of its results), a visit's order of a
-comprehensive metabolic panel records all fourteen results, so a chart never holds a creatinine
-without the rest of the panel it was drawn in. The values are the body's (`body.py`), which the
-keeper after this one sets.
+comprehensive metabolic panel records all fourteen results and an adult's eGFR, so a chart never
+holds a creatinine without the rest of the panel it was drawn in. The values are the body's
+(`body.py`), which the keeper after this one sets.
 """
 
 from __future__ import annotations
