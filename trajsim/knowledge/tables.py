@@ -23,6 +23,7 @@ import networkx as nx
 import numpy as np
 
 from trajsim.clock import day_number
+from trajsim.events import ENCOUNTER_CLASSES
 from trajsim.knowledge.hazards import Epidemiology
 from trajsim.vocab import load_vocabulary
 
@@ -288,8 +289,11 @@ def load_knowledge() -> Knowledge:
         )
     monitoring: dict[str, list[Monitoring]] = defaultdict(list)
     for r in _rows("monitoring.csv", ("condition", "code", "interval_days", "settings")):
-        monitoring[r["condition"]].append(Monitoring(r["condition"], r["code"], float(r["interval_days"]),
-                                                     frozenset(filter(None, r["settings"].split(";")))))
+        settings = frozenset(filter(None, r["settings"].split(";")))
+        if settings - set(ENCOUNTER_CLASSES):
+            raise TableError(f"monitoring.csv: settings {r['settings']!r} of {r['condition']} {r['code']}; "
+                             f"allowed: encounter classes {', '.join(ENCOUNTER_CLASSES)} separated by ';', or empty")
+        monitoring[r["condition"]].append(Monitoring(r["condition"], r["code"], float(r["interval_days"]), settings))
     measurements = {
         r["code"]: Measurement(r["code"], r["category"], vocabulary[r["code"]].unit or "1", int(r["decimals"]),
                                float(r["low"]), float(r["high"]))
