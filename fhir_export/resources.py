@@ -227,10 +227,12 @@ class _PatientBuild:
         self.orders: dict[str, Resource] = {}
         self.allergies: list[str] = []  # displays of the allergies recorded so far
         self.blood_pressure: dict[tuple[int | None, datetime], Resource] = {}
-        self.visit_codes: dict[int, set[str]] = {}  # every code of each encounter, to tell its lab orders apart
+        # every code of each encounter (outside encounters, of each instant), to tell its lab orders apart
+        self.drawn_together: dict[int | datetime, set[str]] = {}
         for event in events:
-            if event.encounter_id is not None:
-                self.visit_codes.setdefault(event.encounter_id, set()).add(event.code)
+            self.drawn_together.setdefault(event.time if event.encounter_id is None else event.encounter_id,
+                                           set()).add(event.code)
+        self.outside_labs: dict[datetime, dict[str, LabOrder]] = {}  # the orders of results outside a visit
         self.patient, self.team = self._patient()
         self.subject = self.out.reference(self.patient)
 
@@ -394,10 +396,12 @@ class _PatientBuild:
 
     def _order_lab(self, observation: Resource, event: Event, visit: _Visit | None) -> None:
         """Link a lab result to its order and specimen: the visit's order of the result's panel
-        (or test), placed with the visit's first result of it; a result outside a visit has its own."""
-        orders = visit.labs if visit is not None else {}
+        (or test), placed with the visit's first result of it; results outside a visit share the
+        order of their panel drawn at the same instant."""
+        orders = visit.labs if visit is not None else self.outside_labs.setdefault(event.time, {})
         code = event.code
-        panel = order_of(code, self.visit_codes[event.encounter_id]) if visit is not None else code
+        present = self.drawn_together.get(event.encounter_id if visit is not None else event.time, {code})
+        panel = order_of(code, present)
         order = orders.get(panel)
         if order is None:
             when = observation["effectiveDateTime"]
