@@ -1,7 +1,7 @@
 """FHIR export throughput without the simulation: a cohort is simulated once and kept in memory, then
 timed through events -> FHIR resources (`ResourceBuilder.build`) -> transaction bundles and bulk
-NDJSON on disk, with the resources per patient of each type, imaging studies by modality and implants
-by type beside Synthea's (its SMART sample of bundles in the reference data, when present). Then the
+NDJSON on disk, with the resources per patient of each type, the lab tests and reports by panel,
+imaging studies by modality and implants by type beside Synthea's (its SMART sample of bundles in the reference data, when present). Then the
 validators' throughput on part of that output, and the rate at which a real FHIR server on loopback
 (SEKMET) loads it through `push_bundles`.
 
@@ -38,6 +38,7 @@ from trajsim.engine import ReferenceSource, simulate  # noqa: E402
 from fhir_export.claims import add_insurance  # noqa: E402
 from trajsim.output import CohortOutput, collection_paused, default_builder, fhir_namespace  # noqa: E402
 from trajsim.scenario import Scenario, with_overrides  # noqa: E402
+from trajsim.vocab import load_vocabulary  # noqa: E402
 
 SYNTHEA_BUNDLES = REFDATA / "synthea_fhir_r4_smart615" / "bundles"  # Synthea of 2017: no USCDI v3 classes
 SYNTHEA_CSV = REFDATA / "synthea_csv_dbt27" / "csv"  # a recent Synthea's CSV export, a small sample
@@ -165,6 +166,7 @@ def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
               f"{(bundle_bytes + ndjson.bytes_written) / 1e6 / total_s:>8.1f}  "
               f"({patients / total_s:,.0f} patients/s)")
         resources_by_type(built, patients)
+        laboratory(built, patients)
         images_and_implants(built, patients)
         del built
 
@@ -249,6 +251,39 @@ def images_and_implants(built: list, patients: int) -> None:
     for kind in sorted(ours.keys() | synthea.keys()):
         theirs = f"{100 * synthea[kind] / len(paths):>9.1f}" if paths else f"{'':>9}"
         print(f"{kind:<48}{100 * ours[kind] / patients:>8.1f}{theirs}")
+
+
+def _laboratory(resources) -> tuple[set[str], Counter, int]:
+    """Lab results with a value: their distinct LOINC codes, the lab reports by code, and how many."""
+    codes, reports, results = set(), Counter(), 0
+    for r in resources:
+        if r["resourceType"] == "DiagnosticReport" and any(
+                c.get("code") == "LAB" for category in r.get("category", []) for c in category.get("coding", [])):
+            reports[r["code"]["coding"][0]["code"]] += 1
+        elif r["resourceType"] == "Observation" and ("valueQuantity" in r or "valueCodeableConcept" in r) and any(
+                c.get("code") == "laboratory" for category in r.get("category", []) for c in category.get("coding", [])):
+            codes.add(r["code"]["coding"][0]["code"])
+            results += 1
+    return codes, reports, results
+
+
+def laboratory(built: list, patients: int) -> None:
+    """Distinct lab tests with a value, lab results per patient and lab reports by panel or test per
+    100 patients, beside Synthea's SMART sample."""
+    ours = _laboratory(r for patient in built for r in patient.resources)
+    paths = sorted(SYNTHEA_BUNDLES.glob("*.json.gz"))
+    synthea = _laboratory(entry["resource"] for path in paths
+                          for entry in orjson.loads(gzip.decompress(path.read_bytes()))["entry"])
+    per = max(len(paths), 1)
+    print(f"\n{'laboratory':<48}{'trajsim':>8}{'Synthea':>9}")
+    print(f"{'distinct lab tests with a value':<48}{len(ours[0]):>8}{len(synthea[0]):>9}")
+    print(f"{'lab results per patient':<48}{ours[2] / patients:>8.1f}{synthea[2] / per:>9.1f}")
+    print(f"{'lab reports per 100 patients, by code':<48}")
+    vocabulary = load_vocabulary()
+    for code in sorted(ours[1].keys() | synthea[1].keys(), key=lambda k: -(ours[1][k] + synthea[1][k])):
+        known = vocabulary.get(f"LOINC/{code}")
+        name = f"{code} {known.display if known else ''}"[:46]
+        print(f"  {name:<46}{100 * ours[1][code] / patients:>8.1f}{100 * synthea[1][code] / per:>9.1f}")
 
 
 def validate_throughput(folder: Path) -> None:

@@ -1,7 +1,8 @@
 """The financial side of a chart, as Synthea users expect it: the patient's insurance over time
 (Coverage, with the payer as an Organization) and, for every encounter, a Claim and the payer's
-ExplanationOfBenefit, whose lines bill the visit, its procedures, labs, immunizations and
-prescriptions and say what the payer and the patient paid.
+ExplanationOfBenefit, whose lines bill the visit, its procedures, lab orders (a panel is one
+line, as its CPT code is), immunizations and prescriptions and say what the payer and the patient
+paid.
 
 It reads the resources a patient's build made (never the events), so it works for any source, and
 draws the plan from the patient's identity, like a name or an address. Plans and prices are data:
@@ -243,9 +244,8 @@ class _Finances:
         kind = resource["resourceType"]
         if kind == "Procedure":
             product, when, fee_kind, slot = resource["code"], resource["performedDateTime"], "procedure", "procedure"
-        elif kind == "Observation" and any(c.get("code") == "laboratory" for category in resource.get("category", [])
-                                            for c in category.get("coding", [])):
-            product, when, fee_kind, slot = resource["code"], resource["effectiveDateTime"], "lab", "supportingInfo"
+        elif kind == "ServiceRequest":  # a lab order: the panel or test billed, not each of its results
+            product, when, fee_kind, slot = resource["code"], resource["occurrenceDateTime"], "lab", "supportingInfo"
         elif kind == "Immunization":
             product, when, fee_kind, slot = resource["vaccineCode"], resource["occurrenceDateTime"], "immunization", "supportingInfo"
         elif kind == "MedicationRequest":

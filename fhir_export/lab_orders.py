@@ -1,7 +1,8 @@
 """The orders behind lab results: a ServiceRequest for each panel or single test ordered at a visit,
 and the Specimen drawn for it, so a receiving EHR can link every result to what was ordered and what
-was tested. The specimen's type is read from the System part of the test's LOINC name
-("... in Serum or Plasma"), mapped to SNOMED CT in `data/specimen_types.csv`."""
+was tested. The specimen's type is read from the System part of the order's LOINC name
+("... in Serum or Plasma" for a test, "... panel - Urine" for a panel), mapped to SNOMED CT in
+`data/specimen_types.csv`."""
 
 from __future__ import annotations
 
@@ -36,9 +37,13 @@ def _specimen_types() -> dict[str, dict[str, Any]]:
 
 @lru_cache(maxsize=1024)
 def specimen_type(test_name: str) -> dict[str, Any]:
-    """The SNOMED CT specimen type of a test, from the System its LOINC long name states after the
-    last " in " (and before any " by <method>"): blood, serum, plasma or urine."""
-    system = test_name.rpartition(" in ")[2].partition(" by ")[0] if " in " in test_name else ""
+    """The SNOMED CT specimen type of a test or panel, from the System its LOINC long name states
+    after the last " in " (and before any " by <method>"), or a panel's after " - ": blood, serum,
+    plasma or urine."""
+    if " in " in test_name:
+        system = test_name.rpartition(" in ")[2].partition(" by ")[0]
+    else:
+        system = test_name.rpartition(" - ")[2] if " - " in test_name else ""
     types = _specimen_types()
     return types.get(system, types[""])
 

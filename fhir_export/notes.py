@@ -3,7 +3,7 @@
 A note only states what the record holds: the diagnoses, medications, measurements and vaccines
 of the visit, and the conditions and medications active when it began. Its assessment reads the
 chart: it names the abnormal findings (vital signs outside `data/vital_findings.csv`, labs outside
-`data/reference_ranges.csv`) and the active problems, and it never calls a patient stable when a
+their reference interval for the patient's sex and age, `trajsim/knowledge/labs.py`) and the active problems, and it never calls a patient stable when a
 vital sign is critically abnormal (`contradictions` checks a note against its visit's vitals).
 Children's pulse and blood pressure are judged by the PALS ranges for their age.
 Structure follows the kind of visit (a SOAP progress note in clinic, an emergency department

@@ -36,11 +36,13 @@ from fhir_export.terminology import (
     PROBLEM_LIST_ITEM,
     PROVENANCE_AGENT, TRAJSIM_IDENTIFIERS, UCUM, concept, profile,
 )
+from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import (
     BIRTH, CAUSE_OF_DEATH, CONDITION_END, DEATH, MEDICATION_END, PREGNANCY_STATUS, SEX_FEMALE, SEX_MALE, SMOKING_STATUS,
     VISIT_END, VISIT_START_PREFIX, Event,
 )
 from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.labs import POSITIVE, ReferenceInterval, order_of, reference_interval
 from trajsim.knowledge.therapy import RENEWAL_DAYS, supply_days
 from trajsim.vocab import Vocabulary, domain_of
 from trajsim.vocab.local import system_and_code
@@ -81,19 +83,6 @@ def fhir_datetime(moment: datetime) -> str:
 
 def _quantity(value: float, unit: str | None) -> dict[str, Any]:
     return {"value": value} | ({"unit": unit, "system": UCUM, "code": unit} if unit else {})
-
-
-@cache
-def reference_ranges() -> dict[tuple[str, str], tuple[float | None, float | None, str]]:
-    """(code, sex) -> (low, high, unit); sex "" applies to both."""
-    return {(r["code"], r["sex"]): (float(r["low"]) if r["low"] else None, float(r["high"]) if r["high"] else None,
-                                    r["unit"]) for r in load_table("reference_ranges", ("code", "sex", "low", "high", "unit"))}
-
-
-@cache
-def lab_panels() -> dict[str, tuple[str, str]]:
-    """member code -> (panel code, panel display)."""
-    return {row["member"]: (row["panel"], row["display"]) for row in load_table("panels", ("panel", "display", "member"))}
 
 
 @cache
@@ -244,6 +233,12 @@ class _PatientBuild:
         self.orders: dict[str, Resource] = {}
         self.allergies: list[str] = []  # displays of the allergies recorded so far
         self.blood_pressure: dict[tuple[int | None, datetime], Resource] = {}
+        # every code of each encounter (outside encounters, of each instant), to tell its lab orders apart
+        self.drawn_together: dict[int | datetime, set[str]] = {}
+        for event in events:
+            self.drawn_together.setdefault(event.time if event.encounter_id is None else event.encounter_id,
+                                           set()).add(event.code)
+        self.outside_labs: dict[datetime, dict[str, LabOrder]] = {}  # the orders of results outside a visit
         self.patient, self.team = self._patient()
         self.subject = self.out.reference(self.patient)
 
@@ -312,6 +307,8 @@ class _PatientBuild:
                 self._condition(event, visit)
             elif domain in ("vital", "lab") and event.numeric_value is not None:
                 self._observation(event, visit, domain)
+            elif domain == "lab" and event.text:
+                self._lab_finding(event, visit)
             elif domain == "medication":
                 self._medication(event, visit)
             elif domain == "immunization":
@@ -405,19 +402,22 @@ class _PatientBuild:
                        "specimen": [self.out.reference(order.specimen)],
                        "result": [self.out.reference(o) for o in order.results]})
 
-    def _order_lab(self, observation: Resource, code: str, visit: _Visit | None) -> None:
+    def _order_lab(self, observation: Resource, event: Event, visit: _Visit | None) -> None:
         """Link a lab result to its order and specimen: the visit's order of the result's panel
-        (or test), placed with the visit's first result of it; a result outside a visit has its own."""
-        orders = visit.labs if visit is not None else {}
-        panel, display = lab_panels().get(code, (code, None))
+        (or test), placed with the visit's first result of it; results outside a visit share the
+        order of their panel drawn at the same instant."""
+        orders = visit.labs if visit is not None else self.outside_labs.setdefault(event.time, {})
+        code = event.code
+        present = self.drawn_together.get(event.encounter_id if visit is not None else event.time, {code})
+        panel = order_of(code, present)
         order = orders.get(panel)
         if order is None:
             when = observation["effectiveDateTime"]
             requester = visit.practitioner if visit is not None else self.team.primary_physician
-            order_code = concept(LOINC, panel.split("/", 1)[1], display) if display else self.b.concept(panel)
+            order_code = self.b.concept(panel)
             accession = f"{self.key}/{observation['id'][:8]}"
             order = orders[panel] = order_lab(
-                (self.ids.next(), self.ids.next()), order_code, self.b.display(code), accession, self.subject,
+                (self.ids.next(), self.ids.next()), order_code, self.b.display(panel), accession, self.subject,
                 self._context(visit), visit.resource["period"]["start"] if visit is not None else when, when,
                 self.out.reference(requester), self.out.reference)
             self.out.resources[-1:-1] = [order.request, order.specimen]  # before the result that refers to them
@@ -541,29 +541,40 @@ class _PatientBuild:
         observation["valueQuantity"] = component["valueQuantity"]
         self._interpret(observation, event)
         if domain == "lab":
-            self._order_lab(observation, code, visit)
+            self._order_lab(observation, event, visit)
 
-    def _reference_range(self, code: str) -> tuple[float | None, float | None, str] | None:
-        ranges = reference_ranges()
-        return ranges.get((code, self.sex)) or ranges.get((code, ""))
+    def _reference_range(self, event: Event) -> ReferenceInterval | None:
+        """The laboratory's interval for the patient's sex and age at the result (none without a birth)."""
+        if self.birth is None:
+            return None
+        return reference_interval(event.code, self.sex, (event.time - self.birth).days / DAYS_PER_YEAR)
 
     def _flag(self, event: Event) -> str | None:
         """"L" or "H" for a value outside its reference range, "N" inside it, None without one."""
-        known = self._reference_range(event.code)
+        known = self._reference_range(event)
         if known is None:
             return None
-        low, high, _ = known
         value = event.numeric_value
-        return "L" if low is not None and value < low else "H" if high is not None and value > high else "N"
+        return "L" if known.low is not None and value < known.low else "H" if known.high is not None and value > known.high else "N"
 
     def _interpret(self, observation: Resource, event: Event) -> None:
-        known = self._reference_range(event.code)
+        known = self._reference_range(event)
         if known is None:
             return
-        low, high, unit = known
-        bounds = {"low": low, "high": high}
-        observation["referenceRange"] = [{k: _quantity(v, unit) for k, v in bounds.items() if v is not None}]
+        bounds = {"low": known.low, "high": known.high}
+        observation["referenceRange"] = [{k: _quantity(v, event.unit) for k, v in bounds.items() if v is not None}]
         observation["interpretation"] = INTERPRETATIONS[self._flag(event)]
+
+    def _lab_finding(self, event: Event, visit: _Visit | None) -> None:
+        """A result reported as a coded finding (a urine test strip's positive or negative), with its
+        order like any lab result; a positive reading is flagged abnormal."""
+        observation = self._add({
+            "resourceType": "Observation", "id": self.ids.next(), "meta": profile("us-core-observation-lab"),
+            "status": "final", "category": OBSERVATION_CATEGORIES["lab"], "code": self.b.concept(event.code),
+            "subject": self.subject, **self._context(visit), "effectiveDateTime": fhir_datetime(event.time),
+            "valueCodeableConcept": self.b.concept(event.text),
+            "interpretation": INTERPRETATIONS["A" if event.text == POSITIVE else "N"]})
+        self._order_lab(observation, event, visit)
 
     def _medication(self, event: Event, visit: _Visit | None) -> None:
         code = event.code

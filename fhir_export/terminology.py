@@ -60,7 +60,7 @@ OBSERVATION_CATEGORIES = {
     "social": [concept(OBSERVATION_CATEGORY, "social-history", "Social History")],
 }
 INTERPRETATIONS = {flag: [concept(INTERPRETATION, flag, display)]
-                   for flag, display in (("H", "High"), ("L", "Low"), ("N", "Normal"))}
+                   for flag, display in (("H", "High"), ("L", "Low"), ("N", "Normal"), ("A", "Abnormal"))}
 LAB_REPORT_CATEGORY = [concept(DIAGNOSTIC_SERVICE, "LAB", "Laboratory")]
 ENCOUNTER_CLASSES = {"AMB": "ambulatory", "EMER": "emergency", "IMP": "inpatient encounter"}
 BLOOD_PRESSURE_PANEL = ("LOINC/85354-9", "Blood pressure panel with all children optional")

@@ -15,7 +15,9 @@ from tests.test_validate import r4_schema  # noqa: F401  (the session's FHIR R4 
 from trajsim.cli import app
 from trajsim.events import BIRTH, SEX_MALE, VISIT_END, Event, visit_start_code
 from trajsim.generate import generate
+from trajsim.knowledge.costs import fee
 from trajsim.knowledge.insurance import birthday, coverage_history, insurance_stages, span_at
+from trajsim.knowledge.labs import lab_panels
 from trajsim.output import default_builder
 from trajsim.scenario import ScenarioError
 
@@ -135,13 +137,23 @@ def test_a_visits_lines_bill_its_lab_immunization_prescription_and_procedure():
              ("SNOMED/24623002", None, None)]
     resources = chart(1, date(1960, 1, 1), [(datetime(2020, 6, 1, 9), facts)])
     (claim,) = resources["Claim"]
-    billed = {f"urn:uuid:{r['id']}" for kind in ("Observation", "Immunization", "MedicationRequest")
+    billed = {f"urn:uuid:{r['id']}" for kind in ("ServiceRequest", "Immunization", "MedicationRequest")
               for r in resources[kind]}
     assert {info["valueReference"]["reference"] for info in claim["supportingInfo"]} == billed
     assert claim["procedure"][0]["procedureReference"]["reference"] == f"urn:uuid:{resources['Procedure'][0]['id']}"
     assert len(claim["item"]) == 1 + len(facts)
     assert {item["productOrService"]["coding"][0]["code"] for item in claim["item"][1:]} == \
         {"4548-4", "140", "860975", "24623002"}
+
+
+def test_a_panel_is_billed_once_at_its_own_fee_not_once_per_result():
+    """CMS bills a comprehensive metabolic panel under one CPT code (80053), not fourteen tests."""
+    members = lab_panels()["LOINC/24323-8"]
+    resources = chart(1, date(1960, 1, 1), [(datetime(2020, 6, 1, 9), [(code, 1.0, None) for code in members])])
+    (claim,) = resources["Claim"]
+    (panel,) = claim["item"][1:]
+    assert panel["productOrService"]["coding"][0]["code"] == "24323-8"
+    assert cents(panel["net"]) == fee("lab", "LOINC/24323-8").cents == 1056
 
 
 def test_insurance_is_the_same_for_the_same_patient_and_differs_between_patients():

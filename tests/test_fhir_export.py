@@ -232,6 +232,47 @@ def test_labs_of_one_panel_form_one_report_with_flags():
     assert sodium["interpretation"][0]["coding"][0]["code"] == "N"
 
 
+def test_a_creatinine_beside_liver_tests_is_reported_in_the_comprehensive_panel_with_its_orders():
+    """The order a result belongs to is the visit's panel that shares most results with it: one
+    comprehensive metabolic panel, not a basic one beside loose liver tests; results outside a visit
+    drawn at one instant share one order too."""
+    events = patient_events()[:7] + [lab(2, "LOINC/38483-4", 0.9, "mg/dL"), lab(2, "LOINC/1742-6", 22.0, "U/L"),
+                                     lab(2, "LOINC/2947-0", 140.0, "mmol/L"), event(2, VISIT_END, 1)]
+    events += [Event(1, datetime(2020, 1, 5, 9), None, code, value, unit, None)
+               for code, value, unit in (("LOINC/18262-6", 120.0, "mg/dL"), ("LOINC/2085-9", 50.0, "mg/dL"))]
+    resources = resources_by_type(events)
+    (report,) = resources["DiagnosticReport"]
+    assert report["code"]["coding"][0]["code"] == "24323-8" and len(report["result"]) == 3
+    orders = [r["code"]["coding"][0]["code"] for r in resources["ServiceRequest"]]
+    assert orders == ["24323-8", "57698-3"]
+
+
+def test_a_urine_test_strip_result_is_a_coded_finding_on_a_urine_specimen():
+    events = patient_events()[:7] + [event(2, "LOINC/5799-2", 1, text="SNOMED/10828004"),
+                                     event(2, "LOINC/5802-4", 1, text="SNOMED/260385009"), event(2, VISIT_END, 1)]
+    resources = resources_by_type(events)
+    esterase, nitrite = resources["Observation"][1:]
+    assert esterase["valueCodeableConcept"]["coding"][0] == {"system": "http://snomed.info/sct", "code": "10828004",
+                                                             "display": "Positive"}
+    assert esterase["interpretation"][0]["coding"][0]["code"] == "A"
+    assert nitrite["interpretation"][0]["coding"][0]["code"] == "N"
+    (report,) = resources["DiagnosticReport"]
+    assert report["code"]["coding"][0]["code"] == "24357-6"
+    assert resources["Specimen"][0]["type"]["coding"][0]["display"] == "Urine specimen"
+
+
+def test_a_childs_hemoglobin_is_judged_by_a_childs_interval():
+    """Harriet Lane: 11.5-15.5 g/dL at 2-12 years; an adult woman's interval starts at 12.0."""
+    born = [Event(1, datetime(2014, 5, 1), None, BIRTH, None, None, None), *patient_events()[1:7]]
+    events = born + [lab(2, "LOINC/718-7", 11.8, "g/dL"), event(2, VISIT_END, 1)]
+    hemoglobin = next(o for o in resources_by_type(events)["Observation"] if o["code"]["coding"][0]["code"] == "718-7")
+    assert hemoglobin["interpretation"][0]["coding"][0]["code"] == "N"
+    assert hemoglobin["referenceRange"][0]["low"]["value"] == 11.5
+    adult = resources_by_type(patient_events()[:7] + [lab(2, "LOINC/718-7", 11.8, "g/dL"), event(2, VISIT_END, 1)])
+    assert next(o for o in adult["Observation"] if o["code"]["coding"][0]["code"] == "718-7")[
+        "interpretation"][0]["coding"][0]["code"] == "L"
+
+
 def test_a_chronic_condition_gets_a_problem_list_entry_and_care_plan():
     resources = resources_by_type(patient_events(died=True))
     hypertension = next(c for c in resources["Condition"] if c["code"]["coding"][0]["code"] == "59621000")

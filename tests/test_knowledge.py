@@ -3,6 +3,7 @@ and figures that reproduce what they cite."""
 
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,15 @@ def test_prevalence_curve_passes_through_the_cited_band_values():
                 assert math.isclose(knowledge.prevalence_at(condition, sex, age), value, rel_tol=1e-9)
             cited = sorted(b.value for b in bands if b.sex in ("any", sex))
             assert sorted(values[1:]) == cited
+
+
+def test_a_monitoring_row_for_an_unknown_visit_class_names_the_allowed_ones(tmp_path, monkeypatch):
+    from trajsim.knowledge import tables
+
+    data = tmp_path / "data"
+    shutil.copytree(str(tables.DATA), data)
+    monitoring = data / "monitoring.csv"
+    monitoring.write_text(monitoring.read_text().replace(",EMER;IMP,", ",EMER;ICU,", 1))
+    monkeypatch.setattr(tables, "DATA", data)
+    with pytest.raises(TableError, match=r"monitoring.csv: settings 'EMER;ICU' of sepsis .*allowed: encounter classes AMB, EMER, IMP"):
+        tables.load_knowledge.__wrapped__()

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "e4ab278238d310324caff7083d541ad5ae3d4857701cd54c698c0f6fef0cc47b",
-    "default": "a9f2d6c1b3580178e88ccbe37f52ec9371096a823fbffc28d27efbdf22ecba99",
+    "reference": "37a9b316fbf9a6365c72299929abc68ba5917aa6aea9fc7e6e5fa3a64ff97d1f",
+    "default": "6562e4d45edb95b3a7d7b6cb23c6e02fc9f599990903293ffa618e6a8757d025",
 }
 
 

@@ -22,6 +22,7 @@ from trajsim.engine.acute import keeper_codes
 from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
 from trajsim.events import CONDITION_END, DEATH, VISIT_END, visit_start_code
 from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.labs import lab_panels, reflexes
 from trajsim.knowledge.physiology import PERCENTILE_OF, SAME_MEASUREMENT
 from trajsim.model import DEFAULT_MODEL
 
@@ -29,7 +30,10 @@ INFANTS_AND_ADULTS = ({"min": 0, "max": 2, "weight": 1.0}, {"min": 50, "max": 90
 SYMPTOM_VISIT = "SNOMED/185345009"
 # what the chart keepers write whatever the source: ends of episodes, acute care (engine/acute.py)
 # with the growth percentiles the body adds beside a child's measurement (engine/body.py)
-KEEPER_CODES = keeper_codes(load_knowledge()) | {CONDITION_END} | set(PERCENTILE_OF.values())
+# a panel's results and a reflex test are the laboratory's (engine/labs.py, engine/body.py) once a
+# source has ordered the panel or the test
+LABORATORY_CODES = {code for members in lab_panels().values() for code in members} | set(reflexes().values())
+KEEPER_CODES = keeper_codes(load_knowledge()) | {CONDITION_END} | set(PERCENTILE_OF.values()) | LABORATORY_CODES
 
 
 class Counted(TrajectorySource):

@@ -58,6 +58,8 @@ def test_every_lab_result_names_its_order_and_specimen(cohort):
     ("Cholesterol in LDL [Mass/volume] in Serum or Plasma by Direct assay", "Serum specimen"),
     ("Microalbumin/Creatinine [Mass Ratio] in Urine", "Urine specimen"),
     ("INR in Platelet poor plasma by Coagulation assay", "Plasma specimen"),
+    ("Urinalysis macro (dipstick) panel - Urine", "Urine specimen"),
+    ("CBC W Auto Differential panel - Blood", "Blood specimen"),
     ("A test trajsim has never seen", "Specimen"),
 ])
 def test_the_specimen_is_what_the_loinc_name_says_was_tested(test_name, specimen):

@@ -9,7 +9,12 @@ for the patient's sex, age and conditions at a patient-level centile plus visit 
 diastolic pressure stays a pulse pressure below the systolic; HbA1c moves slowly around the
 patient's level (it reflects months of glycaemia); a drug scales the values it lowers (a statin
 LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
-cholesterol is the panel's LDL + HDL + triglycerides/5; a value that implies a diagnosis (a fever,
+cholesterol is the panel's LDL + HDL + triglycerides/5; the analyser's computed results agree with
+the rest of their panel (chloride is sodium - bicarbonate - the anion gap, total protein albumin +
+globulin, hematocrit hemoglobin / MCHC, the erythrocytes and MCH the red cell indices', the
+neutrophils what the differential leaves of 100%); a urine test strip reads positive by the visit's
+own values (glucose above the renal threshold) or a condition's chance (`urine_findings.csv`); an
+abnormal TSH brings its free T4 (`lab_reflexes.csv`); a value that implies a diagnosis (a fever,
 an HbA1c in the diabetic range) stays below its limit unless one of its conditions is active or
 diagnosed at the visit. A child's head circumference keeps the patient's own centile of the CDC
 chart, and a child's BMI, weight and head circumference come with their percentiles on the CDC
@@ -32,10 +37,13 @@ from trajsim.knowledge import Knowledge
 from trajsim.knowledge.growth_charts import (
     BMI_FOR_AGE, HEAD_FOR_AGE, MONTHS_PER_YEAR, WEIGHT_FOR_LENGTH, LmsChart, growth_chart,
 )
+from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, lab_panels, reflexes, urine_findings
 from trajsim.knowledge.physiology import (
-    BMI, BMI_PERCENTILE, CREATININE, DIASTOLIC, EGFR, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, LDL,
-    PERCENTILE_OF, SAME_MEASUREMENT, SYSTOLIC, TOTAL_CHOLESTEROL, TRIGLYCERIDES, WEIGHT, WEIGHT_FOR_LENGTH_PERCENTILE,
-    body_parameters, ckd_epi_2021, measured_at, stature_curve, treatment_effects, value_limits,
+    ALBUMIN, ANION_GAP, BICARBONATE, BMI, BMI_PERCENTILE, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, EGFR,
+    ERYTHROCYTES, GLOBULIN, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, HEMATOCRIT, HEMOGLOBIN, LDL,
+    LEUKOCYTES, MCH, MCHC, MCV, NEUTROPHILS, NEUTROPHILS_ABSOLUTE, PERCENTILE_OF, SAME_MEASUREMENT, SODIUM, SYSTOLIC,
+    TOTAL_CHOLESTEROL, TOTAL_PROTEIN, TRIGLYCERIDES, WEIGHT, WEIGHT_FOR_LENGTH_PERCENTILE, body_parameters,
+    ckd_epi_2021, measured_at, stature_curve, treatment_effects, value_limits,
 )
 from trajsim.knowledge.therapy import drug_groups
 
@@ -167,6 +175,8 @@ class Examination:
             value = float(ckd_epi_2021(self._value(CREATININE), self.age, body.patient.sex == "F"))
         elif code == TOTAL_CHOLESTEROL:  # Friedewald et al., Clin Chem 1972;18:499-502: TC = LDL + HDL + TG/5
             value = self._value(LDL) + self._value(HDL) + self._value(TRIGLYCERIDES) / 5
+        elif code in PANEL_DERIVED:
+            value = PANEL_DERIVED[code](self._value)
         elif code == HEAD_CIRCUMFERENCE:
             value = self._chart(HEAD_FOR_AGE).value(self.months, body.head_z())
         elif code == BMI_PERCENTILE:
@@ -182,6 +192,41 @@ class Examination:
         return measure(k, code, value)
 
 
+    def finding(self, code: str) -> str:
+        """A test strip's reading, positive or negative (`urine_findings.csv`): by the visit's own
+        marker value (urine glucose by the blood glucose) or by chance with the condition active."""
+        for finding in urine_findings().get(code, ()):
+            if finding.marker is not None:
+                marker = self._value(finding.marker)
+                return POSITIVE if marker is not None and marker >= finding.limit else NEGATIVE
+            if finding.condition is None or finding.condition in self.active:
+                return POSITIVE if self.body.patient.rng.random() < finding.chance else NEGATIVE
+        return NEGATIVE
+
+    def follow_ups(self, code: str, value: float) -> list[str]:
+        """What a laboratory adds to a result: a child's growth-chart percentile, and the reflex
+        test of a result outside its reference interval (free T4 after an abnormal TSH)."""
+        extra = [PERCENTILE_OF[code]] if code in PERCENTILE_OF else []
+        reflex = reflexes().get(code)
+        if reflex is not None and abnormal(code, value, self.body.patient.sex, self.age):
+            extra.append(reflex)
+        return extra
+
+
+# A panel's results the analyser computes from others of the same specimen (Clinical Methods 3rd ed.,
+# 1990: chapter 101 for total protein, 152 for the red cell indices; Kraut and Madias 2007 for the
+# anion gap), so a chart's chloride, hematocrit and differential agree with the rest of their panel.
+PANEL_DERIVED = {
+    CHLORIDE: lambda v: v(SODIUM) - v(BICARBONATE) - v(ANION_GAP),
+    TOTAL_PROTEIN: lambda v: v(ALBUMIN) + v(GLOBULIN),
+    HEMATOCRIT: lambda v: v(HEMOGLOBIN) / v(MCHC) * 100,
+    ERYTHROCYTES: lambda v: v(HEMATOCRIT) / v(MCV) * 10,
+    MCH: lambda v: v(MCV) * v(MCHC) / 100,
+    NEUTROPHILS: lambda v: 100 - sum(v(c) for c in DIFFERENTIAL[1:]),
+    NEUTROPHILS_ABSOLUTE: lambda v: v(LEUKOCYTES) * v(NEUTROPHILS) / 100,
+}
+
+
 class BodyKeeper(ChartKeeper):
     """Sets the value of every measurement in a visit from the patient's body, whatever the source
     proposed, drops a measurement not taken at the patient's age and a second one of the same code
@@ -191,11 +236,13 @@ class BodyKeeper(ChartKeeper):
 
     def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
         self.k, self.body = knowledge, Body(knowledge, patient)
+        # a panel's results reported as a coded finding rather than a number (a urine test strip's)
+        self.findings = frozenset(m for ms in lab_panels().values() for m in ms) - knowledge.measurements.keys()
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         visit.facts[:] = [replace(f, code=SAME_MEASUREMENT[f.code]) if f.code in SAME_MEASUREMENT else f
                           for f in visit.facts]
-        if not any(f.code in self.k.measurements for f in visit.facts):
+        if not any(f.code in self.k.measurements or f.code in self.findings for f in visit.facts):
             return
         # an episode the visit ends as it starts (a follow-up finding the infection gone) no longer
         # shapes its values
@@ -206,7 +253,7 @@ class BodyKeeper(ChartKeeper):
         exams: dict[float, Examination] = {}
         kept, seen = [], set()
         for fact in visit.facts:
-            if fact.code not in self.k.measurements:
+            if fact.code not in self.k.measurements and fact.code not in self.findings:
                 kept.append(fact)
                 continue
             day = visit.day if visit.encounter_class is not None else visit.day + fact.offset_days
@@ -214,12 +261,15 @@ class BodyKeeper(ChartKeeper):
                 continue
             seen.add((day, fact.code))
             exam = exams.setdefault(day, self.body.examine(day, active))
+            if fact.code in self.findings:
+                kept.append(replace(fact, value=None, unit=None, text=exam.finding(fact.code)))
+                continue
             measured = exam.fact(fact.code)
             if measured is None:
                 continue
             kept.append(replace(fact, value=measured.value, unit=measured.unit))
-            percentile = PERCENTILE_OF.get(fact.code)
-            if percentile is not None and (day, percentile) not in seen and (chart := exam.fact(percentile)) is not None:
-                seen.add((day, percentile))
-                kept.append(replace(fact, code=percentile, value=chart.value, unit=chart.unit))
+            for code in exam.follow_ups(fact.code, measured.value):
+                if (day, code) not in seen and (extra := exam.fact(code)) is not None:
+                    seen.add((day, code))
+                    kept.append(replace(fact, code=code, value=extra.value, unit=extra.unit))
         visit.facts[:] = kept

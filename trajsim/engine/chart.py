@@ -40,10 +40,11 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     from trajsim.engine.body import BodyKeeper
     from trajsim.engine.episodes import EpisodeKeeper
     from trajsim.engine.immunization import ImmunizationKeeper
+    from trajsim.engine.labs import LabKeeper
     from trajsim.engine.prescriptions import Prescriber
 
     # the EpisodeKeeper settles which conditions the visit holds (and ends) before the body is
-    # measured with them; the EmergencyKeeper turns an office visit with an acute onset into an ED
+    # measured with them, and the LabKeeper completes the panels the body then measures; the EmergencyKeeper turns an office visit with an acute onset into an ED
     # visit before the Prescriber judges what may be ordered there
-    return [EpisodeKeeper(knowledge), BodyKeeper(knowledge, patient), EmergencyKeeper(knowledge, dates_events=adds_care),
+    return [EpisodeKeeper(knowledge), LabKeeper(), BodyKeeper(knowledge, patient), EmergencyKeeper(knowledge, dates_events=adds_care),
             Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge), AssessmentKeeper(knowledge)]

@@ -11,6 +11,7 @@ reference source shares.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY, is_weekend, office_slot
 from trajsim.engine.immunization import Immunizer
@@ -18,7 +19,8 @@ from trajsim.engine.population import draw_death_day
 from trajsim.engine.prescriptions import prescribe
 from trajsim.engine.source import WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
 from trajsim.events import SMOKING_STATUS
-from trajsim.knowledge import Knowledge
+from trajsim.knowledge import Knowledge, Screening
+from trajsim.knowledge.labs import lab_panels, lab_screenings
 from trajsim.knowledge.physiology import BMI, HEAD_CIRCUMFERENCE, HEIGHT, SPO2, WEIGHT, measured_at
 from trajsim.knowledge.acute import sudden_onsets
 from trajsim.knowledge.smoking import RECORDED_FROM_AGE, smoking_curve
@@ -127,31 +129,42 @@ class Schedule:
         schedule writes."""
         kinds = self.kinds
         facts = self._complications(visit) if FactKind.DIAGNOSES in kinds else []
+        well = any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts)
         if FactKind.MEASUREMENTS in kinds:
-            facts += self._monitoring(visit.day, active_keys(self.k, self.patient, visit.day, visit.facts + facts))
+            active = active_keys(self.k, self.patient, visit.day, visit.facts + facts)
+            facts += self._monitoring(visit.day, visit.encounter_class, active)
             if visit.encounter_class in ACUTE_CARE:
                 facts.append(Fact(SPO2))  # a second reading of the visit is dropped by the body
+            if well:
+                facts += self._screenings(visit.day, lab_screenings(), active)
         if FactKind.IMMUNIZATIONS in kinds and visit.encounter_class == "AMB":
             facts += self.immunizer.due(visit.day)
-        well = any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts)
         if FactKind.PROCEDURES in kinds and well:
-            facts += self._screenings(visit.day)
+            facts += self._screenings(visit.day, self.k.screenings)
         p = self.patient
         if FactKind.SOCIAL_HISTORY in kinds and well and p.age_at(visit.day) >= RECORDED_FROM_AGE:
             status = smoking_curve().status(p.sex, p.age_at(visit.day), p.smoking_draws)
             facts.append(Fact(SMOKING_STATUS, text=status))  # asked at every well visit from adolescence
         return facts
 
-    def _screenings(self, day: float) -> list[Fact]:
-        """Screening procedures due at a well visit. A patient entering mid-life was last screened
-        at a random point of the interval; one who declines is offered it again a year later."""
+    def _screenings(self, day: float, screenings: Iterable[Screening], active: set[str] = frozenset()) -> list[Fact]:
+        """Screening procedures (or laboratory panels, `labs.py`) due at a well visit. A patient
+        entering within the screening ages was last screened at a random point of the interval, one
+        followed since before them not yet; one who declines is offered it again a year later."""
         p, facts = self.patient, []
         age = p.age_at(day)
-        for screening in self.k.screenings:
+        for screening in screenings:
             if screening.sex not in (None, p.sex) or not screening.age_min <= age < screening.age_max:
                 continue
+            if screening.condition is not None and screening.condition not in active:
+                continue
             interval = screening.interval_years * DAYS_PER_YEAR
-            last = self.last_screening.setdefault(screening.code, day - p.rng.uniform(0, interval))
+            if screening.code not in self.last_screening:
+                # one followed since before the ages has not been screened yet; one entering within
+                # them was last screened at a random point of the interval
+                entered_within = p.age_at(p.entry_day) >= screening.age_min
+                self.last_screening[screening.code] = day - p.rng.uniform(0, interval) if entered_within else -math.inf
+            last = self.last_screening[screening.code]
             if day - last < interval:
                 continue
             if p.rng.random() < screening.uptake:
@@ -182,12 +195,17 @@ class Schedule:
         self.last_check_age = age
         return facts
 
-    def _monitoring(self, day: float, active: set[str]) -> list[Fact]:
+    def _monitoring(self, day: float, encounter_class: str | None, active: set[str]) -> list[Fact]:
+        """The labs and panels the active conditions call for at a visit of this class; a panel's
+        results not taken at the patient's age are dropped by the body."""
         facts = []
         for key in sorted(active):
             for lab in self.k.monitoring.get(key, ()):
+                if lab.settings and encounter_class not in lab.settings:
+                    continue
                 if day + LAB_GRACE_DAYS >= self.last_lab.get(lab.code, -math.inf) + lab.interval_days:
-                    if measured_at(self.k, lab.code, self.patient.sex, self.patient.age_at(day), active):
+                    if lab.code in lab_panels() or measured_at(self.k, lab.code, self.patient.sex,
+                                                               self.patient.age_at(day), active):
                         facts.append(Fact(lab.code))
                     self.last_lab[lab.code] = day
         return facts

@@ -30,6 +30,7 @@ from trajsim.ingest.common import (
     ENCOUNTER_CLASS, MISSING_CODE, MISSING_TIME, SYSTEM_BY_URI, UNKNOWN_CLASS, UNKNOWN_SYSTEM, IngestError,
     IngestReport, Step, check_times, parse_time, source_files, stable_ids,
 )
+from trajsim.knowledge.labs import NEGATIVE, POSITIVE
 from trajsim.vocab.local import local_code
 
 SUFFIXES = (".json", ".json.gz", ".ndjson", ".ndjson.gz")
@@ -317,6 +318,9 @@ def _value(element: Resource) -> tuple[float | None, str | None, str | None]:
     return None, None, str(text) if text is not None else None
 
 
+TEST_STRIP_ANSWERS = (NEGATIVE, POSITIVE)  # SNOMED CT qualifier values a urinalysis reports
+
+
 def _observation(resource: Resource, subject: str, encounter: str | None, rows: _Rows) -> str | None:
     code, reason = concept_code(resource.get("code"))
     when = _first(resource, "effectiveDateTime", "effectivePeriod.start", "issued")
@@ -324,8 +328,10 @@ def _observation(resource: Resource, subject: str, encounter: str | None, rows: 
         return reason or MISSING_TIME
     components = _objects(resource.get("component"), "component")
     value = _value(resource)
-    if code in (CAUSE_OF_DEATH, SMOKING_STATUS, PREGNANCY_STATUS):  # a coded answer kept as its code (a death takes its cause: _finish)
-        value = (None, None, concept_code(resource.get("valueCodeableConcept"))[0] or value[2])
+    answer = concept_code(resource.get("valueCodeableConcept"))[0]
+    # a coded answer kept as its code (a death takes its cause: _finish), as is a test strip's
+    if code in (CAUSE_OF_DEATH, SMOKING_STATUS, PREGNANCY_STATUS) or answer in TEST_STRIP_ANSWERS:
+        value = (None, None, answer or value[2])
     # A panel (blood pressure) carries its values in components: one event per measured component;
     # a panel of members (a questionnaire's) is no fact of its own: its members are.
     if not components and value == (None, None, None) and resource.get("hasMember"):

@@ -23,6 +23,7 @@ import networkx as nx
 import numpy as np
 
 from trajsim.clock import day_number
+from trajsim.events import ENCOUNTER_CLASSES
 from trajsim.knowledge.hazards import Epidemiology
 from trajsim.vocab import load_vocabulary
 
@@ -101,11 +102,13 @@ class Medication:
 
 @dataclass(frozen=True)
 class Monitoring:
-    """A lab repeated every `interval_days` while a condition is active."""
+    """A lab (or panel) repeated every `interval_days` while a condition is active, at visits of the
+    encounter classes in `settings` (empty: any visit); 0 days orders it at every such visit."""
 
     condition: str
     code: str
     interval_days: float
+    settings: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -172,8 +175,9 @@ class Restriction:
 
 @dataclass(frozen=True)
 class Screening:
-    """A screening procedure due every `interval_years` at ages [age_min, age_max), taken up with
-    probability `uptake` each time it falls due (`sex` None: either)."""
+    """A screening procedure (or laboratory panel) due every `interval_years` at ages
+    [age_min, age_max), taken up with probability `uptake` each time it falls due (`sex` None:
+    either; `condition` set: only while that condition is active)."""
 
     code: str
     sex: str | None
@@ -181,6 +185,7 @@ class Screening:
     age_max: float
     interval_years: float
     uptake: float
+    condition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,8 +288,12 @@ def load_knowledge() -> Knowledge:
             Medication(r["condition"], r["code"], r["group"], float(r["weight"]), _number(r["course_days"]), _number(r["refill_days"]))
         )
     monitoring: dict[str, list[Monitoring]] = defaultdict(list)
-    for r in _rows("monitoring.csv", ("condition", "code", "interval_days")):
-        monitoring[r["condition"]].append(Monitoring(r["condition"], r["code"], float(r["interval_days"])))
+    for r in _rows("monitoring.csv", ("condition", "code", "interval_days", "settings")):
+        settings = frozenset(filter(None, r["settings"].split(";")))
+        if settings - set(ENCOUNTER_CLASSES):
+            raise TableError(f"monitoring.csv: settings {r['settings']!r} of {r['condition']} {r['code']}; "
+                             f"allowed: encounter classes {', '.join(ENCOUNTER_CLASSES)} separated by ';', or empty")
+        monitoring[r["condition"]].append(Monitoring(r["condition"], r["code"], float(r["interval_days"]), settings))
     measurements = {
         r["code"]: Measurement(r["code"], r["category"], vocabulary[r["code"]].unit or "1", int(r["decimals"]),
                                float(r["low"]), float(r["high"]))
@@ -366,12 +375,33 @@ def _check_codes(knowledge: Knowledge) -> None:
     codes += list(knowledge.measurements) + [d.code for d in knowledge.doses] + list(knowledge.restrictions)
     codes += [s.code for s in knowledge.screenings] + [a.code for a in knowledge.allergies]
     codes += [drug for a in knowledge.allergies for drug in a.contraindicates]
+    codes += _laboratory_codes()
     unknown = sorted({c for c in codes if c not in vocabulary})
     if unknown:
         raise ValueError(f"knowledge tables use codes missing from the vocabulary: {', '.join(unknown)}")
     named = set(knowledge.prevalence) | set(knowledge.episode_rates) | set(knowledge.medications) | set(knowledge.monitoring)
     named |= {d.condition for ds in knowledge.values.values() for d in ds if d.condition}
     named |= set(knowledge.complications) | set(knowledge.mortality_hazard_ratios)
+    named |= _laboratory_conditions()
     stray = sorted(named - set(knowledge.conditions))
     if stray:
         raise ValueError(f"knowledge tables name conditions not in conditions.csv: {', '.join(stray)}")
+
+
+def _laboratory_codes() -> list[str]:
+    """The codes of the laboratory tables (`labs.py`): panels and results, reflexes, findings,
+    reference intervals and well-visit screenings."""
+    from trajsim.knowledge import labs  # it reads the tables with this module's loader
+
+    codes = [code for panel, members in labs.lab_panels().items() for code in (panel, *members)]
+    codes += [code for pair in labs.reflexes().items() for code in pair]
+    codes += [code for fs in labs.urine_findings().values() for f in fs for code in (f.code, f.marker) if code]
+    codes += list(labs.reference_intervals()) + [s.code for s in labs.lab_screenings()]
+    return codes + [labs.NEGATIVE, labs.POSITIVE]
+
+
+def _laboratory_conditions() -> set[str]:
+    from trajsim.knowledge import labs
+
+    return ({f.condition for fs in labs.urine_findings().values() for f in fs if f.condition}
+            | {s.condition for s in labs.lab_screenings() if s.condition})

@@ -1,11 +1,15 @@
 """Rules about measured values that contradict each other or the chart, read as a clinician reads
 a record: an adult's height that changes, a child who shrinks, a BMI that is not weight/height^2,
 a diastolic pressure not below the systolic, an eGFR that is not the creatinine's by CKD-EPI 2021,
+panel results that cannot stand together (an anion gap no laboratory reports, a hematocrit that is
+not about three hemoglobins, a differential that does not add up to 100%, an albumin above the total
+protein),
 a value that implies a diagnosis the chart does not have (`data/value_limits.csv`: a fever, an
 HbA1c in the diabetic range) and one measurement recorded twice at once.
 
-Pairs of values (BMI with weight and height, diastolic with systolic, eGFR with creatinine) are
-judged within one encounter, as a panel is read together.
+Related values (BMI with weight and height, diastolic with systolic, eGFR with creatinine, a
+metabolic panel's electrolytes, a blood count's indices) are judged within one encounter, as a
+panel is read together.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, SEX_FEMALE, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import (
-    BMI, CREATININE, DIASTOLIC, EGFR, HEIGHT, SAME_MEASUREMENT, SYSTOLIC, WEIGHT, body_parameters, ckd_epi_2021,
-    value_limits,
+    ALBUMIN, BICARBONATE, BMI, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, EGFR, HEIGHT, HEMATOCRIT, HEMOGLOBIN,
+    SAME_MEASUREMENT, SODIUM, SYSTOLIC, TOTAL_PROTEIN, WEIGHT, body_parameters, ckd_epi_2021, value_limits,
 )
 from trajsim.rules.base import violation
 from trajsim.rules.record import _condition_spells
@@ -28,6 +32,14 @@ RULES: dict[str, str] = {
     "bmi_mismatch": "a BMI more than 1 kg/m2 from weight/height^2 of the same encounter",
     "diastolic_not_below_systolic": "a diastolic pressure at or above the systolic of the same encounter",
     "egfr_mismatch": "an adult's eGFR more than 10% (+1) from CKD-EPI 2021 of the creatinine of the same encounter",
+    "anion_gap_implausible": "a sodium minus chloride and bicarbonate of one encounter below 3 or above 25 mmol/L "
+                             "(a laboratory error, or an acidosis beyond what the chart explains)",
+    "hematocrit_mismatch": "a hemoglobin over hematocrit of one encounter (the MCHC) outside 28-38 g/dL: the "
+                           "hematocrit is about three times the hemoglobin",
+    "differential_not_100": "a leukocyte differential of one encounter whose five fractions add up to more than "
+                            "1.5 points from 100%",
+    "albumin_above_total_protein": "an albumin at or above the total protein of the same encounter (total protein "
+                                   "is albumin plus globulin)",
     "hba1c_diabetic_range_without_diabetes": "an HbA1c of 6.5% or more with no diabetes active or diagnosed "
                                              "in the same encounter",
     "fever_without_diagnosis": "a temperature of 38.0 C or more with no febrile condition active or diagnosed "
@@ -38,6 +50,11 @@ RULES: dict[str, str] = {
                              "with two systolic values)",
 }
 ADULT_HEIGHT_CHANGE_CM, CHILD_HEIGHT_DROP_CM, BMI_TOLERANCE = 5.0, 3.0, 1.0
+# Kraut and Madias, Clin J Am Soc Nephrol 2007;2:162-74: a gap below 3 mmol/L is almost always a
+# laboratory error (or a rare paraproteinaemia); above 25 an organic acidosis.
+ANION_GAP_RANGE = (3.0, 25.0)
+MCHC_RANGE = (28.0, 38.0)  # Sarma, Clinical Methods 3rd ed. (1990), ch. 152: 32-36 g/dL, with room for disease
+DIFFERENTIAL_TOLERANCE = 1.5  # five fractions each rounded to 0.1 point, and an analyser's unclassified cells
 EGFR_RELATIVE_TOLERANCE, EGFR_ABSOLUTE_TOLERANCE = 0.10, 1.0
 _SECONDS_PER_YEAR = DAYS_PER_YEAR * 86_400
 
@@ -98,6 +115,7 @@ def _panels(facts: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
     egfr_off = (pl.col(EGFR) - pl.col("expected")).abs() > (
         EGFR_RELATIVE_TOLERANCE * pl.col("expected") + EGFR_ABSOLUTE_TOLERANCE)
     return pl.concat([
+        *_laboratory_panels(facts),
         violation(bmi.filter((pl.col(BMI) - pl.col("expected")).abs() > BMI_TOLERANCE), "bmi_mismatch",
                   pl.format("BMI {}; weight/height^2 is {}", pl.col(BMI), pl.col("expected").round(1))),
         violation(pressure.filter(pl.col(DIASTOLIC) >= pl.col(SYSTOLIC)), "diastolic_not_below_systolic",
@@ -106,6 +124,31 @@ def _panels(facts: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
                   pl.format("eGFR {} at creatinine {}; CKD-EPI 2021 gives {}", pl.col(EGFR), pl.col(CREATININE),
                             pl.col("expected").round(0))),
     ])
+
+
+def _laboratory_panels(facts: pl.LazyFrame) -> list[pl.LazyFrame]:
+    """A metabolic panel's anion gap, a blood count's MCHC and differential, a chemistry's proteins."""
+    electrolytes = _panel(facts, (SODIUM, CHLORIDE, BICARBONATE)).drop_nulls([SODIUM, CHLORIDE, BICARBONATE]) \
+        .with_columns(gap=pl.col(SODIUM) - pl.col(CHLORIDE) - pl.col(BICARBONATE), code=pl.lit(CHLORIDE))
+    count = _panel(facts, (HEMOGLOBIN, HEMATOCRIT)).drop_nulls([HEMOGLOBIN, HEMATOCRIT]) \
+        .with_columns(mchc=pl.col(HEMOGLOBIN) / pl.col(HEMATOCRIT) * 100, code=pl.lit(HEMATOCRIT))
+    differential = _panel(facts, DIFFERENTIAL).drop_nulls(list(DIFFERENTIAL)) \
+        .with_columns(total=pl.sum_horizontal(*DIFFERENTIAL), code=pl.lit(DIFFERENTIAL[0]))
+    proteins = _panel(facts, (ALBUMIN, TOTAL_PROTEIN)).drop_nulls([ALBUMIN, TOTAL_PROTEIN]) \
+        .with_columns(code=pl.lit(ALBUMIN))
+    low, high = ANION_GAP_RANGE
+    return [
+        violation(electrolytes.filter((pl.col("gap") < low) | (pl.col("gap") > high)), "anion_gap_implausible",
+                  pl.format("Na {} - Cl {} - HCO3 {} = {} mmol/L", pl.col(SODIUM), pl.col(CHLORIDE),
+                            pl.col(BICARBONATE), pl.col("gap"))),
+        violation(count.filter((pl.col("mchc") < MCHC_RANGE[0]) | (pl.col("mchc") > MCHC_RANGE[1])),
+                  "hematocrit_mismatch", pl.format("hemoglobin {} g/dL, hematocrit {}%", pl.col(HEMOGLOBIN),
+                                                   pl.col(HEMATOCRIT))),
+        violation(differential.filter((pl.col("total") - 100).abs() > DIFFERENTIAL_TOLERANCE), "differential_not_100",
+                  pl.format("fractions add up to {}%", pl.col("total").round(1))),
+        violation(proteins.filter(pl.col(ALBUMIN) >= pl.col(TOTAL_PROTEIN)), "albumin_above_total_protein",
+                  pl.format("albumin {} g/dL, total protein {} g/dL", pl.col(ALBUMIN), pl.col(TOTAL_PROTEIN))),
+    ]
 
 
 def _limits(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:

@@ -1,0 +1,38 @@
+"""The laboratory's side of an order: a panel is reported whole. Whoever proposed it (a monitoring
+schedule naming the panel, a learned model naming one of its results), a visit's order of a
+comprehensive metabolic panel records all fourteen results and an adult's eGFR, so a chart never
+holds a creatinine without the rest of the panel it was drawn in. The values are the body's
+(`body.py`), which the keeper after this one sets.
+"""
+
+from __future__ import annotations
+
+from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.knowledge.labs import lab_panels, order_of
+
+
+class LabKeeper(ChartKeeper):
+    """Replaces a panel's code by its results and completes a panel of which a source proposed
+    only some results, once per panel and day of the visit."""
+
+    def __init__(self) -> None:
+        self.panels = lab_panels()
+        self.orderable = frozenset(self.panels) | {code for members in self.panels.values() for code in members}
+
+    def vet(self, patient: PatientState, visit: Visit) -> None:
+        codes = {f.code for f in visit.facts}
+        if not codes & self.orderable:
+            return
+        present = codes | {m for code in codes & self.panels.keys() for m in self.panels[code]}
+        ordered: set[tuple[str, float]] = set()
+        kept: list[Fact] = []
+        for fact in visit.facts:
+            panel = fact.code if fact.code in self.panels else (
+                order_of(fact.code, present) if fact.code in self.orderable else None)
+            if panel not in self.panels:
+                kept.append(fact)
+            elif (panel, fact.offset_days) not in ordered:
+                ordered.add((panel, fact.offset_days))
+                kept += [Fact(member, offset_days=fact.offset_days) for member in self.panels[panel]]
+        visit.facts[:] = kept
