@@ -226,8 +226,9 @@ def test_a_fever_needs_a_febrile_condition_and_hba1c_stays_below_diabetes():
 
 
 def test_the_body_is_measured_once_the_episodes_are_settled_and_before_any_keeper_reads_values():
+    # the emergency keeper, which only adds what triage measures, comes first
     kinds = [type(keeper).__name__ for keeper in chart_keepers(load_knowledge(), adult())]
-    assert kinds[:2] == ["EpisodeKeeper", BodyKeeper.__name__]
+    assert kinds[:3] == ["EmergencyKeeper", "EpisodeKeeper", BodyKeeper.__name__]
 
 
 @pytest.mark.parametrize("rule, extra", [
