@@ -125,7 +125,8 @@ class Prescriber(ChartKeeper):
                     continue  # a stop at its own order is no course taken: the course's end is dated below
                 ended = order[0] if order else self._taken(patient, fact.text, day)
                 self.carried.pop(fact.text, None)
-                if ended is None or (order is None and patient.medications.get(ended) != ACTIVE):
+                if (ended is None or (order is None and patient.medications.get(ended) != ACTIVE)
+                        or any(f.code == MEDICATION_END and f.text == ended for f in kept)):
                     continue  # not taken, or its end is dated already (a course's): one stop an order
                 fact = replace(fact, text=ended)
             kept.append(fact)
