@@ -119,6 +119,7 @@ def test_the_rules_catch_appendicitis_in_the_office_untreated_and_a_death_withou
 def test_appendicitis_treated_through_the_ed_breaks_no_rule():
     record = valid_record() + [
         Event(1, at(58), 3, visit_start_code("EMER")),
+        Event(1, at(58), 3, "LOINC/8867-4", 96.0, "/min"),  # triage's heart rate
         Event(1, at(58), 3, APPENDICITIS),
         Event(1, at(58) + timedelta(hours=3), 3, VISIT_END),
         Event(1, at(58) + timedelta(hours=3), 4, visit_start_code("IMP")),

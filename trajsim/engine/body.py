@@ -7,8 +7,8 @@ reached once growth ends; weight follows the chart's median scaled by the patien
 over the recorded height squared. Every other vital and lab is the knowledge table's distribution
 for the patient's sex, age and conditions at a patient-level centile plus visit noise; the
 diastolic pressure stays a pulse pressure below the systolic; a child's BP centres on the AAP 2017
-median for age, sex and the child's own height percentile and stays below stage 2 hypertension,
-which no child of the chart has (`knowledge/child_blood_pressure.py`); HbA1c moves slowly around the
+median for age, sex and the child's own height percentile and stays below stage 2 hypertension
+unless the chart has hypertension (`knowledge/child_blood_pressure.py`); HbA1c moves slowly around the
 patient's level (it reflects months of glycaemia); a drug scales the values it lowers (a statin
 LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
 cholesterol is the panel's LDL + HDL + triglycerides/5; a value that implies a diagnosis (a fever,
@@ -96,7 +96,7 @@ class Body:
             return None
         rng, r = self.patient.rng, self.figures["within_person_correlation"]
         measure = CHILD_BP_MEASURES.get(code)
-        child = measure is not None and child_bp.covers(age) and HYPERTENSION not in active
+        child = measure is not None and child_bp.covers(age)
         if child:
             mean, sd = child_bp.distribution(self.patient.sex, measure, age, self.height_percentile())
             dist = replace(dist, mean=mean, sd=sd)
@@ -112,7 +112,7 @@ class Body:
         limit = value_limits().get(code)
         if limit is not None and not limit.conditions & active:
             value = min(value, limit.limit - 10 ** -self.k.measurements[code].decimals)
-        if child:
+        if child and HYPERTENSION not in active:
             stage2 = child_bp.stage2_threshold(self.patient.sex, measure, age, self.height_percentile())
             value = min(value, math.ceil(stage2) - 1)
         return value

@@ -4,14 +4,15 @@ vital signs (triage takes them at every ED visit), and a newborn's birth stay at
 
 An emergency visit's reason is a condition diagnosed in it, a drug ordered in it for a condition,
 or the condition its visit-type fact names in `text` (an exacerbation of a known heart failure, the
-illness a patient comes in dying of).
+illness a patient comes in dying of). An ED visit not yet ended (a live feed cut off mid-visit) is
+not judged: its triage and diagnosis may be still to come.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from trajsim.events import BIRTH, VISIT_START_PREFIX
+from trajsim.events import BIRTH, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import NEWBORN_STAY
 from trajsim.knowledge.physiology import VITAL_SIGNS
@@ -45,7 +46,9 @@ def _duplicate_procedures(facts: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _emergency_visits(facts: pl.LazyFrame) -> list[pl.LazyFrame]:
-    visits = facts.filter((pl.col("code") == VISIT_START_PREFIX + "EMER") & pl.col("encounter_id").is_not_null())
+    ended = facts.filter(pl.col("code") == VISIT_END).select(_VISIT)
+    visits = (facts.filter((pl.col("code") == VISIT_START_PREFIX + "EMER") & pl.col("encounter_id").is_not_null())
+              .join(ended, on=_VISIT, how="semi"))
     inside = facts.filter(pl.col("encounter_id").is_not_null())
     named = in_domain(pl.col("text"), "condition").fill_null(False)
     reasons = inside.filter(in_domain(pl.col("code"), "condition") | named).select(_VISIT)
