@@ -13,7 +13,7 @@ with the procedure that treats it. Every ED visit, whoever proposes it, takes th
 and has a reason: a condition diagnosed or treated in it, the known condition its visit-type fact
 names (a heart-failure exacerbation), or else one of the ED reasons by its share. Before a death
 the keeper dates the terminal encounter: an admission or ED visit ending at death, for the condition
-driving the death, or an office visit in the last month. It does so whatever the
+driving the death, or an office visit in the last month for it, with a referral to hospice. It does so whatever the
 scenario's `care`, since the day of death is the engine's and no source can learn when it falls.
 """
 
@@ -55,6 +55,9 @@ TERMINAL_STAY = (4.0, 0.8)  # days, lognormal: terminal admissions last a few da
 SEEN_LAST_MONTH = 0.6
 LAST_MONTH_DAYS = 30.0
 SICK_VISIT = "SNOMED/185345009"  # Encounter for symptom
+# A decedent seen in the last month for the condition driving the death is referred to hospice:
+# about half of US Medicare decedents use hospice (NHPCO Facts and Figures 2020: 51.6% in 2019).
+HOSPICE_CARE = "SNOMED/385763009"  # Hospice care (regime/therapy)
 
 
 @dataclass(slots=True)
@@ -257,7 +260,8 @@ class EmergencyKeeper(ChartKeeper):
         if draw < DIES_ADMITTED + DIES_IN_ED + (1 - DIES_ADMITTED - DIES_IN_ED) * SEEN_LAST_MONTH:
             day = office_hours(patient, death - rng.uniform(1.0, LAST_MONTH_DAYS))
             if day < death:
-                return Visit(day, "AMB", rng.uniform(15, 40) / MINUTES_PER_DAY, [Fact(SICK_VISIT)])
+                facts = [Fact(SICK_VISIT, text=reason), *([Fact(HOSPICE_CARE)] if reason else [])]
+                return Visit(day, "AMB", rng.uniform(15, 40) / MINUTES_PER_DAY, facts)
         return None
 
 
@@ -270,7 +274,7 @@ def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
     drugs = {m.code for key in conditions for m in knowledge.medications.get(key, ())}
     drugs |= {formulations()[code].child_code for code in drugs if code in formulations()}  # children's products
     visits = ({visit_start_code(c) for c in ENCOUNTER_CLASSES}
-              | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, NEWBORN_STAY})
+              | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, NEWBORN_STAY, HOSPICE_CARE})
     stays = {code for a in admissions() for code in (a.admission, a.procedure, a.lab) if code}
     return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | stays | {MEDICATION_END}
                      | {t.procedure for t in keeper.treatments.values()})
