@@ -10,10 +10,10 @@ lead to (`admissions.csv`: a planned knee replacement admitted directly, a heart
 exacerbation through the ED); a record that starts at birth starts with the newborn's stay. A visit a source proposes with the
 onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
 with the procedure that treats it. Every ED visit, whoever proposes it, takes the triage vital signs
-and has a reason: a condition diagnosed or treated in it, the known condition its visit-type fact
-names (a heart-failure exacerbation), or else one of the ED reasons by its share. Before a death
-the keeper dates the terminal encounter: an admission or ED visit ending at death, for the condition
-driving the death, or an office visit in the last month for it, with a referral to hospice. It does so whatever the
+and has a reason: a new diagnosis, the known condition its visit-type fact names (a heart-failure
+exacerbation), or else one of the ED reasons by its share. Before a death the keeper dates the
+terminal encounter: an admission or ED visit ending at death, for the condition driving the death,
+or an office visit in the last month for it, with a referral to hospice. It does so whatever the
 scenario's `care`, since the day of death is the engine's and no source can learn when it falls.
 """
 

@@ -127,7 +127,7 @@ class Prescriber(ChartKeeper):
                 self.carried.pop(fact.text, None)
                 if (ended is None or (order is None and patient.medications.get(ended) != ACTIVE)
                         or any(f.code == MEDICATION_END and f.text == ended for f in kept)):
-                    continue  # not taken, or its end is dated already (a course's): one stop an order
+                    continue  # not taken, or its end is dated already (a course's): one stop per order
                 fact = replace(fact, text=ended)
             kept.append(fact)
         ending = {fact.text for fact in kept if fact.code == MEDICATION_END}
@@ -155,7 +155,7 @@ class Prescriber(ChartKeeper):
         if fact.code == MEDICATION_END:
             taken = self._taken(patient, fact.text, day)
             if taken is None or patient.medications.get(taken) != ACTIVE:
-                return None  # not taken, or its end is dated already (a course's): one stop an order
+                return None  # not taken, or its end is dated already (a course's): one stop per order
             return replace(fact, text=taken)
         return fact
 
