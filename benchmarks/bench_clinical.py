@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from trajsim.engine.acute import HOSPICE_CARE
 from trajsim.events import DEATH, VISIT_END, VISIT_START_PREFIX
 from trajsim.generate import generate
 from trajsim.ingest import read_events
@@ -33,7 +34,8 @@ SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "refdata" / "synthea_
 CAUSE_OF_DEATH = "LOINC/69453-9"  # Synthea records the cause as an Observation after death; trajsim on the death event
 HOSPITAL_DEATH_WINDOW = pl.duration(hours=25)  # Synthea discharges a patient who dies in hospital a day before death
 US_RATES = ("US: ~0.43 ED visits (NHAMCS 2019) and ~0.10 stays (HCUP 2019) per person-year for all reasons, of which "
-            "trajsim models a part (docs/knowledge.md, 'Where care happens'); ~30% of deaths in hospital (NCHS)")
+            "trajsim models a part (docs/knowledge.md, 'Where care happens'); ~30% of deaths in hospital, inpatient or "
+            "ED (NCHS); about half of Medicare decedents in hospice (NHPCO)")
 
 
 def generated_events(patients: int, model: str, out: Path) -> pl.DataFrame:
@@ -66,7 +68,10 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
              .join(events.filter(code == VISIT_END).select("subject_id", "encounter_id", end_=time),
                    on=["subject_id", "encounter_id"], how="left"))
     deaths = inside.filter(code == DEATH).select("subject_id", "text", death=time)
-    in_hospital = (deaths.join(stays, on="subject_id")
+    hospital_visits = pl.concat([stays, visits.filter(code == VISIT_START_PREFIX + "EMER").select(
+        "subject_id", "encounter_id", start_=time).join(events.filter(code == VISIT_END).select(
+            "subject_id", "encounter_id", end_=time), on=["subject_id", "encounter_id"], how="left")])
+    in_hospital = (deaths.join(hospital_visits, on="subject_id")
                    .filter((pl.col("start_") <= pl.col("death"))
                            & (pl.col("end_").fill_null(pl.col("death")) >= pl.col("death") - HOSPITAL_DEATH_WINDOW))
                    ["subject_id"].n_unique())
@@ -92,7 +97,9 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
         "inpatient stays per person-year": stays.height / years,
         "deaths per 1,000 person-years": 1000 * decedents / years,
         "decedents with no encounter in their last 30 days": 1 - recent / decedents if decedents else 0.0,
-        "deaths in (or within a day of) a hospital stay": in_hospital / decedents if decedents else 0.0,
+        "deaths in (or within a day of) a hospital stay or ED visit": in_hospital / decedents if decedents else 0.0,
+        "decedents referred to hospice": inside.filter(code == HOSPICE_CARE)["subject_id"].n_unique() / decedents
+        if decedents else 0.0,
         "deaths with a recorded cause": with_cause / decedents if decedents else 0.0,
         "distinct measured codes (a LOINC code with a value)": float(
             inside.filter(code.str.starts_with("LOINC/") & pl.col("numeric_value").is_not_null())["code"].n_unique()),

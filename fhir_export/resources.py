@@ -303,6 +303,8 @@ class _PatientBuild:
                 if visit is not None:
                     visit.resource["type"] = [self.b.concept(code)]
                     visit.record.visit_type = self.b.display(code)
+                    if event.text in self.conditions:  # the known condition the visit is for (an exacerbation)
+                        self._give_reason(visit, self.conditions[event.text])
             elif domain == "condition":
                 self._condition(event, visit)
             elif domain in ("vital", "lab") and event.numeric_value is not None:

@@ -13,6 +13,7 @@ from tests.conftest import small_scenario
 from tests.test_rules import at, rules_found, valid_record
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine import Fact, ReferenceSource, TrajectorySource, Visit, simulate
+from trajsim.engine.acute import HOSPICE_CARE, SICK_VISIT
 from trajsim.events import DEATH, VISIT_END, Event, events_frame, visit_start_code
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.acute import EMERGENCY_VISIT, admissions, event_rates, treatments
@@ -119,6 +120,7 @@ def test_the_rules_catch_appendicitis_in_the_office_untreated_and_a_death_withou
 def test_appendicitis_treated_through_the_ed_breaks_no_rule():
     record = valid_record() + [
         Event(1, at(58), 3, visit_start_code("EMER")),
+        Event(1, at(58), 3, "LOINC/8867-4", 96.0, "/min"),  # triage's heart rate
         Event(1, at(58), 3, APPENDICITIS),
         Event(1, at(58) + timedelta(hours=3), 3, VISIT_END),
         Event(1, at(58) + timedelta(hours=3), 4, visit_start_code("IMP")),
@@ -184,3 +186,14 @@ def test_a_record_from_birth_starts_with_the_newborn_stay_and_sepsis_is_admitted
         elderly.filter(pl.col("code").str.starts_with("TRAJSIM/visit/")).select("subject_id", "encounter_id", visit="code"),
         on=["subject_id", "encounter_id"])
     assert sepsis.height > 0 and (sepsis["visit"] == visit_start_code("IMP")).all()  # HCUP: the commonest stay over 65
+
+
+def test_a_decedent_seen_in_the_last_month_is_seen_for_what_drives_the_death_and_referred_to_hospice(elderly):
+    hospice = elderly.filter(pl.col("code") == HOSPICE_CARE).select("subject_id", "encounter_id", referred="time")
+    assert hospice.height > 5
+    visit_types = elderly.filter(pl.col("code") == SICK_VISIT).select("subject_id", "encounter_id", "text")
+    deaths = elderly.filter(pl.col("code") == DEATH).select("subject_id", died="time")
+    referred = hospice.join(visit_types, on=["subject_id", "encounter_id"]).join(deaths, on="subject_id")
+    assert referred.height == hospice.height
+    assert referred["text"].map_elements(domain_of, return_dtype=pl.String).eq("condition").all()
+    assert ((referred["died"] - referred["referred"]) <= timedelta(days=31)).all()

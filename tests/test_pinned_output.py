@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "37a9b316fbf9a6365c72299929abc68ba5917aa6aea9fc7e6e5fa3a64ff97d1f",
-    "default": "6562e4d45edb95b3a7d7b6cb23c6e02fc9f599990903293ffa618e6a8757d025",
+    "reference": "68eaff4e5a8f7b1a37550cc0c9aeac22f9e5d938295f04516b67173f2876577b",
+    "default": "8d29021efcd4b8555f74383491f25a8ba37ae7129ef0d007658c05da8a4f4254",
 }
 
 

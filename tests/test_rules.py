@@ -124,12 +124,12 @@ def test_chronic_condition_recorded_again_after_it_ended_is_valid():
 
 
 def test_visit_ending_before_it_starts_is_found():
-    record = valid_record() + [Event(1, at(57), 3, visit_start_code("EMER")), Event(1, at(56.9), 3, VISIT_END)]
+    record = valid_record() + [Event(1, at(57), 3, visit_start_code("AMB")), Event(1, at(56.9), 3, VISIT_END)]
     assert rules_found(record) == {"visit_end_before_start": 1}
 
 
 def test_overlapping_visits_are_found():
-    record = valid_record() + [Event(1, at(55) + timedelta(minutes=10), 3, visit_start_code("EMER")),
+    record = valid_record() + [Event(1, at(55) + timedelta(minutes=10), 3, visit_start_code("AMB")),
                                Event(1, at(55) + timedelta(hours=2), 3, VISIT_END)]
     assert rules_found(record) == {"overlapping_visits": 1}
 

@@ -33,7 +33,8 @@ CODE_SYSTEMS = ("SNOMED", "ICD10CM", "LOINC", "RXNORM", "CVX", "ICD9CM", "ICD9PC
                 "ATC", "LOCAL", "TRAJSIM")
 
 # Structural codes. A visit opens with VISIT_START + class and closes with VISIT_END, both carrying
-# the encounter_id; CONDITION_END / MEDICATION_END carry the ended code in `text`.
+# the encounter_id; CONDITION_END / MEDICATION_END carry the ended code in `text`. A visit-type fact
+# (an encounter_type code) may name in `text` the known condition the visit is for (an exacerbation).
 BIRTH = "TRAJSIM/birth"
 DEATH = "TRAJSIM/death"  # `text` names the cause (a condition code)
 CAUSE_OF_DEATH = "LOINC/69453-9"  # Cause of death [US Standard Certificate of Death], as records (FHIR) state it

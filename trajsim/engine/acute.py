@@ -9,8 +9,11 @@ the condition needs one, and the stays chronic conditions
 lead to (`admissions.csv`: a planned knee replacement admitted directly, a heart-failure or COPD
 exacerbation through the ED); a record that starts at birth starts with the newborn's stay. A visit a source proposes with the
 onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
-with the procedure that treats it. Before a death the keeper dates the terminal encounter: an
-admission or ED visit ending at death, or an office visit in the last month. It does so whatever the
+with the procedure that treats it. Every ED visit, whoever proposes it, takes the triage vital signs
+and has a reason: a new diagnosis, the known condition its visit-type fact names (a heart-failure
+exacerbation), or else one of the ED reasons by its share. Before a death the keeper dates the
+terminal encounter: an admission or ED visit ending at death, for the condition driving the death,
+or an office visit in the last month for it, with a referral to hospice. It does so whatever the
 scenario's `care`, since the day of death is the engine's and no source can learn when it falls.
 """
 
@@ -25,15 +28,17 @@ import numpy as np
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.hospital import ED_VISIT, EMERGENCY_ADMISSION, TYPICAL_STAY_DAYS, fits
-from trajsim.engine.pregnancy import HOSPITAL_ADMISSION, newborn_stay
-from trajsim.engine.schedules import active_keys, office_hours, prescribe
+from trajsim.engine.mortality import NATURAL_DEATH, cause_of_death
+from trajsim.engine.pregnancy import newborn_stay
+from trajsim.engine.schedules import TRIAGE_VITAL_SIGNS, active_keys, office_hours, prescribe
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import Knowledge
+from trajsim.knowledge.physiology import VITAL_SIGNS, measured_at
 from trajsim.knowledge.smoking import CURRENT, smoking_curve, smoking_risks
 from trajsim.knowledge.therapy import formulations
 from trajsim.knowledge.acute import (
-    EMERGENCY_VISIT, Admission, admissions, emergency_shares, event_rate, sudden_onsets, treatments,
+    EMERGENCY_VISIT, NEWBORN_STAY, Admission, admissions, emergency_shares, event_rate, sudden_onsets, treatments,
 )
 from trajsim.scenario import Presentation, presentations
 from trajsim.vocab import domain_of
@@ -50,6 +55,9 @@ TERMINAL_STAY = (4.0, 0.8)  # days, lognormal: terminal admissions last a few da
 SEEN_LAST_MONTH = 0.6
 LAST_MONTH_DAYS = 30.0
 SICK_VISIT = "SNOMED/185345009"  # Encounter for symptom
+# A decedent seen in the last month for the condition driving the death is referred to hospice:
+# about half of US Medicare decedents use hospice (NHPCO Facts and Figures 2020: 51.6% in 2019).
+HOSPICE_CARE = "SNOMED/385763009"  # Hospice care (regime/therapy)
 
 
 @dataclass(slots=True)
@@ -82,13 +90,33 @@ class EmergencyKeeper(ChartKeeper):
     # --- visits a source proposes ----------------------------------------------------------------
     def vet(self, patient: PatientState, visit: Visit) -> None:
         """An onset of a condition treated through the ED makes the visit an ED visit, with each such
-        onset's procedure in it or in the one admission that follows."""
+        onset's procedure in it or in the one admission that follows; an ED visit gets its triage."""
         if visit.encounter_class is None:
             return
         onsets = [f for f in visit.facts if f.code in self.treated_codes
                   and patient.conditions.get(f.code, -1.0) <= visit.day + f.offset_days]
-        if not onsets:
-            return
+        if onsets:
+            self._through_emergency(patient, visit, onsets)
+        if visit.encounter_class == "EMER":
+            self._triage(patient, visit)
+
+    def _triage(self, patient: PatientState, visit: Visit) -> None:
+        """The vital signs triage takes, unless the visit has them, and a reason for a visit without
+        one: a new diagnosis (one already active is dropped by the episode keeper, a drug renewal by the
+        prescriber) or the known condition its visit-type fact names."""
+        active = active_keys(self.k, patient, visit.day, visit.facts)
+        if not any(f.code in VITAL_SIGNS for f in visit.facts):
+            age = patient.age_at(visit.day)
+            visit.facts += [Fact(code) for code in TRIAGE_VITAL_SIGNS if measured_at(self.k, code, patient.sex, age, active)]
+        new = [f for f in visit.facts if _is_condition(f.code)
+               and patient.conditions.get(f.code, -1.0) <= visit.day + f.offset_days]
+        if not new and not any(_is_condition(f.text) for f in visit.facts if domain_of(f.code) == "encounter_type"):
+            case = self._draw_case(patient, visit.day, active)
+            if case is not None:
+                condition = self.k.conditions[case.condition]
+                visit.facts += [Fact(condition.code), *prescribe(self.k, condition, patient)]
+
+    def _through_emergency(self, patient: PatientState, visit: Visit, onsets: list[Fact]) -> None:
         if visit.encounter_class != "EMER" or visit.duration_days > ED_LONGEST:
             visit.encounter_class = "EMER"
             visit.duration_days = _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1])
@@ -170,7 +198,8 @@ class EmergencyKeeper(ChartKeeper):
             stay = _draw_days(patient.rng, admission.stay_days, STAY_SPREAD)
             return Visit(day, "IMP", max(stay, 0.5), [Fact(admission.admission), *extra])
         self.admitted[admission] += 1
-        ed = Visit(day, "EMER", _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]), [Fact(ED_VISIT), *extra])
+        reason = Fact(ED_VISIT, text=self.k.conditions[admission.condition].code)  # the exacerbation's
+        ed = Visit(day, "EMER", _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]), [reason, *extra])
         self.waiting.append(self._admission(patient, ed, admission.stay_days, []))
         return ed
 
@@ -189,13 +218,20 @@ class EmergencyKeeper(ChartKeeper):
         normaliser = self.k.risk_normaliser(key, patient.sex, age) + smoking * curve.current_share(patient.sex, age)
         return event_rate(key, patient.sex, age) * (1.0 + excess) / normaliser
 
-    def _emergency_visit(self, patient: PatientState, ed: Visit, active: set[str]) -> Visit:
-        """An ED visit for one of the reasons by its share of ED visits, admitted as often as it is."""
-        cases = [c for c in self.cases if c.condition not in active and fits(self.k, c, patient, ed.day)]
+    def _draw_case(self, patient: PatientState, day: float, active: set[str]) -> Presentation | None:
+        """One of the ED reasons the patient may present with, by its share of ED visits."""
+        cases = [c for c in self.cases if c.condition not in active and fits(self.k, c, patient, day)]
         if not cases:
-            return ed
+            return None
         weights = np.array([self.shares[c.condition] for c in cases])
-        case = cases[int(patient.rng.choice(len(cases), p=weights / weights.sum()))]
+        return cases[int(patient.rng.choice(len(cases), p=weights / weights.sum()))]
+
+    def _emergency_visit(self, patient: PatientState, ed: Visit, active: set[str]) -> Visit | None:
+        """An ED visit for one of the reasons by its share of ED visits, admitted as often as it is
+        (None when no reason fits the patient)."""
+        case = self._draw_case(patient, ed.day, active)
+        if case is None:
+            return None
         condition = self.k.conditions[case.condition]
         ed.facts += [Fact(condition.code), *prescribe(self.k, condition, patient)]
         if patient.rng.random() < case.admit_probability:
@@ -213,16 +249,19 @@ class EmergencyKeeper(ChartKeeper):
 
     def _draw_terminal(self, patient: PatientState, death: float) -> Visit | None:
         rng, draw = patient.rng, patient.rng.random()
+        cause = cause_of_death(self.k, patient, death)
+        reason = None if cause == NATURAL_DEATH else cause  # the condition the patient comes in dying of
         if draw < DIES_ADMITTED:
             stay = _draw_days(rng, *TERMINAL_STAY)
-            return Visit(death - stay, "IMP", stay, [Fact(EMERGENCY_ADMISSION)])
+            return Visit(death - stay, "IMP", stay, [Fact(EMERGENCY_ADMISSION, text=reason)])
         if draw < DIES_ADMITTED + DIES_IN_ED:
             stay = _draw_days(rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1])
-            return Visit(death - stay, "EMER", stay, [Fact(ED_VISIT)])
+            return Visit(death - stay, "EMER", stay, [Fact(ED_VISIT, text=reason)])
         if draw < DIES_ADMITTED + DIES_IN_ED + (1 - DIES_ADMITTED - DIES_IN_ED) * SEEN_LAST_MONTH:
             day = office_hours(patient, death - rng.uniform(1.0, LAST_MONTH_DAYS))
             if day < death:
-                return Visit(day, "AMB", rng.uniform(15, 40) / MINUTES_PER_DAY, [Fact(SICK_VISIT)])
+                facts = [Fact(SICK_VISIT, text=reason), *([Fact(HOSPICE_CARE)] if reason else [])]
+                return Visit(day, "AMB", rng.uniform(15, 40) / MINUTES_PER_DAY, facts)
         return None
 
 
@@ -235,10 +274,14 @@ def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
     drugs = {m.code for key in conditions for m in knowledge.medications.get(key, ())}
     drugs |= {formulations()[code].child_code for code in drugs if code in formulations()}  # children's products
     visits = ({visit_start_code(c) for c in ENCOUNTER_CLASSES}
-              | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, HOSPITAL_ADMISSION})
+              | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, NEWBORN_STAY, HOSPICE_CARE})
     stays = {code for a in admissions() for code in (a.admission, a.procedure, a.lab) if code}
     return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | stays | {MEDICATION_END}
                      | {t.procedure for t in keeper.treatments.values()})
+
+
+def _is_condition(code: str | None) -> bool:
+    return code is not None and domain_of(code) == "condition"
 
 
 def _draw_days(rng: np.random.Generator, median: float, spread: float) -> float:

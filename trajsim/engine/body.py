@@ -6,7 +6,9 @@ reached once growth ends; weight follows the chart's median scaled by the patien
 (`weight_factor`, more with obesity) and drifts slowly around it; BMI is always the recorded weight
 over the recorded height squared. Every other vital and lab is the knowledge table's distribution
 for the patient's sex, age and conditions at a patient-level centile plus visit noise; the
-diastolic pressure stays a pulse pressure below the systolic; HbA1c moves slowly around the
+diastolic pressure stays a pulse pressure below the systolic; a child's BP centres on the AAP 2017
+median for age, sex and the child's own height percentile and stays below stage 2 hypertension
+unless the chart has hypertension (`knowledge/child_blood_pressure.py`); HbA1c moves slowly around the
 patient's level (it reflects months of glycaemia); a drug scales the values it lowers (a statin
 LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
 cholesterol is the panel's LDL + HDL + triglycerides/5; the analyser's computed results agree with
@@ -30,6 +32,7 @@ import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine.chart import ChartKeeper
+from trajsim.knowledge import child_blood_pressure as child_bp
 from trajsim.engine.schedules import active_keys
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
@@ -46,6 +49,9 @@ from trajsim.knowledge.physiology import (
     ckd_epi_2021, measured_at, stature_curve, treatment_effects, value_limits,
 )
 from trajsim.knowledge.therapy import drug_groups
+
+CHILD_BP_MEASURES = {SYSTOLIC: "systolic", DIASTOLIC: "diastolic"}
+HYPERTENSION = "hypertension"
 
 
 def measure(knowledge: Knowledge, code: str, value: float) -> Fact:
@@ -97,6 +103,11 @@ class Body:
         if dist is None:
             return None
         rng, r = self.patient.rng, self.figures["within_person_correlation"]
+        measure = CHILD_BP_MEASURES.get(code)
+        child = measure is not None and child_bp.covers(age)
+        if child:
+            mean, sd = child_bp.distribution(self.patient.sex, measure, age, self.height_percentile())
+            dist = replace(dist, mean=mean, sd=sd)
         if code == HBA1C:
             value = dist.mean + dist.sd * self.hba1c_level(day) + rng.normal(0, self.figures["hba1c_visit_sd"])
         else:
@@ -109,7 +120,14 @@ class Body:
         limit = value_limits().get(code)
         if limit is not None and not limit.conditions & active:
             value = min(value, limit.limit - 10 ** -self.k.measurements[code].decimals)
+        if child and HYPERTENSION not in active:
+            stage2 = child_bp.stage2_threshold(self.patient.sex, measure, age, self.height_percentile())
+            value = min(value, math.ceil(stage2) - 1)
         return value
+
+    def height_percentile(self) -> float:
+        """The percentile of the patient's own height centile on the growth chart."""
+        return 50.0 * (1.0 + math.erf(self.patient.height_z / math.sqrt(2.0)))
 
     def head_z(self) -> float:
         """The patient's own z-score of head circumference, drawn once and kept: a healthy child's

@@ -42,9 +42,12 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     from trajsim.engine.immunization import ImmunizationKeeper
     from trajsim.engine.labs import LabKeeper
     from trajsim.engine.prescriptions import Prescriber
+    from trajsim.engine.procedures import ProcedureKeeper
 
-    # the EpisodeKeeper settles which conditions the visit holds (and ends) before the body is
-    # measured with them, and the LabKeeper completes the panels the body then measures; the EmergencyKeeper turns an office visit with an acute onset into an ED
-    # visit before the Prescriber judges what may be ordered there
-    return [EpisodeKeeper(knowledge), LabKeeper(), BodyKeeper(knowledge, patient), EmergencyKeeper(knowledge, dates_events=adds_care),
-            Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge), AssessmentKeeper(knowledge)]
+    # the EmergencyKeeper turns an office visit with an acute onset into an ED visit and gives an
+    # ED visit its triage (vital signs, a reason) first; the EpisodeKeeper then settles which
+    # conditions the visit holds (and ends), the LabKeeper completes the panels ordered, and the
+    # body is measured with them before the Prescriber judges what may be ordered there
+    return [EmergencyKeeper(knowledge, dates_events=adds_care), EpisodeKeeper(knowledge), LabKeeper(),
+            BodyKeeper(knowledge, patient), Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge),
+            ProcedureKeeper(), AssessmentKeeper(knowledge)]

@@ -19,6 +19,7 @@ from trajsim.engine.schedules import active_keys, office_hours, vitals
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
+from trajsim.knowledge.acute import NEWBORN_STAY
 from trajsim.knowledge.lifecycles import MISCARRIAGE, PREGNANCY, lifecycles
 from trajsim.knowledge.tables import DATA, read_table
 
@@ -107,11 +108,9 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
     return Visit(day, "AMB", rng.uniform(15, 30) / MINUTES_PER_DAY, facts)
 
 
-HOSPITAL_ADMISSION = "SNOMED/32485007"  # Hospital admission: the newborn's birth stay
-
 
 def newborn_stay(patient: PatientState) -> Visit:
     """The stay of a baby born in hospital, from birth, as long as a healthy term newborn's
     (`newborn_stay_days`); what is measured in it is the source's, like any visit's content."""
     stay = max(1.0, patient.rng.lognormal(math.log(figures()["newborn_stay_days"]), 0.3))
-    return Visit(patient.birth_day, "IMP", stay, [Fact(HOSPITAL_ADMISSION)])
+    return Visit(patient.birth_day, "IMP", stay, [Fact(NEWBORN_STAY)])

@@ -125,8 +125,9 @@ class Prescriber(ChartKeeper):
                     continue  # a stop at its own order is no course taken: the course's end is dated below
                 ended = order[0] if order else self._taken(patient, fact.text, day)
                 self.carried.pop(fact.text, None)
-                if ended is None:
-                    continue
+                if (ended is None or (order is None and patient.medications.get(ended) != ACTIVE)
+                        or any(f.code == MEDICATION_END and f.text == ended for f in kept)):
+                    continue  # not taken, or its end is dated already (a course's): one stop per order
                 fact = replace(fact, text=ended)
             kept.append(fact)
         ending = {fact.text for fact in kept if fact.code == MEDICATION_END}
@@ -142,7 +143,7 @@ class Prescriber(ChartKeeper):
     def _outside_encounter(self, patient: PatientState, visit: Visit, fact: Fact) -> Fact | None:
         """A fact outside any encounter as kept (None: dropped): a drug not taken yet is carried to the
         next encounter instead (a refill of one taken is the pharmacy's), and the stop of a drug taken
-        is kept, naming the product taken."""
+        is kept, naming the product taken, unless its end is dated already."""
         day = visit.day + fact.offset_days
         if domain_of(fact.code) == "medication":
             if self._taken(patient, fact.code, day) is None:
@@ -153,7 +154,9 @@ class Prescriber(ChartKeeper):
             return None
         if fact.code == MEDICATION_END:
             taken = self._taken(patient, fact.text, day)
-            return None if taken is None else replace(fact, text=taken)
+            if taken is None or patient.medications.get(taken) != ACTIVE:
+                return None  # not taken, or its end is dated already (a course's): one stop per order
+            return replace(fact, text=taken)
         return fact
 
     # --- what an encounter adds ----------------------------------------------------------------

@@ -21,12 +21,11 @@ from trajsim.engine.source import WELL_ADULT, WELL_CHILD, Fact, FactKind, Patien
 from trajsim.events import SMOKING_STATUS
 from trajsim.knowledge import Knowledge, Screening
 from trajsim.knowledge.labs import lab_panels, lab_screenings
-from trajsim.knowledge.physiology import BMI, HEAD_CIRCUMFERENCE, HEIGHT, SPO2, WEIGHT, measured_at
+from trajsim.knowledge.physiology import BMI, HEAD_CIRCUMFERENCE, HEIGHT, SPO2, VITAL_SIGNS, WEIGHT, measured_at
 from trajsim.knowledge.acute import sudden_onsets
 from trajsim.knowledge.smoking import RECORDED_FROM_AGE, smoking_curve
 
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
-VITAL_SIGNS = ("LOINC/8480-6", "LOINC/8462-4", "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
 # Emergency triage takes the oxygen saturation with the vital signs: SpO2 below 92% is a danger-zone
 # vital sign of the Emergency Severity Index (ESI Implementation Handbook v4, AHRQ 2012).
 TRIAGE_VITAL_SIGNS = (*VITAL_SIGNS, SPO2)

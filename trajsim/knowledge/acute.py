@@ -13,6 +13,7 @@ from functools import cache
 from trajsim.knowledge.tables import DATA, AgeBand, read_table
 
 EMERGENCY_VISIT = "emergency_visit"  # the rate of all ED visits in acute_rates.csv
+NEWBORN_STAY = "SNOMED/32485007"  # Hospital admission: the newborn's birth stay
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from trajsim.knowledge.tables import DATA, Knowledge, read_table
 
 HEIGHT, WEIGHT, BMI = "LOINC/8302-2", "LOINC/29463-7", "LOINC/39156-5"
 SYSTOLIC, DIASTOLIC = "LOINC/8480-6", "LOINC/8462-4"
+# The vital signs every visit takes: blood pressure, heart rate, respiratory rate, temperature.
+VITAL_SIGNS = (SYSTOLIC, DIASTOLIC, "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
 CREATININE, EGFR = "LOINC/38483-4", "LOINC/98979-8"  # eGFR by CKD-EPI 2021, the equation the body uses
 # Codes other records give the same measurement under: eGFR coded with the MDRD name (Synthea, the
 # shipped model's vocabulary), read as the CKD-EPI 2021 eGFR.

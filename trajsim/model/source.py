@@ -29,6 +29,7 @@ from trajsim.engine.source import ACTIVE, ENGINE_KINDS, Fact, FactKind, PatientS
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
 from trajsim.model.draws import row_seeds
+from trajsim.knowledge.acute import NEWBORN_STAY
 from trajsim.model.sample import generate, one_thread
 from trajsim.model.tokenizer import (
     BOS, END, ENDED, EOS, HEADS, NO_VISIT, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
@@ -301,7 +302,9 @@ class ModelSource(TrajectorySource[ModelPlan]):
 
     def plan_visits(self, patient: PatientState, segments: list[Segment]) -> list[Visit]:
         """Engine visits from written segments: history before entry becomes one out-of-visit entry
-        dated by negative offsets; visits get a time of day and a length typical of their class."""
+        dated by negative offsets; visits get a time of day and a length typical of their class. A
+        record from birth whose first visit is the birth stay has it at birth: the model's first
+        time gap is binned too coarsely to place it (it wrote stays weeks to months after birth)."""
         rng, entry = patient.rng, patient.entry_day
         active = dict(patient.conditions)
         history: list[Fact] = []
@@ -310,6 +313,9 @@ class ModelSource(TrajectorySource[ModelPlan]):
             if segment.encounter_class is None and segment.facts and segment.facts[0].code == DEATH:
                 continue
             start = float(segment.day) if segment.day < entry else segment.day + self._time_of_day(segment, rng)
+            if (not visits and entry == patient.birth_day and segment.encounter_class == "IMP"
+                    and any(fact.code == NEWBORN_STAY for fact in segment.facts)):
+                start = patient.birth_day
             facts = [self._fact(fact, start + fact.offset_days, active) for fact in segment.facts]
             if segment.day < entry:  # of visits before the record, only what is still true is kept
                 history += [dataclasses.replace(f, offset_days=start + f.offset_days - entry) for f in facts

@@ -27,6 +27,8 @@ from trajsim.vocab import in_domain
 
 RULES: dict[str, str] = {
     "duplicate_order_same_day": "the same drug ordered more than once on one day",
+    "medication_stopped_twice": "a drug stopped again with no new order since its last stop (a course's end "
+                                "dated twice)",
     "order_outside_encounter": "a drug ordered outside any encounter (a refill or a history written as a new order)",
     "renewal_at_emergency_visit": "a long-term drug (refill_days in medications.csv) ordered again at an emergency "
                                   "visit while an earlier order of it is still taken (a statin renewed at an ankle-sprain "
@@ -45,7 +47,7 @@ RULES: dict[str, str] = {
 def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     """The violations of this family's rules."""
     orders = facts.filter(in_domain(pl.col("code"), "medication"))
-    return [_same_day(orders), _outside_encounters(orders), _emergency_renewals(facts, orders, knowledge),
+    return [_same_day(orders), _stopped_twice(facts, orders), _outside_encounters(orders), _emergency_renewals(facts, orders, knowledge),
             _ruled_out_by_labs(facts, orders, knowledge), _adult_products(facts, orders),
             _missing_therapy(facts, orders, knowledge)]
 
@@ -56,6 +58,21 @@ def _same_day(orders: pl.LazyFrame) -> pl.LazyFrame:
              .with_columns(order=pl.int_range(pl.len()).over("subject_id", "code", day), day=day)
              .filter(pl.col("order") > 0))
     return violation(again, "duplicate_order_same_day", pl.format("order number {} on {}", pl.col("order") + 1, "day"))
+
+
+def _stopped_twice(facts: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFrame:
+    """Stops of a drug that follow an earlier stop of it with no order in between (an order at the
+    moment of a stop precedes it)."""
+    stops = facts.filter((pl.col("code") == MEDICATION_END) & pl.col("text").is_not_null()).select(
+        "subject_id", "time", drug=pl.col("text"), stop=pl.lit(True))
+    course = pl.concat([orders.select("subject_id", "time", drug=pl.col("code"), stop=pl.lit(False)), stops])
+    again = (course.sort("subject_id", "drug", "time", "stop")
+             .with_columns(previous=pl.col("stop").shift(1).over("subject_id", "drug"),
+                           previous_time=pl.col("time").shift(1).over("subject_id", "drug"))
+             .filter(pl.col("stop") & pl.col("previous").fill_null(False))
+             .with_columns(code=pl.lit(MEDICATION_END)))
+    return violation(again, "medication_stopped_twice", pl.format("{} already stopped on {}", "drug",
+                                                                   pl.col("previous_time").dt.date()))
 
 
 def _outside_encounters(orders: pl.LazyFrame) -> pl.LazyFrame:

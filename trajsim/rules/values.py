@@ -5,7 +5,8 @@ panel results that cannot stand together (an anion gap no laboratory reports, a 
 not about three hemoglobins, a differential that does not add up to 100%, an albumin above the total
 protein),
 a value that implies a diagnosis the chart does not have (`data/value_limits.csv`: a fever, an
-HbA1c in the diabetic range) and one measurement recorded twice at once.
+HbA1c in the diabetic range), a child's blood pressure at stage 2 hypertension with no hypertension
+on the chart (AAP 2017, `knowledge/child_blood_pressure.py`) and one measurement recorded twice at once.
 
 Related values (BMI with weight and height, diastolic with systolic, eGFR with creatinine, a
 metabolic panel's electrolytes, a blood count's indices) are judged within one encounter, as a
@@ -18,7 +19,7 @@ import polars as pl
 
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, SEX_FEMALE, VISIT_END, VISIT_START_PREFIX
-from trajsim.knowledge import Knowledge
+from trajsim.knowledge import Knowledge, child_blood_pressure
 from trajsim.knowledge.physiology import (
     ALBUMIN, BICARBONATE, BMI, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, EGFR, HEIGHT, HEMATOCRIT, HEMOGLOBIN,
     SAME_MEASUREMENT, SODIUM, SYSTOLIC, TOTAL_PROTEIN, WEIGHT, body_parameters, ckd_epi_2021, value_limits,
@@ -46,6 +47,10 @@ RULES: dict[str, str] = {
                                "in the same encounter",
     "albuminuria_without_kidney_disease": "a urine albumin/creatinine ratio of 30 mg/g or more with no chronic "
                                           "kidney disease active or diagnosed in the same encounter",
+    "child_bp_stage2_without_hypertension": "a child's (1-17 years) systolic or diastolic pressure at or above "
+                                            "AAP 2017 stage 2 hypertension for age and sex at the tallest height "
+                                            "percentile (95th percentile + 12 mm Hg; from 13, 140/90 if lower) with "
+                                            "no hypertension active or diagnosed in the same encounter",
     "duplicate_measurement": "one measurement recorded twice at the same time in one encounter (a BP panel "
                              "with two systolic values)",
 }
@@ -64,7 +69,8 @@ def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     people = facts.group_by("subject_id").agg(
         birth=pl.col("time").filter(pl.col("code") == BIRTH).min(),
         female=(pl.col("code") == SEX_FEMALE).any())
-    return [_heights(facts, people), _panels(facts, people), *_limits(facts, knowledge), _duplicates(facts, knowledge)]
+    return [_heights(facts, people), _panels(facts, people), *_limits(facts, knowledge),
+            _child_pressures(facts, people, knowledge), _duplicates(facts, knowledge)]
 
 
 def _aged(frame: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
@@ -175,6 +181,35 @@ def _limits(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
                                pl.format("{} with none of {} active", pl.col("numeric_value"),
                                          pl.lit(", ".join(sorted(limit.conditions))))))
     return found
+
+
+def _child_pressures(facts: pl.LazyFrame, people: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
+    """Children's readings at stage 2 hypertension when hypertension is neither active nor diagnosed
+    at the visit. The tallest children's threshold is the highest of an age, so a reading above it
+    is stage 2 whatever the child's height (a record need not carry one)."""
+    measures = {SYSTOLIC: "systolic", DIASTOLIC: "diastolic"}
+    thresholds = pl.LazyFrame(
+        [(code, sex, age, child_blood_pressure.stage2_threshold(sex, measure, age, 95.0))
+         for code, measure in measures.items() for sex in ("F", "M")
+         for age in range(int(child_blood_pressure.AGE_MIN), int(child_blood_pressure.AGE_MAX))],
+        schema={"code": pl.String, "sex": pl.String, "age_years": pl.Int64, "threshold": pl.Float64}, orient="row")
+    readings = (_aged(facts.filter(pl.col("code").is_in(list(measures)) & pl.col("numeric_value").is_not_null()), people)
+                .with_columns(sex=pl.when("female").then(pl.lit("F")).otherwise(pl.lit("M")),
+                              age_years=pl.col("age").floor().cast(pl.Int64))
+                .join(thresholds, on=["code", "sex", "age_years"])
+                .filter(pl.col("numeric_value") >= pl.col("threshold")))
+    hypertension = knowledge.conditions["hypertension"]
+    codes = [hypertension.code, hypertension.icd10cm]
+    spells = _condition_spells(facts, knowledge).filter(pl.col("condition").is_in(codes))
+    active = (readings.join(spells, on="subject_id")
+              .filter((pl.col("start") <= pl.col("time")) & (pl.col("end").is_null() | (pl.col("end") > pl.col("time"))))
+              .select("subject_id", "time"))
+    diagnosed = facts.filter(pl.col("code").is_in(codes) & pl.col("encounter_id").is_not_null()).select(
+        "subject_id", "encounter_id")
+    found = (readings.join(active, on=["subject_id", "time"], how="anti")
+             .join(diagnosed, on=["subject_id", "encounter_id"], how="anti"))
+    return violation(found, "child_bp_stage2_without_hypertension", pl.format(
+        "{} mm Hg at age {}; stage 2 from {}", "numeric_value", "age_years", "threshold"))
 
 
 def _duplicates(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:

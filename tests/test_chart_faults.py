@@ -1,0 +1,171 @@
+"""The chart faults a physician still found reading generated charts: a screening three times in one
+visit, an empty ED visit, a 3-year-old at 128/58 mm Hg, a course drug stopped twice, a newborn's
+birth stay months after birth. Each is a rule that catches a record breaking it, and the engine
+keeps every chart clear of it whichever source proposes the visits."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.conftest import small_scenario
+from tests.test_rules import HYPERTENSION, PENICILLIN, at, rules_found, valid_record
+from trajsim.engine import Fact, ReferenceSource, TrajectorySource, Visit, simulate
+from trajsim.events import BIRTH, MEDICATION_END, SEX_FEMALE, VISIT_END, Event, events_frame, visit_start_code
+from trajsim.knowledge import child_blood_pressure
+from trajsim.knowledge.acute import NEWBORN_STAY
+from trajsim.knowledge.physiology import SYSTOLIC, VITAL_SIGNS
+from trajsim.rules import find_violations
+from trajsim.vocab import domain_of
+
+DEPRESSION_SCREENING, ED_VISIT, HEART_RATE = "SNOMED/171207006", "SNOMED/50849002", "LOINC/8867-4"
+SICK_VISIT = "SNOMED/185345009"  # Encounter for symptom
+
+
+def ed_visit(encounter: int, years: float, *facts: tuple[str, float | None, str | None]) -> list[Event]:
+    """An ED visit of the valid record's patient at age `years` holding `facts` (code, value, text)."""
+    start = at(years)
+    return [Event(1, start, encounter, visit_start_code("EMER")), Event(1, start, encounter, ED_VISIT),
+            *(Event(1, start, encounter, code, value, None, text) for code, value, text in facts),
+            Event(1, start + timedelta(hours=3), encounter, VISIT_END)]
+
+
+def child(born: datetime, *events: tuple[float, int | None, str, float | None]) -> list[Event]:
+    """A girl born at `born` with office visits' facts (age in years, encounter, code, value)."""
+    record = [Event(2, born, None, BIRTH), Event(2, born, None, SEX_FEMALE)]
+    for years, encounter, code, value in events:
+        record.append(Event(2, born + timedelta(days=years * 365.25), encounter, code, value))
+    return record
+
+
+def test_a_procedure_recorded_twice_in_one_visit_is_found():
+    record = valid_record() + [Event(1, at(50), 1, DEPRESSION_SCREENING)] * 3
+    assert rules_found(record) == {"duplicate_procedure": 2}
+
+
+def test_an_ed_visit_with_no_reason_and_no_vital_signs_is_found():
+    record = valid_record() + ed_visit(3, 58, ("LOINC/59408-5", 97.0, None))
+    assert rules_found(record) == {"emergency_visit_without_reason": 1, "emergency_visit_without_vitals": 1}
+
+
+def test_an_ed_visit_for_a_known_condition_it_names_with_vital_signs_is_valid():
+    record = valid_record() + ed_visit(3, 58, (ED_VISIT, None, HYPERTENSION), (HEART_RATE, 88.0, None))
+    assert rules_found(record) == {}
+
+
+def test_a_birth_stay_months_after_birth_is_found_and_one_at_birth_is_not():
+    born = datetime(2020, 5, 1)
+    at_birth = child(born, (0, 1, visit_start_code("IMP"), None), (0, 1, NEWBORN_STAY, None), (0.005, 1, VISIT_END, None))
+    late = child(born, (0.2, 1, visit_start_code("IMP"), None), (0.2, 1, NEWBORN_STAY, None), (0.205, 1, VISIT_END, None))
+    assert rules_found(at_birth) == {}
+    assert rules_found(late) == {"newborn_stay_not_at_birth": 1}
+
+
+def test_a_three_year_old_at_128_58_is_stage_2_hypertension_and_at_100_58_is_not():
+    born = datetime(2018, 1, 1)
+    visit = [(3.5, 1, visit_start_code("AMB"), None), (3.501, 1, VISIT_END, None)]
+    high = child(born, *visit, (3.5, 1, SYSTOLIC, 128.0), (3.5, 1, "LOINC/8462-4", 58.0))
+    normal = child(born, *visit, (3.5, 1, SYSTOLIC, 100.0), (3.5, 1, "LOINC/8462-4", 58.0))
+    assert rules_found(high) == {"child_bp_stage2_without_hypertension": 1}
+    assert rules_found(normal) == {}
+
+
+def test_a_course_stopped_twice_is_found():
+    stop = at(55) + timedelta(days=5)
+    record = valid_record() + [Event(1, stop, None, MEDICATION_END, text=PENICILLIN),
+                               Event(1, stop + timedelta(days=2), None, MEDICATION_END, text=PENICILLIN)]
+    assert rules_found(record) == {"medication_stopped_twice": 1}  # the strep throat's penicillin
+
+
+def test_the_aap_2017_table_reads_a_childs_percentiles_and_stage_2():
+    # Flynn et al. 2017, Table 4: a 3-year-old boy at the 50th height percentile, 90/47 median and
+    # 107/62 at the 95th percentile; stage 2 from the 95th + 12 mm Hg, and 140/90 from 13 if lower
+    assert child_blood_pressure.level("M", "systolic", 3.4, 50, 50) == 90
+    assert child_blood_pressure.stage2_threshold("M", "systolic", 3.4, 50) == 107 + 12
+    assert child_blood_pressure.stage2_threshold("M", "systolic", 17.2, 95) == 140
+    mean, sd = child_blood_pressure.distribution("F", "diastolic", 8.0, 50)
+    assert mean == 59 and sd == pytest.approx((74 - 59) / 1.6449)
+
+
+@pytest.fixture(scope="module")
+def children() -> pl.DataFrame:
+    scenario = small_scenario(150, seed=15, **{"population.age_mix": ({"min": 2, "max": 12, "weight": 1.0},)})
+    return events_frame(e for r in simulate(scenario, ReferenceSource()) for e in r.events)
+
+
+def test_childrens_blood_pressure_follows_the_aap_tables(children):
+    births = children.filter(pl.col("code") == BIRTH).select("subject_id", birth="time")
+    readings = (children.filter(pl.col("code") == SYSTOLIC).join(births, on="subject_id")
+                .with_columns(age=(pl.col("time") - pl.col("birth")).dt.total_days() / 365.25)
+                .filter(pl.col("age") < 12))
+    assert readings.height > 200
+    # the tables' medians at the 50th height percentile: about 90-102 mm Hg from 3 to 11 years
+    medians = [child_blood_pressure.level("F", "systolic", age, 50, 50) for age in readings["age"]]
+    assert abs(float(np.mean(readings["numeric_value"].to_numpy() - np.array(medians)))) < 3
+    assert find_violations(children).filter(pl.col("rule") == "child_bp_stage2_without_hypertension").is_empty()
+
+
+class EmptyEmergencies(TrajectorySource):
+    """Proposes ED visits with nothing in them and a screening three times at an office visit, as
+    the shipped model did."""
+
+    def __init__(self) -> None:
+        self.proposed: dict[int, int] = {}
+
+    def next_visits(self, patients):
+        visits = []
+        for p in patients:
+            n = self.proposed[p.subject_id] = self.proposed.get(p.subject_id, 0) + 1
+            if n > 4:
+                visits.append(None)
+            elif n % 2:
+                visits.append(Visit(p.now + 40, "EMER", 0.1, [Fact(ED_VISIT)]))
+            else:
+                visits.append(Visit(p.now + 40, "AMB", 0.02, [Fact(SICK_VISIT)] + [Fact(DEPRESSION_SCREENING)] * 3))
+        return visits
+
+
+def test_the_engine_gives_an_empty_ed_visit_its_triage_and_a_reason_and_drops_repeated_procedures():
+    scenario = small_scenario(20, seed=4, **{"population.age_mix": ({"min": 20, "max": 60, "weight": 1.0},)})
+    events = events_frame(e for r in simulate(scenario, EmptyEmergencies()) for e in r.events)
+    visits = events.filter(pl.col("code") == visit_start_code("EMER")).select("subject_id", "encounter_id")
+    assert visits.height >= 20
+    inside = events.join(visits, on=["subject_id", "encounter_id"])
+    per_visit = inside.group_by("subject_id", "encounter_id").agg(
+        vitals=pl.col("code").is_in(VITAL_SIGNS).sum(),
+        reasons=pl.col("code").map_elements(lambda c: domain_of(c) == "condition", return_dtype=pl.Boolean).sum())
+    assert (per_visit["vitals"] >= 4).all() and (per_visit["reasons"] >= 1).all()
+    screenings = events.filter(pl.col("code") == DEPRESSION_SCREENING)
+    assert screenings.height > 0 and screenings.group_by("subject_id", "encounter_id").len()["len"].max() == 1
+
+
+@pytest.fixture(scope="module")
+def adults() -> pl.DataFrame:
+    scenario = small_scenario(200, seed=16, **{"population.age_mix": ({"min": 20, "max": 80, "weight": 1.0},)})
+    return events_frame(e for r in simulate(scenario, ReferenceSource()) for e in r.events)
+
+
+def test_an_ed_visit_for_chest_pain_gets_an_ecg_a_troponin_and_its_diagnosis(adults):
+    chest_pain, ecg, troponin = "SNOMED/29857009", "SNOMED/29303009", "LOINC/10839-9"
+    visits = adults.filter(pl.col("code") == chest_pain).select("subject_id", "encounter_id")
+    assert visits.height > 10
+    inside = adults.join(visits, on=["subject_id", "encounter_id"])
+    per_visit = inside.group_by("subject_id", "encounter_id").agg(
+        emergency=(pl.col("code") == visit_start_code("EMER")).any(), ecg=(pl.col("code") == ecg).any(),
+        troponin=(pl.col("code") == troponin).any())
+    assert per_visit["emergency"].all() and per_visit["ecg"].all() and per_visit["troponin"].all()
+    # no acute coronary syndrome: the troponin stays below the assays' 99th percentile (about 0.04 ng/mL)
+    assert inside.filter(pl.col("code") == troponin)["numeric_value"].max() < 0.05
+
+
+def test_the_common_ed_reasons_bring_ed_visits_towards_the_us_rate(adults):
+    starts = adults.filter(pl.col("code").str.starts_with("TRAJSIM/visit/"))
+    spans = starts.group_by("subject_id").agg(first=pl.col("time").min()).join(
+        adults.group_by("subject_id").agg(last=pl.col("time").max()), on="subject_id")
+    years = float(((spans["last"] - spans["first"]).dt.total_seconds() / (365.25 * 86_400)).sum())
+    emergency = starts.filter(pl.col("code") == visit_start_code("EMER")).height / years
+    assert 0.12 < emergency < 0.45  # NHAMCS 2019: about 0.4 ED visits per adult-year, for all reasons
+    assert find_violations(adults).is_empty()
