@@ -24,6 +24,7 @@ import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.draws import pick
 from trajsim.engine.hospital import ED_VISIT, EMERGENCY_ADMISSION, TYPICAL_STAY_DAYS, fits
 from trajsim.engine.pregnancy import HOSPITAL_ADMISSION, newborn_stay
 from trajsim.engine.schedules import active_keys, office_hours, prescribe
@@ -149,7 +150,7 @@ class EmergencyKeeper(ChartKeeper):
         day = now + rng.exponential(1 / total) * DAYS_PER_YEAR
         if day >= until:
             return None
-        event = events[int(rng.choice(len(events), p=[rate / total for _, rate in events]))][0]
+        event = events[pick(rng, [rate / total for _, rate in events])][0]
         if isinstance(event, Admission):
             return self._admission_for(patient, event, day, until)
         ed = Visit(day, "EMER", _draw_days(rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]), [Fact(ED_VISIT)])
@@ -195,7 +196,7 @@ class EmergencyKeeper(ChartKeeper):
         if not cases:
             return ed
         weights = np.array([self.shares[c.condition] for c in cases])
-        case = cases[int(patient.rng.choice(len(cases), p=weights / weights.sum()))]
+        case = cases[pick(patient.rng, weights / weights.sum())]
         condition = self.k.conditions[case.condition]
         ed.facts += [Fact(condition.code), *prescribe(self.k, condition, patient)]
         if patient.rng.random() < case.admit_probability:

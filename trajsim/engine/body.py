@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine.chart import ChartKeeper
@@ -29,6 +28,7 @@ from trajsim.engine.schedules import active_keys
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
+from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.growth_charts import (
     BMI_FOR_AGE, HEAD_FOR_AGE, MONTHS_PER_YEAR, WEIGHT_FOR_LENGTH, LmsChart, growth_chart,
 )
@@ -64,7 +64,7 @@ class Body:
 
     def height(self, age: float) -> float:
         ages, heights = self.stature
-        return float(np.interp(age, ages, heights)) * (1 + self.figures["height_cv"] * self.patient.height_z)
+        return interpolate(age, ages, heights) * (1 + self.figures["height_cv"] * self.patient.height_z)
 
     def weight(self, day: float, age: float, active: set[str]) -> float:
         """The weight on `day`: the median for age times the patient's build, with a deviation that

@@ -12,6 +12,7 @@ from functools import cache
 import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR, day_number
+from trajsim.engine.draws import pick
 from trajsim.engine.source import PatientState
 from trajsim.knowledge import Knowledge
 from trajsim.model import model_folder
@@ -31,7 +32,7 @@ def draw_sex_and_age(population: Population, rng: np.random.Generator) -> tuple[
     the draws every simulated patient starts with, whether a cohort member or an ED arrival."""
     sex = "F" if rng.random() < population.female_fraction else "M"
     weights = np.array([g.weight for g in population.age_mix])
-    group = population.age_mix[int(rng.choice(len(weights), p=weights / weights.sum()))]
+    group = population.age_mix[pick(rng, weights / weights.sum())]
     return sex, float(rng.uniform(group.min, group.max))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine import pregnancy
+from trajsim.engine.draws import pick
 from trajsim.engine.pregnancy import Pregnancy
 from trajsim.engine.prescriptions import prescribe
 from trajsim.engine.schedules import Schedule, active_keys, office_hours, vitals
@@ -142,7 +143,7 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         total = sum(rates)
         if total == 0:
             return None
-        return self.acute[int(p.rng.choice(len(self.acute), p=[r / total for r in rates]))]
+        return self.acute[pick(p.rng, [r / total for r in rates])]
 
     # --- visit contents ------------------------------------------------------------------------
     def complete_visit(self, p: PatientState[ReferenceState], visit: Visit) -> list[Fact]:

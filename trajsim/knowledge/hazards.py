@@ -8,6 +8,8 @@ the figures those calculations read and does them, so the loaders in `tables.py`
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -19,6 +21,18 @@ if TYPE_CHECKING:
     from trajsim.knowledge.tables import AgeBand, Condition, ValueDistribution
 
 OPEN_BAND_END = 85.0
+
+
+def interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """`np.interp(x, xs, ys)` at one point, to the bit, without numpy's per-call cost (the engine
+    asks a few knots at a time, at every visit): linear between the knots around `x` (the last of
+    equal knots), the end values beyond them."""
+    if x < xs[0]:
+        return float(ys[0])
+    if x >= xs[-1]:
+        return float(ys[-1])
+    j = bisect_right(xs, x) - 1
+    return float((ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j]) * (x - xs[j]) + ys[j])
 
 
 @dataclass(frozen=True)
@@ -144,6 +158,17 @@ class Epidemiology:
         return self.mortality[:, 2] * (1.0 + excess) / self._death_normalisers[sex]
 
     def prevalence_knots(self, condition: str, sex: str) -> tuple[list[float], list[float]]:
+        """The knots `prevalence_at` interpolates (see `_prevalence_knots`), computed once."""
+        key = (condition, sex)
+        if key not in self._knots:
+            self._knots[key] = self._prevalence_knots(condition, sex)
+        return self._knots[key]
+
+    @cached_property
+    def _knots(self) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
+        return {}
+
+    def _prevalence_knots(self, condition: str, sex: str) -> tuple[list[float], list[float]]:
         """The ages and values `prevalence_at` interpolates: each band's value at its middle (an
         open last band taken to end at 85, near the mean age of such bands), extended to the
         first band's lower age along the first segment's slope (flat for a single band, never
@@ -163,7 +188,7 @@ class Epidemiology:
         """Prevalence at an exact age: linear between the knots of `prevalence_knots`, flat after
         the last one."""
         ages, values = self.prevalence_knots(condition, sex)
-        return 0.0 if age < ages[0] else float(np.interp(age, ages, values))
+        return 0.0 if age < ages[0] else interpolate(age, ages, values)
 
     def episode_rate(self, condition: str, sex: str, age: float) -> float:
         """Acute episodes per person-year at this age."""
@@ -199,5 +224,10 @@ class Epidemiology:
 
     def growth_at(self, sex: str, age: float) -> tuple[float, float]:
         """Median height (cm) and weight (kg) at this age."""
-        table = self.growth[sex]
-        return float(np.interp(age, table[:, 0], table[:, 1])), float(np.interp(age, table[:, 0], table[:, 2]))
+        ages, heights, weights = self._growth_columns[sex]
+        return interpolate(age, ages, heights), interpolate(age, ages, weights)
+
+    @cached_property
+    def _growth_columns(self) -> dict[str, tuple[tuple[float, ...], ...]]:
+        """Each sex's growth table as columns of plain floats (ages, heights, weights)."""
+        return {sex: tuple(tuple(column) for column in table.T.tolist()) for sex, table in self.growth.items()}
