@@ -32,14 +32,10 @@ def calendar_date(day: float) -> date:
     return date.fromordinal(EPOCH.toordinal() + int(day // 1))
 
 
-def to_datetime(day: float) -> datetime:
-    """A day number as wall-clock time, to the minute."""
-    return _minute(round(day * MINUTES_PER_DAY))
-
-
 @lru_cache(maxsize=1 << 16)
-def _minute(minutes: int) -> datetime:
-    return EPOCH + timedelta(minutes=minutes)  # cached: a visit's facts share a few instants
+def to_datetime(day: float) -> datetime:
+    """A day number as wall-clock time, to the minute (cached: a visit's facts share a few instants)."""
+    return EPOCH + timedelta(minutes=round(day * MINUTES_PER_DAY))
 
 
 def is_weekend(day: float) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.schedules import active_keys
@@ -94,8 +93,9 @@ class Body:
         else:
             z = self.centiles.setdefault(code, float(rng.normal()))
             value = dist.mean + dist.sd * (r * z + math.sqrt(1 - r**2) * rng.normal())
-        taken = self.drug_groups_taken(day)
-        for group, factor in treatment_effects().get(code, ()):
+        effects = treatment_effects().get(code, ())
+        taken = self.drug_groups_taken(day) if effects else ()
+        for group, factor in effects:
             if group in taken:
                 value *= factor
         limit = value_limits().get(code)
@@ -217,9 +217,9 @@ class BodyKeeper(ChartKeeper):
             measured = exam.fact(fact.code)
             if measured is None:
                 continue
-            kept.append(replace(fact, value=measured.value, unit=measured.unit))
+            kept.append(Fact(fact.code, fact.offset_days, measured.value, measured.unit, fact.text))
             percentile = PERCENTILE_OF.get(fact.code)
             if percentile is not None and (day, percentile) not in seen and (chart := exam.fact(percentile)) is not None:
                 seen.add((day, percentile))
-                kept.append(replace(fact, code=percentile, value=chart.value, unit=chart.unit))
+                kept.append(Fact(percentile, fact.offset_days, chart.value, chart.unit, fact.text))
         visit.facts[:] = kept

@@ -8,11 +8,12 @@ the figures those calculations read and does them, so the loaders in `tables.py`
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import networkx as nx
 import numpy as np
@@ -33,6 +34,26 @@ def interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
         return float(ys[-1])
     j = bisect_right(xs, x) - 1
     return float((ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j]) * (x - xs[j]) + ys[j])
+
+
+Item, Summary = TypeVar("Item"), TypeVar("Summary")
+
+
+class AgeSegments(Generic[Summary]):
+    """What a table's age bands say at any age, worked out once for each stretch of ages between two
+    band edges (every age in one stretch is in the same bands) and found by bisection: the engine
+    asks the bands at every visit."""
+
+    def __init__(self, bands: Iterable[tuple[float, float, Item]], summary: Callable[[list[Item]], Summary]) -> None:
+        """`bands` are (age_min, age_max, item) over [age_min, age_max), in table order; `summary`
+        says what the items of the bands covering an age, in that order, amount to."""
+        bands = list(bands)
+        self.edges = sorted({edge for low, high, _ in bands for edge in (low, high)})
+        self.summaries = [summary([item for low, high, item in bands if low <= start < high])
+                          for start in (-math.inf, *self.edges)]
+
+    def at(self, age: float) -> Summary:
+        return self.summaries[bisect_right(self.edges, age)]
 
 
 @dataclass(frozen=True)
@@ -129,15 +150,20 @@ class Epidemiology:
         middle = (age_from + age_to) / 2
         before, after = self.chronic_prevalence(sex, age_from), self.chronic_prevalence(sex, age_to)
         prevalence = self.chronic_prevalence(sex, middle)
-        onset = np.clip(1.0 - (1.0 - after) / (1.0 - before), 0.0, 1.0 - 1e-12)
+        onset = np.minimum(np.maximum(1.0 - (1.0 - after) / (1.0 - before), 0.0), 1.0 - 1e-12)  # np.clip, cheaper
         # People with a condition that raises the death hazard die sooner, which would lower its
         # prevalence among the living; onset makes up for them: prevalence x excess death rate.
-        band = min(int(np.searchsorted(self.mortality[:, 1], middle, side="right")), len(self.mortality) - 1)
+        band = min(bisect_right(self._band_ends, middle), len(self.mortality) - 1)
         excess_deaths = self.mortality[band, 2] / self._death_normalisers[sex][band] * self._chronic_excess_hazards
         hazard = -np.log1p(-onset) + prevalence * excess_deaths * max(age_to - age_from, 0.0)
         factor = 1.0 + self._excess_risk @ prevalence
-        remission = np.clip(1.0 - after / np.where(before > 0, before, 1.0), 0.0, 1.0)
+        remission = np.minimum(np.maximum(1.0 - after / np.where(before > 0, before, 1.0), 0.0), 1.0)
         return hazard / factor, np.where(before > 0, remission, 0.0)
+
+    @cached_property
+    def _band_ends(self) -> list[float]:
+        """The upper ages of the life table's bands."""
+        return self.mortality[:, 1].tolist()
 
     @cached_property
     def _chronic_excess_hazards(self) -> np.ndarray:
@@ -191,35 +217,44 @@ class Epidemiology:
         return 0.0 if age < ages[0] else interpolate(age, ages, values)
 
     def episode_rate(self, condition: str, sex: str, age: float) -> float:
-        """Acute episodes per person-year at this age."""
-        for band in self.episode_rates[condition]:
-            if band.covers(sex, age):
-                return band.value / 1000.0
-        return 0.0
+        """Acute episodes per person-year at this age (the first band of the table covering it)."""
+        key = (condition, sex)
+        if key not in self._episode_segments:
+            self._episode_segments[key] = AgeSegments(
+                ((b.age_min, b.age_max, b.value) for b in self.episode_rates[condition] if b.sex in ("any", sex)),
+                lambda values: values[0] / 1000.0 if values else 0.0)
+        return self._episode_segments[key].at(age)
+
+    @cached_property
+    def _episode_segments(self) -> dict[tuple[str, str], AgeSegments[float]]:
+        return {}
 
     def value_distribution(self, code: str, sex: str, age: float, active: set[str]) -> ValueDistribution | None:
         """The distribution for a measurement: a condition-specific one if the patient has that
-        condition, else the baseline; None when the measurement is not taken at this age."""
-        baseline = None
-        for age_min, age_max, dist in self._values_of(sex).get(code, ()):
-            if not age_min <= age < age_max:
-                continue
-            if dist.condition is None:
-                baseline = baseline or dist
-            elif dist.condition in active:
+        condition (the first in table order), else the baseline (the first without a condition);
+        None when the measurement is not taken at this age."""
+        segments = self._values_of(sex).get(code)
+        if segments is None:
+            return None
+        baseline, specific = segments.at(age)
+        for condition, dist in specific:
+            if condition in active:
                 return dist
         return baseline
 
-    def _values_of(self, sex: str) -> dict[str, list[tuple[float, float, ValueDistribution]]]:
-        """The distributions `value_distribution` may pick for this sex, each with its age band, in
-        table order (tabulated once: it is asked at every measurement)."""
+    def _values_of(self, sex: str) -> dict[str, AgeSegments[tuple[ValueDistribution | None,
+                                                                   tuple[tuple[str, ValueDistribution], ...]]]]:
+        """By measurement, the distributions `value_distribution` may pick for this sex at any age:
+        the baseline and the condition-specific ones in table order (tabulated once: it is asked at
+        every measurement)."""
         if sex not in self._values_by_sex:
-            self._values_by_sex[sex] = {code: [(d.band.age_min, d.band.age_max, d) for d in dists
-                                               if d.band.sex in ("any", sex)] for code, dists in self.values.items()}
+            self._values_by_sex[sex] = {code: AgeSegments(((d.band.age_min, d.band.age_max, d) for d in dists
+                                                           if d.band.sex in ("any", sex)), _baseline_and_specific)
+                                        for code, dists in self.values.items()}
         return self._values_by_sex[sex]
 
     @cached_property
-    def _values_by_sex(self) -> dict[str, dict[str, list[tuple[float, float, ValueDistribution]]]]:
+    def _values_by_sex(self) -> dict[str, dict[str, AgeSegments]]:
         return {}
 
     def growth_at(self, sex: str, age: float) -> tuple[float, float]:
@@ -231,3 +266,10 @@ class Epidemiology:
     def _growth_columns(self) -> dict[str, tuple[tuple[float, ...], ...]]:
         """Each sex's growth table as columns of plain floats (ages, heights, weights)."""
         return {sex: tuple(tuple(column) for column in table.T.tolist()) for sex, table in self.growth.items()}
+
+
+def _baseline_and_specific(dists: list[ValueDistribution]) -> tuple[ValueDistribution | None,
+                                                                    tuple[tuple[str, ValueDistribution], ...]]:
+    """The first distribution without a condition, and the (condition, distribution) of the others."""
+    baseline = next((d for d in dists if d.condition is None), None)
+    return baseline, tuple((d.condition, d) for d in dists if d.condition is not None)

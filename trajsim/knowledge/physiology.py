@@ -96,7 +96,10 @@ def measured_at(knowledge: Knowledge, code: str, sex: str, age: float, active: s
         return GROWTH_AGES[code][0] <= age < GROWTH_AGES[code][1]
     if code == EGFR and age < EGFR_FROM_AGE:
         return False
-    return all(knowledge.value_distribution(c, sex, age, active) is not None for c in DERIVED.get(code, (code,)))
+    for needed in DERIVED.get(code, (code,)):
+        if knowledge.value_distribution(needed, sex, age, active) is None:
+            return False
+    return True
 
 
 def stature_curve(knowledge: Knowledge, sex: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
