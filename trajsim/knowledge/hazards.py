@@ -148,17 +148,28 @@ class Epidemiology:
     def _chronic_changes(self, sex: str, age_from: float, age_to: float) -> tuple[np.ndarray, np.ndarray]:
         """The uncached `chronic_changes`."""
         middle = (age_from + age_to) / 2
-        before, after = self.chronic_prevalence(sex, age_from), self.chronic_prevalence(sex, age_to)
-        prevalence = self.chronic_prevalence(sex, middle)
+        # the three ages' rows of `chronic_prevalence` in one step
+        values, rises = self._prevalence_steps[sex]
+        rows, fractions = [], []
+        for age in (age_from, age_to, middle):
+            x = min(max(age, 0.0), 120.0) * 2
+            rows.append(min(int(x), len(values) - 2))
+            fractions.append(x - rows[-1])
+        before, after, prevalence = values[rows] + rises[rows] * np.array(fractions)[:, None]
         onset = np.minimum(np.maximum(1.0 - (1.0 - after) / (1.0 - before), 0.0), 1.0 - 1e-12)  # np.clip, cheaper
         # People with a condition that raises the death hazard die sooner, which would lower its
         # prevalence among the living; onset makes up for them: prevalence x excess death rate.
         band = min(bisect_right(self._band_ends, middle), len(self.mortality) - 1)
-        excess_deaths = self.mortality[band, 2] / self._death_normalisers[sex][band] * self._chronic_excess_hazards
-        hazard = -np.log1p(-onset) + prevalence * excess_deaths * max(age_to - age_from, 0.0)
+        hazard = -np.log1p(-onset) + prevalence * self._excess_deaths[sex][band] * max(age_to - age_from, 0.0)
         factor = 1.0 + self._excess_risk @ prevalence
         remission = np.minimum(np.maximum(1.0 - after / np.where(before > 0, before, 1.0), 0.0), 1.0)
         return hazard / factor, np.where(before > 0, remission, 0.0)
+
+    @cached_property
+    def _excess_deaths(self) -> dict[str, list[np.ndarray]]:
+        """By sex and life-table band, each chronic condition's excess death rate over the population's."""
+        return {sex: [self.mortality[band, 2] / normalisers[band] * self._chronic_excess_hazards
+                      for band in range(len(self.mortality))] for sex, normalisers in self._death_normalisers.items()}
 
     @cached_property
     def _band_ends(self) -> list[float]:
