@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from trajsim.knowledge.hazards import AgeSegments
+from trajsim.knowledge.hazards import AgeSegments, band_segments
 from trajsim.knowledge.tables import DATA, AgeBand, read_table
 
 EMERGENCY_VISIT = "emergency_visit"  # the rate of all ED visits in acute_rates.csv
@@ -88,7 +88,7 @@ def event_rate(event: str, sex: str, age: float) -> float:
 
 @cache
 def _event_segments(event: str, sex: str) -> AgeSegments[float]:
-    return AgeSegments(((band.age_min, band.age_max, band.value) for band in event_rates().get(event, ())
+    return band_segments(((band.age_min, band.age_max, band.value) for band in event_rates().get(event, ())
                         if band.sex in ("any", sex)), lambda values: values[0] if values else 0.0)
 
 

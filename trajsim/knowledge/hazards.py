@@ -40,20 +40,25 @@ Item, Summary = TypeVar("Item"), TypeVar("Summary")
 
 
 class AgeSegments(Generic[Summary]):
-    """What a table's age bands say at any age, worked out once for each stretch of ages between two
-    band edges (every age in one stretch is in the same bands) and found by bisection: the engine
-    asks the bands at every visit."""
+    """A function of age that changes only where an age band starts or ends, worked out once for
+    each stretch of ages between two such edges and found by bisection: the engine asks the tables'
+    bands at every visit."""
 
-    def __init__(self, bands: Iterable[tuple[float, float, Item]], summary: Callable[[list[Item]], Summary]) -> None:
-        """`bands` are (age_min, age_max, item) over [age_min, age_max), in table order; `summary`
-        says what the items of the bands covering an age, in that order, amount to."""
-        bands = list(bands)
-        self.edges = sorted({edge for low, high, _ in bands for edge in (low, high)})
-        self.summaries = [summary([item for low, high, item in bands if low <= start < high])
-                          for start in (-math.inf, *self.edges)]
+    def __init__(self, edges: Iterable[float], value_at: Callable[[float], Summary]) -> None:
+        """`value_at(age)` may change only at `edges`, from the edge on (bands cover [start, end))."""
+        self.edges = sorted(set(edges))
+        self.summaries = [value_at(start) for start in (-math.inf, *self.edges)]
 
     def at(self, age: float) -> Summary:
         return self.summaries[bisect_right(self.edges, age)]
+
+
+def band_segments(bands: Iterable[tuple[float, float, Item]], summary: Callable[[list[Item]], Summary]) -> AgeSegments[Summary]:
+    """What age bands (age_min, age_max, item), in table order, say at any age: `summary` of the
+    items of the bands covering it, in that order."""
+    bands = list(bands)
+    return AgeSegments((edge for low, high, _ in bands for edge in (low, high)),
+                       lambda age: summary([item for low, high, item in bands if low <= age < high]))
 
 
 @dataclass(frozen=True)
@@ -231,7 +236,7 @@ class Epidemiology:
         """Acute episodes per person-year at this age (the first band of the table covering it)."""
         key = (condition, sex)
         if key not in self._episode_segments:
-            self._episode_segments[key] = AgeSegments(
+            self._episode_segments[key] = band_segments(
                 ((b.age_min, b.age_max, b.value) for b in self.episode_rates[condition] if b.sex in ("any", sex)),
                 lambda values: values[0] / 1000.0 if values else 0.0)
         return self._episode_segments[key].at(age)
@@ -259,7 +264,7 @@ class Epidemiology:
         the baseline and the condition-specific ones in table order (tabulated once: it is asked at
         every measurement)."""
         if sex not in self._values_by_sex:
-            self._values_by_sex[sex] = {code: AgeSegments(((d.band.age_min, d.band.age_max, d) for d in dists
+            self._values_by_sex[sex] = {code: band_segments(((d.band.age_min, d.band.age_max, d) for d in dists
                                                            if d.band.sex in ("any", sex)), _baseline_and_specific)
                                         for code, dists in self.values.items()}
         return self._values_by_sex[sex]
