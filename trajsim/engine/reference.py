@@ -55,7 +55,7 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         self.k = knowledge or load_knowledge()
         self.chronic = self.k.chronic
         # chronic conditions that start at a visit; the engine dates the sudden ones (myocardial infarction)
-        self.starts_at_visits = np.array([c.key not in sudden_onsets() for c in self.chronic])
+        self.starts_at_visits = [c.key not in sudden_onsets() for c in self.chronic]
         self.acute = [c for c in self.k.conditions.values() if c.course == "acute"]
         self.lifecycles = lifecycles(self.k)
         # the rates change only where a band of episode rates or a lifecycle's onset ages starts or ends
@@ -198,15 +198,14 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         add their excess in the schedule), and ones resolving where prevalence falls."""
         age, facts = p.age_at(day), []
         hazard, remission = self.k.chronic_changes(p.sex, p.source_state.last_check_age, age)
-        draws = p.rng.random(len(self.chronic))
+        draws = p.rng.random(len(self.chronic)).tolist()
         active = p.active_conditions(day)
-        present = np.array([c.code in active for c in self.chronic])
-        starts = (draws < -np.expm1(-hazard)) & self.starts_at_visits
-        for i in np.flatnonzero(np.where(present, draws < remission, starts)):
-            condition = self.chronic[i]
-            if present[i]:
-                facts.append(Fact(CONDITION_END, text=condition.code))  # its drugs stop in the schedule
-            else:
+        onset_chances = (-np.expm1(-hazard)).tolist()
+        for i, condition in enumerate(self.chronic):
+            if condition.code in active:
+                if draws[i] < remission[i]:
+                    facts.append(Fact(CONDITION_END, text=condition.code))  # its drugs stop in the schedule
+            elif draws[i] < onset_chances[i] and self.starts_at_visits[i]:
                 facts += [Fact(condition.code), *prescribe(self.k, condition, p)]
                 p.source_state.last_review[condition.code] = day
         p.source_state.last_check_age = age

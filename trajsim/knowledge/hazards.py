@@ -167,8 +167,9 @@ class Epidemiology:
         band = min(bisect_right(self._band_ends, middle), len(self.mortality) - 1)
         hazard = -np.log1p(-onset) + prevalence * self._excess_deaths[sex][band] * max(age_to - age_from, 0.0)
         factor = 1.0 + self._excess_risk @ prevalence
-        remission = np.minimum(np.maximum(1.0 - after / np.where(before > 0, before, 1.0), 0.0), 1.0)
-        return hazard / factor, np.where(before > 0, remission, 0.0)
+        present = before > 0
+        remission = np.minimum(np.maximum(1.0 - after / np.where(present, before, 1.0), 0.0), 1.0)
+        return hazard / factor, np.where(present, remission, 0.0)
 
     @cached_property
     def _excess_deaths(self) -> dict[str, list[np.ndarray]]:
