@@ -213,7 +213,7 @@ class BodyKeeper(ChartKeeper):
             if (day, fact.code) in seen:
                 continue
             seen.add((day, fact.code))
-            exam = exams.setdefault(day, self.body.examine(day, active))
+            exam = exams.get(day) or exams.setdefault(day, self.body.examine(day, active))
             measured = exam.fact(fact.code)
             if measured is None:
                 continue

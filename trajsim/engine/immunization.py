@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 from trajsim.clock import DAYS_PER_YEAR, calendar_date
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Dose, Knowledge
-from trajsim.knowledge.tables import DATA, read_table
+from trajsim.knowledge.tables import DATA, per_knowledge, read_table
 from trajsim.rules.immunization import FLOOR_DAYS, VACCINE_SYSTEM
 
 INFLUENZA = "influenza"  # the seasonal series: offered once a season, at the uptake for the patient's age
@@ -36,11 +36,11 @@ class Series:
     name: str
     doses: tuple[Dose, ...]
 
-    @property
+    @cached_property
     def repeats(self) -> bool:
         return self.doses[-1].repeat_days is not None
 
-    @property
+    @cached_property
     def max_age_days(self) -> float:
         """The age from which no dose of the series is given (inf: none)."""
         return self.doses[-1].max_age_days or float("inf")
@@ -59,11 +59,13 @@ def _series(doses: tuple[Dose, ...]) -> dict[str, Series]:
             for name in names}
 
 
+@per_knowledge
 def vaccine_series(knowledge: Knowledge) -> dict[str, Series]:
     """Every vaccine series by name, in the order of the table."""
     return _series(tuple(knowledge.doses))
 
 
+@per_knowledge
 def series_by_code(knowledge: Knowledge) -> dict[str, Series]:
     """The series each scheduled vaccine code belongs to."""
     return {dose.code: series for series in vaccine_series(knowledge).values() for dose in series.doses}
