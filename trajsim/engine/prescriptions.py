@@ -98,6 +98,7 @@ class Prescriber(ChartKeeper):
         self.carried: dict[str, str | None] = {}  # drug taken from before an encounter -> its indication
         self.pending: set[str] = set()  # drugs ordered at the visit being vetted, not recorded yet
         self.lab_limits = drug_lab_limits(knowledge)
+        self.limit_labs = frozenset(limit.lab for limit in self.lab_limits)
         self.latest: dict[str, float] = {}  # lab code -> its latest value, for the limits
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
@@ -109,8 +110,7 @@ class Prescriber(ChartKeeper):
         day, age = visit.day, patient.age_at(visit.day)
         active = self._active_conditions(patient, visit)
         diagnosed = self._diagnosed_in(patient, visit)
-        self.latest.update((f.code, f.value) for f in visit.facts if f.value is not None
-                           and any(f.code == limit.lab for limit in self.lab_limits))
+        self.latest.update((f.code, f.value) for f in visit.facts if f.value is not None and f.code in self.limit_labs)
         ordered: dict[str, tuple[str, float]] = {}  # drug proposed at this visit -> the product ordered, when
         kept = []
         for fact in visit.facts:
