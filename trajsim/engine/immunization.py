@@ -114,6 +114,7 @@ class Immunizer:
         self.series = [s for s in vaccine_series(knowledge).values() if s.name != INFLUENZA]
         self.influenza = vaccine_series(knowledge).get(INFLUENZA)
         self.record = DoseRecord()
+        self._due: dict[tuple[str, int], tuple[float, Dose] | None] = {}  # (series, doses given) -> `_due_day`
         self.accepted: dict[str, bool] = {}
         self.flu_seasons: set[int] = set()
         for series in self.series:
@@ -121,7 +122,14 @@ class Immunizer:
                 self._take_prior_doses(series)
 
     def _due_day(self, series: Series) -> tuple[float, Dose] | None:
-        """The first day the next dose of `series` is due and valid, with that dose (None: no more)."""
+        """The first day the next dose of `series` is due and valid, with that dose (None: no more);
+        kept until a dose is given (doses are only added), as it is asked at every clinic visit."""
+        key = (series.name, len(self.record.given.get(series.name, ())))
+        if key not in self._due:
+            self._due[key] = self._next_due_day(series)
+        return self._due[key]
+
+    def _next_due_day(self, series: Series) -> tuple[float, Dose] | None:
         given = self.record.given.get(series.name, [])
         dose = series.dose(len(given) + 1)
         if dose is None or not dose.routine:
