@@ -45,7 +45,8 @@ def is_weekend(day: float) -> bool:
 def office_slot(rng: np.random.Generator) -> float:
     """A random quarter-hour appointment slot within opening hours, as a fraction of the day."""
     slots = int((OFFICE_OPEN_HOURS[1] - OFFICE_OPEN_HOURS[0]) * 4)
-    return (OFFICE_OPEN_HOURS[0] + rng.integers(0, slots) / 4) / 24
+    # a plain float: every day and age computed from a visit's time stays one (numpy scalars are slower)
+    return (OFFICE_OPEN_HOURS[0] + int(rng.integers(0, slots)) / 4) / 24
 
 
 def next_office_slot(day: float) -> float:

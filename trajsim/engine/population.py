@@ -85,7 +85,7 @@ def draw_death_day(knowledge: Knowledge, rng: np.random.Generator, sex: str, bir
             continue
         span = min(band_end, end_day) - day
         if target <= hazard * span / DAYS_PER_YEAR:
-            return day + target / hazard * DAYS_PER_YEAR
+            return float(day + target / hazard * DAYS_PER_YEAR)
         target -= hazard * span / DAYS_PER_YEAR
         day += span
         if day >= end_day:
