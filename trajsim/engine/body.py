@@ -42,7 +42,7 @@ from trajsim.knowledge.therapy import drug_groups
 def measure(knowledge: Knowledge, code: str, value: float) -> Fact:
     """A measurement rounded to its reporting precision and kept within physiological bounds."""
     m = knowledge.measurements[code]
-    return Fact(code, value=round(min(max(value, m.low), m.high), m.decimals), unit=m.unit)
+    return Fact(code, 0.0, round(min(max(value, m.low), m.high), m.decimals), m.unit)
 
 
 class Body:

@@ -250,10 +250,11 @@ class Epidemiology:
         """The distribution for a measurement: a condition-specific one if the patient has that
         condition (the first in table order), else the baseline (the first without a condition);
         None when the measurement is not taken at this age."""
-        segments = self._values_of(sex).get(code)
+        by_code = self._values_by_sex.get(sex) or self._values_of(sex)
+        segments = by_code.get(code)
         if segments is None:
             return None
-        baseline, specific = segments.at(age)
+        baseline, specific = segments.summaries[bisect_right(segments.edges, age)]  # `at`, inline: asked most
         for condition, dist in specific:
             if condition in active:
                 return dist
