@@ -153,14 +153,8 @@ class Epidemiology:
     def _chronic_changes(self, sex: str, age_from: float, age_to: float) -> tuple[np.ndarray, np.ndarray]:
         """The uncached `chronic_changes`."""
         middle = (age_from + age_to) / 2
-        # the three ages' rows of `chronic_prevalence` in one step
-        values, rises = self._prevalence_steps[sex]
-        rows, fractions = [], []
-        for age in (age_from, age_to, middle):
-            x = min(max(age, 0.0), 120.0) * 2
-            rows.append(min(int(x), len(values) - 2))
-            fractions.append(x - rows[-1])
-        before, after, prevalence = values[rows] + rises[rows] * np.array(fractions)[:, None]
+        before, after = self.chronic_prevalence(sex, age_from), self.chronic_prevalence(sex, age_to)
+        prevalence = self.chronic_prevalence(sex, middle)
         onset = np.minimum(np.maximum(1.0 - (1.0 - after) / (1.0 - before), 0.0), 1.0 - 1e-12)  # np.clip, cheaper
         # People with a condition that raises the death hazard die sooner, which would lower its
         # prevalence among the living; onset makes up for them: prevalence x excess death rate.
