@@ -56,6 +56,7 @@ class Body:
         self.weight_state: tuple[float, float] | None = None  # (day, log weight relative to the median)
         self.hba1c_state: tuple[float, float] | None = None  # (day, the patient's HbA1c z-score that day)
         self.groups = drug_groups(knowledge)
+        self.visit_noise = math.sqrt(1 - self.figures["within_person_correlation"] ** 2)  # sd of a reading's own part
 
     def examine(self, day: float, active: set[str]) -> Examination:
         """The body as measured on `day` with the condition keys in `active`."""
@@ -92,7 +93,7 @@ class Body:
             value = dist.mean + dist.sd * self.hba1c_level(day) + rng.normal(0, self.figures["hba1c_visit_sd"])
         else:
             z = self.centiles.setdefault(code, float(rng.normal()))
-            value = dist.mean + dist.sd * (r * z + math.sqrt(1 - r**2) * rng.normal())
+            value = dist.mean + dist.sd * (r * z + self.visit_noise * rng.normal())
         effects = treatment_effects().get(code, ())
         taken = self.drug_groups_taken(day) if effects else ()
         for group, factor in effects:
