@@ -27,10 +27,10 @@ from trajsim.engine.schedules import active_keys
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.growth_charts import (
     BMI_FOR_AGE, HEAD_FOR_AGE, MONTHS_PER_YEAR, WEIGHT_FOR_LENGTH, LmsChart, growth_chart,
 )
+from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.physiology import (
     BMI, BMI_PERCENTILE, CREATININE, DIASTOLIC, EGFR, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, LDL,
     PERCENTILE_OF, SAME_MEASUREMENT, SYSTOLIC, TOTAL_CHOLESTEROL, TRIGLYCERIDES, WEIGHT, WEIGHT_FOR_LENGTH_PERCENTILE,

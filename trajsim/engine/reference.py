@@ -29,8 +29,8 @@ from trajsim.engine.source import ENGINE_KINDS, Fact, FactKind, PatientState, Tr
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Condition, Knowledge, load_knowledge
 from trajsim.knowledge.acute import sudden_onsets
-from trajsim.knowledge.hazards import AgeSegments
 from trajsim.knowledge.comorbidity import prevalence_given
+from trajsim.knowledge.hazards import AgeSegments
 from trajsim.knowledge.lifecycles import PREGNANCY, lifecycles
 
 
