@@ -115,3 +115,18 @@ def test_a_visit_proposed_in_the_past_happens_now():
         assert len(starts) > 10
         assert starts == sorted(starts)
         assert starts[0] >= to_datetime(record.patient.entry_day)
+
+
+def test_a_weighted_pick_draws_what_numpy_choice_draws_and_leaves_the_same_stream():
+    import numpy as np
+
+    from trajsim.engine.draws import pick
+
+    options = np.random.default_rng(7)
+    for seed in range(2000):
+        weights = options.random(int(options.integers(1, 12))) ** 3  # some options all but impossible
+        weights[int(options.integers(0, len(weights)))] += 0.5  # never all zero
+        probabilities = [w / weights.sum() for w in weights]
+        numpy_rng, our_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        assert pick(our_rng, probabilities) == int(numpy_rng.choice(len(probabilities), p=probabilities))
+        assert our_rng.random() == numpy_rng.random()

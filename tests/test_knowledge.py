@@ -101,3 +101,34 @@ def test_a_monitoring_row_for_an_unknown_visit_class_names_the_allowed_ones(tmp_
     monkeypatch.setattr(tables, "DATA", data)
     with pytest.raises(TableError, match=r"monitoring.csv: settings 'EMER;ICU' of sepsis .*allowed: encounter classes AMB, EMER, IMP"):
         tables.load_knowledge.__wrapped__()
+
+
+def test_one_point_interpolation_is_numpys_to_the_bit():
+    import numpy as np
+
+    from trajsim.knowledge.hazards import interpolate
+
+    rng = np.random.default_rng(3)
+    for _ in range(3000):
+        knots = np.sort(np.round(rng.random(int(rng.integers(1, 12))) * 100, 1))  # repeated knots too
+        values = rng.random(len(knots))
+        x = float(rng.choice(knots)) if rng.random() < 0.3 else float(rng.random() * 110 - 5)
+        assert interpolate(x, knots.tolist(), values.tolist()) == float(np.interp(x, knots, values))
+
+
+def test_age_bands_found_by_bisection_say_what_scanning_them_says():
+    from trajsim.knowledge.hazards import band_segments
+
+    knowledge = load_knowledge()
+    for code, dists in knowledge.values.items():
+        for sex in ("F", "M"):
+            for age in [a / 4 for a in range(-4, 480)]:
+                for active in (set(), {d.condition for d in dists if d.condition}):
+                    in_band = [d for d in dists if d.band.covers(sex, age)]
+                    expected = next((d for d in in_band if d.condition in active), None) or next(
+                        (d for d in in_band if d.condition is None), None)
+                    assert knowledge.value_distribution(code, sex, age, active) == expected, (code, sex, age)
+    segments = band_segments([(0.0, 18.0, "child"), (18.0, math.inf, "adult"), (65.0, math.inf, "older")],
+                             lambda items: tuple(items))
+    assert segments.at(-1.0) == () and segments.at(17.99) == ("child",) and segments.at(18.0) == ("adult",)
+    assert segments.at(70.0) == ("adult", "older")

@@ -32,14 +32,10 @@ def calendar_date(day: float) -> date:
     return date.fromordinal(EPOCH.toordinal() + int(day // 1))
 
 
-def to_datetime(day: float) -> datetime:
-    """A day number as wall-clock time, to the minute."""
-    return _minute(round(day * MINUTES_PER_DAY))
-
-
 @lru_cache(maxsize=1 << 16)
-def _minute(minutes: int) -> datetime:
-    return EPOCH + timedelta(minutes=minutes)  # cached: a visit's facts share a few instants
+def to_datetime(day: float) -> datetime:
+    """A day number as wall-clock time, to the minute (cached: a visit's facts share a few instants)."""
+    return EPOCH + timedelta(minutes=round(day * MINUTES_PER_DAY))
 
 
 def is_weekend(day: float) -> bool:
@@ -49,7 +45,8 @@ def is_weekend(day: float) -> bool:
 def office_slot(rng: np.random.Generator) -> float:
     """A random quarter-hour appointment slot within opening hours, as a fraction of the day."""
     slots = int((OFFICE_OPEN_HOURS[1] - OFFICE_OPEN_HOURS[0]) * 4)
-    return (OFFICE_OPEN_HOURS[0] + rng.integers(0, slots) / 4) / 24
+    # a plain float: every day and age computed from a visit's time stays one (numpy scalars are slower)
+    return (OFFICE_OPEN_HOURS[0] + int(rng.integers(0, slots)) / 4) / 24
 
 
 def next_office_slot(day: float) -> float:

@@ -27,6 +27,7 @@ import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.draws import pick
 from trajsim.engine.hospital import ED_VISIT, EMERGENCY_ADMISSION, TYPICAL_STAY_DAYS, fits
 from trajsim.engine.mortality import NATURAL_DEATH, cause_of_death
 from trajsim.engine.pregnancy import newborn_stay
@@ -86,6 +87,7 @@ class EmergencyKeeper(ChartKeeper):
         self.terminal: _Terminal | None = None
         self.admitted: Counter[Admission] = Counter()  # stays so far, for those a patient has a few of at most
         self.birth_dated = False  # whether a record from birth has had its newborn stay
+        self.smoking_at: tuple[tuple, bool, float] | None = None  # (whose age, smokes, share of smokers): `_smoking`
 
     # --- visits a source proposes ----------------------------------------------------------------
     def vet(self, patient: PatientState, visit: Visit) -> None:
@@ -177,7 +179,7 @@ class EmergencyKeeper(ChartKeeper):
         day = now + rng.exponential(1 / total) * DAYS_PER_YEAR
         if day >= until:
             return None
-        event = events[int(rng.choice(len(events), p=[rate / total for _, rate in events]))][0]
+        event = events[pick(rng, [rate / total for _, rate in events])][0]
         if isinstance(event, Admission):
             return self._admission_for(patient, event, day, until)
         ed = Visit(day, "EMER", _draw_days(rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]), [Fact(ED_VISIT)])
@@ -211,12 +213,23 @@ class EmergencyKeeper(ChartKeeper):
         if key in active:
             return 0.0
         excess = sum(ratio - 1.0 for parent, ratio in self.k.risk_ratios.get(key, {}).items() if parent in active)
-        age, curve = patient.age_at(patient.now), smoking_curve()
+        age = patient.age_at(patient.now)
+        smokes, smoking_share = self._smoking(patient, age)
         smoking = smoking_risks().get(key, 1.0) - 1.0  # current smokers' excess, over its mean at this age
-        if curve.status(patient.sex, age, patient.smoking_draws) == CURRENT:
+        if smokes:
             excess += smoking
-        normaliser = self.k.risk_normaliser(key, patient.sex, age) + smoking * curve.current_share(patient.sex, age)
+        normaliser = self.k.risk_normaliser(key, patient.sex, age) + smoking * smoking_share
         return event_rate(key, patient.sex, age) * (1.0 + excess) / normaliser
+
+    def _smoking(self, patient: PatientState, age: float) -> tuple[bool, float]:
+        """Whether the patient smokes at `age`, and the share of people of that sex and age who do
+        (the same for every sudden event of one decision, so worked out once for it)."""
+        key = (age, patient.sex, patient.smoking_draws)
+        if self.smoking_at is None or self.smoking_at[0] != key:
+            curve = smoking_curve()
+            self.smoking_at = (key, curve.status(patient.sex, age, patient.smoking_draws) == CURRENT,
+                               curve.current_share(patient.sex, age))
+        return self.smoking_at[1], self.smoking_at[2]
 
     def _draw_case(self, patient: PatientState, day: float, active: set[str]) -> Presentation | None:
         """One of the ED reasons the patient may present with, by its share of ED visits."""
@@ -224,7 +237,7 @@ class EmergencyKeeper(ChartKeeper):
         if not cases:
             return None
         weights = np.array([self.shares[c.condition] for c in cases])
-        return cases[int(patient.rng.choice(len(cases), p=weights / weights.sum()))]
+        return cases[pick(patient.rng, weights / weights.sum())]
 
     def _emergency_visit(self, patient: PatientState, ed: Visit, active: set[str]) -> Visit | None:
         """An ED visit for one of the reasons by its share of ED visits, admitted as often as it is

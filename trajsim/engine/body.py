@@ -28,8 +28,6 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-import numpy as np
-
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine.chart import ChartKeeper
 from trajsim.knowledge import child_blood_pressure as child_bp
@@ -41,6 +39,7 @@ from trajsim.knowledge.growth_charts import (
     BMI_FOR_AGE, HEAD_FOR_AGE, MONTHS_PER_YEAR, WEIGHT_FOR_LENGTH, LmsChart, growth_chart,
 )
 from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, lab_panels, reflexes, urine_findings
+from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.physiology import (
     ALBUMIN, ANION_GAP, BICARBONATE, BMI, BMI_PERCENTILE, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, EGFR,
     ERYTHROCYTES, GLOBULIN, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, HEMATOCRIT, HEMOGLOBIN, LDL,
@@ -57,7 +56,7 @@ HYPERTENSION = "hypertension"
 def measure(knowledge: Knowledge, code: str, value: float) -> Fact:
     """A measurement rounded to its reporting precision and kept within physiological bounds."""
     m = knowledge.measurements[code]
-    return Fact(code, value=round(min(max(value, m.low), m.high), m.decimals), unit=m.unit)
+    return Fact(code, 0.0, round(min(max(value, m.low), m.high), m.decimals), m.unit)
 
 
 class Body:
@@ -71,6 +70,7 @@ class Body:
         self.weight_state: tuple[float, float] | None = None  # (day, log weight relative to the median)
         self.hba1c_state: tuple[float, float] | None = None  # (day, the patient's HbA1c z-score that day)
         self.groups = drug_groups(knowledge)
+        self.visit_noise = math.sqrt(1 - self.figures["within_person_correlation"] ** 2)  # sd of a reading's own part
 
     def examine(self, day: float, active: set[str]) -> Examination:
         """The body as measured on `day` with the condition keys in `active`."""
@@ -78,7 +78,7 @@ class Body:
 
     def height(self, age: float) -> float:
         ages, heights = self.stature
-        return float(np.interp(age, ages, heights)) * (1 + self.figures["height_cv"] * self.patient.height_z)
+        return interpolate(age, ages, heights) * (1 + self.figures["height_cv"] * self.patient.height_z)
 
     def weight(self, day: float, age: float, active: set[str]) -> float:
         """The weight on `day`: the median for age times the patient's build, with a deviation that
@@ -112,9 +112,10 @@ class Body:
             value = dist.mean + dist.sd * self.hba1c_level(day) + rng.normal(0, self.figures["hba1c_visit_sd"])
         else:
             z = self.centiles.setdefault(code, float(rng.normal()))
-            value = dist.mean + dist.sd * (r * z + math.sqrt(1 - r**2) * rng.normal())
-        taken = self.drug_groups_taken(day)
-        for group, factor in treatment_effects().get(code, ()):
+            value = dist.mean + dist.sd * (r * z + self.visit_noise * rng.normal())
+        effects = treatment_effects().get(code, ())
+        taken = self.drug_groups_taken(day) if effects else ()
+        for group, factor in effects:
             if group in taken:
                 value *= factor
         limit = value_limits().get(code)
@@ -278,16 +279,16 @@ class BodyKeeper(ChartKeeper):
             if (day, fact.code) in seen:
                 continue
             seen.add((day, fact.code))
-            exam = exams.setdefault(day, self.body.examine(day, active))
+            exam = exams.get(day) or exams.setdefault(day, self.body.examine(day, active))
             if fact.code in self.findings:
                 kept.append(replace(fact, value=None, unit=None, text=exam.finding(fact.code)))
                 continue
             measured = exam.fact(fact.code)
             if measured is None:
                 continue
-            kept.append(replace(fact, value=measured.value, unit=measured.unit))
+            kept.append(Fact(fact.code, fact.offset_days, measured.value, measured.unit, fact.text))
             for code in exam.follow_ups(fact.code, measured.value):
                 if (day, code) not in seen and (extra := exam.fact(code)) is not None:
                     seen.add((day, code))
-                    kept.append(replace(fact, code=code, value=extra.value, unit=extra.unit))
+                    kept.append(Fact(code, fact.offset_days, extra.value, extra.unit, fact.text))
         visit.facts[:] = kept

@@ -43,7 +43,7 @@ class EpisodeKeeper(ChartKeeper):
 
         for i in order:
             fact, day = visit.facts[i], visit.day + visit.facts[i].offset_days
-            for code, end in sorted(self.planned.items(), key=lambda item: item[1]):
+            for code, end in sorted(self.planned.items(), key=lambda item: item[1]) if self.planned else ():
                 if end <= day:  # it ends within the visit (a history before entry spans years)
                     del self.planned[code], self.open[code]
                     if end_of(code) > end:

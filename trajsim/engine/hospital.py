@@ -26,6 +26,7 @@ import simpy
 from trajsim.clock import DAYS_PER_YEAR, EPOCH, MINUTES_PER_DAY, encounter_id, to_datetime
 from trajsim.engine.body import Body
 from trajsim.engine.capacity import CareUnit
+from trajsim.engine.draws import pick
 from trajsim.engine.patient import PatientRecord
 from trajsim.engine.population import draw_sex_and_age, patient_rng
 from trajsim.engine.schedules import TRIAGE_VITAL_SIGNS
@@ -256,7 +257,7 @@ class Hospital:
         cases = [presentations()[c] for c in case_mix] if case_mix else list(presentations().values())
         fitting = [c for c in cases if fits(self.knowledge, c, patient, self.env.now)] or cases
         weights = np.array([c.weight for c in fitting])
-        return fitting[int(patient.rng.choice(len(fitting), p=weights / weights.sum()))]
+        return fitting[pick(patient.rng, weights / weights.sum())]
 
     def _measurements(self, patient: PatientState, codes: tuple[str, ...], case: Presentation) -> list[Fact]:
         """The patient's body as measured now with this presentation (e.g. fever in pneumonia), as

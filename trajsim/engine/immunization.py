@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 from trajsim.clock import DAYS_PER_YEAR, calendar_date
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Dose, Knowledge
-from trajsim.knowledge.tables import DATA, read_table
+from trajsim.knowledge.tables import DATA, per_knowledge, read_table
 from trajsim.rules.immunization import FLOOR_DAYS, VACCINE_SYSTEM
 
 INFLUENZA = "influenza"  # the seasonal series: offered once a season, at the uptake for the patient's age
@@ -36,11 +36,11 @@ class Series:
     name: str
     doses: tuple[Dose, ...]
 
-    @property
+    @cached_property
     def repeats(self) -> bool:
         return self.doses[-1].repeat_days is not None
 
-    @property
+    @cached_property
     def max_age_days(self) -> float:
         """The age from which no dose of the series is given (inf: none)."""
         return self.doses[-1].max_age_days or float("inf")
@@ -59,11 +59,13 @@ def _series(doses: tuple[Dose, ...]) -> dict[str, Series]:
             for name in names}
 
 
+@per_knowledge
 def vaccine_series(knowledge: Knowledge) -> dict[str, Series]:
     """Every vaccine series by name, in the order of the table."""
     return _series(tuple(knowledge.doses))
 
 
+@per_knowledge
 def series_by_code(knowledge: Knowledge) -> dict[str, Series]:
     """The series each scheduled vaccine code belongs to."""
     return {dose.code: series for series in vaccine_series(knowledge).values() for dose in series.doses}
@@ -112,6 +114,7 @@ class Immunizer:
         self.series = [s for s in vaccine_series(knowledge).values() if s.name != INFLUENZA]
         self.influenza = vaccine_series(knowledge).get(INFLUENZA)
         self.record = DoseRecord()
+        self._due: dict[tuple[str, int], tuple[float, Dose] | None] = {}  # (series, doses given) -> `_due_day`
         self.accepted: dict[str, bool] = {}
         self.flu_seasons: set[int] = set()
         for series in self.series:
@@ -119,7 +122,14 @@ class Immunizer:
                 self._take_prior_doses(series)
 
     def _due_day(self, series: Series) -> tuple[float, Dose] | None:
-        """The first day the next dose of `series` is due and valid, with that dose (None: no more)."""
+        """The first day the next dose of `series` is due and valid, with that dose (None: no more);
+        kept until a dose is given (doses are only added), as it is asked at every clinic visit."""
+        key = (series.name, len(self.record.given.get(series.name, ())))
+        if key not in self._due:
+            self._due[key] = self._next_due_day(series)
+        return self._due[key]
+
+    def _next_due_day(self, series: Series) -> tuple[float, Dose] | None:
         given = self.record.given.get(series.name, [])
         dose = series.dose(len(given) + 1)
         if dose is None or not dose.routine:

@@ -38,7 +38,8 @@ class PatientRecord:
     def add(self, day: float, code: str, encounter_id: int | None = None, value: float | None = None,
             unit: str | None = None, text: str | None = None) -> None:
         self.events.append(Event(self.patient.subject_id, to_datetime(day), encounter_id, code, value, unit, text))
-        self.last_day = max(self.last_day, day)
+        if day > self.last_day:
+            self.last_day = day
 
     def add_fact(self, day: float, fact: Fact, encounter_id: int | None = None) -> None:
         """Record a fact and update the patient's active conditions and medications from it."""

@@ -12,6 +12,7 @@ from functools import cache
 import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR, day_number
+from trajsim.engine.draws import pick
 from trajsim.engine.source import PatientState
 from trajsim.knowledge import Knowledge
 from trajsim.model import model_folder
@@ -31,7 +32,7 @@ def draw_sex_and_age(population: Population, rng: np.random.Generator) -> tuple[
     the draws every simulated patient starts with, whether a cohort member or an ED arrival."""
     sex = "F" if rng.random() < population.female_fraction else "M"
     weights = np.array([g.weight for g in population.age_mix])
-    group = population.age_mix[int(rng.choice(len(weights), p=weights / weights.sum()))]
+    group = population.age_mix[pick(rng, weights / weights.sum())]
     return sex, float(rng.uniform(group.min, group.max))
 
 
@@ -84,7 +85,7 @@ def draw_death_day(knowledge: Knowledge, rng: np.random.Generator, sex: str, bir
             continue
         span = min(band_end, end_day) - day
         if target <= hazard * span / DAYS_PER_YEAR:
-            return day + target / hazard * DAYS_PER_YEAR
+            return float(day + target / hazard * DAYS_PER_YEAR)
         target -= hazard * span / DAYS_PER_YEAR
         day += span
         if day >= end_day:

@@ -21,9 +21,11 @@ import math
 from dataclasses import replace
 
 from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.draws import pick
 from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
+from trajsim.knowledge.tables import per_knowledge
 from trajsim.knowledge.therapy import (
     RENEWAL_DAYS, adult_product, drug_groups, drug_lab_limits, guideline_therapies, product_for_age, supply_days,
     therapy_ages,
@@ -42,7 +44,7 @@ def choose(knowledge: Knowledge, options: list[Medication], patient: PatientStat
     if not allowed:
         return None
     weights = [m.weight for m in allowed]
-    return allowed[int(patient.rng.choice(len(allowed), p=[w / sum(weights) for w in weights]))]
+    return allowed[pick(patient.rng, [w / sum(weights) for w in weights])]
 
 
 def order(medication: Medication, condition: Condition) -> list[Fact]:
@@ -67,6 +69,18 @@ def prescribe(knowledge: Knowledge, condition: Condition, patient: PatientState)
     return [fact for medication in chosen if medication is not None for fact in order(medication, condition)]
 
 
+@per_knowledge
+def groups_by_indication(knowledge: Knowledge) -> dict[tuple[str, str], str]:
+    """(drug code, SNOMED CT code of an indication) -> the drug's `medications.csv` group for it."""
+    return {(m.code, knowledge.conditions[m.condition].code): m.group for ms in knowledge.medications.values() for m in ms}
+
+
+@per_knowledge
+def course_days(knowledge: Knowledge) -> dict[str, float]:
+    """Drug code -> the days of its fixed course, for the drugs that have one."""
+    return {m.code: m.course_days for ms in knowledge.medications.values() for m in ms if m.course_days}
+
+
 class Prescriber(ChartKeeper):
     """Holds every source's prescriptions to encounters, renewals, the guidelines and the patient's age.
     With `renews`, it also renews drugs taken at the visits that fall due (a source that learned its
@@ -75,16 +89,16 @@ class Prescriber(ChartKeeper):
     def __init__(self, knowledge: Knowledge, renews: bool = True) -> None:
         self.k, self.renews = knowledge, renews
         self.groups = drug_groups(knowledge)
-        self.group_for = {(m.code, knowledge.conditions[m.condition].code): m.group
-                          for ms in knowledge.medications.values() for m in ms}
+        self.group_for = groups_by_indication(knowledge)
         self.therapies = guideline_therapies(knowledge)
         self.supply = supply_days(knowledge)
-        self.course = {m.code: m.course_days for ms in knowledge.medications.values() for m in ms if m.course_days}
+        self.course = course_days(knowledge)
         self.last_order: dict[str, float] = {}  # drug ordered -> day of its last order
         self.indication: dict[str, str] = {}  # drug ordered -> the condition code it is taken for
         self.carried: dict[str, str | None] = {}  # drug taken from before an encounter -> its indication
         self.pending: set[str] = set()  # drugs ordered at the visit being vetted, not recorded yet
         self.lab_limits = drug_lab_limits(knowledge)
+        self.limit_labs = frozenset(limit.lab for limit in self.lab_limits)
         self.latest: dict[str, float] = {}  # lab code -> its latest value, for the limits
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
@@ -96,8 +110,7 @@ class Prescriber(ChartKeeper):
         day, age = visit.day, patient.age_at(visit.day)
         active = self._active_conditions(patient, visit)
         diagnosed = self._diagnosed_in(patient, visit)
-        self.latest.update((f.code, f.value) for f in visit.facts if f.value is not None
-                           and any(f.code == limit.lab for limit in self.lab_limits))
+        self.latest.update((f.code, f.value) for f in visit.facts if f.value is not None and f.code in self.limit_labs)
         ordered: dict[str, tuple[str, float]] = {}  # drug proposed at this visit -> the product ordered, when
         kept = []
         for fact in visit.facts:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine import pregnancy
+from trajsim.engine.draws import pick
 from trajsim.engine.pregnancy import Pregnancy
 from trajsim.engine.prescriptions import prescribe
 from trajsim.engine.schedules import Schedule, active_keys, office_hours, vitals
@@ -28,6 +30,7 @@ from trajsim.events import CONDITION_END
 from trajsim.knowledge import Condition, Knowledge, load_knowledge
 from trajsim.knowledge.acute import sudden_onsets
 from trajsim.knowledge.comorbidity import prevalence_given
+from trajsim.knowledge.hazards import AgeSegments
 from trajsim.knowledge.lifecycles import PREGNANCY, lifecycles
 
 
@@ -52,9 +55,14 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         self.k = knowledge or load_knowledge()
         self.chronic = self.k.chronic
         # chronic conditions that start at a visit; the engine dates the sudden ones (myocardial infarction)
-        self.starts_at_visits = np.array([c.key not in sudden_onsets() for c in self.chronic])
+        self.starts_at_visits = [c.key not in sudden_onsets() for c in self.chronic]
         self.acute = [c for c in self.k.conditions.values() if c.course == "acute"]
         self.lifecycles = lifecycles(self.k)
+        # the rates change only where a band of episode rates or a lifecycle's onset ages starts or ends
+        edges = [*(edge for c in self.acute for b in self.k.episode_rates[c.key] for edge in (b.age_min, b.age_max)),
+                 *(edge for c in self.acute if c.code in self.lifecycles
+                   for edge in (self.lifecycles[c.code].onset_age_min, self.lifecycles[c.code].onset_age_max))]
+        self._rates_by_age = {sex: AgeSegments(edges, partial(self._rates_at_age, sex)) for sex in ("F", "M")}
 
     # --- entry -------------------------------------------------------------------------------
     def new_state(self, patient: PatientState[ReferenceState]) -> ReferenceState:
@@ -112,7 +120,7 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
                 p.source_state.pregnancy = None
             return visit
         acute_day = math.inf
-        total_rate = sum(self._episode_rate(c, p, now) for c in self.acute)
+        total_rate = sum(self._episode_rates(p, now))
         if total_rate > 0:
             acute_day = now + p.rng.exponential(1.0 / total_rate) * DAYS_PER_YEAR
         if acute_day < review_day:
@@ -126,23 +134,32 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
             return None if acute_day == math.inf else Visit(acute_day, None, 0.0, [])
         return self._follow_up_visit(p, review_day, review_of)
 
-    def _episode_rate(self, condition: Condition, p: PatientState, day: float) -> float:
+    def _episode_rates(self, p: PatientState, day: float) -> list[float]:
+        """Each acute condition's episodes per person-year for this patient on `day` (0 where it
+        cannot start: before its first day, or outside its lifecycle's onset ages)."""
+        rates = self._rates_by_age[p.sex].at(p.age_at(day))
+        return [0.0 if c.first_day is not None and day < c.first_day else rate for c, rate in zip(self.acute, rates)]
+
+    def _rates_at_age(self, sex: str, age: float) -> tuple[float, ...]:
+        """The acute conditions' episode rates at an age, before their first days."""
+        return tuple(self._rate_at_age(c, sex, age) for c in self.acute)
+
+    def _rate_at_age(self, condition: Condition, sex: str, age: float) -> float:
         lifecycle = self.lifecycles.get(condition.code)
-        if ((condition.first_day is not None and day < condition.first_day)
-                or (lifecycle is not None and not lifecycle.onset_plausible(p.age_at(day)))):
+        if lifecycle is not None and not lifecycle.onset_plausible(age):
             return 0.0
-        rate = self.k.episode_rate(condition.key, p.sex, p.age_at(day))
+        rate = self.k.episode_rate(condition.key, sex, age)
         return rate * pregnancy.conception_factor() if condition.code == PREGNANCY else rate
 
     def _draw_episode(self, p: PatientState, day: float) -> Condition | None:
         active = p.active_conditions(p.now)
         if p.source_state.pregnancy is not None:
             active.add(PREGNANCY)
-        rates = [0.0 if c.code in active else self._episode_rate(c, p, day) for c in self.acute]
+        rates = [0.0 if c.code in active else rate for c, rate in zip(self.acute, self._episode_rates(p, day))]
         total = sum(rates)
         if total == 0:
             return None
-        return self.acute[int(p.rng.choice(len(self.acute), p=[r / total for r in rates]))]
+        return self.acute[pick(p.rng, [r / total for r in rates])]
 
     # --- visit contents ------------------------------------------------------------------------
     def complete_visit(self, p: PatientState[ReferenceState], visit: Visit) -> list[Fact]:
@@ -181,15 +198,14 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         add their excess in the schedule), and ones resolving where prevalence falls."""
         age, facts = p.age_at(day), []
         hazard, remission = self.k.chronic_changes(p.sex, p.source_state.last_check_age, age)
-        draws = p.rng.random(len(self.chronic))
+        draws = p.rng.random(len(self.chronic)).tolist()
         active = p.active_conditions(day)
-        present = np.array([c.code in active for c in self.chronic])
-        starts = (draws < -np.expm1(-hazard)) & self.starts_at_visits
-        for i in np.flatnonzero(np.where(present, draws < remission, starts)):
-            condition = self.chronic[i]
-            if present[i]:
-                facts.append(Fact(CONDITION_END, text=condition.code))  # its drugs stop in the schedule
-            else:
+        onset_chances = (-np.expm1(-hazard)).tolist()
+        for i, condition in enumerate(self.chronic):
+            if condition.code in active:
+                if draws[i] < remission[i]:
+                    facts.append(Fact(CONDITION_END, text=condition.code))  # its drugs stop in the schedule
+            elif draws[i] < onset_chances[i] and self.starts_at_visits[i]:
                 facts += [Fact(condition.code), *prescribe(self.k, condition, p)]
                 p.source_state.last_review[condition.code] = day
         p.source_state.last_check_age = age

@@ -20,13 +20,12 @@ class VisitSampler:
     def next_visit(self, patient: PatientState) -> simpy.Event:
         """An event that succeeds with the patient's next proposed visit (or None)."""
         answer = self.env.event()
-        if not self._waiting:
-            self.env.process(self._answer_batch())
+        if not self._waiting:  # every patient due at this instant joins the batch before it is answered
+            self.env.timeout(0).callbacks.append(self._answer_batch)
         self._waiting.append((patient, answer))
         return answer
 
-    def _answer_batch(self):
-        yield self.env.timeout(0)  # let every patient due at this instant join the batch first
+    def _answer_batch(self, _: simpy.Event) -> None:
         batch, self._waiting = self._waiting, []
         self.batch_sizes.append(len(batch))
         visits = self.source.next_visits([patient for patient, _ in batch])

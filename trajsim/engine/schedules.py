@@ -24,6 +24,7 @@ from trajsim.knowledge.labs import lab_panels, lab_screenings
 from trajsim.knowledge.physiology import BMI, HEAD_CIRCUMFERENCE, HEIGHT, SPO2, VITAL_SIGNS, WEIGHT, measured_at
 from trajsim.knowledge.acute import sudden_onsets
 from trajsim.knowledge.smoking import RECORDED_FROM_AGE, smoking_curve
+from trajsim.knowledge.tables import per_knowledge
 
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 # Emergency triage takes the oxygen saturation with the vital signs: SpO2 below 92% is a danger-zone
@@ -55,6 +56,18 @@ def vitals(knowledge: Knowledge, patient: PatientState, day: float, active: set[
     age = patient.age_at(day)
     return [Fact(code) for code in (HEIGHT, WEIGHT, BMI, HEAD_CIRCUMFERENCE, *VITAL_SIGNS)
             if measured_at(knowledge, code, patient.sex, age, active)]
+
+
+@per_knowledge
+def complications_of(knowledge: Knowledge) -> dict[str, list[str]]:
+    """Condition key -> the conditions it makes likelier (complications.csv), in the graph's order."""
+    return {key: list(knowledge.complications.successors(key)) for key in knowledge.complications}
+
+
+@per_knowledge
+def deadly_conditions(knowledge: Knowledge) -> set[str]:
+    """Keys of the conditions that change the death hazard."""
+    return set(knowledge.mortality_hazard_ratios)
 
 
 class Schedule:
@@ -179,7 +192,8 @@ class Schedule:
         p, k = self.patient, self.k
         age, facts = p.age_at(visit.day), []
         active = active_keys(k, p, visit.day, visit.facts)
-        targets = {t for key in active if key in k.complications for t in k.complications.successors(key)}
+        raised = complications_of(k)
+        targets = {t for key in active if key in raised for t in raised[key]}
         targets -= active | sudden_onsets()  # the chart's EmergencyKeeper dates those on their own day
         if targets:
             baseline, _ = k.chronic_changes(p.sex, self.last_check_age, age)
@@ -215,7 +229,7 @@ class Schedule:
         p = self.patient
         if FactKind.DEATHS not in self.kinds or p.death_day is not None and p.death_day <= day:
             return
-        conditions = frozenset(active_keys(self.k, p, day, facts) & set(self.k.mortality_hazard_ratios))
+        conditions = frozenset(active_keys(self.k, p, day, facts) & deadly_conditions(self.k))
         if conditions != self.death_conditions:
             self.death_conditions = conditions
             p.death_day = draw_death_day(self.k, p.rng, p.sex, p.birth_day, day, p.end_day, set(conditions))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from trajsim.knowledge.hazards import AgeSegments, band_segments
 from trajsim.knowledge.tables import DATA, AgeBand, read_table
 
 EMERGENCY_VISIT = "emergency_visit"  # the rate of all ED visits in acute_rates.csv
@@ -82,8 +83,14 @@ def event_rates() -> dict[str, tuple[AgeBand, ...]]:
 
 
 def event_rate(event: str, sex: str, age: float) -> float:
-    """Events per person-year at this age (0 outside the table's bands)."""
-    return next((band.value for band in event_rates().get(event, ()) if band.covers(sex, age)), 0.0)
+    """Events per person-year at this age (the first band covering it; 0 outside the table's bands)."""
+    return _event_segments(event, sex).at(age)
+
+
+@cache
+def _event_segments(event: str, sex: str) -> AgeSegments[float]:
+    return band_segments(((band.age_min, band.age_max, band.value) for band in event_rates().get(event, ())
+                        if band.sex in ("any", sex)), lambda values: values[0] if values else 0.0)
 
 
 def sudden_onsets() -> frozenset[str]:

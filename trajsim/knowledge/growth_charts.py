@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 
+from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.tables import DATA, read_table
 
 BMI_FOR_AGE, WEIGHT_FOR_LENGTH, HEAD_FOR_AGE = "bmi_for_age", "weight_for_length", "head_circumference_for_age"
@@ -30,8 +31,14 @@ class LmsChart:
     lms: np.ndarray  # rows of (L, M, S)
 
     def _at(self, x: float) -> tuple[float, float, float]:
-        x = min(max(x, float(self.x[0])), float(self.x[-1]))  # the chart's ends hold beyond them
-        return tuple(float(np.interp(x, self.x, self.lms[:, i])) for i in range(3))
+        xs, columns = self._columns
+        x = min(max(x, xs[0]), xs[-1])  # the chart's ends hold beyond them
+        return tuple(interpolate(x, xs, column) for column in columns)
+
+    @cached_property
+    def _columns(self) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
+        """`x` and the L, M and S columns as plain floats, for `interpolate`."""
+        return tuple(self.x.tolist()), tuple(tuple(column) for column in self.lms.T.tolist())
 
     def z_score(self, x: float, value: float) -> float:
         """The z-score of `value` at age or length `x`."""

@@ -8,9 +8,12 @@ the figures those calculations read and does them, so the loaders in `tables.py`
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import networkx as nx
 import numpy as np
@@ -19,6 +22,43 @@ if TYPE_CHECKING:
     from trajsim.knowledge.tables import AgeBand, Condition, ValueDistribution
 
 OPEN_BAND_END = 85.0
+
+
+def interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """`np.interp(x, xs, ys)` at one point, to the bit, without numpy's per-call cost (the engine
+    asks a few knots at a time, at every visit): linear between the knots around `x` (the last of
+    equal knots), the end values beyond them."""
+    if x < xs[0]:
+        return float(ys[0])
+    if x >= xs[-1]:
+        return float(ys[-1])
+    j = bisect_right(xs, x) - 1
+    return float((ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j]) * (x - xs[j]) + ys[j])
+
+
+Item, Summary = TypeVar("Item"), TypeVar("Summary")
+
+
+class AgeSegments(Generic[Summary]):
+    """A function of age that changes only where an age band starts or ends, worked out once for
+    each stretch of ages between two such edges and found by bisection: the engine asks the tables'
+    bands at every visit."""
+
+    def __init__(self, edges: Iterable[float], value_at: Callable[[float], Summary]) -> None:
+        """`value_at(age)` may change only at `edges`, from the edge on (bands cover [start, end))."""
+        self.edges = sorted(set(edges))
+        self.summaries = [value_at(start) for start in (-math.inf, *self.edges)]
+
+    def at(self, age: float) -> Summary:
+        return self.summaries[bisect_right(self.edges, age)]
+
+
+def band_segments(bands: Iterable[tuple[float, float, Item]], summary: Callable[[list[Item]], Summary]) -> AgeSegments[Summary]:
+    """What age bands (age_min, age_max, item), in table order, say at any age: `summary` of the
+    items of the bands covering it, in that order."""
+    bands = list(bands)
+    return AgeSegments((edge for low, high, _ in bands for edge in (low, high)),
+                       lambda age: summary([item for low, high, item in bands if low <= age < high]))
 
 
 @dataclass(frozen=True)
@@ -115,15 +155,26 @@ class Epidemiology:
         middle = (age_from + age_to) / 2
         before, after = self.chronic_prevalence(sex, age_from), self.chronic_prevalence(sex, age_to)
         prevalence = self.chronic_prevalence(sex, middle)
-        onset = np.clip(1.0 - (1.0 - after) / (1.0 - before), 0.0, 1.0 - 1e-12)
+        onset = np.minimum(np.maximum(1.0 - (1.0 - after) / (1.0 - before), 0.0), 1.0 - 1e-12)  # np.clip, cheaper
         # People with a condition that raises the death hazard die sooner, which would lower its
         # prevalence among the living; onset makes up for them: prevalence x excess death rate.
-        band = min(int(np.searchsorted(self.mortality[:, 1], middle, side="right")), len(self.mortality) - 1)
-        excess_deaths = self.mortality[band, 2] / self._death_normalisers[sex][band] * self._chronic_excess_hazards
-        hazard = -np.log1p(-onset) + prevalence * excess_deaths * max(age_to - age_from, 0.0)
+        band = min(bisect_right(self._band_ends, middle), len(self.mortality) - 1)
+        hazard = -np.log1p(-onset) + prevalence * self._excess_deaths[sex][band] * max(age_to - age_from, 0.0)
         factor = 1.0 + self._excess_risk @ prevalence
-        remission = np.clip(1.0 - after / np.where(before > 0, before, 1.0), 0.0, 1.0)
-        return hazard / factor, np.where(before > 0, remission, 0.0)
+        present = before > 0
+        remission = np.minimum(np.maximum(1.0 - after / np.where(present, before, 1.0), 0.0), 1.0)
+        return hazard / factor, np.where(present, remission, 0.0)
+
+    @cached_property
+    def _excess_deaths(self) -> dict[str, list[np.ndarray]]:
+        """By sex and life-table band, each chronic condition's excess death rate over the population's."""
+        return {sex: [self.mortality[band, 2] / normalisers[band] * self._chronic_excess_hazards
+                      for band in range(len(self.mortality))] for sex, normalisers in self._death_normalisers.items()}
+
+    @cached_property
+    def _band_ends(self) -> list[float]:
+        """The upper ages of the life table's bands."""
+        return self.mortality[:, 1].tolist()
 
     @cached_property
     def _chronic_excess_hazards(self) -> np.ndarray:
@@ -144,6 +195,17 @@ class Epidemiology:
         return self.mortality[:, 2] * (1.0 + excess) / self._death_normalisers[sex]
 
     def prevalence_knots(self, condition: str, sex: str) -> tuple[list[float], list[float]]:
+        """The knots `prevalence_at` interpolates (see `_prevalence_knots`), computed once."""
+        key = (condition, sex)
+        if key not in self._knots:
+            self._knots[key] = self._prevalence_knots(condition, sex)
+        return self._knots[key]
+
+    @cached_property
+    def _knots(self) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
+        return {}
+
+    def _prevalence_knots(self, condition: str, sex: str) -> tuple[list[float], list[float]]:
         """The ages and values `prevalence_at` interpolates: each band's value at its middle (an
         open last band taken to end at 85, near the mean age of such bands), extended to the
         first band's lower age along the first segment's slope (flat for a single band, never
@@ -163,41 +225,63 @@ class Epidemiology:
         """Prevalence at an exact age: linear between the knots of `prevalence_knots`, flat after
         the last one."""
         ages, values = self.prevalence_knots(condition, sex)
-        return 0.0 if age < ages[0] else float(np.interp(age, ages, values))
+        return 0.0 if age < ages[0] else interpolate(age, ages, values)
 
     def episode_rate(self, condition: str, sex: str, age: float) -> float:
-        """Acute episodes per person-year at this age."""
-        for band in self.episode_rates[condition]:
-            if band.covers(sex, age):
-                return band.value / 1000.0
-        return 0.0
+        """Acute episodes per person-year at this age (the first band of the table covering it)."""
+        key = (condition, sex)
+        if key not in self._episode_segments:
+            self._episode_segments[key] = band_segments(
+                ((b.age_min, b.age_max, b.value) for b in self.episode_rates[condition] if b.sex in ("any", sex)),
+                lambda values: values[0] / 1000.0 if values else 0.0)
+        return self._episode_segments[key].at(age)
+
+    @cached_property
+    def _episode_segments(self) -> dict[tuple[str, str], AgeSegments[float]]:
+        return {}
 
     def value_distribution(self, code: str, sex: str, age: float, active: set[str]) -> ValueDistribution | None:
         """The distribution for a measurement: a condition-specific one if the patient has that
-        condition, else the baseline; None when the measurement is not taken at this age."""
-        baseline = None
-        for age_min, age_max, dist in self._values_of(sex).get(code, ()):
-            if not age_min <= age < age_max:
-                continue
-            if dist.condition is None:
-                baseline = baseline or dist
-            elif dist.condition in active:
+        condition (the first in table order), else the baseline (the first without a condition);
+        None when the measurement is not taken at this age."""
+        by_code = self._values_by_sex.get(sex) or self._values_of(sex)
+        segments = by_code.get(code)
+        if segments is None:
+            return None
+        baseline, specific = segments.summaries[bisect_right(segments.edges, age)]  # `at`, inline: asked most
+        for condition, dist in specific:
+            if condition in active:
                 return dist
         return baseline
 
-    def _values_of(self, sex: str) -> dict[str, list[tuple[float, float, ValueDistribution]]]:
-        """The distributions `value_distribution` may pick for this sex, each with its age band, in
-        table order (tabulated once: it is asked at every measurement)."""
+    def _values_of(self, sex: str) -> dict[str, AgeSegments[tuple[ValueDistribution | None,
+                                                                   tuple[tuple[str, ValueDistribution], ...]]]]:
+        """By measurement, the distributions `value_distribution` may pick for this sex at any age:
+        the baseline and the condition-specific ones in table order (tabulated once: it is asked at
+        every measurement)."""
         if sex not in self._values_by_sex:
-            self._values_by_sex[sex] = {code: [(d.band.age_min, d.band.age_max, d) for d in dists
-                                               if d.band.sex in ("any", sex)] for code, dists in self.values.items()}
+            self._values_by_sex[sex] = {code: band_segments(((d.band.age_min, d.band.age_max, d) for d in dists
+                                                           if d.band.sex in ("any", sex)), _baseline_and_specific)
+                                        for code, dists in self.values.items()}
         return self._values_by_sex[sex]
 
     @cached_property
-    def _values_by_sex(self) -> dict[str, dict[str, list[tuple[float, float, ValueDistribution]]]]:
+    def _values_by_sex(self) -> dict[str, dict[str, AgeSegments]]:
         return {}
 
     def growth_at(self, sex: str, age: float) -> tuple[float, float]:
         """Median height (cm) and weight (kg) at this age."""
-        table = self.growth[sex]
-        return float(np.interp(age, table[:, 0], table[:, 1])), float(np.interp(age, table[:, 0], table[:, 2]))
+        ages, heights, weights = self._growth_columns[sex]
+        return interpolate(age, ages, heights), interpolate(age, ages, weights)
+
+    @cached_property
+    def _growth_columns(self) -> dict[str, tuple[tuple[float, ...], ...]]:
+        """Each sex's growth table as columns of plain floats (ages, heights, weights)."""
+        return {sex: tuple(tuple(column) for column in table.T.tolist()) for sex, table in self.growth.items()}
+
+
+def _baseline_and_specific(dists: list[ValueDistribution]) -> tuple[ValueDistribution | None,
+                                                                    tuple[tuple[str, ValueDistribution], ...]]:
+    """The first distribution without a condition, and the (condition, distribution) of the others."""
+    baseline = next((d for d in dists if d.condition is None), None)
+    return baseline, tuple((d.condition, d) for d in dists if d.condition is not None)

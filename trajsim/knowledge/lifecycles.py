@@ -16,7 +16,7 @@ from functools import cache
 import numpy as np
 
 from trajsim.clock import day_number
-from trajsim.knowledge.tables import DATA, Knowledge, read_table
+from trajsim.knowledge.tables import DATA, Knowledge, per_knowledge, read_table
 
 PREGNANCY = "SNOMED/72892002"
 MISCARRIAGE = "SNOMED/19169002"
@@ -66,14 +66,9 @@ def _table() -> tuple[Lifecycle, ...]:
                  for r in rows)
 
 
-_BUILT: dict[int, tuple[Knowledge, dict[str, Lifecycle]]] = {}
-
-
+@per_knowledge
 def lifecycles(knowledge: Knowledge) -> dict[str, Lifecycle]:
     """Lifecycle by code (SNOMED CT and the ICD-10-CM code of a known condition), built once per knowledge base."""
-    built = _BUILT.get(id(knowledge))
-    if built is not None and built[0] is knowledge:
-        return built[1]
     found = {row.code: row for row in _table()}
     for condition in knowledge.conditions.values():
         if condition.code not in found and condition.course == "acute" and condition.duration_days:
@@ -81,7 +76,6 @@ def lifecycles(knowledge: Knowledge) -> dict[str, Lifecycle]:
     for condition in knowledge.conditions.values():
         if condition.code in found:
             found[condition.icd10cm] = found[condition.code]
-    _BUILT[id(knowledge)] = (knowledge, found)
     return found
 
 

@@ -110,16 +110,19 @@ def measured_at(knowledge: Knowledge, code: str, sex: str, age: float, active: s
         return GROWTH_AGES[code][0] <= age < GROWTH_AGES[code][1]
     if code == EGFR and age < EGFR_FROM_AGE:
         return False
-    return all(knowledge.value_distribution(c, sex, age, active) is not None for c in DERIVED.get(code, (code,)))
+    for needed in DERIVED.get(code, (code,)):
+        if knowledge.value_distribution(needed, sex, age, active) is None:
+            return False
+    return True
 
 
-def stature_curve(knowledge: Knowledge, sex: str) -> tuple[np.ndarray, np.ndarray]:
+def stature_curve(knowledge: Knowledge, sex: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Ages and median heights of a growth curve that never falls: the growth chart's medians to the
     end of growth, then the height reached. (The lower adult means of NHANES mix birth cohorts; a
     person keeps their adult height.)"""
     table = knowledge.growth[sex]
     growing = table[table[:, 0] <= body_parameters()["adult_height_age"]]
-    return growing[:, 0], np.maximum.accumulate(growing[:, 1])
+    return tuple(growing[:, 0].tolist()), tuple(np.maximum.accumulate(growing[:, 1]).tolist())
 
 
 def ckd_epi_2021(creatinine: np.ndarray | float, age: np.ndarray | float, female: np.ndarray | bool) -> np.ndarray:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-import numpy as np
 
+from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.tables import read_table
 
 NEVER, FORMER, CURRENT = "SNOMED/266919005", "SNOMED/8517006", "SNOMED/77176002"
@@ -35,15 +35,15 @@ class SmokingCurve:
 
     def current_share(self, sex: str, age: float) -> float:
         """The share of people of this sex and age who smoke now."""
-        ever = min(1.0, float(np.interp(age, self.ages, self.ever)) * self.sex_factor[sex])
-        return ever * (1.0 - float(np.interp(age, self.ages, self.quit)))
+        ever = min(1.0, interpolate(age, self.ages, self.ever) * self.sex_factor[sex])
+        return ever * (1.0 - interpolate(age, self.ages, self.quit))
 
     def status(self, sex: str, age: float, draws: tuple[float, float]) -> str:
         """The SNOMED CT code of the status at `age` of a patient with these two fixed draws."""
-        ever = min(1.0, float(np.interp(age, self.ages, self.ever)) * self.sex_factor[sex])
+        ever = min(1.0, interpolate(age, self.ages, self.ever) * self.sex_factor[sex])
         if draws[0] >= ever:
             return NEVER
-        return FORMER if draws[1] < float(np.interp(age, self.ages, self.quit)) else CURRENT
+        return FORMER if draws[1] < interpolate(age, self.ages, self.quit) else CURRENT
 
 
 def _ever(row: dict[str, str]) -> float:

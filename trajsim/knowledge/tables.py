@@ -12,12 +12,13 @@ from __future__ import annotations
 import csv
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
-from functools import cache, cached_property
+from functools import cache, cached_property, wraps
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import TypeVar
 
 import networkx as nx
 import numpy as np
@@ -250,6 +251,25 @@ class Knowledge(Epidemiology):
     def chronic_codes(self) -> frozenset[str]:
         """SNOMED and ICD-10-CM codes of the chronic conditions."""
         return frozenset(code for c in self.conditions.values() if c.course == "chronic" for code in (c.code, c.icd10cm))
+
+
+Built = TypeVar("Built")
+
+
+def per_knowledge(build: Callable[[Knowledge], Built]) -> Callable[[Knowledge], Built]:
+    """`build` computed once per knowledge base and shared: what the engine derives from the tables
+    for each patient's keepers is the same for every patient. (A `Knowledge` holds dicts, so it is
+    not hashable; it is kept by identity, and held so its identity is not reused.)"""
+    built: dict[int, tuple[Knowledge, Built]] = {}
+
+    @wraps(build)
+    def cached(knowledge: Knowledge) -> Built:
+        entry = built.get(id(knowledge))
+        if entry is None or entry[0] is not knowledge:
+            entry = built[id(knowledge)] = (knowledge, build(knowledge))
+        return entry[1]
+
+    return cached
 
 
 def _rows(name: str, columns: Iterable[str]) -> list[dict[str, str]]:

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
-from trajsim.knowledge.tables import DATA, Knowledge, read_table
+from trajsim.knowledge.tables import DATA, Knowledge, per_knowledge, read_table
 from trajsim.vocab import load_vocabulary
 
 RENEWAL_DAYS = 365.0  # US state pharmacy laws keep a prescription for a non-controlled drug valid for a year
@@ -74,9 +74,19 @@ def product_for_age(code: str, age: float) -> str | None:
 
 def adult_product(code: str) -> str:
     """The adult product of a children's product (any other code as is)."""
-    return next((f.adult_code for f in formulations().values() if f.child_code == code), code)
+    return _adult_products().get(code, code)
 
 
+@cache
+def _adult_products() -> dict[str, str]:
+    """Children's product -> its adult product (the first formulation naming it)."""
+    found: dict[str, str] = {}
+    for form in formulations().values():
+        found.setdefault(form.child_code, form.adult_code)
+    return found
+
+
+@per_knowledge
 def supply_days(knowledge: Knowledge) -> dict[str, float]:
     """Long-term drug (children's products included) -> days one dispense lasts."""
     found = dict(knowledge.refill_days)
@@ -84,6 +94,7 @@ def supply_days(knowledge: Knowledge) -> dict[str, float]:
     return found
 
 
+@per_knowledge
 def drug_groups(knowledge: Knowledge) -> dict[str, frozenset[str]]:
     """Drug code (children's products included) -> the `medications.csv` groups it belongs to."""
     found: dict[str, set[str]] = {}
@@ -101,12 +112,14 @@ def guideline_rows() -> tuple[dict[str, str], ...]:
                             ("rule", "condition", "group", "also_codes", "age_min", "age_max")))
 
 
+@cache
 def therapy_ages() -> dict[tuple[str, str], tuple[float, float]]:
     """(condition key, group) -> the ages [min, max) a guideline limits that therapy to."""
     return {(r["condition"], r["group"]): (float(r["age_min"] or 0), float(r["age_max"] or math.inf))
             for r in guideline_rows()}
 
 
+@per_knowledge
 def guideline_therapies(knowledge: Knowledge) -> tuple[GuidelineTherapy, ...]:
     """The expected therapies, each with every drug code of its group."""
     groups = drug_groups(knowledge)
@@ -139,6 +152,7 @@ def _lab_limit_rows() -> tuple[dict[str, str], ...]:
     return tuple(read_table(DATA.joinpath("drug_lab_limits.csv"), ("group", "code", "below")))
 
 
+@per_knowledge
 def drug_lab_limits(knowledge: Knowledge) -> tuple[DrugLabLimit, ...]:
     """The lab limits of `drug_lab_limits.csv`, each with its group's drug codes."""
     groups = drug_groups(knowledge)

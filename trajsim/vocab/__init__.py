@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import polars as pl
@@ -93,6 +93,7 @@ def _known_domains() -> dict[str, str]:
     return {concept.code: concept.domain for concept in load_vocabulary()}
 
 
+@lru_cache(maxsize=1 << 16)  # asked for every fact the engine records
 def domain_of(code: str) -> str | None:
     """The kind of fact a SYSTEM/CODE records (one of `DOMAINS`): the vocabulary's domain when it
     knows the code, else the usual one of its code system; None for structural codes."""
