@@ -279,8 +279,8 @@ class EmergencyKeeper(ChartKeeper):
 
 
 def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
-    """Every code the keeper may write whatever the source: its visits, the conditions it dates
-    with their drugs and treatments. They are the engine's acute care, beside the kinds a source
+    """Every code the keeper may write whatever the source: its visits with their triage vital
+    signs, the conditions it dates with their drugs and treatments. They are the engine's acute care, beside the kinds a source
     authors, as the end of an episode is the episode keeper's."""
     keeper = EmergencyKeeper(knowledge)
     conditions = {*keeper.sudden, *(c.condition for c in keeper.cases), *keeper.treatments}
@@ -290,6 +290,7 @@ def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
               | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, NEWBORN_STAY, HOSPICE_CARE})
     stays = {code for a in admissions() for code in (a.admission, a.procedure, a.lab) if code}
     return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | stays | {MEDICATION_END}
+                     | set(TRIAGE_VITAL_SIGNS)
                      | {t.procedure for t in keeper.treatments.values()})
 
 
