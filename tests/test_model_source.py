@@ -136,3 +136,23 @@ def test_a_record_that_starts_at_entry_starts_in_the_entry_year(tiny_model):
         patient.record_starts_at_entry = True
     for patient, row in zip(patients, source.write_tokens(patients)):
         assert source.tokenizer.vocab[int(row[3])] == f"YEAR/{calendar_date(patient.entry_day).year}"
+
+
+def test_a_sources_local_codes_may_be_written_outside_visits_and_known_labs_may_not():
+    """MIMIC records most outpatient labs outside any admission under its own item codes: a model
+    trained on them may write them there, while a LOINC lab still needs an encounter, and a history
+    before the record keeps neither (a lab is no longer true)."""
+    from datetime import datetime
+
+    from trajsim.events import Event
+    from trajsim.model.source import TokenGrammar
+    from trajsim.model.tokenizer import Tokenizer
+
+    local, loinc, day = "LOCAL/MEDS-LAB/50912", "LOINC/2160-0", datetime(2150, 3, 1)
+    rows = [Event(1, datetime(2100, 1, 1), None, "TRAJSIM/birth")]
+    rows += [Event(1, day, None, code, 1.0, "mg/dL") for code in (local, loinc) for _ in range(6)]
+    tokenizer = Tokenizer.fit(events_frame(rows))
+    grammar = TokenGrammar(tokenizer, load_knowledge())
+    value_tokens = {code: [i for i, t in enumerate(tokenizer.vocab) if t.startswith(code + "#")] for code in (local, loinc)}
+    assert grammar.outside_visit[value_tokens[local]].all() and not grammar.outside_visit[value_tokens[loinc]].any()
+    assert not grammar.history[value_tokens[local]].any()

@@ -92,9 +92,12 @@ class TokenGrammar:
         self.between_visits = self.is_gap | self.is_head
         self.in_visit = self.is_gap | self.is_ended | (np.arange(self.size) == self.end)
         # Outside visits only diagnoses, prescriptions and their ends are recorded: measurements and
-        # vaccinations need an encounter.
+        # vaccinations need an encounter. A history before the record keeps only those (what is still
+        # true). Codes of no kind the vocabulary knows (a source's local lab and drug codes: MIMIC's
+        # outpatient labs) are written outside visits as the source recorded them: no rule judges them.
         domains = [domain_of(code) for code in self.base_codes]
-        self.outside_visit = (self.in_visit & ~self.is_gap) | (plain & np.isin(domains, ["condition", "medication"]))
+        self.history = (self.in_visit & ~self.is_gap) | (plain & np.isin(domains, ["condition", "medication"]))
+        self.outside_visit = self.history | (self.is_code & np.array([domain is None for domain in domains]))
         self.encounter_types = np.flatnonzero(np.isin(domains, ["encounter_type"]))
         self.is_encounter_type = np.isin(np.arange(self.size), self.encounter_types)
         self.no_visit = tokenizer.index[NO_VISIT]
@@ -314,7 +317,7 @@ class ModelSource(TrajectorySource[ModelPlan]):
             facts = [self._fact(fact, start + fact.offset_days, active) for fact in segment.facts]
             if segment.day < entry:  # of visits before the record, only what is still true is kept
                 history += [dataclasses.replace(f, offset_days=start + f.offset_days - entry) for f in facts
-                            if f.code in ENDED or self.grammar.outside_visit[self.tokenizer.index.get(f.code, 0)]]
+                            if f.code in ENDED or self.grammar.history[self.tokenizer.index.get(f.code, 0)]]
             else:
                 visits.append(Visit(start, segment.encounter_class, self._duration(segment, rng), facts))
         return ([Visit(entry, None, 0.0, history)] if history else []) + visits
