@@ -46,4 +46,5 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     # measured with them; the EmergencyKeeper turns an office visit with an acute onset into an ED
     # visit before the Prescriber judges what may be ordered there
     return [EpisodeKeeper(knowledge), BodyKeeper(knowledge, patient), EmergencyKeeper(knowledge, dates_events=adds_care),
-            Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge), AssessmentKeeper(knowledge)]
+            Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge),
+            AssessmentKeeper(knowledge, asks=adds_care)]

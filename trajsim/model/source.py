@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
+from trajsim.engine.assessments import answered_codes
 from trajsim.engine.source import ACTIVE, ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit, fact_kind
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
@@ -63,9 +64,12 @@ class TokenGrammar:
         self.gaps = np.flatnonzero(self.is_gap)
         self.is_head = np.isin(vocab, HEADS)
         # Rare-code categories decode to a code drawn outside the rules, so the engine never gets them;
-        # nor a code of a kind only the engine writes (the smoking status it asks at well visits).
+        # nor a code of a kind only the engine writes (allergies), except the questions the engine
+        # answers: where its source asked the smoking status the model asks it, and the engine answers.
+        answered = answered_codes()
         self.is_code = np.array([tokenizer.is_code(t) and t not in tokenizer.folded
-                                 and fact_kind(t.partition("#")[0]) not in ENGINE_KINDS for t in vocab])
+                                 and (fact_kind(t.partition("#")[0]) not in ENGINE_KINDS or t.partition("#")[0] in answered)
+                                 for t in vocab])
         self.is_ended = np.isin(vocab, ENDED)
         systems = np.array([t.split("/", 1)[0] for t in self.base_codes])
         plain = self.is_code & np.array(["#" not in t for t in vocab])
