@@ -156,3 +156,16 @@ def test_a_sources_local_codes_may_be_written_outside_visits_and_known_labs_may_
     value_tokens = {code: [i for i, t in enumerate(tokenizer.vocab) if t.startswith(code + "#")] for code in (local, loinc)}
     assert grammar.outside_visit[value_tokens[local]].all() and not grammar.outside_visit[value_tokens[loinc]].any()
     assert not grammar.history[value_tokens[local]].any()
+
+
+def test_a_record_may_run_twice_as_long_as_the_longest_training_record(tiny_model):
+    """Records of ICU stays run to tens of thousands of tokens: the writer does not cut a record at
+    a few contexts when its model learned longer ones."""
+    from trajsim.model.train import split_subjects
+
+    events = reference_events(40, seed=21)
+    train_ids, _ = split_subjects(events["subject_id"].unique().to_list(), 0.1, 3)
+    source = ModelSource(tiny_model)
+    lengths = [len(ids) for _, ids in source.tokenizer.encode(events.filter(pl.col("subject_id").is_in(list(train_ids))))]
+    assert source.tokenizer.longest_record == max(lengths)
+    assert source.max_record_tokens >= 2 * max(lengths) and source.max_record_tokens >= 8 * source.model.config.block_size

@@ -41,7 +41,8 @@ from trajsim.vocab import domain_of
 # them: sources hold slips of years (Synthea's ingested ED encounters run up to 55 years) that a
 # model would otherwise learn; MIMIC-IV's ED stays reach 3 days and its longest stays in the demo 45.
 LONGEST_VISIT_DAYS = {"EMER": 3.0, "IMP": 180.0}
-MAX_RECORD_CONTEXTS = 8  # a written record may run to eight contexts' worth of tokens before it is cut
+MAX_RECORD_CONTEXTS = 8  # a written record may run to eight contexts' worth of tokens before it is cut,
+LONGEST_RECORDS = 2  # or to twice its model's longest training record, if that is longer
 
 
 
@@ -292,6 +293,12 @@ class ModelSource(TrajectorySource[ModelPlan]):
         visit.facts = kept
         return visit
 
+    @property
+    def max_record_tokens(self) -> int:
+        """How long a written record may run before it is cut (the engine ends it well before, at
+        death or the end of its period, unless the model runs away)."""
+        return max(MAX_RECORD_CONTEXTS * self.model.config.block_size, LONGEST_RECORDS * self.tokenizer.longest_record)
+
     def write_records(self, patients: Sequence[PatientState]) -> list[list[Segment]]:
         """Each patient's record as the model writes it, one batched pass for all."""
         return [self.tokenizer.segments(row.tolist(), p.rng)[2] for row, p in zip(self.write_tokens(patients), patients)]
@@ -303,8 +310,7 @@ class ModelSource(TrajectorySource[ModelPlan]):
                                  index[birth_band(calendar_date(p.birth_day).year)]] for p in patients])
         writer = RecordWriter(self.grammar, self.rules, patients)
         with one_thread():
-            return generate(self.model, prompts, [p.rng for p in patients],
-                            MAX_RECORD_CONTEXTS * self.model.config.block_size, index[EOS], self.temperature,
+            return generate(self.model, prompts, [p.rng for p in patients], self.max_record_tokens, index[EOS], self.temperature,
                             self.top_p, writer, self.tokenizer.header_length)
 
     def plan_visits(self, patient: PatientState, segments: list[Segment]) -> list[Visit]:

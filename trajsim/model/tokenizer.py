@@ -109,6 +109,10 @@ class Tokenizer:
     # writes there is the dense recent care that precedes a record's end (Synthea: twice the
     # source's visits per year, even in the 1960s).
     record_end: bool = False
+    # Tokens of the longest record the model was trained on (0: not known, models fitted before it).
+    # The sampler lets a record run at least twice as long before cutting it: MIMIC's records of ICU
+    # stays run to 36,000 tokens, far past a fixed few contexts.
+    longest_record: int = 0
     index: dict[str, int] = field(init=False, repr=False)
     _category: dict[str, str] = field(init=False, repr=False)
 
