@@ -12,7 +12,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "e4ab278238d310324caff7083d541ad5ae3d4857701cd54c698c0f6fef0cc47b",
-    "default": "57cd05781d330a186b03b366e871fcc3b5dd62f6e9031f72b0df645dce053731",
+    "default": "786fb433d83a13e2cf779b65575375f0282d63858be9aab6d135a6ce3a86e79b",
 }
 
 
