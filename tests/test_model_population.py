@@ -110,3 +110,23 @@ def test_records_drawn_from_coarse_cells_keep_the_source_records_length() -> Non
     rng = np.random.default_rng(0)
     spans = np.array([(end - start) / 365.25 for _, _, start, end in (summary.draw(rng) for _ in range(300))])
     assert np.median(spans) < 5 and (spans < 10).mean() > 0.9
+
+
+def test_records_of_a_source_that_ends_together_end_in_its_last_years_whatever_their_lengths() -> None:
+    """Synthea-like: fifteen records of any length from one to sixty years, all ending at one export
+    date: the cells are coarse, yet the ends stay at the export date."""
+    from datetime import datetime
+
+    from trajsim.events import SEX_MALE, Event, visit_start_code
+
+    rows = []
+    for subject in range(15):
+        start, end = datetime(1960 + 4 * subject, 5, 1), datetime(2021, 4, 1)
+        birth = datetime(1900 + 7 * subject, 1, 1)
+        rows += [Event(subject, birth, None, BIRTH), Event(subject, birth, None, SEX_MALE),
+                 Event(subject, start, subject, visit_start_code("AMB")), Event(subject, end, None, "LOINC/2160-0", 1.0)]
+    summary = summarize(events_frame(rows))
+    assert summary.end_width >= 20
+    rng = np.random.default_rng(1)
+    ends = np.array([calendar_date(summary.draw(rng)[3] - 1).year for _ in range(300)])
+    assert (ends == 2021).mean() > 0.9

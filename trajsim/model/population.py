@@ -83,7 +83,8 @@ class PopulationSummary:
     end_years: Marginal
     # Years from a record's start to its end. Where the cells are coarse (22 MIMIC patients make one
     # cell a century wide) start and end drawn apart would give records of decades that the source's
-    # stays of weeks never had; the length keeps them together. Summaries written before it have none.
+    # stays of weeks never had; the length keeps them together (`draw`). Summaries written before it
+    # have none.
     spans: Marginal | None = None
 
     def to_json(self) -> bytes:
@@ -103,7 +104,10 @@ class PopulationSummary:
         cell = self.cells[int(rng.choice(len(weights), p=weights / weights.sum()))]
         start_year = self.start_years.draw(rng, cell.start_year, cell.start_year + self.start_width)
         low, high = max(cell.end_year, start_year), max(cell.end_year + self.end_width, start_year)
-        if self.spans is not None:  # the cell's end years a record of a length like the source's reaches
+        # Where the length is known more finely than the end (MIMIC's dates, shifted a patient at a time),
+        # the end is drawn among the cell's end years that a record of a source's length reaches; where
+        # records end together (Synthea's export date), from the end years alone.
+        if self.spans is not None and self.spans.width < self.end_years.width:
             shortest, longest = self.spans.band(rng, low - start_year, high - start_year)
             low, high = start_year + shortest, start_year + longest
         end_year = self.end_years.draw(rng, low, high)
