@@ -65,17 +65,16 @@ class AllowEverything:
 
 
 def test_shipped_model_breaks_no_rule_in_eight_thousand_sampled_visits():
-    events = model_events(DEFAULT_MODEL, 300, seed=8)  # every visit is the model's: the engine adds no well visits
+    events = model_events(DEFAULT_MODEL, 330, seed=8)  # every visit is the model's: the engine adds no well visits
     assert events.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX)).height >= 8_000
     assert find_violations(events).is_empty()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 15): the shipped model retrained on the calibrated "
-                   "reference writes about 3x its ED visits and 2x its stays (0.18 vs 0.058 ED visits per person-year)")
 def test_the_shipped_model_writes_the_acute_care_it_learned_once():
     """The shipped model learned the reference simulator's charts, emergencies and stays included;
     the engine adds none of its own beside them by default, so a default chart has about the
-    reference's acute care, not twice it."""
+    reference's acute care, not twice it (as it had while the smoking and pregnancy status it
+    learned at every visit were forbidden to it, which pushed it off the charts it knew)."""
     shipped = acute_care_per_person_year("default", ModelSource(DEFAULT_MODEL))
     reference = acute_care_per_person_year("reference", ReferenceSource())
     for cls in ("EMER", "IMP"):
