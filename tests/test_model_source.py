@@ -139,8 +139,9 @@ def test_a_record_that_starts_at_entry_starts_in_the_entry_year(tiny_model):
 
 def test_a_sources_local_codes_may_be_written_outside_visits_and_known_labs_may_not():
     """MIMIC records most outpatient labs outside any admission under its own item codes: a model
-    trained on them may write them there, while a LOINC lab still needs an encounter, and a history
-    before the record keeps neither (a lab is no longer true)."""
+    trained on them may write them there, while a LOINC lab still needs an encounter, as does an ICU
+    chart code the source recorded only in stays, and a history before the record keeps none (a lab
+    is no longer true)."""
     from datetime import datetime
 
     from trajsim.events import Event
@@ -148,12 +149,16 @@ def test_a_sources_local_codes_may_be_written_outside_visits_and_known_labs_may_
     from trajsim.model.tokenizer import Tokenizer
 
     local, loinc, day = "LOCAL/MEDS-LAB/50912", "LOINC/2160-0", datetime(2150, 3, 1)
+    icu_chart = "LOCAL/MEDS-LAB/220045"  # recorded only in stays
     rows = [Event(1, datetime(2100, 1, 1), None, "TRAJSIM/birth")]
     rows += [Event(1, day, None, code, 1.0, "mg/dL") for code in (local, loinc) for _ in range(6)]
+    rows += [Event(1, day, 7, "TRAJSIM/visit/IMP")] + [Event(1, day, 7, icu_chart, 80.0, "bpm") for _ in range(6)]
     tokenizer = Tokenizer.fit(events_frame(rows))
     grammar = TokenGrammar(tokenizer, load_knowledge())
-    value_tokens = {code: [i for i, t in enumerate(tokenizer.vocab) if t.startswith(code + "#")] for code in (local, loinc)}
+    value_tokens = {code: [i for i, t in enumerate(tokenizer.vocab) if t.startswith(code + "#")]
+                    for code in (local, loinc, icu_chart)}
     assert grammar.outside_visit[value_tokens[local]].all() and not grammar.outside_visit[value_tokens[loinc]].any()
+    assert not grammar.outside_visit[value_tokens[icu_chart]].any()
     assert not grammar.history[value_tokens[local]].any()
 
 

@@ -99,10 +99,12 @@ class TokenGrammar:
         # Outside visits only diagnoses, prescriptions and their ends are recorded: measurements and
         # vaccinations need an encounter. A history before the record keeps only those (what is still
         # true). Codes of no kind the vocabulary knows (a source's local lab and drug codes: MIMIC's
-        # outpatient labs) are written outside visits as the source recorded them: no rule judges them.
+        # outpatient labs) are written outside visits where the source recorded them there: no rule
+        # judges them.
         domains = [domain_of(code) for code in self.base_codes]
         self.history = (self.in_visit & ~self.is_gap) | (plain & np.isin(domains, ["condition", "medication"]))
-        self.outside_visit = self.history | (self.is_code & np.array([domain is None for domain in domains]))
+        unjudged = np.array([domain is None for domain in domains]) & np.isin(self.base_codes, tokenizer.recorded_outside)
+        self.outside_visit = self.history | (self.is_code & unjudged)
         self.encounter_types = np.flatnonzero(np.isin(domains, ["encounter_type"]))
         self.is_encounter_type = np.isin(np.arange(self.size), self.encounter_types)
         self.no_visit = tokenizer.index[NO_VISIT]
