@@ -88,3 +88,45 @@ def test_records_drawn_from_a_summary_end_when_the_source_records_end(elderly_ev
     rng = np.random.default_rng(0)
     ends = np.array([calendar_date(summary.draw(rng)[3] - 1).year for _ in range(300)])
     assert (ends <= 2010).all() and (ends >= 2008).mean() > 0.6  # not run on past the source's last year
+
+
+def test_records_drawn_from_coarse_cells_keep_the_source_records_length() -> None:
+    """A dozen stays of one to three years, shifted anywhere into 2110-2200 as MIMIC shifts its
+    dates: too few for fine cells, so starts and ends are each known only within decades. Drawn
+    records still last as long as the source's did, not the decades between any start and end."""
+    from datetime import datetime
+
+    from trajsim.events import SEX_FEMALE, Event, visit_start_code
+
+    rows = []
+    for subject in range(12):
+        start = datetime(2110 + 7 * subject, 3, 1)
+        end = start.replace(year=start.year + 1 + subject % 3)
+        rows += [Event(subject, datetime(start.year - 60, 1, 1), None, BIRTH),
+                 Event(subject, datetime(start.year - 60, 1, 1), None, SEX_FEMALE),
+                 Event(subject, start, subject, visit_start_code("IMP")), Event(subject, end, None, "LOINC/2160-0", 1.0)]
+    summary = summarize(events_frame(rows))
+    assert summary.end_width >= 50  # the cells cannot hold start and end together
+    rng = np.random.default_rng(0)
+    spans = np.array([(end - start) / 365.25 for _, _, start, end in (summary.draw(rng) for _ in range(300))])
+    assert np.median(spans) < 5 and (spans < 10).mean() > 0.9
+
+
+def test_records_of_a_source_that_ends_together_end_in_its_last_years_whatever_their_lengths() -> None:
+    """Synthea-like: fifteen records of any length from one to sixty years, all ending at one export
+    date: the cells are coarse, yet the ends stay at the export date."""
+    from datetime import datetime
+
+    from trajsim.events import SEX_MALE, Event, visit_start_code
+
+    rows = []
+    for subject in range(15):
+        start, end = datetime(1960 + 4 * subject, 5, 1), datetime(2021, 4, 1)
+        birth = datetime(1900 + 7 * subject, 1, 1)
+        rows += [Event(subject, birth, None, BIRTH), Event(subject, birth, None, SEX_MALE),
+                 Event(subject, start, subject, visit_start_code("AMB")), Event(subject, end, None, "LOINC/2160-0", 1.0)]
+    summary = summarize(events_frame(rows))
+    assert summary.end_width >= 20
+    rng = np.random.default_rng(1)
+    ends = np.array([calendar_date(summary.draw(rng)[3] - 1).year for _ in range(300)])
+    assert (ends == 2021).mean() > 0.9

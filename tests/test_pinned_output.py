@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "68eaff4e5a8f7b1a37550cc0c9aeac22f9e5d938295f04516b67173f2876577b",
-    "default": "8d29021efcd4b8555f74383491f25a8ba37ae7129ef0d007658c05da8a4f4254",
+    "reference": "e4ab278238d310324caff7083d541ad5ae3d4857701cd54c698c0f6fef0cc47b",
+    "default": "786fb433d83a13e2cf779b65575375f0282d63858be9aab6d135a6ce3a86e79b",
 }
 
 

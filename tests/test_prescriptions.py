@@ -169,3 +169,19 @@ def test_metformin_is_not_ordered_once_the_egfr_is_below_30_and_is_then_not_expe
     assert not _rules(chart(25.0, statin))  # no metformin expected at an eGFR of 25
     assert _rules(chart(60.0, statin)) == {"metformin_missing_in_diabetes"}
     assert not _rules(chart(60.0, metformin, statin))
+
+
+def test_a_drug_the_knowledge_does_not_list_is_kept_without_an_indication():
+    """A learned model writes its source's formulary (Synthea's simvastatin 10 mg) with no indication
+    the rules can judge: the order stands; a listed drug without an active indication does not."""
+    from tests.test_episodes import patient
+    from trajsim.engine import Fact, Visit
+    from trajsim.engine.prescriptions import Prescriber
+    from trajsim.knowledge import load_knowledge
+
+    unlisted, amoxicillin = "RXNORM/316672", "RXNORM/308182"
+    knowledge = load_knowledge()
+    assert unlisted not in knowledge.indications and amoxicillin in knowledge.indications
+    visit = Visit(patient(age=50.0).now, "AMB", 0.02, [Fact(unlisted), Fact(amoxicillin)])
+    Prescriber(knowledge).vet(patient(age=50.0), visit)
+    assert [f.code for f in visit.facts] == [unlisted]

@@ -214,3 +214,20 @@ def test_a_pulse_oximetry_carries_both_loinc_codes_and_a_phq_panel_holds_its_tot
     total = by_id[panel["hasMember"][0]["reference"].removeprefix("Observation/")]
     assert total["code"]["coding"][0]["code"] == "55758-7" and total["category"][0]["coding"][0]["code"] == "survey"
     assert 0 <= total["valueQuantity"]["value"] <= 6
+
+
+def test_a_source_keeping_its_own_care_is_asked_only_what_it_asked_and_the_engine_answers():
+    """A model of Synthea's charts asks the smoking status at its visits and never a pregnancy status
+    or a PHQ-2: the engine answers the smoking status from the patient's history, once a visit, and
+    adds neither of the others."""
+    from trajsim.events import SMOKING_STATUS
+    from trajsim.knowledge.smoking import CURRENT
+
+    patient = PatientState(1, "F", 0.0, 30 * 365.25, 60 * 365.25, None, np.random.default_rng(1),
+                           smoking_draws=(0.0, 1.0))  # ever smoked, never quit: a current smoker
+    visit = Visit(30 * 365.25, "AMB", 0.02, [Fact(SMOKING_STATUS), Fact(DEPRESSION_SCREENING), Fact(SMOKING_STATUS)])
+    AssessmentKeeper(load_knowledge(), asks=False).vet(patient, visit)
+    assert [(f.code, f.text) for f in visit.facts] == [(SMOKING_STATUS, CURRENT), (DEPRESSION_SCREENING, None)]
+    asked = Visit(30 * 365.25, "AMB", 0.02, [Fact(DEPRESSION_SCREENING)])
+    AssessmentKeeper(load_knowledge()).vet(patient, asked)  # the engine's own care asks both
+    assert {PHQ2, PREGNANCY_STATUS} <= {f.code for f in asked.facts}

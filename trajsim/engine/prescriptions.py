@@ -119,10 +119,11 @@ class Prescriber(ChartKeeper):
                 if product is not None and self._ruled_out(product):
                     continue
                 # a drug with known indications needs one of them active now, whatever the
-                # source believed when it wrote the visit
-                indication = (self._indication(fact.code, active, fact.text)
-                              if adult_product(fact.code) in self.k.indications else fact.text)
-                if (product is None or indication is None
+                # source believed when it wrote the visit; one the knowledge does not list (a
+                # source's own formulary) cannot be judged, so it keeps the indication it came with
+                known = adult_product(fact.code) in self.k.indications
+                indication = self._indication(fact.code, active, fact.text) if known else fact.text
+                if (product is None or (known and indication is None)
                         or not self._may_order(patient, product, indication, day, visit.encounter_class)):
                     continue
                 # ordered once its indication is diagnosed, not before it in a stay of several days

@@ -55,14 +55,19 @@ class Marginal:
     width: int
     bins: tuple[tuple[int, float], ...]
 
-    def draw(self, rng: np.random.Generator, low: float, high: float) -> float:
-        """A value in [low, high), from the bands that overlap it (uniform where none does)."""
+    def band(self, rng: np.random.Generator, low: float, high: float) -> tuple[float, float]:
+        """One band that overlaps [low, high), drawn by its share and clipped to it ([low, high)
+        itself where none overlaps)."""
         inside = [(start, share) for start, share in self.bins if start < high and start + self.width > low]
         if not inside:
-            return float(rng.uniform(low, high))
+            return low, high
         shares = np.array([share for _, share in inside])
         start = inside[int(rng.choice(len(inside), p=shares / shares.sum()))][0]
-        return float(rng.uniform(max(start, low), min(start + self.width, high)))
+        return max(start, low), min(start + self.width, high)
+
+    def draw(self, rng: np.random.Generator, low: float, high: float) -> float:
+        """A value in [low, high), from the bands that overlap it (uniform where none does)."""
+        return float(rng.uniform(*self.band(rng, low, high)))
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,11 @@ class PopulationSummary:
     ages: Marginal  # of records that do not start at birth
     start_years: Marginal
     end_years: Marginal
+    # Years from a record's start to its end. Where the cells are coarse (22 MIMIC patients make one
+    # cell a century wide) start and end drawn apart would give records of decades that the source's
+    # stays of weeks never had; the length keeps them together (`draw`). Summaries written before it
+    # have none.
+    spans: Marginal | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -84,7 +94,7 @@ class PopulationSummary:
     def from_json(cls, data: bytes) -> PopulationSummary:
         raw = orjson.loads(data)
         marginals = {key: Marginal(raw[key]["width"], tuple(tuple(b) for b in raw[key]["bins"]))
-                     for key in ("ages", "start_years", "end_years")}
+                     for key in ("ages", "start_years", "end_years", "spans") if raw.get(key) is not None}
         return cls(**{**raw, **marginals, "cells": tuple(Cell(**cell) for cell in raw["cells"])})
 
     def draw(self, rng: np.random.Generator) -> tuple[str, float, float, float]:
@@ -93,7 +103,14 @@ class PopulationSummary:
         weights = np.array([cell.weight for cell in self.cells])
         cell = self.cells[int(rng.choice(len(weights), p=weights / weights.sum()))]
         start_year = self.start_years.draw(rng, cell.start_year, cell.start_year + self.start_width)
-        end_year = self.end_years.draw(rng, max(cell.end_year, start_year), max(cell.end_year + self.end_width, start_year))
+        low, high = max(cell.end_year, start_year), max(cell.end_year + self.end_width, start_year)
+        # Where the length is known more finely than the end (MIMIC's dates, shifted a patient at a time),
+        # the end is drawn among the cell's end years that a record of a source's length reaches; where
+        # records end together (Synthea's export date), from the end years alone.
+        if self.spans is not None and self.spans.width < self.end_years.width:
+            shortest, longest = self.spans.band(rng, low - start_year, high - start_year)
+            low, high = start_year + shortest, start_year + longest
+        end_year = self.end_years.draw(rng, low, high)
         start = year_start_day(int(start_year)) + (start_year % 1) * DAYS_PER_YEAR
         end = max(year_start_day(int(end_year)) + (end_year % 1) * DAYS_PER_YEAR, start)
         age_days = (rng.uniform(0, AT_BIRTH_DAYS) if cell.at_birth
@@ -124,7 +141,8 @@ def summarize(events: pl.DataFrame) -> PopulationSummary:
     people = people.with_columns(at_birth=pl.col("age") * DAYS_PER_YEAR <= AT_BIRTH_DAYS)
     people = people.with_columns(age=pl.when("at_birth").then(0.0).otherwise("age"))
     marginals = (_marginal(people.filter(~pl.col("at_birth")), "age"), _marginal(people, "start_year"),
-                 _marginal(people, "end_year"))
+                 _marginal(people, "end_year"),
+                 _marginal(people.with_columns(span=pl.col("end_year") - pl.col("start_year")), "span"))
     for age_width, start_width, end_width in GRAINS:
         counts = (people.group_by("at_birth", _banded("age", age_width), _banded("start_year", start_width),
                                   _banded("end_year", end_width))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
+from trajsim.engine.assessments import answered_codes
 from trajsim.engine.source import ACTIVE, ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit, fact_kind
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
@@ -42,7 +43,8 @@ from trajsim.vocab import domain_of
 # them: sources hold slips of years (Synthea's ingested ED encounters run up to 55 years) that a
 # model would otherwise learn; MIMIC-IV's ED stays reach 3 days and its longest stays in the demo 45.
 LONGEST_VISIT_DAYS = {"EMER": 3.0, "IMP": 180.0}
-MAX_RECORD_CONTEXTS = 8  # a written record may run to eight contexts' worth of tokens before it is cut
+MAX_RECORD_CONTEXTS = 8  # a written record may run to eight contexts' worth of tokens before it is cut,
+LONGEST_RECORDS = 2  # or to twice its model's longest training record, if that is longer
 
 
 
@@ -65,9 +67,12 @@ class TokenGrammar:
         self.gaps = np.flatnonzero(self.is_gap)
         self.is_head = np.isin(vocab, HEADS)
         # Rare-code categories decode to a code drawn outside the rules, so the engine never gets them;
-        # nor a code of a kind only the engine writes (the smoking status it asks at well visits).
+        # nor a code of a kind only the engine writes (allergies), except the questions the engine
+        # answers: where its source asked the smoking status the model asks it, and the engine answers.
+        answered = answered_codes()
         self.is_code = np.array([tokenizer.is_code(t) and t not in tokenizer.folded
-                                 and fact_kind(t.partition("#")[0]) not in ENGINE_KINDS for t in vocab])
+                                 and (fact_kind(t.partition("#")[0]) not in ENGINE_KINDS or t.partition("#")[0] in answered)
+                                 for t in vocab])
         self.is_ended = np.isin(vocab, ENDED)
         systems = np.array([t.split("/", 1)[0] for t in self.base_codes])
         plain = self.is_code & np.array(["#" not in t for t in vocab])
@@ -94,9 +99,14 @@ class TokenGrammar:
         self.between_visits = self.is_gap | self.is_head
         self.in_visit = self.is_gap | self.is_ended | (np.arange(self.size) == self.end)
         # Outside visits only diagnoses, prescriptions and their ends are recorded: measurements and
-        # vaccinations need an encounter.
+        # vaccinations need an encounter. A history before the record keeps only those (what is still
+        # true). Codes of no kind the vocabulary knows (a source's local lab and drug codes: MIMIC's
+        # outpatient labs) are written outside visits where the source recorded them there: no rule
+        # judges them.
         domains = [domain_of(code) for code in self.base_codes]
-        self.outside_visit = (self.in_visit & ~self.is_gap) | (plain & np.isin(domains, ["condition", "medication"]))
+        self.history = (self.in_visit & ~self.is_gap) | (plain & np.isin(domains, ["condition", "medication"]))
+        unjudged = np.array([domain is None for domain in domains]) & np.isin(self.base_codes, tokenizer.recorded_outside)
+        self.outside_visit = self.history | (self.is_code & unjudged)
         self.encounter_types = np.flatnonzero(np.isin(domains, ["encounter_type"]))
         self.is_encounter_type = np.isin(np.arange(self.size), self.encounter_types)
         self.no_visit = tokenizer.index[NO_VISIT]
@@ -285,6 +295,12 @@ class ModelSource(TrajectorySource[ModelPlan]):
         visit.facts = kept
         return visit
 
+    @property
+    def max_record_tokens(self) -> int:
+        """How long a written record may run before it is cut (the engine ends it well before, at
+        death or the end of its period, unless the model runs away)."""
+        return max(MAX_RECORD_CONTEXTS * self.model.config.block_size, LONGEST_RECORDS * self.tokenizer.longest_record)
+
     def write_records(self, patients: Sequence[PatientState]) -> list[list[Segment]]:
         """Each patient's record as the model writes it, one batched pass for all."""
         return [self.tokenizer.segments(row.tolist(), p.rng)[2] for row, p in zip(self.write_tokens(patients), patients)]
@@ -296,8 +312,8 @@ class ModelSource(TrajectorySource[ModelPlan]):
                                  index[birth_band(calendar_date(p.birth_day).year)]] for p in patients])
         writer = RecordWriter(self.grammar, self.rules, patients)
         with one_thread():
-            return generate(self.model, prompts, row_seeds([p.rng for p in patients]),
-                            MAX_RECORD_CONTEXTS * self.model.config.block_size, index[EOS], self.temperature,
+            return generate(self.model, prompts, row_seeds([p.rng for p in patients]), self.max_record_tokens,
+                            index[EOS], self.temperature,
                             self.top_p, writer, self.tokenizer.header_length)
 
     def plan_visits(self, patient: PatientState, segments: list[Segment]) -> list[Visit]:
@@ -319,7 +335,7 @@ class ModelSource(TrajectorySource[ModelPlan]):
             facts = [self._fact(fact, start + fact.offset_days, active) for fact in segment.facts]
             if segment.day < entry:  # of visits before the record, only what is still true is kept
                 history += [dataclasses.replace(f, offset_days=start + f.offset_days - entry) for f in facts
-                            if f.code in ENDED or self.grammar.outside_visit[self.tokenizer.index.get(f.code, 0)]]
+                            if f.code in ENDED or self.grammar.history[self.tokenizer.index.get(f.code, 0)]]
             else:
                 visits.append(Visit(start, segment.encounter_class, self._duration(segment, rng), facts))
         return ([Visit(entry, None, 0.0, history)] if history else []) + visits

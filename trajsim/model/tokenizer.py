@@ -109,6 +109,13 @@ class Tokenizer:
     # writes there is the dense recent care that precedes a record's end (Synthea: twice the
     # source's visits per year, even in the 1960s).
     record_end: bool = False
+    # Tokens of the longest record the model was trained on (0: not known, models fitted before it).
+    # The sampler lets a record run at least twice as long before cutting it: MIMIC's records of ICU
+    # stays run to 36,000 tokens, far past a fixed few contexts.
+    longest_record: int = 0
+    # Codes the source recorded outside any visit (MIMIC's outpatient labs), where a model may write
+    # the codes of a kind no rule judges; an ICU chart code it recorded only in stays stays there.
+    recorded_outside: list[str] = field(default_factory=list)
     index: dict[str, int] = field(init=False, repr=False)
     _category: dict[str, str] = field(init=False, repr=False)
 
@@ -154,8 +161,9 @@ class Tokenizer:
         vocab += [f"YEAR/{y}" for y in range(first, last + 1)]
         vocab += [f"UNTIL/{y}" for y in range(first, last + 1)]
         vocab += GAP_TOKENS + HEADS + [DEATH, *ENDED] + code_tokens + sorted(folded)
+        outside = facts.filter(pl.col("encounter_id").is_null() & pl.col("code").is_in(kept))["code"].unique().sort()
         return cls(vocab, value_edges, value_decimals, units, folded, min_count, n_bins, year_marks=True,
-                   record_end=True)
+                   record_end=True, recorded_outside=outside.to_list())
 
     # --- encoding ----------------------------------------------------------------------------
     def encode(self, events: pl.DataFrame) -> list[tuple[int, list[int]]]:

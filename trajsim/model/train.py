@@ -149,6 +149,7 @@ def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None
     tokenizer = Tokenizer.fit(train_events, config.min_count, config.n_bins)
     pad = tokenizer.index[PAD]
     train_seqs = [ids for _, ids in tokenizer.encode(train_events)]
+    tokenizer.longest_record = max(len(ids) for ids in train_seqs)
     val_seqs = [ids for _, ids in tokenizer.encode(events.filter(pl.col("subject_id").is_in(list(val_ids))))]
     model_config = (GPTConfig(**{**asdict(config.model), "vocab_size": len(tokenizer.vocab)}) if config.model
                     else sized_for(train_seqs, len(tokenizer.vocab)))
