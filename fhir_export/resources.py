@@ -29,7 +29,7 @@ from fhir_export.notes import NOTE_TYPES, Reading, VisitRecord, age_phrase, writ
 from fhir_export.providers import SHARED_TYPES, CareTeam, care_team
 from fhir_export.tables import load_table
 from fhir_export.terminology import (
-    ACT_CODE, BLOOD_PRESSURE_PANEL, BLOOD_PRESSURE_PARTS, CARE_PLAN_CATEGORY, CONDITION_ACTIVE, CONDITION_RESOLVED,
+    ACT_CODE, BLOOD_PRESSURE_PANEL, CHIEF_COMPLAINT, BLOOD_PRESSURE_PARTS, CARE_PLAN_CATEGORY, CONDITION_ACTIVE, CONDITION_RESOLVED,
     ALLERGY_ACTIVE, ALLERGY_CONFIRMED, CONDITION_ASSERTED_DATE, CONFIRMED, DISCHARGE_DISPOSITION, DOCUMENT_CATEGORY, ENCOUNTER_CLASSES, ENCOUNTER_DIAGNOSIS, IDENTIFIER_TYPE,
     INTERPRETATIONS, LAB_REPORT_CATEGORY, LOINC, MEDICATION_CATEGORIES, MIME_TYPE_SUFFICIENT, NOT_PERFORMED,
     OBSERVATION_CATEGORIES, OBSERVATION_CATEGORY, PARTICIPATION_TYPE,
@@ -304,7 +304,9 @@ class _PatientBuild:
                     visit.resource["type"] = [self.b.concept(code)]
                     visit.record.visit_type = self.b.display(code)
                     if event.text in self.conditions:  # the known condition the visit is for (an exacerbation)
-                        self._give_reason(visit, self.conditions[event.text])
+                        condition = self.conditions[event.text]
+                        self._give_reason(visit, condition)
+                        visit.resource["diagnosis"] = [{"condition": self.out.reference(condition), "use": CHIEF_COMPLAINT}]
             elif domain == "condition":
                 self._condition(event, visit)
             elif domain in ("vital", "lab") and event.numeric_value is not None:

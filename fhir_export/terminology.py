@@ -41,6 +41,11 @@ def concept(system: str, code: str, display: str | None = None) -> dict[str, Any
     return {"coding": [coding(system, code, display)]} | ({"text": display} if display else {})
 
 
+DIAGNOSIS_ROLE = "http://terminology.hl7.org/CodeSystem/diagnosis-role"
+# the known condition a visit is for (an exacerbation, a decline), as Encounter.diagnosis states it
+CHIEF_COMPLAINT = concept(DIAGNOSIS_ROLE, "CC", "Chief complaint")
+
+
 @cache
 def profile(name: str) -> dict[str, list[str]]:
     """`meta` claiming a US Core profile, e.g. profile("us-core-patient") (shared: do not modify)."""

@@ -105,7 +105,12 @@ class EmergencyKeeper(ChartKeeper):
     def _triage(self, patient: PatientState, visit: Visit) -> None:
         """The vital signs triage takes, unless the visit has them, and a reason for a visit without
         one: a new diagnosis (one already active is dropped by the episode keeper, a drug renewal by the
-        prescriber) or the known condition its visit-type fact names."""
+        prescriber) or the known condition its visit-type fact names, if it still holds (an episode
+        may have ended since the visit was planned: the visit then gets another reason)."""
+        holding = patient.active_conditions(visit.day)
+        visit.facts[:] = [Fact(f.code, f.offset_days, f.value, f.unit, None)
+                          if _is_condition(f.text) and f.text not in holding and domain_of(f.code) == "encounter_type"
+                          else f for f in visit.facts]
         active = active_keys(self.k, patient, visit.day, visit.facts)
         if not any(f.code in VITAL_SIGNS for f in visit.facts):
             age = patient.age_at(visit.day)

@@ -269,14 +269,23 @@ def _encounter(resource: Resource, subject: str, _: str | None, rows: _Rows) -> 
         return MISSING_TIME
     encounter = resource.get("id")
     rows.add(subject, start, encounter, visit_start_code(encounter_class))
+    # the condition a visit is for (its chief complaint) becomes the visit type's text, as trajsim writes it
+    complaint = next((_reference_id(d.get("condition")) for d in _objects(resource.get("diagnosis"), "diagnosis")
+                      if _is_chief_complaint(d.get("use"))), None)
     for concept in _objects(resource.get("type"), "type"):
         code, _reason = concept_code(concept)
         if code:
-            rows.add(subject, start, encounter, code)
+            rows.add(subject, start, encounter, code, reason_ref=complaint)
             break
     if end:
         rows.add(subject, end, encounter, VISIT_END)
     return None
+
+
+def _is_chief_complaint(use: Any) -> bool:
+    codings = use.get("coding") if isinstance(use, dict) else None
+    return any(isinstance(c, dict) and c.get("code") == "CC" and c.get("system", "").endswith("/diagnosis-role")
+               for c in codings or ())
 
 
 def _condition(resource: Resource, subject: str, encounter: str | None, rows: _Rows) -> str | None:
