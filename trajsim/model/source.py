@@ -320,7 +320,8 @@ class ModelSource(TrajectorySource[ModelPlan]):
         """Engine visits from written segments: history before entry becomes one out-of-visit entry
         dated by negative offsets; visits get a time of day and a length typical of their class. A
         record from birth whose first visit is the birth stay has it at birth: the model's first
-        time gap is binned too coarsely to place it (it wrote stays weeks to months after birth)."""
+        time gap is binned too coarsely to place it (it wrote stays weeks to months after birth); a
+        birth stay the model writes later than that is not one and is left out."""
         rng, entry = patient.rng, patient.entry_day
         active = dict(patient.conditions)
         history: list[Fact] = []
@@ -332,7 +333,8 @@ class ModelSource(TrajectorySource[ModelPlan]):
             if (not visits and entry == patient.birth_day and segment.encounter_class == "IMP"
                     and any(fact.code == NEWBORN_STAY for fact in segment.facts)):
                 start = patient.birth_day
-            facts = [self._fact(fact, start + fact.offset_days, active) for fact in segment.facts]
+            facts = [self._fact(fact, start + fact.offset_days, active) for fact in segment.facts
+                     if fact.code != NEWBORN_STAY or start - patient.birth_day <= 1.0]  # a birth stay is at birth
             if segment.day < entry:  # of visits before the record, only what is still true is kept
                 history += [dataclasses.replace(f, offset_days=start + f.offset_days - entry) for f in facts
                             if f.code in ENDED or self.grammar.history[self.tokenizer.index.get(f.code, 0)]]
