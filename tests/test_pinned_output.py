@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "e4ab278238d310324caff7083d541ad5ae3d4857701cd54c698c0f6fef0cc47b",
-    "default": "786fb433d83a13e2cf779b65575375f0282d63858be9aab6d135a6ce3a86e79b",
+    "reference": "e3a0223d2b108111e17ced32ce8506d5bb9a0a93aee82f91c6fe3f7f0738d436",
+    "default": "5ddee5da5282857ec4ecb0d94e3d98de4cd785250b620b2eda39737116478458",
 }
 
 
