@@ -19,6 +19,7 @@ from trajsim.engine import (
     simulate,
 )
 from trajsim.engine.acute import keeper_codes
+from trajsim.engine.assessments import answered_codes
 from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
 from trajsim.events import CONDITION_END, DEATH, VISIT_END, visit_start_code
 from trajsim.knowledge import load_knowledge
@@ -96,7 +97,8 @@ def authors_by_kind(source: TrajectorySource, size: int, seed: int) -> dict[Fact
                 writers[kind].add("keeper" if code in KEEPER_CODES or kind == FactKind.PRESCRIPTIONS else "engine")
         for code in handed:
             if (kind := fact_kind(code)) is not None:
-                writers[kind].add("source")
+                # a question a source asks (a smoking status) is answered by the assessment keeper
+                writers[kind].add("keeper" if code in answered_codes() and kind not in source.authors else "source")
     return writers
 
 

@@ -65,7 +65,7 @@ def _spill(format: str, source: Path, workdir: Path, report: IngestReport,
             frames = [output] if isinstance(output, pl.DataFrame | pl.LazyFrame) else output
             for chunk, frame in enumerate(frames):
                 candidates(frame).sink_parquet(workdir / f"part-{number:06d}-{chunk:04d}.parquet")
-        except pl.exceptions.PolarsError as exc:
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as exc:  # a panic: polars on a corrupt file
             raise IngestError(f"{label}: {str(exc).splitlines()[0]}") from None
         if progress is not None:
             progress(number + 1, len(steps), label)
