@@ -12,6 +12,7 @@ answers the questions it proposed and adds none (Synthea's charts hold no pregna
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cache
 
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.schedules import active_keys
@@ -27,6 +28,7 @@ PREGNANT, NOT_PREGNANT = "SNOMED/77386006", "SNOMED/60001007"
 REPRODUCTIVE_AGES = (15.0, 45.0)
 
 
+@cache
 def answered_codes() -> frozenset[str]:
     """The questions whose answers are the engine's, whoever asks them: a source may propose these
     codes (that the question was asked), never their answers."""

@@ -49,7 +49,6 @@ from trajsim.knowledge.physiology import (
 )
 from trajsim.knowledge.therapy import drug_groups
 
-CHILD_BP_MEASURES = {SYSTOLIC: "systolic", DIASTOLIC: "diastolic"}
 HYPERTENSION = "hypertension"
 
 
@@ -103,7 +102,7 @@ class Body:
         if dist is None:
             return None
         rng, r = self.patient.rng, self.figures["within_person_correlation"]
-        measure = CHILD_BP_MEASURES.get(code)
+        measure = child_bp.MEASURES.get(code)
         child = measure is not None and child_bp.covers(age)
         if child:
             mean, sd = child_bp.distribution(self.patient.sex, measure, age, self.height_percentile())

@@ -13,9 +13,10 @@ from functools import cache
 
 import numpy as np
 
+from trajsim.knowledge.physiology import DIASTOLIC, SYSTOLIC
 from trajsim.knowledge.tables import DATA, read_table
 
-MEASURES = ("systolic", "diastolic")
+MEASURES = {SYSTOLIC: "systolic", DIASTOLIC: "diastolic"}  # the LOINC code of each measure of the tables
 HEIGHT_PERCENTILES = (5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0)
 AGE_MIN, AGE_MAX = 1.0, 18.0  # the tables' ages: 1 to 17 completed years
 STAGE2_ABOVE_95TH = 12.0  # mm Hg

@@ -41,12 +41,17 @@ def reflexes() -> dict[str, str]:
     return {r["test"]: r["reflex"] for r in read_table(DATA.joinpath("lab_reflexes.csv"), ("test", "reflex"))}
 
 
+@cache
+def _tests_of_reflexes() -> dict[str, str]:
+    return {reflex: test for test, reflex in reflexes().items()}
+
+
 def order_of(code: str, present: set[str] | frozenset[str]) -> str:
     """The order a result belongs to among the results `present` in one visit: the test a reflex
     was added to; else of the panels that report it, the one sharing most results with the visit
     (a creatinine beside an ALT is a comprehensive panel's, alone a basic one's; the smaller on a
     tie); else the test itself."""
-    tests = {reflex: test for test, reflex in reflexes().items()}
+    tests = _tests_of_reflexes()
     if code in tests:
         return tests[code]
     panels = _panels_of().get(code)

@@ -187,7 +187,7 @@ def _child_pressures(facts: pl.LazyFrame, people: pl.LazyFrame, knowledge: Knowl
     """Children's readings at stage 2 hypertension when hypertension is neither active nor diagnosed
     at the visit. The tallest children's threshold is the highest of an age, so a reading above it
     is stage 2 whatever the child's height (a record need not carry one)."""
-    measures = {SYSTOLIC: "systolic", DIASTOLIC: "diastolic"}
+    measures = child_blood_pressure.MEASURES
     thresholds = pl.LazyFrame(
         [(code, sex, age, child_blood_pressure.stage2_threshold(sex, measure, age, 95.0))
          for code, measure in measures.items() for sex in ("F", "M")
