@@ -81,6 +81,13 @@ def fhir_datetime(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds") + "Z"
 
 
+def _flag(value: float, known: ReferenceInterval | None) -> str | None:
+    """"L" or "H" for a value outside its reference range, "N" inside it, None without one."""
+    if known is None:
+        return None
+    return "L" if known.low is not None and value < known.low else "H" if known.high is not None and value > known.high else "N"
+
+
 def _quantity(value: float, unit: str | None) -> dict[str, Any]:
     return {"value": value} | ({"unit": unit, "system": UCUM, "code": unit} if unit else {})
 
@@ -516,8 +523,9 @@ class _PatientBuild:
 
     def _observation(self, event: Event, visit: _Visit | None, domain: str) -> None:
         code, value, unit = event.code, event.numeric_value, event.unit
+        known = self._reference_range(event)
         if visit is not None:
-            visit.record.measurements.append(Reading(code, self.b.display(code), value, unit, self._flag(event)))
+            visit.record.measurements.append(Reading(code, self.b.display(code), value, unit, _flag(value, known)))
         component = {"code": self.b.concept(code), "valueQuantity": _quantity(value, unit)}
         part = code
         if code in BLOOD_PRESSURE_PARTS:
@@ -543,7 +551,7 @@ class _PatientBuild:
             self.blood_pressure[(event.encounter_id, event.time)] = observation
             return
         observation["valueQuantity"] = component["valueQuantity"]
-        self._interpret(observation, event)
+        self._interpret(observation, event, known)
         if domain == "lab":
             self._order_lab(observation, event, visit)
 
@@ -553,21 +561,12 @@ class _PatientBuild:
             return None
         return reference_interval(event.code, self.sex, (event.time - self.birth).days / DAYS_PER_YEAR)
 
-    def _flag(self, event: Event) -> str | None:
-        """"L" or "H" for a value outside its reference range, "N" inside it, None without one."""
-        known = self._reference_range(event)
-        if known is None:
-            return None
-        value = event.numeric_value
-        return "L" if known.low is not None and value < known.low else "H" if known.high is not None and value > known.high else "N"
-
-    def _interpret(self, observation: Resource, event: Event) -> None:
-        known = self._reference_range(event)
+    def _interpret(self, observation: Resource, event: Event, known: ReferenceInterval | None) -> None:
         if known is None:
             return
         bounds = {"low": known.low, "high": known.high}
         observation["referenceRange"] = [{k: _quantity(v, event.unit) for k, v in bounds.items() if v is not None}]
-        observation["interpretation"] = INTERPRETATIONS[self._flag(event)]
+        observation["interpretation"] = INTERPRETATIONS[_flag(event.numeric_value, known)]
 
     def _lab_finding(self, event: Event, visit: _Visit | None) -> None:
         """A result reported as a coded finding (a urine test strip's positive or negative), with its

@@ -273,7 +273,7 @@ class Tokenizer:
         """Sex token, birth band token and the segments of one token sequence (stopping at EOS)."""
         tokens = [self.vocab[i] for i in ids]
         sex, birth = tokens[1], tokens[2]
-        day = year_start_day(int(tokens[3][5:])) if len(tokens) > 3 and tokens[3].startswith("YEAR/") else 0
+        day = year_start_day(int(tokens[YEAR_AT][5:])) if len(tokens) > YEAR_AT and tokens[YEAR_AT].startswith("YEAR/") else 0
         found: list[Segment] = []
         current: Segment | None = None
         offset, i = 0, self.header_length
