@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from functools import cache
 
-import numpy as np
-
+from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.physiology import DIASTOLIC, SYSTOLIC
 from trajsim.knowledge.tables import DATA, read_table
 
@@ -25,11 +24,11 @@ _Z_95 = 1.6449  # the normal quantile of the 95th percentile
 
 
 @cache
-def _levels() -> dict[tuple[str, str, int, int], np.ndarray]:
+def _levels() -> dict[tuple[str, str, int, int], tuple[float, ...]]:
     """(sex, measure, age, BP percentile) -> the levels at the table's height percentiles."""
     columns = [f"h{int(p)}" for p in HEIGHT_PERCENTILES]
     rows = read_table(DATA.joinpath("child_blood_pressure.csv"), ("sex", "age", "measure", "percentile", *columns))
-    return {(r["sex"], r["measure"], int(r["age"]), int(r["percentile"])): np.array([float(r[c]) for c in columns])
+    return {(r["sex"], r["measure"], int(r["age"]), int(r["percentile"])): tuple(float(r[c]) for c in columns)
             for r in rows}
 
 
@@ -42,7 +41,7 @@ def level(sex: str, measure: str, age: float, height_percentile: float, percenti
     """The `percentile` (50 or 95) BP level in mm Hg of a child of `sex` ("F"/"M") and `age`, at
     `height_percentile` (interpolated between the table's columns, clipped to 5-95)."""
     row = _levels()[sex, measure, int(min(max(age, AGE_MIN), AGE_MAX - 1)), percentile]
-    return float(np.interp(height_percentile, HEIGHT_PERCENTILES, row))
+    return interpolate(height_percentile, HEIGHT_PERCENTILES, row)
 
 
 def distribution(sex: str, measure: str, age: float, height_percentile: float) -> tuple[float, float]:

@@ -168,19 +168,24 @@ def _limits(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     unfinished = (facts.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX) & pl.col("encounter_id").is_not_null())
                   .select(visit).join(ended, on=visit, how="anti"))
     for limit in value_limits().values():
-        codes = sorted(limit.condition_codes(knowledge))
         high = (facts.filter((pl.col("code") == limit.code) & (pl.col("numeric_value") >= limit.limit))
-                .join(unfinished, on=visit, how="anti")
-                .with_row_index("reading"))
-        active = (high.join(spells.filter(pl.col("condition").is_in(codes)), on="subject_id")
-                  .filter((pl.col("start") <= pl.col("time")) & (pl.col("end").is_null() | (pl.col("end") > pl.col("time")))))
-        diagnosed = high.join(facts.filter(pl.col("code").is_in(codes) & pl.col("encounter_id").is_not_null())
-                              .select("subject_id", "encounter_id"), on=["subject_id", "encounter_id"])
-        explained = pl.concat([active.select("reading"), diagnosed.select("reading")])
-        found.append(violation(high.join(explained, on="reading", how="anti"), limit.rule,
+                .join(unfinished, on=visit, how="anti"))
+        found.append(violation(_unexplained(high, spells, facts, sorted(limit.condition_codes(knowledge))), limit.rule,
                                pl.format("{} with none of {} active", pl.col("numeric_value"),
                                          pl.lit(", ".join(sorted(limit.conditions))))))
     return found
+
+
+def _unexplained(readings: pl.LazyFrame, spells: pl.LazyFrame, facts: pl.LazyFrame, codes: list[str]) -> pl.LazyFrame:
+    """The readings that none of the condition `codes` explains: none is active at the reading's
+    time, and none is diagnosed in the reading's encounter."""
+    readings = readings.with_row_index("reading")
+    active = (readings.join(spells.filter(pl.col("condition").is_in(codes)), on="subject_id")
+              .filter((pl.col("start") <= pl.col("time")) & (pl.col("end").is_null() | (pl.col("end") > pl.col("time")))))
+    diagnosed = readings.join(facts.filter(pl.col("code").is_in(codes) & pl.col("encounter_id").is_not_null())
+                              .select("subject_id", "encounter_id"), on=["subject_id", "encounter_id"])
+    explained = pl.concat([active.select("reading"), diagnosed.select("reading")])
+    return readings.join(explained, on="reading", how="anti").drop("reading")
 
 
 def _child_pressures(facts: pl.LazyFrame, people: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
@@ -199,15 +204,7 @@ def _child_pressures(facts: pl.LazyFrame, people: pl.LazyFrame, knowledge: Knowl
                 .join(thresholds, on=["code", "sex", "age_years"])
                 .filter(pl.col("numeric_value") >= pl.col("threshold")))
     hypertension = knowledge.conditions["hypertension"]
-    codes = [hypertension.code, hypertension.icd10cm]
-    spells = _condition_spells(facts, knowledge).filter(pl.col("condition").is_in(codes))
-    active = (readings.join(spells, on="subject_id")
-              .filter((pl.col("start") <= pl.col("time")) & (pl.col("end").is_null() | (pl.col("end") > pl.col("time"))))
-              .select("subject_id", "time"))
-    diagnosed = facts.filter(pl.col("code").is_in(codes) & pl.col("encounter_id").is_not_null()).select(
-        "subject_id", "encounter_id")
-    found = (readings.join(active, on=["subject_id", "time"], how="anti")
-             .join(diagnosed, on=["subject_id", "encounter_id"], how="anti"))
+    found = _unexplained(readings, _condition_spells(facts, knowledge), facts, [hypertension.code, hypertension.icd10cm])
     return violation(found, "child_bp_stage2_without_hypertension", pl.format(
         "{} mm Hg at age {}; stage 2 from {}", "numeric_value", "age_years", "threshold"))
 
