@@ -13,10 +13,10 @@ import pytest
 from tests.conftest import small_scenario
 from tests.test_rules import BORN, at, rules_found, valid_record
 from trajsim.clock import DAYS_PER_YEAR, day_number
-from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
+from trajsim.engine import Fact, PatientState, ReferenceSource, TrajectorySource, Visit, simulate
 from trajsim.engine.episodes import EpisodeKeeper
 from trajsim.engine.pregnancy import (
-    CESAREAN, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PRENATAL, PRENATAL_INITIAL, conceive,
+    CESAREAN, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PRENATAL, first_visit_day, plan,
 )
 from trajsim.engine.source import ACTIVE
 from trajsim.events import BIRTH, CONDITION_END, SEX_FEMALE, Event, events_frame
@@ -62,14 +62,27 @@ def test_an_open_episode_at_the_end_of_a_record_is_not_judged():
 
 
 def test_a_pregnancy_that_never_ends_or_lasts_too_long_is_caught():
+    def born(days: int) -> list[Event]:
+        return [Event(1, at(30) + timedelta(days=days), None, NORMAL_DELIVERY),
+                Event(1, at(30) + timedelta(days=days), None, CONDITION_END, text=PREGNANCY)]
+
     never = female_record() + [Event(1, at(30), None, PREGNANCY)]
-    long = female_record() + [Event(1, at(30), None, PREGNANCY),
-                              Event(1, at(30) + timedelta(days=320), None, CONDITION_END, text=PREGNANCY)]
-    ended = female_record() + [Event(1, at(30), None, PREGNANCY),
-                               Event(1, at(30) + timedelta(days=270), None, CONDITION_END, text=PREGNANCY)]
+    long = female_record() + [Event(1, at(30), None, PREGNANCY), *born(320)]
+    ended = female_record() + [Event(1, at(30), None, PREGNANCY), *born(270)]
     assert rules_found(never) == {"pregnancy_too_long": 1}
     assert rules_found(long) == {"pregnancy_too_long": 1}
     assert rules_found(ended) == {}
+
+
+def test_obstetric_care_outside_a_pregnancy_and_a_pregnancy_ending_with_no_birth_are_caught():
+    pregnant = [Event(1, at(30), 7, PREGNANCY)]
+    end = Event(1, at(30) + timedelta(days=270), None, CONDITION_END, text=PREGNANCY)
+    delivered = Event(1, at(30) + timedelta(days=270), 8, NORMAL_DELIVERY)
+    assert rules_found(female_record() + pregnant + [Event(1, at(30) + timedelta(days=60), 9, PRENATAL), delivered, end]) == {}
+    assert rules_found(female_record() + pregnant + [end]) == {"pregnancy_end_without_outcome": 1}
+    postpartum = Event(1, at(30) + timedelta(days=300), 9, PRENATAL)
+    assert rules_found(female_record() + pregnant + [delivered, end, postpartum]) == {"obstetric_care_outside_pregnancy": 1}
+    assert rules_found(female_record() + [Event(1, at(31), 9, CESAREAN)]) == {"obstetric_care_outside_pregnancy": 1}
 
 
 def patient(age: float = 30.0, sex: str = "F", now: float | None = None) -> PatientState:
@@ -144,21 +157,21 @@ def test_the_mask_forbids_covid_before_2020_and_first_diagnoses_outside_their_ag
 
 def test_a_pregnancy_plan_follows_the_prenatal_schedule():
     rng = np.random.default_rng(5)
-    plans = [conceive(rng, 20_000.0) for _ in range(2000)]
+    plans = [plan(rng, 20_000.0, first_visit_day(rng, 20_000.0)) for _ in range(2000)]
     losses = [p for p in plans if p.outcome == MISCARRIAGE]
     assert 0.06 < len(losses) / len(plans) < 0.10
     assert all(p.end_day - p.conception_day < 13 * 7 for p in losses)
     births = [p for p in plans if p.outcome != MISCARRIAGE]
     assert 0.28 < sum(p.outcome == CESAREAN for p in births) / len(births) < 0.36
-    for plan in births[:200]:
-        days = [day for day, _ in plan.visits]
-        kinds = [kind for _, kind in plan.visits]
-        assert kinds[0] == PRENATAL_INITIAL and kinds[-1] == OBSTETRIC_ADMISSION and set(kinds[1:-1]) == {PRENATAL}
-        weeks = [(day - plan.conception_day + 14) / 7 for day in days]
+    for pregnancy in births[:200]:
+        days = [day for day, _ in pregnancy.visits]
+        kinds = [kind for _, kind in pregnancy.visits]
+        assert kinds[-1] == OBSTETRIC_ADMISSION and set(kinds[:-1]) == {PRENATAL}
+        weeks = [(day - pregnancy.conception_day + 14) / 7 for day in days]
         gaps = np.diff(weeks[:-1])
         assert all(g == 4 for w, g in zip(weeks, gaps) if w >= 13 and w + g <= 28)
         assert all(g == 1 for w, g in zip(weeks, gaps) if w >= 36)
-        assert plan.end_day - plan.conception_day <= 300
+        assert pregnancy.end_day - pregnancy.conception_day <= 300
     preterm = np.mean([(p.visits[-1][0] - p.conception_day + 14) / 7 < 37 for p in births])
     assert 0.06 < preterm < 0.15
 
@@ -236,3 +249,42 @@ def test_a_prenatal_visit_with_no_slot_before_the_delivery_gives_way_to_it():
                      deque([(saturday, PRENATAL), (saturday + 1.5, OBSTETRIC_ADMISSION)]))
     visit = next_visit(load_knowledge(), p, plan)
     assert visit.encounter_class == "IMP" and visit.day == saturday + 1.5 and not plan.visits
+
+
+class LoosePregnancies(TrajectorySource):
+    """Proposes what the shipped model wrote: a pregnancy dated outside any visit with no end and
+    no delivery, a prenatal visit and a cesarean with no pregnancy, and its own early end."""
+
+    def __init__(self) -> None:
+        self.proposed: dict[int, int] = {}
+
+    def next_visits(self, patients):
+        visits = []
+        for p in patients:
+            n = self.proposed[p.subject_id] = self.proposed.get(p.subject_id, 0) + 1
+            if n == 1:
+                visits.append(Visit(p.now + 30, "AMB", 0.02, [Fact(PRENATAL), Fact(CESAREAN)]))
+            elif n == 2:
+                visits.append(Visit(p.now + 30, None, 0.0, [Fact(PREGNANCY)]))
+            elif n == 3:
+                visits.append(Visit(p.now + 60, "AMB", 0.02, [Fact(PRENATAL), Fact(CONDITION_END, text=PREGNANCY)]))
+            else:
+                visits.append(None)
+        return visits
+
+
+def test_the_engine_carries_a_pregnancy_a_source_records_to_a_birth_or_a_loss():
+    young_women = {"population.age_mix": ({"min": 20, "max": 35, "weight": 1.0},), "population.female_fraction": 1.0,
+                   "care": "source"}
+    events = events_frame(e for r in simulate(small_scenario(30, seed=6, **young_women), LoosePregnancies()) for e in r.events)
+    assert find_violations(events).is_empty()
+    ends = events.filter((pl.col("code") == CONDITION_END) & (pl.col("text") == PREGNANCY))
+    outcomes = events.filter(pl.col("code").is_in([NORMAL_DELIVERY, CESAREAN, MISCARRIAGE]))
+    assert ends.height >= 25 and outcomes.height == ends.height
+    assert events.filter(pl.col("code") == OBSTETRIC_ADMISSION).height >= 0.8 * ends.height  # a loss has none
+    prenatal, women = events.filter(pl.col("code") == PRENATAL).height, events["subject_id"].n_unique()
+    assert 0.7 * women <= prenatal <= women  # only the visit in the pregnancy (if no loss came first) is prenatal
+    births = events.filter(pl.col("code").is_in([NORMAL_DELIVERY, CESAREAN])).select("subject_id", "time")
+    onsets = events.filter(pl.col("code") == PREGNANCY).select("subject_id", pl.col("time").alias("onset"))
+    weeks = births.join(onsets, on="subject_id").select((pl.col("time") - pl.col("onset")).dt.total_days() / 7 + 2)
+    assert weeks.height >= 20 and weeks.min().item() >= 24  # the source's end two months in is dropped

@@ -59,6 +59,7 @@ def test_a_valid_record_has_no_violations():
 
 def test_sex_specific_code_for_the_other_sex_is_found():
     record = valid_record(sex=SEX_MALE) + [Event(1, at(40), None, "SNOMED/72892002"),  # normal pregnancy
+                                           Event(1, at(40.7), None, "SNOMED/48782003"),  # delivered
                                            Event(1, at(40.7), None, CONDITION_END, text="SNOMED/72892002")]
     assert rules_found(record) == {"sex_specific_code": 1}
 

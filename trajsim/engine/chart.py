@@ -41,13 +41,17 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     from trajsim.engine.episodes import EpisodeKeeper
     from trajsim.engine.immunization import ImmunizationKeeper
     from trajsim.engine.labs import LabKeeper
+    from trajsim.engine.pregnancy import PregnancyKeeper
     from trajsim.engine.prescriptions import Prescriber
     from trajsim.engine.procedures import ProcedureKeeper
 
-    # the EmergencyKeeper turns an office visit with an acute onset into an ED visit and gives an
-    # ED visit its triage (vital signs, a reason) first; the EpisodeKeeper then settles which
+    # the PregnancyKeeper plans a pregnancy before any other keeper sees its visit, and dates its
+    # delivery before an acute event can be drawn past it; the EmergencyKeeper turns an office
+    # visit with an acute onset into an ED visit and gives an ED visit its triage (vital signs, a
+    # reason); the EpisodeKeeper then settles which
     # conditions the visit holds (and ends), the LabKeeper completes the panels ordered, and the
     # body is measured with them before the Prescriber judges what may be ordered there
-    return [EmergencyKeeper(knowledge, dates_events=adds_care), EpisodeKeeper(knowledge), LabKeeper(),
+    return [PregnancyKeeper(knowledge, adds_care), EmergencyKeeper(knowledge, dates_events=adds_care),
+            EpisodeKeeper(knowledge), LabKeeper(),
             BodyKeeper(knowledge, patient), Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge),
             ProcedureKeeper(), AssessmentKeeper(knowledge, asks=adds_care)]

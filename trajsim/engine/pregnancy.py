@@ -3,32 +3,39 @@ pregnancy (dated at conception), prenatal visits follow the ACOG schedule, and t
 with a delivery admission (vaginal or cesarean) or a first-trimester loss. Figures are in
 `trajsim/knowledge/data/pregnancy.csv`. Gestational weeks count from the last menstrual period,
 two weeks before conception.
+
+The course after the first visit is the engine's, whichever source records the pregnancy: the
+`PregnancyKeeper` plans it there, dates the delivery or the loss (and with the engine's care the
+prenatal visits), and keeps obstetric care inside pregnancies (a learned model wrote deliveries and
+prenatal visits with no pregnancy, and pregnancies that ended with no birth).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
 
 from trajsim.clock import MINUTES_PER_DAY
+from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.schedules import active_keys, office_hours, vitals
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import NEWBORN_STAY
-from trajsim.knowledge.lifecycles import MISCARRIAGE, PREGNANCY, lifecycles
+from trajsim.knowledge.lifecycles import (
+    CESAREAN, MISCARRIAGE, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PREGNANCY, PRENATAL, PRENATAL_INITIAL, lifecycles,
+)
 from trajsim.knowledge.tables import DATA, read_table
 
-PRENATAL_INITIAL = "SNOMED/424441002"
-PRENATAL = "SNOMED/424619006"
-OBSTETRIC_ADMISSION = "SNOMED/183460006"
-NORMAL_DELIVERY = "SNOMED/48782003"
-CESAREAN = "SNOMED/11466000"
 SYMPTOM_VISIT = "SNOMED/185345009"
+FOLLOW_UP_VISIT = "SNOMED/390906007"
+PROBLEM_VISIT = "SNOMED/185347001"
+EMERGENCY_ADMISSION = "SNOMED/183452005"
+_OUTCOMES = frozenset({NORMAL_DELIVERY, CESAREAN, MISCARRIAGE})
 _WEEK = 7.0
 _LMP_TO_CONCEPTION_DAYS = 14.0
 
@@ -53,23 +60,28 @@ class Pregnancy:
     outcome: str  # NORMAL_DELIVERY, CESAREAN or MISCARRIAGE
     visits: deque[tuple[float, str]]  # (day, PRENATAL_INITIAL | PRENATAL | OBSTETRIC_ADMISSION | MISCARRIAGE)
 
-    def next_day(self) -> float:
-        return self.visits[0][0] if self.visits else math.inf
 
-
-def conceive(rng: np.random.Generator, day: float) -> Pregnancy:
-    """The plan of a pregnancy conceived on `day`."""
+def first_visit_day(rng: np.random.Generator, conception_day: float) -> float:
+    """The day of the first prenatal visit of a pregnancy conceived on `conception_day`, in the
+    first trimester (`first_visit_weeks_min`-`_max`)."""
     f = figures()
-    lmp = day - _LMP_TO_CONCEPTION_DAYS
-    first = lmp + rng.uniform(f["first_visit_weeks_min"], f["first_visit_weeks_max"]) * _WEEK
-    if rng.random() < f["first_trimester_loss"]:
-        loss = rng.uniform(first + _WEEK, lmp + 13 * _WEEK)
-        return Pregnancy(day, loss, MISCARRIAGE, deque([(first, PRENATAL_INITIAL), (loss, MISCARRIAGE)]))
+    return conception_day - _LMP_TO_CONCEPTION_DAYS + rng.uniform(f["first_visit_weeks_min"], f["first_visit_weeks_max"]) * _WEEK
+
+
+def plan(rng: np.random.Generator, conception_day: float, first_day: float) -> Pregnancy:
+    """The rest of a pregnancy recorded at a first prenatal visit on `first_day`: a loss in the first
+    trimester (only if it is not over by then), or the prenatal visits of the ACOG schedule and the
+    delivery admission, at least a week after the first visit."""
+    f = figures()
+    lmp = conception_day - _LMP_TO_CONCEPTION_DAYS
+    if first_day < lmp + 12 * _WEEK and rng.random() < f["first_trimester_loss"]:
+        loss = rng.uniform(first_day + _WEEK, lmp + 13 * _WEEK)
+        return Pregnancy(conception_day, loss, MISCARRIAGE, deque([(loss, MISCARRIAGE)]))
     weeks = min(max(rng.normal(f["delivery_weeks_mean"], f["delivery_weeks_sd"]), 24.0), f["delivery_weeks_max"])
-    admission = lmp + weeks * _WEEK
+    admission = max(lmp + weeks * _WEEK, first_day + _WEEK)
     outcome = CESAREAN if rng.random() < f["cesarean_share"] else NORMAL_DELIVERY
-    visits = deque([(first, PRENATAL_INITIAL)])
-    week = math.floor((first - lmp) / _WEEK)
+    visits: deque[tuple[float, str]] = deque()
+    week = math.floor((first_day - lmp) / _WEEK)
     while True:
         week += 4 if week < f["monthly_until_weeks"] else 2 if week < f["fortnightly_until_weeks"] else 1
         visit = lmp + week * _WEEK
@@ -78,14 +90,22 @@ def conceive(rng: np.random.Generator, day: float) -> Pregnancy:
         visits.append((visit, PRENATAL))
     labour_hours = rng.uniform(4, 16) if outcome == NORMAL_DELIVERY else rng.uniform(1, 6)
     visits.append((admission, OBSTETRIC_ADMISSION))
-    return Pregnancy(day, admission + labour_hours / 24, outcome, visits)
+    return Pregnancy(conception_day, admission + labour_hours / 24, outcome, visits)
+
+
+def first_visit(knowledge: Knowledge, patient: PatientState, conception_day: float, day: float) -> Visit:
+    """The first prenatal visit, which records the pregnancy from conception (the pregnancy keeper
+    plans the rest)."""
+    day = office_hours(patient, day)
+    facts = [Fact(PRENATAL_INITIAL), *vitals(knowledge, patient, day, active_keys(knowledge, patient, day) | {"pregnancy"}),
+             Fact(PREGNANCY, offset_days=conception_day - day)]
+    return Visit(day, "AMB", patient.rng.uniform(15, 30) / MINUTES_PER_DAY, facts)
 
 
 def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy) -> Visit:
-    """The pregnancy's next visit (taken off its plan): the first records the pregnancy from
-    conception to its planned end; the last is the delivery admission or the visit of the loss. A
-    prenatal visit with no office slot before the next planned visit (a weekend before the
-    delivery) is skipped rather than pushing the delivery past the pregnancy's recorded end."""
+    """The pregnancy's next visit (taken off its plan); the last is the delivery admission or the
+    visit of the loss. A prenatal visit with no office slot before the next planned visit (a weekend
+    before the delivery) is skipped rather than pushing the delivery past the pregnancy's end."""
     day, kind = pregnancy.visits.popleft()
     rng = patient.rng
     if kind == OBSTETRIC_ADMISSION:
@@ -99,14 +119,10 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
         return next_visit(knowledge, patient, pregnancy)  # no slot left before the next: it is skipped
     facts = [Fact(SYMPTOM_VISIT if kind == MISCARRIAGE else kind),
              *vitals(knowledge, patient, day, active_keys(knowledge, patient, day) | {"pregnancy"})]
-    if kind == PRENATAL_INITIAL:
-        facts += [Fact(PREGNANCY, offset_days=pregnancy.conception_day - day),
-                  Fact(CONDITION_END, offset_days=pregnancy.end_day - day, text=PREGNANCY)]
-    elif kind == MISCARRIAGE:
+    if kind == MISCARRIAGE:
         resolved = lifecycles(knowledge)[MISCARRIAGE].draw_duration(rng)
         facts += [Fact(MISCARRIAGE), Fact(CONDITION_END, offset_days=resolved, text=MISCARRIAGE)]
     return Visit(day, "AMB", rng.uniform(15, 30) / MINUTES_PER_DAY, facts)
-
 
 
 def newborn_stay(patient: PatientState) -> Visit:
@@ -114,3 +130,61 @@ def newborn_stay(patient: PatientState) -> Visit:
     (`newborn_stay_days`); what is measured in it is the source's, like any visit's content."""
     stay = max(1.0, patient.rng.lognormal(math.log(figures()["newborn_stay_days"]), 0.3))
     return Visit(patient.birth_day, "IMP", stay, [Fact(NEWBORN_STAY)])
+
+
+class PregnancyKeeper(ChartKeeper):
+    """Plans a pregnancy a source records (in a visit or, dated at conception, outside one; not one in
+    the history before entry) from the day it is recorded, and dates its end, the delivery admission or the loss; with the engine's care it adds the
+    prenatal visits of the schedule. A source's own delivery, loss and end of a pregnancy are
+    dropped, and its prenatal visits and obstetric admissions outside a pregnancy become the
+    office visits or admissions they can be."""
+
+    def __init__(self, knowledge: Knowledge, adds_care: bool) -> None:
+        self.k, self.adds_care = knowledge, adds_care
+        self.lifecycle = lifecycles(knowledge)[PREGNANCY]
+        self.plan: Pregnancy | None = None
+        self.own: Visit | None = None  # the keeper's own visit being recorded
+
+    def vet(self, patient: PatientState, visit: Visit) -> None:
+        if visit is self.own or visit.day < patient.entry_day:  # the history before entry is as it was
+            return
+        kept: list[Fact] = []
+        pregnant_until = patient.conditions.get(PREGNANCY, -1.0)
+        for fact in visit.facts:
+            day = visit.day + fact.offset_days
+            if fact.code in _OUTCOMES or (fact.code == CONDITION_END and fact.text == PREGNANCY):
+                continue
+            if fact.code == PREGNANCY and pregnant_until <= day and patient.sex == "F" \
+                    and self.lifecycle.onset_plausible(patient.age_at(day)):
+                seen = visit.day if visit.encounter_class else first_visit_day(patient.rng, day)  # dated at conception
+                self.plan = plan(patient.rng, day, seen)
+                pregnant_until = self.plan.end_day
+                kept += [fact, Fact(CONDITION_END, offset_days=self.plan.end_day - visit.day, text=PREGNANCY)]
+                continue
+            kept.append(fact)
+        if pregnant_until <= visit.day:
+            kept = [self._outside_pregnancy(patient, visit, fact) for fact in kept]
+        visit.facts[:] = kept
+
+    def _outside_pregnancy(self, patient: PatientState, visit: Visit, fact: Fact) -> Fact:
+        """A visit type that only a pregnancy explains, as the visit it can be when there is none."""
+        if fact.code == OBSTETRIC_ADMISSION:
+            return replace(fact, code=EMERGENCY_ADMISSION)
+        if fact.code in (PRENATAL, PRENATAL_INITIAL):
+            return replace(fact, code=FOLLOW_UP_VISIT if patient.active_conditions(visit.day) else PROBLEM_VISIT)
+        return fact
+
+    def unplanned_visit(self, patient: PatientState, until: float) -> Visit | None:
+        pregnancy = self.plan
+        if pregnancy is not None and abs(patient.conditions.get(PREGNANCY, -1.0) - pregnancy.end_day) > 1e-6:
+            self.plan = None  # not recorded as planned: a death came first
+            return None
+        while pregnancy is not None and pregnancy.visits and pregnancy.visits[0][0] < until:
+            if pregnancy.visits[0][1] == PRENATAL and not self.adds_care:
+                pregnancy.visits.popleft()
+                continue
+            self.own = next_visit(self.k, patient, pregnancy)
+            if not pregnancy.visits:
+                self.plan = None
+            return self.own
+        return None

@@ -22,7 +22,6 @@ import numpy as np
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine import pregnancy
 from trajsim.engine.draws import pick
-from trajsim.engine.pregnancy import Pregnancy
 from trajsim.engine.prescriptions import prescribe
 from trajsim.engine.schedules import Schedule, active_keys, office_hours, vitals
 from trajsim.engine.source import ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit
@@ -43,7 +42,7 @@ class ReferenceState:
     last_review: dict[str, float] = field(default_factory=dict)  # condition code -> day of its last follow-up
     proposal: Visit | None = None  # the next sick or follow-up visit, waiting while well visits come first
     proposals_done: bool = False  # no sick or follow-up visit will come again
-    pregnancy: Pregnancy | None = None  # the current pregnancy's plan, while it has visits to come
+    conception: tuple[float, float] | None = None  # a pregnancy's conception and first visit days, until that visit
 
 
 class ReferenceSource(TrajectorySource[ReferenceState]):
@@ -113,12 +112,10 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
                 due = p.source_state.last_review.get(code, now) + condition.follow_up_days
                 if due < review_day:
                     review_day, review_of = due, condition
-        expecting = p.source_state.pregnancy
-        if expecting is not None and expecting.next_day() <= review_day:
-            visit = pregnancy.next_visit(self.k, p, expecting)
-            if not expecting.visits:
-                p.source_state.pregnancy = None
-            return visit
+        conception = p.source_state.conception
+        if conception is not None and conception[1] <= review_day:
+            p.source_state.conception = None
+            return pregnancy.first_visit(self.k, p, *conception)
         acute_day = math.inf
         total_rate = sum(self._episode_rates(p, now))
         if total_rate > 0:
@@ -126,7 +123,7 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         if acute_day < review_day:
             episode = self._draw_episode(p, acute_day)
             if episode is not None and episode.code == PREGNANCY:
-                p.source_state.pregnancy = pregnancy.conceive(p.rng, acute_day)
+                p.source_state.conception = (acute_day, pregnancy.first_visit_day(p.rng, acute_day))
                 return self._next_visit(p)
             if episode is not None:
                 return self._acute_visit(p, acute_day, episode)
@@ -153,7 +150,7 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
 
     def _draw_episode(self, p: PatientState, day: float) -> Condition | None:
         active = p.active_conditions(p.now)
-        if p.source_state.pregnancy is not None:
+        if p.source_state.conception is not None:
             active.add(PREGNANCY)
         rates = [0.0 if c.code in active else rate for c, rate in zip(self.acute, self._episode_rates(p, day))]
         total = sum(rates)

@@ -20,6 +20,12 @@ from trajsim.knowledge.tables import DATA, Knowledge, per_knowledge, read_table
 
 PREGNANCY = "SNOMED/72892002"
 MISCARRIAGE = "SNOMED/19169002"
+# a pregnancy's course: its visit types and the deliveries that end it
+PRENATAL_INITIAL = "SNOMED/424441002"
+PRENATAL = "SNOMED/424619006"
+OBSTETRIC_ADMISSION = "SNOMED/183460006"
+NORMAL_DELIVERY = "SNOMED/48782003"
+CESAREAN = "SNOMED/11466000"
 _Z90 = 1.2815515655446004  # the standard normal's 90th percentile
 
 

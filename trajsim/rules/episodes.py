@@ -1,6 +1,7 @@
 """Rules about condition lifecycles, read from `trajsim/knowledge/data/lifecycles.csv`: acute
-episodes end within their longest plausible length, a pregnancy ends within 300 days, a code is not
-used before it existed, and a condition is first diagnosed at an age it can start at.
+episodes end within their longest plausible length, a pregnancy ends within 300 days with a birth
+or a loss and holds the prenatal visits and deliveries, a code is not used before it existed, and a
+condition is first diagnosed at an age it can start at.
 
 An episode with no recorded end is judged only when the record goes on past its longest length:
 a record that stops earlier (the end of the data, a death) may simply not have seen the end.
@@ -13,9 +14,12 @@ import math
 import polars as pl
 
 from trajsim.clock import DAYS_PER_YEAR, to_datetime
-from trajsim.events import BIRTH
+from trajsim.events import BIRTH, CONDITION_END
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.lifecycles import PREGNANCY, lifecycles
+from trajsim.knowledge.lifecycles import (
+    CESAREAN, MISCARRIAGE, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PREGNANCY, PRENATAL, PRENATAL_INITIAL, lifecycles,
+    same_condition,
+)
 from trajsim.rules.base import violation
 from trajsim.rules.record import _condition_spells
 
@@ -24,18 +28,26 @@ RULES: dict[str, str] = {
                                 "while the record goes on past it (e.g. viral pharyngitis still active after 3 weeks)",
     "acute_episode_too_long": "an acute condition whose recorded end comes after its longest plausible episode",
     "pregnancy_too_long": "a pregnancy lasting over 300 days, or with no end while the record goes on past 300 days",
+    "obstetric_care_outside_pregnancy": "a prenatal visit, an obstetric admission or a delivery with no pregnancy "
+                                        "active or diagnosed in the same encounter (a delivery may fall on the day "
+                                        "the pregnancy ends)",
+    "pregnancy_end_without_outcome": "a pregnancy that ends with neither a delivery (vaginal or cesarean) nor a "
+                                     "miscarriage within 4 days of its end",
     "code_before_valid_date": "a condition code dated before the disease or the code existed (COVID-19 before 2020)",
     "onset_age_outside_window": "a condition first diagnosed at an age it does not start at (essential hypertension "
                                 "before 6, ADHD first diagnosed in an adult, osteoporosis before 50)",
 }
 PREGNANCY_MAX_DAYS = 300.0
+OUTCOME_WITHIN_DAYS = 4  # a loss is seen at the next office slot after it, over a weekend
 _DAY = pl.duration(days=1)
+_OBSTETRIC_CARE = [PRENATAL_INITIAL, PRENATAL, OBSTETRIC_ADMISSION, NORMAL_DELIVERY, CESAREAN]
 
 
 def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     """The violations of this family's rules."""
     table = _lifecycle_table(knowledge)
-    return [_episodes(facts, knowledge, table), _valid_dates(facts, table), _onset_ages(facts, knowledge, table)]
+    return [_episodes(facts, knowledge, table), *_pregnancies(facts, knowledge), _valid_dates(facts, table),
+            _onset_ages(facts, knowledge, table)]
 
 
 def _lifecycle_table(knowledge: Knowledge) -> pl.LazyFrame:
@@ -68,6 +80,29 @@ def _episodes(facts: pl.LazyFrame, knowledge: Knowledge, table: pl.LazyFrame) ->
                   .then(pl.format("no end after {} days; the record goes on to {}", "max_days", "last"))
                   .otherwise(pl.format("lasts {} days", pl.col("days").round(1)))),
     ])
+
+
+def _pregnancies(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
+    """Obstetric care outside every pregnancy, and pregnancy ends with no birth or loss beside them."""
+    spells = _condition_spells(facts, knowledge).filter(pl.col("condition") == PREGNANCY)
+    pregnancy = list(same_condition(knowledge, PREGNANCY))
+    care = facts.filter(pl.col("code").is_in(_OBSTETRIC_CARE)).with_row_index("care")
+    during = (care.join(spells, on="subject_id")
+              .filter((pl.col("start") <= pl.col("time")) & (pl.col("end").is_null() | (pl.col("time") <= pl.col("end") + _DAY))))
+    diagnosed = care.join(facts.filter(pl.col("code").is_in(pregnancy) & pl.col("encounter_id").is_not_null())
+                          .select("subject_id", "encounter_id"), on=["subject_id", "encounter_id"])
+    outside = care.join(pl.concat([during.select("care"), diagnosed.select("care")]), on="care", how="anti")
+    ends = (facts.filter((pl.col("code") == CONDITION_END) & pl.col("text").is_in(pregnancy))
+            .with_columns(code=pl.col("text")).with_row_index("pregnancy"))
+    outcomes = facts.filter(pl.col("code").is_in([NORMAL_DELIVERY, CESAREAN, MISCARRIAGE])).select(
+        "subject_id", pl.col("time").alias("outcome"))
+    ended = (ends.join(outcomes, on="subject_id")
+             .filter((pl.col("outcome") - pl.col("time")).abs() <= pl.duration(days=OUTCOME_WITHIN_DAYS)))
+    return [
+        violation(outside, "obstetric_care_outside_pregnancy", pl.lit("no pregnancy active")),
+        violation(ends.join(ended.select("pregnancy"), on="pregnancy", how="anti"), "pregnancy_end_without_outcome",
+                  pl.lit(f"no delivery or miscarriage within {OUTCOME_WITHIN_DAYS} days")),
+    ]
 
 
 def _valid_dates(facts: pl.LazyFrame, table: pl.LazyFrame) -> pl.LazyFrame:
