@@ -38,7 +38,7 @@ from trajsim.knowledge import Knowledge
 from trajsim.knowledge.growth_charts import (
     BMI_FOR_AGE, HEAD_FOR_AGE, MONTHS_PER_YEAR, WEIGHT_FOR_LENGTH, LmsChart, growth_chart,
 )
-from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, lab_panels, reflexes, urine_findings
+from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, panel_results, reflexes, urine_findings
 from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.physiology import (
     ALBUMIN, ANION_GAP, BICARBONATE, BMI, BMI_PERCENTILE, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, EGFR,
@@ -255,7 +255,7 @@ class BodyKeeper(ChartKeeper):
     def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
         self.k, self.body = knowledge, Body(knowledge, patient)
         # a panel's results reported as a coded finding rather than a number (a urine test strip's)
-        self.findings = frozenset(m for ms in lab_panels().values() for m in ms) - knowledge.measurements.keys()
+        self.findings = panel_results() - knowledge.measurements.keys()
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         visit.facts[:] = [replace(f, code=SAME_MEASUREMENT[f.code]) if f.code in SAME_MEASUREMENT else f
