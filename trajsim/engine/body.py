@@ -6,10 +6,11 @@ reached once growth ends; weight follows the chart's median scaled by the patien
 (`weight_factor`, more with obesity) and drifts slowly around it; BMI is always the recorded weight
 over the recorded height squared. Every other vital and lab is the knowledge table's distribution
 for the patient's sex, age and conditions at a patient-level centile plus visit noise; the
-diastolic pressure stays a pulse pressure below the systolic; a child's BP centres on the AAP 2017
-median for age, sex and the child's own height percentile and stays below stage 2 hypertension
-unless the chart has hypertension (`knowledge/child_blood_pressure.py`); HbA1c moves slowly around the
-patient's level (it reflects months of glycaemia); a drug scales the values it lowers (a statin
+diastolic pressure stays a pulse pressure below the systolic and the direct bilirubin within the
+total; a child's BP centres on the AAP 2017 median for age, sex and the child's own height
+percentile and stays below stage 2 hypertension unless the chart has hypertension
+(`knowledge/child_blood_pressure.py`); HbA1c moves slowly around the patient's level (it reflects
+months of glycaemia); a drug scales the values it lowers (a statin
 LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
 cholesterol is the panel's LDL + HDL + triglycerides/5; the analyser's computed results agree with
 the rest of their panel (chloride is sodium - bicarbonate - the anion gap, total protein albumin +
@@ -41,7 +42,7 @@ from trajsim.knowledge.growth_charts import (
 from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, panel_results, reflexes, urine_findings
 from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.physiology import (
-    ALBUMIN, ANION_GAP, BICARBONATE, BMI, BMI_PERCENTILE, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, EGFR,
+    ALBUMIN, ANION_GAP, BICARBONATE, BILIRUBIN, BMI, BMI_PERCENTILE, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, DIRECT_BILIRUBIN, EGFR,
     ERYTHROCYTES, GLOBULIN, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, HEMATOCRIT, HEMOGLOBIN, LDL,
     LEUKOCYTES, MCH, MCHC, MCV, NEUTROPHILS, NEUTROPHILS_ABSOLUTE, PERCENTILE_OF, SAME_MEASUREMENT, SODIUM, SYSTOLIC,
     TOTAL_CHOLESTEROL, TOTAL_PROTEIN, TRIGLYCERIDES, WEIGHT, WEIGHT_FOR_LENGTH_PERCENTILE, body_parameters,
@@ -207,6 +208,8 @@ class Examination:
             value = body.reading(code, self.day, self.age, self.active)
             if code == DIASTOLIC and (systolic := self._value(SYSTOLIC)) is not None:
                 value = min(value, systolic - body.figures["min_pulse_pressure"])
+            elif code == DIRECT_BILIRUBIN and (total := self._value(BILIRUBIN)) is not None:
+                value = min(value, total)  # the conjugated part of the total bilirubin
         return measure(k, code, value)
 
 
