@@ -21,7 +21,8 @@ from trajsim.events import Event
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, lab_panels, order_of, reference_interval
 from trajsim.knowledge.physiology import (
-    ALBUMIN, BICARBONATE, BILIRUBIN, CHLORIDE, DIFFERENTIAL, DIRECT_BILIRUBIN, HEMATOCRIT, HEMOGLOBIN, SODIUM, TOTAL_PROTEIN,
+    ALBUMIN, BICARBONATE, BILIRUBIN, CHLORIDE, DIFFERENTIAL, DIRECT_BILIRUBIN, HEMATOCRIT, HEMOGLOBIN, SODIUM,
+    TOTAL_PROTEIN,
 )
 
 CMP, BMP, CBC, LIPIDS, URINALYSIS = "LOINC/24323-8", "LOINC/51990-0", "LOINC/57021-8", "LOINC/57698-3", "LOINC/24357-6"

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import small_scenario
-from tests.test_lab_panels import CBC, CMP, person, vetted
+from tests.test_lab_panels import CBC, CMP, CREATININE, person, vetted
 from trajsim.engine import Fact, ReferenceSource, Visit, simulate
 from trajsim.engine.prescriptions import Prescriber
 from trajsim.engine.schedules import Schedule
@@ -75,6 +75,11 @@ def test_a_cirrhotic_liver_panel_is_whole_and_raised_with_the_ast_above_the_alt(
     assert sick[BILIRUBIN] > reference_interval(BILIRUBIN, "M", 60).high > well[BILIRUBIN]
     assert sick[ALBUMIN] < reference_interval(ALBUMIN, "M", 60).low + 0.2 < well[ALBUMIN]
     assert sick[PLATELETS] < 150 < well[PLATELETS]
+
+
+def test_a_liver_test_proposed_alone_brings_the_hepatic_panel_and_beside_a_creatinine_the_comprehensive_one():
+    assert set(vetted(person(50), ALT)) == set(lab_panels()[HEPATIC_PANEL])
+    assert set(vetted(person(50), ALT, CREATININE)) == set(lab_panels()[CMP])
 
 
 def test_cirrhosis_is_followed_with_a_liver_panel_and_gout_with_the_urate():

@@ -10,8 +10,8 @@ diastolic pressure stays a pulse pressure below the systolic and the direct bili
 total; a child's BP centres on the AAP 2017 median for age, sex and the child's own height
 percentile and stays below stage 2 hypertension unless the chart has hypertension
 (`knowledge/child_blood_pressure.py`); HbA1c moves slowly around the patient's level (it reflects
-months of glycaemia); a drug scales the values it lowers (a statin
-LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
+months of glycaemia); a drug scales the values it lowers or restores (a statin LDL, oral iron
+hemoglobin, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
 cholesterol is the panel's LDL + HDL + triglycerides/5; the analyser's computed results agree with
 the rest of their panel (chloride is sodium - bicarbonate - the anion gap, total protein albumin +
 globulin, hematocrit hemoglobin / MCHC, the erythrocytes and MCH the red cell indices', the
@@ -42,10 +42,10 @@ from trajsim.knowledge.growth_charts import (
 from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, panel_results, reflexes, urine_findings
 from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.physiology import (
-    ALBUMIN, ANION_GAP, BICARBONATE, BILIRUBIN, BMI, BMI_PERCENTILE, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, DIRECT_BILIRUBIN, EGFR,
-    ERYTHROCYTES, GLOBULIN, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, HEMATOCRIT, HEMOGLOBIN, LDL,
-    LEUKOCYTES, MCH, MCHC, MCV, NEUTROPHILS, NEUTROPHILS_ABSOLUTE, PERCENTILE_OF, SAME_MEASUREMENT, SODIUM, SYSTOLIC,
-    TOTAL_CHOLESTEROL, TOTAL_PROTEIN, TRIGLYCERIDES, WEIGHT, WEIGHT_FOR_LENGTH_PERCENTILE, body_parameters,
+    ALBUMIN, ANION_GAP, BICARBONATE, BILIRUBIN, BMI, BMI_PERCENTILE, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL,
+    DIRECT_BILIRUBIN, EGFR, ERYTHROCYTES, GLOBULIN, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, HEMATOCRIT,
+    HEMOGLOBIN, LDL, LEUKOCYTES, MCH, MCHC, MCV, NEUTROPHILS, NEUTROPHILS_ABSOLUTE, PERCENTILE_OF, SAME_MEASUREMENT,
+    SODIUM, SYSTOLIC, TOTAL_CHOLESTEROL, TOTAL_PROTEIN, TRIGLYCERIDES, WEIGHT, WEIGHT_FOR_LENGTH_PERCENTILE, body_parameters,
     ckd_epi_2021, measured_at, stature_curve, treatment_effects, value_limits,
 )
 from trajsim.knowledge.therapy import drug_groups
