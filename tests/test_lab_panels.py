@@ -21,7 +21,8 @@ from trajsim.events import Event
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, lab_panels, order_of, reference_interval
 from trajsim.knowledge.physiology import (
-    ALBUMIN, BICARBONATE, CHLORIDE, DIFFERENTIAL, HEMATOCRIT, HEMOGLOBIN, SODIUM, TOTAL_PROTEIN,
+    ALBUMIN, BICARBONATE, BILIRUBIN, CHLORIDE, DIFFERENTIAL, DIRECT_BILIRUBIN, HEMATOCRIT, HEMOGLOBIN, SODIUM,
+    TOTAL_PROTEIN,
 )
 
 CMP, BMP, CBC, LIPIDS, URINALYSIS = "LOINC/24323-8", "LOINC/51990-0", "LOINC/57021-8", "LOINC/57698-3", "LOINC/24357-6"
@@ -139,6 +140,7 @@ def test_schedules_order_panels_by_condition_setting_and_age():
     ({HEMOGLOBIN: 14.0, HEMATOCRIT: 30.0}, "hematocrit_mismatch"),
     (dict(zip(DIFFERENTIAL, (60.0, 30.0, 7.0, 3.0, 5.0))), "differential_not_100"),
     ({ALBUMIN: 4.5, TOTAL_PROTEIN: 4.0}, "albumin_above_total_protein"),
+    ({BILIRUBIN: 0.8, DIRECT_BILIRUBIN: 1.2}, "direct_bilirubin_above_total"),
 ])
 def test_the_rules_catch_panel_results_that_cannot_stand_together(values, rule):
     record = valid_record()

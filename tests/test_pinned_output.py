@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "e3a0223d2b108111e17ced32ce8506d5bb9a0a93aee82f91c6fe3f7f0738d436",
-    "default": "5ddee5da5282857ec4ecb0d94e3d98de4cd785250b620b2eda39737116478458",
+    "reference": "b4237b02d446bca0a2fb5f921913d1d6e6acc42e57893b9e1a8e17255a0e8850",
+    "default": "b1dcfd5db148408986e94981d4ea8e7282c5aeba3ad85a35eb034deb94e48a35",
 }
 
 

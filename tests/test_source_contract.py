@@ -23,7 +23,7 @@ from trajsim.engine.assessments import answered_codes
 from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
 from trajsim.events import CONDITION_END, DEATH, VISIT_END, visit_start_code
 from trajsim.knowledge import load_knowledge
-from trajsim.knowledge.labs import lab_panels, reflexes
+from trajsim.knowledge.labs import panel_results, reflexes
 from trajsim.knowledge.physiology import PERCENTILE_OF, SAME_MEASUREMENT
 from trajsim.model import DEFAULT_MODEL
 
@@ -33,7 +33,7 @@ SYMPTOM_VISIT = "SNOMED/185345009"
 # with the growth percentiles the body adds beside a child's measurement (engine/body.py)
 # a panel's results and a reflex test are the laboratory's (engine/labs.py, engine/body.py) once a
 # source has ordered the panel or the test
-LABORATORY_CODES = {code for members in lab_panels().values() for code in members} | set(reflexes().values())
+LABORATORY_CODES = panel_results() | set(reflexes().values())
 KEEPER_CODES = keeper_codes(load_knowledge()) | {CONDITION_END} | set(PERCENTILE_OF.values()) | LABORATORY_CODES
 
 

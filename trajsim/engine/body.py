@@ -6,11 +6,12 @@ reached once growth ends; weight follows the chart's median scaled by the patien
 (`weight_factor`, more with obesity) and drifts slowly around it; BMI is always the recorded weight
 over the recorded height squared. Every other vital and lab is the knowledge table's distribution
 for the patient's sex, age and conditions at a patient-level centile plus visit noise; the
-diastolic pressure stays a pulse pressure below the systolic; a child's BP centres on the AAP 2017
-median for age, sex and the child's own height percentile and stays below stage 2 hypertension
-unless the chart has hypertension (`knowledge/child_blood_pressure.py`); HbA1c moves slowly around the
-patient's level (it reflects months of glycaemia); a drug scales the values it lowers (a statin
-LDL, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
+diastolic pressure stays a pulse pressure below the systolic and the direct bilirubin within the
+total; a child's BP centres on the AAP 2017 median for age, sex and the child's own height
+percentile and stays below stage 2 hypertension unless the chart has hypertension
+(`knowledge/child_blood_pressure.py`); HbA1c moves slowly around the patient's level (it reflects
+months of glycaemia); a drug scales the values it lowers or restores (a statin LDL, oral iron
+hemoglobin, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
 cholesterol is the panel's LDL + HDL + triglycerides/5; the analyser's computed results agree with
 the rest of their panel (chloride is sodium - bicarbonate - the anion gap, total protein albumin +
 globulin, hematocrit hemoglobin / MCHC, the erythrocytes and MCH the red cell indices', the
@@ -38,13 +39,13 @@ from trajsim.knowledge import Knowledge
 from trajsim.knowledge.growth_charts import (
     BMI_FOR_AGE, HEAD_FOR_AGE, MONTHS_PER_YEAR, WEIGHT_FOR_LENGTH, LmsChart, growth_chart,
 )
-from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, lab_panels, reflexes, urine_findings
+from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, panel_results, reflexes, urine_findings
 from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.physiology import (
-    ALBUMIN, ANION_GAP, BICARBONATE, BMI, BMI_PERCENTILE, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, EGFR,
-    ERYTHROCYTES, GLOBULIN, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, HEMATOCRIT, HEMOGLOBIN, LDL,
-    LEUKOCYTES, MCH, MCHC, MCV, NEUTROPHILS, NEUTROPHILS_ABSOLUTE, PERCENTILE_OF, SAME_MEASUREMENT, SODIUM, SYSTOLIC,
-    TOTAL_CHOLESTEROL, TOTAL_PROTEIN, TRIGLYCERIDES, WEIGHT, WEIGHT_FOR_LENGTH_PERCENTILE, body_parameters,
+    ALBUMIN, ANION_GAP, BICARBONATE, BILIRUBIN, BMI, BMI_PERCENTILE, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL,
+    DIRECT_BILIRUBIN, EGFR, ERYTHROCYTES, GLOBULIN, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, HEMATOCRIT,
+    HEMOGLOBIN, LDL, LEUKOCYTES, MCH, MCHC, MCV, NEUTROPHILS, NEUTROPHILS_ABSOLUTE, PERCENTILE_OF, SAME_MEASUREMENT,
+    SODIUM, SYSTOLIC, TOTAL_CHOLESTEROL, TOTAL_PROTEIN, TRIGLYCERIDES, WEIGHT, WEIGHT_FOR_LENGTH_PERCENTILE, body_parameters,
     ckd_epi_2021, measured_at, stature_curve, treatment_effects, value_limits,
 )
 from trajsim.knowledge.therapy import drug_groups
@@ -207,6 +208,8 @@ class Examination:
             value = body.reading(code, self.day, self.age, self.active)
             if code == DIASTOLIC and (systolic := self._value(SYSTOLIC)) is not None:
                 value = min(value, systolic - body.figures["min_pulse_pressure"])
+            elif code == DIRECT_BILIRUBIN and (total := self._value(BILIRUBIN)) is not None:
+                value = min(value, total)  # the conjugated part of the total bilirubin
         return measure(k, code, value)
 
 
@@ -255,7 +258,7 @@ class BodyKeeper(ChartKeeper):
     def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
         self.k, self.body = knowledge, Body(knowledge, patient)
         # a panel's results reported as a coded finding rather than a number (a urine test strip's)
-        self.findings = frozenset(m for ms in lab_panels().values() for m in ms) - knowledge.measurements.keys()
+        self.findings = panel_results() - knowledge.measurements.keys()
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         visit.facts[:] = [replace(f, code=SAME_MEASUREMENT[f.code]) if f.code in SAME_MEASUREMENT else f

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.source import Fact, PatientState, Visit
-from trajsim.knowledge.labs import lab_panels, order_of
+from trajsim.knowledge.labs import lab_panels, order_of, panel_results
 
 
 class LabKeeper(ChartKeeper):
@@ -18,7 +18,7 @@ class LabKeeper(ChartKeeper):
 
     def __init__(self) -> None:
         self.panels = lab_panels()
-        self.orderable = frozenset(self.panels) | {code for members in self.panels.values() for code in members}
+        self.orderable = frozenset(self.panels) | panel_results()
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         codes = {f.code for f in visit.facts}

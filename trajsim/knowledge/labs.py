@@ -26,6 +26,12 @@ def lab_panels() -> dict[str, tuple[str, ...]]:
 
 
 @cache
+def panel_results() -> frozenset[str]:
+    """Every code a laboratory reports as a result of some panel."""
+    return frozenset(member for members in lab_panels().values() for member in members)
+
+
+@cache
 def _panels_of() -> dict[str, tuple[str, ...]]:
     """Result code -> the panels that report it, smallest first."""
     found: dict[str, list[str]] = {}

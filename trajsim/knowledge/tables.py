@@ -413,7 +413,7 @@ def _laboratory_codes() -> list[str]:
     reference intervals and well-visit screenings."""
     from trajsim.knowledge import labs  # it reads the tables with this module's loader
 
-    codes = [code for panel, members in labs.lab_panels().items() for code in (panel, *members)]
+    codes = [*labs.lab_panels(), *labs.panel_results()]
     codes += [code for pair in labs.reflexes().items() for code in pair]
     codes += [code for fs in labs.urine_findings().values() for f in fs for code in (f.code, f.marker) if code]
     codes += list(labs.reference_intervals()) + [s.code for s in labs.lab_screenings()]

@@ -3,7 +3,7 @@ a record: an adult's height that changes, a child who shrinks, a BMI that is not
 a diastolic pressure not below the systolic, an eGFR that is not the creatinine's by CKD-EPI 2021,
 panel results that cannot stand together (an anion gap no laboratory reports, a hematocrit that is
 not about three hemoglobins, a differential that does not add up to 100%, an albumin above the total
-protein),
+protein, a direct bilirubin above the total),
 a value that implies a diagnosis the chart does not have (`data/value_limits.csv`: a fever, an
 HbA1c in the diabetic range), a child's blood pressure at stage 2 hypertension with no hypertension
 on the chart (AAP 2017, `knowledge/child_blood_pressure.py`) and one measurement recorded twice at once.
@@ -21,7 +21,7 @@ from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, SEX_FEMALE, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, child_blood_pressure
 from trajsim.knowledge.physiology import (
-    ALBUMIN, BICARBONATE, BMI, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, EGFR, HEIGHT, HEMATOCRIT, HEMOGLOBIN,
+    ALBUMIN, BICARBONATE, BILIRUBIN, BMI, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, DIRECT_BILIRUBIN, EGFR, HEIGHT, HEMATOCRIT, HEMOGLOBIN,
     SAME_MEASUREMENT, SODIUM, SYSTOLIC, TOTAL_PROTEIN, WEIGHT, body_parameters, ckd_epi_2021, value_limits,
 )
 from trajsim.rules.base import violation
@@ -41,6 +41,8 @@ RULES: dict[str, str] = {
                             "1.5 points from 100%",
     "albumin_above_total_protein": "an albumin at or above the total protein of the same encounter (total protein "
                                    "is albumin plus globulin)",
+    "direct_bilirubin_above_total": "a direct (conjugated) bilirubin above the total bilirubin of the same "
+                                    "encounter, of which it is a part",
     "hba1c_diabetic_range_without_diabetes": "an HbA1c of 6.5% or more with no diabetes active or diagnosed "
                                              "in the same encounter",
     "fever_without_diagnosis": "a temperature of 38.0 C or more with no febrile condition active or diagnosed "
@@ -133,7 +135,8 @@ def _panels(facts: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _laboratory_panels(facts: pl.LazyFrame) -> list[pl.LazyFrame]:
-    """A metabolic panel's anion gap, a blood count's MCHC and differential, a chemistry's proteins."""
+    """A metabolic panel's anion gap, a blood count's MCHC and differential, a chemistry's proteins and
+    bilirubins."""
     electrolytes = _panel(facts, (SODIUM, CHLORIDE, BICARBONATE)).drop_nulls([SODIUM, CHLORIDE, BICARBONATE]) \
         .with_columns(gap=pl.col(SODIUM) - pl.col(CHLORIDE) - pl.col(BICARBONATE), code=pl.lit(CHLORIDE))
     count = _panel(facts, (HEMOGLOBIN, HEMATOCRIT)).drop_nulls([HEMOGLOBIN, HEMATOCRIT]) \
@@ -142,6 +145,8 @@ def _laboratory_panels(facts: pl.LazyFrame) -> list[pl.LazyFrame]:
         .with_columns(total=pl.sum_horizontal(*DIFFERENTIAL), code=pl.lit(DIFFERENTIAL[0]))
     proteins = _panel(facts, (ALBUMIN, TOTAL_PROTEIN)).drop_nulls([ALBUMIN, TOTAL_PROTEIN]) \
         .with_columns(code=pl.lit(ALBUMIN))
+    bilirubin = _panel(facts, (BILIRUBIN, DIRECT_BILIRUBIN)).drop_nulls([BILIRUBIN, DIRECT_BILIRUBIN]) \
+        .with_columns(code=pl.lit(DIRECT_BILIRUBIN))
     low, high = ANION_GAP_RANGE
     return [
         violation(electrolytes.filter((pl.col("gap") < low) | (pl.col("gap") > high)), "anion_gap_implausible",
@@ -154,6 +159,8 @@ def _laboratory_panels(facts: pl.LazyFrame) -> list[pl.LazyFrame]:
                   pl.format("fractions add up to {}%", pl.col("total").round(1))),
         violation(proteins.filter(pl.col(ALBUMIN) >= pl.col(TOTAL_PROTEIN)), "albumin_above_total_protein",
                   pl.format("albumin {} g/dL, total protein {} g/dL", pl.col(ALBUMIN), pl.col(TOTAL_PROTEIN))),
+        violation(bilirubin.filter(pl.col(DIRECT_BILIRUBIN) > pl.col(BILIRUBIN)), "direct_bilirubin_above_total",
+                  pl.format("direct bilirubin {} mg/dL, total {} mg/dL", pl.col(DIRECT_BILIRUBIN), pl.col(BILIRUBIN))),
     ]
 
 
