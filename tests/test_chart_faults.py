@@ -46,6 +46,15 @@ def test_a_procedure_recorded_twice_in_one_visit_is_found():
     assert rules_found(record) == {"duplicate_procedure": 2}
 
 
+@pytest.mark.parametrize("code, age", [("SNOMED/24623002", 27), ("SNOMED/90226004", 18), (DEPRESSION_SCREENING, 9)])
+def test_a_screening_before_any_guideline_starts_it_is_found(code, age):
+    """Screening mammography at 27, cervical cytology at 18 and a depression screening at 9 (the
+    shipped model wrote the first two) are screenings no guideline does at those ages."""
+    record = valid_record(sex=SEX_FEMALE) + [Event(1, at(age), 5, code)]
+    assert rules_found(record) == {"age_specific_code": 1}
+    assert rules_found(valid_record(sex=SEX_FEMALE) + [Event(1, at(52), 5, code)]) == {}
+
+
 def test_an_ed_visit_with_no_reason_and_no_vital_signs_is_found():
     record = valid_record() + ed_visit(3, 58, ("LOINC/59408-5", 97.0, None))
     assert rules_found(record) == {"emergency_visit_without_reason": 1, "emergency_visit_without_vitals": 1}
