@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
@@ -20,8 +19,7 @@ from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import NEWBORN_STAY
-from trajsim.knowledge.lifecycles import MISCARRIAGE, PREGNANCY, lifecycles
-from trajsim.knowledge.tables import DATA, read_table
+from trajsim.knowledge.lifecycles import LMP_TO_CONCEPTION_DAYS, MISCARRIAGE, PREGNANCY, lifecycles, pregnancy_figures
 
 PRENATAL_INITIAL = "SNOMED/424441002"
 PRENATAL = "SNOMED/424619006"
@@ -30,18 +28,11 @@ NORMAL_DELIVERY = "SNOMED/48782003"
 CESAREAN = "SNOMED/11466000"
 SYMPTOM_VISIT = "SNOMED/185345009"
 _WEEK = 7.0
-_LMP_TO_CONCEPTION_DAYS = 14.0
-
-
-@cache
-def figures() -> dict[str, float]:
-    """The figures of `pregnancy.csv` by parameter name."""
-    return {r["parameter"]: float(r["value"]) for r in read_table(DATA.joinpath("pregnancy.csv"), ("parameter", "value"))}
 
 
 def conception_factor() -> float:
     """Pregnancies recognised per birth: the cited rates count births, some pregnancies end in a loss."""
-    return 1.0 / (1.0 - figures()["first_trimester_loss"])
+    return 1.0 / (1.0 - pregnancy_figures()["first_trimester_loss"])
 
 
 @dataclass(slots=True)
@@ -59,8 +50,8 @@ class Pregnancy:
 
 def conceive(rng: np.random.Generator, day: float) -> Pregnancy:
     """The plan of a pregnancy conceived on `day`."""
-    f = figures()
-    lmp = day - _LMP_TO_CONCEPTION_DAYS
+    f = pregnancy_figures()
+    lmp = day - LMP_TO_CONCEPTION_DAYS
     first = lmp + rng.uniform(f["first_visit_weeks_min"], f["first_visit_weeks_max"]) * _WEEK
     if rng.random() < f["first_trimester_loss"]:
         loss = rng.uniform(first + _WEEK, lmp + 13 * _WEEK)
@@ -89,7 +80,7 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
     day, kind = pregnancy.visits.popleft()
     rng = patient.rng
     if kind == OBSTETRIC_ADMISSION:
-        stay = figures()["cesarean_stay_days" if pregnancy.outcome == CESAREAN else "vaginal_stay_days"]
+        stay = pregnancy_figures()["cesarean_stay_days" if pregnancy.outcome == CESAREAN else "vaginal_stay_days"]
         birth = pregnancy.end_day - day
         facts = [Fact(OBSTETRIC_ADMISSION), *vitals(knowledge, patient, day, active_keys(knowledge, patient, day)),
                  Fact(pregnancy.outcome, offset_days=birth)]
@@ -112,5 +103,5 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
 def newborn_stay(patient: PatientState) -> Visit:
     """The stay of a baby born in hospital, from birth, as long as a healthy term newborn's
     (`newborn_stay_days`); what is measured in it is the source's, like any visit's content."""
-    stay = max(1.0, patient.rng.lognormal(math.log(figures()["newborn_stay_days"]), 0.3))
+    stay = max(1.0, patient.rng.lognormal(math.log(pregnancy_figures()["newborn_stay_days"]), 0.3))
     return Visit(patient.birth_day, "IMP", stay, [Fact(NEWBORN_STAY)])

@@ -112,12 +112,14 @@ class Schedule:
 
     def next_well_day(self) -> float:
         """Day of the next well visit on the periodicity schedule, fixed once drawn; visits due
-        before the record began are skipped. Timing varies by about a tenth of the child's age."""
+        before the record began are skipped. A visit falls a half-normal spread (`well_visit_spread_days`)
+        after its age."""
         p, ages = self.patient, self.k.well_visit_days
         while self.next_well is None:
             i = self.well_index
             age_days = ages[i] if i < len(ages) else ages[-1] + (i - len(ages) + 1) * self.k.well_visit_repeat_days
-            day = p.birth_day + age_days + p.rng.normal(0, min(20.0, 0.1 * age_days))
+            # booked on or after the age, as the vaccines due at it may not be given before their minimum age
+            day = p.birth_day + age_days + abs(p.rng.normal(0, self.k.well_visit_spread_days(age_days)))
             if day < p.entry_day:
                 self.well_index += 1
             else:
@@ -150,7 +152,7 @@ class Schedule:
             if well:
                 facts += self._screenings(visit.day, lab_screenings(), active)
         if FactKind.IMMUNIZATIONS in kinds and visit.encounter_class == "AMB":
-            facts += self.immunizer.due(visit.day)
+            facts += self.immunizer.due(visit.day, visit.facts)
         if FactKind.PROCEDURES in kinds and well:
             facts += self._screenings(visit.day, self.k.screenings)
         p = self.patient

@@ -20,7 +20,14 @@ from trajsim.knowledge.tables import DATA, Knowledge, per_knowledge, read_table
 
 PREGNANCY = "SNOMED/72892002"
 MISCARRIAGE = "SNOMED/19169002"
+LMP_TO_CONCEPTION_DAYS = 14.0  # gestational weeks count from the last menstrual period, two weeks before conception
 _Z90 = 1.2815515655446004  # the standard normal's 90th percentile
+
+
+@cache
+def pregnancy_figures() -> dict[str, float]:
+    """The figures of a pregnancy's course and care (`pregnancy.csv`) by parameter name."""
+    return {r["parameter"]: float(r["value"]) for r in read_table(DATA.joinpath("pregnancy.csv"), ("parameter", "value"))}
 
 
 @dataclass(frozen=True)

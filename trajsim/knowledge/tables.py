@@ -135,7 +135,7 @@ class ValueDistribution:
 
 
 DOSE_COLUMNS = ("series", "code", "dose", "age_days", "interval_days", "min_age_days", "min_interval_days",
-                "max_age_days", "repeat_days", "uptake", "before_entry", "routine")
+                "max_age_days", "repeat_days", "uptake", "before_entry", "routine", "max_age_limit")
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,8 @@ class Dose:
 
     Recommended at `age_days` and at least `interval_days` after the previous dose; valid from
     `min_age_days` and `min_interval_days` after the previous dose; not given from `max_age_days`
-    (the catch-up upper age; None: no limit). The last dose of a series with `repeat_days` recurs
+    (None: no limit), which is where catch-up stops or, if `max_age_limit`, the ACIP maximum age from
+    which a dose is invalid (rotavirus). The last dose of a series with `repeat_days` recurs
     at that interval (boosters, the yearly influenza shot). `uptake` is the chance a patient accepts
     the series when first offered (None: by age, for influenza); `before_entry` says whether a dose
     due before the record began was `given` elsewhere or is `offered` at the first visit. A dose
@@ -162,6 +163,7 @@ class Dose:
     uptake: float | None
     before_entry: str
     routine: bool
+    max_age_limit: bool
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,12 @@ class Knowledge(Epidemiology):
     restrictions: dict[str, Restriction]  # by code; a condition's ICD-10-CM code shares its SNOMED one's
     screenings: list[Screening]
     allergies: list[Allergy]
+
+    @staticmethod
+    def well_visit_spread_days(age_days: float) -> float:
+        """How far a well visit falls after its age on the periodicity schedule (the scale of a
+        half-normal): about a tenth of the child's age, at most 20 days (an assumption)."""
+        return min(20.0, 0.1 * age_days)
 
     @cached_property
     def indications(self) -> dict[str, frozenset[str]]:
@@ -347,7 +355,8 @@ def load_knowledge() -> Knowledge:
         measurements=measurements,
         doses=[Dose(r["series"], r["code"], int(r["dose"]), float(r["age_days"]), _number(r["interval_days"]),
                     float(r["min_age_days"]), _number(r["min_interval_days"]), _number(r["max_age_days"]),
-                    _number(r["repeat_days"]), _number(r["uptake"]), r["before_entry"], r["routine"] == "1")
+                    _number(r["repeat_days"]), _number(r["uptake"]), r["before_entry"], r["routine"] == "1",
+                    r["max_age_limit"] == "1")
                for r in _rows("immunizations.csv", DOSE_COLUMNS)],
         well_visit_days=[float(r["age_days"]) for r in well],
         well_visit_repeat_days=float(well[-1]["repeat_days"]),

@@ -21,6 +21,8 @@ RULES: dict[str, str] = {
                      "(ACIP Table 3-1, 4-day grace); for a vaccine outside the schedule, the same code twice within 21 days",
     "dose_beyond_series": "more doses of a series that does not repeat than the schedule has, within the series' ages",
     "dose_below_minimum_age": "a vaccine dose given before the minimum age for that dose (ACIP Table 3-1, 4-day grace)",
+    "dose_above_maximum_age": "a vaccine dose given from the ACIP maximum age for that dose (rotavirus: dose 1 by "
+                              "14 weeks 6 days, none from 8 months 1 day; no grace period)",
 }
 GRACE_DAYS = 4.0
 FLOOR_DAYS = 21.0
@@ -30,7 +32,7 @@ _MICROSECONDS_PER_DAY = 86_400e6
 
 def _dose_table(knowledge: Knowledge) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """(code -> series with its dose count, whether it repeats and its upper age) and
-    (series, dose -> minimum age and interval)."""
+    (series, dose -> minimum age and interval, and the maximum age where ACIP sets one)."""
     last = {}
     for dose in knowledge.doses:
         if dose.series not in last or dose.dose > last[dose.series].dose:
@@ -41,8 +43,10 @@ def _dose_table(knowledge: Knowledge) -> tuple[pl.LazyFrame, pl.LazyFrame]:
         schema={"code": pl.String, "series": pl.String, "doses": pl.Int64, "repeats": pl.Boolean,
                 "max_age": pl.Float64}, orient="row").unique("code", keep="first")
     doses = pl.LazyFrame(
-        [(d.series, d.dose, d.min_age_days, d.min_interval_days) for d in knowledge.doses],
-        schema={"series": pl.String, "dose": pl.Int64, "min_age": pl.Float64, "min_interval": pl.Float64},
+        [(d.series, d.dose, d.min_age_days, d.min_interval_days, d.max_age_days if d.max_age_limit else None)
+         for d in knowledge.doses],
+        schema={"series": pl.String, "dose": pl.Int64, "min_age": pl.Float64, "min_interval": pl.Float64,
+                "max_age_limit": pl.Float64},
         orient="row")
     return codes, doses
 
@@ -70,10 +74,13 @@ def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     minimum = pl.col("min_interval").fill_null(FLOOR_DAYS)
     beyond = vaccines.filter(known & ~pl.col("repeats") & pl.col("in_window") & (pl.col("window_number") > pl.col("doses")))
     too_young = vaccines.filter(known & (pl.col("age") < pl.col("min_age") - GRACE_DAYS))
+    too_old = vaccines.filter(known & (pl.col("age") >= pl.col("max_age_limit")))
     return [
         violation(too_soon, "dose_too_soon", pl.format(
             "{} dose {} after {} days; minimum {} days", "series", "number", pl.col("since").round(1), minimum)),
         violation(beyond, "dose_beyond_series", pl.format("{} dose {} of a {}-dose series", "series", "window_number", "doses")),
         violation(too_young, "dose_below_minimum_age", pl.format(
             "{} dose {} at {} days of age; minimum {} days", "series", "dose", pl.col("age").round(1), "min_age")),
+        violation(too_old, "dose_above_maximum_age", pl.format(
+            "{} dose {} at {} days of age; maximum {} days", "series", "dose", pl.col("age").round(1), "max_age_limit")),
     ]
