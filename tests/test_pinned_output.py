@@ -11,7 +11,7 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "e3a0223d2b108111e17ced32ce8506d5bb9a0a93aee82f91c6fe3f7f0738d436",
+    "reference": "8e1ee8875d8753ca79a9e7eb5c1e4c3516f9a9b97790005eb1e13e9993a92d50",
     "default": "5ddee5da5282857ec4ecb0d94e3d98de4cd785250b620b2eda39737116478458",
 }
 
