@@ -6,14 +6,14 @@ pneumococcal and zoster vaccine at about their cited uptake; the reference sourc
 immunization rule."""
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 
 from tests.conftest import small_scenario
-from trajsim.clock import calendar_date
+from trajsim.clock import calendar_date, day_number
 from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
 from trajsim.engine.immunization import ImmunizationKeeper, Immunizer, vaccine_series
 from trajsim.events import BIRTH, SEX_FEMALE, Event, events_frame, visit_start_code
@@ -24,7 +24,7 @@ from trajsim.rules.immunization import RULES
 
 BORN = datetime(2010, 1, 1)
 HEPB, DTAP, MMR, FLU, PCV20, ZOSTER = "CVX/08", "CVX/20", "CVX/03", "CVX/140", "CVX/216", "CVX/187"
-ROTAVIRUS, TDAP, IPV, HIB, PCV = "CVX/116", "CVX/115", "CVX/10", "CVX/49", "CVX/133"
+ROTAVIRUS, TDAP, IPV, HIB, PCV, COVID = "CVX/116", "CVX/115", "CVX/10", "CVX/49", "CVX/133", "CVX/208"
 TWO_MONTH_DOSES = Counter({HEPB: 1, ROTAVIRUS: 1, DTAP: 1, IPV: 1, HIB: 1, PCV: 1})
 
 
@@ -174,7 +174,7 @@ def test_a_child_followed_from_birth_gets_exactly_the_series():
         given.update(f.code for f in immunizer.due(day) if f.code != FLU)
     routine = Counter()
     for series in vaccine_series(knowledge).values():
-        if series.name not in ("influenza", "tetanus", "pneumococcal", "zoster"):
+        if series.name not in ("influenza", "tetanus", "pneumococcal", "zoster", "covid19"):
             routine.update(d.code for d in series.doses if d.routine)
     assert given == routine + Counter({"CVX/115": 1})  # and the adolescent Tdap
 
@@ -189,6 +189,28 @@ def test_a_child_entering_late_catches_up_within_the_minimum_intervals():
     assert Counter(f.code for f in immunizer.due(300.0))[DTAP] == 1
     assert DTAP not in {f.code for f in immunizer.due(320.0)}
     assert DTAP in {f.code for f in immunizer.due(330.0)}
+
+
+def test_covid_19_vaccine_is_two_doses_from_may_2021_at_about_the_cited_uptake():
+    knowledge, available, vaccinated = load_knowledge(), day_number(date(2021, 5, 13)), 0
+    visits = np.arange(day_number(date(2019, 1, 7)), day_number(date(2024, 1, 1)), 14.0)
+    for seed in range(200):
+        adult = patient(birth_day=day_number(date(1980, 3, 1)), entry_day=visits[0], seed=seed)
+        immunizer = Immunizer(knowledge, adult)
+        days = [day for day in visits if COVID in {f.code for f in immunizer.due(float(day))}]
+        if days:  # the first visit from 13 May 2021, then the first 3 weeks on
+            assert available <= days[0] < available + 14 and days == [days[0], days[0] + 28]
+            vaccinated += 1
+    assert 0.65 < vaccinated / 200 < 0.85  # CDC COVID Data Tracker: about 75% of adults 18-64
+    child = Immunizer(knowledge, patient(birth_day=day_number(date(2014, 3, 1)), entry_day=visits[0]))
+    assert not any(COVID in {f.code for f in child.due(float(day))} for day in visits if day < day_number(date(2026, 3, 1)))
+
+
+def test_the_keeper_drops_covid_19_vaccine_before_it_existed():
+    keeper, adult = ImmunizationKeeper(load_knowledge()), patient(birth_day=-30 * 365.25)
+    early = Visit(day_number(date(2020, 6, 1)), "AMB", 0.01, [Fact(COVID)])
+    keeper.vet(adult, early)
+    assert early.facts == []
 
 
 @pytest.fixture(scope="module")

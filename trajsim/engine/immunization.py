@@ -9,9 +9,10 @@ recommended age, or at its recommended interval after the previous dose, whichev
 never before its minimum age and interval. A child behind schedule catches up one dose per series
 per visit until the series' catch-up upper age; a dose past an ACIP maximum age (rotavirus) is
 never given. A fixed series is never exceeded; a repeating one (Td every ten years) recurs after
-its last dose; influenza is offered once a season at the age-specific uptake of CDC FluVaxView,
-with a second dose 4 weeks later in a child's first season under 9; Tdap is offered once in each
-pregnancy at 27-36 weeks.
+its last dose; a vaccine is not given before it was available (COVID-19 from May 2021, at the
+uptake by age of the CDC COVID Data Tracker); influenza is offered once a season at the
+age-specific uptake of CDC FluVaxView, with a second dose 4 weeks later in a child's first season
+under 9; Tdap is offered once in each pregnancy at 27-36 weeks.
 """
 
 from __future__ import annotations
@@ -81,14 +82,16 @@ def series_by_code(knowledge: Knowledge) -> dict[str, Series]:
 
 
 @cache
-def influenza_uptake() -> tuple[tuple[float, float, float], ...]:
-    """(age_min, age_max, uptake) bands of the yearly influenza shot (CDC FluVaxView)."""
-    rows = read_table(DATA.joinpath("influenza_uptake.csv"), ("age_min", "age_max", "uptake"))
+def uptake_by_age(series: str) -> tuple[tuple[float, float, float], ...]:
+    """(age_min, age_max, uptake) bands of a series whose uptake depends on age, from
+    `<series>_uptake.csv` (influenza: CDC FluVaxView; COVID-19: CDC COVID Data Tracker)."""
+    rows = read_table(DATA.joinpath(f"{series}_uptake.csv"), ("age_min", "age_max", "uptake"))
     return tuple((float(r["age_min"]), float(r["age_max"]), float(r["uptake"])) for r in rows)
 
 
-def flu_uptake(age_years: float) -> float:
-    return next((uptake for low, high, uptake in influenza_uptake() if low <= age_years < high), 0.0)
+def age_uptake(series: str, age_years: float) -> float:
+    """The share of people of this age who accept the series (0 outside its bands)."""
+    return next((uptake for low, high, uptake in uptake_by_age(series) if low <= age_years < high), 0.0)
 
 
 class DoseRecord:
@@ -112,6 +115,8 @@ class DoseRecord:
             return "below the minimum age"
         if dose.max_age_limit and age_days >= dose.max_age_days:
             return "from the maximum age"
+        if dose.available_from_day is not None and day < dose.available_from_day:
+            return "before the vaccine was available"
         if given and dose.min_interval_days is not None and day - given[-1] < dose.min_interval_days:
             return "within the minimum interval"
         return None
@@ -151,6 +156,8 @@ class Immunizer:
             return None
         birth = self.patient.birth_day
         due = birth + dose.age_days - VISIT_LEAD_SPREADS * self.spread(dose.age_days)
+        if dose.available_from_day is not None:
+            due = max(due, dose.available_from_day)
         if given:
             after = dose.repeat_days if len(given) >= len(series.doses) else dose.interval_days
             due = max(due, given[-1] + (after or 0.0), given[-1] + (dose.min_interval_days or 0.0))
@@ -174,7 +181,9 @@ class Immunizer:
                 continue
             if series.name not in self.accepted:
                 uptake = series.doses[0].uptake
-                self.accepted[series.name] = uptake is None or uptake >= 1 or bool(p.rng.random() < uptake)
+                if uptake is None:
+                    uptake = age_uptake(series.name, p.age_at(day))
+                self.accepted[series.name] = uptake >= 1 or bool(p.rng.random() < uptake)
             if self.accepted[series.name]:
                 facts.append(Fact(due[1].code))
                 self.record.add(series, day)
@@ -192,7 +201,7 @@ class Immunizer:
                 return []
         else:
             self.flu_seasons.add(season)
-            if self.record.fault(series, p.birth_day, day) or p.rng.random() >= flu_uptake(p.age_at(day)):
+            if self.record.fault(series, p.birth_day, day) or p.rng.random() >= age_uptake(series.name, p.age_at(day)):
                 return []
         self.record.add(series, day)
         return [Fact(series.doses[0].code)]

@@ -22,7 +22,7 @@ from trajsim.events import SMOKING_STATUS
 from trajsim.knowledge import Knowledge, Screening
 from trajsim.knowledge.labs import lab_panels, lab_screenings
 from trajsim.knowledge.physiology import BMI, HEAD_CIRCUMFERENCE, HEIGHT, SPO2, VITAL_SIGNS, WEIGHT, measured_at
-from trajsim.knowledge.acute import sudden_onsets
+from trajsim.knowledge.acute import NEWBORN_STAY, sudden_onsets
 from trajsim.knowledge.smoking import RECORDED_FROM_AGE, smoking_curve
 from trajsim.knowledge.tables import per_knowledge
 
@@ -151,7 +151,10 @@ class Schedule:
                 facts.append(Fact(SPO2))  # a second reading of the visit is dropped by the body
             if well:
                 facts += self._screenings(visit.day, lab_screenings(), active)
-        if FactKind.IMMUNIZATIONS in kinds and visit.encounter_class == "AMB":
+        # vaccines are given at clinic visits, and the hepatitis B birth dose in the birth stay (ACIP:
+        # within 24 hours of birth)
+        birth_stay = any(f.code == NEWBORN_STAY for f in visit.facts)
+        if FactKind.IMMUNIZATIONS in kinds and (visit.encounter_class == "AMB" or birth_stay):
             facts += self.immunizer.due(visit.day, visit.facts)
         if FactKind.PROCEDURES in kinds and well:
             facts += self._screenings(visit.day, self.k.screenings)
