@@ -11,7 +11,7 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "8e1ee8875d8753ca79a9e7eb5c1e4c3516f9a9b97790005eb1e13e9993a92d50",
+    "reference": "a643157130bdc12b9174157cc2442eb001e848b45e8f8d7cb719543416254a0d",
     "default": "5ddee5da5282857ec4ecb0d94e3d98de4cd785250b620b2eda39737116478458",
 }
 
