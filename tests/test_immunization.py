@@ -82,6 +82,24 @@ def test_rotavirus_from_its_maximum_ages_is_found():
     assert immunization_rules(record([(104, ROTAVIRUS), (140, ROTAVIRUS), (243, ROTAVIRUS)])) == Counter()
 
 
+def test_more_flu_doses_in_a_season_than_acip_gives_are_found():
+    """One dose a season; two, 4 weeks apart, for a child under 9 (September to March here)."""
+    assert immunization_rules(record([(250, FLU), (280, FLU)])) == Counter()
+    assert immunization_rules(record([(250, FLU), (280, FLU), (310, FLU)])) == Counter({"influenza_beyond_season": 1})
+    adult = datetime(1980, 1, 1)
+    assert immunization_rules(record([(11_220, FLU), (11_260, FLU)], born=adult)) == Counter(
+        {"influenza_beyond_season": 1})
+
+
+def test_the_keeper_drops_an_adults_second_flu_dose_of_a_season():
+    keeper, adult = ImmunizationKeeper(load_knowledge()), patient(birth_day=-30 * 365.25)
+    october, november = Visit(day_number(date(2020, 10, 5)), "AMB", 0.01, [Fact(FLU)]), \
+        Visit(day_number(date(2020, 11, 9)), "AMB", 0.01, [Fact(FLU)])
+    keeper.vet(adult, october)
+    keeper.vet(adult, november)
+    assert [len(october.facts), len(november.facts)] == [1, 0]
+
+
 def patient(birth_day: float = 0.0, entry_day: float = 0.0, end_day: float = 40_000.0, seed: int = 3) -> PatientState:
     return PatientState(1, "F", birth_day, entry_day, end_day, None, np.random.default_rng(seed))
 

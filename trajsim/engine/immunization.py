@@ -28,14 +28,13 @@ from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Dose, Knowledge
 from trajsim.knowledge.lifecycles import LMP_TO_CONCEPTION_DAYS, PREGNANCY, pregnancy_figures
 from trajsim.knowledge.tables import DATA, per_knowledge, read_table
-from trajsim.rules.immunization import FLOOR_DAYS, VACCINE_SYSTEM
+from trajsim.rules.immunization import (
+    FLOOR_DAYS, INFLUENZA, TWO_FLU_DOSES_UNDER_YEARS, VACCINE_SYSTEM, flu_doses_allowed, flu_season,
+)
 
-INFLUENZA = "influenza"  # the seasonal series: offered once a season, at the uptake for the patient's age
 FLU_SEASON_MONTHS = (9, 10, 11, 12, 1, 2, 3)
-SEASON_START_DAY = 244  # seasons start around 1 September
 PRIOR_CARE_DAYS = 30.0  # a dose due this long before the record began was given elsewhere
 VISIT_LEAD_SPREADS = 1.0  # a dose is due this many spreads of well-visit timing before its recommended age
-TWO_FLU_DOSES_UNDER_YEARS = 9.0  # ACIP: children 6 months-8 years with fewer than 2 earlier doses get 2 this season
 PREGNANCY_TDAP = "CVX/115"
 
 
@@ -119,6 +118,9 @@ class DoseRecord:
             return "before the vaccine was available"
         if given and dose.min_interval_days is not None and day - given[-1] < dose.min_interval_days:
             return "within the minimum interval"
+        if series.name == INFLUENZA and sum(flu_season(d) == flu_season(day) for d in given) >= flu_doses_allowed(
+                age_days / DAYS_PER_YEAR):
+            return "beyond the season's doses"
         return None
 
 
@@ -192,7 +194,7 @@ class Immunizer:
     def _flu_shot(self, day: float) -> list[Fact]:
         """One influenza decision per season, taken at the first clinic visit in it; a child's
         second dose of the season at a later visit, if due."""
-        season = _season(day)
+        season = flu_season(day)
         series, p = self.influenza, self.patient
         if series is None or calendar_date(int(day)).month not in FLU_SEASON_MONTHS:
             return []
@@ -211,7 +213,7 @@ class Immunizer:
         apart. Known only for a child whose record holds every season since 6 months of age."""
         p = self.patient
         given = self.record.given.get(series.name, [])
-        this_season = sum(1 for d in given if _season(d) == season)
+        this_season = sum(1 for d in given if flu_season(d) == season)
         followed = p.entry_day - p.birth_day <= series.doses[0].min_age_days
         return (followed and this_season == 1 and len(given) - this_season < 2
                 and p.age_at(day) < TWO_FLU_DOSES_UNDER_YEARS and self.record.fault(series, p.birth_day, day) is None)
@@ -235,9 +237,6 @@ class Immunizer:
         return [Fact(PREGNANCY_TDAP)]
 
 
-def _season(day: float) -> int:
-    """The influenza season of a day (seasons start around 1 September)."""
-    return int((day - SEASON_START_DAY) // DAYS_PER_YEAR)
 
 
 class ImmunizationKeeper(ChartKeeper):

@@ -23,11 +23,25 @@ RULES: dict[str, str] = {
     "dose_below_minimum_age": "a vaccine dose given before the minimum age for that dose (ACIP Table 3-1, 4-day grace)",
     "dose_above_maximum_age": "a vaccine dose given from the ACIP maximum age for that dose (rotavirus: dose 1 by "
                               "14 weeks 6 days, none from 8 months 1 day; no grace period)",
+    "influenza_beyond_season": "more influenza doses in one season than ACIP's one (two for a child under 9)",
 }
 GRACE_DAYS = 4.0
 FLOOR_DAYS = 21.0
 VACCINE_SYSTEM = "CVX/"
+INFLUENZA = "influenza"  # the seasonal series
+SEASON_START_DAY = 244  # influenza seasons start around 1 September (engine day of 1970-09-02)
+TWO_FLU_DOSES_UNDER_YEARS = 9.0  # ACIP: a child of 6 months-8 years may need two doses in a season
 _MICROSECONDS_PER_DAY = 86_400e6
+
+
+def flu_season(day: float) -> int:
+    """The influenza season an engine day falls in (seasons of a Julian year from about 1 September)."""
+    return int((day - SEASON_START_DAY) // 365.25)
+
+
+def flu_doses_allowed(age_years: float) -> int:
+    """The influenza doses one season may hold at this age."""
+    return 2 if age_years < TWO_FLU_DOSES_UNDER_YEARS else 1
 
 
 def _dose_table(knowledge: Knowledge) -> tuple[pl.LazyFrame, pl.LazyFrame]:
@@ -75,12 +89,18 @@ def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     beyond = vaccines.filter(known & ~pl.col("repeats") & pl.col("in_window") & (pl.col("window_number") > pl.col("doses")))
     too_young = vaccines.filter(known & (pl.col("age") < pl.col("min_age") - GRACE_DAYS))
     too_old = vaccines.filter(known & (pl.col("age") >= pl.col("max_age_limit")))
+    season = ((pl.col("time").dt.epoch("s") / 86_400 - SEASON_START_DAY) / 365.25).floor()
+    allowed = pl.when(pl.col("age") < TWO_FLU_DOSES_UNDER_YEARS * 365.25).then(2).otherwise(1)
+    flu = (vaccines.filter(pl.col("series") == INFLUENZA).with_columns(season=season)
+           .with_columns(in_season=pl.int_range(1, pl.len() + 1).over("subject_id", "season"))
+           .filter(pl.col("in_season") > allowed))
     return [
         violation(too_soon, "dose_too_soon", pl.format(
             "{} dose {} after {} days; minimum {} days", "series", "number", pl.col("since").round(1), minimum)),
         violation(beyond, "dose_beyond_series", pl.format("{} dose {} of a {}-dose series", "series", "window_number", "doses")),
         violation(too_young, "dose_below_minimum_age", pl.format(
             "{} dose {} at {} days of age; minimum {} days", "series", "dose", pl.col("age").round(1), "min_age")),
+        violation(flu, "influenza_beyond_season", pl.format("influenza dose {} of the season", "in_season")),
         violation(too_old, "dose_above_maximum_age", pl.format(
             "{} dose {} at {} days of age; maximum {} days", "series", "dose", pl.col("age").round(1), "max_age_limit")),
     ]
