@@ -12,7 +12,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "a643157130bdc12b9174157cc2442eb001e848b45e8f8d7cb719543416254a0d",
-    "default": "5ddee5da5282857ec4ecb0d94e3d98de4cd785250b620b2eda39737116478458",
+    "default": "4b0a458f39241e80d8be91250dd060360aed1044ebf70df075fbd31406c164be",
 }
 
 
