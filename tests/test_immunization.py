@@ -209,19 +209,26 @@ def test_a_child_entering_late_catches_up_within_the_minimum_intervals():
     assert DTAP in {f.code for f in immunizer.due(330.0)}
 
 
-def test_covid_19_vaccine_is_two_doses_from_may_2021_at_about_the_cited_uptake():
-    knowledge, available, vaccinated = load_knowledge(), day_number(date(2021, 5, 13)), 0
+def test_covid_19_vaccine_is_two_doses_from_its_authorization_at_about_the_cited_uptake():
+    knowledge, available, vaccinated = load_knowledge(), day_number(date(2020, 12, 11)), 0
     visits = np.arange(day_number(date(2019, 1, 7)), day_number(date(2024, 1, 1)), 14.0)
     for seed in range(200):
         adult = patient(birth_day=day_number(date(1980, 3, 1)), entry_day=visits[0], seed=seed)
         immunizer = Immunizer(knowledge, adult)
         days = [day for day in visits if COVID in {f.code for f in immunizer.due(float(day))}]
-        if days:  # the first visit from 13 May 2021, then the first 3 weeks on
+        if days:  # the first visit from 11 December 2020, then the first 3 weeks on
             assert available <= days[0] < available + 14 and days == [days[0], days[0] + 28]
             vaccinated += 1
     assert 0.65 < vaccinated / 200 < 0.85  # CDC COVID Data Tracker: about 75% of adults 18-64
     child = Immunizer(knowledge, patient(birth_day=day_number(date(2014, 3, 1)), entry_day=visits[0]))
     assert not any(COVID in {f.code for f in child.due(float(day))} for day in visits if day < day_number(date(2026, 3, 1)))
+
+
+def test_covid_19_vaccine_before_it_existed_is_found():
+    adult = datetime(1980, 1, 1)
+    early = (datetime(2020, 6, 1) - adult).days
+    assert immunization_rules(record([(early, COVID)], born=adult)) == Counter({"dose_before_vaccine_existed": 1})
+    assert immunization_rules(record([(early + 400, COVID), (early + 421, COVID)], born=adult)) == Counter()
 
 
 def test_the_keeper_drops_covid_19_vaccine_before_it_existed():

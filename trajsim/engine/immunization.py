@@ -9,7 +9,7 @@ recommended age, or at its recommended interval after the previous dose, whichev
 never before its minimum age and interval. A child behind schedule catches up one dose per series
 per visit until the series' catch-up upper age; a dose past an ACIP maximum age (rotavirus) is
 never given. A fixed series is never exceeded; a repeating one (Td every ten years) recurs after
-its last dose; a vaccine is not given before it was available (COVID-19 from May 2021, at the
+its last dose; a vaccine is not given before it was available (COVID-19 from December 2020, at the
 uptake by age of the CDC COVID Data Tracker); influenza is offered once a season at the
 age-specific uptake of CDC FluVaxView, with a second dose 4 weeks later in a child's first season
 under 9; Tdap is offered once in each pregnancy at 27-36 weeks.
