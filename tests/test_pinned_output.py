@@ -11,7 +11,7 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "a643157130bdc12b9174157cc2442eb001e848b45e8f8d7cb719543416254a0d",
+    "reference": "103bf43c4d7765401a359fb054cc37123b11bf3a00648dcc7babd8583cd3ae95",
     "default": "4b0a458f39241e80d8be91250dd060360aed1044ebf70df075fbd31406c164be",
 }
 
