@@ -237,11 +237,10 @@ class Immunizer:
         return [Fact(PREGNANCY_TDAP)]
 
 
-
-
 class ImmunizationKeeper(ChartKeeper):
-    """Drops a proposed dose the schedule forbids: before its minimum age, within its minimum
-    interval after the previous dose, or beyond a series that does not repeat. A vaccine outside
+    """Drops a proposed dose the schedule forbids: before its minimum age, from an ACIP maximum age,
+    before the vaccine existed, within its minimum interval after the previous dose, beyond a series
+    that does not repeat, or beyond a season's influenza doses. A vaccine outside
     the schedule's table is held to the rules' floor: not the same vaccine twice within 21 days."""
 
     def __init__(self, knowledge: Knowledge) -> None:

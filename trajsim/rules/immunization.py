@@ -6,6 +6,8 @@ its minimum age or interval still counts (the grace period). A vaccine outside t
 to a floor: the same vaccine twice within 21 days, shorter than any routine interval. Counting
 only doses within the series' ages (under its catch-up upper age) leaves alone what is not part of
 the childhood series, such as an adult's pneumococcal conjugate or a third MMR dose in an outbreak.
+A maximum age (rotavirus) has no grace period; a vaccine is judged against the date it became
+available; influenza against the doses one season holds (ACIP: one, two for a child under 9).
 """
 
 from __future__ import annotations
