@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "b4237b02d446bca0a2fb5f921913d1d6e6acc42e57893b9e1a8e17255a0e8850",
-    "default": "b1dcfd5db148408986e94981d4ea8e7282c5aeba3ad85a35eb034deb94e48a35",
+    "reference": "103bf43c4d7765401a359fb054cc37123b11bf3a00648dcc7babd8583cd3ae95",
+    "default": "4b0a458f39241e80d8be91250dd060360aed1044ebf70df075fbd31406c164be",
 }
 
 

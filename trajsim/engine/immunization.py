@@ -3,16 +3,22 @@ chart keeper that holds any source to the schedule's minimum ages, minimum inter
 
 The series come from `immunizations.csv` (CDC/ACIP 2024 child, adolescent and adult schedules;
 minimum ages and intervals from the ACIP General Best Practice Guidelines, Table 3-1). A dose is
-due at its recommended age, or its recommended interval after the previous dose, whichever is
-later; a child behind schedule catches up one dose per series per visit, each at least the
-minimum interval after the last, until the series' catch-up upper age. A fixed series is never
-exceeded; a repeating one (Td every ten years) recurs after its last dose; influenza is offered
-once a season at the age-specific uptake of CDC FluVaxView.
+given at the visit for its recommended age, which may fall a little before it (an infant's
+2-month visit at 8 weeks): a dose is due from one spread of well-visit timing before its
+recommended age, or at its recommended interval after the previous dose, whichever is later, and
+never before its minimum age and interval. A child behind schedule catches up one dose per series
+per visit until the series' catch-up upper age; a dose past an ACIP maximum age (rotavirus) is
+never given. A fixed series is never exceeded; a repeating one (Td every ten years) recurs after
+its last dose; a vaccine is not given before it was available (COVID-19 from December 2020, at the
+uptake by age of the CDC COVID Data Tracker); influenza is offered once a season at the
+age-specific uptake of CDC FluVaxView, with a second dose 4 weeks later in a child's first season
+under 9; Tdap is offered once in each pregnancy at 27-36 weeks.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 
@@ -20,13 +26,16 @@ from trajsim.clock import DAYS_PER_YEAR, calendar_date
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Dose, Knowledge
+from trajsim.knowledge.lifecycles import LMP_TO_CONCEPTION_DAYS, PREGNANCY, pregnancy_figures
 from trajsim.knowledge.tables import DATA, per_knowledge, read_table
-from trajsim.rules.immunization import FLOOR_DAYS, VACCINE_SYSTEM
+from trajsim.rules.immunization import (
+    FLOOR_DAYS, INFLUENZA, TWO_FLU_DOSES_UNDER_YEARS, VACCINE_SYSTEM, flu_doses_allowed, flu_season,
+)
 
-INFLUENZA = "influenza"  # the seasonal series: offered once a season, at the uptake for the patient's age
 FLU_SEASON_MONTHS = (9, 10, 11, 12, 1, 2, 3)
-SEASON_START_DAY = 244  # seasons start around 1 September
 PRIOR_CARE_DAYS = 30.0  # a dose due this long before the record began was given elsewhere
+VISIT_LEAD_SPREADS = 1.0  # a dose is due this many spreads of well-visit timing before its recommended age
+PREGNANCY_TDAP = "CVX/115"
 
 
 @dataclass(frozen=True)
@@ -72,14 +81,16 @@ def series_by_code(knowledge: Knowledge) -> dict[str, Series]:
 
 
 @cache
-def influenza_uptake() -> tuple[tuple[float, float, float], ...]:
-    """(age_min, age_max, uptake) bands of the yearly influenza shot (CDC FluVaxView)."""
-    rows = read_table(DATA.joinpath("influenza_uptake.csv"), ("age_min", "age_max", "uptake"))
+def uptake_by_age(series: str) -> tuple[tuple[float, float, float], ...]:
+    """(age_min, age_max, uptake) bands of a series whose uptake depends on age, from
+    `<series>_uptake.csv` (influenza: CDC FluVaxView; COVID-19: CDC COVID Data Tracker)."""
+    rows = read_table(DATA.joinpath(f"{series}_uptake.csv"), ("age_min", "age_max", "uptake"))
     return tuple((float(r["age_min"]), float(r["age_max"]), float(r["uptake"])) for r in rows)
 
 
-def flu_uptake(age_years: float) -> float:
-    return next((uptake for low, high, uptake in influenza_uptake() if low <= age_years < high), 0.0)
+def age_uptake(series: str, age_years: float) -> float:
+    """The share of people of this age who accept the series (0 outside its bands)."""
+    return next((uptake for low, high, uptake in uptake_by_age(series) if low <= age_years < high), 0.0)
 
 
 class DoseRecord:
@@ -101,8 +112,15 @@ class DoseRecord:
         dose = series.dose(len(given) + 1) or series.doses[-1]
         if age_days < dose.min_age_days:
             return "below the minimum age"
+        if dose.max_age_limit and age_days >= dose.max_age_days:
+            return "from the maximum age"
+        if dose.available_from_day is not None and day < dose.available_from_day:
+            return "before the vaccine was available"
         if given and dose.min_interval_days is not None and day - given[-1] < dose.min_interval_days:
             return "within the minimum interval"
+        if series.name == INFLUENZA and sum(flu_season(d) == flu_season(day) for d in given) >= flu_doses_allowed(
+                age_days / DAYS_PER_YEAR):
+            return "beyond the season's doses"
         return None
 
 
@@ -117,6 +135,10 @@ class Immunizer:
         self._due: dict[tuple[str, int], tuple[float, Dose] | None] = {}  # (series, doses given) -> `_due_day`
         self.accepted: dict[str, bool] = {}
         self.flu_seasons: set[int] = set()
+        self.spread = knowledge.well_visit_spread_days
+        self.conception_day: float | None = None  # of the current pregnancy, once a visit records it
+        self.pregnancy_tdap_decided: set[float] = set()  # conception days of pregnancies offered Tdap
+        self.tetanus = series_by_code(knowledge).get(PREGNANCY_TDAP)
         for series in self.series:
             if series.doses[0].before_entry == "given":
                 self._take_prior_doses(series)
@@ -135,7 +157,9 @@ class Immunizer:
         if dose is None or not dose.routine:
             return None
         birth = self.patient.birth_day
-        due = birth + dose.age_days
+        due = birth + dose.age_days - VISIT_LEAD_SPREADS * self.spread(dose.age_days)
+        if dose.available_from_day is not None:
+            due = max(due, dose.available_from_day)
         if given:
             after = dose.repeat_days if len(given) >= len(series.doses) else dose.interval_days
             due = max(due, given[-1] + (after or 0.0), given[-1] + (dose.min_interval_days or 0.0))
@@ -149,8 +173,9 @@ class Immunizer:
                 return
             self.record.add(series, due[0])
 
-    def due(self, day: float) -> list[Fact]:
-        """The doses to give at a clinic visit on `day`: at most one per series, and the flu shot."""
+    def due(self, day: float, visit_facts: Sequence[Fact] = ()) -> list[Fact]:
+        """The doses to give at a clinic visit on `day` whose own facts are `visit_facts`: at most
+        one per series, the flu shot, and Tdap in pregnancy."""
         p, facts = self.patient, []
         for series in self.series:
             due = self._due_day(series)
@@ -158,28 +183,64 @@ class Immunizer:
                 continue
             if series.name not in self.accepted:
                 uptake = series.doses[0].uptake
-                self.accepted[series.name] = uptake is None or uptake >= 1 or bool(p.rng.random() < uptake)
+                if uptake is None:
+                    uptake = age_uptake(series.name, p.age_at(day))
+                self.accepted[series.name] = uptake >= 1 or bool(p.rng.random() < uptake)
             if self.accepted[series.name]:
                 facts.append(Fact(due[1].code))
                 self.record.add(series, day)
-        return facts + self._flu_shot(day)
+        return facts + self._flu_shot(day) + self._pregnancy_tdap(day, visit_facts)
 
     def _flu_shot(self, day: float) -> list[Fact]:
-        """One influenza decision per season, taken at the first clinic visit in it."""
-        season = int((day - SEASON_START_DAY) // DAYS_PER_YEAR)
+        """One influenza decision per season, taken at the first clinic visit in it; a child's
+        second dose of the season at a later visit, if due."""
+        season = flu_season(day)
         series, p = self.influenza, self.patient
-        if series is None or calendar_date(int(day)).month not in FLU_SEASON_MONTHS or season in self.flu_seasons:
+        if series is None or calendar_date(int(day)).month not in FLU_SEASON_MONTHS:
             return []
-        self.flu_seasons.add(season)
-        if self.record.fault(series, p.birth_day, day) or p.rng.random() >= flu_uptake(p.age_at(day)):
-            return []
+        if season in self.flu_seasons:
+            if not self._second_flu_dose_due(series, season, day):
+                return []
+        else:
+            self.flu_seasons.add(season)
+            if self.record.fault(series, p.birth_day, day) or p.rng.random() >= age_uptake(series.name, p.age_at(day)):
+                return []
         self.record.add(series, day)
         return [Fact(series.doses[0].code)]
 
+    def _second_flu_dose_due(self, series: Series, season: int, day: float) -> bool:
+        """ACIP: a child under 9 with fewer than two doses before this season needs two, 4 weeks
+        apart. Known only for a child whose record holds every season since 6 months of age."""
+        p = self.patient
+        given = self.record.given.get(series.name, [])
+        this_season = sum(1 for d in given if flu_season(d) == season)
+        followed = p.entry_day - p.birth_day <= series.doses[0].min_age_days
+        return (followed and this_season == 1 and len(given) - this_season < 2
+                and p.age_at(day) < TWO_FLU_DOSES_UNDER_YEARS and self.record.fault(series, p.birth_day, day) is None)
+
+    def _pregnancy_tdap(self, day: float, visit_facts: Sequence[Fact]) -> list[Fact]:
+        """Tdap offered once in each pregnancy, at a visit in its weeks 27-36 (`pregnancy.csv`)."""
+        p, f = self.patient, pregnancy_figures()
+        onset = next((fact.offset_days for fact in visit_facts if fact.code == PREGNANCY), None)
+        if onset is not None:
+            self.conception_day = day + onset
+        conception = self.conception_day
+        if conception is None or PREGNANCY not in p.active_conditions(day) or conception in self.pregnancy_tdap_decided:
+            return []
+        weeks = (day - conception + LMP_TO_CONCEPTION_DAYS) / 7.0
+        if not f["tdap_weeks_min"] <= weeks < f["tdap_weeks_max"] + 1:
+            return []
+        self.pregnancy_tdap_decided.add(conception)
+        if self.tetanus is None or self.record.fault(self.tetanus, p.birth_day, day) or p.rng.random() >= f["tdap_uptake"]:
+            return []  # a tetanus dose within 4 weeks (a booster due at this visit) stands in for it
+        self.record.add(self.tetanus, day)
+        return [Fact(PREGNANCY_TDAP)]
+
 
 class ImmunizationKeeper(ChartKeeper):
-    """Drops a proposed dose the schedule forbids: before its minimum age, within its minimum
-    interval after the previous dose, or beyond a series that does not repeat. A vaccine outside
+    """Drops a proposed dose the schedule forbids: before its minimum age, from an ACIP maximum age,
+    before the vaccine existed, within its minimum interval after the previous dose, beyond a series
+    that does not repeat, or beyond a season's influenza doses. A vaccine outside
     the schedule's table is held to the rules' floor: not the same vaccine twice within 21 days."""
 
     def __init__(self, knowledge: Knowledge) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, replace
-from functools import cache
 
 import numpy as np
 
@@ -27,9 +26,9 @@ from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import NEWBORN_STAY
 from trajsim.knowledge.lifecycles import (
-    CESAREAN, MISCARRIAGE, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PREGNANCY, PRENATAL, PRENATAL_INITIAL, lifecycles,
+    CESAREAN, LMP_TO_CONCEPTION_DAYS, MISCARRIAGE, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PREGNANCY, PRENATAL,
+    PRENATAL_INITIAL, lifecycles, pregnancy_figures,
 )
-from trajsim.knowledge.tables import DATA, read_table
 
 SYMPTOM_VISIT = "SNOMED/185345009"
 FOLLOW_UP_VISIT = "SNOMED/390906007"
@@ -37,18 +36,11 @@ PROBLEM_VISIT = "SNOMED/185347001"
 EMERGENCY_ADMISSION = "SNOMED/183452005"
 _OUTCOMES = frozenset({NORMAL_DELIVERY, CESAREAN, MISCARRIAGE})
 _WEEK = 7.0
-_LMP_TO_CONCEPTION_DAYS = 14.0
-
-
-@cache
-def figures() -> dict[str, float]:
-    """The figures of `pregnancy.csv` by parameter name."""
-    return {r["parameter"]: float(r["value"]) for r in read_table(DATA.joinpath("pregnancy.csv"), ("parameter", "value"))}
 
 
 def conception_factor() -> float:
     """Pregnancies recognised per birth: the cited rates count births, some pregnancies end in a loss."""
-    return 1.0 / (1.0 - figures()["first_trimester_loss"])
+    return 1.0 / (1.0 - pregnancy_figures()["first_trimester_loss"])
 
 
 @dataclass(slots=True)
@@ -64,16 +56,16 @@ class Pregnancy:
 def first_visit_day(rng: np.random.Generator, conception_day: float) -> float:
     """The day of the first prenatal visit of a pregnancy conceived on `conception_day`, in the
     first trimester (`first_visit_weeks_min`-`_max`)."""
-    f = figures()
-    return conception_day - _LMP_TO_CONCEPTION_DAYS + rng.uniform(f["first_visit_weeks_min"], f["first_visit_weeks_max"]) * _WEEK
+    f = pregnancy_figures()
+    return conception_day - LMP_TO_CONCEPTION_DAYS + rng.uniform(f["first_visit_weeks_min"], f["first_visit_weeks_max"]) * _WEEK
 
 
 def plan(rng: np.random.Generator, conception_day: float, first_day: float) -> Pregnancy:
     """The rest of a pregnancy recorded at a first prenatal visit on `first_day`: a loss in the first
     trimester (only if it is not over by then), or the prenatal visits of the ACOG schedule and the
     delivery admission, at least a week after the first visit."""
-    f = figures()
-    lmp = conception_day - _LMP_TO_CONCEPTION_DAYS
+    f = pregnancy_figures()
+    lmp = conception_day - LMP_TO_CONCEPTION_DAYS
     if first_day < lmp + 12 * _WEEK and rng.random() < f["first_trimester_loss"]:
         loss = rng.uniform(first_day + _WEEK, lmp + 13 * _WEEK)
         return Pregnancy(conception_day, loss, MISCARRIAGE, deque([(loss, MISCARRIAGE)]))
@@ -109,7 +101,7 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
     day, kind = pregnancy.visits.popleft()
     rng = patient.rng
     if kind == OBSTETRIC_ADMISSION:
-        stay = figures()["cesarean_stay_days" if pregnancy.outcome == CESAREAN else "vaginal_stay_days"]
+        stay = pregnancy_figures()["cesarean_stay_days" if pregnancy.outcome == CESAREAN else "vaginal_stay_days"]
         birth = pregnancy.end_day - day
         facts = [Fact(OBSTETRIC_ADMISSION), *vitals(knowledge, patient, day, active_keys(knowledge, patient, day)),
                  Fact(pregnancy.outcome, offset_days=birth)]
@@ -128,7 +120,7 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
 def newborn_stay(patient: PatientState) -> Visit:
     """The stay of a baby born in hospital, from birth, as long as a healthy term newborn's
     (`newborn_stay_days`); what is measured in it is the source's, like any visit's content."""
-    stay = max(1.0, patient.rng.lognormal(math.log(figures()["newborn_stay_days"]), 0.3))
+    stay = max(1.0, patient.rng.lognormal(math.log(pregnancy_figures()["newborn_stay_days"]), 0.3))
     return Visit(patient.birth_day, "IMP", stay, [Fact(NEWBORN_STAY)])
 
 

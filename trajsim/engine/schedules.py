@@ -22,7 +22,7 @@ from trajsim.events import SMOKING_STATUS
 from trajsim.knowledge import Knowledge, Screening
 from trajsim.knowledge.labs import lab_panels, lab_screenings
 from trajsim.knowledge.physiology import BMI, HEAD_CIRCUMFERENCE, HEIGHT, SPO2, VITAL_SIGNS, WEIGHT, measured_at
-from trajsim.knowledge.acute import sudden_onsets
+from trajsim.knowledge.acute import NEWBORN_STAY, sudden_onsets
 from trajsim.knowledge.smoking import RECORDED_FROM_AGE, smoking_curve
 from trajsim.knowledge.tables import per_knowledge
 
@@ -112,12 +112,14 @@ class Schedule:
 
     def next_well_day(self) -> float:
         """Day of the next well visit on the periodicity schedule, fixed once drawn; visits due
-        before the record began are skipped. Timing varies by about a tenth of the child's age."""
+        before the record began are skipped. A visit falls a half-normal spread (`well_visit_spread_days`)
+        after its age."""
         p, ages = self.patient, self.k.well_visit_days
         while self.next_well is None:
             i = self.well_index
             age_days = ages[i] if i < len(ages) else ages[-1] + (i - len(ages) + 1) * self.k.well_visit_repeat_days
-            day = p.birth_day + age_days + p.rng.normal(0, min(20.0, 0.1 * age_days))
+            # booked on or after the age, as the vaccines due at it may not be given before their minimum age
+            day = p.birth_day + age_days + abs(p.rng.normal(0, self.k.well_visit_spread_days(age_days)))
             if day < p.entry_day:
                 self.well_index += 1
             else:
@@ -149,8 +151,11 @@ class Schedule:
                 facts.append(Fact(SPO2))  # a second reading of the visit is dropped by the body
             if well:
                 facts += self._screenings(visit.day, lab_screenings(), active)
-        if FactKind.IMMUNIZATIONS in kinds and visit.encounter_class == "AMB":
-            facts += self.immunizer.due(visit.day)
+        # vaccines are given at clinic visits, and the hepatitis B birth dose in the birth stay (ACIP:
+        # within 24 hours of birth)
+        birth_stay = any(f.code == NEWBORN_STAY for f in visit.facts)
+        if FactKind.IMMUNIZATIONS in kinds and (visit.encounter_class == "AMB" or birth_stay):
+            facts += self.immunizer.due(visit.day, visit.facts)
         if FactKind.PROCEDURES in kinds and well:
             facts += self._screenings(visit.day, self.k.screenings)
         p = self.patient

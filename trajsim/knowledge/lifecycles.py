@@ -26,7 +26,14 @@ PRENATAL = "SNOMED/424619006"
 OBSTETRIC_ADMISSION = "SNOMED/183460006"
 NORMAL_DELIVERY = "SNOMED/48782003"
 CESAREAN = "SNOMED/11466000"
+LMP_TO_CONCEPTION_DAYS = 14.0  # gestational weeks count from the last menstrual period, two weeks before conception
 _Z90 = 1.2815515655446004  # the standard normal's 90th percentile
+
+
+@cache
+def pregnancy_figures() -> dict[str, float]:
+    """The figures of a pregnancy's course and care (`pregnancy.csv`) by parameter name."""
+    return {r["parameter"]: float(r["value"]) for r in read_table(DATA.joinpath("pregnancy.csv"), ("parameter", "value"))}
 
 
 @dataclass(frozen=True)

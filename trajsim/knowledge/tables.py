@@ -135,7 +135,8 @@ class ValueDistribution:
 
 
 DOSE_COLUMNS = ("series", "code", "dose", "age_days", "interval_days", "min_age_days", "min_interval_days",
-                "max_age_days", "repeat_days", "uptake", "before_entry", "routine")
+                "max_age_days", "repeat_days", "uptake", "before_entry", "routine", "max_age_limit",
+                "available_from")
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,11 @@ class Dose:
 
     Recommended at `age_days` and at least `interval_days` after the previous dose; valid from
     `min_age_days` and `min_interval_days` after the previous dose; not given from `max_age_days`
-    (the catch-up upper age; None: no limit). The last dose of a series with `repeat_days` recurs
+    (None: no limit), which is where catch-up stops or, if `max_age_limit`, the ACIP maximum age from
+    which a dose is invalid (rotavirus); nor before `available_from_day` (engine day; None: always),
+    when the vaccine became available (COVID-19). The last dose of a series with `repeat_days` recurs
     at that interval (boosters, the yearly influenza shot). `uptake` is the chance a patient accepts
-    the series when first offered (None: by age, for influenza); `before_entry` says whether a dose
+    the series when first offered (None: by age, from `<series>_uptake.csv`); `before_entry` says whether a dose
     due before the record began was `given` elsewhere or is `offered` at the first visit. A dose
     not `routine` is valid but not given by the routine schedule (HPV dose 3 of a late start)."""
 
@@ -162,6 +165,8 @@ class Dose:
     uptake: float | None
     before_entry: str
     routine: bool
+    max_age_limit: bool
+    available_from_day: float | None
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,12 @@ class Knowledge(Epidemiology):
     restrictions: dict[str, Restriction]  # by code; a condition's ICD-10-CM code shares its SNOMED one's
     screenings: list[Screening]
     allergies: list[Allergy]
+
+    @staticmethod
+    def well_visit_spread_days(age_days: float) -> float:
+        """How far a well visit falls after its age on the periodicity schedule (the scale of a
+        half-normal): about a tenth of the child's age, at most 20 days (an assumption)."""
+        return min(20.0, 0.1 * age_days)
 
     @cached_property
     def indications(self) -> dict[str, frozenset[str]]:
@@ -280,6 +291,16 @@ def _number(value: str) -> float | None:
     return float(value) if value.strip() else None
 
 
+def _date_day(value: str, field: str) -> float | None:
+    """The engine day of an ISO date (None when blank), or a `TableError` naming the field."""
+    if not value:
+        return None
+    try:
+        return day_number(date.fromisoformat(value))
+    except ValueError:
+        raise TableError(f"{field}: {value!r} is not a date; write YYYY-MM-DD or leave it blank") from None
+
+
 def _band(row: dict[str, str], value: float) -> AgeBand:
     return AgeBand(row.get("sex") or "any", float(row["age_min"]), float(row["age_max"]), value)
 
@@ -292,7 +313,7 @@ def load_knowledge() -> Knowledge:
         r["condition"]: Condition(
             r["condition"], r["code"], r["icd10cm"], r["course"], r["visit_class"], r["visit_type"],
             _number(r["duration_days"]), _number(r["stay_days"]), _number(r["follow_up_days"]),
-            day_number(date.fromisoformat(r["first_date"])) if r["first_date"] else None,
+            _date_day(r["first_date"], "conditions.csv first_date"),
         )
         for r in _rows("conditions.csv", ("condition", "code", "icd10cm", "course", "visit_class", "visit_type",
                                           "duration_days", "stay_days", "follow_up_days", "first_date"))
@@ -347,7 +368,8 @@ def load_knowledge() -> Knowledge:
         measurements=measurements,
         doses=[Dose(r["series"], r["code"], int(r["dose"]), float(r["age_days"]), _number(r["interval_days"]),
                     float(r["min_age_days"]), _number(r["min_interval_days"]), _number(r["max_age_days"]),
-                    _number(r["repeat_days"]), _number(r["uptake"]), r["before_entry"], r["routine"] == "1")
+                    _number(r["repeat_days"]), _number(r["uptake"]), r["before_entry"], r["routine"] == "1",
+                    r["max_age_limit"] == "1", _date_day(r["available_from"], "immunizations.csv available_from"))
                for r in _rows("immunizations.csv", DOSE_COLUMNS)],
         well_visit_days=[float(r["age_days"]) for r in well],
         well_visit_repeat_days=float(well[-1]["repeat_days"]),
