@@ -14,7 +14,7 @@ from tests.test_rules import at, rules_found, valid_record
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine import Fact, ReferenceSource, TrajectorySource, Visit, simulate
 from trajsim.engine.acute import HOSPICE_CARE, SICK_VISIT
-from trajsim.events import DEATH, VISIT_END, Event, events_frame, visit_start_code
+from trajsim.events import DEATH, MEDICATION_END, VISIT_END, Event, events_frame, visit_start_code
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.acute import EMERGENCY_VISIT, admissions, event_rates, treatments
 from trajsim.rules import acute, find_violations
@@ -197,3 +197,50 @@ def test_a_decedent_seen_in_the_last_month_is_seen_for_what_drives_the_death_and
     assert referred.height == hospice.height
     assert referred["text"].map_elements(domain_of, return_dtype=pl.String).eq("condition").all()
     assert ((referred["died"] - referred["referred"]) <= timedelta(days=31)).all()
+
+
+MYOCARDIAL_INFARCTION, STROKE = "SNOMED/22298006", "SNOMED/230690007"
+STATINS = ("RXNORM/259255", "RXNORM/312961")  # atorvastatin 80 mg (high intensity), simvastatin 20 mg
+ASPIRIN, CLOPIDOGREL, METOPROLOL, CARVEDILOL = "RXNORM/243670", "RXNORM/309362", "RXNORM/866427", "RXNORM/200033"
+
+
+def _taking_after(events: pl.DataFrame, event: str, drugs: tuple[str, ...], days: float) -> pl.Series:
+    """For each patient whose `event` is dated in an ED visit, whether a drug of `drugs` is taken
+    `days` later (ordered by then, in the ED visit, the stay or before, and not stopped since)."""
+    emergency = events.filter(pl.col("code") == visit_start_code("EMER")).select("subject_id", "encounter_id")
+    onsets = (events.filter(pl.col("code") == event).join(emergency, on=["subject_id", "encounter_id"])
+              .group_by("subject_id").agg(discharged=pl.col("time").min() + timedelta(days=days)))
+    stop = pl.col("code") == MEDICATION_END
+    course = events.filter(pl.col("code").is_in(drugs) | (stop & pl.col("text").is_in(drugs))).select(
+        "subject_id", "time", "code", drug=pl.when(stop).then("text").otherwise("code"))
+    taken = (onsets.join(course, on="subject_id").filter(pl.col("time") <= pl.col("discharged"))
+             .group_by("subject_id", "drug").agg(taken=pl.col("code").sort_by("time").last() != MEDICATION_END)
+             .group_by("subject_id").agg(pl.col("taken").any()))
+    return onsets.join(taken, on="subject_id", how="left")["taken"].fill_null(False)
+
+
+def test_every_heart_attack_and_stroke_leaves_hospital_on_secondary_prevention(elderly):
+    # 2013 ACCF/AHA STEMI and 2014 NSTE-ACS guidelines: aspirin, a P2Y12 inhibitor, a high-intensity
+    # statin and a beta-blocker from the stay on; AHA/ASA 2021: an antiplatelet and a statin after stroke
+    for drugs in (STATINS, (ASPIRIN,), (METOPROLOL, CARVEDILOL), (CLOPIDOGREL,)):
+        treated = _taking_after(elderly, MYOCARDIAL_INFARCTION, drugs, days=15)
+        assert treated.len() >= 5 and treated.all(), drugs
+    for drugs in (STATINS, (ASPIRIN, CLOPIDOGREL)):
+        treated = _taking_after(elderly, STROKE, drugs, days=15)
+        assert treated.len() >= 5 and treated.all(), drugs
+
+
+def test_the_rules_catch_a_heart_attack_discharged_without_statin_aspirin_or_beta_blocker():
+    record = valid_record() + [
+        Event(1, at(58), 3, visit_start_code("EMER")),
+        Event(1, at(58), 3, "LOINC/8867-4", 96.0, "/min"),
+        Event(1, at(58), 3, MYOCARDIAL_INFARCTION),
+        Event(1, at(58) + timedelta(hours=3), 3, VISIT_END),
+        Event(1, at(58) + timedelta(hours=3), 4, visit_start_code("IMP")),
+        Event(1, at(58) + timedelta(hours=3), 4, "SNOMED/415070008"),  # PCI
+        Event(1, at(58) + timedelta(hours=3), 4, CLOPIDOGREL, text=MYOCARDIAL_INFARCTION),
+        Event(1, at(58) + timedelta(days=4), 4, VISIT_END),
+    ]
+    assert rules_found(record) == {"statin_missing_after_myocardial_infarction": 1,
+                                   "aspirin_missing_after_myocardial_infarction": 1,
+                                   "beta_blocker_missing_after_myocardial_infarction": 1}

@@ -136,8 +136,8 @@ class EmergencyKeeper(ChartKeeper):
             condition = self.k.conditions_by_code[onset.code]
             treatment = self.treatments[condition.key]
             procedure = Fact(treatment.procedure, offset_days=min(onset.offset_days, visit.duration_days))
-            if treatment.admitted:
-                admitted.append(procedure)
+            if treatment.admitted:  # the stay starts the drugs the condition needs (after an MI: DAPT, statin, beta-blocker)
+                admitted += [procedure, *prescribe(self.k, condition, patient)]
                 stays += [condition.stay_days] if condition.stay_days else []
             else:
                 visit.facts.append(procedure)

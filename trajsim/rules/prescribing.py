@@ -7,7 +7,8 @@ heart-failure GDMT, an antibiotic in strep throat).
 A drug counts as taken from its order until the first medication_end naming it, so a statin ordered
 for hyperlipidemia before coronary disease was diagnosed covers it; a condition never seen at an
 encounter while active is not judged (no one had the chance to prescribe), and a chronic condition
-seen only in the emergency department is not either (its long-term therapy is the office's), nor a
+seen only in the emergency department is not either (its long-term therapy is the office's) unless
+the ED diagnosed it (coronary disease found at a chest-pain visit starts its statin there), nor a
 spell in which a lab value ruled the therapy out (metformin once the eGFR is below 30).
 """
 
@@ -24,6 +25,8 @@ from trajsim.knowledge.therapy import drug_lab_limits, formulations, guideline_r
 from trajsim.rules.base import VIOLATION_SCHEMA, violation
 from trajsim.rules.record import _condition_spells
 from trajsim.vocab import in_domain
+
+ED_VISIT_LONGEST = pl.duration(days=1)  # a diagnosis this soon after an ED visit starts is the ED's
 
 RULES: dict[str, str] = {
     "duplicate_order_same_day": "the same drug ordered more than once on one day",
@@ -155,11 +158,13 @@ def _missing_therapy(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Knowl
               .with_row_index("spell"))
     visits = facts.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX) & pl.col("encounter_id").is_not_null())
     age = (pl.col("seen") - pl.col("birth")).dt.total_seconds() / (DAYS_PER_YEAR * 86_400)
+    diagnosed_there = pl.col("start").is_between(pl.col("seen"), pl.col("seen") + ED_VISIT_LONGEST)
     seen = (spells.join(visits.select("subject_id", seen=pl.col("time"),
                                       emergency=pl.col("code") == VISIT_START_PREFIX + "EMER"), on="subject_id")
             .join(_births(facts), on="subject_id")
-            .filter(pl.col("seen").is_between(pl.col("start"), pl.col("until")) & (age >= pl.col("age_min"))
-                    & (age < pl.col("age_max")).fill_null(True) & ~(pl.col("emergency") & pl.col("chronic")))
+            .filter(pl.when(pl.col("emergency") & pl.col("chronic")).then(diagnosed_there)
+                    .otherwise(pl.col("seen").is_between(pl.col("start"), pl.col("until")))
+                    & (age >= pl.col("age_min")) & (age < pl.col("age_max")).fill_null(True))
             .select("spell").unique())
     stops = (facts.filter(pl.col("code") == MEDICATION_END)
              .select("subject_id", drug=pl.col("text"), stopped=pl.col("time")).sort("stopped"))
