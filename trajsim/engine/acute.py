@@ -2,7 +2,9 @@
 
 Acute events happen on their own day, not at the next scheduled visit: between visits the keeper
 dates first myocardial infarctions and strokes (age and sex rates raised by the patient's risk
-factors) and emergency visits for acute illness (the NHAMCS rate of all ED visits by age times
+factors), injuries by age (`acute_rates.csv`: contusions, head injuries, lacerations and fractures
+from falls, most common in the old and the very young; whiplash from road crashes) and emergency
+visits for acute illness (the NHAMCS rate of all ED visits by age times
 each reason's share of them, `emergency_reasons.csv`: a sore throat or a UTI is mostly an office
 visit, so only its ED share comes through here), each as an ED visit followed by an admission when
 the condition needs one, and the stays chronic conditions
@@ -160,7 +162,7 @@ class EmergencyKeeper(ChartKeeper):
         terminal = self._terminal(patient)
         if terminal is not None and terminal.visit is not None and not terminal.taken:
             if terminal.visit.day < until:
-                terminal.taken = True
+                terminal.taken = patient.death_settled = True  # a hospice referral or a dying stay: death stays put
                 if terminal.visit.encounter_class != "AMB":  # it lasts until death (the engine moves
                     terminal.visit.day = max(terminal.visit.day, patient.now)  # an office visit to a slot)
                     terminal.visit.duration_days = terminal.death_day - terminal.visit.day
@@ -188,8 +190,9 @@ class EmergencyKeeper(ChartKeeper):
         if isinstance(event, Admission):
             return self._admission_for(patient, event, day, until)
         ed = Visit(day, "EMER", _draw_days(rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]), [Fact(ED_VISIT)])
-        if event != EMERGENCY_VISIT:
-            ed.facts.append(Fact(self.k.conditions[event].code))  # `vet` adds its treatment
+        if event != EMERGENCY_VISIT:  # `vet` adds its treatment; the ED its drugs (a fracture's analgesic)
+            condition = self.k.conditions[event]
+            ed.facts += [Fact(condition.code), *prescribe(self.k, condition, patient)]
             return ed
         return self._emergency_visit(patient, ed, active)
 

@@ -117,6 +117,7 @@ class PatientState(Generic[StateT]):
     end_day: float
     death_day: float | None
     rng: np.random.Generator
+    death_settled: bool = False  # a terminal encounter leading to `death_day` is dated: the day no longer moves
     now: float = 0.0
     conditions: dict[str, float] = field(default_factory=dict)
     medications: dict[str, float] = field(default_factory=dict)

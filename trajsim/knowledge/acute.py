@@ -1,6 +1,6 @@
 """Acute care as data: which conditions are treated through the emergency department with a
 procedure (and admitted), the rates of the events the engine dates on their own day (first
-myocardial infarction and stroke, emergency visits for acute illness and injury), and the hospital
+myocardial infarction and stroke, injuries by age, emergency visits for acute illness), and the hospital
 admissions a chronic condition or a lasting episode leads to (an elective joint replacement, a
 heart-failure or COPD exacerbation, a depressive episode), from `data/acute_care.csv`, `data/acute_rates.csv` and `data/admissions.csv`; and the
 share of all ED visits made for each reason the engine adds ED visits for (`data/emergency_reasons.csv`)."""
@@ -94,7 +94,7 @@ def _event_segments(event: str, sex: str) -> AgeSegments[float]:
 
 
 def sudden_onsets() -> frozenset[str]:
-    """Lasting conditions that start as a dated event (myocardial infarction, stroke): the engine
+    """Conditions that start as a dated event (myocardial infarction, stroke, an injury): the engine
     draws their onset between visits, so no source or schedule starts them at a visit."""
     return frozenset(event_rates()) - {EMERGENCY_VISIT}
 
