@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "e3a0223d2b108111e17ced32ce8506d5bb9a0a93aee82f91c6fe3f7f0738d436",
-    "default": "5ddee5da5282857ec4ecb0d94e3d98de4cd785250b620b2eda39737116478458",
+    "reference": "3c1a29346a1c6e09b52d62fabe48b1e7c99249132256e2848451e60e7a9ca24e",
+    "default": "fe0629cf2613afec5b2ffad1f6923bf2ff06a52835e161c97acddc40538913cb",
 }
 
 
