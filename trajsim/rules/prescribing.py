@@ -8,7 +8,8 @@ A drug counts as taken from its order until the first medication_end naming it, 
 for hyperlipidemia before coronary disease was diagnosed covers it; a condition never seen at an
 encounter while active is not judged (no one had the chance to prescribe), and a chronic condition
 seen only in the emergency department is not either (its long-term therapy is the office's) unless
-the ED diagnosed it (coronary disease found at a chest-pain visit starts its statin there), nor a
+the ED diagnosed it and the therapy is one the ED starts (`ed_starts`: coronary disease found at a
+chest-pain visit starts its statin there), nor a
 spell in which a lab value ruled the therapy out (metformin once the eGFR is below 30).
 """
 
@@ -144,14 +145,14 @@ def _missing_therapy(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Knowl
     """Spells of a condition seen at an encounter with no drug of its therapy taken at any time in them."""
     therapies = pl.LazyFrame([(knowledge.conditions[t.condition].code, t.rule, t.group, t.age_min,
                                None if math.isinf(t.age_max) else t.age_max,
-                               knowledge.conditions[t.condition].course == "chronic", code)
+                               knowledge.conditions[t.condition].course == "chronic", t.ed_starts, code)
                               for t in guideline_therapies(knowledge) for code in sorted(t.codes)], orient="row",
                              schema={"condition": pl.String, "rule": pl.String, "group": pl.String,
                                      "age_min": pl.Float64, "age_max": pl.Float64, "chronic": pl.Boolean,
-                                     "drug": pl.String})
+                                     "ed_starts": pl.Boolean, "drug": pl.String})
     last = facts.group_by("subject_id").agg(pl.col("time").max().alias("last"))
     spells = (_condition_spells(facts, knowledge)
-              .join(therapies.select("condition", "rule", "group", "age_min", "age_max", "chronic").unique(),
+              .join(therapies.select("condition", "rule", "group", "age_min", "age_max", "chronic", "ed_starts").unique(),
                     on="condition")
               .join(last, on="subject_id")
               .with_columns(until=pl.coalesce("end", "last"))
@@ -162,7 +163,7 @@ def _missing_therapy(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Knowl
     seen = (spells.join(visits.select("subject_id", seen=pl.col("time"),
                                       emergency=pl.col("code") == VISIT_START_PREFIX + "EMER"), on="subject_id")
             .join(_births(facts), on="subject_id")
-            .filter(pl.when(pl.col("emergency") & pl.col("chronic")).then(diagnosed_there)
+            .filter(pl.when(pl.col("emergency") & pl.col("chronic")).then(diagnosed_there & pl.col("ed_starts"))
                     .otherwise(pl.col("seen").is_between(pl.col("start"), pl.col("until")))
                     & (age >= pl.col("age_min")) & (age < pl.col("age_max")).fill_null(True))
             .select("spell").unique())
