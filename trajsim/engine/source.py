@@ -117,7 +117,6 @@ class PatientState(Generic[StateT]):
     end_day: float
     death_day: float | None
     rng: np.random.Generator
-    death_settled: bool = False  # a terminal encounter leading to `death_day` is dated: the day no longer moves
     now: float = 0.0
     conditions: dict[str, float] = field(default_factory=dict)
     medications: dict[str, float] = field(default_factory=dict)
@@ -129,6 +128,7 @@ class PatientState(Generic[StateT]):
     # The record starts at entry (a patient drawn from a model's population summary, whose records
     # start there), rather than entering a period with a history a source may write before it.
     record_starts_at_entry: bool = False
+    death_settled: bool = False  # a terminal encounter leading to `death_day` is dated: the day no longer moves
 
     @property
     def exit_day(self) -> float:
