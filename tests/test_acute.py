@@ -271,3 +271,21 @@ def test_older_adults_come_to_the_ed_after_falls_most(adults, elderly):
     treated = elderly.filter(pl.col("code") == "SNOMED/370247008").select("subject_id", "encounter_id").join(
         elderly.filter(pl.col("code") == "SNOMED/288086009"), on=["subject_id", "encounter_id"], how="anti")
     assert treated.is_empty()  # every facial laceration is sutured at its visit
+
+
+CHEST_PAIN, OBSERVATION = "SNOMED/29857009", "SNOMED/448951000124107"
+
+
+def test_a_third_of_chest_pain_in_the_ed_is_kept_under_observation_for_about_a_day(adults):
+    # HCUP 2013-2014: 313,000 observation stays from the ED against 638,000 treat-and-release visits
+    # for nonspecific chest pain; CMS: observation nearly always ends within 48 hours
+    visits = adults.filter(pl.col("code").str.starts_with("TRAJSIM/visit/")).select(
+        "subject_id", "encounter_id", start="time", visit="code")
+    ends = adults.filter(pl.col("code") == VISIT_END).select("subject_id", "encounter_id", end="time")
+    pain = adults.filter(pl.col("code") == CHEST_PAIN).join(visits, on=["subject_id", "encounter_id"])
+    assert pain.height > 20 and (pain["visit"] == visit_start_code("EMER")).all()
+    observed = (adults.filter(pl.col("code") == OBSERVATION).join(visits, on=["subject_id", "encounter_id"])
+                .join(ends, on=["subject_id", "encounter_id"]))
+    assert (observed["visit"] == visit_start_code("IMP")).all() and (observed["text"] == CHEST_PAIN).all()
+    assert 0.15 < observed.height / pain.height < 0.5
+    assert ((observed["end"] - observed["start"]) < timedelta(days=2)).all()

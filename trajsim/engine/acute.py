@@ -11,7 +11,8 @@ the condition needs one, and the stays chronic conditions
 lead to (`admissions.csv`: a planned knee replacement admitted directly, a heart-failure or COPD
 exacerbation through the ED); a record that starts at birth starts with the newborn's stay. A visit a source proposes with the
 onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
-with the procedure that treats it. Every ED visit, whoever proposes it, takes the triage vital signs
+with the procedure that treats it (and a third of chest-pain visits with an observation stay of
+about a day). Every ED visit, whoever proposes it, takes the triage vital signs
 and has a reason: a new diagnosis, the known condition its visit-type fact names (a heart-failure
 exacerbation), or else one of the ED reasons by its share. Before a death the keeper dates the
 terminal encounter: an admission or ED visit ending at death, for the condition driving the death,
@@ -41,7 +42,8 @@ from trajsim.knowledge.physiology import VITAL_SIGNS, measured_at
 from trajsim.knowledge.smoking import CURRENT, smoking_curve, smoking_risks
 from trajsim.knowledge.therapy import formulations
 from trajsim.knowledge.acute import (
-    EMERGENCY_VISIT, NEWBORN_STAY, Admission, admissions, emergency_shares, event_rate, sudden_onsets, treatments,
+    EMERGENCY_VISIT, NEWBORN_STAY, OBSERVATION_STAY, Admission, admissions, emergency_shares, event_rate, sudden_onsets,
+    treatments,
 )
 from trajsim.scenario import Presentation, presentations
 from trajsim.vocab import domain_of
@@ -53,6 +55,9 @@ STAY_SPREAD = 0.5
 # facilities (Cross and Warraich, N Engl J Med 2019;381:2369-70, US death certificates 2017).
 DIES_ADMITTED, DIES_IN_ED = 0.25, 0.05
 TERMINAL_STAY = (4.0, 0.8)  # days, lognormal: terminal admissions last a few days (approximate)
+# An observation stay mostly ends within 24 hours, nearly always within 48 (CMS Medicare Benefit Policy
+# Manual, chapter 6, section 20.6); days, lognormal (median, spread)
+OBSERVATION_DAYS = (0.9, 0.3)
 # Most decedents see a clinician in their last month (Teno et al., JAMA 2018;320:264-71: Medicare
 # decedents, about half hospitalised in the last 30 days; approximate share of the rest seen).
 SEEN_LAST_MONTH = 0.6
@@ -133,7 +138,7 @@ class EmergencyKeeper(ChartKeeper):
             visit.facts = [Fact(ED_VISIT)] + [f if f.code in (CONDITION_END, MEDICATION_END)
                                               else replace(f, offset_days=min(f.offset_days, visit.duration_days))
                                               for f in visit.facts if domain_of(f.code) != "encounter_type"]
-        admitted, stays = [], []
+        admitted, stays, observed = [], [], None
         for onset in onsets:
             condition = self.k.conditions_by_code[onset.code]
             treatment = self.treatments[condition.key]
@@ -143,8 +148,13 @@ class EmergencyKeeper(ChartKeeper):
                 stays += [condition.stay_days] if condition.stay_days else []
             else:
                 visit.facts.append(procedure)
+                if treatment.observed and patient.rng.random() < treatment.observed:
+                    observed = condition.code
         if admitted:  # one stay, as long as the longest of its reasons
             self.waiting.append(self._admission(patient, visit, max(stays, default=None), admitted))
+        elif observed is not None:  # kept under observation until the workup rules the danger out
+            stay = _draw_days(patient.rng, *OBSERVATION_DAYS)
+            self.waiting.append(Visit(visit.day + visit.duration_days, "IMP", stay, [Fact(OBSERVATION_STAY, text=observed)]))
 
     def _admission(self, patient: PatientState, ed: Visit, stay_days: float | None, facts: list[Fact]) -> Visit:
         """The admission that follows an ED visit, for a stay around `stay_days`."""
@@ -295,7 +305,7 @@ def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
     drugs = {m.code for key in conditions for m in knowledge.medications.get(key, ())}
     drugs |= {formulations()[code].child_code for code in drugs if code in formulations()}  # children's products
     visits = ({visit_start_code(c) for c in ENCOUNTER_CLASSES}
-              | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, NEWBORN_STAY, HOSPICE_CARE})
+              | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, NEWBORN_STAY, HOSPICE_CARE, OBSERVATION_STAY})
     stays = {code for a in admissions() for code in (a.admission, a.procedure, a.lab) if code}
     return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | stays | {MEDICATION_END}
                      | set(TRIAGE_VITAL_SIGNS)
