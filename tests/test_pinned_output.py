@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "103bf43c4d7765401a359fb054cc37123b11bf3a00648dcc7babd8583cd3ae95",
-    "default": "4b0a458f39241e80d8be91250dd060360aed1044ebf70df075fbd31406c164be",
+    "reference": "3c1a29346a1c6e09b52d62fabe48b1e7c99249132256e2848451e60e7a9ca24e",
+    "default": "fe0629cf2613afec5b2ffad1f6923bf2ff06a52835e161c97acddc40538913cb",
 }
 
 

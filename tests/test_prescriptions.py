@@ -155,6 +155,23 @@ def test_a_chronic_condition_seen_only_in_the_ed_is_left_to_the_office_but_strep
     assert _rules(_chart(*_visit(0, 1, (STREP, None), encounter_class="EMER"))) == {"antibiotic_missing_in_strep"}
 
 
+def test_coronary_disease_found_in_the_ed_starts_its_statin_there():
+    from tests.test_episodes import patient
+    from trajsim.engine import Fact, Visit
+    from trajsim.engine.prescriptions import Prescriber
+    from trajsim.knowledge import load_knowledge
+
+    # known coronary disease seen at an ED visit is the office's; found there, the ED starts the statin
+    known = _chart((1, CAD, None, None), *_visit(30, 2, ("SNOMED/44465007", None), encounter_class="EMER"))  # a sprain
+    assert not _rules(known)
+    assert _rules(_chart(*_visit(0, 1, (CAD, None), encounter_class="EMER"))) == {"statin_missing_in_coronary_disease"}
+    p = patient(age=60.0)
+    found = Visit(p.now, "EMER", 0.15, [Fact("SNOMED/50849002"), Fact(CAD, offset_days=0.05)])
+    Prescriber(load_knowledge()).vet(p, found)
+    (statin,) = [f for f in found.facts if f.code == "RXNORM/259255"]
+    assert statin.text == CAD and statin.offset_days == 0.05
+
+
 def test_metformin_is_not_ordered_once_the_egfr_is_below_30_and_is_then_not_expected():
     """FDA label: metformin is contraindicated with an eGFR below 30."""
     diabetes, egfr, metformin = "SNOMED/44054006", "LOINC/98979-8", ("RXNORM/860975", "SNOMED/44054006")

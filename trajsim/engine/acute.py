@@ -2,14 +2,17 @@
 
 Acute events happen on their own day, not at the next scheduled visit: between visits the keeper
 dates first myocardial infarctions and strokes (age and sex rates raised by the patient's risk
-factors) and emergency visits for acute illness (the NHAMCS rate of all ED visits by age times
+factors), injuries by age (`acute_rates.csv`: contusions, head injuries, lacerations and fractures
+from falls, most common in the old and the very young; whiplash from road crashes) and emergency
+visits for acute illness (the NHAMCS rate of all ED visits by age times
 each reason's share of them, `emergency_reasons.csv`: a sore throat or a UTI is mostly an office
 visit, so only its ED share comes through here), each as an ED visit followed by an admission when
 the condition needs one, and the stays chronic conditions
 lead to (`admissions.csv`: a planned knee replacement admitted directly, a heart-failure or COPD
 exacerbation through the ED); a record that starts at birth starts with the newborn's stay. A visit a source proposes with the
 onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
-with the procedure that treats it. Every ED visit, whoever proposes it, takes the triage vital signs
+with the procedure that treats it (and a third of chest-pain visits with an observation stay of
+about a day). Every ED visit, whoever proposes it, takes the triage vital signs
 and has a reason: a new diagnosis, the known condition its visit-type fact names (a heart-failure
 exacerbation), or else one of the ED reasons by its share. Before a death the keeper dates the
 terminal encounter: an admission or ED visit ending at death, for the condition driving the death,
@@ -39,7 +42,8 @@ from trajsim.knowledge.physiology import VITAL_SIGNS, measured_at
 from trajsim.knowledge.smoking import CURRENT, smoking_curve, smoking_risks
 from trajsim.knowledge.therapy import formulations
 from trajsim.knowledge.acute import (
-    EMERGENCY_VISIT, NEWBORN_STAY, Admission, admissions, emergency_shares, event_rate, sudden_onsets, treatments,
+    EMERGENCY_VISIT, NEWBORN_STAY, OBSERVATION_STAY, Admission, admissions, emergency_shares, event_rate, sudden_onsets,
+    treatments,
 )
 from trajsim.scenario import Presentation, presentations
 from trajsim.vocab import domain_of
@@ -51,6 +55,9 @@ STAY_SPREAD = 0.5
 # facilities (Cross and Warraich, N Engl J Med 2019;381:2369-70, US death certificates 2017).
 DIES_ADMITTED, DIES_IN_ED = 0.25, 0.05
 TERMINAL_STAY = (4.0, 0.8)  # days, lognormal: terminal admissions last a few days (approximate)
+# An observation stay mostly ends within 24 hours, nearly always within 48 (CMS Medicare Benefit Policy
+# Manual, chapter 6, section 20.6); days, lognormal (median, spread)
+OBSERVATION_DAYS = (0.9, 0.3)
 # Most decedents see a clinician in their last month (Teno et al., JAMA 2018;320:264-71: Medicare
 # decedents, about half hospitalised in the last 30 days; approximate share of the rest seen).
 SEEN_LAST_MONTH = 0.6
@@ -131,18 +138,23 @@ class EmergencyKeeper(ChartKeeper):
             visit.facts = [Fact(ED_VISIT)] + [f if f.code in (CONDITION_END, MEDICATION_END)
                                               else replace(f, offset_days=min(f.offset_days, visit.duration_days))
                                               for f in visit.facts if domain_of(f.code) != "encounter_type"]
-        admitted, stays = [], []
+        admitted, stays, observed = [], [], None
         for onset in onsets:
             condition = self.k.conditions_by_code[onset.code]
             treatment = self.treatments[condition.key]
             procedure = Fact(treatment.procedure, offset_days=min(onset.offset_days, visit.duration_days))
-            if treatment.admitted:
-                admitted.append(procedure)
+            if treatment.admitted:  # the stay starts the drugs the condition needs (after an MI: DAPT, statin, beta-blocker)
+                admitted += [procedure, *prescribe(self.k, condition, patient)]
                 stays += [condition.stay_days] if condition.stay_days else []
             else:
                 visit.facts.append(procedure)
+                if treatment.observed and patient.rng.random() < treatment.observed:
+                    observed = condition.code
         if admitted:  # one stay, as long as the longest of its reasons
             self.waiting.append(self._admission(patient, visit, max(stays, default=None), admitted))
+        elif observed is not None:  # kept under observation until the workup rules the danger out
+            stay = _draw_days(patient.rng, *OBSERVATION_DAYS)
+            self.waiting.append(Visit(visit.day + visit.duration_days, "IMP", stay, [Fact(OBSERVATION_STAY, text=observed)]))
 
     def _admission(self, patient: PatientState, ed: Visit, stay_days: float | None, facts: list[Fact]) -> Visit:
         """The admission that follows an ED visit, for a stay around `stay_days`."""
@@ -160,7 +172,7 @@ class EmergencyKeeper(ChartKeeper):
         terminal = self._terminal(patient)
         if terminal is not None and terminal.visit is not None and not terminal.taken:
             if terminal.visit.day < until:
-                terminal.taken = True
+                terminal.taken = patient.death_settled = True  # a hospice referral or a dying stay: death stays put
                 if terminal.visit.encounter_class != "AMB":  # it lasts until death (the engine moves
                     terminal.visit.day = max(terminal.visit.day, patient.now)  # an office visit to a slot)
                     terminal.visit.duration_days = terminal.death_day - terminal.visit.day
@@ -188,8 +200,9 @@ class EmergencyKeeper(ChartKeeper):
         if isinstance(event, Admission):
             return self._admission_for(patient, event, day, until)
         ed = Visit(day, "EMER", _draw_days(rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]), [Fact(ED_VISIT)])
-        if event != EMERGENCY_VISIT:
-            ed.facts.append(Fact(self.k.conditions[event].code))  # `vet` adds its treatment
+        if event != EMERGENCY_VISIT:  # `vet` adds its treatment; the ED its drugs (a fracture's analgesic)
+            condition = self.k.conditions[event]
+            ed.facts += [Fact(condition.code), *prescribe(self.k, condition, patient)]
             return ed
         return self._emergency_visit(patient, ed, active)
 
@@ -292,7 +305,7 @@ def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
     drugs = {m.code for key in conditions for m in knowledge.medications.get(key, ())}
     drugs |= {formulations()[code].child_code for code in drugs if code in formulations()}  # children's products
     visits = ({visit_start_code(c) for c in ENCOUNTER_CLASSES}
-              | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, NEWBORN_STAY, HOSPICE_CARE})
+              | {VISIT_END, ED_VISIT, EMERGENCY_ADMISSION, SICK_VISIT, NEWBORN_STAY, HOSPICE_CARE, OBSERVATION_STAY})
     stays = {code for a in admissions() for code in (a.admission, a.procedure, a.lab) if code}
     return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | stays | {MEDICATION_END}
                      | set(TRIAGE_VITAL_SIGNS)

@@ -10,7 +10,9 @@ repeats. Renewals, and long-term drugs carried from before the record, wait for 
 (`RENEWING_CLASSES`): an emergency department treats the acute problem and may start a drug for it,
 it does not renew a statin. Children get the children's product of a drug, or none below its age.
 At every encounter an active condition that lacks its guideline therapy (`guideline_therapy.csv`)
-gets it, a chronic condition's long-term therapy not in the ED. A chronic drug stops when its
+gets it, a chronic condition's long-term therapy in the ED only when the ED diagnoses it and the
+therapy is one the ED starts (`ed_starts`: coronary disease found at a chest-pain visit starts its
+statin there; a diabetes found there is left to the office). A chronic drug stops when its
 indication ends, unless another of its indications is active, and when a lab value rules it out
 (`drug_lab_limits.csv`: metformin once the eGFR is below 30), which also keeps it from being started.
 """
@@ -176,7 +178,8 @@ class Prescriber(ChartKeeper):
     # --- what an encounter adds ----------------------------------------------------------------
     def _due(self, patient: PatientState, visit: Visit, active: set[str], diagnosed: dict[str, float]) -> list[Fact]:
         """Renewals falling due and long-term drugs carried from before the encounter (at an office
-        visit), course drugs carried, and missing guideline therapy (a long-term drug not at an ED visit),
+        visit), course drugs carried, and missing guideline therapy (a long-term drug at an ED visit only
+        for a condition it diagnoses, when the ED starts that therapy),
         each ordered once its indication is diagnosed (`diagnosed`: offsets of this visit's diagnoses)."""
         day, age, facts = visit.day, patient.age_at(visit.day), []
         renewing = visit.encounter_class in RENEWING_CLASSES
@@ -204,7 +207,8 @@ class Prescriber(ChartKeeper):
         for therapy in self.therapies:
             condition = self.k.conditions[therapy.condition]
             if (condition.code not in active or not therapy.applies(age)
-                    or (visit.encounter_class == "EMER" and condition.course == "chronic")
+                    or (visit.encounter_class == "EMER" and condition.course == "chronic"
+                        and not (therapy.ed_starts and condition.code in diagnosed))
                     or any(self._taken(patient, c, day) for c in therapy.codes)):
                 continue
             medication = choose(self.k, [m for m in self.k.medications[therapy.condition] if m.group == therapy.group],

@@ -55,7 +55,9 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
         self.chronic = self.k.chronic
         # chronic conditions that start at a visit; the engine dates the sudden ones (myocardial infarction)
         self.starts_at_visits = [c.key not in sudden_onsets() for c in self.chronic]
-        self.acute = [c for c in self.k.conditions.values() if c.course == "acute"]
+        # acute conditions with episode rates; the engine dates injuries and ED-only reasons (acute_rates.csv,
+        # emergency_reasons.csv)
+        self.acute = [c for c in self.k.conditions.values() if c.course == "acute" and c.key in self.k.episode_rates]
         self.lifecycles = lifecycles(self.k)
         # the rates change only where a band of episode rates or a lifecycle's onset ages starts or ends
         edges = [*(edge for c in self.acute for b in self.k.episode_rates[c.key] for edge in (b.age_min, b.age_max)),

@@ -232,7 +232,7 @@ class Schedule:
         """Redraw the day of death from `day` when the active conditions, with those diagnosed among
         `facts`, change the death hazard."""
         p = self.patient
-        if FactKind.DEATHS not in self.kinds or p.death_day is not None and p.death_day <= day:
+        if FactKind.DEATHS not in self.kinds or p.death_settled or p.death_day is not None and p.death_day <= day:
             return
         conditions = frozenset(active_keys(self.k, p, day, facts) & deadly_conditions(self.k))
         if conditions != self.death_conditions:

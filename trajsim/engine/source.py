@@ -128,6 +128,7 @@ class PatientState(Generic[StateT]):
     # The record starts at entry (a patient drawn from a model's population summary, whose records
     # start there), rather than entering a period with a history a source may write before it.
     record_starts_at_entry: bool = False
+    death_settled: bool = False  # a terminal encounter leading to `death_day` is dated: the day no longer moves
 
     @property
     def exit_day(self) -> float:

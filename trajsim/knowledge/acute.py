@@ -1,6 +1,6 @@
 """Acute care as data: which conditions are treated through the emergency department with a
 procedure (and admitted), the rates of the events the engine dates on their own day (first
-myocardial infarction and stroke, emergency visits for acute illness and injury), and the hospital
+myocardial infarction and stroke, injuries by age, emergency visits for acute illness), and the hospital
 admissions a chronic condition or a lasting episode leads to (an elective joint replacement, a
 heart-failure or COPD exacerbation, a depressive episode), from `data/acute_care.csv`, `data/acute_rates.csv` and `data/admissions.csv`; and the
 share of all ED visits made for each reason the engine adds ED visits for (`data/emergency_reasons.csv`)."""
@@ -15,22 +15,29 @@ from trajsim.knowledge.tables import DATA, AgeBand, read_table
 
 EMERGENCY_VISIT = "emergency_visit"  # the rate of all ED visits in acute_rates.csv
 NEWBORN_STAY = "SNOMED/32485007"  # Hospital admission: the newborn's birth stay
+OBSERVATION_STAY = "SNOMED/448951000124107"  # Admission to observation unit
 
 
 @dataclass(frozen=True)
 class Treatment:
-    """How an acute condition is cared for: the procedure that treats it, and whether the ED admits."""
+    """How an acute condition is cared for: the procedure that treats it, whether the ED admits, and
+    the share of the ED visits it does not admit that end in an observation stay (chest pain)."""
 
     condition: str  # key in conditions.csv
     procedure: str
     admitted: bool
+    observed: float = 0.0
 
 
 @cache
 def treatments() -> dict[str, Treatment]:
     """Treatments by condition key."""
-    rows = read_table(DATA.joinpath("acute_care.csv"), ("condition", "procedure", "admitted"))
-    return {r["condition"]: Treatment(r["condition"], r["procedure"], r["admitted"] == "1") for r in rows}
+    rows = read_table(DATA.joinpath("acute_care.csv"), ("condition", "procedure", "admitted", "observed"))
+    bad = [r["condition"] for r in rows if not 0 <= float(r["observed"] or 0) <= 1]
+    if bad:
+        raise ValueError(f"acute_care.csv: observed of {bad[0]} must be a share between 0 and 1")
+    return {r["condition"]: Treatment(r["condition"], r["procedure"], r["admitted"] == "1", float(r["observed"] or 0))
+            for r in rows}
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ def _event_segments(event: str, sex: str) -> AgeSegments[float]:
 
 
 def sudden_onsets() -> frozenset[str]:
-    """Lasting conditions that start as a dated event (myocardial infarction, stroke): the engine
+    """Conditions that start as a dated event (myocardial infarction, stroke, an injury): the engine
     draws their onset between visits, so no source or schedule starts them at a visit."""
     return frozenset(event_rates()) - {EMERGENCY_VISIT}
 

@@ -36,7 +36,8 @@ class Formulation:
 @dataclass(frozen=True)
 class GuidelineTherapy:
     """A group of drugs expected while `condition` (a knowledge key) is active at ages [age_min,
-    age_max); `rule` names the violation when a patient seen with the condition has none of `codes`."""
+    age_max); `rule` names the violation when a patient seen with the condition has none of `codes`.
+    A chronic condition's therapy is the office's, unless `ed_starts` and the ED diagnosed it."""
 
     rule: str
     condition: str
@@ -44,6 +45,7 @@ class GuidelineTherapy:
     codes: frozenset[str]
     age_min: float = 0.0
     age_max: float = math.inf
+    ed_starts: bool = False  # the ED starts it when it diagnoses the condition (secondary prevention), not the office
 
     def applies(self, age: float) -> bool:
         return self.age_min <= age < self.age_max
@@ -109,7 +111,7 @@ def drug_groups(knowledge: Knowledge) -> dict[str, frozenset[str]]:
 def guideline_rows() -> tuple[dict[str, str], ...]:
     """The rows of `guideline_therapy.csv` as read."""
     return tuple(read_table(DATA.joinpath("guideline_therapy.csv"),
-                            ("rule", "condition", "group", "also_codes", "age_min", "age_max")))
+                            ("rule", "condition", "group", "also_codes", "age_min", "age_max", "ed_starts")))
 
 
 @cache
@@ -127,7 +129,7 @@ def guideline_therapies(knowledge: Knowledge) -> tuple[GuidelineTherapy, ...]:
     therapies = tuple(GuidelineTherapy(r["rule"], r["condition"], r["group"],
                                        frozenset(code for code, named in groups.items() if r["group"] in named)
                                        | frozenset(filter(None, r["also_codes"].split(";"))),
-                                       *ages[r["condition"], r["group"]])
+                                       *ages[r["condition"], r["group"]], ed_starts=r["ed_starts"] == "1")
                       for r in guideline_rows())
     vocabulary = load_vocabulary()
     stray = sorted(t.rule for t in therapies if t.condition not in knowledge.conditions or t.group not in

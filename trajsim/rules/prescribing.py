@@ -7,7 +7,9 @@ heart-failure GDMT, an antibiotic in strep throat).
 A drug counts as taken from its order until the first medication_end naming it, so a statin ordered
 for hyperlipidemia before coronary disease was diagnosed covers it; a condition never seen at an
 encounter while active is not judged (no one had the chance to prescribe), and a chronic condition
-seen only in the emergency department is not either (its long-term therapy is the office's), nor a
+seen only in the emergency department is not either (its long-term therapy is the office's) unless
+the ED diagnosed it and the therapy is one the ED starts (`ed_starts`: coronary disease found at a
+chest-pain visit starts its statin there), nor a
 spell in which a lab value ruled the therapy out (metformin once the eGFR is below 30).
 """
 
@@ -24,6 +26,8 @@ from trajsim.knowledge.therapy import drug_lab_limits, formulations, guideline_r
 from trajsim.rules.base import VIOLATION_SCHEMA, violation
 from trajsim.rules.record import _condition_spells
 from trajsim.vocab import in_domain
+
+ED_VISIT_LONGEST = pl.duration(days=1)  # a diagnosis this soon after an ED visit starts is the ED's
 
 RULES: dict[str, str] = {
     "duplicate_order_same_day": "the same drug ordered more than once on one day",
@@ -141,25 +145,27 @@ def _missing_therapy(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Knowl
     """Spells of a condition seen at an encounter with no drug of its therapy taken at any time in them."""
     therapies = pl.LazyFrame([(knowledge.conditions[t.condition].code, t.rule, t.group, t.age_min,
                                None if math.isinf(t.age_max) else t.age_max,
-                               knowledge.conditions[t.condition].course == "chronic", code)
+                               knowledge.conditions[t.condition].course == "chronic", t.ed_starts, code)
                               for t in guideline_therapies(knowledge) for code in sorted(t.codes)], orient="row",
                              schema={"condition": pl.String, "rule": pl.String, "group": pl.String,
                                      "age_min": pl.Float64, "age_max": pl.Float64, "chronic": pl.Boolean,
-                                     "drug": pl.String})
+                                     "ed_starts": pl.Boolean, "drug": pl.String})
     last = facts.group_by("subject_id").agg(pl.col("time").max().alias("last"))
     spells = (_condition_spells(facts, knowledge)
-              .join(therapies.select("condition", "rule", "group", "age_min", "age_max", "chronic").unique(),
+              .join(therapies.select("condition", "rule", "group", "age_min", "age_max", "chronic", "ed_starts").unique(),
                     on="condition")
               .join(last, on="subject_id")
               .with_columns(until=pl.coalesce("end", "last"))
               .with_row_index("spell"))
     visits = facts.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX) & pl.col("encounter_id").is_not_null())
     age = (pl.col("seen") - pl.col("birth")).dt.total_seconds() / (DAYS_PER_YEAR * 86_400)
+    diagnosed_there = pl.col("start").is_between(pl.col("seen"), pl.col("seen") + ED_VISIT_LONGEST)
     seen = (spells.join(visits.select("subject_id", seen=pl.col("time"),
                                       emergency=pl.col("code") == VISIT_START_PREFIX + "EMER"), on="subject_id")
             .join(_births(facts), on="subject_id")
-            .filter(pl.col("seen").is_between(pl.col("start"), pl.col("until")) & (age >= pl.col("age_min"))
-                    & (age < pl.col("age_max")).fill_null(True) & ~(pl.col("emergency") & pl.col("chronic")))
+            .filter(pl.when(pl.col("emergency") & pl.col("chronic")).then(diagnosed_there & pl.col("ed_starts"))
+                    .otherwise(pl.col("seen").is_between(pl.col("start"), pl.col("until")))
+                    & (age >= pl.col("age_min")) & (age < pl.col("age_max")).fill_null(True))
             .select("spell").unique())
     stops = (facts.filter(pl.col("code") == MEDICATION_END)
              .select("subject_id", drug=pl.col("text"), stopped=pl.col("time")).sort("stopped"))
