@@ -1,5 +1,5 @@
 """The `trajsim` command line: `generate` and `validate` live here; every other command lives in its
-own package and is registered below.
+own package, named in `COMMANDS` and imported only when it runs.
 
 User mistakes (a bad scenario, a missing folder) end with one sentence on stderr and exit code 2;
 failed validation ends with exit code 1.
@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 from rich.table import Table
-
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from trajsim.console import console, errors, fail, progress_bar, set_verbosity
 from trajsim.scenario import Scenario, ScenarioError, has_population_summary, load_scenario, with_overrides
@@ -36,7 +35,7 @@ COMMANDS = {"ingest": ("trajsim.ingest.command", "ingest_command"), "push": ("tr
 class _Commands(TyperGroup):
     """The command group, loading a command of `COMMANDS` when it is first asked for."""
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> typer.core.TyperCommand | None:
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperCommand | TyperGroup | None:
         if cmd_name in COMMANDS and cmd_name not in self.commands:
             module, function = COMMANDS[cmd_name]
             one = typer.Typer()
@@ -202,8 +201,6 @@ def _print_must_support(tally: ProfileTally, label: str) -> None:
     for value_set, count in sorted(tally.bindings_not_checked.items()):
         console.print(f"not judged: {count:,} value(s) of the required value set {value_set} (not shipped)",
                       markup=False, highlight=False, soft_wrap=True)
-
-
 
 
 def run() -> None:
