@@ -92,6 +92,13 @@ def _quantity(value: float, unit: str | None) -> dict[str, Any]:
     return {"value": value, "unit": unit, "system": UCUM, "code": unit} if unit else {"value": value}
 
 
+@lru_cache(maxsize=1024)
+def _reference_range(known: ReferenceInterval, unit: str | None) -> list[dict[str, Any]]:
+    """An Observation's `referenceRange`, shared by every result of one interval (a table has few)."""
+    bounds = {"low": known.low, "high": known.high}
+    return [{name: _quantity(bound, unit) for name, bound in bounds.items() if bound is not None}]
+
+
 @cache
 def dosages() -> dict[str, dict[str, Any]]:
     """RxNorm code -> FHIR Dosage, from the labels cited in data/dosage.csv."""
@@ -587,8 +594,7 @@ class _PatientBuild:
     def _interpret(self, observation: Resource, event: Event, known: ReferenceInterval | None) -> None:
         if known is None:
             return
-        bounds = {"low": known.low, "high": known.high}
-        observation["referenceRange"] = [{k: _quantity(v, event.unit) for k, v in bounds.items() if v is not None}]
+        observation["referenceRange"] = _reference_range(known, event.unit)
         observation["interpretation"] = INTERPRETATIONS[_flag(event.numeric_value, known)]
 
     def _lab_finding(self, event: Event, visit: _Visit | None) -> None:
