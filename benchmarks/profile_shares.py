@@ -16,7 +16,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-# orjson.dumps is C: a sample in it shows as the Python line that calls it
+# orjson.dumps is C: a sample in it shows as the Python line that calls it (the lines of
+# `write_bundles` and `NdjsonWriter.write` that call it: keep them in step with writers.py)
 SERIALISING_LINES = re.compile(r"\(fhir_export/writers\.py:(?:46|50|75)\)$")
 # (stage, the frame's function or file starts with one of these), innermost match wins, first rule first
 STAGES = (
