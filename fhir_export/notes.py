@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import re
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,12 +70,22 @@ def vital_ranges() -> dict[str, tuple[VitalRange, ...]]:
     return {code: tuple(sorted(bands, key=lambda band: band.age_min)) for code, bands in ranges.items()}
 
 
-@lru_cache(maxsize=4096)  # a note asks for each vital sign of its visit several times
 def vital_range(code: str, age_years: float | None) -> VitalRange | None:
     """The range a vital sign is judged by at this age (None: not judged, e.g. a child's breathing rate)."""
     if age_years is None:
         return None
-    return next((band for band in reversed(vital_ranges().get(code, ())) if age_years >= band.age_min), None)
+    starts = _band_starts().get(code)
+    if starts is None:
+        return None
+    index = bisect_right(starts, age_years) - 1  # the last band begun by this age
+    return vital_ranges()[code][index] if index >= 0 else None
+
+
+@cache
+def _band_starts() -> dict[str, list[float]]:
+    """Each vital sign's `age_min`s, rising: a note judges each vital sign of its visit several times,
+    at an age no other visit has."""
+    return {code: [band.age_min for band in bands] for code, bands in vital_ranges().items()}
 
 
 class Reading(NamedTuple):  # a tuple: one is made for every measurement exported

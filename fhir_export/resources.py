@@ -89,7 +89,14 @@ def _flag(value: float, known: ReferenceInterval | None) -> str | None:
 
 
 def _quantity(value: float, unit: str | None) -> dict[str, Any]:
-    return {"value": value} | ({"unit": unit, "system": UCUM, "code": unit} if unit else {})
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit} if unit else {"value": value}
+
+
+@lru_cache(maxsize=1024)
+def _reference_range(known: ReferenceInterval, unit: str | None) -> list[dict[str, Any]]:
+    """An Observation's `referenceRange`, shared by every result of one interval (a table has few)."""
+    bounds = {"low": known.low, "high": known.high}
+    return [{name: _quantity(bound, unit) for name, bound in bounds.items() if bound is not None}]
 
 
 @cache
@@ -158,6 +165,11 @@ class ResourceBuilder:
         self.allergy_kinds = dict(allergy_kinds or {})
         self.home = home
         self._concepts: dict[str, dict[str, Any]] = {}
+        # per code, asked for every fact exported: its domain, its display, an Observation's meta,
+        # category and code
+        self._domains: dict[str, str | None] = {}
+        self._displays: dict[str, str] = {}
+        self._observation_heads: dict[tuple[str, str], tuple[dict[str, Any], list[Any], dict[str, Any]]] = {}
 
     def concept(self, code: str) -> dict[str, Any]:
         """CodeableConcept for SYSTEM/CODE (plus its crosswalk coding), cached per code."""
@@ -173,12 +185,33 @@ class ResourceBuilder:
     def domain(self, code: str) -> str | None:
         """The kind of fact a code records: as the builder's vocabulary files it (which may hold a
         source's own local codes), else the shared `domain_of`."""
-        known = self.vocabulary.get(code)
-        return known.domain if known is not None and known.domain else domain_of(code)
+        try:
+            return self._domains[code]
+        except KeyError:
+            known = self.vocabulary.get(code)
+            domain = self._domains[code] = known.domain if known is not None and known.domain else domain_of(code)
+            return domain
 
     def display(self, code: str) -> str:
-        known = self.vocabulary.get(code)
-        return known.display if known is not None else code
+        try:
+            return self._displays[code]
+        except KeyError:
+            known = self.vocabulary.get(code)
+            display = self._displays[code] = known.display if known is not None else code
+            return display
+
+    def observation_head(self, code: str, domain: str) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
+        """An Observation's `meta`, `category` and `code` for a measurement of `code` in `domain`
+        ("vital" or "lab"), shared by every such Observation."""
+        key = (code, domain)
+        head = self._observation_heads.get(key)
+        if head is None:
+            meta = profile(VITAL_SIGN_PROFILES.get(code, "us-core-vital-signs") if domain == "vital"
+                           else "us-core-observation-lab")
+            coded = (concept(LOINC, code.split("/", 1)[1], BLOOD_PRESSURE_PANEL[1]) if code == BLOOD_PRESSURE_PANEL[0]
+                     else self.concept(code))
+            head = self._observation_heads[key] = (meta, OBSERVATION_CATEGORIES[domain], coded)
+        return head
 
     def _coding(self, code: str) -> dict[str, str]:
         system, local = system_and_code(code)
@@ -534,14 +567,11 @@ class _PatientBuild:
                 panel["component"][BLOOD_PRESSURE_PARTS.index(code)] = component
                 return
             code = BLOOD_PRESSURE_PANEL[0]
+        meta, category, coded = self.b.observation_head(code, domain)
         observation = self._add({
-            "resourceType": "Observation", "id": self.ids.next(),
-            "meta": profile(VITAL_SIGN_PROFILES.get(code, "us-core-vital-signs") if domain == "vital"
-                            else "us-core-observation-lab"),
-            "status": "final", "category": OBSERVATION_CATEGORIES[domain],
-            "code": concept(LOINC, code.split("/", 1)[1], BLOOD_PRESSURE_PANEL[1]) if code == BLOOD_PRESSURE_PANEL[0]
-            else self.b.concept(code),
-            "subject": self.subject, **self._context(visit), "effectiveDateTime": fhir_datetime(event.time),
+            "resourceType": "Observation", "id": self.ids.next(), "meta": meta, "status": "final",
+            "category": category, "code": coded, "subject": self.subject, **self._context(visit),
+            "effectiveDateTime": fhir_datetime(event.time),
         })
         if code == BLOOD_PRESSURE_PANEL[0]:
             # A pressure is systolic over diastolic: a half the record lacks is stated as not performed.
@@ -564,8 +594,7 @@ class _PatientBuild:
     def _interpret(self, observation: Resource, event: Event, known: ReferenceInterval | None) -> None:
         if known is None:
             return
-        bounds = {"low": known.low, "high": known.high}
-        observation["referenceRange"] = [{k: _quantity(v, event.unit) for k, v in bounds.items() if v is not None}]
+        observation["referenceRange"] = _reference_range(known, event.unit)
         observation["interpretation"] = INTERPRETATIONS[_flag(event.numeric_value, known)]
 
     def _lab_finding(self, event: Event, visit: _Visit | None) -> None:

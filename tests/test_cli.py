@@ -4,6 +4,7 @@ and a mistake ends with one clear sentence and exit code 2, never a traceback.""
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -98,6 +99,19 @@ def test_quiet_prints_nothing_on_success(tmp_path):
 def test_version_names_the_release():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("trajsim ")
+
+
+def test_the_command_line_starts_without_the_other_commands_libraries():
+    """`trajsim generate` does not wait for torch or the evaluation, ingest, push and stream
+    libraries to load; `trajsim train` loads torch when it runs."""
+    probe = ("import sys, trajsim.cli; print(sorted({'torch', 'trajsim.evaluate', 'trajsim.ingest', 'fhir_export.push', "
+             "'trajsim.stream'} & set(sys.modules)))")
+    started = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "[]"
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0 and "--max-steps" in result.output
 
 
 def test_brackets_in_names_and_paths_are_shown_as_text(tmp_path):

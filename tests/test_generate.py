@@ -98,6 +98,16 @@ def test_only_the_requested_formats_are_written(tmp_path):
     assert (tmp_path / "fhir" / "ndjson" / "Patient.ndjson").exists()
 
 
+def test_an_event_table_alone_is_the_same_table_without_fhir(tmp_path):
+    """Asking only for the event table skips building FHIR resources, and the table does not change."""
+    generate(small_scenario(5, seed=9, **{"output.formats": ["events"]}), tmp_path / "events_only")
+    summary = generate(small_scenario(5, seed=9, **{"output.formats": ["events", "ndjson"]}), tmp_path / "both")
+    assert not (tmp_path / "events_only" / "fhir").exists()
+    manifest = orjson.loads((tmp_path / "events_only" / "manifest.json").read_bytes())
+    assert manifest["resources"] == {} and manifest["events"] == summary.events
+    assert file_hashes(tmp_path / "events_only" / "events") == file_hashes(tmp_path / "both" / "events")
+
+
 class Crashing(ReferenceSource):
     """Fails part-way through the cohort, like a killed run."""
 

@@ -1,5 +1,5 @@
 """The `trajsim` command line: `generate` and `validate` live here; every other command lives in its
-own package and is registered below.
+own package, named in `COMMANDS` and imported only when it runs.
 
 User mistakes (a bad scenario, a missing folder) end with one sentence on stderr and exit code 2;
 failed validation ends with exit code 1.
@@ -8,6 +8,7 @@ failed validation ends with exit code 1.
 from __future__ import annotations
 
 import sys
+from importlib import import_module
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,20 +16,38 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from trajsim.console import console, errors, fail, progress_bar, set_verbosity
-from trajsim.evaluate.command import evaluate_command
-from trajsim.ingest.command import ingest_command
-from trajsim.model.command import train_command
-from trajsim.push_command import push_command
 from trajsim.scenario import Scenario, ScenarioError, has_population_summary, load_scenario, with_overrides
-from trajsim.stream.command import stream_command
-from trajsim.trial.command import trial_command
 
 if TYPE_CHECKING:
     from fhir_export.profiles import ProfileTally
 
-app = typer.Typer(help="Simulate longitudinal patient trajectories and export them as FHIR R4.",
+# The commands of other packages, imported only when run (or listed by --help): the training
+# command alone imports torch, and all of them together take seconds `generate` does not need.
+COMMANDS = {"ingest": ("trajsim.ingest.command", "ingest_command"), "push": ("trajsim.push_command", "push_command"),
+            "train": ("trajsim.model.command", "train_command"),
+            "evaluate": ("trajsim.evaluate.command", "evaluate_command"),
+            "trial": ("trajsim.trial.command", "trial_command"), "stream": ("trajsim.stream.command", "stream_command")}
+
+
+class _Commands(TyperGroup):
+    """The command group, loading a command of `COMMANDS` when it is first asked for."""
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperCommand | TyperGroup | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            module, function = COMMANDS[cmd_name]
+            one = typer.Typer()
+            one.command(cmd_name)(getattr(import_module(module), function))
+            self.add_command(typer.main.get_command(one), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return [*self.commands, *(name for name in COMMANDS if name not in self.commands)]
+
+
+app = typer.Typer(help="Simulate longitudinal patient trajectories and export them as FHIR R4.", cls=_Commands,
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -182,12 +201,6 @@ def _print_must_support(tally: ProfileTally, label: str) -> None:
     for value_set, count in sorted(tally.bindings_not_checked.items()):
         console.print(f"not judged: {count:,} value(s) of the required value set {value_set} (not shipped)",
                       markup=False, highlight=False, soft_wrap=True)
-
-
-for name, command in (("ingest", ingest_command), ("push", push_command), ("train", train_command),
-                      ("evaluate", evaluate_command), ("trial", trial_command), ("stream", stream_command)):
-    app.command(name)(command)
-
 
 
 def run() -> None:

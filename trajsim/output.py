@@ -44,6 +44,7 @@ from trajsim.scenario import Scenario
 from trajsim.vocab import load_vocabulary
 
 BUNDLE_FOLDERS = {"bundle": ("bundles", "transaction"), "collection": ("collections", "collection")}
+FHIR_FORMATS = frozenset({*BUNDLE_FOLDERS, "ndjson"})  # the formats that need a patient's resources built
 STALE_PATTERNS = ("fhir/bundles/patient-*.json", "fhir/collections/patient-*.json", "fhir/ndjson/*.ndjson",
                   "events/part-*.parquet", "manifest.json")
 PARTIAL_PATTERNS = (".*.tmp", "fhir/*/.*.tmp", "events/.*.tmp")  # files an interrupted write left (trajsim.atomic)
@@ -270,6 +271,16 @@ class ShardWriter:
         summary.events += len(events)
         summary.deaths += any(e.code == DEATH for e in events)
         summary.encounters += sum(e.code.startswith(VISIT_START_PREFIX) for e in events)
+        if not self.output.formats.isdisjoint(FHIR_FORMATS):  # the event table alone builds no resources
+            self._write_fhir(events)
+        self._chunk.extend(events)
+        self._chunk_patients += 1
+        if self._chunk_patients == CHUNK_SIZE:
+            self._finish_chunk()
+
+    def _write_fhir(self, events: Sequence[Event]) -> None:
+        """The patient's resources, with insurance and claims, in the bundle and NDJSON formats asked for."""
+        summary = self.summary
         patient = self.builder.build(events)
         finances = add_insurance(patient, f"{self.builder.namespace}/{events[0].subject_id}",
                                  self.output.scenario.output.insurance)
@@ -289,10 +300,6 @@ class ShardWriter:
             summary.bytes_written += write_bundles(bundles, patient)
         if self._ndjson is not None:
             self._ndjson.write(patient)
-        self._chunk.extend(events)
-        self._chunk_patients += 1
-        if self._chunk_patients == CHUNK_SIZE:
-            self._finish_chunk()
 
     def write_frame(self, events: pl.DataFrame) -> None:
         """Write the patients of a canonical event table, in the order they first appear."""

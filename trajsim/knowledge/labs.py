@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from trajsim.knowledge.hazards import AgeSegments, band_segments
 from trajsim.knowledge.tables import DATA, Screening, read_table
 
 NEGATIVE, POSITIVE = "SNOMED/260385009", "SNOMED/10828004"  # a test strip's qualitative answers
@@ -119,8 +120,19 @@ def reference_intervals() -> dict[str, tuple[ReferenceInterval, ...]]:
 def reference_interval(code: str, sex: str, age: float) -> ReferenceInterval | None:
     """The reference interval of `code` for this sex and age (a sex's own before one for both),
     or None where the table has none."""
-    matches = [r for r in reference_intervals().get(code, ()) if r.sex in (sex, None) and r.age_min <= age < r.age_max]
-    return min(matches, key=lambda r: r.sex is None) if matches else None
+    segments = _interval_segments(code, sex)
+    return segments.at(age) if segments is not None else None
+
+
+@cache
+def _interval_segments(code: str, sex: str) -> AgeSegments[ReferenceInterval | None] | None:
+    """`reference_interval` of one code and sex at every age, worked out once per stretch between
+    band edges (it is asked for every lab result exported); None for a code without intervals."""
+    rows = [r for r in reference_intervals().get(code, ()) if r.sex in (sex, None)]
+    if not rows:
+        return None
+    return band_segments(((r.age_min, r.age_max, r) for r in rows),
+                         lambda matches: min(matches, key=lambda r: r.sex is None) if matches else None)
 
 
 def abnormal(code: str, value: float, sex: str, age: float) -> bool:
