@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "3c1a29346a1c6e09b52d62fabe48b1e7c99249132256e2848451e60e7a9ca24e",
-    "default": "fe0629cf2613afec5b2ffad1f6923bf2ff06a52835e161c97acddc40538913cb",
+    "reference": "fcda288fdfd0f5eed16405e4a2b41341b95f74cf396ee1c4e5fcc9b3d6fed1bc",
+    "default": "b984484e782fef5f22146893ea9dd740255980250277b62312d4d8f762e4daad",
 }
 
 
