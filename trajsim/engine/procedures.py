@@ -1,28 +1,77 @@
-"""The chart keeper of procedures: a procedure is done once in a visit, whichever source proposes
-it (a model that learned a screening and its questionnaire may write the screening again after
-each answer; three mammographies in one visit are a charting error a clinician would flag)."""
+"""The chart keeper of procedures, for every source: a procedure is done once in a visit (a model
+that learned a screening and its questionnaire may write the screening again after each answer;
+three mammographies in one visit are a charting error a clinician would flag), within the visit's
+time, and for the condition that calls for it where the chart has one (a cesarean for the
+pregnancy, spirometry for the COPD), named in the fact's text as a prescription names its
+indication."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from functools import cache
 
 from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.pregnancy import CESAREAN, NORMAL_DELIVERY
 from trajsim.engine.source import PatientState, Visit
+from trajsim.knowledge import Knowledge
+from trajsim.knowledge.acute import admissions, treatments
+from trajsim.knowledge.lifecycles import PREGNANCY
+from trajsim.knowledge.procedures import indicated_procedures
+from trajsim.knowledge.tables import per_knowledge
 from trajsim.vocab import domain_of
+
+
+@cache
+def _indication_keys() -> dict[str, tuple[str, ...]]:
+    """Procedure code -> keys of the conditions it is done for, from the tables that order it."""
+    pairs = [(p.code, p.condition) for p in indicated_procedures() if p.condition]
+    pairs += [(t.procedure, t.condition) for t in treatments().values()]
+    pairs += [(a.procedure, a.condition) for a in admissions() if a.procedure]
+    keys: dict[str, list[str]] = {}
+    for code, condition in pairs:
+        keys.setdefault(code, [])
+        if condition not in keys[code]:
+            keys[code].append(condition)
+    return {code: tuple(conditions) for code, conditions in keys.items()}
+
+
+@per_knowledge
+def indications(knowledge: Knowledge) -> dict[str, tuple[str, ...]]:
+    """Procedure code -> the condition codes it is done for, in the order the tables give them; a
+    delivery is done for the pregnancy."""
+    codes = {code: tuple(knowledge.conditions[key].code for key in keys if key in knowledge.conditions)
+             for code, keys in _indication_keys().items()}
+    return codes | {NORMAL_DELIVERY: (PREGNANCY,), CESAREAN: (PREGNANCY,)}
 
 
 class ProcedureKeeper(ChartKeeper):
     """Drops a procedure already recorded in the same visit (for history outside any visit, on the
-    same day)."""
+    same day), moves one dated after the visit's end to its end, and names the reason of one that
+    has none: the first of its indications the visit records, else one the patient has."""
+
+    def __init__(self, knowledge: Knowledge) -> None:
+        self.indications = indications(knowledge)
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         seen: set[tuple[str, float]] = set()
         kept = []
+        in_visit = {fact.code for fact in visit.facts}
         for fact in visit.facts:
             if domain_of(fact.code) == "procedure":
                 day = 0.0 if visit.encounter_class is not None else float(math.floor(visit.day + fact.offset_days))
                 if (fact.code, day) in seen:
                     continue
                 seen.add((fact.code, day))
+                if visit.encounter_class is not None and fact.offset_days > visit.duration_days:
+                    fact = dataclasses.replace(fact, offset_days=visit.duration_days)
+                if fact.text is None:
+                    fact = dataclasses.replace(fact, text=self._reason(patient, visit, fact.code, in_visit))
             kept.append(fact)
         visit.facts[:] = kept
+
+    def _reason(self, patient: PatientState, visit: Visit, code: str, in_visit: set[str]) -> str | None:
+        candidates = self.indications.get(code, ())
+        # a condition ending on the visit's day is still its reason (the pregnancy a delivery ends)
+        had = {c for c, end in patient.conditions.items() if end >= visit.day}
+        return next((c for c in candidates if c in in_visit), None) or next((c for c in candidates if c in had), None)
