@@ -20,14 +20,12 @@ from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import NEWBORN_STAY
-from trajsim.knowledge.lifecycles import MISCARRIAGE, PREGNANCY, lifecycles
+from trajsim.knowledge.lifecycles import CESAREAN, MISCARRIAGE, NORMAL_DELIVERY, PREGNANCY, lifecycles
 from trajsim.knowledge.tables import DATA, read_table
 
 PRENATAL_INITIAL = "SNOMED/424441002"
 PRENATAL = "SNOMED/424619006"
 OBSTETRIC_ADMISSION = "SNOMED/183460006"
-NORMAL_DELIVERY = "SNOMED/48782003"
-CESAREAN = "SNOMED/11466000"
 SYMPTOM_VISIT = "SNOMED/185345009"
 _WEEK = 7.0
 _LMP_TO_CONCEPTION_DAYS = 14.0

@@ -12,11 +12,10 @@ import math
 from functools import cache
 
 from trajsim.engine.chart import ChartKeeper
-from trajsim.engine.pregnancy import CESAREAN, NORMAL_DELIVERY
 from trajsim.engine.source import PatientState, Visit
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import admissions, treatments
-from trajsim.knowledge.lifecycles import PREGNANCY
+from trajsim.knowledge.lifecycles import DELIVERIES, PREGNANCY
 from trajsim.knowledge.procedures import indicated_procedures
 from trajsim.knowledge.tables import per_knowledge
 from trajsim.vocab import domain_of
@@ -42,13 +41,24 @@ def indications(knowledge: Knowledge) -> dict[str, tuple[str, ...]]:
     delivery is done for the pregnancy."""
     codes = {code: tuple(knowledge.conditions[key].code for key in keys if key in knowledge.conditions)
              for code, keys in _indication_keys().items()}
-    return codes | {NORMAL_DELIVERY: (PREGNANCY,), CESAREAN: (PREGNANCY,)}
+    return codes | {delivery: (PREGNANCY,) for delivery in DELIVERIES}
+
+
+@cache
+def visit_class_procedures() -> dict[str, frozenset[str]]:
+    """Procedure code -> the encounter classes it is done at, for those every visit of a class gets
+    rather than a condition (medication reconciliation at the end of a stay)."""
+    rows = indicated_procedures()
+    return {p.code: p.settings for p in rows
+            if p.condition is None and p.settings and all(q.condition is None for q in rows if q.code == p.code)}
 
 
 class ProcedureKeeper(ChartKeeper):
     """Drops a procedure already recorded in the same visit (for history outside any visit, on the
     same day), moves one dated after the visit's end to its end, and names the reason of one that
-    has none: the first of its indications the visit records, else one the patient has."""
+    has none: the first of its indications the visit records, else one the patient has. A delivery
+    without a pregnancy is dropped, and so is a procedure of a visit class at a visit of another
+    (a stay's discharge reconciliation left in the ED visit the stay was turned into)."""
 
     def __init__(self, knowledge: Knowledge) -> None:
         self.indications = indications(knowledge)
@@ -57,16 +67,19 @@ class ProcedureKeeper(ChartKeeper):
         seen: set[tuple[str, float]] = set()
         kept = []
         in_visit = {fact.code for fact in visit.facts}
+        by_class = visit_class_procedures()
         for fact in visit.facts:
             if domain_of(fact.code) == "procedure":
                 day = 0.0 if visit.encounter_class is not None else float(math.floor(visit.day + fact.offset_days))
-                if (fact.code, day) in seen:
+                if (fact.code, day) in seen or visit.encounter_class not in by_class.get(fact.code, (visit.encounter_class,)):
                     continue
                 seen.add((fact.code, day))
                 if visit.encounter_class is not None and fact.offset_days > visit.duration_days:
                     fact = dataclasses.replace(fact, offset_days=visit.duration_days)
                 if fact.text is None:
                     fact = dataclasses.replace(fact, text=self._reason(patient, visit, fact.code, in_visit))
+                if fact.text is None and fact.code in DELIVERIES:
+                    continue  # a birth ends a pregnancy: none recorded, the chart is wrong
             kept.append(fact)
         visit.facts[:] = kept
 

@@ -20,6 +20,9 @@ from trajsim.knowledge.tables import DATA, Knowledge, per_knowledge, read_table
 
 PREGNANCY = "SNOMED/72892002"
 MISCARRIAGE = "SNOMED/19169002"
+NORMAL_DELIVERY = "SNOMED/48782003"
+CESAREAN = "SNOMED/11466000"
+DELIVERIES = (NORMAL_DELIVERY, CESAREAN)  # the procedures that end a pregnancy with a birth
 _Z90 = 1.2815515655446004  # the standard normal's 90th percentile
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from importlib.resources.abc import Traversable
 
 from trajsim.events import ENCOUNTER_CLASSES
 from trajsim.knowledge.tables import DATA, TableError, read_table
@@ -36,8 +37,13 @@ class IndicatedProcedure:
 
 @cache
 def indicated_procedures() -> tuple[IndicatedProcedure, ...]:
-    """The rows of `data/procedures.csv`, checked: allowed values, known codes, shares in (0, 1]."""
-    path = DATA.joinpath("procedures.csv")
+    """The shipped `data/procedures.csv`."""
+    return read_indicated_procedures(DATA.joinpath("procedures.csv"))
+
+
+def read_indicated_procedures(path: Traversable) -> tuple[IndicatedProcedure, ...]:
+    """The rows of a procedures table, checked: allowed values, procedure codes the vocabulary knows,
+    shares in (0, 1]; otherwise a `TableError` naming the file, line and allowed values."""
     rows = read_table(path, ("condition", "code", "at", "moment", "settings", "interval_days", "age_min", "share"))
     vocabulary = load_vocabulary()
     procedures = []

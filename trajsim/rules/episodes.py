@@ -1,6 +1,7 @@
 """Rules about condition lifecycles, read from `trajsim/knowledge/data/lifecycles.csv`: acute
-episodes end within their longest plausible length, a pregnancy ends within 300 days, a code is not
-used before it existed, and a condition is first diagnosed at an age it can start at.
+episodes end within their longest plausible length, a pregnancy ends within 300 days (and a delivery
+ends a pregnancy), a code is not used before it existed, and a condition is first diagnosed at an age
+it can start at.
 
 An episode with no recorded end is judged only when the record goes on past its longest length:
 a record that stops earlier (the end of the data, a death) may simply not have seen the end.
@@ -15,7 +16,7 @@ import polars as pl
 from trajsim.clock import DAYS_PER_YEAR, to_datetime
 from trajsim.events import BIRTH
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.lifecycles import PREGNANCY, lifecycles
+from trajsim.knowledge.lifecycles import DELIVERIES, PREGNANCY, lifecycles
 from trajsim.rules.base import violation
 from trajsim.rules.record import _condition_spells
 
@@ -24,6 +25,8 @@ RULES: dict[str, str] = {
                                 "while the record goes on past it (e.g. viral pharyngitis still active after 3 weeks)",
     "acute_episode_too_long": "an acute condition whose recorded end comes after its longest plausible episode",
     "pregnancy_too_long": "a pregnancy lasting over 300 days, or with no end while the record goes on past 300 days",
+    "delivery_without_pregnancy": "a delivery (normal or cesarean) with no pregnancy recorded in the 300 days "
+                                  "before it",
     "code_before_valid_date": "a condition code dated before the disease or the code existed (COVID-19 before 2020)",
     "onset_age_outside_window": "a condition first diagnosed at an age it does not start at (essential hypertension "
                                 "before 6, ADHD first diagnosed in an adult, osteoporosis before 50)",
@@ -35,7 +38,8 @@ _DAY = pl.duration(days=1)
 def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     """The violations of this family's rules."""
     table = _lifecycle_table(knowledge)
-    return [_episodes(facts, knowledge, table), _valid_dates(facts, table), _onset_ages(facts, knowledge, table)]
+    return [_episodes(facts, knowledge, table), _deliveries(facts), _valid_dates(facts, table),
+            _onset_ages(facts, knowledge, table)]
 
 
 def _lifecycle_table(knowledge: Knowledge) -> pl.LazyFrame:
@@ -68,6 +72,19 @@ def _episodes(facts: pl.LazyFrame, knowledge: Knowledge, table: pl.LazyFrame) ->
                   .then(pl.format("no end after {} days; the record goes on to {}", "max_days", "last"))
                   .otherwise(pl.format("lasts {} days", pl.col("days").round(1)))),
     ])
+
+
+def _deliveries(facts: pl.LazyFrame) -> pl.LazyFrame:
+    """Deliveries with no pregnancy onset in the longest pregnancy before them."""
+    onsets = (facts.filter(pl.col("code") == PREGNANCY)
+              .select("subject_id", pl.col("time").alias("onset")).sort("onset"))
+    births = facts.filter(pl.col("code").is_in(DELIVERIES)).sort("time")
+    unexplained = (births.join_asof(onsets, left_on="time", right_on="onset", by="subject_id", strategy="backward",
+                                    check_sortedness=False)
+                   .filter(pl.col("onset").is_null() | (pl.col("time") - pl.col("onset") > PREGNANCY_MAX_DAYS * _DAY)))
+    return violation(unexplained, "delivery_without_pregnancy",
+                     pl.when(pl.col("onset").is_null()).then(pl.lit("no pregnancy recorded before it"))
+                     .otherwise(pl.format("the last pregnancy began {}", pl.col("onset").dt.date())))
 
 
 def _valid_dates(facts: pl.LazyFrame, table: pl.LazyFrame) -> pl.LazyFrame:
