@@ -65,6 +65,22 @@ def test_copd_gets_yearly_spirometry_and_a_nebulizer_when_it_brings_the_patient_
     assert [(f.code, f.text) for f in exacerbation] == [(NEBULIZER, COPD)]
 
 
+def test_each_pregnancy_is_confirmed_and_dated_and_its_prenatal_visits_check_the_fetal_heart():
+    from trajsim.engine.pregnancy import PRENATAL, PRENATAL_INITIAL
+
+    p, schedule = _schedule(28.0)
+    p.sex = "F"
+    tests = ["SNOMED/252160004", "SNOMED/169230002"]
+    first = schedule.due_at(Visit(p.now, "AMB", 0.02, [Fact(PRENATAL_INITIAL), Fact(PREGNANCY, offset_days=-50)]))
+    assert [(f.code, f.text) for f in first] == [(code, PREGNANCY) for code in tests]
+    p.conditions[PREGNANCY] = p.now + 200
+    follow_up = schedule.due_at(Visit(p.now + 28, "AMB", 0.02, [Fact(PRENATAL, text=PREGNANCY)]))
+    assert [(f.code, f.text) for f in follow_up] == [("SNOMED/225158009", PREGNANCY)]
+    p.conditions[PREGNANCY] = p.now + 250  # ended; a second pregnancy two years later is confirmed again
+    second = schedule.due_at(Visit(p.now + 730, "AMB", 0.02, [Fact(PRENATAL_INITIAL), Fact(PREGNANCY, offset_days=-50)]))
+    assert [f.code for f in second] == tests
+
+
 def test_a_stay_ends_with_medication_reconciliation_inside_it():
     p, schedule = _schedule(50.0)
     stay = Visit(p.now, "IMP", 3.0, [Fact("SNOMED/183452005")])

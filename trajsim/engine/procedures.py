@@ -56,7 +56,8 @@ def visit_class_procedures() -> dict[str, frozenset[str]]:
 class ProcedureKeeper(ChartKeeper):
     """Drops a procedure already recorded in the same visit (for history outside any visit, on the
     same day), moves one dated after the visit's end to its end, and names the reason of one that
-    has none: the first of its indications the visit records, else one the patient has. A delivery
+    has none: the first of its indications the visit records or is made for, else one the patient
+    has (a procedure no table gives indications for: the condition the visit is for). A delivery
     without a pregnancy is dropped, and so is a procedure of a visit class at a visit of another
     (a stay's discharge reconciliation left in the ED visit the stay was turned into)."""
 
@@ -66,7 +67,9 @@ class ProcedureKeeper(ChartKeeper):
     def vet(self, patient: PatientState, visit: Visit) -> None:
         seen: set[tuple[str, float]] = set()
         kept = []
-        in_visit = {fact.code for fact in visit.facts}
+        # the visit's conditions: those it records, and the one its type names (an exacerbation's)
+        named = [fact.text for fact in visit.facts if fact.text and domain_of(fact.code) == "encounter_type"]
+        in_visit = {fact.code for fact in visit.facts} | set(named)
         by_class = visit_class_procedures()
         for fact in visit.facts:
             if domain_of(fact.code) == "procedure":
@@ -77,14 +80,16 @@ class ProcedureKeeper(ChartKeeper):
                 if visit.encounter_class is not None and fact.offset_days > visit.duration_days:
                     fact = dataclasses.replace(fact, offset_days=visit.duration_days)
                 if fact.text is None:
-                    fact = dataclasses.replace(fact, text=self._reason(patient, visit, fact.code, in_visit))
+                    fact = dataclasses.replace(fact, text=self._reason(patient, visit, fact.code, in_visit, named))
                 if fact.text is None and fact.code in DELIVERIES:
                     continue  # a birth ends a pregnancy: none recorded, the chart is wrong
             kept.append(fact)
         visit.facts[:] = kept
 
-    def _reason(self, patient: PatientState, visit: Visit, code: str, in_visit: set[str]) -> str | None:
-        candidates = self.indications.get(code, ())
+    def _reason(self, patient: PatientState, visit: Visit, code: str, in_visit: set[str], named: list[str]) -> str | None:
+        if code not in self.indications:  # no table says what it is for: the condition the visit is for (hospice's)
+            return named[0] if named else None
+        candidates = self.indications[code]
         # a condition ending on the visit's day is still its reason (the pregnancy a delivery ends)
         had = {c for c, end in patient.conditions.items() if end >= visit.day}
         return next((c for c in candidates if c in in_visit), None) or next((c for c in candidates if c in had), None)

@@ -193,17 +193,18 @@ class Schedule:
 
     def _indicated_procedures(self, visit: Visit) -> list[Fact]:
         """The procedures the chart calls for at this visit (`procedures.csv`): at a condition's
-        diagnosis, at the visits made for it, or while it lasts once an interval."""
+        diagnosis, at the visits whose type names it (an exacerbation's, a prenatal visit), or while
+        it lasts once an interval."""
         p, k = self.patient, self.k
         age, facts, done = p.age_at(visit.day), [], set()
+        recorded = {f.code for f in visit.facts}
         # a visit's type names the known condition it is made for (an exacerbation) in its text
-        recorded = {f.code for f in visit.facts} | {f.text for f in visit.facts
-                                                     if f.text and domain_of(f.code) == "encounter_type"}
+        named = {f.text for f in visit.facts if f.text and domain_of(f.code) == "encounter_type"}
         active = active_keys(k, p, visit.day, visit.facts)
         for procedure in indicated_procedures():
             if (procedure.code in done or age < procedure.age_min
                     or procedure.settings and visit.encounter_class not in procedure.settings
-                    or not self._indicated(procedure, visit, recorded, active)):
+                    or not self._indicated(procedure, visit, recorded, named, active)):
                 continue
             if procedure.share < 1 and p.rng.random() >= procedure.share:
                 continue
@@ -214,16 +215,17 @@ class Schedule:
             facts.append(Fact(procedure.code, offset_days=offset, text=reason))
         return facts
 
-    def _indicated(self, procedure: IndicatedProcedure, visit: Visit, recorded: set[str], active: set[str]) -> bool:
-        """Whether this visit calls for the procedure: `recorded` holds the codes the visit records
-        or names as its reason, `active` the keys of the conditions active at it."""
+    def _indicated(self, procedure: IndicatedProcedure, visit: Visit, recorded: set[str], named: set[str],
+                   active: set[str]) -> bool:
+        """Whether this visit calls for the procedure: `recorded` holds the codes the visit records,
+        `named` the conditions its type names, `active` the keys of the conditions active at it."""
         if procedure.condition is None:
             return visit.day >= self.last_procedure.get(procedure.code, -math.inf) + procedure.interval_days
         code = self.k.conditions[procedure.condition].code
-        if procedure.due_at == "diagnosis":
-            return code in recorded and code not in self.patient.conditions
+        if procedure.due_at == "diagnosis":  # recorded while not active: a first diagnosis, a new episode
+            return code in recorded and self.patient.conditions.get(code, -math.inf) <= visit.day
         if procedure.due_at == "reason":
-            return code in recorded
+            return code in named
         return (procedure.condition in active
                 and visit.day >= self.last_procedure.get(procedure.code, -math.inf) + procedure.interval_days)
 

@@ -1,6 +1,7 @@
 """Procedures a chart calls for, as data (`data/procedures.csv`): the tests a guideline orders when a
 condition is diagnosed (an ECG and an echocardiogram in heart failure), repeats while it lasts
-(spirometry in COPD) or does at the visits made for it (a nebulizer in a COPD exacerbation), and
+(spirometry in COPD) or does at the visits made for it (a nebulizer in a COPD exacerbation, the
+fetal heart at a prenatal visit), and
 what every stay gets (medication reconciliation at discharge). Screenings due by age alone are
 `screenings.csv`'s; the procedure that treats an acute condition is `acute_care.csv`'s."""
 
@@ -15,7 +16,7 @@ from trajsim.knowledge.tables import DATA, TableError, read_table
 from trajsim.vocab import load_vocabulary
 
 # when a procedure is due: at the visit a condition is first recorded, at visits while it is active
-# (at most once an interval), or at the visits made for it (its diagnosis or an exacerbation)
+# (at most once an interval), or at the visits made for it, whose type names it (an exacerbation's)
 DUE_AT = ("diagnosis", "visit", "reason")
 MOMENTS = ("start", "end")  # when in the visit it is done: on arrival, or at discharge
 
