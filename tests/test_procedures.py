@@ -146,10 +146,12 @@ def test_every_stay_is_reconciled_and_children_have_their_hearing_screened(expor
     assert find_violations(events).is_empty()
 
 
-def test_each_procedure_the_chart_calls_for_has_its_own_fee_and_a_known_condition():
+def test_procedures_the_chart_calls_for_name_known_conditions_and_each_has_its_own_fee():
     knowledge = load_knowledge()
     for procedure in indicated_procedures():
         assert ("procedure", procedure.code) in fees()
+    for screening in knowledge.screenings:
+        assert ("procedure", screening.code) in fees()
         assert procedure.condition is None or procedure.condition in knowledge.conditions
 
 
