@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "e3a0223d2b108111e17ced32ce8506d5bb9a0a93aee82f91c6fe3f7f0738d436",
-    "default": "5ddee5da5282857ec4ecb0d94e3d98de4cd785250b620b2eda39737116478458",
+    "reference": "ce79e02402ad49c87d86a951ffba4a50bf95e44b57770a74e4dee0b567fdb7c7",
+    "default": "eb67c8489700448b2d8cc38cd8e2860435633f339396358fe21a4db9434ca6d9",
 }
 
 

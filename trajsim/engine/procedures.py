@@ -23,14 +23,15 @@ from trajsim.vocab import domain_of
 
 @cache
 def _indication_keys() -> dict[str, tuple[str, ...]]:
-    """Procedure code -> keys of the conditions it is done for, from the tables that order it."""
-    pairs = [(p.code, p.condition) for p in indicated_procedures() if p.condition]
+    """Procedure code -> keys of the conditions it is done for, from the tables that order it (none
+    for one every visit of a class gets)."""
+    pairs = [(p.code, p.condition) for p in indicated_procedures()]
     pairs += [(t.procedure, t.condition) for t in treatments().values()]
     pairs += [(a.procedure, a.condition) for a in admissions() if a.procedure]
     keys: dict[str, list[str]] = {}
     for code, condition in pairs:
         keys.setdefault(code, [])
-        if condition not in keys[code]:
+        if condition and condition not in keys[code]:
             keys[code].append(condition)
     return {code: tuple(conditions) for code, conditions in keys.items()}
 
