@@ -155,9 +155,13 @@ def test_procedures_the_chart_calls_for_name_known_conditions_and_each_has_its_o
         assert procedure.condition is None or procedure.condition in knowledge.conditions
 
 
-def test_a_procedures_table_with_an_unknown_moment_is_refused_naming_the_allowed_ones(tmp_path):
+def test_a_procedures_table_with_an_unknown_moment_or_a_word_for_a_number_is_refused_naming_the_allowed_values(tmp_path):
     table = tmp_path / "procedures.csv"
     table.write_text("condition,code,at,moment,settings,interval_days,age_min,share,source\n"
                      "copd,SNOMED/127783003,diagnosis,noon,,,40,1.0,a guideline\n")
     with pytest.raises(TableError, match=r"procedures.csv line 2: moment 'noon'; allowed: start, end"):
+        read_indicated_procedures(table)
+    table.write_text("condition,code,at,moment,settings,interval_days,age_min,share,source\n"
+                     "copd,SNOMED/127783003,diagnosis,start,,,forty,1.0,a guideline\n")
+    with pytest.raises(TableError, match=r"line 2: age_min 'forty'; allowed: a number, or empty"):
         read_indicated_procedures(table)

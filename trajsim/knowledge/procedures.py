@@ -1,9 +1,9 @@
 """Procedures a chart calls for, as data (`data/procedures.csv`): the tests a guideline orders when a
 condition is diagnosed (an ECG and an echocardiogram in heart failure), repeats while it lasts
 (spirometry in COPD) or does at the visits made for it (a nebulizer in a COPD exacerbation, the
-fetal heart at a prenatal visit), and
-what every stay gets (medication reconciliation at discharge). Screenings due by age alone are
-`screenings.csv`'s; the procedure that treats an acute condition is `acute_care.csv`'s."""
+fetal heart at a prenatal visit), and what every stay gets (medication reconciliation at discharge).
+Screenings due by age alone are `screenings.csv`'s; the procedure that treats an acute condition is
+`acute_care.csv`'s."""
 
 from __future__ import annotations
 
@@ -50,7 +50,10 @@ def read_indicated_procedures(path: Traversable) -> tuple[IndicatedProcedure, ..
     procedures = []
     for line, r in enumerate(rows, start=2):
         settings = frozenset(filter(None, r["settings"].split(";")))
+        numbers = {column: _number(r[column]) for column in ("interval_days", "age_min", "share")}
         problems = [
+            *(f"{column} {r[column]!r}; allowed: a number, or empty" for column, value in numbers.items()
+              if value is None),
             f"at {r['at']!r}; allowed: {', '.join(DUE_AT)}" if r["at"] not in DUE_AT else "",
             f"moment {r['moment']!r}; allowed: {', '.join(MOMENTS)}" if r["moment"] not in MOMENTS else "",
             f"settings {r['settings']!r}; allowed: encounter classes {', '.join(ENCOUNTER_CLASSES)} separated by "
@@ -58,11 +61,20 @@ def read_indicated_procedures(path: Traversable) -> tuple[IndicatedProcedure, ..
             f"code {r['code']!r} is not a procedure in the vocabulary"
             if r["code"] not in vocabulary or vocabulary[r["code"]].domain != "procedure" else "",
             f"condition empty with at {r['at']!r}; allowed only with at 'visit'" if not r["condition"] and r["at"] != "visit" else "",
-            f"share {r['share']!r}; allowed: a number above 0 and at most 1" if not 0 < float(r["share"]) <= 1 else "",
+            f"share {r['share']!r}; allowed: a number above 0 and at most 1"
+            if numbers["share"] is not None and not 0 < numbers["share"] <= 1 else "",
         ]
         problem = next((p for p in problems if p), None)
         if problem:
             raise TableError(f"{path} line {line}: {problem}")
         procedures.append(IndicatedProcedure(r["condition"] or None, r["code"], r["at"], r["moment"], settings,
-                                             float(r["interval_days"] or 0), float(r["age_min"] or 0), float(r["share"])))
+                                             numbers["interval_days"], numbers["age_min"], numbers["share"]))
     return tuple(procedures)
+
+
+def _number(text: str) -> float | None:
+    """A table's number (empty: 0), or None for text that is not one."""
+    try:
+        return float(text or 0)
+    except ValueError:
+        return None
