@@ -21,28 +21,19 @@ from trajsim.knowledge.tables import per_knowledge
 from trajsim.vocab import domain_of
 
 
-@cache
-def _indication_keys() -> dict[str, tuple[str, ...]]:
-    """Procedure code -> keys of the conditions it is done for, from the tables that order it (none
-    for one every visit of a class gets)."""
+@per_knowledge
+def indications(knowledge: Knowledge) -> dict[str, tuple[str, ...]]:
+    """Procedure code -> the condition codes it is done for, in the order the tables that order it
+    give them (none for one every visit of a class gets); a delivery is done for the pregnancy."""
     pairs = [(p.code, p.condition) for p in indicated_procedures()]
     pairs += [(t.procedure, t.condition) for t in treatments().values()]
     pairs += [(a.procedure, a.condition) for a in admissions() if a.procedure]
-    keys: dict[str, list[str]] = {}
-    for code, condition in pairs:
-        keys.setdefault(code, [])
-        if condition and condition not in keys[code]:
-            keys[code].append(condition)
-    return {code: tuple(conditions) for code, conditions in keys.items()}
-
-
-@per_knowledge
-def indications(knowledge: Knowledge) -> dict[str, tuple[str, ...]]:
-    """Procedure code -> the condition codes it is done for, in the order the tables give them; a
-    delivery is done for the pregnancy."""
-    codes = {code: tuple(knowledge.conditions[key].code for key in keys if key in knowledge.conditions)
-             for code, keys in _indication_keys().items()}
-    return codes | {delivery: (PREGNANCY,) for delivery in DELIVERIES}
+    codes: dict[str, list[str]] = {}
+    for procedure, condition in pairs:
+        codes.setdefault(procedure, [])
+        if condition in knowledge.conditions and knowledge.conditions[condition].code not in codes[procedure]:
+            codes[procedure].append(knowledge.conditions[condition].code)
+    return {code: tuple(conditions) for code, conditions in codes.items()} | {d: (PREGNANCY,) for d in DELIVERIES}
 
 
 @cache
