@@ -1,16 +1,18 @@
 """FHIR export throughput without the simulation: a cohort is simulated once and kept in memory, then
 timed through events -> FHIR resources (`ResourceBuilder.build`) -> transaction bundles and bulk
 NDJSON on disk, with the resources per patient of each type, the lab tests and reports by panel,
-imaging studies by modality and implants by type beside Synthea's (its SMART sample of bundles in the reference data, when present). Then the
+imaging studies by modality, implants by type and procedures by code beside Synthea's (its SMART sample of bundles in the reference data, when present). Then the
 validators' throughput on part of that output, and the rate at which a real FHIR server on loopback
 (SEKMET) loads it through `push_bundles`.
 
     python benchmarks/bench_export.py [PATIENTS] [VALIDATED_PATIENTS] [PUSHED_PATIENTS]
     python benchmarks/bench_export.py --write-path [PATIENTS]
+    python benchmarks/bench_export.py --procedures [PATIENTS]
 
 `--write-path` measures only the exporter as `generate` runs it: the same cohort's events through
 `ShardWriter.write` (resources, notes, insurance and claims, transaction bundles, NDJSON) per CPU
-second of this process, with the share of each stage; the simulation is not timed.
+second of this process, with the share of each stage; the simulation is not timed. `--procedures`
+prints only the procedures table (distinct codes, per patient, with a reason, by code) for a cohort.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from functools import cache
 from pathlib import Path
 
 import orjson
@@ -168,6 +171,7 @@ def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
         resources_by_type(built, patients)
         laboratory(built, patients)
         images_and_implants(built, patients)
+        procedures(built, patients)
         del built
 
         bundles = find_bundles(out)
@@ -233,6 +237,49 @@ def resources_by_type(built: list, patients: int) -> None:
         print(f"{kind:<24}{ours[kind] / patients:>8.1f}{theirs}{note}")
 
 
+@cache
+def synthea_resources() -> tuple[list[dict], int]:
+    """Every resource of Synthea's SMART sample and how many patients it holds (none without the
+    reference data)."""
+    paths = sorted(SYNTHEA_BUNDLES.glob("*.json.gz"))
+    return [entry["resource"] for path in paths
+            for entry in orjson.loads(gzip.decompress(path.read_bytes()))["entry"]], len(paths)
+
+
+def _procedures(resources) -> tuple[Counter, int]:
+    """Procedures by SNOMED code, and how many name a reason (reasonReference or reasonCode)."""
+    procedures = [r for r in resources if r["resourceType"] == "Procedure"]
+    return (Counter(r["code"]["coding"][0]["code"] for r in procedures),
+            sum(bool(r.get("reasonReference") or r.get("reasonCode")) for r in procedures))
+
+
+def procedures(built: list, patients: int, shown: int = 25) -> None:
+    """Distinct procedure codes, procedures per patient and the share with a reason, then the most
+    frequent procedures per 100 patients, beside Synthea's SMART sample."""
+    ours, ours_reasoned = _procedures(r for patient in built for r in patient.resources)
+    resources, synthea_patients = synthea_resources()
+    theirs, theirs_reasoned = _procedures(resources)
+    per = max(synthea_patients, 1)
+    print(f"\n{'procedures':<48}{'trajsim':>8}{'Synthea':>9}")
+    print(f"{'distinct procedure codes':<48}{len(ours):>8}{len(theirs):>9}")
+    print(f"{'procedures per patient':<48}{ours.total() / patients:>8.1f}{theirs.total() / per:>9.1f}")
+    print(f"{'share with a reason':<48}{ours_reasoned / max(ours.total(), 1):>8.0%}"
+          f"{theirs_reasoned / max(theirs.total(), 1):>9.0%}")
+    print(f"{'per 100 patients, by code':<48}")
+    displays = {c["code"]: c.get("display", "") for r in [*resources, *(r for p in built for r in p.resources)]
+                if r["resourceType"] == "Procedure" for c in r["code"]["coding"][:1]}
+    for code in sorted(ours.keys() | theirs.keys(), key=lambda k: -(ours[k] / patients + theirs[k] / per))[:shown]:
+        name = f"{code} {displays[code]}"[:46]
+        print(f"  {name:<46}{100 * ours[code] / patients:>8.1f}{100 * theirs[code] / per:>9.1f}")
+
+
+def procedures_only(patients: int = 300) -> None:
+    """The procedures table alone, for a cohort of `patients` (nothing timed)."""
+    scenario, records = simulated(patients)
+    builder = default_builder(fhir_namespace(scenario.name, scenario.seed))
+    procedures([builder.build(events) for events in records], patients)
+
+
 def _images_and_implants(resources) -> Counter:
     """ImagingStudy by its first series' modality and Device by its type's text."""
     return Counter(f"ImagingStudy {r['series'][0]['modality']['code']}" if r["resourceType"] == "ImagingStudy"
@@ -243,13 +290,12 @@ def _images_and_implants(resources) -> Counter:
 def images_and_implants(built: list, patients: int) -> None:
     """Imaging studies by modality and implanted devices by type, per 100 patients, beside Synthea."""
     ours = _images_and_implants(r for patient in built for r in patient.resources)
-    paths = sorted(SYNTHEA_BUNDLES.glob("*.json.gz"))
-    synthea = _images_and_implants(entry["resource"] for path in paths
-                                   for entry in orjson.loads(gzip.decompress(path.read_bytes()))["entry"])
+    resources, synthea_patients = synthea_resources()
+    synthea = _images_and_implants(resources)
     print(f"\n{'per 100 patients':<48}{'trajsim':>8}{'Synthea':>9}"
-          + (f"  (Synthea: SMART sample, {len(paths)} patients)" if paths else "  (no reference data)"))
+          + (f"  (Synthea: SMART sample, {synthea_patients} patients)" if synthea_patients else "  (no reference data)"))
     for kind in sorted(ours.keys() | synthea.keys()):
-        theirs = f"{100 * synthea[kind] / len(paths):>9.1f}" if paths else f"{'':>9}"
+        theirs = f"{100 * synthea[kind] / synthea_patients:>9.1f}" if synthea_patients else f"{'':>9}"
         print(f"{kind:<48}{100 * ours[kind] / patients:>8.1f}{theirs}")
 
 
@@ -271,10 +317,9 @@ def laboratory(built: list, patients: int) -> None:
     """Distinct lab tests with a value, lab results per patient and lab reports by panel or test per
     100 patients, beside Synthea's SMART sample."""
     ours = _laboratory(r for patient in built for r in patient.resources)
-    paths = sorted(SYNTHEA_BUNDLES.glob("*.json.gz"))
-    synthea = _laboratory(entry["resource"] for path in paths
-                          for entry in orjson.loads(gzip.decompress(path.read_bytes()))["entry"])
-    per = max(len(paths), 1)
+    resources, synthea_patients = synthea_resources()
+    synthea = _laboratory(resources)
+    per = max(synthea_patients, 1)
     print(f"\n{'laboratory':<48}{'trajsim':>8}{'Synthea':>9}")
     print(f"{'distinct lab tests with a value':<48}{len(ours[0]):>8}{len(synthea[0]):>9}")
     print(f"{'lab results per patient':<48}{ours[2] / patients:>8.1f}{synthea[2] / per:>9.1f}")
@@ -318,5 +363,7 @@ def push_throughput(bundles: list[Path], workdir: Path, concurrency: int = 4) ->
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--write-path"]:
         write_path(*(int(arg) for arg in sys.argv[2:3]))
+    elif sys.argv[1:2] == ["--procedures"]:
+        procedures_only(*(int(arg) for arg in sys.argv[2:3]))
     else:
         main(*(int(arg) for arg in sys.argv[1:4]))

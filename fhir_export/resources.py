@@ -266,6 +266,7 @@ class _PatientBuild:
         self.encounters: dict[int, Resource] = {}  # every Encounter by encounter id
         self.conditions: dict[str, Resource] = {}
         self.diagnosed: dict[str, datetime] = {}  # when each condition in `conditions` was diagnosed
+        self.resolved: dict[str, Resource] = {}  # conditions that have ended, by code (the latest of each)
         self.care_plans: dict[str, Resource] = {}
         self.goals: dict[str, Resource] = {}  # the active ones, by the condition they serve
         self.chronic_care: Resource | None = None  # the CareTeam, from the first chronic condition
@@ -544,6 +545,7 @@ class _PatientBuild:
     def _end_condition(self, event: Event) -> None:
         condition = self.conditions.pop(event.text or "", None)
         if condition is not None:
+            self.resolved[event.text] = condition
             condition["clinicalStatus"] = CONDITION_RESOLVED
             condition["abatementDateTime"] = fhir_datetime(event.time)
         plan = self.care_plans.pop(event.text or "", None)
@@ -669,6 +671,12 @@ class _PatientBuild:
                                **self._context(visit), "performedDateTime": fhir_datetime(event.time)})
         if device is not None:
             procedure["focalDevice"] = [{"manipulated": self.out.reference(device)}]
+        # the condition it is done for (a delivery's pregnancy may have ended at the same moment)
+        reason = self.conditions.get(event.text or "") or self.resolved.get(event.text or "")
+        if reason is not None:
+            procedure["reasonReference"] = [self.out.reference(reason)]
+            if visit is not None:
+                self._give_reason(visit, reason)
         exam = imaging_exams().get(code)
         if exam is not None:
             practitioner, organization = ((visit.practitioner, visit.organization) if visit is not None

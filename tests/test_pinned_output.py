@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "fcda288fdfd0f5eed16405e4a2b41341b95f74cf396ee1c4e5fcc9b3d6fed1bc",
-    "default": "b984484e782fef5f22146893ea9dd740255980250277b62312d4d8f762e4daad",
+    "reference": "ce79e02402ad49c87d86a951ffba4a50bf95e44b57770a74e4dee0b567fdb7c7",
+    "default": "eb67c8489700448b2d8cc38cd8e2860435633f339396358fe21a4db9434ca6d9",
 }
 
 

@@ -54,4 +54,4 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     return [PregnancyKeeper(knowledge, adds_care), EmergencyKeeper(knowledge, dates_events=adds_care),
             EpisodeKeeper(knowledge), LabKeeper(),
             BodyKeeper(knowledge, patient), Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge),
-            ProcedureKeeper(), AssessmentKeeper(knowledge, asks=adds_care)]
+            ProcedureKeeper(knowledge), AssessmentKeeper(knowledge, asks=adds_care)]

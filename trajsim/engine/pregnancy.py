@@ -109,7 +109,8 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
     day = office_hours(patient, day)
     if kind == PRENATAL and pregnancy.visits and day >= pregnancy.visits[0][0]:
         return next_visit(knowledge, patient, pregnancy)  # no slot left before the next: it is skipped
-    facts = [Fact(SYMPTOM_VISIT if kind == MISCARRIAGE else kind),
+    # a prenatal visit's type names the pregnancy it is made for
+    facts = [Fact(SYMPTOM_VISIT if kind == MISCARRIAGE else kind, text=PREGNANCY if kind == PRENATAL else None),
              *vitals(knowledge, patient, day, active_keys(knowledge, patient, day) | {"pregnancy"})]
     if kind == MISCARRIAGE:
         resolved = lifecycles(knowledge)[MISCARRIAGE].draw_duration(rng)

@@ -23,8 +23,10 @@ from trajsim.knowledge import Knowledge, Screening
 from trajsim.knowledge.labs import lab_panels, lab_screenings
 from trajsim.knowledge.physiology import BMI, HEAD_CIRCUMFERENCE, HEIGHT, SPO2, VITAL_SIGNS, WEIGHT, measured_at
 from trajsim.knowledge.acute import NEWBORN_STAY, sudden_onsets
+from trajsim.knowledge.procedures import IndicatedProcedure, indicated_procedures
 from trajsim.knowledge.smoking import RECORDED_FROM_AGE, smoking_curve
 from trajsim.knowledge.tables import per_knowledge
+from trajsim.vocab import domain_of
 
 LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 # Emergency triage takes the oxygen saturation with the vital signs: SpO2 below 92% is a danger-zone
@@ -81,6 +83,7 @@ class Schedule:
         self.last_check_age = patient.age_at(patient.entry_day)
         self.death_conditions: frozenset[str] = frozenset()
         self.last_screening: dict[str, float] = {}
+        self.last_procedure: dict[str, float] = {}  # procedure code -> day it was last done for the chart
         self.allergies = self._draw_allergies() if FactKind.ALLERGIES in kinds else []
 
     # --- history -------------------------------------------------------------------------------
@@ -156,8 +159,10 @@ class Schedule:
         birth_stay = any(f.code == NEWBORN_STAY for f in visit.facts)
         if FactKind.IMMUNIZATIONS in kinds and (visit.encounter_class == "AMB" or birth_stay):
             facts += self.immunizer.due(visit.day, visit.facts)
-        if FactKind.PROCEDURES in kinds and well:
-            facts += self._screenings(visit.day, self.k.screenings)
+        if FactKind.PROCEDURES in kinds:
+            facts += self._indicated_procedures(visit)
+            if well:
+                facts += self._screenings(visit.day, self.k.screenings)
         p = self.patient
         if FactKind.SOCIAL_HISTORY in kinds and well and p.age_at(visit.day) >= RECORDED_FROM_AGE:
             status = smoking_curve().status(p.sex, p.age_at(visit.day), p.smoking_draws)
@@ -190,6 +195,44 @@ class Schedule:
             else:
                 self.last_screening[screening.code] = day - interval + DAYS_PER_YEAR
         return facts
+
+    def _indicated_procedures(self, visit: Visit) -> list[Fact]:
+        """The procedures the chart calls for at this visit (`procedures.csv`): at a condition's
+        diagnosis, at the visits whose type names it (an exacerbation's, a prenatal visit), or while
+        it lasts once an interval."""
+        p, k = self.patient, self.k
+        age, facts, done = p.age_at(visit.day), [], set()
+        recorded = {f.code for f in visit.facts}
+        # a visit's type names the known condition it is made for (an exacerbation) in its text
+        named = {f.text for f in visit.facts if f.text and domain_of(f.code) == "encounter_type"}
+        active = active_keys(k, p, visit.day, visit.facts)
+        for procedure in indicated_procedures():
+            if (procedure.code in done or age < procedure.age_min
+                    or procedure.settings and visit.encounter_class not in procedure.settings
+                    or not self._indicated(procedure, visit, recorded, named, active)):
+                continue
+            if procedure.share < 1 and p.rng.random() >= procedure.share:
+                continue
+            done.add(procedure.code)
+            self.last_procedure[procedure.code] = visit.day
+            offset = visit.duration_days if procedure.moment == "end" else 0.0
+            reason = k.conditions[procedure.condition].code if procedure.condition else None
+            facts.append(Fact(procedure.code, offset_days=offset, text=reason))
+        return facts
+
+    def _indicated(self, procedure: IndicatedProcedure, visit: Visit, recorded: set[str], named: set[str],
+                   active: set[str]) -> bool:
+        """Whether this visit calls for the procedure: `recorded` holds the codes the visit records,
+        `named` the conditions its type names, `active` the keys of the conditions active at it."""
+        if procedure.condition is None:
+            return visit.day >= self.last_procedure.get(procedure.code, -math.inf) + procedure.interval_days
+        code = self.k.conditions[procedure.condition].code
+        if procedure.due_at == "diagnosis":  # recorded while not active: a first diagnosis, a new episode
+            return code in recorded and self.patient.conditions.get(code, -math.inf) <= visit.day
+        if procedure.due_at == "reason":
+            return code in named
+        return (procedure.condition in active
+                and visit.day >= self.last_procedure.get(procedure.code, -math.inf) + procedure.interval_days)
 
     def _complications(self, visit: Visit) -> list[Fact]:
         """Onsets of conditions made likelier by active ones: each active condition adds its excess

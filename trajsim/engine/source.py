@@ -42,7 +42,7 @@ class FactKind(Enum):
     PRESCRIPTIONS = "prescriptions"  # orders and stops (renewals and guideline therapy are the Prescriber's)
     MEASUREMENTS = "measurements"  # vital signs and labs with their values
     IMMUNIZATIONS = "immunizations"  # scheduled doses and seasonal shots
-    PROCEDURES = "procedures"  # screenings
+    PROCEDURES = "procedures"  # screenings and the procedures a chart calls for
     ALLERGIES = "allergies"
     SOCIAL_HISTORY = "social history"  # smoking and pregnancy status, screening answers: what the patient reports
     DEATHS = "deaths"
@@ -77,7 +77,8 @@ class Fact:
     """One clinical fact of a visit, `offset_days` after the visit starts.
 
     `code` is SYSTEM/CODE or a TRAJSIM structural code. For a medication `text` names its
-    indication; for a CONDITION_END or MEDICATION_END `text` names the code that ends.
+    indication, for a procedure the condition it is done for; for a CONDITION_END or MEDICATION_END
+    `text` names the code that ends.
     """
 
     code: str
