@@ -79,14 +79,16 @@ class TokenGrammar:
         # what condition_end / medication_end may name
         self.endable = {tokenizer.index[CONDITION_END]: plain & np.isin(systems, ["SNOMED", "ICD10CM"]),
                         tokenizer.index[MEDICATION_END]: plain & (systems == "RXNORM")}
-        self.year = np.array([int(t[5:]) if t.startswith("YEAR/") else -1 for t in vocab])
+        self.year = np.full(self.size, -1)
+        year_tokens = tokenizer.year_tokens()
+        self.year[list(year_tokens.values())] = list(year_tokens)
         self.year_marks = tokenizer.year_marks
         marks = sorted((int(self.year[i]), i) for i in np.flatnonzero(self.year >= 0))
         self.mark_years = np.array([year for year, _ in marks])
         self.mark_starts = np.array([year_start_day(year) for year, _ in marks])
         self.mark_tokens = np.array([token for _, token in marks])
         # the record's end year, written after its start year (tokenizers with `record_end`)
-        self.until = {int(t[6:]): i for i, t in enumerate(vocab) if t.startswith("UNTIL/")}
+        self.until = tokenizer.until_tokens()
         self.end, self.eos = tokenizer.index[END], tokenizer.index[EOS]
         self.condition_end = tokenizer.index[CONDITION_END]
         self.token_of = tokenizer.index

@@ -160,7 +160,7 @@ def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None
                     else sized_for(train_seqs, len(tokenizer.vocab)))
     model_config = replace(model_config, **tokenizer.calendar())
     length = model_config.block_size + 1  # inputs and shifted targets
-    years = {i for i, token in enumerate(tokenizer.vocab) if token.startswith("YEAR/")}
+    years = set(tokenizer.year_tokens().values())
     train_data, val_data = (padded([w for ids in seqs for w in windows(ids, length, years, tokenizer.header_length)], length, pad)
                             for seqs in (train_seqs, val_seqs))
     train_lengths = (train_data != pad).sum(dim=1)
