@@ -7,6 +7,9 @@ holds a creatinine without the rest of the panel it was drawn in. The values are
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge.labs import lab_panels, order_of
@@ -17,14 +20,16 @@ class LabKeeper(ChartKeeper):
     """Replaces a panel's code by its results and completes a panel of which a source proposed
     only some results, once per panel and day of the visit."""
 
-    def __init__(self) -> None:
+    def __init__(self, measurement_codes: Mapping[str, str] = MappingProxyType({})) -> None:
+        self.measurement_codes = dict(measurement_codes)  # a member the source names by another code
         self.panels = lab_panels()
         self.orderable = frozenset(self.panels) | {code for members in self.panels.values() for code in members}
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         # a result the source names by another code for it (Synthea's MDRD eGFR) is the panel's
         # member, reported under the source's code
-        source_code = {SAME_MEASUREMENT[f.code]: f.code for f in visit.facts if f.code in SAME_MEASUREMENT}
+        source_code = self.measurement_codes | {SAME_MEASUREMENT[f.code]: f.code for f in visit.facts
+                                                if f.code in SAME_MEASUREMENT}
         codes = {SAME_MEASUREMENT.get(f.code, f.code) for f in visit.facts}
         if not codes & self.orderable:
             return

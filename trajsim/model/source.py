@@ -31,6 +31,7 @@ from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, VISIT_START_PRE
 from trajsim.knowledge import Knowledge, load_knowledge
 from trajsim.model.draws import row_seeds
 from trajsim.knowledge.acute import NEWBORN_STAY
+from trajsim.knowledge.physiology import SAME_MEASUREMENT
 from trajsim.model.sample import generate, one_thread
 from trajsim.model.tokenizer import (
     BOS, END, ENDED, EOS, HEADS, NO_VISIT, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
@@ -255,6 +256,9 @@ class ModelSource(TrajectorySource[ModelPlan]):
         learned = {fact_kind(token.partition("#")[0]) for token in self.tokenizer.vocab}
         learned |= {fact_kind(code) for codes in self.tokenizer.folded.values() for code in codes}
         self.authors = frozenset({FactKind.VISITS} | learned) - ENGINE_KINDS - {None}
+        # a measurement its source recorded only under another code (Synthea's MDRD eGFR) is written so
+        self.measurement_codes = {body: other for other, body in SAME_MEASUREMENT.items()
+                                  if other in self.tokenizer.index and body not in self.tokenizer.index}
 
     def plan(self, patients: Sequence[PatientState[ModelPlan]]) -> None:
         """Write the records of every patient not yet planned, in one batched pass (the engine calls
