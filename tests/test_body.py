@@ -6,16 +6,18 @@ creatinine's by CKD-EPI 2021, and a fever or a diabetic HbA1c comes with its dia
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 
+from fhir_export.resources import ResourceBuilder
 from tests.conftest import small_scenario
 from tests.test_rules import at, rules_found, valid_record
 from trajsim.clock import DAYS_PER_YEAR, day_number
-from trajsim.engine import Fact, PatientState, Visit, simulate
+from trajsim.engine import Fact, FactKind, PatientState, TrajectorySource, Visit, simulate
 from trajsim.engine.body import BodyKeeper
 from trajsim.engine.chart import chart_keepers
 from trajsim.events import BIRTH, SEX_FEMALE, Event, events_frame, visit_start_code
@@ -27,8 +29,10 @@ from trajsim.knowledge.physiology import (
 from trajsim.rules import find_violations
 from trajsim.rules.values import RULES
 from trajsim.runner import scenario_source
+from trajsim.vocab import load_vocabulary
 
 TEMPERATURE, HBA1C, PNEUMONIA = "LOINC/8310-5", "LOINC/4548-4", "SNOMED/233604007"
+SICK_VISIT = "SNOMED/185345009"  # Encounter for symptom
 
 
 @pytest.fixture(scope="module", params=["default", "reference"])
@@ -127,13 +131,56 @@ def test_the_keeper_overwrites_what_a_source_proposes_and_drops_repeats():
     assert by_code[BMI] == pytest.approx(by_code[WEIGHT] / (by_code[HEIGHT] / 100) ** 2, abs=0.1)
 
 
-def test_an_egfr_proposed_with_the_mdrd_code_is_recorded_as_ckd_epi_2021_from_the_creatinine():
+def test_an_egfr_proposed_with_the_mdrd_code_keeps_it_with_the_bodys_value_from_the_creatinine():
     patient, knowledge = adult(60.0), load_knowledge()
-    visit = Visit(patient.now, "AMB", 0.02, [Fact(CREATININE), Fact(EGFR_MDRD, value=15.0)])
+    visit = Visit(patient.now, "AMB", 0.02, [Fact(CREATININE), Fact(EGFR_MDRD, value=15.0), Fact(EGFR_MDRD, value=90.0)])
     BodyKeeper(knowledge, patient).vet(patient, visit)
+    codes = [f.code for f in visit.facts]
+    assert codes == [CREATININE, EGFR_MDRD]  # once, under the source's code, never as the CKD-EPI code too
     by_code = {f.code: f.value for f in visit.facts}
-    assert EGFR == "LOINC/98979-8" and EGFR_MDRD not in by_code
-    assert by_code[EGFR] == pytest.approx(float(ckd_epi_2021(by_code[CREATININE], 60.0, True)), abs=0.5)
+    assert by_code[EGFR_MDRD] == pytest.approx(float(ckd_epi_2021(by_code[CREATININE], 60.0, True)), abs=0.5)
+
+
+class MdrdLabs(TrajectorySource):
+    """Proposes three office visits a patient, each with a creatinine and Synthea's MDRD eGFR."""
+
+    authors = frozenset({FactKind.VISITS, FactKind.MEASUREMENTS})
+
+    def __init__(self) -> None:
+        self.proposed: Counter[int] = Counter()
+
+    def next_visits(self, patients):
+        self.proposed.update(p.subject_id for p in patients)
+        return [Visit(p.now + 90, "AMB", 0.02, [Fact(SICK_VISIT), Fact(CREATININE), Fact(EGFR_MDRD, value=15.0)])
+                if self.proposed[p.subject_id] <= 3 else None for p in patients]
+
+
+def test_an_egfr_a_source_proposes_under_its_mdrd_code_is_exported_under_that_code_with_the_bodys_value():
+    scenario = small_scenario(8, seed=3, **{"population.age_mix": ({"min": 40, "max": 70, "weight": 1.0},)})
+    records = list(simulate(scenario, MdrdLabs()))
+    events = events_frame([e for r in records for e in r.events])
+    assert events.filter(pl.col("code") == EGFR).is_empty()  # the panel's eGFR is the source's code too
+    kidney = (events.filter(pl.col("code").is_in([CREATININE, EGFR_MDRD]))
+              .pivot("code", index=["subject_id", "encounter_id"], values="numeric_value")
+              .join(events.filter(pl.col("code") == BIRTH).select("subject_id", born="time"), on="subject_id")
+              .join(events.filter(pl.col("code") == SEX_FEMALE).select("subject_id", female=pl.lit(True)),
+                    on="subject_id", how="left"))
+    assert kidney.height >= 16 and kidney[EGFR_MDRD].null_count() == 0
+    builder = ResourceBuilder("test", load_vocabulary())
+    exported = {}
+    for record in records:
+        for resource in builder.build(record.events).resources:
+            coding = resource.get("code", {}).get("coding", [{}])[0]
+            if resource["resourceType"] == "Observation" and coding.get("code") == EGFR_MDRD.split("/")[1]:
+                exported[round(resource["valueQuantity"]["value"], 3)] = coding
+    assert len(exported) >= 16
+    assert all(c["system"] == "http://loinc.org" and "MDRD" in c["display"] for c in exported.values())
+    for row in kidney.iter_rows(named=True):
+        visit = events.filter((pl.col("subject_id") == row["subject_id"]) & (pl.col("encounter_id") == row["encounter_id"]))
+        age = (visit["time"].min() - row["born"]).days / DAYS_PER_YEAR
+        expected = float(ckd_epi_2021(row[CREATININE], age, bool(row["female"])))
+        assert row[EGFR_MDRD] == pytest.approx(expected, rel=0.01, abs=1.0)  # the body's value, not the proposed 15
+        assert round(row[EGFR_MDRD], 3) in exported
 
 
 def test_synthea_egfr_under_the_mdrd_code_is_judged_against_its_creatinine():

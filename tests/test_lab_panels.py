@@ -21,8 +21,8 @@ from trajsim.events import Event
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, lab_panels, order_of, reference_interval
 from trajsim.knowledge.physiology import (
-    ALBUMIN, BICARBONATE, BILIRUBIN, CHLORIDE, DIFFERENTIAL, DIRECT_BILIRUBIN, HEMATOCRIT, HEMOGLOBIN, SODIUM,
-    TOTAL_PROTEIN,
+    ALBUMIN, BICARBONATE, BILIRUBIN, CHLORIDE, DIFFERENTIAL, DIRECT_BILIRUBIN, EGFR, EGFR_MDRD, HEMATOCRIT, HEMOGLOBIN,
+    SODIUM, TOTAL_PROTEIN, ckd_epi_2021,
 )
 
 CMP, BMP, CBC, LIPIDS, URINALYSIS = "LOINC/24323-8", "LOINC/51990-0", "LOINC/57021-8", "LOINC/57698-3", "LOINC/24357-6"
@@ -40,10 +40,10 @@ def person(age: float, sex: str = "F", seed: int = 1, conditions: tuple[str, ...
 
 
 def vetted(patient: PatientState, *codes: str, encounter_class: str = "AMB",
-           body: BodyKeeper | None = None) -> dict[str, Fact]:
+           body: BodyKeeper | None = None, measurement_codes: dict[str, str] | None = None) -> dict[str, Fact]:
     """The visit's facts, by code, once the laboratory and the body have vetted them."""
     visit = Visit(patient.now, encounter_class, 0.02, [Fact(code) for code in codes])
-    LabKeeper().vet(patient, visit)
+    LabKeeper(measurement_codes or {}).vet(patient, visit)
     (body or BodyKeeper(load_knowledge(), patient)).vet(patient, visit)
     return {fact.code: fact for fact in visit.facts}
 
@@ -52,6 +52,14 @@ def test_a_comprehensive_metabolic_panel_ordered_reports_its_fourteen_results():
     facts = vetted(person(50), CMP)
     assert len(lab_panels()[CMP]) == 14 + 1  # its 14 tests and the eGFR computed from its creatinine
     assert set(facts) == set(lab_panels()[CMP]) and all(f.value is not None for f in facts.values())
+
+
+def test_a_panel_completed_for_a_source_that_writes_egfr_with_the_mdrd_code_reports_it_so():
+    """A model of Synthea's records knows eGFR only as MDRD (33914-3): the basic panel its creatinine
+    brings reports the eGFR under that code, with the body's value, never also as CKD-EPI 2021."""
+    facts = vetted(person(50), CREATININE, measurement_codes={EGFR: EGFR_MDRD})
+    assert EGFR not in facts and set(facts) == set(lab_panels()[BMP]) - {EGFR} | {EGFR_MDRD}
+    assert facts[EGFR_MDRD].value == pytest.approx(float(ckd_epi_2021(facts[CREATININE].value, 50.0, True)), abs=0.5)
 
 
 def test_a_single_result_proposed_brings_the_rest_of_its_panel():

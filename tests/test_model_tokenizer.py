@@ -130,6 +130,14 @@ def test_a_record_names_the_year_it_ends_after_the_year_it_starts(reference_even
         assert calendar_date(segments[-1].day).year <= last_years[subject_id]
 
 
+def test_the_calendar_names_the_token_of_each_year_and_record_end(reference_events):
+    tokenizer = Tokenizer.fit(reference_events)
+    years, until = tokenizer.year_tokens(), tokenizer.until_tokens()
+    assert len(years) == tokenizer.calendar()["n_years"] > 50 and years.keys() == until.keys()
+    assert all(tokenizer.vocab[i] == f"YEAR/{year}" for year, i in years.items())
+    assert all(tokenizer.vocab[i] == f"UNTIL/{year}" for year, i in until.items())
+
+
 def test_a_tokenizer_fitted_before_record_ends_reads_and_writes_records_without_them(reference_events, tmp_path):
     fitted = Tokenizer.fit(reference_events, min_count=1)
     older = Tokenizer(**{**{k: getattr(fitted, k) for k in ("value_edges", "value_decimals", "units", "folded",
@@ -140,7 +148,7 @@ def test_a_tokenizer_fitted_before_record_ends_reads_and_writes_records_without_
     del saved["record_end"]  # as files written before it are
     (tmp_path / "tokenizer.json").write_text(json.dumps(saved))
     loaded = Tokenizer.load(tmp_path / "tokenizer.json")
-    assert loaded.header_length == 4 and not loaded.record_end
+    assert loaded.header_length == 4 and not loaded.record_end and not loaded.until_tokens()
     rng = np.random.default_rng(0)
     for (_, old_ids), (_, new_ids) in zip(loaded.encode(reference_events), fitted.encode(reference_events)):
         assert [loaded.vocab[i] for i in old_ids] == [t for t in (fitted.vocab[i] for i in new_ids) if not t.startswith("UNTIL/")]

@@ -193,6 +193,25 @@ def test_a_continued_window_leads_with_the_year_the_record_has_reached():
         assert row[:HEADER] == record[:HEADER - 1] + [max(t for t in record[:start] if t in years)]
 
 
+class CountedYears(set):
+    """Year-mark token ids that count how often a token is asked about."""
+
+    asked = 0
+
+    def __contains__(self, token: object) -> bool:
+        self.asked += 1
+        return super().__contains__(token)
+
+
+def test_windowing_a_long_record_looks_at_each_token_once():
+    """A MIMIC record of 36,000 tokens in windows of 1,025 costs its length, not its length squared."""
+    years = CountedYears({1000, 1001})
+    record = [1, 2, 3, 1000, 5] + [10 + i % 50 for i in range(18_000)] + [1001] + [20] * 18_000
+    rows = windows(record, 1025, years, header=5)
+    assert len(rows) == 70 and years.asked <= len(record)
+    assert [row[3] for row in rows] == [1000] * 36 + [1001] * 34  # each led by the year it has reached
+
+
 def test_the_model_is_sized_for_its_data():
     short, long = [[1] * 100] * 50, [[1] * 3000] * 50
     assert sized_for(short, 200).block_size == 128 and sized_for(long, 200).block_size == 1024

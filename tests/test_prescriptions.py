@@ -172,9 +172,10 @@ def test_coronary_disease_found_in_the_ed_starts_its_statin_there():
     assert statin.text == CAD and statin.offset_days == 0.05
 
 
-def test_metformin_is_not_ordered_once_the_egfr_is_below_30_and_is_then_not_expected():
+@pytest.mark.parametrize("egfr", ["LOINC/98979-8", "LOINC/33914-3"])  # CKD-EPI 2021, and MDRD as Synthea codes it
+def test_metformin_is_not_ordered_once_the_egfr_is_below_30_and_is_then_not_expected(egfr):
     """FDA label: metformin is contraindicated with an eGFR below 30."""
-    diabetes, egfr, metformin = "SNOMED/44054006", "LOINC/98979-8", ("RXNORM/860975", "SNOMED/44054006")
+    diabetes, metformin = "SNOMED/44054006", ("RXNORM/860975", "SNOMED/44054006")
     statin = ("RXNORM/312961", "SNOMED/44054006")  # aged 55: the diabetic's statin, so only metformin is judged
 
     def chart(value: float, *drugs: tuple[str, str]) -> pl.DataFrame:

@@ -23,7 +23,7 @@ from trajsim.engine.assessments import answered_codes
 from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
 from trajsim.events import CONDITION_END, DEATH, VISIT_END, visit_start_code
 from trajsim.knowledge import load_knowledge
-from trajsim.knowledge.labs import panel_results, reflexes
+from trajsim.knowledge.labs import lab_panels, panel_results, reflexes
 from trajsim.knowledge.physiology import PERCENTILE_OF, SAME_MEASUREMENT
 from trajsim.model import DEFAULT_MODEL
 
@@ -48,8 +48,7 @@ class Counted(TrajectorySource):
         for visit in visits:
             if visit.encounter_class is not None:
                 self.codes[patient.subject_id].update([visit_start_code(visit.encounter_class), VISIT_END])
-            # a measurement proposed under another code for it is recorded under the body's (eGFR)
-            self.codes[patient.subject_id].update(SAME_MEASUREMENT.get(fact.code, fact.code) for fact in visit.facts)
+            self.codes[patient.subject_id].update(fact.code for fact in visit.facts)
 
     def new_state(self, patient):
         return self.source.new_state(patient)

@@ -253,7 +253,8 @@ class BodyKeeper(ChartKeeper):
     proposed, drops a measurement not taken at the patient's age and a second one of the same code
     (in an encounter; for history outside any visit, on the same day), and adds beside a child's BMI,
     weight and head circumference its growth-chart percentile. A measurement proposed under
-    another code for it (eGFR with the MDRD name) is recorded under the body's code."""
+    another code for it (eGFR with the MDRD name, as Synthea records it) takes the body's value and
+    keeps the proposed code, so a learned chart reads like its source."""
 
     def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
         self.k, self.body = knowledge, Body(knowledge, patient)
@@ -261,9 +262,7 @@ class BodyKeeper(ChartKeeper):
         self.findings = panel_results() - knowledge.measurements.keys()
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
-        visit.facts[:] = [replace(f, code=SAME_MEASUREMENT[f.code]) if f.code in SAME_MEASUREMENT else f
-                          for f in visit.facts]
-        if not any(f.code in self.k.measurements or f.code in self.findings for f in visit.facts):
+        if not any(self._measured(f.code) or f.code in self.findings for f in visit.facts):
             return
         # an episode the visit ends as it starts (a follow-up finding the infection gone) no longer
         # shapes its values
@@ -274,23 +273,28 @@ class BodyKeeper(ChartKeeper):
         exams: dict[float, Examination] = {}
         kept, seen = [], set()
         for fact in visit.facts:
-            if fact.code not in self.k.measurements and fact.code not in self.findings:
+            code = SAME_MEASUREMENT.get(fact.code, fact.code)
+            if not self._measured(code) and code not in self.findings:
                 kept.append(fact)
                 continue
             day = visit.day if visit.encounter_class is not None else visit.day + fact.offset_days
-            if (day, fact.code) in seen:
+            if (day, code) in seen:
                 continue
-            seen.add((day, fact.code))
+            seen.add((day, code))
             exam = exams.get(day) or exams.setdefault(day, self.body.examine(day, active))
-            if fact.code in self.findings:
-                kept.append(replace(fact, value=None, unit=None, text=exam.finding(fact.code)))
+            if code in self.findings:
+                kept.append(replace(fact, value=None, unit=None, text=exam.finding(code)))
                 continue
-            measured = exam.fact(fact.code)
+            measured = exam.fact(code)
             if measured is None:
                 continue
             kept.append(Fact(fact.code, fact.offset_days, measured.value, measured.unit, fact.text))
-            for code in exam.follow_ups(fact.code, measured.value):
-                if (day, code) not in seen and (extra := exam.fact(code)) is not None:
-                    seen.add((day, code))
-                    kept.append(Fact(code, fact.offset_days, extra.value, extra.unit, fact.text))
+            for added in exam.follow_ups(code, measured.value):
+                if (day, added) not in seen and (extra := exam.fact(added)) is not None:
+                    seen.add((day, added))
+                    kept.append(Fact(added, fact.offset_days, extra.value, extra.unit, fact.text))
         visit.facts[:] = kept
+
+    def _measured(self, code: str) -> bool:
+        """Whether the body sets the value of `code` (directly or under another code for it)."""
+        return SAME_MEASUREMENT.get(code, code) in self.k.measurements

@@ -13,6 +13,9 @@ from the engine's own facts (the terminal encounter before its day of death) it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge import Knowledge
 
@@ -32,9 +35,11 @@ class ChartKeeper:
         return None
 
 
-def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool = True) -> list[ChartKeeper]:
+def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool = True,
+                  measurement_codes: Mapping[str, str] = MappingProxyType({})) -> list[ChartKeeper]:
     """The keepers of one patient's chart, in the order they vet a visit; `adds_care` lets them add
-    the engine's own care beside the source's."""
+    the engine's own care beside the source's; `measurement_codes` are the source's codes for the
+    body's measurements (`TrajectorySource.measurement_codes`)."""
     from trajsim.engine.acute import EmergencyKeeper  # the keepers subclass ChartKeeper, defined above
     from trajsim.engine.assessments import AssessmentKeeper
     from trajsim.engine.body import BodyKeeper
@@ -52,6 +57,6 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     # conditions the visit holds (and ends), the LabKeeper completes the panels ordered, and the
     # body is measured with them before the Prescriber judges what may be ordered there
     return [PregnancyKeeper(knowledge, adds_care), EmergencyKeeper(knowledge, dates_events=adds_care),
-            EpisodeKeeper(knowledge), LabKeeper(),
+            EpisodeKeeper(knowledge), LabKeeper(measurement_codes),
             BodyKeeper(knowledge, patient), Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge),
             ProcedureKeeper(knowledge), AssessmentKeeper(knowledge, asks=adds_care)]

@@ -7,32 +7,42 @@ holds a creatinine without the rest of the panel it was drawn in. The values are
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.knowledge.labs import lab_panels, order_of, panel_results
+from trajsim.knowledge.physiology import SAME_MEASUREMENT
 
 
 class LabKeeper(ChartKeeper):
     """Replaces a panel's code by its results and completes a panel of which a source proposed
     only some results, once per panel and day of the visit."""
 
-    def __init__(self) -> None:
+    def __init__(self, measurement_codes: Mapping[str, str] = MappingProxyType({})) -> None:
+        self.measurement_codes = dict(measurement_codes)  # a member the source names by another code
         self.panels = lab_panels()
         self.orderable = frozenset(self.panels) | panel_results()
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
-        codes = {f.code for f in visit.facts}
+        # a result the source names by another code for it (Synthea's MDRD eGFR) is the panel's
+        # member, reported under the source's code
+        source_code = self.measurement_codes | {SAME_MEASUREMENT[f.code]: f.code for f in visit.facts
+                                                if f.code in SAME_MEASUREMENT}
+        codes = {SAME_MEASUREMENT.get(f.code, f.code) for f in visit.facts}
         if not codes & self.orderable:
             return
         present = codes | {m for code in codes & self.panels.keys() for m in self.panels[code]}
         ordered: set[tuple[str, float]] = set()
         kept: list[Fact] = []
         for fact in visit.facts:
-            panel = fact.code if fact.code in self.panels else (
-                order_of(fact.code, present) if fact.code in self.orderable else None)
+            code = SAME_MEASUREMENT.get(fact.code, fact.code)
+            panel = code if code in self.panels else (order_of(code, present) if code in self.orderable else None)
             if panel not in self.panels:
                 kept.append(fact)
             elif (panel, fact.offset_days) not in ordered:
                 ordered.add((panel, fact.offset_days))
-                kept += [Fact(member, offset_days=fact.offset_days) for member in self.panels[panel]]
+                kept += [Fact(source_code.get(member, member), offset_days=fact.offset_days)
+                         for member in self.panels[panel]]
         visit.facts[:] = kept

@@ -27,6 +27,7 @@ from trajsim.engine.draws import pick
 from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
+from trajsim.knowledge.physiology import SAME_MEASUREMENT
 from trajsim.knowledge.tables import per_knowledge
 from trajsim.knowledge.therapy import (
     RENEWAL_DAYS, adult_product, drug_groups, drug_lab_limits, guideline_therapies, product_for_age, supply_days,
@@ -112,7 +113,8 @@ class Prescriber(ChartKeeper):
         day, age = visit.day, patient.age_at(visit.day)
         active = self._active_conditions(patient, visit)
         diagnosed = self._diagnosed_in(patient, visit)
-        self.latest.update((f.code, f.value) for f in visit.facts if f.value is not None and f.code in self.limit_labs)
+        self.latest.update((code, f.value) for f in visit.facts
+                           if f.value is not None and (code := SAME_MEASUREMENT.get(f.code, f.code)) in self.limit_labs)
         ordered: dict[str, tuple[str, float]] = {}  # drug proposed at this visit -> the product ordered, when
         kept = []
         for fact in visit.facts:

@@ -40,6 +40,7 @@ def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count
         sampler = VisitSampler(env, source)
         for record, schedule in zip(records, care):
             env.process(patient_life(env, record, sampler, source, schedule,
-                                     chart_keepers(knowledge, record.patient, adds_care)))
+                                     chart_keepers(knowledge, record.patient, adds_care,
+                                                   source.measurement_codes)))
         env.run()
         yield from records

@@ -10,10 +10,11 @@ implement `TrajectorySource`, so either can drive the same engine.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
+from types import MappingProxyType
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -148,6 +149,9 @@ class TrajectorySource(ABC, Generic[StateT]):
     and when, and writes every other kind itself. All hooks but `next_visits` default to nothing."""
 
     authors: frozenset[FactKind] = frozenset({FactKind.VISITS})
+    # body's code -> the code this source records that measurement under, where they differ (a model
+    # of Synthea's records writes eGFR with the MDRD code): a panel the engine completes uses it too
+    measurement_codes: Mapping[str, str] = MappingProxyType({})
 
     def new_state(self, patient: PatientState[StateT]) -> StateT | None:
         """The source's own state for a patient just created, which the engine keeps as

@@ -20,7 +20,8 @@ SYSTOLIC, DIASTOLIC = "LOINC/8480-6", "LOINC/8462-4"
 VITAL_SIGNS = (SYSTOLIC, DIASTOLIC, "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
 CREATININE, EGFR = "LOINC/38483-4", "LOINC/98979-8"  # eGFR by CKD-EPI 2021, the equation the body uses
 # Codes other records give the same measurement under: eGFR coded with the MDRD name (Synthea, the
-# shipped model's vocabulary), read as the CKD-EPI 2021 eGFR.
+# shipped model's vocabulary). The body values it as the CKD-EPI 2021 eGFR and the chart keeps the
+# code the source proposed; the rules judge it as the eGFR.
 EGFR_MDRD = "LOINC/33914-3"
 HBA1C = "LOINC/4548-4"
 LDL, HDL, TRIGLYCERIDES, TOTAL_CHOLESTEROL = "LOINC/18262-6", "LOINC/2085-9", "LOINC/2571-8", "LOINC/2093-3"

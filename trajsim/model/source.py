@@ -31,6 +31,7 @@ from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, VISIT_START_PRE
 from trajsim.knowledge import Knowledge, load_knowledge
 from trajsim.model.draws import row_seeds
 from trajsim.knowledge.acute import NEWBORN_STAY
+from trajsim.knowledge.physiology import SAME_MEASUREMENT
 from trajsim.model.sample import generate, one_thread
 from trajsim.model.tokenizer import (
     BOS, END, ENDED, EOS, HEADS, NO_VISIT, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
@@ -79,14 +80,16 @@ class TokenGrammar:
         # what condition_end / medication_end may name
         self.endable = {tokenizer.index[CONDITION_END]: plain & np.isin(systems, ["SNOMED", "ICD10CM"]),
                         tokenizer.index[MEDICATION_END]: plain & (systems == "RXNORM")}
-        self.year = np.array([int(t[5:]) if t.startswith("YEAR/") else -1 for t in vocab])
+        self.year = np.full(self.size, -1)
+        year_tokens = tokenizer.year_tokens()
+        self.year[list(year_tokens.values())] = list(year_tokens)
         self.year_marks = tokenizer.year_marks
         marks = sorted((int(self.year[i]), i) for i in np.flatnonzero(self.year >= 0))
         self.mark_years = np.array([year for year, _ in marks])
         self.mark_starts = np.array([year_start_day(year) for year, _ in marks])
         self.mark_tokens = np.array([token for _, token in marks])
         # the record's end year, written after its start year (tokenizers with `record_end`)
-        self.until = {int(t[6:]): i for i, t in enumerate(vocab) if t.startswith("UNTIL/")}
+        self.until = tokenizer.until_tokens()
         self.end, self.eos = tokenizer.index[END], tokenizer.index[EOS]
         self.condition_end = tokenizer.index[CONDITION_END]
         self.token_of = tokenizer.index
@@ -253,6 +256,9 @@ class ModelSource(TrajectorySource[ModelPlan]):
         learned = {fact_kind(token.partition("#")[0]) for token in self.tokenizer.vocab}
         learned |= {fact_kind(code) for codes in self.tokenizer.folded.values() for code in codes}
         self.authors = frozenset({FactKind.VISITS} | learned) - ENGINE_KINDS - {None}
+        # a measurement its source recorded only under another code (Synthea's MDRD eGFR) is written so
+        self.measurement_codes = {body: other for other, body in SAME_MEASUREMENT.items()
+                                  if other in self.tokenizer.index and body not in self.tokenizer.index}
 
     def plan(self, patients: Sequence[PatientState[ModelPlan]]) -> None:
         """Write the records of every patient not yet planned, in one batched pass (the engine calls

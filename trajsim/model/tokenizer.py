@@ -264,6 +264,19 @@ class Tokenizer:
         return {"first_year": int(self.vocab[years[0]][5:]), "n_years": len(years), "year_token": years[0],
                 "birth_token": births[0], "until_token": until}
 
+    def year_tokens(self) -> dict[int, int]:
+        """The token id of each calendar year's mark (`YEAR/<year>`), as `calendar()` places them."""
+        spelled = self.calendar()
+        return {spelled["first_year"] + k: spelled["year_token"] + k for k in range(spelled["n_years"])}
+
+    def until_tokens(self) -> dict[int, int]:
+        """The token id naming each year a record may end in (`UNTIL/<year>`); none for a tokenizer
+        fitted before record ends."""
+        spelled = self.calendar()
+        if not spelled["until_token"]:
+            return {}
+        return {spelled["first_year"] + k: spelled["until_token"] + k for k in range(spelled["n_years"])}
+
     def is_code(self, token: str) -> bool:
         """Whether a token stands for a clinical code (not structure, time or demographics)."""
         return "/" in token and not token.startswith(("GAP/", "YEAR/", "UNTIL/", "BIRTH/", "SEX/", "TRAJSIM/", "VISIT/"))

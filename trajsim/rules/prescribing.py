@@ -23,7 +23,7 @@ from trajsim.clock import DAYS_PER_YEAR
 from trajsim.events import BIRTH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.therapy import drug_lab_limits, formulations, guideline_rows, guideline_therapies, supply_days
-from trajsim.rules.base import VIOLATION_SCHEMA, violation
+from trajsim.rules.base import VIOLATION_SCHEMA, as_measured, violation
 from trajsim.rules.record import _condition_spells
 from trajsim.vocab import in_domain
 
@@ -111,14 +111,14 @@ def _limits(knowledge: Knowledge) -> pl.LazyFrame:
 def _low_values(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
     """Lab values below a drug group's limit: subject, group, time."""
     limits = _limits(knowledge).select("group", "lab", "below").unique()
-    return (facts.join(limits, left_on="code", right_on="lab")
+    return (as_measured(facts).join(limits, left_on="code", right_on="lab")
             .filter(pl.col("numeric_value") < pl.col("below")).select("subject_id", "group", low=pl.col("time")))
 
 
 def _ruled_out_by_labs(facts: pl.LazyFrame, orders: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
     """Orders of a drug whose group's lab was last measured below its limit."""
     limits = _limits(knowledge)
-    labs = (facts.join(limits.select("lab").unique(), left_on="code", right_on="lab", how="semi")
+    labs = (as_measured(facts).join(limits.select("lab").unique(), left_on="code", right_on="lab", how="semi")
             .select("subject_id", lab="code", measured=pl.col("time"), value="numeric_value").sort("measured"))
     latest = (orders.join(limits, on="code").sort("time")
               .join_asof(labs, left_on="time", right_on="measured", by=["subject_id", "lab"], strategy="backward",

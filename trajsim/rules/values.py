@@ -22,9 +22,9 @@ from trajsim.events import BIRTH, SEX_FEMALE, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, child_blood_pressure
 from trajsim.knowledge.physiology import (
     ALBUMIN, BICARBONATE, BILIRUBIN, BMI, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, DIRECT_BILIRUBIN, EGFR, HEIGHT, HEMATOCRIT, HEMOGLOBIN,
-    SAME_MEASUREMENT, SODIUM, SYSTOLIC, TOTAL_PROTEIN, WEIGHT, body_parameters, ckd_epi_2021, value_limits,
+    SODIUM, SYSTOLIC, TOTAL_PROTEIN, WEIGHT, body_parameters, ckd_epi_2021, value_limits,
 )
-from trajsim.rules.base import violation
+from trajsim.rules.base import as_measured, violation
 from trajsim.rules.record import _condition_spells
 
 RULES: dict[str, str] = {
@@ -112,8 +112,7 @@ def _panels(facts: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
     bmi = _panel(facts, (HEIGHT, WEIGHT, BMI)).with_columns(
         expected=pl.col(WEIGHT) / (pl.col(HEIGHT) / 100) ** 2, code=pl.lit(BMI))
     pressure = _panel(facts, (SYSTOLIC, DIASTOLIC)).with_columns(code=pl.lit(DIASTOLIC))
-    as_measured = facts.with_columns(pl.col("code").replace(SAME_MEASUREMENT))  # Synthea's eGFR has the MDRD code
-    kidney = (_aged(_panel(as_measured, (CREATININE, EGFR)).drop_nulls([CREATININE, EGFR]), people)
+    kidney = (_aged(_panel(as_measured(facts), (CREATININE, EGFR)).drop_nulls([CREATININE, EGFR]), people)
               .filter(pl.col("age") >= 18)
               .with_columns(expected=pl.struct(CREATININE, "age", "female").map_batches(
                   lambda s: pl.Series(ckd_epi_2021(s.struct.field(CREATININE).to_numpy(),
