@@ -23,8 +23,8 @@ from trajsim.engine.assessments import answered_codes
 from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
 from trajsim.events import CONDITION_END, DEATH, VISIT_END, visit_start_code
 from trajsim.knowledge import load_knowledge
-from trajsim.knowledge.labs import lab_panels, panel_results, reflexes
-from trajsim.knowledge.physiology import PERCENTILE_OF, SAME_MEASUREMENT
+from trajsim.knowledge.labs import panel_results, reflexes
+from trajsim.knowledge.physiology import PERCENTILE_OF
 from trajsim.model import DEFAULT_MODEL
 
 INFANTS_AND_ADULTS = ({"min": 0, "max": 2, "weight": 1.0}, {"min": 50, "max": 90, "weight": 1.0})
