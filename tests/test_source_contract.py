@@ -212,3 +212,48 @@ def test_a_death_keeps_its_terminal_encounter_when_the_source_keeps_its_own_care
         decedents += death is not None
         in_hospital += bool(stays)
     assert decedents >= 40 and 0.15 <= in_hospital / decedents <= 0.5
+
+
+def test_the_engine_adds_only_the_measurements_a_source_records():
+    """A model of Synthea's records never saw a white-cell differential or a triage temperature:
+    the panel the engine completes and the ED triage take only what the source measures (the
+    differential and triage vitals it added had taken Synthea prevalence R2 from 0.83 to 0.40)."""
+    from tests.test_episodes import patient
+    from trajsim.engine.acute import EmergencyKeeper
+    from trajsim.engine.labs import LabKeeper
+    from trajsim.knowledge.labs import lab_panels
+    from trajsim.knowledge.physiology import DIASTOLIC, HEMOGLOBIN, SYSTOLIC, VITAL_SIGNS
+
+    cbc = "LOINC/57021-8"
+    measured = frozenset({HEMOGLOBIN, "LOINC/6690-2", SYSTOLIC, DIASTOLIC})  # hemoglobin, leukocytes, BP
+    p = patient(age=40.0)
+    for keeper, expected in ((LabKeeper(), set(lab_panels()[cbc])), (LabKeeper(measured=measured), {HEMOGLOBIN, "LOINC/6690-2"})):
+        visit = Visit(p.now, "AMB", 0.02, [Fact(HEMOGLOBIN)])
+        keeper.vet(p, visit)
+        assert {f.code for f in visit.facts} == expected
+    ed = Visit(p.now, "EMER", 0.1, [Fact("SNOMED/50849002")])
+    EmergencyKeeper(load_knowledge(), measured=measured).vet(p, ed)
+    assert {f.code for f in ed.facts if f.code in VITAL_SIGNS} == {SYSTOLIC, DIASTOLIC}
+    toddler = patient(age=1.5)  # no BP is taken under 3: triage takes the others
+    ed = Visit(toddler.now, "EMER", 0.1, [Fact("SNOMED/50849002")])
+    EmergencyKeeper(load_knowledge(), measured=measured).vet(toddler, ed)
+    assert {f.code for f in ed.facts if f.code in VITAL_SIGNS} - {SYSTOLIC, DIASTOLIC}
+
+
+def test_visits_before_1970_are_kept_like_any_other():
+    """Days count from 1970, so a lifetime record's early visits have negative days: an acute
+    illness then is diagnosed (it was dropped as an episode still active) and a prenatal visit with
+    no pregnancy is made an office visit, as after 1970."""
+    from tests.test_episodes import patient
+    from trajsim.engine.episodes import EpisodeKeeper
+    from trajsim.engine.pregnancy import PregnancyKeeper
+    from trajsim.knowledge.lifecycles import PRENATAL_INITIAL
+
+    p = patient(age=25.0, now=-5000.0)
+    p.birth_day, p.entry_day = -5000.0 - 25 * 365.25, -5000.0 - 25 * 365.25
+    strep = Visit(p.now, "AMB", 0.02, [Fact("SNOMED/185345009"), Fact("SNOMED/43878008")])
+    EpisodeKeeper(load_knowledge()).vet(p, strep)
+    assert "SNOMED/43878008" in {f.code for f in strep.facts}
+    prenatal = Visit(p.now, "AMB", 0.02, [Fact(PRENATAL_INITIAL)])
+    PregnancyKeeper(load_knowledge(), adds_care=False).vet(p, prenatal)
+    assert PRENATAL_INITIAL not in {f.code for f in prenatal.facts}

@@ -35,7 +35,7 @@ from trajsim.engine.hospital import ED_VISIT, EMERGENCY_ADMISSION, TYPICAL_STAY_
 from trajsim.engine.mortality import NATURAL_DEATH, cause_of_death
 from trajsim.engine.pregnancy import newborn_stay
 from trajsim.engine.schedules import TRIAGE_VITAL_SIGNS, active_keys, office_hours, prescribe
-from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.engine.source import NEVER_RECORDED, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.physiology import VITAL_SIGNS, measured_at
@@ -82,8 +82,10 @@ class EmergencyKeeper(ChartKeeper):
     death (no source knows that day); with `dates_events`, also dates acute events and emergency
     visits at published rates (a source that learned its records' emergencies dates them itself)."""
 
-    def __init__(self, knowledge: Knowledge, dates_events: bool = True) -> None:
+    def __init__(self, knowledge: Knowledge, dates_events: bool = True, measured: frozenset[str] | None = None) -> None:
         self.k, self.dates_events = knowledge, dates_events
+        # triage takes the vital signs the source records (all of them if it records none)
+        self.triage = tuple(c for c in TRIAGE_VITAL_SIGNS if measured is None or c in measured) or TRIAGE_VITAL_SIGNS
         self.treatments = treatments()
         self.treated_codes = {knowledge.conditions[key].code for key in self.treatments}
         self.sudden = sorted(sudden_onsets())
@@ -103,7 +105,7 @@ class EmergencyKeeper(ChartKeeper):
         if visit.encounter_class is None:
             return
         onsets = [f for f in visit.facts if f.code in self.treated_codes
-                  and patient.conditions.get(f.code, -1.0) <= visit.day + f.offset_days]
+                  and patient.conditions.get(f.code, NEVER_RECORDED) <= visit.day + f.offset_days]
         if onsets:
             self._through_emergency(patient, visit, onsets)
         if visit.encounter_class == "EMER":
@@ -121,9 +123,11 @@ class EmergencyKeeper(ChartKeeper):
         active = active_keys(self.k, patient, visit.day, visit.facts)
         if not any(f.code in VITAL_SIGNS for f in visit.facts):
             age = patient.age_at(visit.day)
-            visit.facts += [Fact(code) for code in TRIAGE_VITAL_SIGNS if measured_at(self.k, code, patient.sex, age, active)]
+            taken = [code for code in self.triage if measured_at(self.k, code, patient.sex, age, active)]
+            taken = taken or [code for code in TRIAGE_VITAL_SIGNS if measured_at(self.k, code, patient.sex, age, active)]
+            visit.facts += [Fact(code) for code in taken]  # a young child's BP is not taken: the others are
         new = [f for f in visit.facts if _is_condition(f.code)
-               and patient.conditions.get(f.code, -1.0) <= visit.day + f.offset_days]
+               and patient.conditions.get(f.code, NEVER_RECORDED) <= visit.day + f.offset_days]
         if not new and not any(_is_condition(f.text) for f in visit.facts if domain_of(f.code) == "encounter_type"):
             case = self._draw_case(patient, visit.day, active)
             if case is not None:

@@ -36,10 +36,11 @@ class ChartKeeper:
 
 
 def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool = True,
-                  measurement_codes: Mapping[str, str] = MappingProxyType({})) -> list[ChartKeeper]:
+                  measurement_codes: Mapping[str, str] = MappingProxyType({}),
+                  measured: frozenset[str] | None = None) -> list[ChartKeeper]:
     """The keepers of one patient's chart, in the order they vet a visit; `adds_care` lets them add
     the engine's own care beside the source's; `measurement_codes` are the source's codes for the
-    body's measurements (`TrajectorySource.measurement_codes`)."""
+    body's measurements and `measured` the measurements it records (`TrajectorySource`)."""
     from trajsim.engine.acute import EmergencyKeeper  # the keepers subclass ChartKeeper, defined above
     from trajsim.engine.assessments import AssessmentKeeper
     from trajsim.engine.body import BodyKeeper
@@ -56,7 +57,7 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     # reason); the EpisodeKeeper then settles which
     # conditions the visit holds (and ends), the LabKeeper completes the panels ordered, and the
     # body is measured with them before the Prescriber judges what may be ordered there
-    return [PregnancyKeeper(knowledge, adds_care), EmergencyKeeper(knowledge, dates_events=adds_care),
-            EpisodeKeeper(knowledge), LabKeeper(measurement_codes),
+    return [PregnancyKeeper(knowledge, adds_care), EmergencyKeeper(knowledge, adds_care, measured),
+            EpisodeKeeper(knowledge), LabKeeper(measurement_codes, measured),
             BodyKeeper(knowledge, patient), Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge),
             ProcedureKeeper(knowledge), AssessmentKeeper(knowledge, asks=adds_care)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from trajsim.engine.chart import ChartKeeper
-from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
+from trajsim.engine.source import ACTIVE, NEVER_RECORDED, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.lifecycles import lifecycles, same_condition
@@ -39,7 +39,7 @@ class EpisodeKeeper(ChartKeeper):
         closed_here = self._closed_here(visit, order)
 
         def end_of(code: str) -> float:
-            return ends.get(code, patient.conditions.get(code, -1.0))
+            return ends.get(code, patient.conditions.get(code, NEVER_RECORDED))
 
         for i in order:
             fact, day = visit.facts[i], visit.day + visit.facts[i].offset_days
@@ -53,7 +53,7 @@ class EpisodeKeeper(ChartKeeper):
             if fact.code == CONDITION_END and lifecycle is not None and lifecycle.episodic:
                 # not active, or dated at or before the onset of the open episode (an end proposed
                 # outside visits on a visit's day, or during a stay whose diagnosis comes later)
-                if end_of(fact.text) <= day or day <= self.open.get(fact.text, -1.0):
+                if end_of(fact.text) <= day or day <= self.open.get(fact.text, NEVER_RECORDED):
                     replaced[i] = None
                     continue
                 onset = self.open.pop(fact.text, None)
@@ -104,6 +104,6 @@ class EpisodeKeeper(ChartKeeper):
         for code, day in list(self.planned.items()):
             if day < until:
                 del self.planned[code], self.open[code]
-                if patient.conditions.get(code, -1.0) > day:
+                if patient.conditions.get(code, NEVER_RECORDED) > day:
                     due.append((day, Fact(CONDITION_END, text=code)))
         return due

@@ -20,9 +20,12 @@ class LabKeeper(ChartKeeper):
     """Replaces a panel's code by its results and completes a panel of which a source proposed
     only some results, once per panel and day of the visit."""
 
-    def __init__(self, measurement_codes: Mapping[str, str] = MappingProxyType({})) -> None:
+    def __init__(self, measurement_codes: Mapping[str, str] = MappingProxyType({}),
+                 measured: frozenset[str] | None = None) -> None:
         self.measurement_codes = dict(measurement_codes)  # a member the source names by another code
-        self.panels = lab_panels()
+        # a panel is completed with the results its source records (all of them for the reference)
+        self.panels = {panel: tuple(m for m in members if measured is None or m in measured)
+                       for panel, members in lab_panels().items()}
         self.orderable = frozenset(self.panels) | panel_results()
 
     def vet(self, patient: PatientState, visit: Visit) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from trajsim.clock import MINUTES_PER_DAY
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.schedules import active_keys, office_hours, vitals
-from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.engine.source import NEVER_RECORDED, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import NEWBORN_STAY
@@ -142,7 +142,7 @@ class PregnancyKeeper(ChartKeeper):
         if visit is self.own or visit.day < patient.entry_day:  # the history before entry is as it was
             return
         kept: list[Fact] = []
-        pregnant_until = patient.conditions.get(PREGNANCY, -1.0)
+        pregnant_until = patient.conditions.get(PREGNANCY, NEVER_RECORDED)
         for fact in visit.facts:
             day = visit.day + fact.offset_days
             if fact.code in _OUTCOMES or (fact.code == CONDITION_END and fact.text == PREGNANCY):
@@ -169,7 +169,7 @@ class PregnancyKeeper(ChartKeeper):
 
     def unplanned_visit(self, patient: PatientState, until: float) -> Visit | None:
         pregnancy = self.plan
-        if pregnancy is not None and abs(patient.conditions.get(PREGNANCY, -1.0) - pregnancy.end_day) > 1e-6:
+        if pregnancy is not None and abs(patient.conditions.get(PREGNANCY, NEVER_RECORDED) - pregnancy.end_day) > 1e-6:
             self.plan = None  # not recorded as planned: a death came first
             return None
         while pregnancy is not None and pregnancy.visits and pregnancy.visits[0][0] < until:

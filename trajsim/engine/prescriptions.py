@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.draws import pick
-from trajsim.engine.source import ACTIVE, Fact, PatientState, Visit
+from trajsim.engine.source import ACTIVE, NEVER_RECORDED, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, MEDICATION_END
 from trajsim.knowledge import Condition, Knowledge, Medication
 from trajsim.knowledge.physiology import SAME_MEASUREMENT
@@ -264,7 +264,7 @@ class Prescriber(ChartKeeper):
         if code is None:
             return None
         candidates = (code, *(c for c in self.last_order if c != code and adult_product(c) == code))
-        return next((c for c in candidates if c in self.pending or patient.medications.get(c, -1.0) > day), None)
+        return next((c for c in candidates if c in self.pending or patient.medications.get(c, NEVER_RECORDED) > day), None)
 
     def _ordered(self, code: str, indication: str | None, day: float) -> None:
         self.last_order[code] = day
@@ -283,7 +283,7 @@ class Prescriber(ChartKeeper):
         for code in sorted(self.last_order):
             indication = self.indication.get(code)
             end = patient.conditions.get(indication, ACTIVE) if indication else ACTIVE
-            if end >= until or patient.medications.get(code, -1.0) != ACTIVE:
+            if end >= until or patient.medications.get(code, NEVER_RECORDED) != ACTIVE:
                 continue
             other = self._indication(code, {self._snomed(c) for c in patient.active_conditions(end)})
             if other is not None:

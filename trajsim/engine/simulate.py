@@ -41,6 +41,6 @@ def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count
         for record, schedule in zip(records, care):
             env.process(patient_life(env, record, sampler, source, schedule,
                                      chart_keepers(knowledge, record.patient, adds_care,
-                                                   source.measurement_codes)))
+                                                   source.measurement_codes, source.measured)))
         env.run()
         yield from records

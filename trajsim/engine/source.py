@@ -30,6 +30,7 @@ from trajsim.events import (
 from trajsim.vocab import load_vocabulary
 
 ACTIVE = float("inf")  # end day of something still ongoing
+NEVER_RECORDED = float("-inf")  # end day of something never recorded (days before 1970 are negative)
 WELL_CHILD = "SNOMED/410620009"
 WELL_ADULT = "SNOMED/162673000"
 
@@ -152,6 +153,10 @@ class TrajectorySource(ABC, Generic[StateT]):
     # body's code -> the code this source records that measurement under, where they differ (a model
     # of Synthea's records writes eGFR with the MDRD code): a panel the engine completes uses it too
     measurement_codes: Mapping[str, str] = MappingProxyType({})
+    # the body's measurement codes this source records (None: every one): a panel the engine
+    # completes and an ED triage take only these (a model of Synthea's records never saw a
+    # white-cell differential or a triage temperature, and its charts should not gain them)
+    measured: frozenset[str] | None = None
 
     def new_state(self, patient: PatientState[StateT]) -> StateT | None:
         """The source's own state for a patient just created, which the engine keeps as

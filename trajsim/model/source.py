@@ -26,7 +26,7 @@ import torch
 
 from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
 from trajsim.engine.assessments import answered_codes
-from trajsim.engine.source import ACTIVE, ENGINE_KINDS, Fact, FactKind, PatientState, TrajectorySource, Visit, fact_kind
+from trajsim.engine.source import ACTIVE, ENGINE_KINDS, NEVER_RECORDED, Fact, FactKind, PatientState, TrajectorySource, Visit, fact_kind
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
 from trajsim.model.draws import row_seeds
@@ -253,9 +253,11 @@ class ModelSource(TrajectorySource[ModelPlan]):
         self.grammar = TokenGrammar(self.tokenizer, self.knowledge)
         self.rules = RuleMask(self.grammar.base_codes, self.knowledge)
         self.temperature, self.top_p = temperature, top_p
-        learned = {fact_kind(token.partition("#")[0]) for token in self.tokenizer.vocab}
-        learned |= {fact_kind(code) for codes in self.tokenizer.folded.values() for code in codes}
-        self.authors = frozenset({FactKind.VISITS} | learned) - ENGINE_KINDS - {None}
+        codes = {token.partition("#")[0] for token in self.tokenizer.vocab}
+        codes |= {code for folded in self.tokenizer.folded.values() for code in folded}
+        self.authors = frozenset({FactKind.VISITS} | {fact_kind(code) for code in codes}) - ENGINE_KINDS - {None}
+        # the measurements its source recorded, by the body's codes: the engine adds no others
+        self.measured = frozenset(SAME_MEASUREMENT.get(code, code) for code in codes if domain_of(code) in ("lab", "vital"))
         # a measurement its source recorded only under another code (Synthea's MDRD eGFR) is written so
         self.measurement_codes = {body: other for other, body in SAME_MEASUREMENT.items()
                                   if other in self.tokenizer.index and body not in self.tokenizer.index}
@@ -354,7 +356,7 @@ class ModelSource(TrajectorySource[ModelPlan]):
         if fact.code == CONDITION_END and text in active:
             active[text] = day
         elif fact.code in self.knowledge.indications:
-            text = next((c for c in sorted(self.knowledge.indications[fact.code]) if active.get(c, -1) > day), None)
+            text = next((c for c in sorted(self.knowledge.indications[fact.code]) if active.get(c, NEVER_RECORDED) > day), None)
         elif domain_of(fact.code) == "condition":
             active[fact.code] = ACTIVE
         return Fact(fact.code, float(fact.offset_days), fact.value, fact.unit, text)
