@@ -75,7 +75,11 @@ class PatientRecord:
             self.last_encounter = (encounter, visit_end)
 
     def add_death(self, day: float, cause: str) -> None:
-        """Record the death with its cause, under the encounter it ends if the patient dies in one."""
+        """Record the death with its cause, under the encounter it ends if the patient dies in one.
+        Death is final: a fact recorded ahead of time (an episode's planned end) that falls after a
+        death drawn again since is void."""
+        died = to_datetime(day)
+        self.events[:] = [event for event in self.events if event.time <= died]
         encounter = self.last_encounter
         self.add(day, DEATH, encounter[0] if encounter and encounter[1] >= day else None, text=cause)
 
