@@ -1,7 +1,8 @@
 """The supplies chronic care hands a patient beside a drug, as SupplyDelivery resources the way
 Synthea's exporter writes them: test strips, lancets and a meter for blood glucose monitoring on
-insulin, a spacer and a peak flow meter for asthma inhalers. Which drug (for which indication)
-brings what, and how much, is data in `data/supplies.csv`, each row citing its guideline.
+insulin, a spacer and a peak flow meter for asthma inhalers, a nebulizer for a drug it gives.
+Which drug (for which indication) brings what, and how much, is data in `data/supplies.csv`, each
+row citing its guideline.
 
 A delivery follows an order written at a visit, first order and renewals alike; consumables come
 with every order, a device (`per` "patient") only with the first. The exporter derives them from
@@ -46,7 +47,8 @@ def supplies() -> dict[tuple[str, str], tuple[Supply, ...]]:
                                                row["supply_display"]),
                         int(row["quantity"]), row["per"] == "patient")
         for drug in row["drugs"].split(";"):
-            table[drug, row["indication"]] = table.get((drug, row["indication"]), ()) + (supply,)
+            for indication in row["indication"].split(";"):
+                table[drug, indication] = table.get((drug, indication), ()) + (supply,)
     return table
 
 

@@ -77,6 +77,18 @@ def test_asthma_inhalers_bring_one_spacer_and_a_peak_flow_meter_with_the_control
     assert [code for code, _, _ in deliveries(resources)] == [SPACER, PEAK_FLOW_METER]
 
 
+def test_synthea_childhood_asthma_inhalers_bring_the_same_supplies():
+    childhood = "SNOMED/233678006"
+    resources = built(record(("AMB", [(childhood, None), ("RXNORM/745679", childhood), (FLUTICASONE, childhood)])))
+    assert [code for code, _, _ in deliveries(resources)] == [SPACER, PEAK_FLOW_METER]
+
+
+def test_a_nebulized_drug_brings_one_nebulizer_whatever_it_treats():
+    copd = "SNOMED/13645005"
+    resources = built(record(("AMB", [(copd, None), ("RXNORM/351137", copd)]), ("AMB", [("RXNORM/351137", copd)])))
+    assert [(code, quantity) for code, _, quantity in deliveries(resources)] == [("334947002", 1)]
+
+
 def test_an_inhaler_for_copd_brings_no_asthma_supplies():
     resources = built(record(("AMB", [("SNOMED/13645005", None), (ALBUTEROL, "SNOMED/13645005")])))
     assert deliveries(resources) == []
