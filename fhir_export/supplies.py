@@ -55,7 +55,7 @@ def supplies() -> dict[tuple[str, str], tuple[Supply, ...]]:
 def supplies_for(drug: str, indication: str | None, delivered: set[str]) -> Iterator[Supply]:
     """The supplies one order of `drug` for `indication` brings, leaving out the devices the patient
     was already given (their codes in `delivered`, which this adds to)."""
-    for supply in supplies().get((drug, ""), ()) + supplies().get((drug, indication or ""), ()):
+    for supply in supplies().get((drug, ""), ()) + (supplies().get((drug, indication), ()) if indication else ()):
         if supply.once and supply.code in delivered:
             continue
         delivered.add(supply.code)

@@ -51,6 +51,11 @@ def test_an_insulin_user_gets_test_strips_at_every_order_and_one_meter():
     assert {quantity for code, _, quantity in got if code == STRIPS} == {1200}
 
 
+def test_an_insulin_order_without_an_indication_brings_each_supply_once():
+    resources = built(record(("AMB", [(INSULIN, None)])))
+    assert sorted(code for code, _, _ in deliveries(resources)) == sorted([STRIPS, LANCETS, GLUCOSE_METER])
+
+
 def test_a_delivery_names_the_patient_and_the_ordering_clinic_and_is_completed():
     resources = built(record(("AMB", [(DIABETES, None), (INSULIN, DIABETES)])))
     [encounter] = [r for r in resources.values() if r["resourceType"] == "Encounter"]
