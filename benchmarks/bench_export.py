@@ -1,7 +1,7 @@
 """FHIR export throughput without the simulation: a cohort is simulated once and kept in memory, then
 timed through events -> FHIR resources (`ResourceBuilder.build`) -> transaction bundles and bulk
 NDJSON on disk, with the resources per patient of each type, the lab tests and reports by panel,
-imaging studies by modality, implants by type and procedures by code beside Synthea's (its SMART sample of bundles in the reference data, when present). Then the
+imaging studies by modality, implants and supplies by type and procedures by code beside Synthea's (its SMART sample of bundles in the reference data, when present). Then the
 validators' throughput on part of that output, and the rate at which a real FHIR server on loopback
 (SEKMET) loads it through `push_bundles`.
 
@@ -281,14 +281,18 @@ def procedures_only(patients: int = 300) -> None:
 
 
 def _images_and_implants(resources) -> Counter:
-    """ImagingStudy by its first series' modality and Device by its type's text."""
-    return Counter(f"ImagingStudy {r['series'][0]['modality']['code']}" if r["resourceType"] == "ImagingStudy"
-                   else f"Device {r['type'].get('text', r['type']['coding'][0].get('display'))}"
-                   for r in resources if r["resourceType"] in ("ImagingStudy", "Device"))
+    """ImagingStudy by its first series' modality, Device by its type's text and SupplyDelivery by its item's."""
+    def kind(r: dict) -> str:
+        if r["resourceType"] == "ImagingStudy":
+            return f"ImagingStudy {r['series'][0]['modality']['code']}"
+        coded = r["type"] if r["resourceType"] == "Device" else r["suppliedItem"]["itemCodeableConcept"]
+        return f"{r['resourceType']} {coded.get('text', coded['coding'][0].get('display'))}"
+    return Counter(kind(r) for r in resources if r["resourceType"] in ("ImagingStudy", "Device", "SupplyDelivery"))
 
 
 def images_and_implants(built: list, patients: int) -> None:
-    """Imaging studies by modality and implanted devices by type, per 100 patients, beside Synthea."""
+    """Imaging studies by modality, implanted devices and delivered supplies by type, per 100 patients,
+    beside Synthea."""
     ours = _images_and_implants(r for patient in built for r in patient.resources)
     resources, synthea_patients = synthea_resources()
     synthea = _images_and_implants(resources)

@@ -27,6 +27,7 @@ from fhir_export.implants import implant, implanted_devices
 from fhir_export.lab_orders import LabOrder, order_lab
 from fhir_export.notes import NOTE_TYPES, Reading, VisitRecord, age_phrase, write_note
 from fhir_export.providers import SHARED_TYPES, CareTeam, care_team
+from fhir_export.supplies import supplies_for, supply_delivery
 from fhir_export.tables import load_table
 from fhir_export.terminology import (
     ACT_CODE, BLOOD_PRESSURE_PANEL, CHIEF_COMPLAINT, BLOOD_PRESSURE_PARTS, CARE_PLAN_CATEGORY, CONDITION_ACTIVE, CONDITION_RESOLVED,
@@ -272,6 +273,7 @@ class _PatientBuild:
         self.chronic_care: Resource | None = None  # the CareTeam, from the first chronic condition
         self.guardian: Resource | None = None
         self.orders: dict[str, Resource] = {}
+        self.supplied: set[str] = set()  # the supply codes delivered so far, so a device comes once
         self.allergies: list[str] = []  # displays of the allergies recorded so far
         self.blood_pressure: dict[tuple[int | None, datetime], Resource] = {}
         # every code of each encounter (outside encounters, of each instant), to tell its lab orders apart
@@ -636,8 +638,16 @@ class _PatientBuild:
         elif event.text:
             order["reasonCode"] = [self.b.concept(event.text)]
         self.orders[code] = order
+        if visit is not None and visit.record.encounter_class != "IMP":  # a stay's drugs are given there
+            self._supplies(code, event, visit)
         if visit is not None:
             visit.record.prescriptions.append((self.b.display(code), self.b.display(event.text) if event.text else None))
+
+    def _supplies(self, drug: str, event: Event, visit: _Visit) -> None:
+        """What the visit that orders `drug` hands the patient with it (strips and a meter for insulin)."""
+        supplier, when = self.out.reference(visit.organization), fhir_datetime(event.time)
+        for supply in supplies_for(drug, event.text, self.supplied):
+            self._add(supply_delivery(self.ids.next(), supply, self.subject, supplier, when))
 
     @staticmethod
     def _dispense(authored: datetime, days: float, dosage: dict[str, Any] | None) -> dict[str, Any]:

@@ -399,8 +399,8 @@ US_CORE_MUST_SUPPORT = {
     "us-core-diagnosticreport-note": ("status", "category", "code", "subject", "encounter", "effectiveDateTime",
                                       "issued", "performer", "imagingStudy"),
 }
-# Financial resources and images, which US Core has no profile for.
-NOT_US_CORE = frozenset({"Claim", "ExplanationOfBenefit", "ImagingStudy"})
+# Financial resources, images and supply deliveries, which US Core has no profile for.
+NOT_US_CORE = frozenset({"Claim", "ExplanationOfBenefit", "ImagingStudy", "SupplyDelivery"})
 
 
 def test_every_resource_carries_its_us_core_must_support_elements(cohort_dir):
