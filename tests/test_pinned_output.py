@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "ce79e02402ad49c87d86a951ffba4a50bf95e44b57770a74e4dee0b567fdb7c7",
-    "default": "eb67c8489700448b2d8cc38cd8e2860435633f339396358fe21a4db9434ca6d9",
+    "reference": "d522dea1519d00a980612e1ff0d857c2a5750db18d4957cc2cb290afa21681c6",
+    "default": "5af4e94b8db12fd6994c2fd8e7dbf9e3e36610a47c08bbc0beacc6de270f313c",
 }
 
 
