@@ -4,12 +4,13 @@ FHIR server on loopback (started once per session, for every test that talks to 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fhir_server import sekmet_server
+from trajsim.engine import PatientState, TrajectorySource, Visit
 from trajsim.generate import generate
 from trajsim.scenario import Scenario, with_overrides
 
@@ -43,3 +44,19 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The FHIR base URL of a SEKMET server on loopback, shared by the session's tests."""
     with sekmet_server(tmp_path_factory.mktemp("sekmet")) as base_url:
         yield base_url
+
+
+class ScriptedSource(TrajectorySource):
+    """A source that proposes, as its n-th visit of a patient (from 1), what `script(patient, n)`
+    returns (None: nothing more): the charts a test needs a source to write."""
+
+    def __init__(self, script: Callable[[PatientState, int], Visit | None]) -> None:
+        self.script = script
+        self.proposed: dict[int, int] = {}
+
+    def next_visits(self, patients):
+        visits = []
+        for p in patients:
+            n = self.proposed[p.subject_id] = self.proposed.get(p.subject_id, 0) + 1
+            visits.append(self.script(p, n))
+        return visits

@@ -11,9 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.conftest import small_scenario
+from tests.conftest import ScriptedSource, small_scenario
 from tests.test_rules import HYPERTENSION, PENICILLIN, at, rules_found, valid_record
-from trajsim.engine import Fact, ReferenceSource, TrajectorySource, Visit, simulate
+from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
 from trajsim.events import BIRTH, MEDICATION_END, SEX_FEMALE, VISIT_END, Event, events_frame, visit_start_code
 from trajsim.knowledge import child_blood_pressure
 from trajsim.knowledge.acute import NEWBORN_STAY
@@ -117,29 +117,19 @@ def test_childrens_blood_pressure_follows_the_aap_tables(children):
     assert find_violations(children).filter(pl.col("rule") == "child_bp_stage2_without_hypertension").is_empty()
 
 
-class EmptyEmergencies(TrajectorySource):
-    """Proposes ED visits with nothing in them and a screening three times at an office visit, as
-    the shipped model did."""
-
-    def __init__(self) -> None:
-        self.proposed: dict[int, int] = {}
-
-    def next_visits(self, patients):
-        visits = []
-        for p in patients:
-            n = self.proposed[p.subject_id] = self.proposed.get(p.subject_id, 0) + 1
-            if n > 4:
-                visits.append(None)
-            elif n % 2:
-                visits.append(Visit(p.now + 40, "EMER", 0.1, [Fact(ED_VISIT)]))
-            else:
-                visits.append(Visit(p.now + 40, "AMB", 0.02, [Fact(SICK_VISIT)] + [Fact(DEPRESSION_SCREENING)] * 3))
-        return visits
+def empty_emergencies(p: PatientState, n: int) -> Visit | None:
+    """ED visits with nothing in them and a screening three times at an office visit, as the shipped
+    model proposed."""
+    if n > 4:
+        return None
+    if n % 2:
+        return Visit(p.now + 40, "EMER", 0.1, [Fact(ED_VISIT)])
+    return Visit(p.now + 40, "AMB", 0.02, [Fact(SICK_VISIT)] + [Fact(DEPRESSION_SCREENING)] * 3)
 
 
 def test_the_engine_gives_an_empty_ed_visit_its_triage_and_a_reason_and_drops_repeated_procedures():
     scenario = small_scenario(20, seed=4, **{"population.age_mix": ({"min": 20, "max": 60, "weight": 1.0},)})
-    events = events_frame(e for r in simulate(scenario, EmptyEmergencies()) for e in r.events)
+    events = events_frame(e for r in simulate(scenario, ScriptedSource(empty_emergencies)) for e in r.events)
     visits = events.filter(pl.col("code") == visit_start_code("EMER")).select("subject_id", "encounter_id")
     assert visits.height >= 20
     inside = events.join(visits, on=["subject_id", "encounter_id"])

@@ -10,10 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.conftest import small_scenario
+from tests.conftest import ScriptedSource, small_scenario
 from tests.test_rules import BORN, at, rules_found, valid_record
 from trajsim.clock import DAYS_PER_YEAR, day_number
-from trajsim.engine import Fact, PatientState, ReferenceSource, TrajectorySource, Visit, simulate
+from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
 from trajsim.engine.episodes import EpisodeKeeper
 from trajsim.engine.pregnancy import (
     CESAREAN, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PRENATAL, first_visit_day, plan,
@@ -251,32 +251,22 @@ def test_a_prenatal_visit_with_no_slot_before_the_delivery_gives_way_to_it():
     assert visit.encounter_class == "IMP" and visit.day == saturday + 1.5 and not plan.visits
 
 
-class LoosePregnancies(TrajectorySource):
-    """Proposes what the shipped model wrote: a pregnancy dated outside any visit with no end and
-    no delivery, a prenatal visit and a cesarean with no pregnancy, and its own early end."""
-
-    def __init__(self) -> None:
-        self.proposed: dict[int, int] = {}
-
-    def next_visits(self, patients):
-        visits = []
-        for p in patients:
-            n = self.proposed[p.subject_id] = self.proposed.get(p.subject_id, 0) + 1
-            if n == 1:
-                visits.append(Visit(p.now + 30, "AMB", 0.02, [Fact(PRENATAL), Fact(CESAREAN)]))
-            elif n == 2:
-                visits.append(Visit(p.now + 30, None, 0.0, [Fact(PREGNANCY)]))
-            elif n == 3:
-                visits.append(Visit(p.now + 60, "AMB", 0.02, [Fact(PRENATAL), Fact(CONDITION_END, text=PREGNANCY)]))
-            else:
-                visits.append(None)
-        return visits
+def loose_pregnancies(p: PatientState, n: int) -> Visit | None:
+    """What the shipped model wrote: a pregnancy dated outside any visit with no end and no delivery,
+    a prenatal visit and a cesarean with no pregnancy, and its own early end."""
+    if n == 1:
+        return Visit(p.now + 30, "AMB", 0.02, [Fact(PRENATAL), Fact(CESAREAN)])
+    if n == 2:
+        return Visit(p.now + 30, None, 0.0, [Fact(PREGNANCY)])
+    if n == 3:
+        return Visit(p.now + 60, "AMB", 0.02, [Fact(PRENATAL), Fact(CONDITION_END, text=PREGNANCY)])
+    return None
 
 
 def test_the_engine_carries_a_pregnancy_a_source_records_to_a_birth_or_a_loss():
     young_women = {"population.age_mix": ({"min": 20, "max": 35, "weight": 1.0},), "population.female_fraction": 1.0,
                    "care": "source"}
-    events = events_frame(e for r in simulate(small_scenario(30, seed=6, **young_women), LoosePregnancies()) for e in r.events)
+    events = events_frame(e for r in simulate(small_scenario(30, seed=6, **young_women), ScriptedSource(loose_pregnancies)) for e in r.events)
     assert find_violations(events).is_empty()
     ends = events.filter((pl.col("code") == CONDITION_END) & (pl.col("text") == PREGNANCY))
     outcomes = events.filter(pl.col("code").is_in([NORMAL_DELIVERY, CESAREAN, MISCARRIAGE]))

@@ -3,6 +3,7 @@ what a server would reject."""
 
 import base64
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -95,14 +96,19 @@ def test_a_death_in_hospital_states_its_cause_and_the_stay_ends_expired():
     assert resources["Patient"][0]["deceasedDateTime"].startswith("2020-01-20")
 
 
-def test_the_same_resources_serve_bundles_and_ndjson(tmp_path):
-    patient = default_builder("test/1").build(patient_events())
-    write_bundle(tmp_path / "bundles" / "patient.json", patient)
-    writer = NdjsonWriter(tmp_path / "ndjson")
+def assert_valid_as_bundle_and_ndjson(folder: Path, patient) -> None:
+    """Write one patient as a transaction bundle and as NDJSON into `folder`; both validate."""
+    write_bundle(folder / "bundles" / "patient.json", patient)
+    writer = NdjsonWriter(folder / "ndjson")
     writer.write(patient)
     writer.close()
-    report = validate_directory(tmp_path)
+    report = validate_directory(folder)
     assert report.ok, report.failures
+
+
+def test_the_same_resources_serve_bundles_and_ndjson(tmp_path):
+    patient = default_builder("test/1").build(patient_events())
+    assert_valid_as_bundle_and_ndjson(tmp_path, patient)
     bundle = orjson.loads((tmp_path / "bundles" / "patient.json").read_bytes())
     assert bundle["type"] == "transaction"
     assert all(entry["fullUrl"].startswith("urn:uuid:") for entry in bundle["entry"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fhir_export.validate import model_problems, validate_directory
-from fhir_export.writers import NdjsonWriter, write_bundle
+from fhir_export.validate import model_problems
+from tests.test_fhir_export import assert_valid_as_bundle_and_ndjson
 from trajsim.events import BIRTH, SEX_MALE, VISIT_END, Event, visit_start_code
 from trajsim.output import default_builder
 
@@ -104,12 +104,7 @@ def test_supply_deliveries_are_valid_r4b_in_bundles_and_ndjson(tmp_path):
         ("AMB", [(DIABETES, None), (INSULIN, DIABETES), (ASTHMA, None), (FLUTICASONE, ASTHMA)])))
     kinds = [r for r in patient.resources if r["resourceType"] == "SupplyDelivery"]
     assert len(kinds) == 5 and all(model_problems(r) == [] for r in kinds)
-    write_bundle(tmp_path / "bundles" / "patient.json", patient)
-    writer = NdjsonWriter(tmp_path / "ndjson")
-    writer.write(patient)
-    writer.close()
-    report = validate_directory(tmp_path)
-    assert report.ok, report.failures
+    assert_valid_as_bundle_and_ndjson(tmp_path, patient)
     assert len((tmp_path / "ndjson" / "SupplyDelivery.ndjson").read_bytes().splitlines()) == 5
 
 
