@@ -91,11 +91,16 @@ def test_same_seed_same_records(tiny_model):
     assert model_events(tiny_model, 20, seed=4).equals(model_events(tiny_model, 20, seed=4))
 
 
-def test_a_patient_gets_the_same_record_whatever_chunk_it_is_sampled_in(tiny_model):
+def test_a_patient_gets_the_same_record_whichever_shard_samples_its_chunk(tiny_model):
+    """Shards hold whole chunks of the fixed grid, so a chunk is sampled as one batch whoever runs
+    it. Chunks of another size may differ: the model's float32 logits depend on the batch's size
+    in their last bit (1.8e-7 measured), and a draw that falls that close to a token's cumulative
+    weight picks its neighbour (it did at 1 token in 2,800 events)."""
     scenario, source = small_scenario(8, seed=4, model=str(tiny_model)), ModelSource(tiny_model)
-    whole, chunked = (events_frame(e for r in simulate(scenario, source, chunk_size=size) for e in r.events)
-                      for size in (8, 3))
-    assert whole.equals(chunked)
+    whole = events_frame(e for r in simulate(scenario, source, chunk_size=4) for e in r.events)
+    sharded = events_frame(e for first in (4, 0) for r in simulate(scenario, ModelSource(tiny_model), first, 4, chunk_size=4)
+                           for e in r.events).sort("subject_id", maintain_order=True)
+    assert whole.equals(sharded)
 
 
 def test_train_command_writes_a_model_folder(tmp_path):

@@ -305,10 +305,16 @@ def _medication(resource: Resource, subject: str, encounter: str | None, rows: _
     authored = resource.get("authoredOn")
     if code is None or not authored:
         return reason or MISSING_TIME
-    indication = next(filter(None, (concept_code(c)[0] for c in _objects(resource.get("reasonCode"), "reasonCode"))), None)
-    reference = next(filter(None, map(_reference_id, resource.get("reasonReference") or [])), None)
+    indication, reference = _reason(resource)
     rows.add(subject, authored, encounter, code, text=indication, reason_ref=reference)
     return None
+
+
+def _reason(resource: Resource) -> tuple[str | None, str | None]:
+    """What an order or a procedure is for: its first coded reason, and its first reference to one
+    (a Condition, resolved to its code once every resource is read)."""
+    indication = next(filter(None, (concept_code(c)[0] for c in _objects(resource.get("reasonCode"), "reasonCode"))), None)
+    return indication, next(filter(None, map(_reference_id, resource.get("reasonReference") or [])), None)
 
 
 def _value(element: Resource) -> tuple[float | None, str | None, str | None]:
@@ -354,14 +360,16 @@ def _observation(resource: Resource, subject: str, encounter: str | None, rows: 
     return None
 
 
-def _coded_fact(concept_key: str, *time_paths: str) -> Handler:
-    """Handler for resources that are one code at one time (Procedure, Immunization)."""
+def _coded_fact(concept_key: str, *time_paths: str, reasoned: bool = False) -> Handler:
+    """Handler for resources that are one code at one time (Procedure, Immunization); a `reasoned`
+    one keeps what it was done for, as an order keeps its indication."""
     def handler(resource: Resource, subject: str, encounter: str | None, rows: _Rows) -> str | None:
         code, reason = concept_code(resource.get(concept_key))
         when = _first(resource, *time_paths)
         if code is None or not when:
             return reason or MISSING_TIME
-        rows.add(subject, when, encounter, code)
+        indication, reference = _reason(resource) if reasoned else (None, None)
+        rows.add(subject, when, encounter, code, text=indication, reason_ref=reference)
         return None
     return handler
 
@@ -388,6 +396,6 @@ def _document(resource: Resource, subject: str, _: str | None, rows: _Rows) -> s
 _HANDLERS: dict[str, Handler] = {
     "Patient": _patient, "Encounter": _encounter, "Condition": _condition, "MedicationRequest": _medication,
     "Observation": _observation, "DocumentReference": _document,
-    "Procedure": _coded_fact("code", "performedDateTime", "performedPeriod.start"),
+    "Procedure": _coded_fact("code", "performedDateTime", "performedPeriod.start", reasoned=True),
     "Immunization": _coded_fact("vaccineCode", "occurrenceDateTime", "occurrenceString"),
 }
