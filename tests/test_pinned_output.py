@@ -12,7 +12,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "d522dea1519d00a980612e1ff0d857c2a5750db18d4957cc2cb290afa21681c6",
-    "default": "5af4e94b8db12fd6994c2fd8e7dbf9e3e36610a47c08bbc0beacc6de270f313c",
+    "default": "076964a3f0a25d7b0f58473404fe2c0544212cf3335e6025d3ed61d63d75da2f",
 }
 
 
