@@ -278,3 +278,20 @@ def test_the_engine_carries_a_pregnancy_a_source_records_to_a_birth_or_a_loss():
     onsets = events.filter(pl.col("code") == PREGNANCY).select("subject_id", pl.col("time").alias("onset"))
     weeks = births.join(onsets, on="subject_id").select((pl.col("time") - pl.col("onset")).dt.total_days() / 7 + 2)
     assert weeks.height >= 20 and weeks.min().item() >= 24  # the source's end two months in is dropped
+
+
+def test_a_pregnancy_in_the_history_before_entry_ends_with_a_birth_or_a_loss():
+    """The shipped model wrote a pregnancy (three times over) in the history before a record began;
+    the episode keeper ended it by a drawn length with no birth. Its course is the pregnancy
+    keeper's, as for one recorded later."""
+    def history(p: PatientState, n: int) -> Visit | None:
+        onsets = [Fact(PREGNANCY, offset_days=-days) for days in (224, 161, 134)]
+        return Visit(p.entry_day, None, 0.0, onsets) if n == 1 else None
+
+    young_women = {"population.age_mix": ({"min": 20, "max": 35, "weight": 1.0},), "population.female_fraction": 1.0,
+                   "care": "source"}
+    events = events_frame(e for r in simulate(small_scenario(20, seed=3, **young_women), ScriptedSource(history))
+                          for e in r.events)
+    assert find_violations(events).is_empty()
+    ends = events.filter((pl.col("code") == CONDITION_END) & (pl.col("text") == PREGNANCY))
+    assert ends.height >= 15 and events.filter(pl.col("code").is_in([NORMAL_DELIVERY, CESAREAN, MISCARRIAGE])).height == ends.height

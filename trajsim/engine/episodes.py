@@ -4,7 +4,8 @@ It drops a diagnosis dated before its code exists (COVID-19 before 2020) or, for
 (and every episode of an acute condition), outside the ages it can start at; an acute condition
 diagnosed again while its episode is still active (no two pregnancies at once); and the end of an
 episode that is not active. An episode the source leaves open ends after a duration drawn from the
-lifecycle table, dated between visits; an end proposed beyond the longest plausible episode is
+lifecycle table, dated between visits (a pregnancy's end is the pregnancy keeper's, which plans its
+course); an end proposed beyond the longest plausible episode is
 brought back to it, and one dated at or before the episode's onset is dropped. A drug prescribed for a dropped diagnosis or an ended episode is kept for
 another active indication, or goes.
 """
@@ -17,7 +18,7 @@ from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.source import ACTIVE, NEVER_RECORDED, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.lifecycles import lifecycles, same_condition
+from trajsim.knowledge.lifecycles import PREGNANCY, lifecycles, same_condition
 from trajsim.vocab import domain_of
 
 
@@ -29,6 +30,7 @@ class EpisodeKeeper(ChartKeeper):
         self.lifecycles = lifecycles(knowledge)
         self.open: dict[str, float] = {}  # code of an episode with no end yet -> its onset day
         self.planned: dict[str, float] = {}  # code of an episode left open -> the day the keeper ends it
+        self.pregnancy = frozenset(same_condition(knowledge, PREGNANCY))  # whose end is the pregnancy keeper's
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         ends: dict[str, float] = {}  # condition code -> end day as of the facts vetted so far
@@ -74,7 +76,7 @@ class EpisodeKeeper(ChartKeeper):
                 ends[fact.code] = ACTIVE
                 if lifecycle.episodic:
                     self.open[fact.code] = day
-                    if i not in closed_here:
+                    if i not in closed_here and fact.code not in self.pregnancy:
                         self.planned[fact.code] = day + lifecycle.draw_duration(patient.rng)
             elif fact.text in dropped or (fact.text in self.lifecycles and self.lifecycles[fact.text].episodic
                                           and end_of(fact.text) <= day and domain_of(fact.code) == "medication"):

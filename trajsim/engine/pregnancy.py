@@ -27,7 +27,7 @@ from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import NEWBORN_STAY
 from trajsim.knowledge.lifecycles import (
     CESAREAN, LMP_TO_CONCEPTION_DAYS, MISCARRIAGE, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PREGNANCY, PRENATAL,
-    PRENATAL_INITIAL, lifecycles, pregnancy_figures,
+    PRENATAL_INITIAL, lifecycles, pregnancy_figures, same_condition,
 )
 
 SYMPTOM_VISIT = "SNOMED/185345009"
@@ -135,6 +135,8 @@ class PregnancyKeeper(ChartKeeper):
     def __init__(self, knowledge: Knowledge, adds_care: bool) -> None:
         self.k, self.adds_care = knowledge, adds_care
         self.lifecycle = lifecycles(knowledge)[PREGNANCY]
+        self.codes = frozenset(same_condition(knowledge, PREGNANCY))  # SNOMED CT and ICD-10-CM
+        self.recorded = PREGNANCY  # the code the planned pregnancy is recorded under
         self.plan: Pregnancy | None = None
         self.own: Visit | None = None  # the keeper's own visit being recorded
 
@@ -142,22 +144,37 @@ class PregnancyKeeper(ChartKeeper):
         if visit is self.own or visit.day < patient.entry_day:  # the history before entry is as it was
             return
         kept: list[Fact] = []
-        pregnant_until = patient.conditions.get(PREGNANCY, NEVER_RECORDED)
+        pregnant_until = max(patient.conditions.get(code, NEVER_RECORDED) for code in self.codes)
         for fact in visit.facts:
             day = visit.day + fact.offset_days
-            if fact.code in _OUTCOMES or (fact.code == CONDITION_END and fact.text == PREGNANCY):
+            if fact.code in _OUTCOMES or (fact.code == CONDITION_END and fact.text in self.codes):
                 continue
-            if fact.code == PREGNANCY and pregnant_until <= day and patient.sex == "F" \
+            if fact.code in self.codes and pregnant_until <= day and patient.sex == "F" \
                     and self.lifecycle.onset_plausible(patient.age_at(day)):
                 seen = visit.day if visit.encounter_class else first_visit_day(patient.rng, day)  # dated at conception
-                self.plan = plan(patient.rng, day, seen)
+                self.plan, self.recorded = plan(patient.rng, day, seen), fact.code
                 pregnant_until = self.plan.end_day
-                kept += [fact, Fact(CONDITION_END, offset_days=self.plan.end_day - visit.day, text=PREGNANCY)]
+                kept += [fact, Fact(CONDITION_END, offset_days=self.plan.end_day - visit.day, text=fact.code)]
+                kept += self._past(patient, visit)
                 continue
             kept.append(fact)
         if pregnant_until <= visit.day:
             kept = [self._outside_pregnancy(patient, visit, fact) for fact in kept]
         visit.facts[:] = kept
+
+    def _past(self, patient: PatientState, visit: Visit) -> list[Fact]:
+        """What of the plan is over by `visit` (a pregnancy in the history before entry): its visits
+        are not held, and a birth or loss already behind is recorded on its day, outside any visit."""
+        pregnancy = self.plan
+        pregnancy.visits = deque(v for v in pregnancy.visits if v[0] >= visit.day)
+        if pregnancy.visits and pregnancy.visits[-1][1] in (OBSTETRIC_ADMISSION, MISCARRIAGE):
+            return []
+        self.plan = None
+        offset = pregnancy.end_day - visit.day
+        if pregnancy.outcome != MISCARRIAGE:
+            return [Fact(pregnancy.outcome, offset_days=offset)]
+        resolved = lifecycles(self.k)[MISCARRIAGE].draw_duration(patient.rng)
+        return [Fact(MISCARRIAGE, offset_days=offset), Fact(CONDITION_END, offset_days=offset + resolved, text=MISCARRIAGE)]
 
     def _outside_pregnancy(self, patient: PatientState, visit: Visit, fact: Fact) -> Fact:
         """A visit type that only a pregnancy explains, as the visit it can be when there is none."""
@@ -169,7 +186,7 @@ class PregnancyKeeper(ChartKeeper):
 
     def unplanned_visit(self, patient: PatientState, until: float) -> Visit | None:
         pregnancy = self.plan
-        if pregnancy is not None and abs(patient.conditions.get(PREGNANCY, NEVER_RECORDED) - pregnancy.end_day) > 1e-6:
+        if pregnancy is not None and abs(patient.conditions.get(self.recorded, NEVER_RECORDED) - pregnancy.end_day) > 1e-6:
             self.plan = None  # not recorded as planned: a death came first
             return None
         while pregnancy is not None and pregnancy.visits and pregnancy.visits[0][0] < until:
