@@ -113,9 +113,14 @@ def next_visit(knowledge: Knowledge, patient: PatientState, pregnancy: Pregnancy
     facts = [Fact(SYMPTOM_VISIT if kind == MISCARRIAGE else kind, text=PREGNANCY if kind == PRENATAL else None),
              *vitals(knowledge, patient, day, active_keys(knowledge, patient, day) | {"pregnancy"})]
     if kind == MISCARRIAGE:
-        resolved = lifecycles(knowledge)[MISCARRIAGE].draw_duration(rng)
-        facts += [Fact(MISCARRIAGE), Fact(CONDITION_END, offset_days=resolved, text=MISCARRIAGE)]
+        facts += _loss(knowledge, rng, 0.0)
     return Visit(day, "AMB", rng.uniform(15, 30) / MINUTES_PER_DAY, facts)
+
+
+def _loss(knowledge: Knowledge, rng: np.random.Generator, offset: float) -> list[Fact]:
+    """A miscarriage `offset` days into a visit, and its end once it resolves."""
+    resolved = lifecycles(knowledge)[MISCARRIAGE].draw_duration(rng)
+    return [Fact(MISCARRIAGE, offset_days=offset), Fact(CONDITION_END, offset_days=offset + resolved, text=MISCARRIAGE)]
 
 
 def newborn_stay(patient: PatientState) -> Visit:
@@ -126,11 +131,11 @@ def newborn_stay(patient: PatientState) -> Visit:
 
 
 class PregnancyKeeper(ChartKeeper):
-    """Plans a pregnancy a source records (in a visit or, dated at conception, outside one; not one in
-    the history before entry) from the day it is recorded, and dates its end, the delivery admission or the loss; with the engine's care it adds the
-    prenatal visits of the schedule. A source's own delivery, loss and end of a pregnancy are
-    dropped, and its prenatal visits and obstetric admissions outside a pregnancy become the
-    office visits or admissions they can be."""
+    """Plans a pregnancy a source records (in a visit, or dated at conception outside one or in the
+    history before entry) and dates its end and its delivery admission or loss; with the engine's
+    care it adds the prenatal visits of the schedule. A source's own delivery, loss and end of a
+    pregnancy are dropped, and its prenatal visits and obstetric admissions outside a pregnancy
+    become the office visits or admissions they can be."""
 
     def __init__(self, knowledge: Knowledge, adds_care: bool) -> None:
         self.k, self.adds_care = knowledge, adds_care
@@ -173,8 +178,7 @@ class PregnancyKeeper(ChartKeeper):
         offset = pregnancy.end_day - visit.day
         if pregnancy.outcome != MISCARRIAGE:
             return [Fact(pregnancy.outcome, offset_days=offset)]
-        resolved = lifecycles(self.k)[MISCARRIAGE].draw_duration(patient.rng)
-        return [Fact(MISCARRIAGE, offset_days=offset), Fact(CONDITION_END, offset_days=offset + resolved, text=MISCARRIAGE)]
+        return _loss(self.k, patient.rng, offset)
 
     def _outside_pregnancy(self, patient: PatientState, visit: Visit, fact: Fact) -> Fact:
         """A visit type that only a pregnancy explains, as the visit it can be when there is none."""

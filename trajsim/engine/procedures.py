@@ -49,9 +49,9 @@ class ProcedureKeeper(ChartKeeper):
     """Drops a procedure already recorded in the same visit (for history outside any visit, on the
     same day), moves one dated after the visit's end to its end, and names the reason of one that
     has none: the first of its indications the visit records or is made for, else one the patient
-    has (a procedure no table gives indications for: the condition the visit is for). A delivery
-    without a pregnancy is dropped, and so is a procedure of a visit class at a visit of another
-    (a stay's discharge reconciliation left in the ED visit the stay was turned into)."""
+    has (a procedure no table gives indications for: the condition the visit is for). A procedure
+    of a visit class at a visit of another is dropped (a stay's discharge reconciliation left in the
+    ED visit the stay was turned into); a delivery outside a pregnancy is the pregnancy keeper's."""
 
     def __init__(self, knowledge: Knowledge) -> None:
         self.indications = indications(knowledge)
