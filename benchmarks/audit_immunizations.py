@@ -4,6 +4,10 @@ rule-based reference source and by the shipped model.
 
     python benchmarks/audit_immunizations.py [PATIENTS] [SOURCE ...]
 
+SOURCE is `reference`, `default` (the shipped model) or a model folder; `synthea` reads the Synthea
+FHIR bundles in ../shared/refdata (their own record spans, each chart followed from its first
+encounter), and is added by default when they are there.
+
 For each childhood series and dose: how many charts could show it (the patient was followed from
 before the dose's recommended ages to their end, so earlier doses are in the record), the median age
 at the dose, and how many were on time, early (more than two weeks before the recommended ages:
@@ -13,7 +17,10 @@ record) and extra (beyond the series). Doses before the ACIP minimum ages are th
 the schedule's, written here independently of `immunizations.csv` so the audit checks the simulator
 rather than its own table. Then the recurring and adult recommendations: yearly influenza (two doses
 in a child's first season under 9), Tdap in each pregnancy at 27-36 weeks, Td/Tdap every 10 years,
-pneumococcal conjugate from 65, two recombinant zoster doses from 50, COVID-19 from 2021.
+pneumococcal vaccine from 65, zoster vaccine from 50, COVID-19 from 2021. Last, side by side for
+every source, the share of children followed from birth who were late or missing each dose at 12
+and at 24 months of age: a dose whose recommended ages ended by then and had not been given by then
+(as the National Immunization Survey counts children up to date by 24 months).
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ from pathlib import Path
 
 import polars as pl
 
-from trajsim.events import BIRTH, DEATH
+from trajsim.events import BIRTH, DEATH, VISIT_START_PREFIX
 from trajsim.generate import generate
+from trajsim.ingest import read_events
 from trajsim.knowledge.lifecycles import PREGNANCY
 from trajsim.scenario import load_scenario, with_overrides
+from refdata import SYNTHEA_BUNDLES as SYNTHEA
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "default.toml"
 MONTH, YEAR, WEEK = 30.4375, 365.25, 7.0
@@ -60,6 +69,9 @@ INFLUENZA = ("CVX/140", "CVX/141", "CVX/150", "CVX/158", "CVX/161", "CVX/171", "
 TETANUS = ("CVX/113", "CVX/115", "CVX/09", "CVX/139")
 PNEUMOCOCCAL = ("CVX/215", "CVX/216", "CVX/133", "CVX/33")
 ZOSTER = ("CVX/187",)
+ZOSTER_LIVE = ("CVX/121",)
+LICENSED = {"CVX/216": datetime(2021, 6, 8), "CVX/215": datetime(2021, 7, 16), "CVX/187": datetime(2017, 10, 20)}
+MILESTONES = (12 * MONTH, 24 * MONTH)
 COVID = tuple(f"CVX/{c}" for c in (207, 208, 210, 211, 212, 213, 217, 218, 219, 221, 228, 229, 230, 300, 301, 302,
                                    308, 309, 310, 311, 312, 313))
 DELIVERY = ("SNOMED/48782003", "SNOMED/11466000")
@@ -93,12 +105,14 @@ def _days(column: str) -> pl.Expr:
     return pl.col(column).dt.epoch("s") / 86_400
 
 
-def charts(events: pl.DataFrame, start: datetime, end: datetime) -> list[Chart]:
-    """Every patient's chart, from the canonical events."""
+def charts(events: pl.DataFrame, start: datetime, end: datetime, from_first_visit: bool = False) -> list[Chart]:
+    """Every patient's chart, from the canonical events; with `from_first_visit`, each followed
+    from its first encounter (a record whose visits begin after its birth)."""
     code = pl.col("code")
     frame = events.with_columns(day=_days("time"))
     window = (frame.group_by("subject_id").agg(birth=pl.col("day").filter(code == BIRTH).min(),
-                                               death=pl.col("day").filter(code == DEATH).min())
+                                               death=pl.col("day").filter(code == DEATH).min(),
+                                               seen=pl.col("day").filter(code.str.starts_with(VISIT_START_PREFIX)).min())
               .sort("subject_id"))
     first, last = day_of(start), day_of(end)
     vaccines = dict(frame.filter(code.str.starts_with("CVX/")).sort("time").group_by("subject_id")
@@ -109,9 +123,10 @@ def charts(events: pl.DataFrame, start: datetime, end: datetime) -> list[Chart]:
         pl.col("delivery").is_between(pl.col("conception") + 20 * WEEK, pl.col("conception") + 45 * WEEK)))
     carried_by = dict(carried.group_by("subject_id").agg(pl.struct("conception", "delivery")).iter_rows())
     out = []
-    for subject, birth, death in window.iter_rows():
+    for subject, birth, death, seen in window.iter_rows():
         doses = [(d["day"], d["code"]) for d in vaccines.get(subject, [])]
-        out.append(Chart(birth, max(first, birth), min(last, death if death is not None else last), doses,
+        begins = max(first, birth, seen if from_first_visit and seen is not None else birth)
+        out.append(Chart(birth, begins, min(last, death if death is not None else last), doses,
                          [(p["conception"], p["delivery"]) for p in carried_by.get(subject, [])]))
     return out
 
@@ -185,8 +200,10 @@ def adults(records: list[Chart]) -> list[str]:
                 if len(t := sorted(a for a in c.ages(TETANUS) if a >= 19 * YEAR)) > 1 and not c.pregnancies)
     older = [c for c in records if c.end - c.birth >= 66 * YEAR]
     pcv = [len([a for a in c.ages(PNEUMOCOCCAL) if a >= 19 * YEAR]) for c in older]
+    unlicensed = sum(day < day_of(LICENSED[code]) for c in records for day, code in c.doses if code in LICENSED)
     fifty = [c for c in records if c.end - c.birth >= 51 * YEAR]
     rzv = [sorted(a for a in c.ages(ZOSTER)) for c in fifty]
+    zoster = sum(bool(c.ages(ZOSTER + ZOSTER_LIVE)) for c in fifty)
     started = [r for r in rzv if r]
     second = sum(len(r) >= 2 and 2 * MONTH - 4 <= r[1] - r[0] <= 6 * MONTH + 4 for r in started)
     young_rzv = sum(a < 50 * YEAR for r in rzv for a in r)
@@ -197,8 +214,10 @@ def adults(records: list[Chart]) -> list[str]:
         f"Tdap at 27-36 weeks of pregnancies carried to delivery: {_share(in_window, len(pregnant))}",
         f"adults followed 10 years with a Td/Tdap dose in them: {_share(boosted, len(decade))}; "
         f"non-pregnant adults with two within 5 years: {close}",
-        f"followed to 66+ with a pneumococcal conjugate as adults: {_share(sum(n > 0 for n in pcv), len(older))}; "
-        f"more than one: {sum(n > 1 for n in pcv)}",
+        f"followed to 66+ with a pneumococcal vaccine as adults: {_share(sum(n > 0 for n in pcv), len(older))}; "
+        f"more than two: {sum(n > 2 for n in pcv)}",
+        f"PCV20, PCV15 or RZV before their licensing: {unlicensed} doses",
+        f"followed to 51+ with any zoster vaccine (live or recombinant): {_share(zoster, len(fifty))}",
         f"followed to 51+ with recombinant zoster: {_share(len(started), len(fifty))}; second dose 2-6 months "
         f"after the first: {_share(second, len(started))}; more than two: {sum(len(r) > 2 for r in rzv)}; "
         f"before 50: {young_rzv}",
@@ -206,7 +225,44 @@ def adults(records: list[Chart]) -> list[str]:
     ]
 
 
-def audit(patients: int, model: str) -> list[str]:
+def late_or_missing(records: list[Chart]) -> dict[str, tuple[int, int]]:
+    """Per dose and age milestone ("dtap 3 @12"): (children followed from birth to the milestone
+    who had not had the dose by then, those children), for the doses whose recommended ages ended by
+    the milestone; "any dose @12" counts children behind on at least one."""
+    out: dict[str, tuple[int, int]] = {}
+    for milestone in MILESTONES:
+        followed = [c for c in records if c.start - c.birth <= 1.0 and c.end - c.birth >= milestone]
+        behind: set[int] = set()
+        for name, (codes, windows) in CHILD_SERIES.items():
+            for number, (_, high) in enumerate(windows, start=1):
+                if high > milestone:
+                    continue
+                late = {i for i, c in enumerate(followed)
+                        if len(ages := c.ages(codes)) < number or ages[number - 1] >= milestone}
+                behind |= late
+                out[f"{name} {number} @{milestone / MONTH:.0f}"] = (len(late), len(followed))
+        out[f"any dose @{milestone / MONTH:.0f}"] = (len(behind), len(followed))
+    return out
+
+
+def side_by_side(tables: dict[str, dict[str, tuple[int, int]]]) -> list[str]:
+    """The late-or-missing shares of every source, one column each."""
+    names = list(tables)
+    lines = ["children late or missing each dose by 12 and 24 months (followed from birth): "
+             + ", ".join(f"{name} {next(iter(t.values()))[1]} / {list(t.values())[-1][1]} children" for name, t in tables.items()),
+             f"{'dose @ months':<20}" + "".join(f"{name:>16}" for name in names)]
+    for key in tables[names[0]]:
+        cells = [tables[name][key] for name in names]
+        lines.append(f"{key:<20}" + "".join(f"{100 * late / whole if whole else 0:>15.0f}%" for late, whole in cells))
+    return lines
+
+
+def audit(patients: int, model: str) -> tuple[list[str], list[Chart]]:
+    """The audit of one source's charts, with the charts."""
+    if model == "synthea":
+        events = read_events("fhir", SYNTHEA)
+        records = charts(events, datetime(1900, 1, 1), events["time"].max(), from_first_visit=True)
+        return [f"== Synthea: {len(records)} patients", *child_series(records), *influenza(records), *adults(records)], records
     scenario = load_scenario(DEFAULT_SCENARIO)
     scenario = with_overrides(scenario, "audit", **{"population.size": patients, "model": model,
                                                     "output.formats": ["events"]})
@@ -216,13 +272,19 @@ def audit(patients: int, model: str) -> list[str]:
     start = datetime.combine(scenario.period.start, datetime.min.time())
     end = datetime.combine(scenario.period.end, datetime.min.time())
     records = charts(events, start, end)
-    return [f"== source {model}: {len(records)} patients", *child_series(records), *influenza(records), *adults(records)]
+    return [f"== source {model}: {len(records)} patients", *child_series(records), *influenza(records),
+            *adults(records)], records
 
 
 def main() -> None:
     patients = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    for model in sys.argv[2:] or ["reference", "default"]:
-        print("\n".join(audit(patients, model)), flush=True)
+    sources = sys.argv[2:] or ["reference", "default", *(["synthea"] if SYNTHEA.is_dir() else [])]
+    behind = {}
+    for model in sources:
+        lines, records = audit(patients, model)
+        print("\n".join(lines), flush=True)
+        behind[model] = late_or_missing(records)
+    print("\n".join(side_by_side(behind)))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from trajsim.engine.acute import HOSPICE_CARE
+from trajsim.knowledge.acute import OBSERVATION_STAY
 from trajsim.events import DEATH, VISIT_END, VISIT_START_PREFIX
 from trajsim.generate import generate
 from trajsim.ingest import read_events
@@ -29,8 +30,8 @@ from trajsim.knowledge.therapy import guideline_therapies
 from trajsim.rules import RULES, find_violations
 from trajsim.scenario import Scenario, with_overrides
 from trajsim.vocab import in_domain
+from refdata import SYNTHEA_BUNDLES as SYNTHEA
 
-SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "refdata" / "synthea_fhir_r4_smart615" / "bundles"
 CAUSE_OF_DEATH = "LOINC/69453-9"  # Synthea records the cause as an Observation after death; trajsim on the death event
 HOSPITAL_DEATH_WINDOW = pl.duration(hours=25)  # Synthea discharges a patient who dies in hospital a day before death
 US_RATES = ("US: ~0.43 ED visits (NHAMCS 2019) and ~0.10 stays (HCUP 2019) per person-year for all reasons, of which "
@@ -64,7 +65,9 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
              .filter(pl.col("last") > pl.col("first")))
     years = float(((spans["last"] - spans["first"]).dt.total_seconds() / (365.25 * 86400)).sum())
     visits = inside.filter(code.str.starts_with(VISIT_START_PREFIX))
-    stays = (visits.filter(code == VISIT_START_PREFIX + "IMP").select("subject_id", "encounter_id", start_=time)
+    observation = inside.filter(code == OBSERVATION_STAY).select("subject_id", "encounter_id")
+    stays = (visits.filter(code == VISIT_START_PREFIX + "IMP").join(observation, on=["subject_id", "encounter_id"], how="anti")
+             .select("subject_id", "encounter_id", start_=time)
              .join(events.filter(code == VISIT_END).select("subject_id", "encounter_id", end_=time),
                    on=["subject_id", "encounter_id"], how="left"))
     deaths = inside.filter(code == DEATH).select("subject_id", "text", death=time)
@@ -94,7 +97,8 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
         "orders dated before the record's first encounter (share of all)": early.height / max(
             events.filter(in_domain(code, "medication")).height, 1),
         "ED visits per person-year": visits.filter(code == VISIT_START_PREFIX + "EMER").height / years,
-        "inpatient stays per person-year": stays.height / years,
+        "inpatient stays per person-year (observation stays apart, as HCUP counts)": stays.height / years,
+        "observation stays per person-year": observation.height / years,
         "deaths per 1,000 person-years": 1000 * decedents / years,
         "decedents with no encounter in their last 30 days": 1 - recent / decedents if decedents else 0.0,
         "deaths in (or within a day of) a hospital stay or ED visit": in_hospital / decedents if decedents else 0.0,

@@ -8,11 +8,13 @@ validators' throughput on part of that output, and the rate at which a real FHIR
     python benchmarks/bench_export.py [PATIENTS] [VALIDATED_PATIENTS] [PUSHED_PATIENTS]
     python benchmarks/bench_export.py --write-path [PATIENTS]
     python benchmarks/bench_export.py --procedures [PATIENTS]
+    python benchmarks/bench_export.py --codes [PATIENTS]
 
 `--write-path` measures only the exporter as `generate` runs it: the same cohort's events through
 `ShardWriter.write` (resources, notes, insurance and claims, transaction bundles, NDJSON) per CPU
 second of this process, with the share of each stage; the simulation is not timed. `--procedures`
-prints only the procedures table (distinct codes, per patient, with a reason, by code) for a cohort.
+prints only the procedures table (distinct codes, per patient, with a reason, by code) for a cohort;
+`--codes` only the distinct codes of each clinical resource type, beside Synthea's.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from fhir_export import NdjsonWriter, write_bundle  # noqa: E402
 from fhir_export.push import find_bundles, push_bundles  # noqa: E402
 from fhir_export.validate import R4Schema, model_problems, validate_directory  # noqa: E402
 from fhir_export.providers import SHARED_TYPES  # noqa: E402
-from tests.conftest import REFDATA  # noqa: E402
+from refdata import REFDATA  # noqa: E402
 from tests.fhir_server import sekmet_server  # noqa: E402
 from trajsim.engine import ReferenceSource, simulate  # noqa: E402
 from fhir_export.claims import add_insurance  # noqa: E402
@@ -172,6 +174,7 @@ def main(patients: int = 1000, validated: int = 100, pushed: int = 50) -> None:
         laboratory(built, patients)
         images_and_implants(built, patients)
         procedures(built, patients)
+        distinct_codes(built)
         del built
 
         bundles = find_bundles(out)
@@ -280,6 +283,50 @@ def procedures_only(patients: int = 300) -> None:
     procedures([builder.build(events) for events in records], patients)
 
 
+# The coded element each clinical resource type is counted by (lab and vital-sign Observations apart).
+CODED_ELEMENTS = {"Condition": "code", "Procedure": "code", "MedicationRequest": "medicationCodeableConcept",
+                  "Immunization": "vaccineCode", "Encounter": "type", "DiagnosticReport": "code",
+                  "ImagingStudy": "procedureCode", "Device": "type", "CarePlan": "category"}
+
+
+def _distinct_codes(resources) -> dict[str, set[str]]:
+    """The distinct first codings of each clinical resource type's coded element, Observations by category."""
+    codes: dict[str, set[str]] = {}
+    for r in resources:
+        kind = r["resourceType"]
+        if kind == "Observation":
+            category = next((c["code"] for cat in r.get("category", []) for c in cat.get("coding", [])), "")
+            kind, element = f"Observation {category}", r.get("code")
+        elif kind in CODED_ELEMENTS:
+            element = r.get(CODED_ELEMENTS[kind])
+            element = element[0] if isinstance(element, list) and element else element
+        else:
+            continue
+        coding = (element or {}).get("coding") or [{}]
+        if coding[0].get("code"):
+            codes.setdefault(kind, set()).add(f"{coding[0].get('system', '')}|{coding[0]['code']}")
+    return codes
+
+
+def distinct_codes(built: list) -> None:
+    """Distinct codes by resource type (the breadth of medicine a cohort shows), beside Synthea's SMART sample."""
+    ours = _distinct_codes(r for patient in built for r in patient.resources)
+    resources, synthea_patients = synthea_resources()
+    theirs = _distinct_codes(resources)
+    print(f"\n{'distinct codes':<48}{'trajsim':>8}{'Synthea':>9}"
+          + (f"  ({len(built)} patients; Synthea: SMART sample, {synthea_patients})" if synthea_patients
+             else "  (no reference data)"))
+    for kind in sorted(ours.keys() | theirs.keys()):
+        print(f"{kind:<48}{len(ours.get(kind, ())):>8}{len(theirs.get(kind, ())):>9}")
+
+
+def codes_only(patients: int = 500) -> None:
+    """The distinct-codes table alone, for a cohort of `patients` (nothing timed)."""
+    scenario, records = simulated(patients)
+    builder = default_builder(fhir_namespace(scenario.name, scenario.seed))
+    distinct_codes([builder.build(events) for events in records])
+
+
 def _images_and_implants(resources) -> Counter:
     """ImagingStudy by its first series' modality, Device by its type's text and SupplyDelivery by its item's."""
     def kind(r: dict) -> str:
@@ -369,5 +416,7 @@ if __name__ == "__main__":
         write_path(*(int(arg) for arg in sys.argv[2:3]))
     elif sys.argv[1:2] == ["--procedures"]:
         procedures_only(*(int(arg) for arg in sys.argv[2:3]))
+    elif sys.argv[1:2] == ["--codes"]:
+        codes_only(*(int(arg) for arg in sys.argv[2:3]))
     else:
         main(*(int(arg) for arg in sys.argv[1:4]))

@@ -3,7 +3,9 @@ its patients, generate as many patients with `generate --model` (demographics an
 model's population summary), and compare both the generated patients and the other real half with
 the held-back patients by `trajsim evaluate`. The real-vs-real row is the floor a generator can reach.
 
-    python benchmarks/bench_fidelity.py [--steps 800] [--sets synthea_fhir,mimic_meds,...]
+    python benchmarks/bench_fidelity.py [--steps 800] [--sets synthea_fhir,mimic_meds,...] [--keep DIR]
+
+The reference data is read from `TRAJSIM_REFDATA`, else `../shared/refdata` beside the checkout.
 
 Goals (issue 16): prevalence R2 >= 0.95 x the floor, co-occurrence R2 >= 0.8, TSTR/TRTR >= 0.95,
 membership AUC <= 0.55, no exact copies.
@@ -25,8 +27,8 @@ from trajsim.generate import generate
 from trajsim.ingest import load_events
 from trajsim.model.train import TrainConfig, train
 from trajsim.scenario import Scenario, with_overrides
+from refdata import REFDATA
 
-REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
 SETS = {
     "synthea_fhir": (REFDATA / "synthea_fhir_r4_smart615" / "bundles", "fhir"),
     "synthea_csv": (REFDATA / "synthea_csv_dbt27" / "csv", "synthea_csv"),
@@ -45,9 +47,11 @@ SHOWN = {  # (section, headline label prefix) -> column title
 
 def halves(events: pl.DataFrame, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A seeded patient-level split into two halves: training and held back."""
-    subjects = np.random.default_rng(seed).permutation(sorted(events["subject_id"].unique().to_list()))
-    train_ids = set(subjects[: len(subjects) // 2].tolist())
-    chosen = pl.col("subject_id").is_in(list(train_ids))
+    subjects = events["subject_id"].unique().sort()
+    # permute positions, not ids: OMOP's ids are unsigned 64-bit (signed hashes read as unsigned),
+    # which numpy would turn into floats
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    chosen = pl.col("subject_id").is_in(subjects.gather(order[: len(subjects) // 2]).implode())
     return events.filter(chosen), events.filter(~chosen)
 
 
@@ -68,19 +72,24 @@ def headline_values(evaluation) -> dict[str, float | None]:
     return values
 
 
-def trained_cohort(train_events: pl.DataFrame, patients: int, steps: int, folder: Path) -> pl.DataFrame:
-    started = time.perf_counter()
-    result = train(train_events, folder / "model", TrainConfig(max_steps=steps), "benchmark split (never kept)")
-    print(f"  trained {result.steps} steps in {time.perf_counter() - started:.0f} s "
-          f"(validation loss {result.best_val_loss:.3f})", flush=True)
+def trained_cohort(train_events: pl.DataFrame, patients: int, steps: int, folder: Path,
+                   model: Path | None = None) -> pl.DataFrame:
+    """The generated cohort of a model trained on `train_events`; with `model`, that folder's model
+    when it holds one (trained on the same split and steps), else one trained into it."""
+    model = model or folder / "model"
+    if not (model / "model.pt").exists():
+        started = time.perf_counter()
+        result = train(train_events, model, TrainConfig(max_steps=steps), "benchmark split (never kept)")
+        print(f"  trained {result.steps} steps in {time.perf_counter() - started:.0f} s "
+              f"(validation loss {result.best_val_loss:.3f})", flush=True)
     scenario = with_overrides(Scenario(), "benchmark", **{
-        "population.size": patients, "model": str(folder / "model"), "population.drawn_from": "model",
+        "population.size": patients, "model": str(model), "population.drawn_from": "model",
         "output.formats": ["events"]})
     generate(scenario, folder / "out")
     return pl.read_parquet(folder / "out" / "events" / "*.parquet")
 
 
-def run(name: str, source: Path, format: str, steps: int) -> None:
+def run(name: str, source: Path, format: str, steps: int, keep: Path | None = None) -> None:
     if not source.exists():
         print(f"{name}: skipped, {source} not found")
         return
@@ -89,7 +98,8 @@ def run(name: str, source: Path, format: str, steps: int) -> None:
     train_events, held_back = halves(events)
     print(f"{name}: training on {train_events['subject_id'].n_unique()} patients", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        synthetic = trained_cohort(train_events, held_back["subject_id"].n_unique(), steps, Path(folder))
+        synthetic = trained_cohort(train_events, held_back["subject_id"].n_unique(), steps, Path(folder),
+                                   keep / name if keep else None)
     floor = headline_values(evaluate(held_back, train_events)) | {"visits/record-yr": visits_per_record_year(train_events)}
     ours = headline_values(evaluate(held_back, synthetic, train_events)) | {"visits/record-yr": visits_per_record_year(synthetic)}
     print(f"\n{name}: {events['subject_id'].n_unique()} patients, {events.height:,} events; "
@@ -105,9 +115,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=800, help="training steps per data set")
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of: {', '.join(SETS)}")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep each set's model in this folder and reuse it on later runs (measuring engine changes)")
     args = parser.parse_args()
     for name in args.sets.split(","):
-        run(name, *SETS[name], args.steps)
+        run(name, *SETS[name], args.steps, args.keep)
 
 
 if __name__ == "__main__":

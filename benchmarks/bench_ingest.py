@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
+from refdata import REFDATA
 
-REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
 INPUTS = {
     "fhir (410 bundles)": ("fhir", REFDATA / "synthea_fhir_r4_smart615" / "bundles"),
     "fhir (bulk ndjson)": ("fhir", REFDATA / "synthea_fhir_r4_bulk_ndjson_10"),

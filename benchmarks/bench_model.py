@@ -24,8 +24,8 @@ from trajsim.model.source import ModelSource
 from trajsim.model.tokenizer import BOS, EOS, Tokenizer
 from trajsim.model.train import TrainConfig, load_model, train
 from trajsim.scenario import Scenario, with_overrides
+from refdata import SYNTHEA_BUNDLES as SYNTHEA
 
-SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "refdata" / "synthea_fhir_r4_smart615" / "bundles"
 
 
 def prompts(tokenizer: Tokenizer, rows: int, seed: int = 0) -> torch.Tensor:

@@ -687,6 +687,8 @@ class _PatientBuild:
             procedure["reasonReference"] = [self.out.reference(reason)]
             if visit is not None:
                 self._give_reason(visit, reason)
+        elif event.text:  # a reason the chart holds no condition for (an observation stay for chest pain)
+            procedure["reasonCode"] = [self.b.concept(event.text)]
         exam = imaging_exams().get(code)
         if exam is not None:
             practitioner, organization = ((visit.practitioner, visit.organization) if visit is not None

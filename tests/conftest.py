@@ -15,7 +15,9 @@ from trajsim.generate import generate
 from trajsim.scenario import Scenario, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-REFDATA = Path(os.environ.get("TRAJSIM_REFDATA", REPO.parent / "shared" / "refdata"))
+# TRAJSIM_REFDATA, else the nearest shared/refdata above the checkout (../shared/refdata, or above a worktree)
+REFDATA = Path(os.environ.get("TRAJSIM_REFDATA") or next(
+    (p / "shared" / "refdata" for p in REPO.parents if (p / "shared" / "refdata").is_dir()), REPO.parent / "shared" / "refdata"))
 
 
 @pytest.fixture(scope="session")

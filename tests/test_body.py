@@ -274,10 +274,11 @@ def test_a_fever_needs_a_febrile_condition_and_hba1c_stays_below_diabetes():
 
 def test_the_body_is_measured_once_the_episodes_are_settled_and_before_any_keeper_reads_values():
     """The pregnancy and emergency keepers, which only add what a pregnancy's course and triage
-    measure, come first; the laboratory completes its panels after the episodes are settled, so the
-    body measures every result."""
+    measure, come first; the laboratory completes its panels after the episodes are settled and the
+    screenings proposed too soon are dropped, so the body measures every result recorded."""
     kinds = [type(keeper).__name__ for keeper in chart_keepers(load_knowledge(), adult())]
-    assert kinds[:5] == ["PregnancyKeeper", "EmergencyKeeper", "EpisodeKeeper", "LabKeeper", BodyKeeper.__name__]
+    assert kinds[:6] == ["PregnancyKeeper", "EmergencyKeeper", "EpisodeKeeper", "LabScreeningKeeper", "LabKeeper",
+                         BodyKeeper.__name__]
 
 
 @pytest.mark.parametrize("rule, extra", [

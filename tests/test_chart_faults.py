@@ -182,3 +182,60 @@ def test_nothing_recorded_ahead_of_time_outlives_a_death():
     record.add_fact(record.patient.now + 170, Fact("TRAJSIM/condition_end", text=depression))
     record.add_death(record.patient.now + 10, "SNOMED/26929004")
     assert [e.code for e in record.events] == [depression, "TRAJSIM/death"]
+
+
+def test_a_drug_stopped_for_a_source_that_records_no_stops_ends_unrecorded():
+    """A model of Synthea's FHIR bundles, whose orders carry no end, gets no stop in its output, yet
+    the course ends for the engine: amoxicillin may be ordered anew for the next infection."""
+    from tests.test_episodes import patient
+    from trajsim.engine.patient import PatientRecord
+
+    amoxicillin = "RXNORM/308182"
+    for records_stops, recorded in ((True, [amoxicillin, MEDICATION_END]), (False, [amoxicillin])):
+        record = PatientRecord(patient(age=30.0), records_stops)
+        record.add_fact(record.patient.now, Fact(amoxicillin))
+        record.add_fact(record.patient.now + 10, Fact(MEDICATION_END, text=amoxicillin))
+        assert [e.code for e in record.events] == recorded
+        assert record.patient.medications[amoxicillin] == record.patient.now + 10
+
+
+RECONCILIATION = "SNOMED/430193006"
+
+
+def test_a_reconciliation_with_no_drug_to_reconcile_is_found_and_one_with_a_drug_is_not():
+    born = datetime(2020, 5, 1)
+    stay = [(0, 1, visit_start_code("IMP"), None), (0, 1, NEWBORN_STAY, None), (0.005, 1, RECONCILIATION, None),
+            (0.005, 1, VISIT_END, None)]
+    assert rules_found(child(born, *stay)) == {"reconciliation_without_medications": 1}
+    treated = child(born, *stay[:2], (0.001, 1, "RXNORM/308182", None), *stay[2:])  # amoxicillin ordered in the stay
+    assert "reconciliation_without_medications" not in rules_found(treated)
+    taken = valid_record() + [Event(1, at(56), 9, visit_start_code("IMP")), Event(1, at(56), 9, RECONCILIATION),
+                              Event(1, at(56) + timedelta(days=2), 9, VISIT_END)]  # lisinopril taken since 50
+    assert "reconciliation_without_medications" not in rules_found(taken)
+    stay = [Event(1, at(56), 9, visit_start_code("IMP")), Event(1, at(56) + timedelta(days=2), 9, VISIT_END)]
+    later = [Event(1, at(57), 10, visit_start_code("AMB")), Event(1, at(57) + timedelta(minutes=20), 10, VISIT_END)]
+    assert rules_found(valid_record() + stay + later) == {"stay_without_reconciliation": 1}  # lisinopril taken, no list
+    assert rules_found(valid_record() + stay) == {}  # the record ends with the stay: its discharge is not in it
+
+
+def test_the_engine_reconciles_medications_only_at_a_stay_with_drugs():
+    from tests.test_episodes import patient
+    from trajsim.engine.procedures import ProcedureKeeper
+    from trajsim.engine.source import ACTIVE
+    from trajsim.knowledge import load_knowledge
+
+    keeper, newborn = ProcedureKeeper(load_knowledge()), patient(age=0.0)
+    birth_stay = Visit(newborn.now, "IMP", 2.0, [Fact(NEWBORN_STAY), Fact(RECONCILIATION, offset_days=2.0)])
+    keeper.vet(newborn, birth_stay)
+    assert [f.code for f in birth_stay.facts] == [NEWBORN_STAY]
+    adult = patient(age=60.0)
+    adult.medications["RXNORM/314076"] = ACTIVE
+    stay = Visit(adult.now, "IMP", 3.0, [Fact("SNOMED/183452005"), Fact(RECONCILIATION, offset_days=3.0)])
+    keeper.vet(adult, stay)
+    assert RECONCILIATION in [f.code for f in stay.facts]
+    left_out = Visit(adult.now + 30, "IMP", 4.0, [Fact("SNOMED/183452005")])  # a model's stay with no reconciliation
+    keeper.vet(adult, left_out)
+    assert [(f.code, f.offset_days) for f in left_out.facts] == [("SNOMED/183452005", 0.0), (RECONCILIATION, 4.0)]
+    office = Visit(adult.now + 60, "AMB", 0.02, [Fact("SNOMED/185349003")])
+    keeper.vet(adult, office)
+    assert RECONCILIATION not in [f.code for f in office.facts]  # a stay's, not an office visit's

@@ -56,6 +56,21 @@ def test_each_rule_catches_a_record_breaking_it(rule, extra):
     assert rules_found(valid_record() + extra) == {rule: 1}
 
 
+def test_a_diagnosis_at_the_first_age_of_its_window_is_inside_it():
+    """Obesity is diagnosed from 2 (CDC BMI-for-age): at two years of 365.25 days it is allowed, a day
+    earlier it is not, for children born on any day (a year's fraction computed by dividing the
+    seconds can round below 2)."""
+    obesity, events, early = "SNOMED/414916001", [], []
+    for child in range(1, 65):
+        born = datetime(2015, 1, 1) + timedelta(days=child * 5)
+        two = born + timedelta(days=2 * DAYS_PER_YEAR)
+        events += [Event(child, born, None, BIRTH), Event(child, born, None, SEX_FEMALE), Event(child, two, None, obesity)]
+        early += [Event(child, born, None, BIRTH), Event(child, born, None, SEX_FEMALE),
+                  Event(child, two - timedelta(days=1), None, obesity)]
+    assert rules_found(events) == {}
+    assert rules_found(early) == {"onset_age_outside_window": 64}
+
+
 def test_an_open_episode_at_the_end_of_a_record_is_not_judged():
     record = valid_record() + [Event(1, at(56) - timedelta(days=5), None, PHARYNGITIS)]  # the record ends 5 days later
     assert rules_found(record) == {}

@@ -129,3 +129,38 @@ def test_exporter_writes_an_ingested_local_condition_with_its_display() -> None:
     condition = next(r for r in resources if r["resourceType"] == "Condition")
     assert condition["code"] == {"coding": [{"system": "urn:trajsim:local:MEDS-DIAGNOSIS", "code": "X1",
                                              "display": "Local finding"}], "text": "Local finding"}
+
+
+def test_omop_mimic_records_split_and_encode_for_training(omop) -> None:
+    """MIMIC's OMOP ids read as unsigned pass 2^63 and its shifted dates run past 2200: the training
+    split keeps every id exactly, and a record reaching past the years its tokenizer was fitted on
+    (a validation patient) still encodes, its years held to the vocabulary's."""
+    from trajsim.model.tokenizer import Tokenizer
+    from trajsim.model.train import split_subjects
+
+    events = omop[1]
+    subjects = set(events["subject_id"].unique().to_list())
+    assert max(subjects) >= 2**63
+    train_ids, val_ids = split_subjects(list(subjects), 0.1, 0)
+    assert train_ids | val_ids == subjects and not train_ids & val_ids and len(val_ids) == 5
+    last = events.group_by("subject_id").agg(pl.col("time").max()).sort("time")
+    latest = last["subject_id"][-1]
+    tokenizer = Tokenizer.fit(events.filter(pl.col("subject_id") != latest))
+    assert f"UNTIL/{last['time'][-1].year}" not in tokenizer.index
+    [(subject, ids)] = tokenizer.encode(events.filter(pl.col("subject_id") == latest))
+    assert subject == latest and tokenizer.vocab[ids[4]] == max(t for t in tokenizer.vocab if t.startswith("UNTIL/"))
+
+
+def test_omop_admissions_are_stays_whatever_place_they_name(omop, meds) -> None:
+    """The MIMIC-IV OMOP ETL names an admission by where it came from (Emergency Room - Hospital,
+    Observation Room): those running for days are stays, as MEDS of the same people records them,
+    and no outpatient or emergency visit runs longer than a model may write it."""
+    events = omop[1]
+    starts = events.filter(pl.col("code").str.starts_with("TRAJSIM/visit/")).select("encounter_id", "code", start="time")
+    ends = events.filter(pl.col("code") == "TRAJSIM/visit_end").select("encounter_id", end="time")
+    visits = starts.join(ends, on="encounter_id").with_columns(days=(pl.col("end").dt.date() - pl.col("start").dt.date()).dt.total_days())
+    longest = dict(visits.group_by("code").agg(pl.col("days").max()).iter_rows())
+    assert longest["TRAJSIM/visit/AMB"] <= 1 and longest["TRAJSIM/visit/EMER"] <= 3
+    stays = visits.filter(pl.col("code") == "TRAJSIM/visit/IMP").height
+    meds_stays = meds[1].filter(pl.col("code") == "TRAJSIM/visit/IMP").height
+    assert stays == 105 and 0.7 * meds_stays <= stays <= meds_stays

@@ -22,7 +22,7 @@ from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.labs import NEGATIVE, POSITIVE, abnormal, lab_panels, order_of, reference_interval
 from trajsim.knowledge.physiology import (
     ALBUMIN, BICARBONATE, BILIRUBIN, CHLORIDE, DIFFERENTIAL, DIRECT_BILIRUBIN, EGFR, EGFR_MDRD, HEMATOCRIT, HEMOGLOBIN,
-    SODIUM, TOTAL_PROTEIN, ckd_epi_2021,
+    NEUTROPHILS, SODIUM, TOTAL_PROTEIN, ckd_epi_2021,
 )
 
 CMP, BMP, CBC, LIPIDS, URINALYSIS = "LOINC/24323-8", "LOINC/51990-0", "LOINC/57021-8", "LOINC/57698-3", "LOINC/24357-6"
@@ -80,6 +80,16 @@ def test_results_derived_from_others_agree_with_their_panel():
         assert 31 <= facts[HEMOGLOBIN] / facts[HEMATOCRIT] * 100 <= 36
         assert sum(facts[c] for c in DIFFERENTIAL) == pytest.approx(100, abs=0.6)
         assert facts[ALBUMIN] < facts[TOTAL_PROTEIN]
+
+
+def test_a_toddlers_lymphocyte_predominant_differential_still_adds_up_to_100():
+    """Lymphocytes are about 55% of a toddler's leukocytes, 10 points either way (Harriet Lane):
+    a count far above that leaves less room for the other kinds, never a negative neutrophil count."""
+    vetted(person(age=0.3, conditions=("SNOMED/233604007",)), CBC)  # an infant's pneumonia: lymphocytes alone
+    for seed in range(3000):
+        facts = {code: f.value for code, f in vetted(person(age=1.5, seed=seed), CBC).items()}
+        assert facts[NEUTROPHILS] >= 1, seed
+        assert sum(facts[c] for c in DIFFERENTIAL) == pytest.approx(100, abs=0.6), seed
 
 
 def test_free_t4_follows_only_an_abnormal_tsh():

@@ -12,7 +12,7 @@ import pytest
 from trajsim.engine import ReferenceSource, simulate
 from trajsim.events import BIRTH, DEATH, SEX_FEMALE, SEX_MALE, VISIT_START_PREFIX, events_frame
 from trajsim.clock import calendar_date
-from trajsim.model.tokenizer import ENDED, HEADS, Tokenizer, gap_days, gap_tokens
+from trajsim.model.tokenizer import ENDED, HEADS, MIN_BIN_VALUES, Tokenizer, gap_days, gap_tokens
 
 from tests.conftest import small_scenario
 
@@ -64,7 +64,7 @@ def test_values_decode_inside_their_bin(reference_events):
     tokenizer = Tokenizer.fit(reference_events, min_count=1)
     rng = np.random.default_rng(0)
     for code, edges in tokenizer.value_edges.items():
-        for k in range(tokenizer.n_bins):
+        for k in range(len(edges) - 1):
             fact = tokenizer.decode_fact(f"{code}#{k}", 0, rng)
             assert edges[k] <= fact.value <= edges[k + 1]
             assert fact.value == round(fact.value, tokenizer.value_decimals[code])
@@ -78,6 +78,25 @@ def test_each_value_is_encoded_in_the_bin_that_holds_it(reference_events):
         code, _, k = token.partition("#")
         edges = tokenizer.value_edges[code]
         assert edges[int(k)] <= value <= edges[int(k) + 1]
+
+
+def test_value_bins_are_learned_from_enough_values(reference_events):
+    """A code's bins are as many as its values can fit (a value token seen a few times is not learned):
+    each holds about MIN_BIN_VALUES values or more, and a code of few distinct values has no empty
+    bins between equal edges."""
+    tokenizer = Tokenizer.fit(reference_events, min_count=1)
+    measured = reference_events.filter(pl.col("numeric_value").is_not_null())
+    tokens = pl.Series(tokenizer._fact_tokens(measured))
+    counts = dict(tokens.value_counts().iter_rows())
+    values = dict(measured.group_by("code").len().iter_rows())
+    assert any(len(edges) - 1 < tokenizer.n_bins for edges in tokenizer.value_edges.values())
+    for code, edges in tokenizer.value_edges.items():
+        assert len(edges) - 1 <= max(1, values[code] // MIN_BIN_VALUES)
+        assert len(edges) == 2 or np.all(np.diff(edges) > 0), code
+        bins = [t for t in tokenizer.vocab if t.startswith(f"{code}#")]
+        assert len(bins) == len(edges) - 1
+        # quantile bins of >= 2 distinct edges each hold values (the top bin takes its edge's ties)
+        assert sum(counts.get(t, 0) for t in bins) == values[code]
 
 
 def test_rare_codes_fold_into_their_system_category(reference_events):

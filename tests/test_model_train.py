@@ -217,3 +217,24 @@ def test_the_model_is_sized_for_its_data():
     assert sized_for(short, 200).block_size == 128 and sized_for(long, 200).block_size == 1024
     many = [[1] * 100] * 20_000  # two million tokens
     assert sized_for(many, 8000).n_embd > sized_for(many, 200).n_embd == sized_for(short, 8000).n_embd
+
+
+def test_drug_indications_are_learned_from_named_reasons_and_the_visits_diagnoses():
+    """A drug's indication is the condition its orders name, else the one diagnosed at the order's
+    visit; a condition that merely coexists (an old hypertension) is none, and a pair seen in fewer
+    than five patients is not kept."""
+    from datetime import datetime
+
+    from trajsim.events import Event, events_frame
+    from trajsim.model.indications import learned_indications
+
+    bronchitis, hypertension, sinusitis = "SNOMED/10509002", "SNOMED/38341003", "SNOMED/444814009"
+    acetaminophen, augmentin, rare = "RXNORM/313782", "RXNORM/562251", "RXNORM/197361"
+    rows = []
+    for subject in range(1, 7):
+        rows += [Event(subject, datetime(2000, 1, 1), 1, hypertension),
+                 Event(subject, datetime(2010, 1, 1), 2, bronchitis), Event(subject, datetime(2010, 1, 1), 2, acetaminophen),
+                 Event(subject, datetime(2012, 1, 1), 3, augmentin, text=sinusitis),
+                 Event(subject, datetime(2012, 1, 1), 3, sinusitis)]
+    rows += [Event(subject, datetime(2013, 1, 1), 4, rare, text=hypertension) for subject in range(1, 4)]
+    assert learned_indications(events_frame(rows)) == {acetaminophen: [bronchitis], augmentin: [sinusitis]}

@@ -11,8 +11,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "d522dea1519d00a980612e1ff0d857c2a5750db18d4957cc2cb290afa21681c6",
-    "default": "076964a3f0a25d7b0f58473404fe2c0544212cf3335e6025d3ed61d63d75da2f",
+    "reference": "b3d548919fd78b5eac20955ba46e9ad54f5b52697bf28969386f1bfcd9c85c2e",
+    "default": "d8d6879efb066fc87b4da344d62547216dbd65dcf136ac9949d6e6cf36a8dcfd",
 }
 
 

@@ -4,7 +4,7 @@ both shipped sources; and the prescribing rules catch a chart that breaks them."
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import small_scenario
 from trajsim.clock import to_datetime
 from trajsim.engine import ReferenceSource, simulate
+from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.therapy import RENEWAL_DAYS
 from trajsim.events import BIRTH, MEDICATION_END, SEX_MALE, VISIT_END, Event, events_frame, visit_start_code
 from trajsim.model import DEFAULT_MODEL
 from trajsim.output import default_builder
@@ -44,11 +46,23 @@ def test_no_prescribing_rule_is_broken(cohort):
 
 
 def test_orders_are_prescribing_decisions_not_refills(cohort):
-    """Synthea writes about 0.5 MedicationRequests per person-year; refills were 5 per person-year."""
+    """Refills were 5 orders per person-year; a long-term drug is now ordered again only when its
+    order falls due for renewal, so orders stay near one per drug taken and year."""
     name, records, events = cohort
     years = sum(r.patient.exit_day - r.patient.entry_day for r in records) / 365.25
     orders = events.filter(in_domain(pl.col("code"), "medication"))
-    assert orders.height / years < 2.0, name
+    assert orders.height / years < 3.0, name
+    listed = [m for ms in load_knowledge().medications.values() for m in ms]
+    long_term = {m.code for m in listed} - {m.code for m in listed if m.course_days is not None}
+    stops = events.filter(pl.col("code") == MEDICATION_END).select("subject_id", "time", drug="text", stop=pl.lit(1))
+    courses = (pl.concat([orders.select("subject_id", "time", drug="code", stop=pl.lit(0)), stops])
+               .filter(pl.col("drug").is_in(long_term)).sort("subject_id", "drug", "time", "stop")
+               .with_columns(course=pl.col("stop").cum_sum().over("subject_id", "drug")))
+    gaps = (courses.filter(pl.col("stop") == 0)
+            .select((pl.col("time").diff().over("subject_id", "drug", "course").dt.total_hours() / 24).alias("days"))
+            .drop_nulls())
+    # renewed once a year while taken (a renewal is due at the first office visit of its day), never refilled
+    assert gaps.height and gaps["days"].min() > RENEWAL_DAYS - 1, name
     entry = {r.subject_id: to_datetime(r.patient.entry_day) for r in records}
     early = orders.filter(pl.col("time") < pl.col("subject_id").replace_strict(entry, return_dtype=pl.Datetime("us")))
     assert early.is_empty(), name  # nothing ordered before the record starts
@@ -203,3 +217,180 @@ def test_a_drug_the_knowledge_does_not_list_is_kept_without_an_indication():
     visit = Visit(patient(age=50.0).now, "AMB", 0.02, [Fact(unlisted), Fact(amoxicillin)])
     Prescriber(knowledge).vet(patient(age=50.0), visit)
     assert [f.code for f in visit.facts] == [unlisted]
+
+
+
+def test_a_drug_keeps_the_indication_its_source_ordered_it_for():
+    """Synthea orders acetaminophen for acute bronchitis, which the knowledge's first-line table does
+    not list: with the indications a trained model learned, the order stands and names bronchitis,
+    and a drug the knowledge does not list names the reason it was learned for; without them the
+    acetaminophen is dropped as unindicated."""
+    from tests.test_episodes import patient
+    from trajsim.engine import Fact, Visit
+    from trajsim.engine.prescriptions import Prescriber
+    from trajsim.knowledge.therapy import drug_indications
+
+    bronchitis, acetaminophen, simvastatin, hyperlipidemia = ("SNOMED/10509002", "RXNORM/313782", "RXNORM/316672",
+                                                              "SNOMED/55822004")
+    knowledge = load_knowledge()
+    learned = drug_indications(knowledge, {acetaminophen: [bronchitis], simvastatin: [hyperlipidemia]})
+
+    def ordered(indications) -> list[tuple[str, str | None]]:
+        p = patient(age=50.0)
+        visit = Visit(p.now, "AMB", 0.02, [Fact(bronchitis), Fact(hyperlipidemia), Fact(acetaminophen), Fact(simvastatin)])
+        Prescriber(knowledge, indications=indications).vet(p, visit)
+        return [(f.code, f.text) for f in visit.facts if f.code.startswith("RXNORM")]
+
+    assert ordered(None) == [(simvastatin, None)]
+    assert ordered(learned) == [(acetaminophen, bronchitis), (simvastatin, hyperlipidemia)]
+
+
+
+HYPERTENSION, SYSTOLIC, DIASTOLIC = "SNOMED/59621000", "LOINC/8480-6", "LOINC/8462-4"
+
+
+def _hypertensive(*visits: tuple[float, float, float, str | None]) -> pl.DataFrame:
+    """A man born in 1960, hypertensive since 2015 and treated with nothing, seen at office visits
+    (days after 2015-01-01, systolic, diastolic, a drug ordered there or None)."""
+    start, events = datetime(2015, 1, 1), []
+    for encounter, (day, systolic, diastolic, drug) in enumerate(visits, start=2):
+        seen = start + timedelta(days=day)
+        events += [Event(1, seen, encounter, visit_start_code("AMB")), Event(1, seen, encounter, SYSTOLIC, systolic, "mm[Hg]"),
+                   Event(1, seen, encounter, DIASTOLIC, diastolic, "mm[Hg]"),
+                   *([Event(1, seen, encounter, drug, text=HYPERTENSION)] if drug else []),
+                   Event(1, seen + timedelta(minutes=20), encounter, VISIT_END)]
+    chart = _chart(*_visit(0, 1, (HYPERTENSION, None), ("RXNORM/310798", HYPERTENSION)),
+                   (1, MEDICATION_END, None, "RXNORM/310798"))  # diagnosed years ago, its first drug stopped
+    return pl.concat([chart, events_frame(events)]).sort("time")
+
+
+def test_a_diagnosed_hypertension_at_stage_2_is_treated_at_the_visit_or_the_chart_breaks_a_rule():
+    """The man of 56 with 139-163/71-94 mm Hg for years before lisinopril (ACC/AHA 2017: a drug from
+    140/90): an untreated stage-2 reading breaks the rule once per visit, a drug ordered there or
+    taken since an earlier visit does not, nor a reading below 140/90."""
+    rule = "antihypertensive_missing_at_stage_2_blood_pressure"
+    found = find_violations(_hypertensive((200, 163, 88, None), (400, 139, 94, None), (600, 136, 84, None)))
+    assert found.filter(pl.col("rule") == rule)["time"].dt.date().to_list() == [date(2015, 7, 20), date(2016, 2, 5)]
+    assert rule not in _rules(_hypertensive((200, 152, 88, "RXNORM/314076"), (400, 145, 92, None)))
+    assert rule not in _rules(_hypertensive((200, 136, 84, None), (400, 128, 80, None)))
+
+
+def test_the_prescriber_starts_an_antihypertensive_at_a_stage_2_reading_of_a_diagnosed_hypertension():
+    from tests.test_episodes import patient
+    from trajsim.engine import Fact, Visit
+    from trajsim.engine.prescriptions import Prescriber
+    from trajsim.engine.source import ACTIVE
+    from trajsim.knowledge import load_knowledge
+    from trajsim.knowledge.therapy import guideline_therapies
+
+    knowledge = load_knowledge()
+    antihypertensives = next(t.codes for t in guideline_therapies(knowledge) if t.condition == "hypertension")
+    for systolic, diastolic, treated in ((128.0, 82.0, False), (146.0, 82.0, True), (132.0, 91.0, True)):
+        p, prescriber = patient(age=56, sex="M"), Prescriber(knowledge, renews=False)
+        p.conditions[HYPERTENSION] = ACTIVE
+        visit = Visit(p.now, "AMB", 0.02, [Fact("SNOMED/390906007"), Fact(SYSTOLIC, value=systolic),
+                                          Fact(DIASTOLIC, value=diastolic)])
+        prescriber.vet(p, visit)
+        ordered = [f for f in visit.facts if f.code in antihypertensives]
+        assert bool(ordered) == treated, (systolic, diastolic)
+        assert all(f.text == HYPERTENSION for f in ordered)
+        emergency = Visit(p.now, "EMER", 0.1, [Fact(SYSTOLIC, value=systolic), Fact(DIASTOLIC, value=diastolic)])
+        Prescriber(knowledge, renews=False).vet(p, emergency)  # the ED leaves a chronic condition's therapy to the office
+        assert not any(f.code in antihypertensives for f in emergency.facts)
+
+
+PREGNANCY, LISINOPRIL, ATORVASTATIN = "SNOMED/72892002", "RXNORM/314076", "RXNORM/259255"
+SAFE_IN_PREGNANCY = {"RXNORM/896762", "RXNORM/198034"}  # labetalol, nifedipine (ACOG 2019)
+
+
+def _pregnant_hypertensive(*facts: tuple[float, str, int | None, str | None]) -> pl.DataFrame:
+    """A woman of 31, hypertensive on lisinopril since 2015, pregnant from day 50 to day 320, the
+    pregnancy recorded at a prenatal visit on day 100; `facts` are added."""
+    chart = _chart(*_visit(0, 1, (HYPERTENSION, None), (LISINOPRIL, HYPERTENSION)),
+                   (100, visit_start_code("AMB"), 2, None), (50, PREGNANCY, 2, None), (100.02, VISIT_END, 2, None),
+                   (320, "TRAJSIM/condition_end", None, PREGNANCY), *facts)
+    return chart.with_columns(code=pl.col("code").replace({SEX_MALE: "TRAJSIM/sex/F"}),
+                              time=pl.when(pl.col("code") == BIRTH).then(datetime(1984, 1, 1)).otherwise("time")).sort("time")
+
+
+def test_a_drug_a_pregnancy_rules_out_breaks_a_rule_once_the_pregnancy_is_known():
+    """FDA boxed warning: an ACE inhibitor is stopped as soon as pregnancy is detected; a statin is not started."""
+    rule = "drug_contraindicated_in_pregnancy"
+    assert rule in _rules(_pregnant_hypertensive())  # lisinopril taken through the pregnancy
+    stopped = _pregnant_hypertensive((100, MEDICATION_END, None, LISINOPRIL), (100, "RXNORM/896762", 2, HYPERTENSION))
+    assert rule not in _rules(stopped)  # stopped at the first prenatal visit, labetalol instead
+    started = _pregnant_hypertensive((100, MEDICATION_END, None, LISINOPRIL), (100, "RXNORM/896762", 2, HYPERTENSION),
+                                     *_visit(200, 3, ("SNOMED/55822004", None), (ATORVASTATIN, "SNOMED/55822004")))
+    assert _rules(started) == {rule}  # a statin for hyperlipidemia during the pregnancy, and none expected there
+    after = _pregnant_hypertensive((100, MEDICATION_END, None, LISINOPRIL), (100, "RXNORM/896762", 2, HYPERTENSION),
+                                   *_visit(400, 3, ("SNOMED/55822004", None), (ATORVASTATIN, "SNOMED/55822004")))
+    assert rule not in _rules(after)  # after the delivery
+
+
+def test_the_prescriber_switches_a_pregnant_hypertensive_to_labetalol_or_nifedipine_and_starts_no_statin():
+    from tests.test_episodes import patient
+    from trajsim.engine import Fact, Visit
+    from trajsim.engine.prescriptions import Prescriber
+    from trajsim.engine.source import ACTIVE
+
+    knowledge = load_knowledge()
+    p, prescriber = patient(age=41, sex="F"), Prescriber(knowledge)
+    p.conditions[HYPERTENSION] = ACTIVE
+    before = Visit(p.now - 200, "AMB", 0.02, [Fact(LISINOPRIL, text=HYPERTENSION)])
+    prescriber.vet(p, before)
+    assert [f.code for f in before.facts] == [LISINOPRIL]
+    p.medications[LISINOPRIL] = ACTIVE
+    prenatal = Visit(p.now, "AMB", 0.02, [Fact("SNOMED/424441002"), Fact(PREGNANCY, offset_days=-40),
+                                          Fact("SNOMED/44054006"), Fact(LISINOPRIL, text=HYPERTENSION)])
+    prescriber.vet(p, prenatal)
+    codes = [f.code for f in prenatal.facts]
+    assert LISINOPRIL not in codes[:4] and Fact(MEDICATION_END, text=LISINOPRIL) in prenatal.facts
+    assert set(codes) & SAFE_IN_PREGNANCY and ATORVASTATIN not in codes and "RXNORM/312961" not in codes
+    assert "RXNORM/860975" in codes  # the new diabetic's metformin is allowed
+
+
+def test_a_hypertensive_still_at_stage_2_after_three_months_on_one_drug_without_a_second_breaks_a_rule():
+    """ACC/AHA 2017: treatment intensified, a first-line drug of another class added, when the
+    pressure stays above goal; hydrochlorothiazide since day 200 here."""
+    rule = "second_antihypertensive_missing"
+
+    def found(*visits: tuple[float, float, float, str | None]) -> list[date]:
+        chart = _hypertensive((200, 152, 88, "RXNORM/310798"), *visits)
+        return find_violations(chart).filter(pl.col("rule") == rule)["time"].dt.date().to_list()
+
+    assert found((260, 150, 92, None), (320, 146, 84, None), (400, 128, 78, None)) == [date(2015, 11, 17)]
+    assert found((320, 146, 84, "RXNORM/197361"), (400, 144, 90, None)) == []  # amlodipine added; on two drugs since
+    assert found((320, 136, 84, None)) == []  # at goal
+
+
+def test_the_prescriber_adds_a_second_drug_after_three_months_above_goal_on_one():
+    from tests.test_episodes import patient
+    from trajsim.engine import Fact, Visit
+    from trajsim.engine.prescriptions import Prescriber
+    from trajsim.engine.source import ACTIVE
+
+    knowledge = load_knowledge()
+    diabetes, metformin, liraglutide = "SNOMED/44054006", "RXNORM/860975", "RXNORM/897122"
+    p, prescriber = patient(age=56, sex="M"), Prescriber(knowledge)
+    p.conditions[HYPERTENSION] = p.conditions[diabetes] = ACTIVE
+    started = Visit(p.now, "AMB", 0.02, [Fact("LOINC/8480-6", value=150.0), Fact("LOINC/4548-4", value=8.6)])
+    prescriber.vet(p, started)
+    first = {f.code for f in started.facts if f.code.startswith("RXNORM/")}
+    assert metformin in first and liraglutide not in first
+    for code in first:
+        p.medications[code] = ACTIVE
+
+    def visit(days: float) -> set[str]:
+        seen = Visit(p.now + days, "AMB", 0.02, [Fact("LOINC/8480-6", value=148.0), Fact("LOINC/4548-4", value=8.4)])
+        prescriber.vet(p, seen)
+        return {f.code for f in seen.facts if f.code.startswith("RXNORM/")} - first
+
+    assert visit(45) == set()  # too soon to judge the first drugs
+    added = visit(100)
+    assert liraglutide in added and len(added) == 2  # a GLP-1 agonist and a second antihypertensive
+
+
+def test_a_renewal_of_the_one_drug_taken_is_no_step_up():
+    rule = "second_antihypertensive_missing"
+    chart = _hypertensive((200, 152, 88, "RXNORM/310798"), (580, 150, 92, "RXNORM/310798"))  # renewed, still high
+    assert find_violations(chart).filter(pl.col("rule") == rule)["time"].dt.date().to_list() == [date(2016, 8, 3)]

@@ -23,6 +23,8 @@ from trajsim.knowledge.lifecycles import CESAREAN, PREGNANCY
 from trajsim.knowledge.procedures import indicated_procedures, read_indicated_procedures
 from trajsim.output import default_builder
 from trajsim.rules import find_violations
+from trajsim.rules.base import drug_spells
+from trajsim.vocab import in_domain
 
 HEART_FAILURE, COPD = "SNOMED/84114007", "SNOMED/13645005"
 ECG, ECHO, SPIROMETRY, NEBULIZER = "SNOMED/29303009", "SNOMED/433236007", "SNOMED/127783003", "SNOMED/56251003"
@@ -70,7 +72,9 @@ def test_each_pregnancy_is_confirmed_and_dated_and_its_prenatal_visits_check_the
 
     p, schedule = _schedule(28.0)
     p.sex = "F"
-    tests = ["SNOMED/252160004", "SNOMED/169230002"]
+    # hCG and the dating ultrasound; ABO/Rh type, hepatitis B, HIV, syphilis, rubella and urine culture
+    tests = ["SNOMED/252160004", "SNOMED/169230002", "SNOMED/44608003", "SNOMED/47758006", "SNOMED/31676001",
+             "SNOMED/269828009", "SNOMED/169690007", "SNOMED/117010004"]
     first = schedule.due_at(Visit(p.now, "AMB", 0.02, [Fact(PRENATAL_INITIAL), Fact(PREGNANCY, offset_days=-50)]))
     assert [(f.code, f.text) for f in first] == [(code, PREGNANCY) for code in tests]
     p.conditions[PREGNANCY] = p.now + 200
@@ -83,6 +87,7 @@ def test_each_pregnancy_is_confirmed_and_dated_and_its_prenatal_visits_check_the
 
 def test_a_stay_ends_with_medication_reconciliation_inside_it():
     p, schedule = _schedule(50.0)
+    p.medications["RXNORM/314076"] = ACTIVE  # lisinopril: a medication list to reconcile
     stay = Visit(p.now, "IMP", 3.0, [Fact("SNOMED/183452005")])
     stay.facts += schedule.due_at(stay)
     stay.duration_days = 2.5  # a keeper shortens the stay after it was scheduled
@@ -120,7 +125,8 @@ def test_procedures_done_for_a_condition_reference_it_and_lie_within_their_encou
     _, resources = exported
     by_id = {f"urn:uuid:{r['id']}": r for r in resources}  # references as in a transaction bundle
     procedures = [r for r in resources if r["resourceType"] == "Procedure"]
-    indicated = {p.code.split("/")[1] for p in indicated_procedures() if p.condition}
+    screenings = {s.code for s in load_knowledge().screenings}  # a colonoscopy screens, or finds a polyp
+    indicated = {p.code.split("/")[1] for p in indicated_procedures() if p.condition and p.code not in screenings}
     with_reason = [r for r in procedures if r["code"]["coding"][0]["code"] in indicated]
     assert len(with_reason) >= 20
     for procedure in with_reason:
@@ -131,11 +137,15 @@ def test_procedures_done_for_a_condition_reference_it_and_lie_within_their_encou
         assert period["start"] <= procedure["performedDateTime"] <= period["end"]
 
 
-def test_every_stay_is_reconciled_and_children_have_their_hearing_screened(exported):
+def test_every_stay_with_drugs_is_reconciled_and_children_have_their_hearing_screened(exported):
     events, _ = exported
-    stays = events.filter(pl.col("code") == visit_start_code("IMP"))["encounter_id"].unique()
-    reconciled = events.filter(pl.col("code") == MEDICATION_RECONCILIATION)["encounter_id"].unique()
-    assert stays.len() > 5 and set(stays) == set(reconciled)
+    stays = events.filter(pl.col("code") == visit_start_code("IMP")).select("subject_id", "encounter_id", start="time")
+    spells = drug_spells(events.lazy(), events.lazy().filter(in_domain(pl.col("code"), "medication"))).collect()
+    ends = events.filter(pl.col("code") == VISIT_END).select("encounter_id", end="time")
+    with_drugs = set(stays.join(ends, on="encounter_id").join(spells, on="subject_id").filter(
+        (pl.col("ordered") <= pl.col("end")) & (pl.col("stopped").is_null() | (pl.col("stopped") > pl.col("start"))))["encounter_id"])
+    reconciled = set(events.filter(pl.col("code") == MEDICATION_RECONCILIATION)["encounter_id"])
+    assert len(with_drugs) > 5 and with_drugs == reconciled and stays.height > len(with_drugs)
     well_child = events.filter(pl.col("code") == WELL_CHILD)["subject_id"].unique()
     screened = events.filter(pl.col("code") == HEARING)["subject_id"].unique()
     assert screened.len() >= 0.6 * well_child.len()

@@ -65,7 +65,7 @@ def test_sex_specific_code_for_the_other_sex_is_found():
 
 
 def test_age_specific_code_outside_its_ages_is_found():
-    assert rules_found(valid_record() + [Event(1, at(30), None, "CVX/20")]) == {"age_specific_code": 1}  # DTaP
+    assert rules_found(valid_record() + [Event(1, at(40), None, "CVX/20")]) == {"age_specific_code": 1}  # DTaP in 2000
 
 
 def test_fact_before_birth_is_found():

@@ -3,6 +3,7 @@ kinds it declares and the engine's scheduled care for all the others."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
@@ -19,7 +20,9 @@ from trajsim.engine import (
     simulate,
 )
 from trajsim.engine.acute import keeper_codes
+from trajsim.engine.procedures import medication_list_procedures
 from trajsim.engine.assessments import answered_codes
+from trajsim.engine.pregnancy import FOLLOW_UP_VISIT, PROBLEM_VISIT
 from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
 from trajsim.events import CONDITION_END, DEATH, VISIT_END, visit_start_code
 from trajsim.knowledge import load_knowledge
@@ -34,14 +37,18 @@ SYMPTOM_VISIT = "SNOMED/185345009"
 # a panel's results and a reflex test are the laboratory's (engine/labs.py, engine/body.py) once a
 # source has ordered the panel or the test
 LABORATORY_CODES = panel_results() | set(reflexes().values())
-KEEPER_CODES = keeper_codes(load_knowledge()) | {CONDITION_END} | set(PERCENTILE_OF.values()) | LABORATORY_CODES
+# the office visit an adult's preventive exam proposed too soon is recorded as (engine/preventive.py)
+OFFICE_VISIT_TYPES = {FOLLOW_UP_VISIT, PROBLEM_VISIT}
+# the medication reconciliation a stay with drugs gets when its source left it out (engine/procedures.py)
+KEEPER_CODES = (keeper_codes(load_knowledge()) | {CONDITION_END} | set(PERCENTILE_OF.values()) | LABORATORY_CODES
+                | OFFICE_VISIT_TYPES | medication_list_procedures())
 
 
 class Counted(TrajectorySource):
     """Another source, unchanged, counting per patient the codes it hands to the engine."""
 
     def __init__(self, source: TrajectorySource) -> None:
-        self.source, self.authors = source, source.authors
+        self.source, self.authors, self.defers = source, source.authors, source.defers
         self.codes: dict[int, Counter[str]] = defaultdict(Counter)
 
     def _count(self, patient: PatientState, visits: Sequence[Visit]) -> None:
@@ -119,8 +126,33 @@ def test_the_model_authors_what_it_learned_and_the_engine_what_it_did_not():
     from trajsim.model.source import ModelSource
 
     model = ModelSource(DEFAULT_MODEL)
-    assert model.authors == frozenset(FactKind) - ENGINE_KINDS  # its training charts hold every other kind
+    # its training charts hold every other kind, and their well visits and vaccines came from the
+    # engine's own schedules (the reference simulator's), which the engine keeps for it
+    scheduled = {FactKind.WELL_VISITS, FactKind.IMMUNIZATIONS}
+    assert model.authors == frozenset(FactKind) - ENGINE_KINDS - scheduled and model.defers == scheduled
+    assert engine_kinds(model) == ENGINE_KINDS | scheduled
+
+
+def test_a_model_of_records_with_their_own_vaccines_keeps_authoring_them(tmp_path):
+    """A model trained without `engine_schedules` (a user's own records) authors its vaccines and
+    well visits, and the engine adds none."""
+    from trajsim.model.source import ModelSource
+
+    for name in ("model.pt", "tokenizer.json"):
+        (tmp_path / name).write_bytes((DEFAULT_MODEL / name).read_bytes())
+    tokenizer = json.loads((tmp_path / "tokenizer.json").read_text())
+    del tokenizer["engine_schedules"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer))
+    model = ModelSource(tmp_path)
+    assert {FactKind.WELL_VISITS, FactKind.IMMUNIZATIONS} <= model.authors and not model.defers
     assert engine_kinds(model) == ENGINE_KINDS
+
+
+def test_a_source_may_leave_only_the_schedules_to_the_engine():
+    source = SymptomVisits(frozenset({FactKind.VISITS}))
+    source.defers = frozenset({FactKind.MEASUREMENTS})
+    with pytest.raises(ValueError, match="may leave only"):
+        engine_kinds(source)
 
 
 class SymptomVisits(TrajectorySource):
@@ -257,3 +289,27 @@ def test_visits_before_1970_are_kept_like_any_other():
     prenatal = Visit(p.now, "AMB", 0.02, [Fact(PRENATAL_INITIAL)])
     PregnancyKeeper(load_knowledge(), adds_care=False).vet(p, prenatal)
     assert PRENATAL_INITIAL not in {f.code for f in prenatal.facts}
+
+
+def test_a_model_well_visit_left_to_the_engine_gives_its_findings_to_the_engines_next_one():
+    """The shipped model's own well visit is not recorded: its lab goes to the engine's next well
+    visit, which takes the vital signs of the child's age; a vaccine it wrote anywhere is dropped."""
+    from collections import deque
+
+    import numpy as np
+
+    from trajsim.engine.source import WELL_CHILD
+    from trajsim.knowledge.physiology import HEIGHT
+    from trajsim.model.source import ModelPlan, ModelSource
+
+    model, hemoglobin, dtap, flu = ModelSource(DEFAULT_MODEL), "LOINC/718-7", "CVX/20", "CVX/140"
+    plan = ModelPlan(deque())
+    model._leave_to_engine(plan, Visit(100.0, "AMB", 0.02, [Fact(WELL_CHILD), Fact(HEIGHT), Fact(hemoglobin), Fact(dtap)]))
+    model._leave_to_engine(plan, Visit(110.0, "AMB", 0.02, [Fact(SYMPTOM_VISIT), Fact(flu)]))
+    assert [[f.code for f in visit.facts] for visit in plan.visits] == [[SYMPTOM_VISIT]]
+    infant = PatientState(1, "F", 0.0, 0.0, 4000.0, None, np.random.default_rng(1), source_state=plan)
+    earlier = [f.code for f in model.complete_visit(infant, Visit(90.0, "AMB", 0.02, [Fact(WELL_CHILD)]))]
+    assert HEIGHT in earlier and hemoglobin not in earlier  # the model's well visit came after it
+    codes = [f.code for f in model.complete_visit(infant, Visit(120.0, "AMB", 0.02, [Fact(WELL_CHILD)]))]
+    assert codes.count(HEIGHT) == 1 and hemoglobin in codes and dtap not in codes and not plan.well_findings
+    assert model.complete_visit(infant, Visit(130.0, "AMB", 0.02, [Fact(SYMPTOM_VISIT)])) == []

@@ -8,11 +8,11 @@ visits for acute illness (the NHAMCS rate of all ED visits by age times
 each reason's share of them, `emergency_reasons.csv`: a sore throat or a UTI is mostly an office
 visit, so only its ED share comes through here), each as an ED visit followed by an admission when
 the condition needs one, and the stays chronic conditions
-lead to (`admissions.csv`: a planned knee replacement admitted directly, a heart-failure or COPD
-exacerbation through the ED); a record that starts at birth starts with the newborn's stay. A visit a source proposes with the
+lead to (`admissions.csv`: a planned knee or hip replacement admitted directly, a cataract operated on
+as an outpatient, a heart-failure or COPD exacerbation through the ED); a record that starts at birth starts with the newborn's stay. A visit a source proposes with the
 onset of a condition treated through the ED (appendicitis in an office visit) becomes that ED visit,
-with the procedure that treats it (and a third of chest-pain visits with an observation stay of
-about a day). Every ED visit, whoever proposes it, takes the triage vital signs
+with the procedure that treats it, and admitted or kept under observation (for about a day) at its
+cited shares (`acute_care.csv`: an MI always; chest and abdominal pain now and then). Every ED visit, whoever proposes it, takes the triage vital signs
 and has a reason: a new diagnosis, the known condition its visit-type fact names (a heart-failure
 exacerbation), or else one of the ED reasons by its share. Before a death the keeper dates the
 terminal encounter: an admission or ED visit ending at death, for the condition driving the death,
@@ -34,7 +34,7 @@ from trajsim.engine.draws import pick
 from trajsim.engine.hospital import ED_VISIT, EMERGENCY_ADMISSION, TYPICAL_STAY_DAYS, fits
 from trajsim.engine.mortality import NATURAL_DEATH, cause_of_death
 from trajsim.engine.pregnancy import newborn_stay
-from trajsim.engine.schedules import TRIAGE_VITAL_SIGNS, active_keys, office_hours, prescribe
+from trajsim.engine.schedules import TRIAGE_VITAL_SIGNS, active_keys, office_hours, prescribe, workup
 from trajsim.engine.source import NEVER_RECORDED, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END, ENCOUNTER_CLASSES, MEDICATION_END, VISIT_END, visit_start_code
 from trajsim.knowledge import Knowledge
@@ -58,6 +58,7 @@ TERMINAL_STAY = (4.0, 0.8)  # days, lognormal: terminal admissions last a few da
 # An observation stay mostly ends within 24 hours, nearly always within 48 (CMS Medicare Benefit Policy
 # Manual, chapter 6, section 20.6); days, lognormal (median, spread)
 OBSERVATION_DAYS = (0.9, 0.3)
+OBSERVATION_LONGEST = 2.0  # days: the lognormal's far tail cut at 48 hours, past which a patient is admitted
 # Most decedents see a clinician in their last month (Teno et al., JAMA 2018;320:264-71: Medicare
 # decedents, about half hospitalised in the last 30 days; approximate share of the rest seen).
 SEEN_LAST_MONTH = 0.6
@@ -109,13 +110,16 @@ class EmergencyKeeper(ChartKeeper):
         if onsets:
             self._through_emergency(patient, visit, onsets)
         if visit.encounter_class == "EMER":
-            self._triage(patient, visit)
+            drawn = self._triage(patient, visit)
+            if drawn is not None and drawn.code in self.treated_codes:  # a syncope drawn gets its ECG and disposition
+                self._through_emergency(patient, visit, [drawn])
 
-    def _triage(self, patient: PatientState, visit: Visit) -> None:
+    def _triage(self, patient: PatientState, visit: Visit) -> Fact | None:
         """The vital signs triage takes, unless the visit has them, and a reason for a visit without
         one: a new diagnosis (one already active is dropped by the episode keeper, a drug renewal by the
         prescriber) or the known condition its visit-type fact names, if it still holds (an episode
-        may have ended since the visit was planned: the visit then gets another reason)."""
+        may have ended since the visit was planned: the visit then gets another reason). Returns the
+        reason it drew, if it drew one."""
         holding = patient.active_conditions(visit.day)
         visit.facts[:] = [Fact(f.code, f.offset_days, f.value, f.unit, None)
                           if _is_condition(f.text) and f.text not in holding and domain_of(f.code) == "encounter_type"
@@ -131,8 +135,10 @@ class EmergencyKeeper(ChartKeeper):
         if not new and not any(_is_condition(f.text) for f in visit.facts if domain_of(f.code) == "encounter_type"):
             case = self._draw_case(patient, visit.day, active)
             if case is not None:
-                condition = self.k.conditions[case.condition]
-                visit.facts += [Fact(condition.code), *prescribe(self.k, condition, patient)]
+                condition, reason = self.k.conditions[case.condition], Fact(self.k.conditions[case.condition].code)
+                visit.facts += [reason, *prescribe(self.k, condition, patient), *workup(self.k, condition.key, "EMER")]
+                return reason
+        return None
 
     def _through_emergency(self, patient: PatientState, visit: Visit, onsets: list[Fact]) -> None:
         if visit.encounter_class != "EMER" or visit.duration_days > ED_LONGEST:
@@ -142,33 +148,43 @@ class EmergencyKeeper(ChartKeeper):
             visit.facts = [Fact(ED_VISIT)] + [f if f.code in (CONDITION_END, MEDICATION_END)
                                               else replace(f, offset_days=min(f.offset_days, visit.duration_days))
                                               for f in visit.facts if domain_of(f.code) != "encounter_type"]
-        admitted, stays, observed = [], [], None
+        admitted, stays, observed, admitted_for = [], [], None, None
         for onset in onsets:
             condition = self.k.conditions_by_code[onset.code]
             treatment = self.treatments[condition.key]
-            procedure = Fact(treatment.procedure, offset_days=min(onset.offset_days, visit.duration_days))
-            if treatment.admitted:  # the stay starts the drugs the condition needs (after an MI: DAPT, statin, beta-blocker)
-                admitted += [procedure, *prescribe(self.k, condition, patient)]
+            procedure = ([Fact(treatment.procedure, offset_days=min(onset.offset_days, visit.duration_days))]
+                         if treatment.procedure else [])
+            if treatment.always_admitted:  # the stay starts the drugs the condition needs (after an MI: DAPT, statin, beta-blocker)
+                admitted += [*procedure, *prescribe(self.k, condition, patient)]
                 stays += [condition.stay_days] if condition.stay_days else []
-            else:
-                visit.facts.append(procedure)
-                if treatment.observed and patient.rng.random() < treatment.observed:
-                    observed = condition.code
-        if admitted:  # one stay, as long as the longest of its reasons
-            self.waiting.append(self._admission(patient, visit, max(stays, default=None), admitted))
+                continue
+            visit.facts += procedure
+            disposition = patient.rng.random() if treatment.admitted or treatment.observed else 1.0
+            if disposition < treatment.admitted:  # its workup finds a cause to keep the patient for
+                admitted_for = admitted_for or condition.code
+                stays += [condition.stay_days] if condition.stay_days else []
+            elif disposition < treatment.admitted + treatment.observed:
+                observed = condition.code
+        if admitted or admitted_for:  # one stay, as long as the longest of its reasons
+            # a stay for the symptom itself (no treated condition's) names it as its principal diagnosis
+            reason = None if admitted else admitted_for
+            self.waiting.append(self._admission(patient, visit, max(stays, default=None), admitted, reason))
         elif observed is not None:  # kept under observation until the workup rules the danger out
-            stay = _draw_days(patient.rng, *OBSERVATION_DAYS)
+            stay = min(_draw_days(patient.rng, *OBSERVATION_DAYS), OBSERVATION_LONGEST)
             self.waiting.append(Visit(visit.day + visit.duration_days, "IMP", stay, [Fact(OBSERVATION_STAY, text=observed)]))
 
-    def _admission(self, patient: PatientState, ed: Visit, stay_days: float | None, facts: list[Fact]) -> Visit:
-        """The admission that follows an ED visit, for a stay around `stay_days`."""
+    def _admission(self, patient: PatientState, ed: Visit, stay_days: float | None, facts: list[Fact],
+                   reason: str | None = None) -> Visit:
+        """The admission that follows an ED visit, for a stay around `stay_days` (`reason`: the
+        condition code it is for, when none of `facts` names it)."""
         stay = _draw_days(patient.rng, stay_days or TYPICAL_STAY_DAYS, STAY_SPREAD)
-        return Visit(ed.day + ed.duration_days, "IMP", max(stay, 0.5), [Fact(EMERGENCY_ADMISSION), *facts])
+        return Visit(ed.day + ed.duration_days, "IMP", max(stay, 0.5), [Fact(EMERGENCY_ADMISSION, text=reason), *facts])
 
     # --- visits the keeper dates ---------------------------------------------------------------
+    def follow_on(self, patient: PatientState) -> Visit | None:
+        return self.waiting.pop(0) if self.waiting else None
+
     def unplanned_visit(self, patient: PatientState, until: float) -> Visit | None:
-        if self.waiting:
-            return self.waiting.pop(0)
         if self.dates_events and not self.birth_dated:  # a model keeping its own care learned the stay
             self.birth_dated = True
             if patient.entry_day == patient.birth_day:  # about 98% of US births are in hospital
@@ -212,7 +228,9 @@ class EmergencyKeeper(ChartKeeper):
 
     def _admission_for(self, patient: PatientState, admission: Admission, day: float, until: float) -> Visit | None:
         """A stay a chronic condition leads to: planned ones start on a weekday morning with their
-        procedure; emergencies come through the ED, with the lab that confirms them, and are admitted."""
+        procedure (an outpatient operation ends the same day); emergencies come through the ED, with
+        the lab that confirms them, and are admitted. The condition is the visit's and the stay's reason."""
+        reason = self.k.conditions[admission.condition].code
         extra = [Fact(code) for code in (admission.procedure, admission.lab) if code]
         if admission.elective:
             day = office_hours(patient, day)
@@ -220,11 +238,13 @@ class EmergencyKeeper(ChartKeeper):
                 return None
             self.admitted[admission] += 1
             stay = _draw_days(patient.rng, admission.stay_days, STAY_SPREAD)
-            return Visit(day, "IMP", max(stay, 0.5), [Fact(admission.admission), *extra])
+            if admission.encounter_class == "IMP":
+                stay = max(stay, 0.5)
+            return Visit(day, admission.encounter_class, stay, [Fact(admission.admission, text=reason), *extra])
         self.admitted[admission] += 1
-        reason = Fact(ED_VISIT, text=self.k.conditions[admission.condition].code)  # the exacerbation's
-        ed = Visit(day, "EMER", _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]), [reason, *extra])
-        self.waiting.append(self._admission(patient, ed, admission.stay_days, []))
+        ed = Visit(day, "EMER", _draw_days(patient.rng, ED_STAY[0] / MINUTES_PER_DAY, ED_STAY[1]),
+                   [Fact(ED_VISIT, text=reason), *extra])
+        self.waiting.append(self._admission(patient, ed, admission.stay_days, [], reason))
         return ed
 
     def _onset_rate(self, patient: PatientState, key: str, active: set[str]) -> float:
@@ -269,8 +289,9 @@ class EmergencyKeeper(ChartKeeper):
             return None
         condition = self.k.conditions[case.condition]
         ed.facts += [Fact(condition.code), *prescribe(self.k, condition, patient)]
-        if patient.rng.random() < case.admit_probability:
-            self.waiting.append(self._admission(patient, ed, case.stay_days or condition.stay_days, []))
+        # a reason with a treatment in acute_care.csv (syncope) has its disposition drawn by `vet`
+        if case.condition not in self.treatments and patient.rng.random() < case.admit_probability:
+            self.waiting.append(self._admission(patient, ed, case.stay_days or condition.stay_days, [], condition.code))
         return ed
 
     def _terminal(self, patient: PatientState) -> _Terminal | None:
@@ -313,7 +334,7 @@ def keeper_codes(knowledge: Knowledge) -> frozenset[str]:
     stays = {code for a in admissions() for code in (a.admission, a.procedure, a.lab) if code}
     return frozenset({knowledge.conditions[key].code for key in conditions} | drugs | visits | stays | {MEDICATION_END}
                      | set(TRIAGE_VITAL_SIGNS)
-                     | {t.procedure for t in keeper.treatments.values()})
+                     | {t.procedure for t in keeper.treatments.values() if t.procedure})
 
 
 def _is_condition(code: str | None) -> bool:

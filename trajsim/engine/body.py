@@ -11,7 +11,7 @@ total; a child's BP centres on the AAP 2017 median for age, sex and the child's 
 percentile and stays below stage 2 hypertension unless the chart has hypertension
 (`knowledge/child_blood_pressure.py`); HbA1c moves slowly around the patient's level (it reflects
 months of glycaemia); a drug scales the values it lowers or restores (a statin LDL, oral iron
-hemoglobin, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
+hemoglobin, each antihypertensive taken the blood pressure, `data/treatment_effects.csv`); eGFR is the creatinine's by CKD-EPI 2021; total
 cholesterol is the panel's LDL + HDL + triglycerides/5; the analyser's computed results agree with
 the rest of their panel (chloride is sodium - bicarbonate - the anion gap, total protein albumin +
 globulin, hematocrit hemoglobin / MCHC, the erythrocytes and MCH the red cell indices', the
@@ -27,6 +27,7 @@ charts (`knowledge/growth_charts.py`), read from the very values recorded. Figur
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import replace
 
 from trajsim.clock import DAYS_PER_YEAR
@@ -44,7 +45,7 @@ from trajsim.knowledge.hazards import interpolate
 from trajsim.knowledge.physiology import (
     ALBUMIN, ANION_GAP, BICARBONATE, BILIRUBIN, BMI, BMI_PERCENTILE, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL,
     DIRECT_BILIRUBIN, EGFR, ERYTHROCYTES, GLOBULIN, HBA1C, HDL, HEAD_CIRCUMFERENCE, HEAD_PERCENTILE, HEIGHT, HEMATOCRIT,
-    HEMOGLOBIN, LDL, LEUKOCYTES, MCH, MCHC, MCV, NEUTROPHILS, NEUTROPHILS_ABSOLUTE, PERCENTILE_OF, SAME_MEASUREMENT,
+    HEMOGLOBIN, LDL, LEUKOCYTES, LYMPHOCYTES, MCH, MCHC, MCV, NEUTROPHILS, NEUTROPHILS_ABSOLUTE, PERCENTILE_OF, SAME_MEASUREMENT,
     SODIUM, SYSTOLIC, TOTAL_CHOLESTEROL, TOTAL_PROTEIN, TRIGLYCERIDES, WEIGHT, WEIGHT_FOR_LENGTH_PERCENTILE, body_parameters,
     ckd_epi_2021, measured_at, stature_curve, treatment_effects, value_limits,
 )
@@ -114,10 +115,9 @@ class Body:
             z = self.centiles.setdefault(code, float(rng.normal()))
             value = dist.mean + dist.sd * (r * z + self.visit_noise * rng.normal())
         effects = treatment_effects().get(code, ())
-        taken = self.drug_groups_taken(day) if effects else ()
+        taken = self.drug_groups_taken(day) if effects else {}
         for group, factor in effects:
-            if group in taken:
-                value *= factor
+            value *= factor ** taken.get(group, 0)
         limit = value_limits().get(code)
         if limit is not None and not limit.conditions & active:
             value = min(value, limit.limit - 10 ** -self.k.measurements[code].decimals)
@@ -135,9 +135,10 @@ class Body:
         head grows along its centile, as its height does."""
         return self.centiles.setdefault(HEAD_CIRCUMFERENCE, float(self.patient.rng.normal()))
 
-    def drug_groups_taken(self, day: float) -> set[str]:
-        """The `medications.csv` groups of the drugs the patient takes on `day` (ordered before it)."""
-        return {g for code, end in self.patient.medications.items() if end > day for g in self.groups.get(code, ())}
+    def drug_groups_taken(self, day: float) -> dict[str, int]:
+        """The `medications.csv` groups of the drugs the patient takes on `day` (ordered before it), each
+        with the number of its drugs taken: a second antihypertensive lowers the pressure again."""
+        return Counter(g for code, end in self.patient.medications.items() if end > day for g in self.groups.get(code, ()))
 
     def hba1c_level(self, day: float) -> float:
         """The patient's HbA1c z-score on `day`: an Ornstein-Uhlenbeck process reverting over
@@ -210,6 +211,9 @@ class Examination:
                 value = min(value, systolic - body.figures["min_pulse_pressure"])
             elif code == DIRECT_BILIRUBIN and (total := self._value(BILIRUBIN)) is not None:
                 value = min(value, total)  # the conjugated part of the total bilirubin
+            elif code == LYMPHOCYTES:  # the five kinds share a hundred cells, the fewest neutrophils counted among them
+                others = (self._value(c) for c in DIFFERENTIAL[2:])
+                value = min(value, 100 - k.measurements[NEUTROPHILS].low - sum(v for v in others if v is not None))
         return measure(k, code, value)
 
 
@@ -252,12 +256,14 @@ class BodyKeeper(ChartKeeper):
     """Sets the value of every measurement in a visit from the patient's body, whatever the source
     proposed, drops a measurement not taken at the patient's age and a second one of the same code
     (in an encounter; for history outside any visit, on the same day), and adds beside a child's BMI,
-    weight and head circumference its growth-chart percentile. A measurement proposed under
-    another code for it (eGFR with the MDRD name, as Synthea records it) takes the body's value and
-    keeps the proposed code, so a learned chart reads like its source."""
+    weight and head circumference its growth-chart percentile (and a reflex test beside its
+    abnormal result), when its source records that measurement (`measured`; None: every one: a
+    model of Synthea's charts never saw a head circumference percentile). A measurement proposed
+    under another code for it (eGFR with the MDRD name, as Synthea records it) takes the body's value
+    and keeps the proposed code, so a learned chart reads like its source."""
 
-    def __init__(self, knowledge: Knowledge, patient: PatientState) -> None:
-        self.k, self.body = knowledge, Body(knowledge, patient)
+    def __init__(self, knowledge: Knowledge, patient: PatientState, measured: frozenset[str] | None = None) -> None:
+        self.k, self.body, self.measured = knowledge, Body(knowledge, patient), measured
         # a panel's results reported as a coded finding rather than a number (a urine test strip's)
         self.findings = panel_results() - knowledge.measurements.keys()
 
@@ -290,6 +296,8 @@ class BodyKeeper(ChartKeeper):
                 continue
             kept.append(Fact(fact.code, fact.offset_days, measured.value, measured.unit, fact.text))
             for added in exam.follow_ups(code, measured.value):
+                if self.measured is not None and added not in self.measured:
+                    continue
                 if (day, added) not in seen and (extra := exam.fact(added)) is not None:
                     seen.add((day, added))
                     kept.append(Fact(added, fact.offset_days, extra.value, extra.unit, fact.text))

@@ -13,15 +13,12 @@ from the engine's own facts (the terminal encounter before its day of death) it 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
-
-from trajsim.engine.source import Fact, PatientState, Visit
+from trajsim.engine.source import Fact, PatientState, TrajectorySource, Visit
 from trajsim.knowledge import Knowledge
 
 
 class ChartKeeper:
-    """One part of the engine's authority over a patient's chart. Both hooks default to nothing."""
+    """One part of the engine's authority over a patient's chart. Every hook defaults to nothing."""
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         """Amend `visit.facts` in place before the visit is recorded (history before entry included)."""
@@ -34,13 +31,18 @@ class ChartKeeper:
         """A visit the chart calls for before `until` (an acute event on its own day), or None."""
         return None
 
+    def follow_on(self, patient: PatientState) -> Visit | None:
+        """A visit that continues the one just recorded (the admission from an ED visit), taken
+        before any other keeper's, or None."""
+        return None
+
 
 def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool = True,
-                  measurement_codes: Mapping[str, str] = MappingProxyType({}),
-                  measured: frozenset[str] | None = None) -> list[ChartKeeper]:
+                  source: TrajectorySource | None = None) -> list[ChartKeeper]:
     """The keepers of one patient's chart, in the order they vet a visit; `adds_care` lets them add
-    the engine's own care beside the source's; `measurement_codes` are the source's codes for the
-    body's measurements and `measured` the measurements it records (`TrajectorySource`)."""
+    the engine's own care beside the source's, and `source` says how its charts record
+    measurements (its codes for the body's, the ones it records, whether panels come whole) and
+    what its drugs are ordered for."""
     from trajsim.engine.acute import EmergencyKeeper  # the keepers subclass ChartKeeper, defined above
     from trajsim.engine.assessments import AssessmentKeeper
     from trajsim.engine.body import BodyKeeper
@@ -49,15 +51,23 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     from trajsim.engine.labs import LabKeeper
     from trajsim.engine.pregnancy import PregnancyKeeper
     from trajsim.engine.prescriptions import Prescriber
+    from trajsim.engine.preventive import LabScreeningKeeper, PreventiveKeeper
     from trajsim.engine.procedures import ProcedureKeeper
 
     # the PregnancyKeeper plans a pregnancy before any other keeper sees its visit, and dates its
     # delivery before an acute event can be drawn past it; the EmergencyKeeper turns an office
     # visit with an acute onset into an ED visit and gives an ED visit its triage (vital signs, a
     # reason); the EpisodeKeeper then settles which
-    # conditions the visit holds (and ends), the LabKeeper completes the panels ordered, and the
-    # body is measured with them before the Prescriber judges what may be ordered there
+    # conditions the visit holds (and ends), laboratory screenings proposed before their intervals give
+    # way, the LabKeeper completes the panels ordered, and the
+    # body is measured with them before the Prescriber judges what may be ordered there; screenings and
+    # preventive exams proposed before their intervals give way before the procedures are vetted
+    # and the screenings' questionnaires answered
+    charts = TrajectorySource if source is None else source  # the contract's defaults: every measurement, whole panels
+    measured = charts.measured
     return [PregnancyKeeper(knowledge, adds_care), EmergencyKeeper(knowledge, adds_care, measured),
-            EpisodeKeeper(knowledge), LabKeeper(measurement_codes, measured),
-            BodyKeeper(knowledge, patient), Prescriber(knowledge, renews=adds_care), ImmunizationKeeper(knowledge),
-            ProcedureKeeper(knowledge), AssessmentKeeper(knowledge, asks=adds_care)]
+            EpisodeKeeper(knowledge), LabScreeningKeeper(knowledge),
+            LabKeeper(charts.measurement_codes, measured, charts.whole_panels),
+            BodyKeeper(knowledge, patient, measured), Prescriber(knowledge, adds_care, charts.indications, charts.judged),
+            ImmunizationKeeper(knowledge),
+            PreventiveKeeper(knowledge), ProcedureKeeper(knowledge), AssessmentKeeper(knowledge, asks=adds_care)]

@@ -9,8 +9,12 @@ recommended age, or at its recommended interval after the previous dose, whichev
 never before its minimum age and interval. A child behind schedule catches up one dose per series
 per visit until the series' catch-up upper age; a dose past an ACIP maximum age (rotavirus) is
 never given. A fixed series is never exceeded; a repeating one (Td every ten years) recurs after
-its last dose; a vaccine is not given before it was available (COVID-19 from December 2020, at the
-uptake by age of the CDC COVID Data Tracker); influenza is offered once a season at the
+its last dose; a vaccine is not given before it was licensed (COVID-19 from its authorization in
+December 2020, at the uptake by age of the CDC COVID Data Tracker), and an adult series is started
+only in the years ACIP recommended it: PPSV23 from 65, then PCV13 and PPSV23 a year later from
+September 2014, then PCV20 from October 2021 (one of these regimens per patient); zoster vaccine
+live from 60 until RZV from 50 replaced it in January 2018. Adults take the Td boosters at the NHIS
+uptake, decided once; influenza is offered once a season at the
 age-specific uptake of CDC FluVaxView, with a second dose 4 weeks later in a child's first season
 under 9; Tdap is offered once in each pregnancy at 27-36 weeks.
 """
@@ -50,6 +54,18 @@ class Series:
         return self.doses[-1].repeat_days is not None
 
     @cached_property
+    def family(self) -> str:
+        """The regimens a patient starts one of (the adult pneumococcal vaccines); else the series."""
+        return self.doses[0].family
+
+    def recommended_on(self, day: float) -> bool:
+        """Whether the routine schedule starts the series on `day`: licensed and within the years
+        ACIP recommended it."""
+        first = self.doses[0]
+        start = max(first.available_from_day or -math.inf, first.recommended_from_day or -math.inf)
+        return start <= day < (first.recommended_until_day or math.inf)
+
+    @cached_property
     def max_age_days(self) -> float:
         """The age from which no dose of the series is given (inf: none)."""
         return self.doses[-1].max_age_days or float("inf")
@@ -76,8 +92,13 @@ def vaccine_series(knowledge: Knowledge) -> dict[str, Series]:
 
 @per_knowledge
 def series_by_code(knowledge: Knowledge) -> dict[str, Series]:
-    """The series each scheduled vaccine code belongs to."""
-    return {dose.code: series for series in vaccine_series(knowledge).values() for dose in series.doses}
+    """The series each scheduled vaccine code belongs to: the first that holds it (PCV13 is the
+    childhood series', which also judges an adult's dose; PPSV23 the adult series of PPSV23 alone)."""
+    by_code: dict[str, Series] = {}
+    for series in vaccine_series(knowledge).values():
+        for dose in series.doses:
+            by_code.setdefault(dose.code, series)
+    return by_code
 
 
 @cache
@@ -133,7 +154,7 @@ class Immunizer:
         self.influenza = vaccine_series(knowledge).get(INFLUENZA)
         self.record = DoseRecord()
         self._due: dict[tuple[str, int], tuple[float, Dose] | None] = {}  # (series, doses given) -> `_due_day`
-        self.accepted: dict[str, bool] = {}
+        self.accepted: dict[str, bool] = {}  # family, or series/dose of a dose decided on its own -> taken
         self.flu_seasons: set[int] = set()
         self.spread = knowledge.well_visit_spread_days
         self.conception_day: float | None = None  # of the current pregnancy, once a visit records it
@@ -151,24 +172,29 @@ class Immunizer:
             self._due[key] = self._next_due_day(series)
         return self._due[key]
 
-    def _next_due_day(self, series: Series) -> tuple[float, Dose] | None:
+    def _next_due_day(self, series: Series, licensed: bool = True) -> tuple[float, Dose] | None:
+        """As `_due_day`; with `licensed` False, not held to the vaccine's licensing date (a dose given
+        elsewhere before the record, with the product of its day: Td before Tdap)."""
         given = self.record.given.get(series.name, [])
         dose = series.dose(len(given) + 1)
         if dose is None or not dose.routine:
             return None
         birth = self.patient.birth_day
         due = birth + dose.age_days - VISIT_LEAD_SPREADS * self.spread(dose.age_days)
-        if dose.available_from_day is not None:
+        if licensed and dose.available_from_day is not None:
             due = max(due, dose.available_from_day)
+        if not given and dose.recommended_from_day is not None:
+            due = max(due, dose.recommended_from_day)
         if given:
             after = dose.repeat_days if len(given) >= len(series.doses) else dose.interval_days
             due = max(due, given[-1] + (after or 0.0), given[-1] + (dose.min_interval_days or 0.0))
         return max(due, birth + dose.min_age_days), dose
 
     def _take_prior_doses(self, series: Series) -> None:
-        """Doses due well before the record began were given elsewhere, on their due days."""
+        """Doses due well before the record began were given elsewhere, on their due days; they are
+        not charted, so they stand for whatever product their day had."""
         p = self.patient
-        while (due := self._due_day(series)) is not None and due[0] < p.entry_day - PRIOR_CARE_DAYS:
+        while (due := self._next_due_day(series, licensed=False)) is not None and due[0] < p.entry_day - PRIOR_CARE_DAYS:
             if due[0] - p.birth_day >= (due[1].max_age_days or float("inf")):
                 return
             self.record.add(series, due[0])
@@ -181,15 +207,30 @@ class Immunizer:
             due = self._due_day(series)
             if due is None or day < due[0] or day - p.birth_day >= (due[1].max_age_days or float("inf")):
                 continue
-            if series.name not in self.accepted:
-                uptake = series.doses[0].uptake
-                if uptake is None:
-                    uptake = age_uptake(series.name, p.age_at(day))
-                self.accepted[series.name] = uptake >= 1 or bool(p.rng.random() < uptake)
-            if self.accepted[series.name]:
+            if series.name not in self.record.given and not self._may_start(series, day):
+                continue
+            if self._accepts(series, due[1], day):
                 facts.append(Fact(due[1].code))
                 self.record.add(series, day)
         return facts + self._flu_shot(day) + self._pregnancy_tdap(day, visit_facts)
+
+    def _may_start(self, series: Series, day: float) -> bool:
+        """A series is started while ACIP recommends it, unless another regimen of its family was."""
+        return series.recommended_on(day) and not any(
+            other.family == series.family and other.name in self.record.given for other in self.series)
+
+    def _accepts(self, series: Series, dose: Dose, day: float) -> bool:
+        """Whether the patient takes this dose: the family is accepted or declined when first
+        offered (at its uptake, or by age); a later dose with an uptake below 1 once on its own."""
+        p = self.patient
+        own = dose.dose > 1 and dose.uptake is not None and dose.uptake < 1
+        key = f"{series.name}/{dose.dose}" if own else series.family
+        if key not in self.accepted:
+            uptake = dose.uptake if own else series.doses[0].uptake
+            if uptake is None:
+                uptake = age_uptake(series.name, p.age_at(day))
+            self.accepted[key] = uptake >= 1 or bool(p.rng.random() < uptake)
+        return self.accepted[key]
 
     def _flu_shot(self, day: float) -> list[Fact]:
         """One influenza decision per season, taken at the first clinic visit in it; a child's

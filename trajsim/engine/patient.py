@@ -22,10 +22,12 @@ from trajsim.vocab import domain_of
 
 
 class PatientRecord:
-    """The events recorded for one patient, in time order once the patient's process ends."""
+    """The events recorded for one patient, in time order once the patient's process ends. Without
+    `records_stops` (`TrajectorySource.records_stops`) a drug's end still ends it for the engine but
+    is not recorded, as its source's charts record none."""
 
-    def __init__(self, patient: PatientState) -> None:
-        self.patient = patient
+    def __init__(self, patient: PatientState, records_stops: bool = True) -> None:
+        self.patient, self.records_stops = patient, records_stops
         self.events: list[Event] = []
         self.last_day = patient.entry_day  # the latest day anything was recorded for
         self.last_encounter: tuple[int, float] | None = None  # the latest encounter and its end day
@@ -54,6 +56,8 @@ class PatientRecord:
             self.patient.conditions[fact.text] = day
         elif fact.code == MEDICATION_END and fact.text:
             self.patient.medications[fact.text] = day
+        if fact.code == MEDICATION_END and not self.records_stops:
+            return
         self.add(day, fact.code, encounter_id, fact.value, fact.unit, fact.text)
 
     def add_visit(self, visit: Visit) -> None:
@@ -136,7 +140,12 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
 
 
 def unplanned_visit(keepers: list[ChartKeeper], patient: PatientState, until: float) -> Visit | None:
-    """The earliest visit a keeper calls for before `until` (an acute event, a terminal encounter)."""
+    """The visit that continues the last one (a stay after an ED visit), else the earliest visit a
+    keeper calls for before `until` (an acute event, a terminal encounter)."""
+    for keeper in keepers:
+        visit = keeper.follow_on(patient)
+        if visit is not None:
+            return visit
     for keeper in keepers:
         visit = keeper.unplanned_visit(patient, until)
         if visit is not None:

@@ -38,6 +38,12 @@ _OUTCOMES = frozenset({NORMAL_DELIVERY, CESAREAN, MISCARRIAGE})
 _WEEK = 7.0
 
 
+def office_visit_type(patient: PatientState, day: float) -> str:
+    """The type of an office visit that is neither prenatal nor preventive: the follow-up of the
+    patient's active conditions, or an encounter for a problem when there are none."""
+    return FOLLOW_UP_VISIT if patient.active_conditions(day) else PROBLEM_VISIT
+
+
 def conception_factor() -> float:
     """Pregnancies recognised per birth: the cited rates count births, some pregnancies end in a loss."""
     return 1.0 / (1.0 - pregnancy_figures()["first_trimester_loss"])
@@ -185,7 +191,7 @@ class PregnancyKeeper(ChartKeeper):
         if fact.code == OBSTETRIC_ADMISSION:
             return replace(fact, code=EMERGENCY_ADMISSION)
         if fact.code in (PRENATAL, PRENATAL_INITIAL):
-            return replace(fact, code=FOLLOW_UP_VISIT if patient.active_conditions(visit.day) else PROBLEM_VISIT)
+            return replace(fact, code=office_visit_type(patient, visit.day))
         return fact
 
     def unplanned_visit(self, patient: PatientState, until: float) -> Visit | None:

@@ -89,7 +89,7 @@ class ReferenceSource(TrajectorySource[ReferenceState]):
                 years_back = age - rng.uniform(low, high)
             present.add(condition.key)
             onset = max(patient.entry_day - years_back * DAYS_PER_YEAR - 1, patient.birth_day)
-            history.append(Visit(onset, None, 0.0, [Fact(condition.code), *prescribe(self.k, condition, patient)]))
+            history.append(Visit(onset, None, 0.0, [Fact(condition.code), *prescribe(self.k, condition, patient, onset)]))
         return history
 
     # --- the next visit ------------------------------------------------------------------------

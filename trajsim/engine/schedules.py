@@ -20,7 +20,7 @@ from trajsim.engine.prescriptions import prescribe
 from trajsim.engine.source import WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, Visit
 from trajsim.events import SMOKING_STATUS
 from trajsim.knowledge import Knowledge, Screening
-from trajsim.knowledge.labs import lab_panels, lab_screenings
+from trajsim.knowledge.labs import LAB_GRACE_DAYS, lab_panels, lab_screenings
 from trajsim.knowledge.physiology import BMI, HEAD_CIRCUMFERENCE, HEIGHT, SPO2, VITAL_SIGNS, WEIGHT, measured_at
 from trajsim.knowledge.acute import NEWBORN_STAY, sudden_onsets
 from trajsim.knowledge.procedures import IndicatedProcedure, indicated_procedures
@@ -28,7 +28,6 @@ from trajsim.knowledge.smoking import RECORDED_FROM_AGE, smoking_curve
 from trajsim.knowledge.tables import per_knowledge
 from trajsim.vocab import domain_of
 
-LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 # Emergency triage takes the oxygen saturation with the vital signs: SpO2 below 92% is a danger-zone
 # vital sign of the Emergency Severity Index (ESI Implementation Handbook v4, AHRQ 2012).
 TRIAGE_VITAL_SIGNS = (*VITAL_SIGNS, SPO2)
@@ -60,6 +59,14 @@ def vitals(knowledge: Knowledge, patient: PatientState, day: float, active: set[
             if measured_at(knowledge, code, patient.sex, age, active)]
 
 
+def workup(knowledge: Knowledge, condition: str, encounter_class: str) -> list[Fact]:
+    """The labs and panels a condition calls for at every visit of this class made for it
+    (`monitoring.csv` rows of 0 days: the blood count of a fever in the ED), for a reason found
+    after the schedule's labs were due (the ED reason a keeper draws)."""
+    return [Fact(lab.code) for lab in knowledge.monitoring.get(condition, ())
+            if lab.interval_days == 0 and (not lab.settings or encounter_class in lab.settings)]
+
+
 @per_knowledge
 def complications_of(knowledge: Knowledge) -> dict[str, list[str]]:
     """Condition key -> the conditions it makes likelier (complications.csv), in the graph's order."""
@@ -78,6 +85,7 @@ class Schedule:
     def __init__(self, knowledge: Knowledge, patient: PatientState, kinds: frozenset[FactKind]) -> None:
         self.k, self.patient, self.kinds = knowledge, patient, kinds
         self.well_index, self.next_well = 0, None
+        self.last_well = -math.inf  # day of the last well visit
         self.immunizer = Immunizer(knowledge, patient) if FactKind.IMMUNIZATIONS in kinds else None
         self.last_lab: dict[str, float] = {}
         self.last_check_age = patient.age_at(patient.entry_day)
@@ -116,13 +124,16 @@ class Schedule:
     def next_well_day(self) -> float:
         """Day of the next well visit on the periodicity schedule, fixed once drawn; visits due
         before the record began are skipped. A visit falls a half-normal spread (`well_visit_spread_days`)
-        after its age."""
+        after its age, and a yearly one no sooner than a year less a month after the last (a late
+        visit is not followed by one eleven months early)."""
         p, ages = self.patient, self.k.well_visit_days
         while self.next_well is None:
             i = self.well_index
             age_days = ages[i] if i < len(ages) else ages[-1] + (i - len(ages) + 1) * self.k.well_visit_repeat_days
             # booked on or after the age, as the vaccines due at it may not be given before their minimum age
             day = p.birth_day + age_days + abs(p.rng.normal(0, self.k.well_visit_spread_days(age_days)))
+            if i >= len(ages):  # the yearly repeats after the last age of the schedule
+                day = max(day, self.last_well + self.k.well_visit_repeat_after_days)
             if day < p.entry_day:
                 self.well_index += 1
             else:
@@ -133,7 +144,7 @@ class Schedule:
         """The well visit due next, with its measurements if this schedule writes them."""
         p = self.patient
         day = office_hours(p, self.next_well_day())
-        self.well_index, self.next_well = self.well_index + 1, None
+        self.well_index, self.next_well, self.last_well = self.well_index + 1, None, day
         facts = [Fact(WELL_CHILD if p.age_at(day) < 18 else WELL_ADULT)]
         if FactKind.MEASUREMENTS in self.kinds:
             facts += vitals(self.k, p, day, active_keys(self.k, p, day))
@@ -176,7 +187,7 @@ class Schedule:
         p, facts = self.patient, []
         age = p.age_at(day)
         for screening in screenings:
-            if screening.sex not in (None, p.sex) or not screening.age_min <= age < screening.age_max:
+            if not screening.applies(p.sex, age):
                 continue
             if screening.condition is not None and screening.condition not in active:
                 continue

@@ -26,11 +26,11 @@ def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count
     """Patients `first` .. `first + count - 1` of the scenario (all of them by default)."""
     knowledge, kinds = load_knowledge(), engine_kinds(source)
     adds_care = scenario.engine_adds_care
-    if not adds_care:  # the engine keeps to what only it writes: allergies, smoking status, death
-        kinds &= ENGINE_KINDS
+    if not adds_care:  # the engine keeps to what only it writes (allergies, smoking status, death) and
+        kinds &= ENGINE_KINDS | source.defers  # to the schedules the source leaves to it
     stop = scenario.population.size if count is None else first + count
     for chunk_start in range(first, stop, chunk_size):
-        records = [PatientRecord(draw_patient(scenario, i, knowledge))
+        records = [PatientRecord(draw_patient(scenario, i, knowledge), source.records_stops)
                    for i in range(chunk_start, min(chunk_start + chunk_size, stop))]
         care = [Schedule(knowledge, record.patient, kinds) for record in records]  # allergies are drawn now: plans know them
         for record in records:
@@ -40,7 +40,6 @@ def simulate(scenario: Scenario, source: TrajectorySource, first: int = 0, count
         sampler = VisitSampler(env, source)
         for record, schedule in zip(records, care):
             env.process(patient_life(env, record, sampler, source, schedule,
-                                     chart_keepers(knowledge, record.patient, adds_care,
-                                                   source.measurement_codes, source.measured)))
+                                     chart_keepers(knowledge, record.patient, adds_care, source)))
         env.run()
         yield from records

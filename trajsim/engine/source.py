@@ -26,13 +26,13 @@ from trajsim.events import (
     MEDICATION_END,
     VISIT_END,
     VISIT_START_PREFIX,
+    WELL_ADULT,
+    WELL_CHILD,
 )
 from trajsim.vocab import load_vocabulary
 
 ACTIVE = float("inf")  # end day of something still ongoing
 NEVER_RECORDED = float("-inf")  # end day of something never recorded (days before 1970 are negative)
-WELL_CHILD = "SNOMED/410620009"
-WELL_ADULT = "SNOMED/162673000"
 
 
 class FactKind(Enum):
@@ -52,6 +52,9 @@ class FactKind(Enum):
 
 # Who the patient is, drawn when the patient is created, and the death draw: always the engine's.
 ENGINE_KINDS = frozenset({FactKind.ALLERGIES, FactKind.SOCIAL_HISTORY, FactKind.DEATHS})
+# The kinds whose whole schedule the engine holds as data (the Bright Futures periodicity schedule,
+# the ACIP schedules), which a source may leave to it (`TrajectorySource.defers`).
+DEFERRABLE_KINDS = frozenset({FactKind.WELL_VISITS, FactKind.IMMUNIZATIONS})
 _DOMAIN_KINDS = {"condition": FactKind.DIAGNOSES, "medication": FactKind.PRESCRIPTIONS, "vital": FactKind.MEASUREMENTS,
                  "lab": FactKind.MEASUREMENTS, "immunization": FactKind.IMMUNIZATIONS,
                  "procedure": FactKind.PROCEDURES, "allergy": FactKind.ALLERGIES, "encounter_type": FactKind.VISITS,
@@ -150,6 +153,10 @@ class TrajectorySource(ABC, Generic[StateT]):
     and when, and writes every other kind itself. All hooks but `next_visits` default to nothing."""
 
     authors: frozenset[FactKind] = frozenset({FactKind.VISITS})
+    # kinds its records hold that it leaves to the engine's schedules, which then write them whatever
+    # the scenario's `care`: a model of the reference simulator's charts learned the engine's own
+    # periodicity and ACIP schedules, which it can only imitate (`Tokenizer.engine_schedules`)
+    defers: frozenset[FactKind] = frozenset()
     # body's code -> the code this source records that measurement under, where they differ (a model
     # of Synthea's records writes eGFR with the MDRD code): a panel the engine completes uses it too
     measurement_codes: Mapping[str, str] = MappingProxyType({})
@@ -157,6 +164,21 @@ class TrajectorySource(ABC, Generic[StateT]):
     # completes and an ED triage take only these (a model of Synthea's records never saw a
     # white-cell differential or a triage temperature, and its charts should not gain them)
     measured: frozenset[str] | None = None
+    # whether the laboratory completes a panel of which it proposes one result: the reference
+    # simulator's charts (and a model of them, the shipped one) report panels whole; a model of a
+    # user's records writes the results its source recorded, which whole panels would outnumber
+    # (Synthea's blood counts carry no differential)
+    whole_panels: bool = True
+    # drug -> the conditions a prescriber may name for it, in the order it picks among the active ones
+    # (`therapy.drug_indications`; None: the knowledge's first-line indications): a model trained on
+    # Synthea keeps its amoxicillin-clavulanate for sinusitis and acetaminophen for bronchitis
+    indications: Mapping[str, tuple[str, ...]] | None = None
+    # the drugs ordered only while one of their indications is active (`therapy.judged_drugs`; None:
+    # those the knowledge lists): a model of Synthea orders penicillin V for strep throat alone
+    judged: frozenset[str] | None = None
+    # whether its charts record when a drug is stopped: Synthea's FHIR orders carry no end, and the
+    # engine's ends of courses and of drugs whose indication resolved stop them unrecorded
+    records_stops: bool = True
 
     def new_state(self, patient: PatientState[StateT]) -> StateT | None:
         """The source's own state for a patient just created, which the engine keeps as
@@ -194,4 +216,7 @@ def engine_kinds(source: TrajectorySource) -> frozenset[FactKind]:
     if FactKind.VISITS not in source.authors or source.authors & ENGINE_KINDS:
         raise ValueError(f"{type(source).__name__} must author visits and may not author "
                          f"{', '.join(sorted(k.value for k in ENGINE_KINDS))}, which only the engine writes")
+    if source.defers - DEFERRABLE_KINDS or source.defers & source.authors:
+        raise ValueError(f"{type(source).__name__} may leave only {', '.join(sorted(k.value for k in DEFERRABLE_KINDS))} "
+                         "to the engine, and none it authors")
     return frozenset(FactKind) - source.authors

@@ -1,8 +1,8 @@
 """Acute care as data: which conditions are treated through the emergency department with a
 procedure (and admitted), the rates of the events the engine dates on their own day (first
 myocardial infarction and stroke, injuries by age, emergency visits for acute illness), and the hospital
-admissions a chronic condition or a lasting episode leads to (an elective joint replacement, a
-heart-failure or COPD exacerbation, a depressive episode), from `data/acute_care.csv`, `data/acute_rates.csv` and `data/admissions.csv`; and the
+admissions a chronic condition or a lasting episode leads to (an elective joint replacement, an
+outpatient cataract operation, a heart-failure or COPD exacerbation, a depressive episode), from `data/acute_care.csv`, `data/acute_rates.csv` and `data/admissions.csv`; and the
 share of all ED visits made for each reason the engine adds ED visits for (`data/emergency_reasons.csv`)."""
 
 from __future__ import annotations
@@ -20,34 +20,42 @@ OBSERVATION_STAY = "SNOMED/448951000124107"  # Admission to observation unit
 
 @dataclass(frozen=True)
 class Treatment:
-    """How an acute condition is cared for: the procedure that treats it, whether the ED admits, and
-    the share of the ED visits it does not admit that end in an observation stay (chest pain)."""
+    """How an acute condition is cared for through the ED: the procedure that treats it or rules its
+    danger out (None: none every visit gets), and the shares of its ED visits that end in admission
+    (1: always, an MI) and in an observation stay (chest pain); the rest go home."""
 
     condition: str  # key in conditions.csv
-    procedure: str
-    admitted: bool
+    procedure: str | None
+    admitted: float = 0.0
     observed: float = 0.0
+
+    @property
+    def always_admitted(self) -> bool:
+        return self.admitted >= 1.0
 
 
 @cache
 def treatments() -> dict[str, Treatment]:
     """Treatments by condition key."""
     rows = read_table(DATA.joinpath("acute_care.csv"), ("condition", "procedure", "admitted", "observed"))
-    bad = [r["condition"] for r in rows if not 0 <= float(r["observed"] or 0) <= 1]
+    treatments = {r["condition"]: Treatment(r["condition"], r["procedure"] or None, float(r["admitted"] or 0),
+                                            float(r["observed"] or 0)) for r in rows}
+    bad = [t.condition for t in treatments.values()
+           if not (0 <= t.admitted <= 1 and 0 <= t.observed <= 1 and t.admitted + t.observed <= 1)]
     if bad:
-        raise ValueError(f"acute_care.csv: observed of {bad[0]} must be a share between 0 and 1")
-    return {r["condition"]: Treatment(r["condition"], r["procedure"], r["admitted"] == "1", float(r["observed"] or 0))
-            for r in rows}
+        raise ValueError(f"acute_care.csv: admitted and observed of {bad[0]} must be shares adding up to at most 1")
+    return treatments
 
 
 @dataclass(frozen=True)
 class Admission:
     """A hospital stay that patients with `condition` have at `rate` a year at ages [age_min,
-    age_max): planned (`elective`, admitted directly on a weekday) or through the ED (`emergency`),
-    with the procedure or the lab done in it, at most `max_per_patient` times (None: no limit)."""
+    age_max): planned (`elective`, admitted directly on a weekday; `outpatient`, the same but home
+    the same day, in an ambulatory encounter) or through the ED (`emergency`), with the procedure or
+    the lab done in it, at most `max_per_patient` times (None: no limit)."""
 
     condition: str  # key in conditions.csv
-    elective: bool
+    elective: bool  # planned: elective or outpatient
     admission: str  # the stay's encounter type
     procedure: str | None
     lab: str | None
@@ -56,12 +64,13 @@ class Admission:
     age_max: float
     stay_days: float
     max_per_patient: int | None
+    encounter_class: str = "IMP"  # AMB for outpatient surgery
 
     def applies(self, age: float) -> bool:
         return self.age_min <= age < self.age_max
 
 
-ROUTES = ("elective", "emergency")
+ROUTES = ("elective", "outpatient", "emergency")
 
 
 @cache
@@ -73,9 +82,10 @@ def admissions() -> tuple[Admission, ...]:
     bad = sorted({r["route"] for r in rows} - set(ROUTES))
     if bad:
         raise ValueError(f"admissions.csv: route {bad[0]!r} is not one of {', '.join(ROUTES)}")
-    return tuple(Admission(r["condition"], r["route"] == "elective", r["admission"], r["procedure"] or None,
+    return tuple(Admission(r["condition"], r["route"] != "emergency", r["admission"], r["procedure"] or None,
                            r["lab"] or None, float(r["per_1000py"]) / 1000, float(r["age_min"]), float(r["age_max"]),
-                           float(r["stay_days"]), int(r["max_per_patient"]) if r["max_per_patient"] else None)
+                           float(r["stay_days"]), int(r["max_per_patient"]) if r["max_per_patient"] else None,
+                           "AMB" if r["route"] == "outpatient" else "IMP")
                  for r in rows)
 
 

@@ -8,11 +8,14 @@ results into reports and flags them with the same, so a chart's panels are what 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from trajsim.knowledge.hazards import AgeSegments, band_segments
 from trajsim.knowledge.tables import DATA, Screening, read_table
+
+LAB_GRACE_DAYS = 14.0  # a lab due within two weeks is drawn at the visit rather than waiting for the next
 
 NEGATIVE, POSITIVE = "SNOMED/260385009", "SNOMED/10828004"  # a test strip's qualitative answers
 
@@ -66,6 +69,26 @@ def order_of(code: str, present: set[str] | frozenset[str]) -> str:
         return code
     members = lab_panels()
     return max(panels, key=lambda panel: (len(present.intersection(members[panel])), -len(members[panel])))
+
+
+def visit_orders(codes: Sequence[str], panels: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """The order each of a visit's `codes` belongs to: a panel of `panels` (named, or one of its
+    results by `order_of`), else the code itself."""
+    present = set(codes) | {member for code in codes if code in panels for member in panels[code]}
+    results = panel_results()
+    return [code if code in panels or code not in results else order_of(code, present) for code in codes]
+
+
+@cache
+def screening_markers() -> dict[str, str]:
+    """Result code -> the laboratory screening (`lab_screenings.csv`) whose order it shows: each
+    result only that screening's panel reports (a total cholesterol, a lipid panel), and a
+    screening that is a single test (HbA1c) itself."""
+    panels, reported_by = lab_panels(), _panels_of()
+    found: dict[str, str] = {}
+    for code in dict.fromkeys(s.code for s in lab_screenings()):
+        found.update({m: code for m in panels[code] if reported_by[m] == (code,)} if code in panels else {code: code})
+    return found
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Procedures a chart calls for, as data (`data/procedures.csv`): the tests a guideline orders when a
 condition is diagnosed (an ECG and an echocardiogram in heart failure), repeats while it lasts
 (spirometry in COPD) or does at the visits made for it (a nebulizer in a COPD exacerbation, the
-fetal heart at a prenatal visit), and what every stay gets (medication reconciliation at discharge).
+fetal heart at a prenatal visit), and what every stay with drugs to reconcile gets (medication
+reconciliation at discharge).
 Screenings due by age alone are `screenings.csv`'s; the procedure that treats an acute condition is
 `acute_care.csv`'s."""
 
@@ -16,8 +17,10 @@ from trajsim.knowledge.tables import DATA, TableError, read_table
 from trajsim.vocab import load_vocabulary
 
 # when a procedure is due: at the visit a condition is first recorded, at visits while it is active
-# (at most once an interval), or at the visits made for it, whose type names it (an exacerbation's)
-DUE_AT = ("diagnosis", "visit", "reason")
+# (at most once an interval), at the visits made for it, whose type names it (an exacerbation's), or
+# at the visits of its settings where the patient takes or is ordered a drug (a discharge's
+# medication reconciliation: with no drug there is no list to reconcile)
+DUE_AT = ("diagnosis", "visit", "reason", "medications")
 MOMENTS = ("start", "end")  # when in the visit it is done: on arrival, or at discharge
 
 
@@ -60,7 +63,8 @@ def read_indicated_procedures(path: Traversable) -> tuple[IndicatedProcedure, ..
             f"';', or empty" if settings - set(ENCOUNTER_CLASSES) else "",
             f"code {r['code']!r} is not a procedure in the vocabulary"
             if r["code"] not in vocabulary or vocabulary[r["code"]].domain != "procedure" else "",
-            f"condition empty with at {r['at']!r}; allowed only with at 'visit'" if not r["condition"] and r["at"] != "visit" else "",
+            f"condition empty with at {r['at']!r}; allowed only with at 'visit' or 'medications'"
+            if not r["condition"] and r["at"] not in ("visit", "medications") else "",
             f"share {r['share']!r}; allowed: a number above 0 and at most 1"
             if numbers["share"] is not None and not 0 < numbers["share"] <= 1 else "",
         ]

@@ -23,7 +23,7 @@ from typing import TypeVar
 import networkx as nx
 import numpy as np
 
-from trajsim.clock import day_number
+from trajsim.clock import DAYS_PER_YEAR, day_number
 from trajsim.events import ENCOUNTER_CLASSES
 from trajsim.knowledge.hazards import Epidemiology
 from trajsim.vocab import load_vocabulary
@@ -136,7 +136,7 @@ class ValueDistribution:
 
 DOSE_COLUMNS = ("series", "code", "dose", "age_days", "interval_days", "min_age_days", "min_interval_days",
                 "max_age_days", "repeat_days", "uptake", "before_entry", "routine", "max_age_limit",
-                "available_from")
+                "available_from", "recommended_from", "recommended_until", "family")
 
 
 @dataclass(frozen=True)
@@ -147,9 +147,14 @@ class Dose:
     `min_age_days` and `min_interval_days` after the previous dose; not given from `max_age_days`
     (None: no limit), which is where catch-up stops or, if `max_age_limit`, the ACIP maximum age from
     which a dose is invalid (rotavirus); nor before `available_from_day` (engine day; None: always),
-    when the vaccine became available (COVID-19). The last dose of a series with `repeat_days` recurs
+    when the vaccine was licensed (or authorized: COVID-19). A series is started by the routine
+    schedule only from `recommended_from_day` to `recommended_until_day` (None: from licensing, still
+    recommended), the years ACIP recommended it; series of one `family` are alternative regimens
+    (PPSV23, PCV13 then PPSV23, PCV20), of which a patient starts one. The last dose of a series with `repeat_days` recurs
     at that interval (boosters, the yearly influenza shot). `uptake` is the chance a patient accepts
-    the series when first offered (None: by age, from `<series>_uptake.csv`); `before_entry` says whether a dose
+    the series when first offered (None: by age, from `<series>_uptake.csv`), and on a later dose
+    below 1 the chance, decided once, that an accepting patient takes that dose and its recurrences
+    (adult Td boosters); `before_entry` says whether a dose
     due before the record began was `given` elsewhere or is `offered` at the first visit. A dose
     not `routine` is valid but not given by the routine schedule (HPV dose 3 of a late start)."""
 
@@ -167,6 +172,9 @@ class Dose:
     routine: bool
     max_age_limit: bool
     available_from_day: float | None
+    recommended_from_day: float | None
+    recommended_until_day: float | None
+    family: str
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,14 @@ class Restriction:
     sex: str | None
     age_min: float
     age_max: float
+
+
+# Preventive care due every year or more is not repeated sooner than its interval less a month:
+# Medicare pays a screening mammography once 11 full months have passed after the month of the last
+# (42 CFR 410.34(c)), a screening Pap smear after 23 (42 CFR 410.56(b)), a screening colonoscopy
+# after 119 (42 CFR 410.37(e)), and a subsequent annual wellness visit 12 months after the last
+# (42 CFR 410.15(a)), which CMS counts as 11 full months.
+REPEAT_GRACE_DAYS = DAYS_PER_YEAR / 12
 
 
 @dataclass(frozen=True)
@@ -192,6 +208,15 @@ class Screening:
     interval_years: float
     uptake: float
     condition: str | None = None
+
+    def applies(self, sex: str, age: float) -> bool:
+        """Whether this row's ages and sex take in a patient of `sex` at `age` years."""
+        return self.sex in (None, sex) and self.age_min <= age < self.age_max
+
+    @property
+    def repeat_after_days(self) -> float:
+        """The fewest days after the last one that this screening is done again: its interval less a month."""
+        return self.interval_years * DAYS_PER_YEAR - REPEAT_GRACE_DAYS
 
 
 @dataclass(frozen=True)
@@ -215,10 +240,15 @@ class Knowledge(Epidemiology):
     measurements: dict[str, Measurement]
     doses: list[Dose]
     well_visit_days: list[float]
-    well_visit_repeat_days: float
+    well_visit_repeat_days: float  # from the last age of the periodicity schedule, a well visit every this many days
     restrictions: dict[str, Restriction]  # by code; a condition's ICD-10-CM code shares its SNOMED one's
     screenings: list[Screening]
     allergies: list[Allergy]
+
+    @property
+    def well_visit_repeat_after_days(self) -> float:
+        """The fewest days between two yearly well visits: the repeat less a month (`REPEAT_GRACE_DAYS`)."""
+        return self.well_visit_repeat_days - REPEAT_GRACE_DAYS
 
     @staticmethod
     def well_visit_spread_days(age_days: float) -> float:
@@ -369,7 +399,9 @@ def load_knowledge() -> Knowledge:
         doses=[Dose(r["series"], r["code"], int(r["dose"]), float(r["age_days"]), _number(r["interval_days"]),
                     float(r["min_age_days"]), _number(r["min_interval_days"]), _number(r["max_age_days"]),
                     _number(r["repeat_days"]), _number(r["uptake"]), r["before_entry"], r["routine"] == "1",
-                    r["max_age_limit"] == "1", _date_day(r["available_from"], "immunizations.csv available_from"))
+                    r["max_age_limit"] == "1", _date_day(r["available_from"], "immunizations.csv available_from"),
+                    _date_day(r["recommended_from"], "immunizations.csv recommended_from"),
+                    _date_day(r["recommended_until"], "immunizations.csv recommended_until"), r["family"] or r["series"])
                for r in _rows("immunizations.csv", DOSE_COLUMNS)],
         well_visit_days=[float(r["age_days"]) for r in well],
         well_visit_repeat_days=float(well[-1]["repeat_days"]),

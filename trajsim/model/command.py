@@ -39,6 +39,9 @@ def train_command(
                                                        "longer records are learned and written in windows]."),
     description: str = typer.Option("", help="What the training data is, for the model card."),
     restart: bool = typer.Option(False, "--restart", help="Ignore a checkpoint left in --out and train afresh."),
+    engine_schedules: str = typer.Option(
+        "", help="Kinds of fact the events got from trajsim's own schedules, comma-separated ('well visits,"
+                 "immunizations': a cohort of the reference simulator); the engine writes them when the model runs."),
 ) -> None:
     """Train a sequence model on an event table (resumes an interrupted run in the same folder)."""
     from trajsim.ingest import IngestError, load_events
@@ -64,7 +67,8 @@ def train_command(
             progress.update(task, completed=step, loss=loss, **fields)
 
         try:
-            result = train(table, out, config, description or f"Events from `{events}`.", on_step, restart)
+            result = train(table, out, config, description or f"Events from `{events}`.", on_step, restart,
+                           [kind.strip() for kind in engine_schedules.split(",") if kind.strip()])
         except ValueError as exc:
             raise fail(f"{events}: {exc}") from None
     summary = Table(title=f"{escape(str(out))}: trained in {time.perf_counter() - started:.0f} s")

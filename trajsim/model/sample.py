@@ -44,7 +44,7 @@ def next_token(logits: torch.Tensor, uniforms: np.ndarray, temperature: float = 
     row's uniform in (0, 1)."""
     logits = logits.float()
     if allowed is not None:
-        logits = logits.masked_fill(~torch.from_numpy(np.ascontiguousarray(allowed)), float("-inf"))
+        logits = torch.where(torch.from_numpy(np.ascontiguousarray(allowed)), logits, float("-inf"))
     if temperature <= 0:
         return logits.argmax(dim=-1)
     weights = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)

@@ -10,7 +10,10 @@ one. The model authors every kind of fact its vocabulary holds (it learned them 
 visits and well visits, diagnoses, prescriptions with their refills and stops, measurements,
 immunizations, screenings), so the engine adds none of those; it keeps the clock, allergies, smoking
 status and deaths, and adds a kind the model never learned only when the scenario asks for the
-engine's care (`care = "engine"`).
+engine's care (`care = "engine"`). A model whose training records got their well visits and vaccines
+from trajsim's own schedules (`Tokenizer.engine_schedules`: the shipped model, trained on the
+reference simulator's cohort) leaves those to the engine: its well visits are dropped as its records
+are planned, their findings carried to the engine's next well visit, and its vaccines dropped.
 """
 
 from __future__ import annotations
@@ -26,12 +29,17 @@ import torch
 
 from trajsim.clock import MINUTES_PER_DAY, calendar_date, office_slot
 from trajsim.engine.assessments import answered_codes
-from trajsim.engine.source import ACTIVE, ENGINE_KINDS, NEVER_RECORDED, Fact, FactKind, PatientState, TrajectorySource, Visit, fact_kind
+from trajsim.engine.schedules import active_keys, vitals
+from trajsim.engine.source import (
+    ACTIVE, ENGINE_KINDS, NEVER_RECORDED, WELL_ADULT, WELL_CHILD, Fact, FactKind, PatientState, TrajectorySource, Visit,
+    fact_kind,
+)
 from trajsim.events import CONDITION_END, DEATH, MEDICATION_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, load_knowledge
 from trajsim.model.draws import row_seeds
 from trajsim.knowledge.acute import NEWBORN_STAY
 from trajsim.knowledge.physiology import SAME_MEASUREMENT
+from trajsim.knowledge.therapy import drug_indications, judged_drugs
 from trajsim.model.sample import generate, one_thread
 from trajsim.model.tokenizer import (
     BOS, END, ENDED, EOS, HEADS, NO_VISIT, SEXES, CodedFact, Segment, Tokenizer, birth_band, gap_days, year_start_day,
@@ -46,14 +54,17 @@ from trajsim.vocab import domain_of
 LONGEST_VISIT_DAYS = {"EMER": 3.0, "IMP": 180.0}
 MAX_RECORD_CONTEXTS = 8  # a written record may run to eight contexts' worth of tokens before it is cut,
 LONGEST_RECORDS = 2  # or to twice its model's longest training record, if that is longer
+NOT_ANCHORED = np.iinfo(np.int64).min  # the entry day of a record that does not start at entry
 
 
 
 @dataclass(slots=True)
 class ModelPlan:
-    """The visits the model wrote for one patient that the engine has not taken yet."""
+    """The visits the model wrote for one patient that the engine has not taken yet, and the
+    findings of its well visits left to the engine's (day, facts), for the engine's next well visit."""
 
     visits: deque[Visit]
+    well_findings: deque[tuple[float, list[Fact]]] = dataclasses.field(default_factory=deque)
 
 
 class TokenGrammar:
@@ -77,9 +88,18 @@ class TokenGrammar:
         self.is_ended = np.isin(vocab, ENDED)
         systems = np.array([t.split("/", 1)[0] for t in self.base_codes])
         plain = self.is_code & np.array(["#" not in t for t in vocab])
-        # what condition_end / medication_end may name
-        self.endable = {tokenizer.index[CONDITION_END]: plain & np.isin(systems, ["SNOMED", "ICD10CM"]),
+        # What condition_end / medication_end may name: the codes of the knowledge's systems, and the
+        # codes of no kind a rule judges that the training records ended so (a source's local drugs)
+        domains = [domain_of(code) for code in self.base_codes]
+        local = plain & np.array([domain is None for domain in domains])
+        learned = {tokenizer.index[end]: local & np.isin(self.base_codes, codes)
+                   for end, codes in tokenizer.ended_codes.items()}
+        self.condition_end = tokenizer.index[CONDITION_END]
+        self.endable = {self.condition_end: plain & np.isin(systems, ["SNOMED", "ICD10CM"]),
                         tokenizer.index[MEDICATION_END]: plain & (systems == "RXNORM")}
+        for token, codes in learned.items():
+            self.endable[token] = self.endable[token] | codes
+        self.learned_condition_ends = learned.get(self.condition_end, np.zeros(self.size, dtype=bool))
         self.year = np.full(self.size, -1)
         year_tokens = tokenizer.year_tokens()
         self.year[list(year_tokens.values())] = list(year_tokens)
@@ -91,7 +111,6 @@ class TokenGrammar:
         # the record's end year, written after its start year (tokenizers with `record_end`)
         self.until = tokenizer.until_tokens()
         self.end, self.eos = tokenizer.index[END], tokenizer.index[EOS]
-        self.condition_end = tokenizer.index[CONDITION_END]
         self.token_of = tokenizer.index
         conditions = {code for c in knowledge.conditions.values() for code in (c.code, c.icd10cm)}
         self.is_condition = np.isin(self.base_codes, sorted(conditions))
@@ -100,13 +119,17 @@ class TokenGrammar:
         self.longest = np.array([LONGEST_VISIT_DAYS.get(token.removeprefix(VISIT_START_PREFIX), 0.0)
                                  if token.startswith(VISIT_START_PREFIX) else 0.0 for token in vocab])
         self.between_visits = self.is_gap | self.is_head
-        self.in_visit = self.is_gap | self.is_ended | (np.arange(self.size) == self.end)
+        # an end token that could name no code would only close its visit unfinished: it is not written
+        nameless = [token for token, codes in self.endable.items() if not codes.any()]
+        self.in_visit = (self.is_gap | (self.is_ended & ~np.isin(np.arange(self.size), nameless))
+                         | (np.arange(self.size) == self.end))
+        self.in_visit_fixed = self.in_visit & ~self.is_gap  # what a visit may hold whatever its length so far
+        self.shortest_gap = int(self.gap[self.gaps].min())
         # Outside visits only diagnoses, prescriptions and their ends are recorded: measurements and
         # vaccinations need an encounter. A history before the record keeps only those (what is still
         # true). Codes of no kind the vocabulary knows (a source's local lab and drug codes: MIMIC's
         # outpatient labs) are written outside visits where the source recorded them there: no rule
         # judges them.
-        domains = [domain_of(code) for code in self.base_codes]
         self.history = (self.in_visit & ~self.is_gap) | (plain & np.isin(domains, ["condition", "medication"]))
         unjudged = np.array([domain is None for domain in domains]) & np.isin(self.base_codes, tokenizer.recorded_outside)
         self.outside_visit = self.history | (self.is_code & unjudged)
@@ -149,14 +172,20 @@ class RecordWriter:
         entries = np.array([calendar_date(p.entry_day).year for p in patients])
         births = np.where([p.record_starts_at_entry for p in patients], entries, births)
         self.years = (grammar.year[None, :] >= births[:, None]) & (grammar.year[None, :] <= entries[:, None])
+        # A record that starts at entry starts with its first visit there (`record_start`)
+        self.entry = np.array([p.entry_day if p.record_starts_at_entry else NOT_ANCHORED for p in patients], dtype=np.int64)
+        self.anchored = np.zeros(rows, dtype=bool)
 
     def __call__(self, tokens: torch.Tensor) -> np.ndarray:
         if tokens.shape[1] > 3:
             self._advance(tokens[:, -1].numpy())
         g = self.g
-        allowed = np.where(self.in_visit[:, None], self.visit_codes | g.in_visit, g.between_visits)
-        visiting = np.flatnonzero(self.in_visit)
-        allowed[np.ix_(visiting, g.gaps)] &= self.offset[visiting, None] + g.gap[g.gaps] <= self.longest[visiting, None]
+        # In a visit: its codes and structural tokens; a time gap only while the visit may still run
+        # that long (most visits end within their day, so no gap). Between visits: gaps and heads.
+        allowed = self.visit_codes | g.in_visit_fixed
+        allowed[~self.in_visit] = g.between_visits
+        running = np.flatnonzero(self.in_visit & (self.offset + g.shortest_gap <= self.longest))
+        allowed[np.ix_(running, g.gaps)] = self.offset[running, None] + g.gap[g.gaps] <= self.longest[running, None]
         allowed[self.in_visit & self.outside] &= g.outside_visit
         # a condition ends between visits, never in the visit that may treat it
         allowed[self.in_visit & ~self.outside, g.condition_end] = False
@@ -199,6 +228,9 @@ class RecordWriter:
         ended_code = self.ending >= 0
         self.ending = np.where(g.is_ended[last], last, -1)
         opening = g.is_head[last] & ~self.done
+        first_visit = opening & (last != g.no_visit) & ~self.anchored
+        self.day[first_visit] = np.maximum(self.day[first_visit], self.entry[first_visit])
+        self.anchored |= first_visit
         self.offset[opening] = 0
         self.in_visit |= opening
         self.touched[opening] = False
@@ -221,8 +253,8 @@ class RecordWriter:
 
     def _endable_conditions(self, row: int) -> np.ndarray:
         """Codes condition_end may name: a known acute condition active since before this visit
-        (known chronic ones do not resolve)."""
-        endable = np.zeros(self.g.size, dtype=bool)
+        (known chronic ones do not resolve), or a code no rule judges that the source ended so."""
+        endable = self.g.learned_condition_ends.copy()
         day = self.day[row] + self.offset[row]
         for code, end in self.state[row].conditions.items():
             token = self.g.token_of.get(code)
@@ -243,6 +275,21 @@ class RecordWriter:
         return True
 
 
+def record_start(patient: PatientState, segments: Sequence[Segment]) -> list[int]:
+    """The day of each written segment. A record that starts at entry (a patient drawn from the
+    model's population, whose record started with its first visit) has that visit on the entry day at
+    the earliest, and what follows it as much later: the model dates a record from the first of its
+    start year, and the entry day falls anywhere in that year, so a first stay written before it would
+    otherwise be history, of which only diagnoses and drugs are kept. The `RecordWriter` moves its
+    clock the same way as it writes."""
+    shift, anchored, days = 0, not patient.record_starts_at_entry, []
+    for segment in segments:
+        if not anchored and segment.encounter_class is not None:
+            shift, anchored = max(int(patient.entry_day) - segment.day, 0), True
+        days.append(segment.day + shift)
+    return days
+
+
 class ModelSource(TrajectorySource[ModelPlan]):
     """Trajectory source backed by a trained model folder (weights, tokenizer, model card)."""
 
@@ -251,13 +298,24 @@ class ModelSource(TrajectorySource[ModelPlan]):
         self.model, self.tokenizer = load_model(folder)
         self.knowledge = knowledge or load_knowledge()
         self.grammar = TokenGrammar(self.tokenizer, self.knowledge)
-        self.rules = RuleMask(self.grammar.base_codes, self.knowledge)
+        # the drugs' indications its records learned beside the knowledge's (a model fitted before
+        # them, the shipped one, has the knowledge's alone)
+        self.indications = drug_indications(self.knowledge, self.tokenizer.drug_indications)
+        # the Prescriber drops a learned drug ordered for none of its indications; masking it at sampling
+        # instead steered a Synthea model's records elsewhere (prevalence R2 0.83 against 0.88 dropped)
+        self.judged = judged_drugs(self.knowledge, self.tokenizer.drug_indications, self.tokenizer.always_indicated)
+        self.rules = RuleMask(self.grammar.base_codes, self.knowledge, self.indications)
         self.temperature, self.top_p = temperature, top_p
         codes = {token.partition("#")[0] for token in self.tokenizer.vocab}
         codes |= {code for folded in self.tokenizer.folded.values() for code in folded}
-        self.authors = frozenset({FactKind.VISITS} | {fact_kind(code) for code in codes}) - ENGINE_KINDS - {None}
+        self.defers = frozenset(FactKind(kind) for kind in self.tokenizer.engine_schedules)
+        self.authors = frozenset({FactKind.VISITS} | {fact_kind(code) for code in codes}) - ENGINE_KINDS - {None} - self.defers
         # the measurements its source recorded, by the body's codes: the engine adds no others
         self.measured = frozenset(SAME_MEASUREMENT.get(code, code) for code in codes if domain_of(code) in ("lab", "vital"))
+        # a model of trajsim's own charts (the shipped one) learned the laboratory's whole panels; one of
+        # a user's records writes the results its source reported, and no others
+        self.whole_panels = bool(self.tokenizer.engine_schedules)
+        self.records_stops = self.tokenizer.records_stops
         # a measurement its source recorded only under another code (Synthea's MDRD eGFR) is written so
         self.measurement_codes = {body: other for other, body in SAME_MEASUREMENT.items()
                                   if other in self.tokenizer.index and body not in self.tokenizer.index}
@@ -269,7 +327,9 @@ class ModelSource(TrajectorySource[ModelPlan]):
         unplanned = [p for p in patients if p.source_state is None]
         if unplanned:
             for patient, segments in zip(unplanned, self.write_records(unplanned)):
-                patient.source_state = ModelPlan(deque(self.plan_visits(patient, segments)))
+                patient.source_state = ModelPlan(deque())
+                for visit in self.plan_visits(patient, segments):
+                    self._leave_to_engine(patient.source_state, visit)
 
     def next_visits(self, patients: Sequence[PatientState[ModelPlan]]) -> list[Visit | None]:
         self.plan(patients)
@@ -303,6 +363,29 @@ class ModelSource(TrajectorySource[ModelPlan]):
         visit.facts = kept
         return visit
 
+    def _leave_to_engine(self, plan: ModelPlan, visit: Visit) -> None:
+        """Plan a written visit without the kinds the engine writes for this model: a well visit
+        becomes findings for the engine's next one (but its vital signs, which that visit takes),
+        a vaccine is dropped."""
+        well = FactKind.WELL_VISITS in self.defers and any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts)
+        kept = [f for f in visit.facts if fact_kind(f.code) not in self.defers
+                and not (well and domain_of(f.code) == "vital")]
+        if well:
+            plan.well_findings.append((visit.day, kept))
+        else:
+            plan.visits.append(dataclasses.replace(visit, facts=kept))
+
+    def complete_visit(self, patient: PatientState[ModelPlan], visit: Visit) -> list[Fact]:
+        """At a well visit of the engine's, the vital signs this model's source took at that age and
+        the findings of the model's own well visits since the last one."""
+        if FactKind.WELL_VISITS not in self.defers or not any(f.code in (WELL_CHILD, WELL_ADULT) for f in visit.facts):
+            return []
+        k, pending = self.knowledge, patient.source_state.well_findings
+        facts = [f for f in vitals(k, patient, visit.day, active_keys(k, patient, visit.day)) if f.code in self.measured]
+        while pending and pending[0][0] <= visit.day:
+            facts += pending.popleft()[1]
+        return facts
+
     @property
     def max_record_tokens(self) -> int:
         """How long a written record may run before it is cut (the engine ends it well before, at
@@ -326,7 +409,8 @@ class ModelSource(TrajectorySource[ModelPlan]):
 
     def plan_visits(self, patient: PatientState, segments: list[Segment]) -> list[Visit]:
         """Engine visits from written segments: history before entry becomes one out-of-visit entry
-        dated by negative offsets; visits get a time of day and a length typical of their class. A
+        dated by negative offsets (what a segment before entry dates after it is of no visit the
+        record holds, and goes); visits get a time of day and a length typical of their class. A
         record from birth whose first visit is the birth stay has it at birth: the model's first
         time gap is binned too coarsely to place it (it wrote stays weeks to months after birth); a
         birth stay the model writes later than that is not one and is left out."""
@@ -334,18 +418,19 @@ class ModelSource(TrajectorySource[ModelPlan]):
         active = dict(patient.conditions)
         history: list[Fact] = []
         visits: list[Visit] = []
-        for segment in segments:
+        for segment, day in zip(segments, record_start(patient, segments)):
             if segment.encounter_class is None and segment.facts and segment.facts[0].code == DEATH:
                 continue
-            start = float(segment.day) if segment.day < entry else segment.day + self._time_of_day(segment, rng)
+            start = float(day) if day < entry else day + self._time_of_day(segment, rng)
             if (not visits and entry == patient.birth_day and segment.encounter_class == "IMP"
                     and any(fact.code == NEWBORN_STAY for fact in segment.facts)):
                 start = patient.birth_day
             facts = [self._fact(fact, start + fact.offset_days, active) for fact in segment.facts
                      if fact.code != NEWBORN_STAY or start - patient.birth_day <= 1.0]  # a birth stay is at birth
-            if segment.day < entry:  # of visits before the record, only what is still true is kept
+            if day < entry:  # of visits before the record, only what is still true is kept
                 history += [dataclasses.replace(f, offset_days=start + f.offset_days - entry) for f in facts
-                            if f.code in ENDED or self.grammar.history[self.tokenizer.index.get(f.code, 0)]]
+                            if start + f.offset_days < entry  # a stay running past entry is not history
+                            and (f.code in ENDED or self.grammar.history[self.tokenizer.index.get(f.code, 0)])]
             else:
                 visits.append(Visit(start, segment.encounter_class, self._duration(segment, rng), facts))
         return ([Visit(entry, None, 0.0, history)] if history else []) + visits
@@ -355,8 +440,8 @@ class ModelSource(TrajectorySource[ModelPlan]):
         text = fact.text
         if fact.code == CONDITION_END and text in active:
             active[text] = day
-        elif fact.code in self.knowledge.indications:
-            text = next((c for c in sorted(self.knowledge.indications[fact.code]) if active.get(c, NEVER_RECORDED) > day), None)
+        elif fact.code in self.indications:
+            text = next((c for c in self.indications[fact.code] if active.get(c, NEVER_RECORDED) > day), None)
         elif domain_of(fact.code) == "condition":
             active[fact.code] = ACTIVE
         return Fact(fact.code, float(fact.offset_days), fact.value, fact.unit, text)

@@ -44,6 +44,7 @@ NO_VISIT = "VISIT/NONE"  # head of a segment of facts recorded outside any visit
 SEXES = {SEX_FEMALE: "SEX/F", SEX_MALE: "SEX/M"}
 UNKNOWN_SEX = "SEX/U"
 BIRTH_BAND_YEARS = 5
+MIN_BIN_VALUES = 20  # a value bin is fitted to at least this many values of its code
 FIRST_YEAR, LAST_YEAR = 1880, 2100
 YEAR_DAYS, MONTH_DAYS = 365, 30
 GAP_TOKENS = [f"GAP/{YEAR_DAYS}d"] + [f"GAP/{k * MONTH_DAYS}d" for k in range(1, 13)] + [f"GAP/{d}d" for d in range(1, MONTH_DAYS)]
@@ -93,7 +94,7 @@ class Tokenizer:
     """A vocabulary fitted to an event table, with per-code value bins and folded rare codes."""
 
     vocab: list[str]
-    value_edges: dict[str, list[float]]  # code -> quantile edges (n_bins + 1, data values)
+    value_edges: dict[str, list[float]]  # code -> quantile edges (bins + 1, at most n_bins + 1; data values)
     value_decimals: dict[str, int]
     units: dict[str, str]
     folded: dict[str, dict[str, int]]  # RARE/<system> -> {folded code: count}
@@ -116,6 +117,24 @@ class Tokenizer:
     # Codes the source recorded outside any visit (MIMIC's outpatient labs), where a model may write
     # the codes of a kind no rule judges; an ICU chart code it recorded only in stays stays there.
     recorded_outside: list[str] = field(default_factory=list)
+    # Kinds of fact (`FactKind` values: "well visits", "immunizations") the training records got from
+    # trajsim's own schedules (a cohort of the reference simulator): a model imitates those tables
+    # less well than the engine keeps them (the shipped model put infants' 2-month doses at 5-9
+    # months), so when it runs the engine writes them and what the model wrote of them is dropped.
+    engine_schedules: list[str] = field(default_factory=list)
+    # Drug code -> the conditions the training records ordered it for, most frequent first
+    # (`indications.learned_indications`: aggregates of at least five patients). Models fitted before
+    # it (the shipped one) have none, and their drugs are judged by the knowledge tables alone.
+    drug_indications: dict[str, list[str]] = field(default_factory=dict)
+    # The drugs of those the records ordered for one of their indications alone (`always_indicated`).
+    always_indicated: list[str] = field(default_factory=list)
+    # Whether the training records date a drug's end (Synthea's FHIR bundles do not): without, the
+    # engine stops drugs unrecorded. Models fitted before it (the shipped one) learned trajsim's stops.
+    records_stops: bool = True
+    # Per end token (condition_end, medication_end), the kept codes the training records ended with it:
+    # MIMIC's OMOP form ends its local drug and chart codes (a third of its rows), which the
+    # knowledge's systems (SNOMED, ICD-10-CM, RxNorm) do not name. Models fitted before it have none.
+    ended_codes: dict[str, list[str]] = field(default_factory=dict)
     index: dict[str, int] = field(init=False, repr=False)
     _category: dict[str, str] = field(init=False, repr=False)
 
@@ -141,8 +160,7 @@ class Tokenizer:
         value_edges, value_decimals, units = {}, {}, {}
         for (code,), group in measured.group_by("code", maintain_order=True):
             values = group["numeric_value"].to_numpy()
-            quantiles = np.quantile(values, np.linspace(0, 1, n_bins + 1), method="inverted_cdf")
-            value_edges[code] = [float(q) for q in quantiles]
+            value_edges[code] = _quantile_edges(values, n_bins)
             value_decimals[code] = _decimals(values)
             unit = group["unit"].drop_nulls().mode()
             if len(unit):
@@ -150,7 +168,7 @@ class Tokenizer:
         code_tokens = []
         for code in kept:
             code_tokens.append(code)
-            code_tokens += [f"{code}#{k}" for k in range(n_bins)] if code in value_edges else []
+            code_tokens += [f"{code}#{k}" for k in range(len(value_edges[code]) - 1)] if code in value_edges else []
         # Calendar years as the data has them: de-identified sources shift dates (MIMIC into the 2100s).
         span = events.select(pl.col("time").dt.year().min().alias("first"), pl.col("time").dt.year().max().alias("last"))
         first = min(FIRST_YEAR, span["first"][0] or FIRST_YEAR)
@@ -162,8 +180,11 @@ class Tokenizer:
         vocab += [f"UNTIL/{y}" for y in range(first, last + 1)]
         vocab += GAP_TOKENS + HEADS + [DEATH, *ENDED] + code_tokens + sorted(folded)
         outside = facts.filter(pl.col("encounter_id").is_null() & pl.col("code").is_in(kept))["code"].unique().sort()
+        ends = (events.filter(pl.col("code").is_in(list(ENDED)) & pl.col("text").is_in(kept))
+                .group_by("code").agg(pl.col("text").unique().sort()))
         return cls(vocab, value_edges, value_decimals, units, folded, min_count, n_bins, year_marks=True,
-                   record_end=True, recorded_outside=outside.to_list())
+                   record_end=True, recorded_outside=outside.to_list(),
+                   ended_codes={code: texts for code, texts in sorted(ends.iter_rows())})
 
     # --- encoding ----------------------------------------------------------------------------
     def encode(self, events: pl.DataFrame) -> list[tuple[int, list[int]]]:
@@ -184,7 +205,7 @@ class Tokenizer:
         tokens = np.array([self._known_token(c) for c in codes], dtype=object)
         for code, edges in self.value_edges.items():
             rows = np.flatnonzero((codes == code) & ~np.isnan(values))
-            bins = np.minimum(np.searchsorted(edges[1:-1], values[rows], side="right"), self.n_bins - 1)
+            bins = np.minimum(np.searchsorted(edges[1:-1], values[rows], side="right"), len(edges) - 2)
             tokens[rows] = [f"{code}#{k}" for k in bins]
         return tokens.tolist()
 
@@ -193,7 +214,7 @@ class Tokenizer:
         days, encounters = rows["day"].to_list(), rows["encounter_id"].to_list()
         sex = next((SEXES[c] for c in codes if c in SEXES), UNKNOWN_SEX)
         birth_days = [d for c, d in zip(codes, days) if c == BIRTH]
-        birth = birth_band(calendar_date(birth_days[0]).year) if birth_days else "BIRTH/U"
+        birth = self._in_years(birth_band(calendar_date(birth_days[0]).year)) if birth_days else "BIRTH/U"
         # Segments: all rows of one encounter, or the rows of one day outside encounters.
         groups: dict[tuple, list[int]] = {}
         for i, (code, encounter, day) in enumerate(zip(codes, encounters, days)):
@@ -205,10 +226,10 @@ class Tokenizer:
         segments = sorted(groups.values(), key=lambda rows_: rows_[0])
         start_year = calendar_date(days[segments[0][0]]).year if segments else (
             calendar_date(birth_days[0]).year if birth_days else 2000)
-        out = [BOS, sex, birth, f"YEAR/{start_year}"]
+        out = [BOS, sex, birth, self._in_years(f"YEAR/{start_year}")]
         if self.record_end:
-            out.append(f"UNTIL/{max(calendar_date(days[i]).year for rows_ in segments for i in rows_)}"
-                       if segments else f"UNTIL/{start_year}")
+            out.append(self._in_years(f"UNTIL/{max(calendar_date(days[i]).year for rows_ in segments for i in rows_)}"
+                                      if segments else f"UNTIL/{start_year}"))
         previous, marked = year_start_day(start_year), start_year
         for members in segments:
             start = days[members[0]]
@@ -238,6 +259,16 @@ class Tokenizer:
                     out.append(ended)
             out.append(END)
         return out + [EOS]
+
+    def _in_years(self, token: str) -> str:
+        """A year, end-year or birth-band token held to the years the vocabulary spells: a patient
+        not seen in fitting (a validation record) may reach past the training records' last year
+        (MIMIC's shifted dates run into the 2200s)."""
+        if token in self.index:
+            return token
+        prefix, year = token.split("/")
+        spelled = [int(t.split("/")[1]) for t in self.vocab if t.startswith(prefix + "/") and t != "BIRTH/U"]
+        return f"{prefix}/{min(max(int(year), min(spelled)), max(spelled))}"
 
     def _known_token(self, code: str | None) -> str | None:
         """The token of a code: itself, its rare-code category, or None if the vocabulary lacks both
@@ -373,6 +404,16 @@ class Tokenizer:
     @classmethod
     def load(cls, path: Path) -> Tokenizer:
         return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _quantile_edges(values: np.ndarray, n_bins: int) -> list[float]:
+    """Quantile edges of a code's values: up to `n_bins` bins, each learned from at least
+    `MIN_BIN_VALUES` values, and no two edges equal (a code of few distinct values, a coma scale,
+    gets a bin per value range it has, not ten mostly empty ones). MIMIC's median measured code
+    has 43 values: ten bins of four values each left 6,100 of its 8,635 tokens seen about 16 times."""
+    bins = int(min(n_bins, max(1, len(values) // MIN_BIN_VALUES)))
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1), method="inverted_cdf"))
+    return [float(q) for q in (edges if len(edges) > 1 else np.repeat(edges, 2))]
 
 
 def _decimals(values: np.ndarray) -> int:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import polars as pl
 
 from trajsim.knowledge import Knowledge, load_knowledge
-from trajsim.rules import acute, encounters, episodes, immunization, prescribing, record, values
+from trajsim.rules import acute, encounters, episodes, immunization, prescribing, preventive, record, values
 from trajsim.rules.base import VIOLATION_SCHEMA
 from trajsim.rules.mask import MASK_RULES, RuleMask
 
-FAMILIES = (record, episodes, immunization, prescribing, values, acute, encounters)
+FAMILIES = (record, episodes, immunization, prescribing, values, acute, encounters, preventive)
 RULES: dict[str, str] = {name: text for family in FAMILIES for name, text in family.RULES.items()}
 
 __all__ = ["FAMILIES", "MASK_RULES", "RULES", "RuleMask", "VIOLATION_SCHEMA", "find_violations", "violation_counts"]

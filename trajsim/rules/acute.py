@@ -1,6 +1,8 @@
 """Rules about acute care and death, read from `trajsim/knowledge/data/acute_care.csv`: an acute
 event is seen in the emergency department, not at an office visit; a condition with a treating
-procedure gets it; every death has a cause (on the death event, or as a cause-of-death observation).
+procedure gets it; every death has a cause (on the death event, or as a cause-of-death observation);
+a visit or stay made for a condition (its encounter type's reason: the principal diagnosis of an
+admission, an exacerbation's ED visit) is for one the patient has on record by then.
 
 An onset is a condition's first recorded occurrence for the patient; one recorded outside any
 encounter (a history before the record starts) is not judged, nor one too close to the end of the
@@ -15,6 +17,7 @@ from trajsim.events import CAUSE_OF_DEATH, DEATH, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import treatments
 from trajsim.rules.base import violation
+from trajsim.vocab import in_domain
 
 RULES: dict[str, str] = {
     "acute_event_in_office_visit": "the onset of a condition that needs the emergency department and an admission "
@@ -23,6 +26,8 @@ RULES: dict[str, str] = {
                                  "procedure within two days (appendicitis without appendectomy, myocardial infarction "
                                  "without coronary intervention)",
     "death_without_cause": "a death with no recorded cause",
+    "visit_for_unrecorded_condition": "a visit or stay whose reason is a condition the patient has no record of by "
+                                      "its start (an admission for heart failure in a patient without it)",
 }
 TREATMENT_WINDOW = pl.duration(days=2)
 
@@ -31,12 +36,12 @@ def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     """The violations of this family's rules."""
     table = _treatment_table(knowledge)
     onsets = _onsets(facts, table)
-    return [_in_office(facts, onsets), _untreated(facts, onsets), _deaths(facts)]
+    return [_in_office(facts, onsets), _untreated(facts, onsets), _deaths(facts), _unrecorded_reasons(facts, knowledge)]
 
 
 def _treatment_table(knowledge: Knowledge) -> pl.LazyFrame:
     """Condition codes (SNOMED and ICD-10-CM) with their treating procedure and whether they are admitted."""
-    rows = [(code, t.procedure, t.admitted) for t in treatments().values()
+    rows = [(code, t.procedure, t.always_admitted) for t in treatments().values()
             for code in (knowledge.conditions[t.condition].code, knowledge.conditions[t.condition].icd10cm)]
     return pl.LazyFrame(rows, orient="row", schema={"code": pl.String, "procedure": pl.String, "admitted": pl.Boolean})
 
@@ -57,7 +62,8 @@ def _in_office(facts: pl.LazyFrame, onsets: pl.LazyFrame) -> pl.LazyFrame:
 
 def _untreated(facts: pl.LazyFrame, onsets: pl.LazyFrame) -> pl.LazyFrame:
     last = facts.group_by("subject_id").agg(pl.col("time").max().alias("last"))
-    judged = onsets.join(last, on="subject_id").filter(pl.col("last") >= pl.col("time") + TREATMENT_WINDOW)
+    judged = (onsets.filter(pl.col("procedure").is_not_null()).join(last, on="subject_id")
+              .filter(pl.col("last") >= pl.col("time") + TREATMENT_WINDOW))
     done = facts.select("subject_id", pl.col("code").alias("procedure"), pl.col("time").alias("done"))
     treated = (judged.join(done, on=["subject_id", "procedure"])
                .filter(pl.col("done").is_between(pl.col("time"), pl.col("time") + TREATMENT_WINDOW))
@@ -71,3 +77,17 @@ def _deaths(facts: pl.LazyFrame) -> pl.LazyFrame:
     certified = facts.filter(pl.col("code") == CAUSE_OF_DEATH).select("subject_id")
     found = facts.filter((pl.col("code") == DEATH) & pl.col("text").is_null()).join(certified, on="subject_id", how="anti")
     return violation(found, "death_without_cause", pl.lit("no cause of death"))
+
+
+def _unrecorded_reasons(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
+    """Encounter types whose reason (text) names a condition not recorded for the patient by then;
+    a condition counts under its SNOMED CT or ICD-10-CM code alike."""
+    same = {c.icd10cm: c.code for c in knowledge.conditions.values() if c.icd10cm}
+    reasons = facts.filter(in_domain(pl.col("code"), "encounter_type") & pl.col("text").is_not_null()
+                           & in_domain(pl.col("text"), "condition")).with_columns(condition=pl.col("text").replace(same))
+    recorded = (facts.filter(in_domain(pl.col("code"), "condition"))
+                .group_by("subject_id", condition=pl.col("code").replace(same)).agg(first=pl.col("time").min()))
+    found = (reasons.join(recorded, on=["subject_id", "condition"], how="left")
+             .filter(pl.col("first").is_null() | (pl.col("first") > pl.col("time"))))
+    return violation(found, "visit_for_unrecorded_condition", pl.concat_str(pl.lit("for "), pl.col("text"),
+                                                                            pl.lit(", not on record by then")))

@@ -111,6 +111,9 @@ def _valid_dates(facts: pl.LazyFrame, table: pl.LazyFrame) -> pl.LazyFrame:
     return violation(early, "code_before_valid_date", pl.format("valid from {}", pl.col("valid_from").dt.date()))
 
 
+YEAR_SECONDS = DAYS_PER_YEAR * 86_400
+
+
 def _onset_ages(facts: pl.LazyFrame, knowledge: Knowledge, table: pl.LazyFrame) -> pl.LazyFrame:
     """The first recorded diagnosis of each condition (either of its codes) against its onset window."""
     births = facts.filter(pl.col("code") == BIRTH).group_by("subject_id").agg(pl.col("time").min().alias("birth"))
@@ -119,8 +122,12 @@ def _onset_ages(facts: pl.LazyFrame, knowledge: Knowledge, table: pl.LazyFrame) 
     first = (_condition_spells(facts, knowledge).group_by("subject_id", "condition")
              .agg(pl.col("start").min().alias("time"), pl.col("recorded").sort_by("start").first().alias("code"))
              .join(windows, on="condition").join(births, on="subject_id")
-             .with_columns(age=(pl.col("time") - pl.col("birth")).dt.total_seconds() / (DAYS_PER_YEAR * 86_400)))
-    outside = (pl.col("age") < pl.col("age_min")) | (pl.col("age") >= pl.col("age_max")).fill_null(False)
+             .with_columns(seconds=(pl.col("time") - pl.col("birth")).dt.total_seconds())
+             .with_columns(age=pl.col("seconds") / YEAR_SECONDS))
+    # whole seconds against the window's ends in seconds: a diagnosis on the day of the window's first
+    # age is inside it, which a quotient rounded below the age (polars may divide by a reciprocal) would miss
+    outside = ((pl.col("seconds") < pl.col("age_min") * YEAR_SECONDS)
+               | (pl.col("seconds") >= pl.col("age_max") * YEAR_SECONDS).fill_null(False))
     return violation(first.filter(outside), "onset_age_outside_window",
                      pl.format("first diagnosed at {}; starts at ages {}-{}", pl.col("age").round(1), "age_min",
                                pl.col("age_max").cast(pl.String).fill_null("any")))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +29,10 @@ class RuleMask:
     Codes the knowledge base says nothing about (structural or time tokens) are always allowed
     while the patient is alive."""
 
-    def __init__(self, codes: Sequence[str], knowledge: Knowledge | None = None) -> None:
+    def __init__(self, codes: Sequence[str], knowledge: Knowledge | None = None,
+                 indications: Mapping[str, Sequence[str]] | None = None) -> None:
+        """`indications`: drug -> the conditions it may be ordered for (`therapy.drug_indications`,
+        a trained model's); a drug is judged only if the knowledge lists it (None: as listed)."""
         knowledge = knowledge or load_knowledge()
         self.codes = list(codes)
         conditions = sorted({code for c in knowledge.conditions.values() for code in (c.code, c.icd10cm)})
@@ -58,8 +61,9 @@ class RuleMask:
         # Which known conditions indicate each code, and which allergies contraindicate it; a patient's
         # few conditions and allergies pick their rows, so a mask never multiplies whole matrices.
         self._indicates = np.zeros((len(conditions) + 1, len(self.codes)), dtype=bool)  # + the all-False column
+        indications = knowledge.indications if indications is None else indications
         for i, code in enumerate(self.codes):
-            for condition in knowledge.indications.get(code, ()):
+            for condition in indications.get(code, ()) if code in knowledge.indications else ():
                 self._indicates[self._condition_column[condition], i] = True
         self._needs_no_indication = ~self._indicates.any(axis=0)
         allergies = sorted({a.code for a in knowledge.allergies})

@@ -7,9 +7,9 @@ from __future__ import annotations
 import polars as pl
 
 from trajsim.clock import DAYS_PER_YEAR
-from trajsim.events import BIRTH, CONDITION_END, DEATH, SEX_FEMALE, SEX_MALE, VISIT_END, VISIT_START_PREFIX
+from trajsim.events import CONDITION_END, DEATH, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
-from trajsim.rules.base import violation
+from trajsim.rules.base import people_of, violation
 from trajsim.vocab import in_domain
 
 RULES: dict[str, str] = {
@@ -41,12 +41,7 @@ def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
 
 def _demographics(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
     """Sex- and age-specific codes and facts before birth (birth and sex from the structural codes)."""
-    code = pl.col("code")
-    people = facts.group_by("subject_id").agg(
-        birth=pl.col("time").filter(code == BIRTH).min(),
-        sex=code.filter(code.is_in([SEX_FEMALE, SEX_MALE])).first().replace_strict(
-            {SEX_FEMALE: "F", SEX_MALE: "M"}, default=None, return_dtype=pl.String),
-    )
+    people = people_of(facts)
     restrictions = pl.LazyFrame(
         [(r.code, r.sex, r.age_min, r.age_max) for r in knowledge.restrictions.values()],
         schema={"code": pl.String, "only_sex": pl.String, "age_min": pl.Float64, "age_max": pl.Float64},

@@ -32,7 +32,8 @@ class Scenario(StrictModel):
     model: SourceName = "reference"  # the more coherent source by benchmarks/bench_clinical.py (scenarios/default.toml)
     # Whose care fills the charts: "engine" adds the engine's own (well visits, emergencies and acute
     # events at published rates, renewals) beside what the source proposes; "source" keeps to the
-    # source's proposals. Both are vetted by every rule, and both get a terminal encounter before the
+    # source's proposals, but for the schedules a source leaves to the engine (`TrajectorySource.defers`:
+    # the shipped model's well visits and vaccines). Both are vetted by every rule, and both get a terminal encounter before the
     # engine's day of death. Unset: "engine" for the rule-based reference simulator, "source" for any
     # model, the shipped one included: it learned the reference's charts with the engine's care in
     # them, so the engine adding its own again would double emergencies, admissions and renewals.
