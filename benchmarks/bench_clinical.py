@@ -22,6 +22,7 @@ import polars as pl
 
 from trajsim.engine.acute import HOSPICE_CARE
 from trajsim.knowledge.acute import OBSERVATION_STAY
+from trajsim.evaluate.calibration import deaths_over_life_table
 from trajsim.events import DEATH, VISIT_END, VISIT_START_PREFIX
 from trajsim.generate import generate
 from trajsim.ingest import read_events
@@ -100,6 +101,8 @@ def chart_profile(events: pl.DataFrame, start: datetime, end: datetime) -> dict[
         "inpatient stays per person-year (observation stays apart, as HCUP counts)": stays.height / years,
         "observation stays per person-year": observation.height / years,
         "deaths per 1,000 person-years": 1000 * decedents / years,
+        "deaths over the 2019 US life table's at the cohort's ages": deaths_over_life_table(
+            events.lazy(), start, end, load_knowledge()),
         "decedents with no encounter in their last 30 days": 1 - recent / decedents if decedents else 0.0,
         "deaths in (or within a day of) a hospital stay or ED visit": in_hospital / decedents if decedents else 0.0,
         "decedents referred to hospice": inside.filter(code == HOSPICE_CARE)["subject_id"].n_unique() / decedents

@@ -5,6 +5,7 @@ keeps every chart clear of it whichever source proposes the visits."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -14,7 +15,8 @@ import pytest
 from tests.conftest import ScriptedSource, small_scenario
 from tests.test_rules import HYPERTENSION, PENICILLIN, at, rules_found, valid_record
 from trajsim.engine import Fact, PatientState, ReferenceSource, Visit, simulate
-from trajsim.events import BIRTH, MEDICATION_END, SEX_FEMALE, VISIT_END, Event, events_frame, visit_start_code
+from trajsim.engine.source import FactKind
+from trajsim.events import BIRTH, CONDITION_END, MEDICATION_END, SEX_FEMALE, VISIT_END, Event, events_frame, visit_start_code
 from trajsim.knowledge import child_blood_pressure
 from trajsim.knowledge.acute import NEWBORN_STAY
 from trajsim.knowledge.physiology import SYSTOLIC, VITAL_SIGNS
@@ -239,3 +241,35 @@ def test_the_engine_reconciles_medications_only_at_a_stay_with_drugs():
     office = Visit(adult.now + 60, "AMB", 0.02, [Fact("SNOMED/185349003")])
     keeper.vet(adult, office)
     assert RECONCILIATION not in [f.code for f in office.facts]  # a stay's, not an office visit's
+
+
+PHARYNGITIS, ACETAMINOPHEN = "SNOMED/195662009", "RXNORM/313782"
+
+
+def weekend_follow_up(p: PatientState, n: int) -> Visit | None:
+    """A sore throat treated on a Monday, the drug's end on Saturday at noon, a follow-up renewing
+    the drug that Saturday morning (the clinic is closed: it moves to Monday) and the illness's end
+    on Sunday, dated before the visit that now treats it, as the shipped model wrote one."""
+    monday = math.floor(p.entry_day) + 40
+    monday += -(monday + 3) % 7  # day 0 (1 January 1970) was a Thursday
+    script = {1: Visit(monday + 0.4, "AMB", 0.02, [Fact(SICK_VISIT), Fact(PHARYNGITIS), Fact(ACETAMINOPHEN)]),
+              2: Visit(monday + 5.5, None, 0.0, [Fact(MEDICATION_END, text=ACETAMINOPHEN)]),
+              3: Visit(monday + 5.35, "AMB", 0.02, [Fact(SICK_VISIT), Fact(PHARYNGITIS), Fact(ACETAMINOPHEN)]),
+              4: Visit(monday + 6.5, None, 0.0, [Fact(CONDITION_END, text=PHARYNGITIS)])}
+    return script.get(n)
+
+
+def test_an_illness_the_source_ends_before_a_visit_moved_past_the_weekend_ends_after_it():
+    source = ScriptedSource(weekend_follow_up)
+    source.authors = frozenset({FactKind.VISITS, FactKind.DIAGNOSES, FactKind.PRESCRIPTIONS})
+    scenario = small_scenario(10, seed=2, **{"population.age_mix": ({"min": 25, "max": 60, "weight": 1.0},)})
+    events = events_frame(e for r in simulate(scenario, source) for e in r.events)
+    monday_visits = events.filter((pl.col("code") == visit_start_code("AMB"))
+                                  & (pl.col("time").dt.weekday() == 1) & (pl.col("time").dt.hour() == 8))
+    assert monday_visits["subject_id"].n_unique() >= 8  # the follow-up, at the clinic's first slot on Monday
+    ends = events.filter((pl.col("code") == CONDITION_END) & (pl.col("text") == PHARYNGITIS))
+    assert ends.filter((pl.col("time").dt.weekday() == 7) & (pl.col("time").dt.hour() == 12)).is_empty()
+    after = ends.join(monday_visits.select("subject_id", follow_up=pl.col("time")), on="subject_id").filter(
+        pl.col("time").is_between(pl.col("follow_up"), pl.col("follow_up") + pl.duration(days=1)))
+    assert after["subject_id"].n_unique() >= 8  # the source's end, dated once the follow-up is over
+    assert "medication_without_indication" not in set(find_violations(events)["rule"])

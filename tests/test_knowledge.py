@@ -80,6 +80,30 @@ def test_life_table_reproduces_us_life_expectancy():
     assert abs(expectancy - 78.8) < 2.0
 
 
+def test_deaths_in_a_window_are_set_against_the_life_table_at_the_cohorts_own_ages():
+    """A woman of 65 followed ten years and a man dead at 30 after five: the table expects ten years
+    of its 65-75 hazard and five of its 25-35 one; the deaths before the window do not count."""
+    from datetime import datetime
+
+    import polars as pl
+
+    from trajsim.evaluate.calibration import deaths_over_life_table
+    from trajsim.events import BIRTH, DEATH, SEX_FEMALE, SEX_MALE, Event, events_frame
+
+    knowledge = load_knowledge()
+    start, end = datetime(2015, 1, 1), datetime(2025, 1, 1)
+    events = events_frame([
+        Event(1, datetime(1950, 1, 1), None, BIRTH), Event(1, datetime(1950, 1, 1), None, SEX_FEMALE),
+        Event(2, datetime(1990, 1, 1), None, BIRTH), Event(2, datetime(1990, 1, 1), None, SEX_MALE),
+        Event(2, datetime(2020, 1, 1), None, DEATH),
+        Event(3, datetime(1930, 1, 1), None, BIRTH), Event(3, datetime(1930, 1, 1), None, SEX_MALE),
+        Event(3, datetime(2010, 1, 1), None, DEATH)])
+    hazard = {(row[0], row[1]): row[2] for row in knowledge.mortality}
+    expected = 10 * hazard[(65, 75)] + 5 * hazard[(25, 35)]
+    ratio = deaths_over_life_table(pl.LazyFrame(events), start, end, knowledge)
+    assert math.isclose(ratio, 1 / expected, rel_tol=1e-3)
+
+
 def test_prevalence_curve_passes_through_the_cited_band_values():
     knowledge = load_knowledge()
     for condition, bands in knowledge.prevalence.items():

@@ -17,7 +17,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "5d5e08f791896198cba8203567c6a1984cbe66ed920862adf96c9f1e86f99093",
-    "default": "ae979e6263c17f4b2603d504bff535eb78d4a17249b64e7c8abbc969d3fd8a0b",
+    "default": "2f49f5a2444e34948de095f34c87b5789d112d5311740801b1d201d4eff0d9d1",
 }
 
 

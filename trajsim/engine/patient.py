@@ -7,6 +7,8 @@ author, so each kind has one author."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import simpy
 
 from trajsim.clock import encounter_id, next_office_slot, to_datetime
@@ -19,6 +21,8 @@ from trajsim.engine.sampler import VisitSampler
 from trajsim.engine.schedules import Schedule
 from trajsim.engine.source import ACTIVE, Fact, PatientState, TrajectorySource, Visit
 from trajsim.vocab import domain_of
+
+ENDS = frozenset({CONDITION_END, MEDICATION_END})
 
 
 class PatientRecord:
@@ -116,7 +120,7 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
         if visit is None or visit.day >= patient.exit_day:
             break
         if visit.day < env.now and visit.encounter_class is None:  # facts outside visits (a refill) keep their day
-            record_visit(record, visit, source, keepers)
+            record_visit(record, no_end_before(visit, env.now), source, keepers)
             continue
         if visit.day < env.now:  # a source may not schedule a visit into the past; a clinic gives its next slot
             visit.day = next_office_slot(env.now) if visit.encounter_class == "AMB" else env.now
@@ -137,6 +141,16 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
     if patient.death_day is not None and patient.death_day <= patient.end_day:
         record.add_death(patient.death_day, cause_of_death(care.k, patient, patient.death_day))
     record.finish()
+
+
+def no_end_before(visit: Visit, day: float) -> Visit:
+    """The facts outside visits with each end of a condition or drug dated `day` at the earliest:
+    a visit the clinic moved to its next slot may come before facts the source dated earlier, and
+    it was vetted with the condition or drug still active (a drug renewed for an illness the source
+    then ended the day before the visit would have no indication)."""
+    visit.facts = [replace(fact, offset_days=day - visit.day) if fact.code in ENDS and visit.day + fact.offset_days < day
+                   else fact for fact in visit.facts]
+    return visit
 
 
 def unplanned_visit(keepers: list[ChartKeeper], patient: PatientState, until: float) -> Visit | None:

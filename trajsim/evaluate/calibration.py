@@ -1,6 +1,7 @@
 """Does a simulated cohort reproduce the figures it was built from? Prevalence of each chronic
-condition in the cited age bands at the end of the period, and life expectancy at birth from the
-cohort's own death rates, set against the knowledge tables. Reads the canonical event table, so it
+condition in the cited age bands at the end of the period, life expectancy at birth from the
+cohort's own death rates, and deaths in a window against the life table's expectation for the
+cohort's ages, set against the knowledge tables. Reads the canonical event table, so it
 applies to any cohort written by `trajsim generate` (events format)."""
 
 from __future__ import annotations
@@ -84,14 +85,28 @@ def life_expectancy(bands: np.ndarray) -> float:
     return expectancy
 
 
-def death_rates(events: pl.LazyFrame, end: datetime, knowledge: Knowledge) -> np.ndarray:
-    """Deaths per person-year in each life-table band for records followed from birth to death or
-    `end`: rows of (age_min, age_max, rate, deaths, person-years)."""
-    lives = people(events, end).select("exit_age", pl.col("death").is_not_null().alias("died")).collect()
-    exit_age, died = lives["exit_age"].to_numpy(), lives["died"].to_numpy()
+def death_rates(events: pl.LazyFrame, end: datetime, knowledge: Knowledge, start: datetime | None = None) -> np.ndarray:
+    """Deaths per person-year in each life-table band for records followed from birth, or from
+    `start` for those born before it, to death or `end`: rows of (age_min, age_max, rate, deaths,
+    person-years)."""
+    lives = people(events, end).with_columns(
+        entry_age=pl.lit(0.0) if start is None else
+        pl.max_horizontal((pl.lit(start) - pl.col("birth")).dt.total_microseconds() / _MICROSECONDS_PER_YEAR, 0.0),
+        died=pl.col("death").is_not_null() & (pl.col("death") >= (pl.lit(start) if start else pl.col("birth"))),
+    ).filter(pl.col("exit_age") > pl.col("entry_age")).select("entry_age", "exit_age", "died").collect()
+    entry_age, exit_age, died = (lives[name].to_numpy() for name in ("entry_age", "exit_age", "died"))
     bands = knowledge.mortality[:, :2]
-    years = np.clip(np.minimum(exit_age[:, None], bands[:, 1]) - bands[:, 0], 0, None).sum(axis=0)
+    years = np.clip(np.minimum(exit_age[:, None], bands[:, 1]) - np.maximum(entry_age[:, None], bands[:, 0]),
+                    0, None).sum(axis=0)
     band_of_death = np.searchsorted(bands[:, 1], exit_age[died], side="right")
     deaths = np.bincount(np.minimum(band_of_death, len(bands) - 1), minlength=len(bands)).astype(float)
     rates = np.divide(deaths, years, out=np.zeros_like(deaths), where=years > 0)
     return np.column_stack([bands, rates, deaths, years])
+
+
+def deaths_over_life_table(events: pl.LazyFrame, start: datetime, end: datetime, knowledge: Knowledge) -> float:
+    """Deaths between `start` and `end` over those the life table expects at the cohort's own ages
+    and person-years (1.0: as the table)."""
+    rows = death_rates(events, end, knowledge, start)
+    expected = float((knowledge.mortality[:, 2] * rows[:, 4]).sum())
+    return float(rows[:, 3].sum()) / expected if expected else 0.0
