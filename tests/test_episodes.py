@@ -21,7 +21,7 @@ from trajsim.engine.pregnancy import (
 from trajsim.engine.source import ACTIVE
 from trajsim.events import BIRTH, CONDITION_END, SEX_FEMALE, Event, events_frame
 from trajsim.knowledge import load_knowledge
-from trajsim.knowledge.lifecycles import MISCARRIAGE, PREGNANCY, lifecycles
+from trajsim.knowledge.lifecycles import MISCARRIAGE, PREGNANCY, lifecycles, same_condition
 from trajsim.rules import RuleMask, find_violations
 from trajsim.rules.episodes import RULES
 from trajsim.vocab import load_vocabulary
@@ -98,6 +98,9 @@ def test_obstetric_care_outside_a_pregnancy_and_a_pregnancy_ending_with_no_birth
     postpartum = Event(1, at(30) + timedelta(days=300), 9, PRENATAL)
     assert rules_found(female_record() + pregnant + [delivered, end, postpartum]) == {"obstetric_care_outside_pregnancy": 1}
     assert rules_found(female_record() + [Event(1, at(31), 9, CESAREAN)]) == {"obstetric_care_outside_pregnancy": 1}
+    fetal_heart = Event(1, at(30) + timedelta(days=120), 9, FETAL_HEART)
+    assert rules_found(female_record() + pregnant + [fetal_heart, delivered, end]) == {}
+    assert rules_found(female_record() + [Event(1, at(60), 9, FETAL_HEART)]) == {"obstetric_care_outside_pregnancy": 1}
 
 
 def patient(age: float = 30.0, sex: str = "F", now: float | None = None) -> PatientState:
@@ -293,6 +296,47 @@ def test_the_engine_carries_a_pregnancy_a_source_records_to_a_birth_or_a_loss():
     onsets = events.filter(pl.col("code") == PREGNANCY).select("subject_id", pl.col("time").alias("onset"))
     weeks = births.join(onsets, on="subject_id").select((pl.col("time") - pl.col("onset")).dt.total_days() / 7 + 2)
     assert weeks.height >= 20 and weeks.min().item() >= 24  # the source's end two months in is dropped
+
+
+FETAL_HEART, FUNDAL_HEIGHT, SYMPTOM_VISIT = "SNOMED/225158009", "SNOMED/274804006", "SNOMED/185345009"
+
+
+def prenatal_bundles(p: PatientState, n: int) -> Visit | None:
+    """What models of Synthea and of the reference wrote: a prenatal visit's contents (fetal heart
+    tones, fundal height) at office visits of men and of women who are not pregnant."""
+    if n > 3:
+        return None
+    return Visit(p.now + 90, "AMB", 0.02, [Fact(SYMPTOM_VISIT), Fact(FETAL_HEART), Fact(FUNDAL_HEIGHT)])
+
+
+def test_what_only_a_pregnancy_explains_is_not_recorded_outside_one():
+    adults = {"population.age_mix": ({"min": 40, "max": 80, "weight": 1.0},), "care": "source"}
+    source = ScriptedSource(prenatal_bundles)
+    source.pregnancy_only = frozenset({FUNDAL_HEIGHT})  # as a model learns it from its source's records
+    events = events_frame(e for r in simulate(small_scenario(12, seed=5, **adults), source) for e in r.events)
+    assert events.filter(pl.col("code") == SYMPTOM_VISIT)["subject_id"].n_unique() == 12  # the visits are kept
+    assert events.filter(pl.col("code").is_in([PRENATAL, FETAL_HEART, FUNDAL_HEIGHT])).is_empty()
+    assert find_violations(events).is_empty()
+
+
+def test_a_model_learns_what_its_source_records_only_in_pregnancy():
+    """Fundal height measured in five pregnancies and never else is learned; a urine culture also
+    taken outside one is not, nor a code seen in fewer than five patients."""
+    from trajsim.model.pregnancy import pregnancy_only_codes
+
+    urine_culture, rare = "SNOMED/117010004", "SNOMED/169230002"
+    events = []
+    for woman in range(1, 7):
+        start = at(25 + woman)
+        events += [Event(woman, BORN, None, BIRTH), Event(woman, BORN, None, SEX_FEMALE),
+                   Event(woman, start, 1, PREGNANCY), Event(woman, start + timedelta(days=100), 2, FUNDAL_HEIGHT),
+                   Event(woman, start + timedelta(days=100), 2, urine_culture),
+                   Event(woman, start + timedelta(days=270), None, CONDITION_END, text=PREGNANCY)]
+        if woman < 5:
+            events.append(Event(woman, start + timedelta(days=150), 3, rare))
+    events.append(Event(6, at(50), 9, urine_culture))
+    learned = pregnancy_only_codes(events_frame(events), same_condition(load_knowledge(), PREGNANCY))
+    assert learned == [FUNDAL_HEIGHT]
 
 
 def test_a_pregnancy_in_the_history_before_entry_ends_with_a_birth_or_a_loss():

@@ -17,7 +17,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "5d5e08f791896198cba8203567c6a1984cbe66ed920862adf96c9f1e86f99093",
-    "default": "2f49f5a2444e34948de095f34c87b5789d112d5311740801b1d201d4eff0d9d1",
+    "default": "9df625a7bc8d70b0986d3c60ca761a5962e0ff09940be0a5aaca27f9babb9944",
 }
 
 

@@ -65,7 +65,7 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
     # and the screenings' questionnaires answered
     charts = TrajectorySource if source is None else source  # the contract's defaults: every measurement, whole panels
     measured = charts.measured
-    return [PregnancyKeeper(knowledge, adds_care), EmergencyKeeper(knowledge, adds_care, measured),
+    return [PregnancyKeeper(knowledge, adds_care, charts.pregnancy_only), EmergencyKeeper(knowledge, adds_care, measured),
             EpisodeKeeper(knowledge), LabScreeningKeeper(knowledge),
             LabKeeper(charts.measurement_codes, measured, charts.whole_panels),
             BodyKeeper(knowledge, patient, measured), Prescriber(knowledge, adds_care, charts.indications, charts.judged),

@@ -26,7 +26,7 @@ from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import NEWBORN_STAY
 from trajsim.knowledge.lifecycles import (
-    CESAREAN, LMP_TO_CONCEPTION_DAYS, MISCARRIAGE, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PREGNANCY, PRENATAL,
+    CESAREAN, FETAL_PROCEDURES, LMP_TO_CONCEPTION_DAYS, MISCARRIAGE, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PREGNANCY, PRENATAL,
     PRENATAL_INITIAL, lifecycles, pregnancy_figures, same_condition,
 )
 
@@ -141,10 +141,12 @@ class PregnancyKeeper(ChartKeeper):
     history before entry) and dates its end and its delivery admission or loss; with the engine's
     care it adds the prenatal visits of the schedule. A source's own delivery, loss and end of a
     pregnancy are dropped, and its prenatal visits and obstetric admissions outside a pregnancy
-    become the office visits or admissions they can be."""
+    become the office visits or admissions they can be, without what only a pregnancy explains
+    (procedures on the fetus, and `pregnancy_only`: what the source records only then)."""
 
-    def __init__(self, knowledge: Knowledge, adds_care: bool) -> None:
+    def __init__(self, knowledge: Knowledge, adds_care: bool, pregnancy_only: frozenset[str] = frozenset()) -> None:
         self.k, self.adds_care = knowledge, adds_care
+        self.pregnancy_only = FETAL_PROCEDURES | pregnancy_only
         self.lifecycle = lifecycles(knowledge)[PREGNANCY]
         self.codes = frozenset(same_condition(knowledge, PREGNANCY))  # SNOMED CT and ICD-10-CM
         self.recorded = PREGNANCY  # the code the planned pregnancy is recorded under
@@ -170,7 +172,7 @@ class PregnancyKeeper(ChartKeeper):
                 continue
             kept.append(fact)
         if pregnant_until <= visit.day:
-            kept = [self._outside_pregnancy(patient, visit, fact) for fact in kept]
+            kept = [self._outside_pregnancy(patient, visit, fact) for fact in kept if fact.code not in self.pregnancy_only]
         visit.facts[:] = kept
 
     def _past(self, patient: PatientState, visit: Visit) -> list[Fact]:

@@ -176,6 +176,10 @@ class TrajectorySource(ABC, Generic[StateT]):
     # the drugs ordered only while one of their indications is active (`therapy.judged_drugs`; None:
     # those the knowledge lists): a model of Synthea orders penicillin V for strep throat alone
     judged: frozenset[str] | None = None
+    # codes its charts hold only during a pregnancy (`Tokenizer.pregnancy_codes`: a model of Synthea's
+    # prenatal visits writes fundal heights and prenatal blood tests), kept to pregnancies as the
+    # engine's own prenatal procedures are
+    pregnancy_only: frozenset[str] = frozenset()
     # whether its charts record when a drug is stopped: Synthea's FHIR orders carry no end, and the
     # engine's ends of courses and of drugs whose indication resolved stop them unrecorded
     records_stops: bool = True

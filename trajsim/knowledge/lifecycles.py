@@ -27,6 +27,8 @@ OBSTETRIC_ADMISSION = "SNOMED/183460006"
 NORMAL_DELIVERY = "SNOMED/48782003"
 CESAREAN = "SNOMED/11466000"
 DELIVERIES = (NORMAL_DELIVERY, CESAREAN)  # the procedures that end a pregnancy with a birth
+# procedures on a fetus (fetal heart tones, the viability scan): outside a pregnancy nothing explains them
+FETAL_PROCEDURES = frozenset({"SNOMED/225158009", "SNOMED/169230002"})
 LMP_TO_CONCEPTION_DAYS = 14.0  # gestational weeks count from the last menstrual period, two weeks before conception
 _Z90 = 1.2815515655446004  # the standard normal's 90th percentile
 

@@ -316,6 +316,7 @@ class ModelSource(TrajectorySource[ModelPlan]):
         # a user's records writes the results its source reported, and no others
         self.whole_panels = bool(self.tokenizer.engine_schedules)
         self.records_stops = self.tokenizer.records_stops
+        self.pregnancy_only = frozenset(self.tokenizer.pregnancy_codes)
         # a measurement its source recorded only under another code (Synthea's MDRD eGFR) is written so
         self.measurement_codes = {body: other for other, body in SAME_MEASUREMENT.items()
                                   if other in self.tokenizer.index and body not in self.tokenizer.index}

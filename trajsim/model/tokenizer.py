@@ -135,6 +135,9 @@ class Tokenizer:
     # MIMIC's OMOP form ends its local drug and chart codes (a third of its rows), which the
     # knowledge's systems (SNOMED, ICD-10-CM, RxNorm) do not name. Models fitted before it have none.
     ended_codes: dict[str, list[str]] = field(default_factory=dict)
+    # The codes the training records hold only during a pregnancy, in at least five patients
+    # (`pregnancy.pregnancy_only_codes`). Models fitted before it have none.
+    pregnancy_codes: list[str] = field(default_factory=list)
     index: dict[str, int] = field(init=False, repr=False)
     _category: dict[str, str] = field(init=False, repr=False)
 

@@ -27,6 +27,9 @@ from trajsim.events import MEDICATION_END
 from trajsim.model.population import MIN_CELL, summarize, write_summary
 from trajsim.model.gpt import GPT, GPTConfig
 from trajsim.model.indications import always_indicated, learned_indications
+from trajsim.model.pregnancy import pregnancy_only_codes
+from trajsim.knowledge import load_knowledge
+from trajsim.knowledge.lifecycles import PREGNANCY, same_condition
 from trajsim.model.tokenizer import HEADER, PAD, YEAR_AT, Tokenizer
 
 WEIGHTS, TOKENIZER, CARD, CHECKPOINT = "model.pt", "tokenizer.json", "MODEL_CARD.md", "checkpoint.pt"
@@ -171,6 +174,7 @@ def train(events: pl.DataFrame, out_dir: Path, config: TrainConfig | None = None
     tokenizer.drug_indications = learned_indications(train_events)
     tokenizer.always_indicated = always_indicated(train_events, tokenizer.drug_indications)
     tokenizer.records_stops = bool((train_events["code"] == MEDICATION_END).any())
+    tokenizer.pregnancy_codes = pregnancy_only_codes(train_events, same_condition(load_knowledge(), PREGNANCY))
     val_seqs = [ids for _, ids in tokenizer.encode(events.filter(pl.col("subject_id").is_in(list(val_ids))))]
     model_config = (GPTConfig(**{**asdict(config.model), "vocab_size": len(tokenizer.vocab)}) if config.model
                     else sized_for(train_seqs, len(tokenizer.vocab)))

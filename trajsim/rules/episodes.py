@@ -17,8 +17,8 @@ from trajsim.clock import DAYS_PER_YEAR, to_datetime
 from trajsim.events import BIRTH, CONDITION_END
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.lifecycles import (
-    CESAREAN, MISCARRIAGE, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PREGNANCY, PRENATAL, PRENATAL_INITIAL, lifecycles,
-    same_condition,
+    CESAREAN, FETAL_PROCEDURES, MISCARRIAGE, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PREGNANCY, PRENATAL,
+    PRENATAL_INITIAL, lifecycles, same_condition,
 )
 from trajsim.rules.base import violation
 from trajsim.rules.record import _condition_spells
@@ -28,9 +28,10 @@ RULES: dict[str, str] = {
                                 "while the record goes on past it (e.g. viral pharyngitis still active after 3 weeks)",
     "acute_episode_too_long": "an acute condition whose recorded end comes after its longest plausible episode",
     "pregnancy_too_long": "a pregnancy lasting over 300 days, or with no end while the record goes on past 300 days",
-    "obstetric_care_outside_pregnancy": "a prenatal visit, an obstetric admission or a delivery with no pregnancy "
-                                        "active or diagnosed in the same encounter (a delivery may fall on the day "
-                                        "the pregnancy ends)",
+    "obstetric_care_outside_pregnancy": "a prenatal visit, a procedure on the fetus (fetal heart "
+                                        "tones), an obstetric admission or a delivery with no pregnancy active or "
+                                        "diagnosed in the same encounter (a delivery may fall on the day the "
+                                        "pregnancy ends)",
     "pregnancy_end_without_outcome": "a pregnancy that ends with neither a delivery (vaginal or cesarean) nor a "
                                      "miscarriage within 4 days of its end",
     "code_before_valid_date": "a condition code dated before the disease or the code existed (COVID-19 before 2020)",
@@ -40,7 +41,7 @@ RULES: dict[str, str] = {
 PREGNANCY_MAX_DAYS = 300.0
 OUTCOME_WITHIN_DAYS = 4  # a loss is seen at the next office slot after it, over a weekend
 _DAY = pl.duration(days=1)
-_OBSTETRIC_CARE = [PRENATAL_INITIAL, PRENATAL, OBSTETRIC_ADMISSION, NORMAL_DELIVERY, CESAREAN]
+_OBSTETRIC_CARE = [PRENATAL_INITIAL, PRENATAL, OBSTETRIC_ADMISSION, NORMAL_DELIVERY, CESAREAN, *sorted(FETAL_PROCEDURES)]
 
 
 def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
