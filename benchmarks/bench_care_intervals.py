@@ -24,22 +24,18 @@ window):
 from __future__ import annotations
 
 import sys
-import tempfile
-from pathlib import Path
 
 import polars as pl
 
 from trajsim.engine.procedures import medication_list_procedures
 from trajsim.events import BIRTH, VISIT_END, VISIT_START_PREFIX, WELL_ADULT
-from trajsim.ingest import read_events
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.physiology import DIASTOLIC, SYSTOLIC
 from trajsim.knowledge.therapy import guideline_therapies
 from trajsim.rules import find_violations
 from trajsim.rules.base import drug_spells
 from trajsim.vocab import in_domain
-from bench_clinical import generated_events
-from refdata import SYNTHEA_BUNDLES as SYNTHEA
+from bench_clinical import side_by_side
 
 HYPERTENSION = ("SNOMED/59621000", "ICD10CM/I10", "SNOMED/38341003")  # the last is Synthea's
 SYNTHEA_HCTZ = "RXNORM/316049"  # hydrochlorothiazide 25 mg, Synthea's antihypertensive
@@ -131,12 +127,7 @@ def repeats(events: pl.DataFrame) -> dict[str, str]:
 
 
 def main(patients: int) -> None:
-    tables: dict[str, pl.DataFrame] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for model in ("default", "reference"):
-            tables[f"trajsim {model}"] = generated_events(patients, model, Path(tmp) / model)
-    if SYNTHEA.is_dir():
-        tables["Synthea"] = read_events("fhir", SYNTHEA)
+    tables = side_by_side(patients)
     rows = {}
     for name, table in tables.items():
         pressures, hba1c, violations = blood_pressure_readings(table), hba1c_readings(table), find_violations(table)

@@ -127,10 +127,9 @@ def untreated(events: pl.DataFrame) -> dict[str, float]:
     return shares
 
 
-def main(patients: int) -> None:
-    scenario = Scenario()
-    start = datetime.combine(scenario.period.start, datetime.min.time())
-    end = datetime.combine(scenario.period.end, datetime.min.time())
+def side_by_side(patients: int) -> dict[str, pl.DataFrame]:
+    """The default population by the shipped model and by the reference source, and Synthea's
+    refdata records when they are there (the benchmarks' three columns)."""
     tables: dict[str, pl.DataFrame] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in ("default", "reference"):
@@ -139,6 +138,14 @@ def main(patients: int) -> None:
         tables["Synthea"] = read_events("fhir", SYNTHEA)
     else:
         print(f"(Synthea refdata not found at {SYNTHEA}: its column is left out)")
+    return tables
+
+
+def main(patients: int) -> None:
+    scenario = Scenario()
+    start = datetime.combine(scenario.period.start, datetime.min.time())
+    end = datetime.combine(scenario.period.end, datetime.min.time())
+    tables = side_by_side(patients)
     names = list(tables)
     print(f"window {start:%Y-%m-%d} to {end:%Y-%m-%d}; patients: "
           + ", ".join(f"{name} {table['subject_id'].n_unique():,}" for name, table in tables.items()))
