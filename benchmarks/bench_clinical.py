@@ -20,8 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from trajsim.engine.acute import HOSPICE_CARE
-from trajsim.knowledge.acute import OBSERVATION_STAY
+from trajsim.knowledge.acute import HOSPICE_CARE, OBSERVATION_STAY
 from trajsim.evaluate.calibration import deaths_over_life_table
 from trajsim.events import DEATH, VISIT_END, VISIT_START_PREFIX
 from trajsim.generate import generate

@@ -10,13 +10,13 @@ import polars as pl
 import pytest
 
 from tests.conftest import small_scenario
-from tests.test_rules import at, rules_found, valid_record
+from tests.test_rules import HYPERTENSION, at, rules_found, valid_record
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine import Fact, ReferenceSource, TrajectorySource, Visit, simulate
-from trajsim.engine.acute import HOSPICE_CARE, SICK_VISIT
+from trajsim.engine.acute import SICK_VISIT
 from trajsim.events import DEATH, MEDICATION_END, VISIT_END, Event, events_frame, visit_start_code
 from trajsim.knowledge import load_knowledge
-from trajsim.knowledge.acute import EMERGENCY_VISIT, admissions, event_rate, event_rates, treatments
+from trajsim.knowledge.acute import EMERGENCY_VISIT, HOSPICE_CARE, admissions, event_rate, event_rates, treatments
 from trajsim.rules import acute, find_violations
 from trajsim.vocab import domain_of, load_vocabulary
 
@@ -207,6 +207,38 @@ def test_a_decedent_seen_in_the_last_month_is_seen_for_what_drives_the_death_and
     assert referred.height == hospice.height
     assert referred["text"].map_elements(domain_of, return_dtype=pl.String).eq("condition").all()
     assert ((referred["died"] - referred["referred"]) <= timedelta(days=31)).all()
+
+
+def test_the_rules_catch_a_hospice_referral_followed_by_a_year_without_death():
+    referral = [Event(1, at(57), 3, visit_start_code("AMB")), Event(1, at(57), 3, SICK_VISIT, text=HYPERTENSION),
+                Event(1, at(57), 3, HOSPICE_CARE), Event(1, at(57) + timedelta(minutes=30), 3, VISIT_END)]
+    later = [Event(1, at(58.5), 4, visit_start_code("AMB")), Event(1, at(58.5), 4, SICK_VISIT, text=HYPERTENSION),
+             Event(1, at(58.5) + timedelta(minutes=30), 4, VISIT_END)]
+    assert rules_found(valid_record() + referral + [Event(1, at(57.2), None, DEATH, text=HYPERTENSION)]) == {}
+    assert rules_found(valid_record() + referral) == {}  # the record stops within the year: not judged
+    assert rules_found(valid_record() + referral + later) == {"hospice_without_death": 1}
+    assert rules_found(valid_record() + referral + [Event(1, at(59), None, DEATH, text=HYPERTENSION)]) == {
+        "hospice_without_death": 1}
+
+
+class HospiceEveryYear(TrajectorySource):
+    """Refers every patient to hospice at a yearly visit, as the shipped model did for some who then
+    lived for years."""
+
+    def next_visits(self, patients):
+        return [Visit(p.now + 365, "AMB", 0.02, [Fact(SICK_VISIT), Fact(HOSPICE_CARE)]) for p in patients]
+
+
+def test_a_hospice_referral_is_the_engines_own_at_the_visit_before_a_death():
+    events = events_frame(e for r in simulate(small_scenario(20, seed=4, **{"population.age_mix": (
+        {"min": 70, "max": 90, "weight": 1.0},)}), HospiceEveryYear()) for e in r.events)
+    assert events.filter(pl.col("code") == SICK_VISIT).height >= 100  # the visits stay
+    hospice = events.filter(pl.col("code") == HOSPICE_CARE).select("subject_id", referred="time")
+    deaths = events.filter(pl.col("code") == DEATH).select("subject_id", died="time")
+    referred = hospice.join(deaths, on="subject_id", how="left")
+    assert referred["died"].is_not_null().all()
+    assert ((referred["died"] - referred["referred"]) <= timedelta(days=31)).all()
+    assert "hospice_without_death" not in set(find_violations(events)["rule"])
 
 
 MYOCARDIAL_INFARCTION, STROKE = "SNOMED/22298006", "SNOMED/230690007"

@@ -42,8 +42,8 @@ from trajsim.knowledge.physiology import VITAL_SIGNS, measured_at
 from trajsim.knowledge.smoking import CURRENT, smoking_curve, smoking_risks
 from trajsim.knowledge.therapy import formulations
 from trajsim.knowledge.acute import (
-    EMERGENCY_VISIT, NEWBORN_STAY, OBSERVATION_STAY, Admission, admissions, emergency_shares, event_rate, sudden_onsets,
-    treatments,
+    EMERGENCY_VISIT, HOSPICE_CARE, NEWBORN_STAY, OBSERVATION_STAY, Admission, admissions, emergency_shares, event_rate,
+    sudden_onsets, treatments,
 )
 from trajsim.scenario import Presentation, presentations
 from trajsim.vocab import domain_of
@@ -64,9 +64,10 @@ OBSERVATION_LONGEST = 2.0  # days: the lognormal's far tail cut at 48 hours, pas
 SEEN_LAST_MONTH = 0.6
 LAST_MONTH_DAYS = 30.0
 SICK_VISIT = "SNOMED/185345009"  # Encounter for symptom
-# A decedent seen in the last month for the condition driving the death is referred to hospice:
-# about half of US Medicare decedents use hospice (NHPCO Facts and Figures 2020: 51.6% in 2019).
-HOSPICE_CARE = "SNOMED/385763009"  # Hospice care (regime/therapy)
+# A decedent seen in the last month for the condition driving the death is referred to hospice
+# (`HOSPICE_CARE`): about half of US Medicare decedents use hospice (NHPCO Facts and Figures 2020:
+# 51.6% in 2019). The referral is the keeper's alone: a source's own (the shipped model wrote them for
+# patients who lived on for years) is dropped.
 
 
 @dataclass(slots=True)
@@ -102,7 +103,10 @@ class EmergencyKeeper(ChartKeeper):
     # --- visits a source proposes ----------------------------------------------------------------
     def vet(self, patient: PatientState, visit: Visit) -> None:
         """An onset of a condition treated through the ED makes the visit an ED visit, with each such
-        onset's procedure in it or in the one admission that follows; an ED visit gets its triage."""
+        onset's procedure in it or in the one admission that follows; an ED visit gets its triage.
+        A hospice referral is kept only at the terminal visit the keeper plans."""
+        if self.terminal is None or visit is not self.terminal.visit:
+            visit.facts[:] = [f for f in visit.facts if f.code != HOSPICE_CARE]
         if visit.encounter_class is None:
             return
         onsets = [f for f in visit.facts if f.code in self.treated_codes

@@ -16,6 +16,11 @@ from trajsim.knowledge.tables import DATA, AgeBand, read_table
 EMERGENCY_VISIT = "emergency_visit"  # the rate of all ED visits in acute_rates.csv
 NEWBORN_STAY = "SNOMED/32485007"  # Hospital admission: the newborn's birth stay
 OBSERVATION_STAY = "SNOMED/448951000124107"  # Admission to observation unit
+HOSPICE_CARE = "SNOMED/385763009"  # Hospice care (regime/therapy)
+# Hospice is for a terminal illness with a prognosis of six months or less (CMS, Medicare Benefit
+# Policy Manual, chapter 9, section 10); about 17% of US hospice patients are discharged alive
+# (NHPCO Facts and Figures 2020), so a year with no death after a referral is what a reader flags.
+HOSPICE_SURVIVAL_DAYS = 365
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import polars as pl
 
 from trajsim.events import CAUSE_OF_DEATH, DEATH, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.acute import treatments
+from trajsim.knowledge.acute import HOSPICE_CARE, HOSPICE_SURVIVAL_DAYS, treatments
 from trajsim.rules.base import violation
 from trajsim.vocab import in_domain
 
@@ -26,6 +26,8 @@ RULES: dict[str, str] = {
                                  "procedure within two days (appendicitis without appendectomy, myocardial infarction "
                                  "without coronary intervention)",
     "death_without_cause": "a death with no recorded cause",
+    "hospice_without_death": "a hospice referral followed by more than a year of record with no death (hospice is "
+                             "for a prognosis of six months or less)",
     "visit_for_unrecorded_condition": "a visit or stay whose reason is a condition the patient has no record of by "
                                       "its start (an admission for heart failure in a patient without it)",
 }
@@ -36,7 +38,8 @@ def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     """The violations of this family's rules."""
     table = _treatment_table(knowledge)
     onsets = _onsets(facts, table)
-    return [_in_office(facts, onsets), _untreated(facts, onsets), _deaths(facts), _unrecorded_reasons(facts, knowledge)]
+    return [_in_office(facts, onsets), _untreated(facts, onsets), _deaths(facts), _hospice(facts),
+            _unrecorded_reasons(facts, knowledge)]
 
 
 def _treatment_table(knowledge: Knowledge) -> pl.LazyFrame:
@@ -77,6 +80,16 @@ def _deaths(facts: pl.LazyFrame) -> pl.LazyFrame:
     certified = facts.filter(pl.col("code") == CAUSE_OF_DEATH).select("subject_id")
     found = facts.filter((pl.col("code") == DEATH) & pl.col("text").is_null()).join(certified, on="subject_id", how="anti")
     return violation(found, "death_without_cause", pl.lit("no cause of death"))
+
+
+def _hospice(facts: pl.LazyFrame) -> pl.LazyFrame:
+    """Hospice referrals followed by more than `HOSPICE_SURVIVAL_DAYS` of record before a death or
+    with none (a record that stops sooner is not judged)."""
+    ends = facts.group_by("subject_id").agg(last=pl.col("time").max(), death=pl.col("time").filter(pl.col("code") == DEATH).min())
+    found = (facts.filter(pl.col("code") == HOSPICE_CARE).join(ends, on="subject_id")
+             .filter(pl.coalesce("death", "last") > pl.col("time") + pl.duration(days=HOSPICE_SURVIVAL_DAYS)))
+    return violation(found, "hospice_without_death", pl.when(pl.col("death").is_null())
+                     .then(pl.lit("no death in the record's next year")).otherwise(pl.lit("death over a year later")))
 
 
 def _unrecorded_reasons(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
