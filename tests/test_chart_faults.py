@@ -149,6 +149,21 @@ def adults() -> pl.DataFrame:
     return events_frame(e for r in simulate(scenario, ReferenceSource()) for e in r.events)
 
 
+def infant_blood_pressures(p: PatientState, n: int) -> Visit | None:
+    """ED visits of infants with a blood pressure, which the body does not take under 3 years, as
+    their only vital sign (a Synthea model wrote one)."""
+    return Visit(p.now + 30, "EMER", 0.1, [Fact(ED_VISIT), Fact(SYSTOLIC)]) if n <= 3 else None
+
+
+def test_an_infants_ed_visit_with_only_a_blood_pressure_gets_the_triage_an_infant_gets():
+    infants = {"population.age_mix": ({"min": 0, "max": 1, "weight": 1.0},), "period.start": "birth"}
+    events = events_frame(e for r in simulate(small_scenario(10, seed=3, **infants), ScriptedSource(infant_blood_pressures))
+                          for e in r.events)
+    assert events.filter(pl.col("code") == visit_start_code("EMER")).height >= 20
+    assert events.filter(pl.col("code") == SYSTOLIC).is_empty()
+    assert "emergency_visit_without_vitals" not in set(find_violations(events)["rule"])
+
+
 def test_an_ed_visit_for_chest_pain_gets_an_ecg_a_troponin_and_its_diagnosis(adults):
     chest_pain, ecg, troponin = "SNOMED/29857009", "SNOMED/29303009", "LOINC/10839-9"
     visits = adults.filter(pl.col("code") == chest_pain).select("subject_id", "encounter_id")
@@ -241,6 +256,22 @@ def test_the_engine_reconciles_medications_only_at_a_stay_with_drugs():
     office = Visit(adult.now + 60, "AMB", 0.02, [Fact("SNOMED/185349003")])
     keeper.vet(adult, office)
     assert RECONCILIATION not in [f.code for f in office.facts]  # a stay's, not an office visit's
+
+
+def test_a_chart_that_records_no_stops_is_reconciled_for_every_drug_it_shows():
+    """A model of Synthea's FHIR orders records no stops: a course of amoxicillin ended for the
+    engine, but the chart shows it still taken, so a later stay reconciles it, as the rule reading
+    the chart expects."""
+    from tests.test_episodes import patient
+    from trajsim.engine.procedures import ProcedureKeeper
+    from trajsim.knowledge import load_knowledge
+
+    adult = patient(age=60.0)
+    adult.medications["RXNORM/308182"] = adult.now - 200  # a course that ended, unrecorded
+    for records_stops, reconciled in ((True, False), (False, True)):
+        stay = Visit(adult.now, "IMP", 3.0, [Fact("SNOMED/183452005")])
+        ProcedureKeeper(load_knowledge(), records_stops).vet(adult, stay)
+        assert (RECONCILIATION in [f.code for f in stay.facts]) is reconciled
 
 
 PHARYNGITIS, ACETAMINOPHEN = "SNOMED/195662009", "RXNORM/313782"

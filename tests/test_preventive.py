@@ -115,3 +115,16 @@ def test_the_keeper_drops_an_early_lipid_panel_with_its_results_and_keeps_a_hype
     monitored = Visit(p.now + 420, "AMB", 0.02, [Fact("LOINC/2093-3"), Fact("LOINC/2085-9")])
     keeper.vet(p, monitored)
     assert [f.code for f in monitored.facts] == ["LOINC/2093-3", "LOINC/2085-9"]
+
+
+def test_a_long_stay_holds_each_screening_lab_to_its_interval_on_its_own_day():
+    """A Synthea model wrote a 17-day stay with a blood count on admission and its platelets on
+    the last day: the count is due once a year, so the second is dropped, on its own day."""
+    from trajsim.engine.preventive import LabScreeningKeeper
+
+    p, keeper = patient(age=40.0), LabScreeningKeeper(load_knowledge())
+    stay = Visit(p.now, "IMP", 17.5, [Fact("SNOMED/183452005"), Fact("LOINC/787-2"), Fact("LOINC/785-6"),
+                                      Fact("LOINC/777-3", offset_days=17.0), Fact("LOINC/8480-6", offset_days=17.0)])
+    keeper.vet(p, stay)
+    assert [(f.code, f.offset_days) for f in stay.facts] == [
+        ("SNOMED/183452005", 0.0), ("LOINC/787-2", 0.0), ("LOINC/785-6", 0.0), ("LOINC/8480-6", 17.0)]

@@ -129,8 +129,9 @@ class EmergencyKeeper(ChartKeeper):
                           if _is_condition(f.text) and f.text not in holding and domain_of(f.code) == "encounter_type"
                           else f for f in visit.facts]
         active = active_keys(self.k, patient, visit.day, visit.facts)
-        if not any(f.code in VITAL_SIGNS for f in visit.facts):
-            age = patient.age_at(visit.day)
+        age = patient.age_at(visit.day)
+        # a vital sign the body does not take at this age (a source's BP of an infant) is no triage
+        if not any(f.code in VITAL_SIGNS and measured_at(self.k, f.code, patient.sex, age, active) for f in visit.facts):
             taken = [code for code in self.triage if measured_at(self.k, code, patient.sex, age, active)]
             taken = taken or [code for code in TRIAGE_VITAL_SIGNS if measured_at(self.k, code, patient.sex, age, active)]
             visit.facts += [Fact(code) for code in taken]  # a young child's BP is not taken: the others are

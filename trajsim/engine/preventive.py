@@ -95,12 +95,14 @@ class LabScreeningKeeper(ChartKeeper):
         if not ordered or visit.encounter_class is None:
             return
         age, active = patient.age_at(visit.day), active_keys(self.k, patient, visit.day, visit.facts)
+        # each order on its own day: a stay of weeks may order a blood count at admission and again later
+        dated = sorted({(fact.offset_days, order) for fact, order in zip(visit.facts, orders) if order in ordered})
         dropped = set()
-        for code in sorted(ordered):
-            gap = visit.day - self.last.get(code, -math.inf)
+        for offset, code in dated:
+            gap = visit.day + offset - self.last.get(code, -math.inf)
             if gap < repeat_after_days(self.screenings, code, patient.sex, age) \
                     and not monitored(self.k, code, active, visit.encounter_class, gap):
-                dropped.add(code)
+                dropped.add((offset, code))
             else:
-                self.last[code] = visit.day
-        visit.facts[:] = [fact for fact, order in zip(visit.facts, orders) if order not in dropped]
+                self.last[code] = visit.day + offset
+        visit.facts[:] = [fact for fact, order in zip(visit.facts, orders) if (fact.offset_days, order) not in dropped]
