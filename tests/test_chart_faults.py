@@ -261,17 +261,28 @@ def test_the_engine_reconciles_medications_only_at_a_stay_with_drugs():
 def test_a_chart_that_records_no_stops_is_reconciled_for_every_drug_it_shows():
     """A model of Synthea's FHIR orders records no stops: a course of amoxicillin ended for the
     engine, but the chart shows it still taken, so a later stay reconciles it, as the rule reading
-    the chart expects."""
+    the chart expects; a stop the chart must show (a drug a pregnancy rules out) is recorded."""
     from tests.test_episodes import patient
     from trajsim.engine.procedures import ProcedureKeeper
     from trajsim.knowledge import load_knowledge
 
-    adult = patient(age=60.0)
-    adult.medications["RXNORM/308182"] = adult.now - 200  # a course that ended, unrecorded
+    from trajsim.engine.patient import PatientRecord
+
+    amoxicillin = "RXNORM/308182"
     for records_stops, reconciled in ((True, False), (False, True)):
+        record = PatientRecord(patient(age=60.0), records_stops)
+        adult = record.patient
+        record.add_fact(adult.now - 210, Fact(amoxicillin))
+        record.add_fact(adult.now - 200, Fact(MEDICATION_END, text=amoxicillin))  # a course that ended
         stay = Visit(adult.now, "IMP", 3.0, [Fact("SNOMED/183452005")])
-        ProcedureKeeper(load_knowledge(), records_stops).vet(adult, stay)
+        ProcedureKeeper(load_knowledge()).vet(adult, stay)
         assert (RECONCILIATION in [f.code for f in stay.facts]) is reconciled
+    record.add_fact(adult.now + 5, Fact(amoxicillin))
+    record.add_fact(adult.now + 15, Fact(MEDICATION_END, text=amoxicillin, always_recorded=True))  # a recorded stop
+    stay = Visit(adult.now + 30, "IMP", 3.0, [Fact("SNOMED/183452005")])
+    ProcedureKeeper(load_knowledge()).vet(adult, stay)
+    assert RECONCILIATION not in [f.code for f in stay.facts]  # the chart shows it stopped
+    assert [e.code for e in record.events] == [amoxicillin, amoxicillin, MEDICATION_END]
 
 
 PHARYNGITIS, ACETAMINOPHEN = "SNOMED/195662009", "RXNORM/313782"

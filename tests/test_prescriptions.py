@@ -344,7 +344,7 @@ def test_the_prescriber_switches_a_pregnant_hypertensive_to_labetalol_or_nifedip
                                           Fact("SNOMED/44054006"), Fact(LISINOPRIL, text=HYPERTENSION)])
     prescriber.vet(p, prenatal)
     codes = [f.code for f in prenatal.facts]
-    assert LISINOPRIL not in codes[:4] and Fact(MEDICATION_END, text=LISINOPRIL) in prenatal.facts
+    assert LISINOPRIL not in codes[:4] and Fact(MEDICATION_END, text=LISINOPRIL, always_recorded=True) in prenatal.facts
     assert set(codes) & SAFE_IN_PREGNANCY and ATORVASTATIN not in codes and "RXNORM/312961" not in codes
     assert "RXNORM/860975" in codes  # the new diabetic's metformin is allowed
 

@@ -70,4 +70,4 @@ def chart_keepers(knowledge: Knowledge, patient: PatientState, adds_care: bool =
             LabKeeper(charts.measurement_codes, measured, charts.whole_panels),
             BodyKeeper(knowledge, patient, measured), Prescriber(knowledge, adds_care, charts.indications, charts.judged),
             ImmunizationKeeper(knowledge),
-            PreventiveKeeper(knowledge), ProcedureKeeper(knowledge, charts.records_stops), AssessmentKeeper(knowledge, asks=adds_care)]
+            PreventiveKeeper(knowledge), ProcedureKeeper(knowledge), AssessmentKeeper(knowledge, asks=adds_care)]

@@ -54,14 +54,18 @@ class PatientRecord:
             self.patient.conditions[fact.code] = ACTIVE
         elif domain == "medication":
             self.patient.medications[fact.code] = ACTIVE
+            self.patient.unrecorded_stops.discard(fact.code)
         elif domain == "allergy":
             self.patient.allergies.add(fact.code)
         elif fact.code == CONDITION_END and fact.text:
             self.patient.conditions[fact.text] = day
         elif fact.code == MEDICATION_END and fact.text:
             self.patient.medications[fact.text] = day
-        if fact.code == MEDICATION_END and not self.records_stops:
+        if fact.code == MEDICATION_END and not (self.records_stops or fact.always_recorded):
+            self.patient.unrecorded_stops.add(fact.text)
             return
+        if fact.code == MEDICATION_END:
+            self.patient.unrecorded_stops.discard(fact.text)
         self.add(day, fact.code, encounter_id, fact.value, fact.unit, fact.text)
 
     def add_visit(self, visit: Visit) -> None:

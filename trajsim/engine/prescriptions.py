@@ -203,7 +203,7 @@ class Prescriber(ChartKeeper):
                  for code, offset in ordered.values() if adult_product(code) in self.course and code not in ending]
         for code in sorted(self.last_order):  # a lab value or a pregnancy now rules out a drug taken: it stops today
             if self._ruled_out(code) and self._taken(patient, code, day) == code and code not in ending:
-                kept.append(Fact(MEDICATION_END, text=code))
+                kept.append(Fact(MEDICATION_END, text=code, always_recorded=True))
                 del self.last_order[code]
                 self.stopping[code] = self.indication.pop(code, None)
         visit.facts[:] = kept + self._due(patient, visit, active, diagnosed, readings)

@@ -60,11 +60,11 @@ def medication_list_procedures() -> frozenset[str]:
     return frozenset(p.code for p in reconciliations())
 
 
-def takes_medications(patient: PatientState, visit: Visit, records_stops: bool = True) -> bool:
-    """Whether the patient takes a drug at the visit's start or is ordered one in it; in a chart that
-    records no stops (a model of Synthea's FHIR orders), every drug ever ordered is taken as far as a
-    reader of the chart can tell."""
-    return (any(end > visit.day or not records_stops for end in patient.medications.values())
+def takes_medications(patient: PatientState, visit: Visit) -> bool:
+    """Whether the patient takes a drug at the visit's start or is ordered one in it, as a reader of
+    the chart sees it: in a chart that records no stops (a model of Synthea's FHIR orders), a drug
+    stopped unrecorded is still taken."""
+    return (any(end > visit.day or code in patient.unrecorded_stops for code, end in patient.medications.items())
             or any(domain_of(fact.code) == "medication" for fact in visit.facts))
 
 
@@ -78,9 +78,8 @@ class ProcedureKeeper(ChartKeeper):
     takes and is ordered no drug (a healthy newborn's birth stay: no list to reconcile), and added at
     the end of a stay with drugs that has none; a delivery outside a pregnancy is the pregnancy keeper's."""
 
-    def __init__(self, knowledge: Knowledge, records_stops: bool = True) -> None:
+    def __init__(self, knowledge: Knowledge) -> None:
         self.indications = indications(knowledge)
-        self.records_stops = records_stops
 
     def vet(self, patient: PatientState, visit: Visit) -> None:
         seen: set[tuple[str, float]] = set()
@@ -89,8 +88,7 @@ class ProcedureKeeper(ChartKeeper):
         named = [fact.text for fact in visit.facts if fact.text and domain_of(fact.code) == "encounter_type"]
         in_visit = {fact.code for fact in visit.facts} | set(named)
         by_class = visit_class_procedures()
-        unreconciled = (medication_list_procedures() if not takes_medications(patient, visit, self.records_stops)
-                        else frozenset())
+        unreconciled = medication_list_procedures() if not takes_medications(patient, visit) else frozenset()
         for fact in visit.facts:
             if domain_of(fact.code) == "procedure":
                 day = 0.0 if visit.encounter_class is not None else float(math.floor(visit.day + fact.offset_days))

@@ -91,6 +91,9 @@ class Fact:
     value: float | None = None
     unit: str | None = None
     text: str | None = None
+    # a stop recorded even in a chart that records none (`TrajectorySource.records_stops`): a drug a
+    # pregnancy or a lab value rules out is stopped where a reader sees it
+    always_recorded: bool = False
 
 
 @dataclass(slots=True)
@@ -127,6 +130,9 @@ class PatientState(Generic[StateT]):
     conditions: dict[str, float] = field(default_factory=dict)
     medications: dict[str, float] = field(default_factory=dict)
     allergies: set[str] = field(default_factory=set)  # allergy codes recorded so far (allergies do not end)
+    # drugs stopped whose stop the chart does not show (a source that records no stops): a reader of
+    # the chart takes them as still taken
+    unrecorded_stops: set[str] = field(default_factory=set)
     source_state: StateT | None = None
     height_z: float = 0.0  # height in standard deviations from the growth-chart median
     weight_factor: float = 1.0  # weight relative to the growth-chart median for height
