@@ -89,6 +89,9 @@ def test_a_course_stopped_twice_is_found():
     record = valid_record() + [Event(1, stop, None, MEDICATION_END, text=PENICILLIN),
                                Event(1, stop + timedelta(days=2), None, MEDICATION_END, text=PENICILLIN)]
     assert rules_found(record) == {"medication_stopped_twice": 1}  # the strep throat's penicillin
+    local = "LOCAL/MIMICIV-drug_exposure/00904404073"  # a source's own drug code: its orders are not known as orders
+    assert rules_found(valid_record() + [Event(1, stop, None, MEDICATION_END, text=local),
+                                         Event(1, stop + timedelta(days=2), None, MEDICATION_END, text=local)]) == {}
 
 
 def test_the_aap_2017_table_reads_a_childs_percentiles_and_stage_2():
@@ -233,6 +236,11 @@ def test_a_reconciliation_with_no_drug_to_reconcile_is_found_and_one_with_a_drug
     later = [Event(1, at(57), 10, visit_start_code("AMB")), Event(1, at(57) + timedelta(minutes=20), 10, VISIT_END)]
     assert rules_found(valid_record() + stay + later) == {"stay_without_reconciliation": 1}  # lisinopril taken, no list
     assert rules_found(valid_record() + stay) == {}  # the record ends with the stay: its discharge is not in it
+    # a child's stay with no drug, and an ED visit where amoxicillin is ordered the moment the stay ends
+    first = [(0, 1, visit_start_code("IMP"), None), (0, 1, NEWBORN_STAY, None), (0.005, 1, VISIT_END, None),
+             (0.005, 2, visit_start_code("EMER"), None), (0.005, 2, "RXNORM/308182", None), (0.006, 2, VISIT_END, None),
+             (0.5, 3, visit_start_code("AMB"), None), (0.5, 3, VISIT_END, None)]
+    assert "stay_without_reconciliation" not in rules_found(child(born, *first))
 
 
 def test_the_engine_reconciles_medications_only_at_a_stay_with_drugs():

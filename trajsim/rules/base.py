@@ -24,10 +24,12 @@ def as_measured(facts: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def drug_spells(facts: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFrame:
-    """Each order (`drug`, `ordered`) with the first stop of its drug after it (`stopped`, null while taken)."""
+    """Each order (`drug`, `ordered`, in encounter `order_encounter`) with the first stop of its drug
+    after it (`stopped`, null while taken)."""
     stops = (facts.filter(pl.col("code") == MEDICATION_END)
              .select("subject_id", drug=pl.col("text"), stopped=pl.col("time")).sort("stopped"))
-    return (orders.select("subject_id", drug=pl.col("code"), ordered=pl.col("time")).sort("ordered")
+    return (orders.select("subject_id", drug=pl.col("code"), ordered=pl.col("time"), order_encounter=pl.col("encounter_id"))
+            .sort("ordered")
             .join_asof(stops, left_on="ordered", right_on="stopped", by=["subject_id", "drug"], strategy="forward",
                        check_sortedness=False))
 

@@ -89,7 +89,10 @@ def _reconciliations(facts: pl.LazyFrame) -> list[pl.LazyFrame]:
     visits = starts.join(ends, on=_VISIT, how="left")
     orders = facts.filter(in_domain(pl.col("code"), "medication"))
     with_drugs = (visits.join(drug_spells(facts, orders), on="subject_id")
-                  .filter((pl.col("ordered") <= pl.col("end").fill_null(pl.col("start")))
+                  # an order at the moment a stay ends is the stay's only if made in it (not the next visit's)
+                  .filter(((pl.col("ordered") < pl.col("end").fill_null(pl.col("start")))
+                           | (pl.col("ordered") == pl.col("end").fill_null(pl.col("start")))
+                           & (pl.col("order_encounter").is_null() | (pl.col("order_encounter") == pl.col("encounter_id"))))
                           & (pl.col("stopped").is_null() | (pl.col("stopped") > pl.col("start"))))
                   .select(_VISIT).unique())
     # a stay ending with the record (cut off by its end, or by a death in hospital) has no discharge to reconcile at

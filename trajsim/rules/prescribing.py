@@ -91,8 +91,9 @@ def _same_day(orders: pl.LazyFrame) -> pl.LazyFrame:
 
 def _stopped_twice(facts: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFrame:
     """Stops of a drug that follow an earlier stop of it with no order in between (an order at the
-    moment of a stop precedes it)."""
-    stops = facts.filter((pl.col("code") == MEDICATION_END) & pl.col("text").is_not_null()).select(
+    moment of a stop precedes it). A source's own drug code (MIMIC's local NDCs) is not judged: its
+    orders are not known to be orders."""
+    stops = facts.filter((pl.col("code") == MEDICATION_END) & in_domain(pl.col("text"), "medication")).select(
         "subject_id", "time", drug=pl.col("text"), stop=pl.lit(True))
     course = pl.concat([orders.select("subject_id", "time", drug=pl.col("code"), stop=pl.lit(False)), stops])
     again = (course.sort("subject_id", "drug", "time", "stop")
