@@ -293,6 +293,20 @@ def test_a_chart_that_records_no_stops_is_reconciled_for_every_drug_it_shows():
     assert [e.code for e in record.events] == [amoxicillin, amoxicillin, MEDICATION_END]
 
 
+def test_a_stay_with_only_a_sources_own_drug_codes_gets_no_reconciliation():
+    """MIMIC's local NDCs are drugs no rule knows as drugs: a stay that holds only them gets no
+    reconciliation, which the rule would find with no drug to reconcile."""
+    from tests.test_episodes import patient
+    from trajsim.engine.procedures import ProcedureKeeper
+    from trajsim.knowledge import load_knowledge
+
+    adult = patient(age=60.0)
+    adult.medications["LOCAL/MIMICIV-drug_exposure/00904224461"] = adult.now + 2  # its planned end
+    stay = Visit(adult.now, "IMP", 3.0, [Fact("SNOMED/183452005"), Fact("LOCAL/MIMICIV-drug_exposure/00338004938")])
+    ProcedureKeeper(load_knowledge()).vet(adult, stay)
+    assert RECONCILIATION not in [f.code for f in stay.facts]
+
+
 PHARYNGITIS, ACETAMINOPHEN = "SNOMED/195662009", "RXNORM/313782"
 
 

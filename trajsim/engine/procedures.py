@@ -63,8 +63,10 @@ def medication_list_procedures() -> frozenset[str]:
 def takes_medications(patient: PatientState, visit: Visit) -> bool:
     """Whether the patient takes a drug at the visit's start or is ordered one in it, as a reader of
     the chart sees it: in a chart that records no stops (a model of Synthea's FHIR orders), a drug
-    stopped unrecorded is still taken."""
-    return (any(end > visit.day or code in patient.unrecorded_stops for code, end in patient.medications.items())
+    stopped unrecorded is still taken; a source's own drug code (MIMIC's local NDCs), which no rule
+    knows as a drug, does not count."""
+    return (any((end > visit.day or code in patient.unrecorded_stops) and domain_of(code) == "medication"
+                for code, end in patient.medications.items())
             or any(domain_of(fact.code) == "medication" for fact in visit.facts))
 
 
