@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from functools import cache
 
-from trajsim.knowledge.tables import DATA, Knowledge, read_table
+from trajsim.knowledge.tables import Knowledge, keyed_pairs
 
 
 @cache
 def comorbidities() -> dict[str, tuple[tuple[str, float], ...]]:
     """Condition key -> (condition it clusters with, ratio of its prevalence among those who have it)."""
-    table: dict[str, list[tuple[str, float]]] = {}
-    for r in read_table(DATA.joinpath("comorbidity.csv"), ("condition", "given", "prevalence_ratio")):
-        table.setdefault(r["condition"], []).append((r["given"], float(r["prevalence_ratio"])))
-    return {key: tuple(rows) for key, rows in table.items()}
+    return keyed_pairs("comorbidity.csv", "condition", "given", "prevalence_ratio")
 
 
 def prevalence_given(knowledge: Knowledge, key: str, sex: str, age: float, present: set[str]) -> float:

@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 
-from trajsim.knowledge.tables import DATA, Knowledge, read_table
+from trajsim.knowledge.tables import DATA, Knowledge, keyed_pairs, read_table
 
 HEIGHT, WEIGHT, BMI = "LOINC/8302-2", "LOINC/29463-7", "LOINC/39156-5"
 SYSTOLIC, DIASTOLIC = "LOINC/8480-6", "LOINC/8462-4"
@@ -94,10 +94,7 @@ def value_limits() -> dict[str, ValueLimit]:
 def treatment_effects() -> dict[str, tuple[tuple[str, float], ...]]:
     """Measurement code -> (drug group of medications.csv, factor its value is multiplied by while a
     drug of the group is taken) (`data/treatment_effects.csv`)."""
-    found: dict[str, list[tuple[str, float]]] = {}
-    for r in read_table(DATA.joinpath("treatment_effects.csv"), ("group", "code", "factor")):
-        found.setdefault(r["code"], []).append((r["group"], float(r["factor"])))
-    return {code: tuple(effects) for code, effects in found.items()}
+    return keyed_pairs("treatment_effects.csv", "code", "group", "factor")
 
 
 def measured_at(knowledge: Knowledge, code: str, sex: str, age: float, active: set[str]) -> bool:

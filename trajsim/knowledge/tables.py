@@ -35,6 +35,14 @@ class TableError(ValueError):
     """A clinical table that does not have the columns, values or citations its reader needs."""
 
 
+def keyed_pairs(name: str, key: str, label: str, number: str) -> dict[str, tuple[tuple[str, float], ...]]:
+    """A shipped table read as `key` -> its rows' (`label`, `number`) pairs, in table order."""
+    found: dict[str, list[tuple[str, float]]] = {}
+    for r in read_table(DATA.joinpath(name), (key, label, number)):
+        found.setdefault(r[key], []).append((r[label], float(r[number])))
+    return {k: tuple(pairs) for k, pairs in found.items()}
+
+
 def read_table(path: Traversable, columns: Iterable[str]) -> list[dict[str, str]]:
     """The rows of a clinical CSV table as {column: text}, once the table is known to have
     `columns`, one value per column in every row and, where it has a `source` column, a source on

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from trajsim.knowledge.tables import DATA, Knowledge, per_knowledge, read_table
+from trajsim.knowledge.tables import DATA, Knowledge, keyed_pairs, per_knowledge, read_table
 from trajsim.vocab import load_vocabulary
 
 RENEWAL_DAYS = 365.0  # US state pharmacy laws keep a prescription for a non-controlled drug valid for a year
@@ -139,10 +139,7 @@ def therapy_ages() -> dict[tuple[str, str], tuple[float, float]]:
 @cache
 def therapy_thresholds() -> dict[str, tuple[tuple[str, float], ...]]:
     """Guideline rule -> the (measurement code, at least) readings that make its therapy due."""
-    found: dict[str, list[tuple[str, float]]] = {}
-    for r in read_table(DATA.joinpath("therapy_thresholds.csv"), ("rule", "code", "at_least")):
-        found.setdefault(r["rule"], []).append((r["code"], float(r["at_least"])))
-    return {rule: tuple(pairs) for rule, pairs in found.items()}
+    return keyed_pairs("therapy_thresholds.csv", "rule", "code", "at_least")
 
 
 @per_knowledge

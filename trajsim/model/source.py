@@ -414,16 +414,15 @@ class ModelSource(TrajectorySource[ModelPlan]):
         history: list[Fact] = []
         visits: list[Visit] = []
         for segment in segments:
-            day = segment.day
             if segment.encounter_class is None and segment.facts and segment.facts[0].code == DEATH:
                 continue
-            start = float(day) if day < entry else day + self._time_of_day(segment, rng)
+            start = float(segment.day) if segment.day < entry else segment.day + self._time_of_day(segment, rng)
             if (not visits and entry == patient.birth_day and segment.encounter_class == "IMP"
                     and any(fact.code == NEWBORN_STAY for fact in segment.facts)):
                 start = patient.birth_day
             facts = [self._fact(fact, start + fact.offset_days, active) for fact in segment.facts
                      if fact.code != NEWBORN_STAY or start - patient.birth_day <= 1.0]  # a birth stay is at birth
-            if day < entry:  # of visits before the record, only what is still true is kept
+            if segment.day < entry:  # of visits before the record, only what is still true is kept
                 history += [dataclasses.replace(f, offset_days=start + f.offset_days - entry) for f in facts
                             if start + f.offset_days < entry  # a stay running past entry is not history
                             and (f.code in ENDED or self.grammar.history[self.tokenizer.index.get(f.code, 0)])]
