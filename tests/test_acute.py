@@ -9,14 +9,16 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from tests.conftest import small_scenario
+from tests.conftest import ScriptedSource, small_scenario
 from tests.test_rules import HYPERTENSION, at, rules_found, valid_record
 from trajsim.clock import DAYS_PER_YEAR
 from trajsim.engine import Fact, ReferenceSource, TrajectorySource, Visit, simulate
 from trajsim.engine.acute import SICK_VISIT
 from trajsim.events import DEATH, MEDICATION_END, VISIT_END, Event, events_frame, visit_start_code
 from trajsim.knowledge import load_knowledge
-from trajsim.knowledge.acute import EMERGENCY_VISIT, HOSPICE_CARE, admissions, event_rate, event_rates, treatments
+from trajsim.knowledge.acute import (
+    EMERGENCY_ADMISSION, EMERGENCY_VISIT, HOSPICE_CARE, OBSERVATION_STAY, admissions, event_rate, event_rates, treatments,
+)
 from trajsim.rules import acute, find_violations
 from trajsim.vocab import domain_of, load_vocabulary
 
@@ -308,7 +310,7 @@ def test_older_adults_come_to_the_ed_after_falls_most(adults, elderly):
     assert treated.is_empty()  # every facial laceration is sutured at its visit
 
 
-CHEST_PAIN, OBSERVATION = "SNOMED/29857009", "SNOMED/448951000124107"
+CHEST_PAIN, OBSERVATION = "SNOMED/29857009", OBSERVATION_STAY
 
 
 def test_a_third_of_chest_pain_in_the_ed_is_kept_under_observation_for_about_a_day(adults):
@@ -326,7 +328,7 @@ def test_a_third_of_chest_pain_in_the_ed_is_kept_under_observation_for_about_a_d
     assert ((observed["end"] - observed["start"]) <= timedelta(days=2)).all()
 
 
-HEART_FAILURE_STAY, EMERGENCY_STAY = "SNOMED/84114007", "SNOMED/183452005"
+HEART_FAILURE_STAY, EMERGENCY_STAY = "SNOMED/84114007", EMERGENCY_ADMISSION
 
 
 def test_the_rules_catch_a_stay_for_a_condition_the_patient_does_not_have():
@@ -394,3 +396,54 @@ def test_an_observation_stay_starts_as_the_ed_visit_ends(adults, elderly):
         ed_ends = events.filter(pl.col("code") == VISIT_END).join(ed, on=["subject_id", "encounter_id"])
         unsent = starts.join(ed_ends.select("subject_id", "time"), on=["subject_id", "time"], how="anti")
         assert starts.height > 10 and unsent.height == 0, unsent
+
+
+def _stay(encounter: int, start, hours: float, kind: str) -> list[Event]:
+    """A stay with its type and a reconciliation of the lisinopril the patient takes."""
+    end = start + timedelta(hours=hours)
+    return [Event(1, start, encounter, visit_start_code("IMP")), Event(1, start, encounter, kind),
+            Event(1, end, encounter, "SNOMED/430193006"), Event(1, end, encounter, VISIT_END)]
+
+
+def test_the_rules_catch_an_observation_past_48_hours_and_a_stay_that_starts_as_another_ends():
+    first = at(57)
+    assert rules_found(valid_record() + _stay(3, first, 30, OBSERVATION)) == {}
+    assert rules_found(valid_record() + _stay(3, first, 60, OBSERVATION)) == {"observation_too_long": 1}
+    assert rules_found(valid_record() + _stay(3, first, 60, EMERGENCY_ADMISSION)) == {}
+    again = _stay(4, first + timedelta(hours=30, minutes=20), 48, EMERGENCY_ADMISSION)
+    assert rules_found(valid_record() + _stay(3, first, 30, OBSERVATION) + again) == {"stay_after_stay": 1}
+    later = _stay(4, first + timedelta(days=20), 48, EMERGENCY_ADMISSION)
+    assert rules_found(valid_record() + _stay(3, first, 30, OBSERVATION) + later) == {}
+
+
+TROPONIN = "LOINC/89579-7"
+
+
+def _stays_source(patient, n: int) -> Visit | None:
+    """An ED visit with a heart attack (which the emergency keeper admits), then the source's own
+    admission proposed during the keeper's stay; a month later an observation stay the source keeps
+    for three days and then the source's admission proposed inside it, as a learned model writes them."""
+    day = patient.entry_day + 200
+    return {1: Visit(day, "EMER", 0.1, [Fact(MYOCARDIAL_INFARCTION)]),
+            2: Visit(day + 0.5, "IMP", 4.0, [Fact(EMERGENCY_ADMISSION), Fact(TROPONIN, 1.0, 0.8, "ng/mL")]),
+            3: Visit(day + 30, "IMP", 3.0, [Fact(OBSERVATION)]),
+            4: Visit(day + 31, "IMP", 5.0, [Fact(EMERGENCY_ADMISSION), Fact(TROPONIN, 1.0, 0.01, "ng/mL")])}.get(n)
+
+
+def test_a_stay_a_source_proposes_during_another_goes_on_with_it_and_a_long_observation_is_an_admission():
+    scenario = small_scenario(8, seed=5, **{"population.age_mix": ({"min": 55, "max": 70, "weight": 1.0},)})
+    events = events_frame(e for r in simulate(scenario, ScriptedSource(_stays_source)) for e in r.events)
+    stays = events.filter(pl.col("code") == visit_start_code("IMP")).select("subject_id", "encounter_id", start="time")
+    ends = events.filter(pl.col("code") == VISIT_END).select("subject_id", "encounter_id", end="time")
+    stays = stays.join(ends, on=["subject_id", "encounter_id"]).sort("subject_id", "start")
+    alive = events.filter(pl.col("code") == DEATH).is_empty()
+    assert stays.group_by("subject_id").len()["len"].max() == 2 or not alive  # two stays, not four
+    first = stays.group_by("subject_id").first()
+    assert ((first["end"] - first["start"]) >= timedelta(days=4)).all()  # the source's admission went on with the keeper's
+    kinds = events.filter(pl.col("code").is_in([OBSERVATION, EMERGENCY_ADMISSION])).join(
+        stays, on=["subject_id", "encounter_id"])
+    assert kinds.filter(pl.col("code") == OBSERVATION).is_empty()  # the three-day observation became an admission
+    troponins = events.filter(pl.col("code") == TROPONIN).join(stays, on=["subject_id", "encounter_id"], how="anti")
+    assert troponins.is_empty()  # each source stay's result is in the one stay
+    found = set(find_violations(events)["rule"])
+    assert not found & {"stay_after_stay", "observation_too_long", "duplicate_procedure"}, found

@@ -17,7 +17,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "5d5e08f791896198cba8203567c6a1984cbe66ed920862adf96c9f1e86f99093",
-    "default": "9df625a7bc8d70b0986d3c60ca761a5962e0ff09940be0a5aaca27f9babb9944",
+    "default": "60b2bb7e6ad4d6ca06438305a89becd8ce9bdfa2bc08e3ee755a131566bfc31d",
 }
 
 

@@ -394,3 +394,46 @@ def test_a_renewal_of_the_one_drug_taken_is_no_step_up():
     rule = "second_antihypertensive_missing"
     chart = _hypertensive((200, 152, 88, "RXNORM/310798"), (580, 150, 92, "RXNORM/310798"))  # renewed, still high
     assert find_violations(chart).filter(pl.col("rule") == rule)["time"].dt.date().to_list() == [date(2016, 8, 3)]
+
+
+CKD, ALBUMIN_RATIO, LOSARTAN = "SNOMED/709044004", "LOINC/14959-1", "RXNORM/979492"
+HYPOTHYROIDISM, LEVOTHYROXINE = "SNOMED/83664006", "RXNORM/966222"
+
+
+def _kidney_chart(ratio: float, drug: str | None = None) -> pl.DataFrame:
+    """A man of 55 with CKD since 2015, his albumin/creatinine ratio measured at a visit in 2016."""
+    seen = datetime(2016, 3, 1, 9)
+    visit = [Event(1, seen, 2, visit_start_code("AMB")), Event(1, seen, 2, ALBUMIN_RATIO, ratio, "mg/g"),
+             *([Event(1, seen, 2, drug, text=CKD)] if drug else []), Event(1, seen + timedelta(minutes=20), 2, VISIT_END)]
+    return pl.concat([_chart(*_visit(0, 1, (CKD, None))), events_frame(visit)]).sort("time")
+
+
+def test_the_rules_catch_albuminuric_kidney_disease_without_a_raas_inhibitor_and_untreated_hypothyroidism():
+    rule = "raas_inhibitor_missing_in_albuminuric_ckd"
+    assert rule in _rules(_kidney_chart(51.0))  # moderately increased albuminuria (A2), KDIGO 2024
+    assert rule not in _rules(_kidney_chart(12.0))  # A1: not due
+    assert rule not in _rules(_kidney_chart(51.0, LOSARTAN))
+    assert "thyroid_hormone_missing_in_hypothyroidism" in _rules(_chart(*_visit(0, 1, (HYPOTHYROIDISM, None))))
+    assert not _rules(_chart(*_visit(0, 1, (HYPOTHYROIDISM, None), (LEVOTHYROXINE, HYPOTHYROIDISM))))
+
+
+def test_the_prescriber_starts_a_raas_inhibitor_at_albuminuria_and_levothyroxine_in_hypothyroidism():
+    from tests.test_episodes import patient
+    from trajsim.engine import Fact, Visit
+    from trajsim.engine.prescriptions import Prescriber
+    from trajsim.engine.source import ACTIVE
+    from trajsim.knowledge.therapy import guideline_therapies
+
+    knowledge = load_knowledge()
+    raas = next(t.codes for t in guideline_therapies(knowledge) if t.rule == "raas_inhibitor_missing_in_albuminuric_ckd")
+    for ratio, treated in ((12.0, False), (51.0, True), (420.0, True)):
+        p = patient(age=55, sex="M")
+        p.conditions[CKD] = ACTIVE
+        visit = Visit(p.now, "AMB", 0.02, [Fact("SNOMED/390906007"), Fact(ALBUMIN_RATIO, value=ratio, unit="mg/g")])
+        Prescriber(knowledge, renews=False).vet(p, visit)
+        assert any(f.code in raas for f in visit.facts) == treated, ratio
+    p = patient(age=48, sex="F")
+    p.conditions[HYPOTHYROIDISM] = ACTIVE
+    visit = Visit(p.now, "AMB", 0.02, [Fact("SNOMED/390906007")])
+    Prescriber(knowledge, renews=False).vet(p, visit)
+    assert [f.text for f in visit.facts if f.code == LEVOTHYROXINE] == [HYPOTHYROIDISM]

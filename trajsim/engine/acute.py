@@ -31,7 +31,7 @@ import numpy as np
 from trajsim.clock import DAYS_PER_YEAR, MINUTES_PER_DAY
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.draws import pick
-from trajsim.engine.hospital import ED_VISIT, EMERGENCY_ADMISSION, TYPICAL_STAY_DAYS, fits
+from trajsim.engine.hospital import ED_VISIT, TYPICAL_STAY_DAYS, fits
 from trajsim.engine.mortality import NATURAL_DEATH, cause_of_death
 from trajsim.engine.pregnancy import newborn_stay
 from trajsim.engine.schedules import TRIAGE_VITAL_SIGNS, active_keys, office_hours, prescribe, workup
@@ -42,8 +42,8 @@ from trajsim.knowledge.physiology import VITAL_SIGNS, measured_at
 from trajsim.knowledge.smoking import CURRENT, smoking_curve, smoking_risks
 from trajsim.knowledge.therapy import formulations
 from trajsim.knowledge.acute import (
-    EMERGENCY_VISIT, HOSPICE_CARE, NEWBORN_STAY, OBSERVATION_STAY, Admission, admissions, emergency_shares, event_rate,
-    sudden_onsets, treatments,
+    EMERGENCY_ADMISSION, EMERGENCY_VISIT, HOSPICE_CARE, NEWBORN_STAY, OBSERVATION_LONGEST, OBSERVATION_STAY, Admission,
+    admissions, emergency_shares, event_rate, stay_type, sudden_onsets, treatments,
 )
 from trajsim.scenario import Presentation, presentations
 from trajsim.vocab import domain_of
@@ -55,10 +55,9 @@ STAY_SPREAD = 0.5
 # facilities (Cross and Warraich, N Engl J Med 2019;381:2369-70, US death certificates 2017).
 DIES_ADMITTED, DIES_IN_ED = 0.25, 0.05
 TERMINAL_STAY = (4.0, 0.8)  # days, lognormal: terminal admissions last a few days (approximate)
-# An observation stay mostly ends within 24 hours, nearly always within 48 (CMS Medicare Benefit Policy
-# Manual, chapter 6, section 20.6); days, lognormal (median, spread)
+# An observation stay mostly ends within 24 hours (CMS, as `OBSERVATION_LONGEST`); days, lognormal
+# (median, spread), its far tail cut at the 48 hours past which a patient is admitted
 OBSERVATION_DAYS = (0.9, 0.3)
-OBSERVATION_LONGEST = 2.0  # days: the lognormal's far tail cut at 48 hours, past which a patient is admitted
 # Most decedents see a clinician in their last month (Teno et al., JAMA 2018;320:264-71: Medicare
 # decedents, about half hospitalised in the last 30 days; approximate share of the rest seen).
 SEEN_LAST_MONTH = 0.6
@@ -104,9 +103,12 @@ class EmergencyKeeper(ChartKeeper):
     def vet(self, patient: PatientState, visit: Visit) -> None:
         """An onset of a condition treated through the ED makes the visit an ED visit, with each such
         onset's procedure in it or in the one admission that follows; an ED visit gets its triage.
-        A hospice referral is kept only at the terminal visit the keeper plans."""
+        A hospice referral is kept only at the terminal visit the keeper plans; an observation stay
+        a source kept past 48 hours is an admission."""
         if self.terminal is None or visit is not self.terminal.visit:
             visit.facts[:] = [f for f in visit.facts if f.code != HOSPICE_CARE]
+        visit.facts[:] = [replace(f, code=stay_type(f.code, visit.duration_days)) if f.code == OBSERVATION_STAY else f
+                          for f in visit.facts]
         if visit.encounter_class is None:
             return
         onsets = [f for f in visit.facts if f.code in self.treated_codes

@@ -34,6 +34,7 @@ from trajsim.engine.prescriptions import Prescriber
 from trajsim.engine.source import Fact, PatientState, Visit
 from trajsim.events import BIRTH, MEDICATION_END, SEX_FEMALE, SEX_MALE, VISIT_END, Event, visit_start_code
 from trajsim.knowledge import Knowledge, load_knowledge
+from trajsim.knowledge.acute import EMERGENCY_ADMISSION
 from trajsim.scenario import Population, Presentation, StreamScenario, presentations
 
 # Durations in minutes, as lognormal (median, spread) pairs. An ED visit that ends at home lasts
@@ -45,7 +46,7 @@ LAB_TURNAROUND = (50.0, 0.3)  # CAP Q-Probes: ED STAT chemistry results in about
 TREATMENT = (45.0, 0.5)
 WARD_STAY_SPREAD = 0.5
 TYPICAL_STAY_DAYS = 4.5  # mean US hospital stay, about 4.5 days (HCUP, National Inpatient Sample 2018)
-ED_VISIT, EMERGENCY_ADMISSION = "SNOMED/50849002", "SNOMED/183452005"  # the visits' encounter types
+ED_VISIT = "SNOMED/50849002"  # Emergency department patient visit: the ED visit's encounter type
 HOSPITAL_STREAM = 0  # random stream of arrivals and the opening ward census; patients use 1, 2, ...
 
 

@@ -20,6 +20,7 @@ from trajsim.engine.mortality import cause_of_death
 from trajsim.engine.sampler import VisitSampler
 from trajsim.engine.schedules import Schedule
 from trajsim.engine.source import ACTIVE, Fact, PatientState, TrajectorySource, Visit
+from trajsim.knowledge.acute import stay_type
 from trajsim.vocab import domain_of
 
 ENDS = frozenset({CONDITION_END, MEDICATION_END})
@@ -35,6 +36,7 @@ class PatientRecord:
         self.events: list[Event] = []
         self.last_day = patient.entry_day  # the latest day anything was recorded for
         self.last_encounter: tuple[int, float] | None = None  # the latest encounter and its end day
+        self.last_stay: tuple[int, float] | None = None  # the latest hospital stay (IMP): its encounter and start day
         self._visits = 0
 
     @property
@@ -70,21 +72,57 @@ class PatientRecord:
 
     def add_visit(self, visit: Visit) -> None:
         """Record a visit's facts, dropping any that would fall after the record's end; facts dated
-        before or after the visit (a pregnancy's onset, a course's end) are recorded outside it."""
+        before or after the visit (a pregnancy's onset, a course's end) are recorded outside it. A
+        stay that starts before the last stay has ended goes on with it."""
         exit_day = self.patient.exit_day
         encounter, visit_end = None, visit.day + visit.duration_days
+        facts = visit.facts
         if visit.encounter_class is not None:
-            self._visits += 1
-            encounter = encounter_id(self.patient.subject_id, self._visits)
             visit_end = min(visit_end, exit_day)
-            self.add(visit.day, visit_start_code(visit.encounter_class), encounter)
-        for fact in visit.facts:
+            if visit.encounter_class == "IMP" and self.in_stay(visit.day):
+                encounter, facts = self._continued_stay(visit, visit_end)
+            else:
+                self._visits += 1
+                encounter = encounter_id(self.patient.subject_id, self._visits)
+                self.add(visit.day, visit_start_code(visit.encounter_class), encounter)
+                if visit.encounter_class == "IMP":
+                    self.last_stay = (encounter, visit.day)
+        for fact in facts:
             day = visit.day + fact.offset_days
             if day <= exit_day:  # what is dated outside the visit (an onset before it) is not of it
                 self.add_fact(day, fact, encounter if visit.day <= day <= visit_end else None)
         if encounter is not None:
             self.add(visit_end, VISIT_END, encounter)
             self.last_encounter = (encounter, visit_end)
+
+    def in_stay(self, day: float) -> bool:
+        """Whether `day` falls before the end of the last encounter and that encounter is a stay:
+        a stay starting then continues it. A model that learned admissions from the ED writes its
+        own stay after one the emergency keeper has admitted, or an observation stay and then the
+        admission it turned into: one stay, not a patient discharged and admitted again the same
+        minute."""
+        last = self.last_encounter
+        return self.last_stay is not None and last is not None and last[0] == self.last_stay[0] and day <= last[1]
+
+    def _continued_stay(self, visit: Visit, visit_end: float) -> tuple[int, list[Fact]]:
+        """The last stay's encounter, its end moved to `visit_end` and its type to what a stay that
+        long is (an observation stay past 48 hours is an admission), and the facts of `visit` it
+        does not already hold: no second encounter type, no procedure done twice (a second
+        reconciliation)."""
+        encounter, start = self.last_stay
+        held: set[str] = set()
+        events = []
+        for event in self.events:
+            if event.encounter_id == encounter:
+                if event.code == VISIT_END:
+                    continue
+                if domain_of(event.code) == "encounter_type":
+                    event = event._replace(code=stay_type(event.code, visit_end - start))
+                held.add(event.code)
+            events.append(event)
+        self.events[:] = events
+        return encounter, [f for f in visit.facts if domain_of(f.code) != "encounter_type"
+                           and not (domain_of(f.code) == "procedure" and f.code in held)]
 
     def add_death(self, day: float, cause: str) -> None:
         """Record the death with its cause, under the encounter it ends if the patient dies in one.
@@ -126,7 +164,9 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
         if visit.day < env.now and visit.encounter_class is None:  # facts outside visits (a refill) keep their day
             record_visit(record, no_end_before(visit, env.now), source, keepers)
             continue
-        if visit.day < env.now:  # a source may not schedule a visit into the past; a clinic gives its next slot
+        if visit.day < env.now and visit.encounter_class == "IMP" and record.in_stay(visit.day):
+            rest_of_stay(visit, env.now)  # a stay proposed during the last one goes on with it
+        elif visit.day < env.now:  # a source may not schedule a visit into the past; a clinic gives its next slot
             visit.day = next_office_slot(env.now) if visit.encounter_class == "AMB" else env.now
             if visit.day >= patient.exit_day:
                 break
@@ -145,6 +185,14 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
     if patient.death_day is not None and patient.death_day <= patient.end_day:
         record.add_death(patient.death_day, cause_of_death(care.k, patient, patient.death_day))
     record.finish()
+
+
+def rest_of_stay(visit: Visit, day: float) -> None:
+    """What is left after `day` of a stay proposed to start before it: the stay keeps its end, and
+    what it dated before `day` is dated at `day`."""
+    lead = day - visit.day
+    visit.day, visit.duration_days = day, max(visit.duration_days - lead, 0.0)
+    visit.facts = [replace(fact, offset_days=max(fact.offset_days - lead, 0.0)) for fact in visit.facts]
 
 
 def no_end_before(visit: Visit, day: float) -> Visit:

@@ -24,7 +24,7 @@ from trajsim.engine.schedules import active_keys, office_hours, vitals
 from trajsim.engine.source import NEVER_RECORDED, Fact, PatientState, Visit
 from trajsim.events import CONDITION_END
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.acute import NEWBORN_STAY
+from trajsim.knowledge.acute import EMERGENCY_ADMISSION, NEWBORN_STAY
 from trajsim.knowledge.lifecycles import (
     CESAREAN, FETAL_PROCEDURES, LMP_TO_CONCEPTION_DAYS, MISCARRIAGE, NORMAL_DELIVERY, OBSTETRIC_ADMISSION, PREGNANCY, PRENATAL,
     PRENATAL_INITIAL, lifecycles, pregnancy_figures, same_condition,
@@ -33,7 +33,6 @@ from trajsim.knowledge.lifecycles import (
 SYMPTOM_VISIT = "SNOMED/185345009"
 FOLLOW_UP_VISIT = "SNOMED/390906007"
 PROBLEM_VISIT = "SNOMED/185347001"
-EMERGENCY_ADMISSION = "SNOMED/183452005"
 _OUTCOMES = frozenset({NORMAL_DELIVERY, CESAREAN, MISCARRIAGE})
 _WEEK = 7.0
 

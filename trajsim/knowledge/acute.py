@@ -16,11 +16,21 @@ from trajsim.knowledge.tables import DATA, AgeBand, read_table
 EMERGENCY_VISIT = "emergency_visit"  # the rate of all ED visits in acute_rates.csv
 NEWBORN_STAY = "SNOMED/32485007"  # Hospital admission: the newborn's birth stay
 OBSERVATION_STAY = "SNOMED/448951000124107"  # Admission to observation unit
+EMERGENCY_ADMISSION = "SNOMED/183452005"  # Emergency hospital admission: a stay's encounter type
+# An observation stay mostly ends within 24 hours, nearly always within 48, past which the patient is
+# admitted (CMS Medicare Benefit Policy Manual, chapter 6, section 20.6)
+OBSERVATION_LONGEST = 2.0  # days
 HOSPICE_CARE = "SNOMED/385763009"  # Hospice care (regime/therapy)
 # Hospice is for a terminal illness with a prognosis of six months or less (CMS, Medicare Benefit
 # Policy Manual, chapter 9, section 10); about 17% of US hospice patients are discharged alive
 # (NHPCO Facts and Figures 2020), so a year with no death after a referral is what a reader flags.
 HOSPICE_SURVIVAL_DAYS = 365
+
+
+def stay_type(code: str, days: float) -> str:
+    """The encounter type of a stay of type `code` that lasts `days`: an observation stay kept
+    past 48 hours is an admission."""
+    return EMERGENCY_ADMISSION if code == OBSERVATION_STAY and days > OBSERVATION_LONGEST else code
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from trajsim.events import CAUSE_OF_DEATH, DEATH, VISIT_START_PREFIX
+from trajsim.events import CAUSE_OF_DEATH, DEATH, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
-from trajsim.knowledge.acute import HOSPICE_CARE, HOSPICE_SURVIVAL_DAYS, treatments
+from trajsim.knowledge.acute import (
+    HOSPICE_CARE, HOSPICE_SURVIVAL_DAYS, OBSERVATION_LONGEST, OBSERVATION_STAY, treatments,
+)
 from trajsim.rules.base import violation
 from trajsim.vocab import in_domain
 
@@ -26,6 +28,8 @@ RULES: dict[str, str] = {
                                  "procedure within two days (appendicitis without appendectomy, myocardial infarction "
                                  "without coronary intervention)",
     "death_without_cause": "a death with no recorded cause",
+    "observation_too_long": "an observation stay (SNOMED 448951000124107) longer than 48 hours, past which a "
+                            "patient is admitted (CMS Medicare Benefit Policy Manual, chapter 6, 20.6)",
     "hospice_without_death": "a hospice referral followed by more than a year of record with no death (hospice is "
                              "for a prognosis of six months or less)",
     "visit_for_unrecorded_condition": "a visit or stay whose reason is a condition the patient has no record of by "
@@ -38,7 +42,7 @@ def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     """The violations of this family's rules."""
     table = _treatment_table(knowledge)
     onsets = _onsets(facts, table)
-    return [_in_office(facts, onsets), _untreated(facts, onsets), _deaths(facts), _hospice(facts),
+    return [_in_office(facts, onsets), _untreated(facts, onsets), _deaths(facts), _observation(facts), _hospice(facts),
             _unrecorded_reasons(facts, knowledge)]
 
 
@@ -80,6 +84,17 @@ def _deaths(facts: pl.LazyFrame) -> pl.LazyFrame:
     certified = facts.filter(pl.col("code") == CAUSE_OF_DEATH).select("subject_id")
     found = facts.filter((pl.col("code") == DEATH) & pl.col("text").is_null()).join(certified, on="subject_id", how="anti")
     return violation(found, "death_without_cause", pl.lit("no cause of death"))
+
+
+def _observation(facts: pl.LazyFrame) -> pl.LazyFrame:
+    """Observation stays that end more than `OBSERVATION_LONGEST` days after they start."""
+    visit = ["subject_id", "encounter_id"]
+    starts = facts.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX)).select(*visit, start=pl.col("time"))
+    ends = facts.filter(pl.col("code") == VISIT_END).select(*visit, end=pl.col("time"))
+    found = (facts.filter(pl.col("code") == OBSERVATION_STAY).join(starts, on=visit).join(ends, on=visit)
+             .with_columns(hours=(pl.col("end") - pl.col("start")).dt.total_minutes() / 60)
+             .filter(pl.col("hours") > OBSERVATION_LONGEST * 24))
+    return violation(found, "observation_too_long", pl.format("an observation stay of {} hours", pl.col("hours").round(1)))
 
 
 def _hospice(facts: pl.LazyFrame) -> pl.LazyFrame:

@@ -29,7 +29,11 @@ RULES: dict[str, str] = {
     "duplicate_active_condition": "a chronic condition recorded again while it is still active",
     "visit_end_before_start": "a visit that ends before it starts",
     "overlapping_visits": "a visit that starts before the patient's previous visit has ended",
+    "stay_after_stay": "a hospital stay that starts within an hour of the end of the patient's previous stay: one "
+                       "stay recorded as two, the patient discharged and admitted again at once (trajsim simulates "
+                       "no transfers between hospitals)",
 }
+RESTAY_WITHIN = pl.duration(hours=1)
 _MICROSECONDS_PER_YEAR = DAYS_PER_YEAR * 86_400e6
 
 
@@ -159,11 +163,15 @@ def _visits(facts: pl.LazyFrame) -> pl.LazyFrame:
               .with_columns(end=pl.coalesce("end", "time"))
               .sort("subject_id", "time", "encounter_id")
               .with_columns(previous_end=pl.col("end").cum_max().shift(1).over("subject_id")))
+    stays = (visits.filter(pl.col("code") == VISIT_START_PREFIX + "IMP")
+             .with_columns(previous_stay_end=pl.col("end").shift(1).over("subject_id")))
     return pl.concat([
         violation(visits.filter(pl.col("end") < pl.col("time")), "visit_end_before_start",
                    pl.format("encounter {} ends at {}", "encounter_id", "end")),
         violation(visits.filter(pl.col("time") < pl.col("previous_end")), "overlapping_visits",
                    pl.format("encounter {} starts before the previous visit ends at {}", "encounter_id", "previous_end")),
+        violation(stays.filter(pl.col("time") <= pl.col("previous_stay_end") + RESTAY_WITHIN), "stay_after_stay",
+                  pl.format("stay {} starts as the previous stay ends at {}", "encounter_id", "previous_stay_end")),
     ])
 
 
