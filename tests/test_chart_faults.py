@@ -337,3 +337,28 @@ def test_an_illness_the_source_ends_before_a_visit_moved_past_the_weekend_ends_a
         pl.col("time").is_between(pl.col("follow_up"), pl.col("follow_up") + pl.duration(days=1)))
     assert after["subject_id"].n_unique() >= 8  # the source's end, dated once the follow-up is over
     assert "medication_without_indication" not in set(find_violations(events)["rule"])
+
+
+HYPOTHYROIDISM_ICD, LEVOTHYROXINE = "ICD10CM/E03.9", "RXNORM/966222"
+
+
+def discharge_diagnosis(p: PatientState, n: int) -> Visit | None:
+    """A stay, then its diagnosis of hypothyroidism written outside visits and dated before the stay
+    started (as a MIMIC MEDS model writes discharge diagnoses), then an office visit a month later."""
+    day = math.floor(p.entry_day) + 40
+    return {1: Visit(day + 0.9, "IMP", 1.0, [Fact("SNOMED/183452005")]),
+            2: Visit(day + 0.5, None, 0.0, [Fact(HYPOTHYROIDISM_ICD)]),
+            3: Visit(day + 30.4, "AMB", 0.02, [Fact(SICK_VISIT)])}.get(n)
+
+
+def test_a_diagnosis_a_source_dates_before_a_stay_it_wrote_first_is_dated_after_it_and_then_treated():
+    source = ScriptedSource(discharge_diagnosis)
+    source.authors = frozenset({FactKind.VISITS, FactKind.DIAGNOSES, FactKind.PRESCRIPTIONS})
+    scenario = small_scenario(8, seed=4, **{"population.age_mix": ({"min": 30, "max": 60, "weight": 1.0},)})
+    events = events_frame(e for r in simulate(scenario, source) for e in r.events)
+    stays = events.filter(pl.col("code") == visit_start_code("IMP")).select("subject_id", stay=pl.col("time"))
+    diagnoses = events.filter(pl.col("code") == HYPOTHYROIDISM_ICD).join(stays, on="subject_id")
+    assert diagnoses.height >= 6 and (diagnoses["time"] > diagnoses["stay"]).all()  # not before the stay that never saw it
+    treated = events.filter(pl.col("code") == LEVOTHYROXINE)["subject_id"].n_unique()
+    assert treated == diagnoses["subject_id"].n_unique()  # at the office visit that follows
+    assert "thyroid_hormone_missing_in_hypothyroidism" not in set(find_violations(events)["rule"])

@@ -146,6 +146,29 @@ def test_an_end_proposed_before_its_episode_begins_is_dropped_and_the_keeper_end
     assert end.text == PHARYNGITIS and day > p.now + 8
 
 
+def test_a_follow_up_with_nothing_to_follow_is_an_encounter_for_a_problem_and_the_rules_catch_one():
+    """The shipped model wrote follow-up visits for children with no condition at all (81 of 2,948
+    follow-ups in 300 patients)."""
+    from trajsim.engine.pregnancy import PROBLEM_VISIT
+    from trajsim.events import FOLLOW_UP_VISIT, VISIT_END, visit_start_code
+
+    p, keeper = patient(), EpisodeKeeper(load_knowledge())
+    empty = Visit(p.now, "AMB", 0.02, [Fact(FOLLOW_UP_VISIT), Fact("LOINC/8302-2", value=165.0, unit="cm")])
+    keeper.vet(p, empty)
+    assert [f.code for f in empty.facts] == [PROBLEM_VISIT, "LOINC/8302-2"]
+    for kept in ([Fact(FOLLOW_UP_VISIT), Fact(PHARYNGITIS)], [Fact(FOLLOW_UP_VISIT)]):
+        if len(kept) == 1:
+            p.conditions[HYPERTENSION] = ACTIVE  # a condition to follow
+        visit = Visit(p.now + 30, "AMB", 0.02, kept)
+        keeper.vet(p, visit)
+        assert visit.facts[0].code == FOLLOW_UP_VISIT
+    follow_up = [Event(1, at(57), 3, visit_start_code("AMB")), Event(1, at(57), 3, FOLLOW_UP_VISIT),
+                 Event(1, at(57) + timedelta(minutes=20), 3, VISIT_END)]
+    assert rules_found(valid_record() + follow_up) == {}  # his hypertension
+    healthy = [e for e in valid_record() if e.code != HYPERTENSION and e.text != HYPERTENSION]
+    assert rules_found(healthy + follow_up) == {"follow_up_without_problem": 1}
+
+
 def test_the_keeper_drops_covid_before_2020_and_a_first_diagnosis_outside_its_ages():
     knowledge = load_knowledge()
     p, keeper = patient(age=45, now=day_number(datetime(2019, 6, 1).date())), EpisodeKeeper(knowledge)

@@ -68,6 +68,17 @@ def test_generate_with_a_trained_model_looks_like_its_training_population(elderl
     assert births.is_between(1915, 1945).mean() > 0.9  # born 70-90 years before 2000-2010; census: 1925-2025
 
 
+def test_a_summary_this_version_cannot_read_is_an_error_naming_the_file(elderly_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(elderly_model, folder)
+    summary = folder / "population.json"
+    summary.write_bytes(summary.read_bytes().replace(b'"patients"', b'"deaths": 3, "patients"', 1))
+    result = CliRunner().invoke(app, ["generate", "--model", str(folder), "-n", "3", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "population.json" in result.output and "deaths" in result.output, result.output
+
+
 def test_patients_drawn_from_a_model_start_and_end_their_records_like_the_source(elderly_model: Path) -> None:
     scenario = with_overrides(small_scenario(200), "test", **{"model": str(elderly_model), "population.drawn_from": "model"})
     patients = [draw_patient(scenario, i, load_knowledge()) for i in range(200)]

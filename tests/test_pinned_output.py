@@ -17,7 +17,7 @@ from trajsim.generate import generate
 
 PINNED = {
     "reference": "5d5e08f791896198cba8203567c6a1984cbe66ed920862adf96c9f1e86f99093",
-    "default": "60b2bb7e6ad4d6ca06438305a89becd8ce9bdfa2bc08e3ee755a131566bfc31d",
+    "default": "28f2e59259f9d1c7521c5f7b86e9ffeb3ce18164e0e228ed9a640c65d3641c54",
 }
 
 

@@ -22,9 +22,9 @@ from trajsim.engine import (
 from trajsim.engine.acute import keeper_codes
 from trajsim.engine.procedures import medication_list_procedures
 from trajsim.engine.assessments import answered_codes
-from trajsim.engine.pregnancy import FOLLOW_UP_VISIT, PROBLEM_VISIT
+from trajsim.engine.pregnancy import PROBLEM_VISIT
 from trajsim.engine.source import ENGINE_KINDS, engine_kinds, fact_kind
-from trajsim.events import CONDITION_END, DEATH, VISIT_END, visit_start_code
+from trajsim.events import CONDITION_END, DEATH, FOLLOW_UP_VISIT, VISIT_END, visit_start_code
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.labs import panel_results, reflexes
 from trajsim.knowledge.physiology import PERCENTILE_OF

@@ -42,6 +42,7 @@ SMOKING_STATUS = "LOINC/72166-2"  # Tobacco smoking status: `text` is the SNOMED
 PREGNANCY_STATUS = "LOINC/82810-3"  # Pregnancy status: `text` is the SNOMED CT answer (pregnant, not pregnant)
 WELL_CHILD = "SNOMED/410620009"  # Well child visit: the visit type of a child's preventive visit
 WELL_ADULT = "SNOMED/162673000"  # General examination of patient: the visit type of an adult's preventive exam
+FOLLOW_UP_VISIT = "SNOMED/390906007"  # Follow-up encounter: the visit type of an office visit for known conditions
 SEX_FEMALE = "TRAJSIM/sex/F"
 SEX_MALE = "TRAJSIM/sex/M"
 VISIT_START_PREFIX = "TRAJSIM/visit/"

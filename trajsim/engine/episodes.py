@@ -7,7 +7,8 @@ episode that is not active. An episode the source leaves open ends after a durat
 lifecycle table, dated between visits (a pregnancy's end is the pregnancy keeper's, which plans its
 course); an end proposed beyond the longest plausible episode is
 brought back to it, and one dated at or before the episode's onset is dropped. A drug prescribed for a dropped diagnosis or an ended episode is kept for
-another active indication, or goes.
+another active indication, or goes. A follow-up visit left with no condition to follow (none active,
+none diagnosed there: its episode ended or its diagnosis was dropped) is an encounter for a problem.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from trajsim.engine.chart import ChartKeeper
+from trajsim.engine.pregnancy import office_visit_type
 from trajsim.engine.source import ACTIVE, NEVER_RECORDED, Fact, PatientState, Visit
-from trajsim.events import CONDITION_END
+from trajsim.events import CONDITION_END, FOLLOW_UP_VISIT
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.lifecycles import PREGNANCY, lifecycles, same_condition
 from trajsim.vocab import domain_of
@@ -88,6 +90,9 @@ class EpisodeKeeper(ChartKeeper):
             visit.facts = [fact for fact in amended if fact is not None]
         if ending:  # in time order, so that the chart records each episode's end after its onset
             visit.facts = sorted(visit.facts + ending, key=lambda f: f.offset_days)
+        if any(f.code == FOLLOW_UP_VISIT for f in visit.facts) and not any(domain_of(f.code) == "condition" for f in visit.facts):
+            kind = office_visit_type(patient, visit.day)
+            visit.facts = [replace(f, code=kind) if f.code == FOLLOW_UP_VISIT else f for f in visit.facts]
 
     @staticmethod
     def _closed_here(visit: Visit, order: list[int]) -> set[int]:

@@ -20,7 +20,7 @@ from trajsim.engine.mortality import cause_of_death
 from trajsim.engine.sampler import VisitSampler
 from trajsim.engine.schedules import Schedule
 from trajsim.engine.source import ACTIVE, Fact, PatientState, TrajectorySource, Visit
-from trajsim.knowledge.acute import stay_type
+from trajsim.knowledge.acute import SAME_STAY_GAP_DAYS, stay_type
 from trajsim.vocab import domain_of
 
 ENDS = frozenset({CONDITION_END, MEDICATION_END})
@@ -96,13 +96,14 @@ class PatientRecord:
             self.last_encounter = (encounter, visit_end)
 
     def in_stay(self, day: float) -> bool:
-        """Whether `day` falls before the end of the last encounter and that encounter is a stay:
-        a stay starting then continues it. A model that learned admissions from the ED writes its
-        own stay after one the emergency keeper has admitted, or an observation stay and then the
-        admission it turned into: one stay, not a patient discharged and admitted again the same
-        minute."""
+        """Whether a stay starting on `day` continues the last encounter, a stay: it starts before
+        that stay has ended or within the hour after (`SAME_STAY_GAP_DAYS`). A model that learned
+        admissions from the ED writes its own stay after one the emergency keeper has admitted, or
+        an observation stay and then the admission it turned into: one stay, not a patient
+        discharged and admitted again the same minute."""
         last = self.last_encounter
-        return self.last_stay is not None and last is not None and last[0] == self.last_stay[0] and day <= last[1]
+        return (self.last_stay is not None and last is not None and last[0] == self.last_stay[0]
+                and day <= last[1] + SAME_STAY_GAP_DAYS)
 
     def _continued_stay(self, visit: Visit, visit_end: float) -> tuple[int, list[Fact]]:
         """The last stay's encounter, its end moved to `visit_end` and its type to what a stay that
@@ -162,7 +163,7 @@ def patient_life(env: simpy.Environment, record: PatientRecord, sampler: VisitSa
         if visit is None or visit.day >= patient.exit_day:
             break
         if visit.day < env.now and visit.encounter_class is None:  # facts outside visits (a refill) keep their day
-            record_visit(record, no_end_before(visit, env.now), source, keepers)
+            record_visit(record, not_before(visit, env.now), source, keepers)
             continue
         if visit.day < env.now and visit.encounter_class == "IMP" and record.in_stay(visit.day):
             rest_of_stay(visit, env.now)  # a stay proposed during the last one goes on with it
@@ -195,12 +196,15 @@ def rest_of_stay(visit: Visit, day: float) -> None:
     visit.facts = [replace(fact, offset_days=max(fact.offset_days - lead, 0.0)) for fact in visit.facts]
 
 
-def no_end_before(visit: Visit, day: float) -> Visit:
-    """The facts outside visits with each end of a condition or drug dated `day` at the earliest:
-    a visit the clinic moved to its next slot may come before facts the source dated earlier, and
-    it was vetted with the condition or drug still active (a drug renewed for an illness the source
-    then ended the day before the visit would have no indication)."""
-    visit.facts = [replace(fact, offset_days=day - visit.day) if fact.code in ENDS and visit.day + fact.offset_days < day
+def not_before(visit: Visit, day: float) -> Visit:
+    """The facts outside visits with each diagnosis and each end of a condition or drug dated `day`
+    at the earliest. Visits already recorded were vetted without them: a visit the clinic moved to
+    its next slot may come before an end the source dated earlier (a drug renewed there for an
+    illness the source then ended the day before would have no indication), and a source may write
+    a diagnosis after the stay it dates it before (MIMIC's discharge diagnoses), which the stay's
+    prescriber never saw, so its guideline therapy was never considered."""
+    visit.facts = [replace(fact, offset_days=day - visit.day)
+                   if visit.day + fact.offset_days < day and (fact.code in ENDS or domain_of(fact.code) == "condition")
                    else fact for fact in visit.facts]
     return visit
 

@@ -22,7 +22,7 @@ from trajsim.clock import MINUTES_PER_DAY
 from trajsim.engine.chart import ChartKeeper
 from trajsim.engine.schedules import active_keys, office_hours, vitals
 from trajsim.engine.source import NEVER_RECORDED, Fact, PatientState, Visit
-from trajsim.events import CONDITION_END
+from trajsim.events import CONDITION_END, FOLLOW_UP_VISIT
 from trajsim.knowledge import Knowledge
 from trajsim.knowledge.acute import EMERGENCY_ADMISSION, NEWBORN_STAY
 from trajsim.knowledge.lifecycles import (
@@ -31,7 +31,6 @@ from trajsim.knowledge.lifecycles import (
 )
 
 SYMPTOM_VISIT = "SNOMED/185345009"
-FOLLOW_UP_VISIT = "SNOMED/390906007"
 PROBLEM_VISIT = "SNOMED/185347001"
 _OUTCOMES = frozenset({NORMAL_DELIVERY, CESAREAN, MISCARRIAGE})
 _WEEK = 7.0

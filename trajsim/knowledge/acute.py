@@ -20,6 +20,9 @@ EMERGENCY_ADMISSION = "SNOMED/183452005"  # Emergency hospital admission: a stay
 # An observation stay mostly ends within 24 hours, nearly always within 48, past which the patient is
 # admitted (CMS Medicare Benefit Policy Manual, chapter 6, section 20.6)
 OBSERVATION_LONGEST = 2.0  # days
+# A stay that starts within an hour of the end of the patient's last one is that stay going on (a
+# patient discharged and admitted again at once); trajsim simulates no transfers between hospitals
+SAME_STAY_GAP_DAYS = 1 / 24
 HOSPICE_CARE = "SNOMED/385763009"  # Hospice care (regime/therapy)
 # Hospice is for a terminal illness with a prognosis of six months or less (CMS, Medicare Benefit
 # Policy Manual, chapter 9, section 10); about 17% of US hospice patients are discharged alive

@@ -178,6 +178,13 @@ def write_summary(folder: Path, summary: PopulationSummary) -> None:
 
 
 def read_summary(folder: Path) -> PopulationSummary | None:
-    """The summary saved in a model folder, or None for a model trained before summaries existed."""
+    """The summary saved in a model folder, or None for a model trained before summaries existed.
+    A summary this version cannot read (edited, or written by another version) is an error naming it."""
     path = Path(folder) / POPULATION
-    return PopulationSummary.from_json(path.read_bytes()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return PopulationSummary.from_json(path.read_bytes())
+    except (ValueError, KeyError, TypeError) as exc:  # orjson's decode errors are ValueErrors
+        raise ValueError(f"{path}: not a population summary this version of trajsim reads ({exc}); "
+                         f"train the model again with `trajsim train`") from None

@@ -7,8 +7,9 @@ from __future__ import annotations
 import polars as pl
 
 from trajsim.clock import DAYS_PER_YEAR
-from trajsim.events import CONDITION_END, DEATH, VISIT_END, VISIT_START_PREFIX
+from trajsim.events import CONDITION_END, DEATH, FOLLOW_UP_VISIT, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge
+from trajsim.knowledge.acute import SAME_STAY_GAP_DAYS
 from trajsim.rules.base import people_of, violation
 from trajsim.vocab import in_domain
 
@@ -29,18 +30,21 @@ RULES: dict[str, str] = {
     "duplicate_active_condition": "a chronic condition recorded again while it is still active",
     "visit_end_before_start": "a visit that ends before it starts",
     "overlapping_visits": "a visit that starts before the patient's previous visit has ended",
-    "stay_after_stay": "a hospital stay that starts within an hour of the end of the patient's previous stay: one "
-                       "stay recorded as two, the patient discharged and admitted again at once (trajsim simulates "
-                       "no transfers between hospitals)",
+    "follow_up_without_problem": "a follow-up encounter (SNOMED 390906007) where the patient has no active condition "
+                                 "and none is diagnosed: nothing to follow up",
+    "stay_after_stay": "a hospital stay that starts within an hour of the end of the patient's previous encounter, "
+                       "itself a stay: one stay recorded as two, the patient discharged and admitted again at once "
+                       "(trajsim simulates no transfers between hospitals)",
 }
-RESTAY_WITHIN = pl.duration(hours=1)
+RESTAY_WITHIN = pl.duration(seconds=round(SAME_STAY_GAP_DAYS * 86_400))
 _MICROSECONDS_PER_YEAR = DAYS_PER_YEAR * 86_400e6
 
 
 def check(facts: pl.LazyFrame, knowledge: Knowledge) -> list[pl.LazyFrame]:
     """The violations of this family's rules."""
     return [_demographics(facts, knowledge), _deaths(facts), _indications(facts, knowledge),
-            _allergies(facts, knowledge), _bounds(facts, knowledge), _duplicates(facts, knowledge), _visits(facts)]
+            _allergies(facts, knowledge), _bounds(facts, knowledge), _duplicates(facts, knowledge), _visits(facts),
+            _follow_ups(facts, knowledge)]
 
 
 def _demographics(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
@@ -98,6 +102,17 @@ def _condition_spells(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame
             .sort("end"))
     return starts.join_asof(ends, left_on="start", right_on="end", by=["subject_id", "condition"],
                             strategy="forward", check_sortedness=False)
+
+
+def _follow_ups(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
+    """Follow-up encounters with no condition active at their start and none recorded in them."""
+    visit = ["subject_id", "encounter_id"]
+    follow_ups = facts.filter((pl.col("code") == FOLLOW_UP_VISIT) & pl.col("encounter_id").is_not_null())
+    active = (follow_ups.select(*visit, "time").join(_condition_spells(facts, knowledge), on="subject_id")
+              .filter((pl.col("start") <= pl.col("time")) & (pl.col("end").is_null() | (pl.col("end") >= pl.col("time")))))
+    diagnosed = facts.filter(in_domain(pl.col("code"), "condition") & pl.col("encounter_id").is_not_null())
+    found = follow_ups.join(active, on=visit, how="anti").join(diagnosed, on=visit, how="anti")
+    return violation(found, "follow_up_without_problem", pl.lit("no condition active or diagnosed"))
 
 
 def _indications(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
@@ -163,14 +178,15 @@ def _visits(facts: pl.LazyFrame) -> pl.LazyFrame:
               .with_columns(end=pl.coalesce("end", "time"))
               .sort("subject_id", "time", "encounter_id")
               .with_columns(previous_end=pl.col("end").cum_max().shift(1).over("subject_id")))
-    stays = (visits.filter(pl.col("code") == VISIT_START_PREFIX + "IMP")
-             .with_columns(previous_stay_end=pl.col("end").shift(1).over("subject_id")))
+    stay = VISIT_START_PREFIX + "IMP"
+    stays = visits.with_columns(previous_stay_end=pl.when(pl.col("code").shift(1).over("subject_id") == stay)
+                                .then(pl.col("end").shift(1).over("subject_id"))).filter(pl.col("code") == stay)
     return pl.concat([
         violation(visits.filter(pl.col("end") < pl.col("time")), "visit_end_before_start",
                    pl.format("encounter {} ends at {}", "encounter_id", "end")),
         violation(visits.filter(pl.col("time") < pl.col("previous_end")), "overlapping_visits",
                    pl.format("encounter {} starts before the previous visit ends at {}", "encounter_id", "previous_end")),
-        violation(stays.filter(pl.col("time") <= pl.col("previous_stay_end") + RESTAY_WITHIN), "stay_after_stay",
+        violation(stays.filter(pl.col("time") < pl.col("previous_stay_end") + RESTAY_WITHIN), "stay_after_stay",
                   pl.format("stay {} starts as the previous stay ends at {}", "encounter_id", "previous_stay_end")),
     ])
 
