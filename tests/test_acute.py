@@ -450,3 +450,21 @@ def test_a_stay_a_source_proposes_during_another_goes_on_with_it_and_a_long_obse
     assert troponins.is_empty()  # each source stay's result is in the one stay
     found = set(find_violations(events)["rule"])
     assert not found & {"stay_after_stay", "observation_too_long", "duplicate_procedure"}, found
+
+
+def test_a_stay_that_goes_on_records_no_second_type_procedure_or_reading_at_one_time():
+    from tests.test_episodes import patient
+    from trajsim.engine.patient import PatientRecord
+
+    record = PatientRecord(patient(age=60.0))
+    start = record.patient.now
+    glucose, reconciliation = Fact("LOINC/2339-0", 2.0, 133.0, "mg/dL"), Fact("SNOMED/430193006", 2.0)
+    record.add_visit(Visit(start, "IMP", 2.0, [Fact(OBSERVATION), glucose, reconciliation]))
+    assert record.in_stay(start + 2.0) and record.in_stay(start + 2.02) and not record.in_stay(start + 2.1)
+    record.add_visit(Visit(start + 2.0, "IMP", 1.5, [Fact(EMERGENCY_ADMISSION), Fact("LOINC/2339-0", 0.0, 138.0, "mg/dL"),
+                                                     Fact("SNOMED/430193006", 1.5), Fact("LOINC/2339-0", 1.0, 120.0, "mg/dL")]))
+    codes = [e.code for e in record.events]
+    assert codes.count(visit_start_code("IMP")) == 1 and codes.count(VISIT_END) == 1
+    assert codes.count("SNOMED/430193006") == 1 and codes.count("LOINC/2339-0") == 2  # 133 at 48 h, 120 a day later
+    assert EMERGENCY_ADMISSION in codes and OBSERVATION not in codes  # 3.5 days: an admission
+    assert max(e.time for e in record.events if e.code == VISIT_END) == max(e.time for e in record.events)

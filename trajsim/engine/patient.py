@@ -109,7 +109,7 @@ class PatientRecord:
         """The last stay's encounter, its end moved to `visit_end` and its type to what a stay that
         long is (an observation stay past 48 hours is an admission), and the facts of `visit` it
         does not already hold: no second encounter type, no procedure done twice (a second
-        reconciliation)."""
+        reconciliation), no measurement taken twice at one time (the stay's discharge labs)."""
         encounter, start = self.last_stay
         held: set[str] = set()
         events = []
@@ -122,8 +122,11 @@ class PatientRecord:
                 held.add(event.code)
             events.append(event)
         self.events[:] = events
+        measured = {(event.code, event.time) for event in events if event.encounter_id == encounter
+                    and event.numeric_value is not None}
         return encounter, [f for f in visit.facts if domain_of(f.code) != "encounter_type"
-                           and not (domain_of(f.code) == "procedure" and f.code in held)]
+                           and not (domain_of(f.code) == "procedure" and f.code in held)
+                           and (f.value is None or (f.code, to_datetime(visit.day + f.offset_days)) not in measured)]
 
     def add_death(self, day: float, cause: str) -> None:
         """Record the death with its cause, under the encounter it ends if the patient dies in one.

@@ -103,7 +103,8 @@ def _lab_screenings(facts: pl.LazyFrame, knowledge: Knowledge) -> pl.LazyFrame:
     visits = (facts.filter(pl.col("code").str.starts_with(VISIT_START_PREFIX)).select(
         *visit, encounter_class=pl.col("code").str.strip_prefix(VISIT_START_PREFIX))
         .join(facts.filter(pl.col("code") == VISIT_END).group_by(visit).agg(left=pl.col("time").max()), on=visit, how="left"))
-    active = (pl.col("start") <= pl.coalesce("left", "time")) & (pl.col("end").is_null() | (pl.col("end") > pl.col("time")))
+    # a condition that ends as the test is done (an episode ended at a discharge) was active when it was ordered
+    active = (pl.col("start") <= pl.coalesce("left", "time")) & (pl.col("end").is_null() | (pl.col("end") >= pl.col("time")))
     called_for = (early.join(visits, on=visit).join(monitoring, on="code")
                   .join(_condition_spells(facts, knowledge), on=["subject_id", "condition"])
                   .filter(active & (pl.col("gap_days") + LAB_GRACE_DAYS >= pl.col("interval_days"))
