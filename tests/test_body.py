@@ -23,8 +23,8 @@ from trajsim.engine.chart import chart_keepers
 from trajsim.events import BIRTH, SEX_FEMALE, Event, events_frame, visit_start_code
 from trajsim.knowledge import load_knowledge
 from trajsim.knowledge.physiology import (
-    BMI, CREATININE, DIASTOLIC, EGFR, EGFR_MDRD, HDL, HEIGHT, LDL, SYSTOLIC, TOTAL_CHOLESTEROL, TRIGLYCERIDES, WEIGHT,
-    ckd_epi_2021, value_limits,
+    BMI, CREATININE, DIASTOLIC, EGFR, EGFR_MDRD, HDL, HEIGHT, LDL, SYSTOLIC, TOTAL_CHOLESTEROL, TRIGLYCERIDES, UREA_NITROGEN,
+    WEIGHT, ckd_epi_2021, value_limits,
 )
 from trajsim.rules import find_violations
 from trajsim.rules.values import RULES
@@ -90,6 +90,15 @@ def test_pressures_and_kidney_function_agree(cohort):
     kidney = kidney.join(sex, on="subject_id", how="left").with_columns(pl.col("female").fill_null(False))
     expected = ckd_epi_2021(kidney[CREATININE].to_numpy(), kidney["age"].to_numpy(), kidney["female"].to_numpy())
     assert np.all(np.abs(kidney[EGFR].to_numpy() - expected) <= 0.02 * expected + 1)
+
+
+def test_urea_nitrogen_follows_the_creatinine_beside_it(cohort):
+    """A BUN of 48 mg/dL beside a creatinine of 0.9 (a ratio of 53) reads as a bleed or dehydration
+    no chart explains; the shipped model's CKD patients had it visit after visit."""
+    adults = values_of(cohort, CREATININE, UREA_NITROGEN).filter(pl.col("age") >= 18)
+    ratio = adults[UREA_NITROGEN] / adults[CREATININE]
+    assert adults.height > 100 and ratio.quantile(0.01) > 6 and ratio.quantile(0.99) < 30  # about 10-20 in health
+    assert 12 < adults[UREA_NITROGEN].median() < 20  # the adult median, 14 mg/dL in health, higher in CKD
 
 
 def adult(age: float = 45.0, sex: str = "F") -> PatientState:

@@ -148,7 +148,7 @@ def test_a_record_drawn_from_a_model_starts_with_its_first_visit(elderly_model: 
     """The summary's record starts with its first visit; the model dates it from the first of the
     start year, so a first visit it writes before the drawn entry day starts the record there (the
     entry moves back to it), not lost to history, and no later visit moves."""
-    scenario = with_overrides(small_scenario(30, seed=5), "test", **{"model": str(elderly_model),
+    scenario = with_overrides(small_scenario(60, seed=5), "test", **{"model": str(elderly_model),
                                                                      "population.drawn_from": "model"})
     knowledge = load_knowledge()
     with one_thread():

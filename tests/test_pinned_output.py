@@ -16,8 +16,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "5d5e08f791896198cba8203567c6a1984cbe66ed920862adf96c9f1e86f99093",
-    "default": "28f2e59259f9d1c7521c5f7b86e9ffeb3ce18164e0e228ed9a640c65d3641c54",
+    "reference": "8480880999fcab83cbed6aa0756d8263bbb5108a0aff184970a2b4aaba29d48c",
+    "default": "e50a6da1a9b1d373a8d9f8a74f83c794f6860ae01a7f275827843745470225ed",
 }
 
 

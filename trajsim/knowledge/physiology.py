@@ -19,6 +19,7 @@ SYSTOLIC, DIASTOLIC = "LOINC/8480-6", "LOINC/8462-4"
 # The vital signs every visit takes: blood pressure, heart rate, respiratory rate, temperature.
 VITAL_SIGNS = (SYSTOLIC, DIASTOLIC, "LOINC/8867-4", "LOINC/9279-1", "LOINC/8310-5")
 CREATININE, EGFR = "LOINC/38483-4", "LOINC/98979-8"  # eGFR by CKD-EPI 2021, the equation the body uses
+UREA_NITROGEN, UREA_CREATININE_RATIO = "LOINC/6299-2", "LOINC/3097-3"
 # Codes other records give the same measurement under: eGFR coded with the MDRD name (Synthea, the
 # shipped model's vocabulary). The body values it as the CKD-EPI 2021 eGFR and the chart keeps the
 # code the source proposed; the rules judge it as the eGFR.
@@ -54,6 +55,7 @@ DERIVED = {BMI: (HEIGHT, WEIGHT), EGFR: (CREATININE,), TOTAL_CHOLESTEROL: (LDL, 
            BMI_PERCENTILE: (BMI,), WEIGHT_FOR_LENGTH_PERCENTILE: (WEIGHT, HEIGHT), HEAD_PERCENTILE: (HEAD_CIRCUMFERENCE,),
            # a panel's results that follow from others in it, as the analyser computes them
            CHLORIDE: (SODIUM, BICARBONATE, ANION_GAP), TOTAL_PROTEIN: (ALBUMIN, GLOBULIN),
+           UREA_NITROGEN: (CREATININE, UREA_CREATININE_RATIO),
            HEMATOCRIT: (HEMOGLOBIN, MCHC), ERYTHROCYTES: (HEMOGLOBIN, MCHC, MCV), MCH: (MCV, MCHC),
            NEUTROPHILS: DIFFERENTIAL[1:], NEUTROPHILS_ABSOLUTE: (LEUKOCYTES, *DIFFERENTIAL[1:])}
 # A measurement a child's chart reports its percentile beside, and that percentile.
