@@ -22,7 +22,7 @@ from trajsim.events import BIRTH, SEX_FEMALE, VISIT_END, VISIT_START_PREFIX
 from trajsim.knowledge import Knowledge, child_blood_pressure
 from trajsim.knowledge.physiology import (
     ALBUMIN, BICARBONATE, BILIRUBIN, BMI, CHLORIDE, CREATININE, DIASTOLIC, DIFFERENTIAL, DIRECT_BILIRUBIN, EGFR, HEIGHT, HEMATOCRIT, HEMOGLOBIN,
-    SODIUM, SYSTOLIC, TOTAL_PROTEIN, WEIGHT, body_parameters, ckd_epi_2021, value_limits,
+    SODIUM, SYSTOLIC, TOTAL_PROTEIN, UREA_NITROGEN, WEIGHT, body_parameters, ckd_epi_2021, value_limits,
 )
 from trajsim.rules.base import as_measured, violation
 from trajsim.rules.record import _condition_spells
@@ -33,6 +33,8 @@ RULES: dict[str, str] = {
     "bmi_mismatch": "a BMI more than 1 kg/m2 from weight/height^2 of the same encounter",
     "diastolic_not_below_systolic": "a diastolic pressure at or above the systolic of the same encounter",
     "egfr_mismatch": "an adult's eGFR more than 10% (+1) from CKD-EPI 2021 of the creatinine of the same encounter",
+    "urea_creatinine_mismatch": "an adult's urea nitrogen over the creatinine of the same encounter above 40 "
+                                "(about 10-20 in health; above 20 a prerenal state or a bleed the chart would show)",
     "anion_gap_implausible": "a sodium minus chloride and bicarbonate of one encounter below 3 or above 25 mmol/L "
                              "(a laboratory error, or an acidosis beyond what the chart explains)",
     "hematocrit_mismatch": "a hemoglobin over hematocrit of one encounter (the MCHC) outside 28-38 g/dL: the "
@@ -60,6 +62,9 @@ ADULT_HEIGHT_CHANGE_CM, CHILD_HEIGHT_DROP_CM, BMI_TOLERANCE = 5.0, 3.0, 1.0
 # Kraut and Madias, Clin J Am Soc Nephrol 2007;2:162-74: a gap below 3 mmol/L is almost always a
 # laboratory error (or a rare paraproteinaemia); above 25 an organic acidosis.
 ANION_GAP_RANGE = (3.0, 25.0)
+# MedlinePlus, BUN test: a BUN-to-creatinine ratio of about 10:1-20:1; above 20 with dehydration or an
+# upper GI bleed (Sood et al., J Clin Gastroenterol 2014): twice the upper limit is what no chart here explains
+UREA_CREATININE_HIGHEST = 40.0
 MCHC_RANGE = (28.0, 38.0)  # Sarma, Clinical Methods 3rd ed. (1990), ch. 152: 32-36 g/dL, with room for disease
 DIFFERENTIAL_TOLERANCE = 1.5  # five fractions each rounded to 0.1 point, and an analyser's unclassified cells
 EGFR_RELATIVE_TOLERANCE, EGFR_ABSOLUTE_TOLERANCE = 0.10, 1.0
@@ -119,6 +124,9 @@ def _panels(facts: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
                                                    s.struct.field("age").to_numpy(),
                                                    s.struct.field("female").to_numpy())),
                   return_dtype=pl.Float64), code=pl.lit(EGFR)))
+    urea = (_aged(_panel(facts, (UREA_NITROGEN, CREATININE)).drop_nulls([UREA_NITROGEN, CREATININE]), people)
+            .filter((pl.col("age") >= 18) & (pl.col(CREATININE) > 0))
+            .with_columns(ratio=pl.col(UREA_NITROGEN) / pl.col(CREATININE), code=pl.lit(UREA_NITROGEN)))
     egfr_off = (pl.col(EGFR) - pl.col("expected")).abs() > (
         EGFR_RELATIVE_TOLERANCE * pl.col("expected") + EGFR_ABSOLUTE_TOLERANCE)
     return pl.concat([
@@ -130,6 +138,9 @@ def _panels(facts: pl.LazyFrame, people: pl.LazyFrame) -> pl.LazyFrame:
         violation(kidney.filter(egfr_off), "egfr_mismatch",
                   pl.format("eGFR {} at creatinine {}; CKD-EPI 2021 gives {}", pl.col(EGFR), pl.col(CREATININE),
                             pl.col("expected").round(0))),
+        violation(urea.filter(pl.col("ratio") > UREA_CREATININE_HIGHEST), "urea_creatinine_mismatch",
+                  pl.format("urea nitrogen {} mg/dL at creatinine {} mg/dL (ratio {})", pl.col(UREA_NITROGEN),
+                            pl.col(CREATININE), pl.col("ratio").round(0))),
     ])
 
 
