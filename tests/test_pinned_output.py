@@ -16,8 +16,8 @@ from tests.conftest import small_scenario
 from trajsim.generate import generate
 
 PINNED = {
-    "reference": "8480880999fcab83cbed6aa0756d8263bbb5108a0aff184970a2b4aaba29d48c",
-    "default": "e50a6da1a9b1d373a8d9f8a74f83c794f6860ae01a7f275827843745470225ed",
+    "reference": "cbdae7ff14d61ddc08ea56c39d8e16b4546a19651bf7c19c395688c59cb349cb",
+    "default": "aa32455a117d0472b0a8dab40152ab5b6b61980bf44a3b994c7028a1cf1b7075",
 }
 
 

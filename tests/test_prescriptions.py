@@ -437,3 +437,24 @@ def test_the_prescriber_starts_a_raas_inhibitor_at_albuminuria_and_levothyroxine
     visit = Visit(p.now, "AMB", 0.02, [Fact("SNOMED/390906007")])
     Prescriber(knowledge, renews=False).vet(p, visit)
     assert [f.text for f in visit.facts if f.code == LEVOTHYROXINE] == [HYPOTHYROIDISM]
+
+
+PNEUMONIA, AMOXICILLIN, AZITHROMYCIN = "SNOMED/233604007", "RXNORM/308182", "RXNORM/308460"
+
+
+def test_pneumonia_gets_an_antibiotic_in_the_ed_and_the_rules_catch_one_without():
+    """Pneumonia had no drug in the knowledge base: 25 reference patients of 300 with it got none."""
+    from tests.test_episodes import patient
+    from trajsim.engine import Fact, Visit
+    from trajsim.engine.prescriptions import Prescriber
+
+    assert "antibiotic_missing_in_pneumonia" in _rules(_chart(*_visit(0, 1, (PNEUMONIA, None), encounter_class="EMER")))
+    assert not _rules(_chart(*_visit(0, 1, (PNEUMONIA, None), (AMOXICILLIN, PNEUMONIA), encounter_class="EMER")))
+    knowledge = load_knowledge()
+    for allergic, drug in ((False, AMOXICILLIN), (True, AZITHROMYCIN)):
+        p = patient(age=50, sex="M")
+        if allergic:
+            p.allergies.add("SNOMED/91936005")  # allergy to penicillin
+        ed = Visit(p.now, "EMER", 0.1, [Fact("SNOMED/50849002"), Fact(PNEUMONIA)])
+        Prescriber(knowledge, renews=False).vet(p, ed)
+        assert [f.text for f in ed.facts if f.code == drug] == [PNEUMONIA], allergic
