@@ -8,6 +8,8 @@ author, so each kind has one author."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
+from typing import NamedTuple
 
 import simpy
 
@@ -26,6 +28,15 @@ from trajsim.vocab import domain_of
 ENDS = frozenset({CONDITION_END, MEDICATION_END})
 
 
+class RecordedEncounter(NamedTuple):
+    """An encounter as recorded: its id, start and end days and class."""
+
+    id: int
+    start: float
+    end: float
+    encounter_class: str
+
+
 class PatientRecord:
     """The events recorded for one patient, in time order once the patient's process ends. Without
     `records_stops` (`TrajectorySource.records_stops`) a drug's end still ends it for the engine but
@@ -35,8 +46,7 @@ class PatientRecord:
         self.patient, self.records_stops = patient, records_stops
         self.events: list[Event] = []
         self.last_day = patient.entry_day  # the latest day anything was recorded for
-        self.last_encounter: tuple[int, float] | None = None  # the latest encounter and its end day
-        self.last_stay: tuple[int, float] | None = None  # the latest hospital stay (IMP): its encounter and start day
+        self.last_encounter: RecordedEncounter | None = None
         self._visits = 0
 
     @property
@@ -73,27 +83,26 @@ class PatientRecord:
     def add_visit(self, visit: Visit) -> None:
         """Record a visit's facts, dropping any that would fall after the record's end; facts dated
         before or after the visit (a pregnancy's onset, a course's end) are recorded outside it. A
-        stay that starts before the last stay has ended goes on with it."""
+        stay that starts as the last stay ends goes on with it (`in_stay`)."""
         exit_day = self.patient.exit_day
-        encounter, visit_end = None, visit.day + visit.duration_days
+        encounter, start, visit_end = None, visit.day, visit.day + visit.duration_days
         facts = visit.facts
         if visit.encounter_class is not None:
             visit_end = min(visit_end, exit_day)
             if visit.encounter_class == "IMP" and self.in_stay(visit.day):
-                encounter, facts = self._continued_stay(visit, visit_end)
+                encounter, start = self.last_encounter.id, self.last_encounter.start
+                facts = self._continued_stay(visit, visit_end)
             else:
                 self._visits += 1
                 encounter = encounter_id(self.patient.subject_id, self._visits)
                 self.add(visit.day, visit_start_code(visit.encounter_class), encounter)
-                if visit.encounter_class == "IMP":
-                    self.last_stay = (encounter, visit.day)
         for fact in facts:
             day = visit.day + fact.offset_days
             if day <= exit_day:  # what is dated outside the visit (an onset before it) is not of it
                 self.add_fact(day, fact, encounter if visit.day <= day <= visit_end else None)
         if encounter is not None:
             self.add(visit_end, VISIT_END, encounter)
-            self.last_encounter = (encounter, visit_end)
+            self.last_encounter = RecordedEncounter(encounter, start, visit_end, visit.encounter_class)
 
     def in_stay(self, day: float) -> bool:
         """Whether a stay starting on `day` continues the last encounter, a stay: it starts before
@@ -102,16 +111,16 @@ class PatientRecord:
         an observation stay and then the admission it turned into: one stay, not a patient
         discharged and admitted again the same minute."""
         last = self.last_encounter
-        return (self.last_stay is not None and last is not None and last[0] == self.last_stay[0]
-                and day <= last[1] + SAME_STAY_GAP_DAYS)
+        return last is not None and last.encounter_class == "IMP" and day <= last.end + SAME_STAY_GAP_DAYS
 
-    def _continued_stay(self, visit: Visit, visit_end: float) -> tuple[int, list[Fact]]:
-        """The last stay's encounter, its end moved to `visit_end` and its type to what a stay that
-        long is (an observation stay past 48 hours is an admission), and the facts of `visit` it
-        does not already hold: no second encounter type, no procedure done twice (a second
-        reconciliation), no measurement taken twice at one time (the stay's discharge labs)."""
-        encounter, start = self.last_stay
+    def _continued_stay(self, visit: Visit, visit_end: float) -> list[Fact]:
+        """The facts of `visit` that the last stay, its end moved to `visit_end` and its type to what
+        a stay that long is (an observation stay past 48 hours is an admission), does not already
+        hold: no second encounter type, no procedure done twice (a second reconciliation), no
+        measurement taken twice at one time (the stay's discharge labs)."""
+        encounter, start = self.last_encounter.id, self.last_encounter.start
         held: set[str] = set()
+        measured: set[tuple[str, datetime]] = set()
         events = []
         for event in self.events:
             if event.encounter_id == encounter:
@@ -120,13 +129,13 @@ class PatientRecord:
                 if domain_of(event.code) == "encounter_type":
                     event = event._replace(code=stay_type(event.code, visit_end - start))
                 held.add(event.code)
+                if event.numeric_value is not None:
+                    measured.add((event.code, event.time))
             events.append(event)
         self.events[:] = events
-        measured = {(event.code, event.time) for event in events if event.encounter_id == encounter
-                    and event.numeric_value is not None}
-        return encounter, [f for f in visit.facts if domain_of(f.code) != "encounter_type"
-                           and not (domain_of(f.code) == "procedure" and f.code in held)
-                           and (f.value is None or (f.code, to_datetime(visit.day + f.offset_days)) not in measured)]
+        return [f for f in visit.facts if domain_of(f.code) != "encounter_type"
+                and not (domain_of(f.code) == "procedure" and f.code in held)
+                and (f.value is None or (f.code, to_datetime(visit.day + f.offset_days)) not in measured)]
 
     def add_death(self, day: float, cause: str) -> None:
         """Record the death with its cause, under the encounter it ends if the patient dies in one.
@@ -135,7 +144,7 @@ class PatientRecord:
         died = to_datetime(day)
         self.events[:] = [event for event in self.events if event.time <= died]
         encounter = self.last_encounter
-        self.add(day, DEATH, encounter[0] if encounter and encounter[1] >= day else None, text=cause)
+        self.add(day, DEATH, encounter.id if encounter and encounter.end >= day else None, text=cause)
 
     def finish(self) -> None:
         self.events.sort(key=lambda event: event.time)

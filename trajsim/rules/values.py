@@ -62,8 +62,8 @@ ADULT_HEIGHT_CHANGE_CM, CHILD_HEIGHT_DROP_CM, BMI_TOLERANCE = 5.0, 3.0, 1.0
 # Kraut and Madias, Clin J Am Soc Nephrol 2007;2:162-74: a gap below 3 mmol/L is almost always a
 # laboratory error (or a rare paraproteinaemia); above 25 an organic acidosis.
 ANION_GAP_RANGE = (3.0, 25.0)
-# MedlinePlus, BUN test: a BUN-to-creatinine ratio of about 10:1-20:1; above 20 with dehydration or an
-# upper GI bleed (Sood et al., J Clin Gastroenterol 2014): twice the upper limit is what no chart here explains
+# MedlinePlus, BUN test: a BUN-to-creatinine ratio of about 10:1-20:1 in health, higher with
+# dehydration or bleeding into the gut; twice the upper limit is what no chart here explains (approximate)
 UREA_CREATININE_HIGHEST = 40.0
 MCHC_RANGE = (28.0, 38.0)  # Sarma, Clinical Methods 3rd ed. (1990), ch. 152: 32-36 g/dL, with room for disease
 DIFFERENTIAL_TOLERANCE = 1.5  # five fractions each rounded to 0.1 point, and an analyser's unclassified cells
